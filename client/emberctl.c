@@ -1,0 +1,2 @@
+/* emberctl entry point (being written). */
+int main(void) { return 0; }

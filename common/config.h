@@ -1,0 +1,49 @@
+/*
+ * The daemon configuration file (YAML), e.g. /etc/ember/emberd.yaml:
+ *
+ *   state_dir: /var/lib/ember        socket: /run/ember/emberd.sock
+ *   socket_group: ember              log_level: info
+ *   cid_min: 3                       cid_max: 4294967294
+ *   default_image: mini
+ *   firecracker: { binary: /usr/bin/firecracker }
+ *   qemu: { binary: qemu-system-x86_64, accel: auto }
+ *   defaults: { cpus: 1, memory: 512M, backend: auto }
+ *   vsock: { vm_to_vm: true }
+ *
+ * Errors carry file:line:column like VM specs. `emberd --check-config`
+ * is ember_config_load plus a report.
+ */
+#ifndef EMBER_CONFIG_H
+#define EMBER_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "error.h"
+
+struct ember_config {
+	char *state_dir;	/* NULL: built-in default */
+	char *socket;		/* NULL: built-in default */
+	char *socket_group;	/* NULL: the daemon's group */
+	int log_level;		/* enum log_level, -1 when unset */
+	uint32_t cid_min, cid_max;
+	char *default_image;
+	char *firecracker_binary;	/* NULL: search PATH */
+	char *qemu_binary;		/* NULL: search PATH */
+	char *qemu_accel;		/* "auto", "kvm", "tcg" */
+	unsigned default_cpus;
+	uint64_t default_memory_mib;
+	char *default_backend;		/* "auto", "qemu", "firecracker" */
+	bool vsock_vm_to_vm;
+};
+
+/* Built-in defaults (everything NULL/unset except numbers and "auto"). */
+void ember_config_init(struct ember_config *cfg);
+void ember_config_clear(struct ember_config *cfg);
+/* Parses text over the current contents of cfg. 0 or -1 with EK_INVALID_SPEC
+ * and "file:line:column: reason". */
+int ember_config_parse(const char *text, size_t len, const char *filename,
+    struct ember_config *cfg, struct ember_error *err);
+int ember_config_load(const char *path, struct ember_config *cfg,
+    struct ember_error *err);
+
+#endif

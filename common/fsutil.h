@@ -1,0 +1,27 @@
+/*
+ * File-system helpers for durable state: atomic replacement (temp file in the
+ * same directory, fsync, rename, fsync the directory), JSON files, directory
+ * creation and removal. All return 0 or -errno and never log above debug.
+ */
+#ifndef EMBER_FSUTIL_H
+#define EMBER_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <jansson.h>
+
+int fsync_dir(const char *dir);
+/* Creates path and its parents with mode (existing directories are fine). */
+int mkdir_p(const char *path, mode_t mode);
+/* Removes a file or directory tree; a missing path is success. */
+int rm_rf(const char *path);
+int atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode);
+/* Writes json (pretty, sorted keys, trailing newline) atomically with mode 0644. */
+int atomic_write_json(const char *path, const json_t *json);
+/* Reads a JSON file into *out. On a parse failure returns -EBADMSG and, when
+ * errbuf is given, fills it with "line:column: reason". */
+int read_json_file(const char *path, json_t **out, char *errbuf, size_t errlen);
+/* Reads a whole file (max bytes) into a NUL-terminated malloc'd buffer. */
+int read_file(const char *path, size_t max, char **out, size_t *len);
+
+#endif

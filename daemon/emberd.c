@@ -1,0 +1,2 @@
+/* emberd entry point (being written). */
+int main(void) { return 0; }
