@@ -1,0 +1,2 @@
+/* Linux OS facts (being written). */
+#include "platform.h"
