@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# ember quickstart: installs the build's Debian packages (only when some are
+# missing), builds into build/plain, starts a private emberd on a fresh state
+# directory under /tmp, walks through the control plane with emberctl, and
+# stops emberd again. Each run uses its own state directory, so it can be run
+# any number of times; the directory is removed when everything succeeded and
+# kept (with emberd.log) when something failed.
+set -euo pipefail
+
+# Debian 12 packages to build and run ember (tests/run.sh has the test set).
+PACKAGES=(
+	build-essential cmake pkg-config
+	libevent-dev libjansson-dev libyaml-dev libcurl4-openssl-dev check
+)
+START_TIMEOUT=10	# seconds for emberd to create its socket
+STOP_TIMEOUT=15		# seconds for emberd to exit after SIGTERM
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+emberd_pid=""
+state=""
+ok=0
+
+say() {
+	printf '\n==> %s\n' "$*"
+}
+
+# stop_emberd: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL. Returns 0
+# only when emberd exited by itself with status 0.
+stop_emberd() {
+	local pid=$emberd_pid deadline rc=0
+	emberd_pid=""
+	kill -TERM "$pid" 2>/dev/null || true
+	deadline=$((SECONDS + STOP_TIMEOUT))
+	while kill -0 "$pid" 2>/dev/null; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "quickstart: emberd did not exit within ${STOP_TIMEOUT}s of SIGTERM; killing it" >&2
+			kill -KILL "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+			return 1
+		fi
+		sleep 0.1
+	done
+	wait "$pid" || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		echo "quickstart: emberd exited with status $rc after SIGTERM" >&2
+		return 1
+	fi
+}
+
+on_exit() {
+	if [ -n "$emberd_pid" ]; then
+		stop_emberd || true
+	fi
+	if [ -n "$state" ]; then
+		if [ "$ok" = 1 ]; then
+			rm -rf "$state"
+		else
+			echo "quickstart: FAILED; state directory kept: $state" >&2
+			if [ -f "$state/emberd.log" ]; then
+				echo "quickstart: last lines of $state/emberd.log:" >&2
+				tail -n 20 "$state/emberd.log" >&2
+			fi
+		fi
+	fi
+}
+trap on_exit EXIT
+
+install_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		# shellcheck disable=SC2016 # ${Status} is dpkg-query's, not ours
+		if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+			missing+=("$p")
+		fi
+	done
+	if [ ${#missing[@]} -eq 0 ]; then
+		return 0
+	fi
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "quickstart: missing Debian packages: ${missing[*]}" >&2
+		echo "quickstart: install them as root: apt-get install ${missing[*]}" >&2
+		exit 1
+	fi
+	say "installing ${missing[*]}"
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# Echoes and runs an emberctl command against the private emberd.
+ctl() {
+	printf '\n$ emberctl %s\n' "$*"
+	"$EMBERCTL" --socket "$socket" "$@"
+}
+
+say "checking Debian packages"
+install_packages
+
+say "building into build/plain"
+cmake -S . -B build/plain -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build/plain -j"$(nproc)"
+EMBERD=$PWD/build/plain/daemon/emberd
+EMBERCTL=$PWD/build/plain/client/emberctl
+
+state=$(mktemp -d /tmp/ember-quickstart.XXXXXX)
+socket=$state/emberd.sock
+
+say "starting emberd (state $state, log $state/emberd.log)"
+"$EMBERD" --state-dir "$state" --socket "$socket" >"$state/emberd.log" 2>&1 &
+emberd_pid=$!
+
+deadline=$((SECONDS + START_TIMEOUT))
+until [ -S "$socket" ]; do
+	if ! kill -0 "$emberd_pid" 2>/dev/null; then
+		wait "$emberd_pid" && rc=0 || rc=$?
+		emberd_pid=""
+		echo "quickstart: emberd exited with status $rc before creating $socket" >&2
+		exit 1
+	fi
+	if [ "$SECONDS" -ge "$deadline" ]; then
+		echo "quickstart: emberd did not create $socket within ${START_TIMEOUT}s" >&2
+		exit 1
+	fi
+	sleep 0.1
+done
+
+ctl daemon info
+ctl vm create demo --vsock --no-start
+ctl vm list
+ctl vm inspect demo
+ctl vsock allocations
+
+# --- BOOT A VM HERE (later issue) ---------------------------------------
+# Once a backend can boot the demo image: `ctl vm start demo`, talk to the
+# guest over vsock, then `ctl vm stop demo`.
+# -------------------------------------------------------------------------
+
+ctl vm delete demo
+
+say "stopping emberd (pid $emberd_pid)"
+stop_emberd
+
+ok=1
+say "quickstart finished: emberd and emberctl work"
