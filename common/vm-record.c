@@ -1,0 +1,415 @@
+/*
+ * The VM record and its JSON form (daemon/API.md, "The VM record"). The same
+ * object is the API answer and, with "version" added by the daemon, the
+ * contents of vm.json. Reading is strict about types and lenient about keys:
+ * a newer ember may add fields, but a field we know must have the right type.
+ */
+#include <sys/random.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "validate.h"
+#include "vm-record.h"
+
+static const char *const vm_status_names[VM_STATUS__COUNT] = {
+	[VM_CREATED] = "created",
+	[VM_STARTING] = "starting",
+	[VM_RUNNING] = "running",
+	[VM_PAUSED] = "paused",
+	[VM_STOPPING] = "stopping",
+	[VM_STOPPED] = "stopped",
+	[VM_FAILED] = "failed",
+};
+
+const char *
+vm_status_name(enum vm_status status)
+{
+	if ((unsigned)status >= VM_STATUS__COUNT)
+		return "unknown";
+	return vm_status_names[status];
+}
+
+int
+vm_status_parse(const char *name, enum vm_status *status)
+{
+	if (name == NULL)
+		return -EINVAL;
+	for (int i = 0; i < VM_STATUS__COUNT; i++) {
+		if (strcmp(name, vm_status_names[i]) == 0) {
+			if (status != NULL)
+				*status = (enum vm_status)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* The optional strings, so clear, copy and JSON cannot miss one. */
+static const struct {
+	const char *key;
+	size_t off;
+} str_fields[] = {
+	{ "reason", offsetof(struct vm_record, reason) },
+	{ "backend", offsetof(struct vm_record, backend) },
+	{ "image", offsetof(struct vm_record, image) },
+	{ "kernel_path", offsetof(struct vm_record, kernel_path) },
+	{ "initrd_path", offsetof(struct vm_record, initrd_path) },
+	{ "disk_path", offsetof(struct vm_record, disk_path) },
+	{ "boot_args", offsetof(struct vm_record, boot_args) },
+	{ "network", offsetof(struct vm_record, network) },
+	{ "parent_vm", offsetof(struct vm_record, parent_vm) },
+	/* Last: it lives inside "vsock", not at the top level. */
+	{ "uds_path", offsetof(struct vm_record, uds_path) },
+};
+#define N_STR_FIELDS (sizeof(str_fields) / sizeof(str_fields[0]))
+#define STR_AT(rec, i) (*(char **)((char *)(rec) + str_fields[i].off))
+#define CSTR_AT(rec, i) \
+	(*(const char *const *)((const char *)(rec) + str_fields[i].off))
+
+void
+vm_record_init(struct vm_record *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->status = VM_CREATED;
+}
+
+void
+vm_record_clear(struct vm_record *rec)
+{
+	if (rec == NULL)
+		return;
+	for (size_t i = 0; i < N_STR_FIELDS; i++)
+		free(STR_AT(rec, i));
+	vm_record_init(rec);
+}
+
+int
+vm_record_set_str(char **field, const char *value)
+{
+	char *copy = NULL;
+
+	if (value != NULL && (copy = strdup(value)) == NULL)
+		return -ENOMEM;
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+/* dst is overwritten, not freed: pass an initialised or cleared record. */
+int
+vm_record_copy(struct vm_record *dst, const struct vm_record *src)
+{
+	if (dst == src)
+		return 0;
+	memcpy(dst, src, sizeof(*dst));
+	for (size_t i = 0; i < N_STR_FIELDS; i++)
+		STR_AT(dst, i) = NULL;
+	for (size_t i = 0; i < N_STR_FIELDS; i++) {
+		if (CSTR_AT(src, i) == NULL)
+			continue;
+		if ((STR_AT(dst, i) = strdup(CSTR_AT(src, i))) == NULL) {
+			vm_record_clear(dst);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static int
+set_str(json_t *obj, const char *key, const char *value)
+{
+	if (value == NULL)
+		return 0;
+	return json_object_set_new(obj, key, json_string(value));
+}
+
+static int
+set_int(json_t *obj, const char *key, json_int_t value)
+{
+	return json_object_set_new(obj, key, json_integer(value));
+}
+
+json_t *
+vm_record_to_json(const struct vm_record *rec)
+{
+	json_t *obj, *vsock;
+	int r = 0;
+
+	if ((obj = json_object()) == NULL)
+		return NULL;
+	r |= set_str(obj, "name", rec->name);
+	r |= set_str(obj, "id", rec->id);
+	r |= set_str(obj, "status", vm_status_name(rec->status));
+	r |= set_str(obj, "reason", rec->reason);
+	r |= set_str(obj, "backend", rec->backend);
+	r |= set_str(obj, "image", rec->image);
+	r |= set_int(obj, "cpus", rec->cpus);
+	r |= set_int(obj, "memory_mib", (json_int_t)rec->memory_mib);
+	r |= set_str(obj, "kernel_path", rec->kernel_path);
+	r |= set_str(obj, "initrd_path", rec->initrd_path);
+	r |= set_str(obj, "disk_path", rec->disk_path);
+	r |= set_str(obj, "boot_args", rec->boot_args);
+	r |= set_str(obj, "network", rec->network);
+	r |= set_int(obj, "pid", rec->pid);
+	r |= set_int(obj, "pid_start_time", (json_int_t)rec->pid_start_time);
+	if (rec->created_at[0] != '\0')
+		r |= set_str(obj, "created_at", rec->created_at);
+	r |= set_str(obj, "parent_vm", rec->parent_vm);
+	r |= set_int(obj, "owner_uid", rec->owner_uid);
+	if (rec->vsock) {
+		if ((vsock = json_object()) == NULL)
+			r = -1;
+		else {
+			r |= set_int(vsock, "guest_cid", rec->guest_cid);
+			r |= set_str(vsock, "uds_path", rec->uds_path);
+			r |= json_object_set_new(obj, "vsock", vsock);
+		}
+	}
+	if (r != 0) {
+		json_decref(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+/* The key in its object: "vsock.guest_cid" is "guest_cid" in "vsock". */
+static const char *
+leaf(const char *key)
+{
+	const char *dot = strrchr(key, '.');
+
+	return dot != NULL ? dot + 1 : key;
+}
+
+/* Fills *out from key in obj; absent keys leave *out alone. -1 on a wrong type. */
+static int
+get_uint(const json_t *obj, const char *key, uint64_t max, uint64_t *out,
+    char *errbuf, size_t errlen)
+{
+	json_t *v = json_object_get(obj, leaf(key));
+	json_int_t n;
+
+	if (v == NULL)
+		return 0;
+	if (!json_is_integer(v)) {
+		snprintf(errbuf, errlen, "field \"%s\": expected integer", key);
+		return -1;
+	}
+	n = json_integer_value(v);
+	if (n < 0 || (uint64_t)n > max) {
+		snprintf(errbuf, errlen, "field \"%s\": %lld is out of range "
+		    "(0..%llu)", key, (long long)n, (unsigned long long)max);
+		return -1;
+	}
+	*out = (uint64_t)n;
+	return 0;
+}
+
+static int
+get_str(const json_t *obj, const char *key, bool required, const char **out,
+    char *errbuf, size_t errlen)
+{
+	json_t *v = json_object_get(obj, leaf(key));
+
+	*out = NULL;
+	if (v == NULL || json_is_null(v)) {
+		if (!required)
+			return 0;
+		snprintf(errbuf, errlen, "missing field \"%s\"", key);
+		return -1;
+	}
+	if (!json_is_string(v)) {
+		snprintf(errbuf, errlen, "field \"%s\": expected string", key);
+		return -1;
+	}
+	*out = json_string_value(v);
+	return 0;
+}
+
+static bool
+uuid_valid(const char *s)
+{
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++) {
+		char c = s[i];
+
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (c != '-')
+				return false;
+		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+		    (c >= 'A' && c <= 'F')))
+			return false;
+	}
+	return true;
+}
+
+static int
+from_json(struct vm_record *rec, const json_t *json, char *errbuf,
+    size_t errlen)
+{
+	const json_t *vsock;
+	const char *s;
+	uint64_t n;
+
+	if (!json_is_object(json)) {
+		snprintf(errbuf, errlen, "expected a JSON object");
+		return -1;
+	}
+
+	if (get_str(json, "name", true, &s, errbuf, errlen) < 0)
+		return -1;
+	if (!vm_name_valid(s)) {
+		snprintf(errbuf, errlen, "field \"name\": invalid VM name");
+		return -1;
+	}
+	snprintf(rec->name, sizeof(rec->name), "%s", s);
+
+	if (get_str(json, "id", true, &s, errbuf, errlen) < 0)
+		return -1;
+	if (!uuid_valid(s)) {
+		snprintf(errbuf, errlen, "field \"id\": expected a UUID");
+		return -1;
+	}
+	snprintf(rec->id, sizeof(rec->id), "%s", s);
+
+	if (get_str(json, "status", true, &s, errbuf, errlen) < 0)
+		return -1;
+	if (vm_status_parse(s, &rec->status) < 0) {
+		snprintf(errbuf, errlen, "field \"status\": unknown status "
+		    "\"%.32s\"", s);
+		return -1;
+	}
+
+	if (get_str(json, "created_at", false, &s, errbuf, errlen) < 0)
+		return -1;
+	if (s != NULL) {
+		if (strlen(s) >= sizeof(rec->created_at)) {
+			snprintf(errbuf, errlen, "field \"created_at\": too long");
+			return -1;
+		}
+		snprintf(rec->created_at, sizeof(rec->created_at), "%s", s);
+	}
+
+	for (size_t i = 0; i < N_STR_FIELDS - 1; i++) {
+		if (get_str(json, str_fields[i].key, false, &s, errbuf,
+		    errlen) < 0)
+			return -1;
+		if (vm_record_set_str(&STR_AT(rec, i), s) < 0)
+			goto nomem;
+	}
+
+	n = 0;
+	if (get_uint(json, "cpus", UINT_MAX, &n, errbuf, errlen) < 0)
+		return -1;
+	rec->cpus = (unsigned)n;
+	if (get_uint(json, "memory_mib", INT64_MAX, &rec->memory_mib, errbuf,
+	    errlen) < 0)
+		return -1;
+	n = 0;
+	if (get_uint(json, "pid", INT_MAX, &n, errbuf, errlen) < 0)
+		return -1;
+	rec->pid = (pid_t)n;
+	if (get_uint(json, "pid_start_time", INT64_MAX, &rec->pid_start_time,
+	    errbuf, errlen) < 0)
+		return -1;
+	n = 0;
+	if (get_uint(json, "owner_uid", UINT32_MAX, &n, errbuf, errlen) < 0)
+		return -1;
+	rec->owner_uid = (uid_t)n;
+
+	vsock = json_object_get(json, "vsock");
+	if (vsock != NULL && !json_is_null(vsock)) {
+		if (!json_is_object(vsock)) {
+			snprintf(errbuf, errlen, "field \"vsock\": expected object");
+			return -1;
+		}
+		if (json_object_get(vsock, "guest_cid") == NULL) {
+			snprintf(errbuf, errlen, "missing field \"vsock.guest_cid\"");
+			return -1;
+		}
+		n = 0;
+		if (get_uint(vsock, "vsock.guest_cid", UINT32_MAX, &n, errbuf,
+		    errlen) < 0)
+			return -1;
+		rec->guest_cid = (uint32_t)n;
+		if (get_str(vsock, "vsock.uds_path", false, &s, errbuf, errlen) < 0)
+			return -1;
+		if (vm_record_set_str(&rec->uds_path, s) < 0)
+			goto nomem;
+		rec->vsock = true;
+	}
+	return 0;
+
+nomem:
+	snprintf(errbuf, errlen, "out of memory");
+	return -1;
+}
+
+/*
+ * rec is overwritten, not freed: pass an initialised or cleared record. On
+ * failure rec is left initialised (empty).
+ */
+int
+vm_record_from_json(struct vm_record *rec, const json_t *json, char *errbuf,
+    size_t errlen)
+{
+	char dummy[1];
+
+	if (errbuf == NULL || errlen == 0) {
+		errbuf = dummy;
+		errlen = sizeof(dummy);
+	}
+	errbuf[0] = '\0';
+	vm_record_init(rec);
+	if (from_json(rec, json, errbuf, errlen) < 0) {
+		vm_record_clear(rec);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+uuid_generate_v4(char out[37])
+{
+	unsigned char b[16];
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < sizeof(b)) {
+		n = getrandom(b + got, sizeof(b) - got, 0);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		got += (size_t)n;
+	}
+	b[6] = (b[6] & 0x0f) | 0x40;	/* version 4 */
+	b[8] = (b[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+	snprintf(out, 37,
+	    "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+	    "%02x%02x%02x%02x%02x%02x",
+	    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+	    b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+	return 0;
+}
+
+void
+rfc3339_now(char out[32])
+{
+	struct tm tm;
+	time_t now;
+
+	now = time(NULL);
+	if (gmtime_r(&now, &tm) == NULL ||
+	    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, 32, "1970-01-01T00:00:00Z");
+}
