@@ -1,2 +1,129 @@
-/* Linux OS facts (being written). */
+/*
+ * Linux OS facts: peer credentials from SO_PEERCRED, process identity from
+ * /proc/<pid>/stat and this process's memory from /proc/self/statm. A pid
+ * alone can be reused, so a process is named by its pid and its start time
+ * (field 22 of stat, clock ticks since boot), which no reuse can repeat.
+ */
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fsutil.h"
 #include "platform.h"
+
+#define STAT_FILE_MAX 4096
+
+int
+platform_peer_creds(int fd, uid_t *uid, gid_t *gid, pid_t *pid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
+		return -errno;
+	if (len != sizeof(cred))
+		return -EIO;
+	if (uid != NULL)
+		*uid = cred.uid;
+	if (gid != NULL)
+		*gid = cred.gid;
+	if (pid != NULL)
+		*pid = cred.pid;
+	return 0;
+}
+
+/*
+ * Reads the state letter (field 3) and start time (field 22) of pid. comm
+ * (field 2) is in parentheses and may itself hold spaces and ')', so the
+ * fields are counted from the last ')' in the line.
+ */
+static int
+proc_stat(pid_t pid, char *state, uint64_t *start_time)
+{
+	char path[64], *text, *p, *end;
+	unsigned long long v;
+	int r, field;
+
+	if (pid <= 0)
+		return -EINVAL;
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if ((r = read_file(path, STAT_FILE_MAX, &text, NULL)) < 0)
+		return r == -ENOENT ? -ESRCH : r;
+	if ((p = strrchr(text, ')')) == NULL)
+		goto bad;
+	p++;
+	/* After ')' come fields 3, 4, ...: skip to field 22. */
+	for (field = 3; field < 22; field++) {
+		while (*p == ' ')
+			p++;
+		if (*p == '\0')
+			goto bad;
+		if (field == 3)
+			*state = *p;
+		while (*p != ' ' && *p != '\0')
+			p++;
+	}
+	while (*p == ' ')
+		p++;
+	if (*p < '0' || *p > '9')
+		goto bad;
+	errno = 0;
+	v = strtoull(p, &end, 10);
+	if (errno != 0 || (*end != ' ' && *end != '\n' && *end != '\0'))
+		goto bad;
+	free(text);
+	*start_time = v;
+	return 0;
+
+bad:
+	free(text);
+	return -EBADMSG;
+}
+
+int
+platform_process_start_time(pid_t pid, uint64_t *start_time)
+{
+	char state;
+
+	return proc_stat(pid, &state, start_time);
+}
+
+int
+platform_process_matches(pid_t pid, uint64_t start_time)
+{
+	uint64_t actual;
+	char state = '?';
+
+	if (pid <= 0 || start_time == 0)
+		return 0;
+	if (proc_stat(pid, &state, &actual) < 0)
+		return 0;
+	/* A zombie has finished; only its exit status is left. */
+	if (state == 'Z' || state == 'X' || state == 'x')
+		return 0;
+	return actual == start_time;
+}
+
+long
+platform_self_rss_kib(void)
+{
+	unsigned long long size, resident;
+	long page;
+	char *text;
+	int r;
+
+	if ((r = read_file("/proc/self/statm", STAT_FILE_MAX, &text, NULL)) < 0)
+		return r;
+	r = sscanf(text, "%llu %llu", &size, &resident);
+	free(text);
+	if (r != 2)
+		return -EBADMSG;
+	if ((page = sysconf(_SC_PAGESIZE)) <= 0)
+		return -EINVAL;
+	return (long)(resident * (unsigned long long)page / 1024);
+}

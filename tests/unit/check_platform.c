@@ -1,0 +1,264 @@
+/*
+ * Unit tests for platform/linux: peer credentials, process start times
+ * (including a comm with spaces and parentheses) and the pid-plus-start-time
+ * identity check, with children that are alive, zombies and reaped.
+ */
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "platform.h"
+
+/* A child that waits for a byte (or EOF) on a pipe, renaming itself first. */
+static pid_t
+spawn_waiting_child(int *wfd, const char *comm)
+{
+	int p[2];
+	pid_t pid;
+	char c;
+
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(p[1]);
+		if (comm != NULL)
+			prctl(PR_SET_NAME, comm, 0, 0, 0);
+		(void)!read(p[0], &c, 1);
+		_exit(0);
+	}
+	close(p[0]);
+	*wfd = p[1];
+	return pid;
+}
+
+static void
+finish_child(pid_t pid, int wfd)
+{
+	int status;
+
+	close(wfd);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+}
+
+START_TEST(peer_creds_of_socketpair_is_self)
+{
+	int sv[2];
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	ck_assert_int_eq(platform_peer_creds(sv[0], &uid, &gid, &pid), 0);
+	ck_assert_uint_eq(uid, getuid());
+	ck_assert_uint_eq(gid, getgid());
+	ck_assert_int_eq(pid, getpid());
+	/* Each output is optional. */
+	ck_assert_int_eq(platform_peer_creds(sv[1], NULL, NULL, NULL), 0);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(peer_creds_of_non_socket_fails)
+{
+	int p[2];
+	uid_t uid;
+
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(platform_peer_creds(p[0], &uid, NULL, NULL), -ENOTSOCK);
+	close(p[0]);
+	close(p[1]);
+	ck_assert_int_eq(platform_peer_creds(-1, &uid, NULL, NULL), -EBADF);
+}
+END_TEST
+
+START_TEST(start_time_of_self_is_stable)
+{
+	uint64_t a = 0, b = 0;
+
+	ck_assert_int_eq(platform_process_start_time(getpid(), &a), 0);
+	ck_assert_uint_gt(a, 0);
+	usleep(20000);
+	ck_assert_int_eq(platform_process_start_time(getpid(), &b), 0);
+	ck_assert_uint_eq(a, b);
+}
+END_TEST
+
+START_TEST(start_time_of_child_is_not_before_parent)
+{
+	uint64_t parent, child;
+	pid_t pid;
+	int wfd;
+
+	pid = spawn_waiting_child(&wfd, NULL);
+	ck_assert_int_eq(platform_process_start_time(getpid(), &parent), 0);
+	ck_assert_int_eq(platform_process_start_time(pid, &child), 0);
+	ck_assert_uint_ge(child, parent);
+	finish_child(pid, wfd);
+}
+END_TEST
+
+START_TEST(start_time_survives_comm_with_spaces_and_parens)
+{
+	uint64_t before, after;
+	pid_t pid;
+	int wfd;
+
+	pid = spawn_waiting_child(&wfd, ") 1 2 (x) ");
+	/* The child may not have renamed itself yet; poll until it has. */
+	for (int i = 0; i < 200; i++) {
+		char path[64], comm[64] = "";
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+		if ((f = fopen(path, "r")) != NULL) {
+			(void)!fgets(comm, sizeof(comm), f);
+			fclose(f);
+		}
+		if (comm[0] == ')')
+			break;
+		usleep(5000);
+	}
+	ck_assert_int_eq(platform_process_start_time(pid, &before), 0);
+	ck_assert_int_eq(platform_process_start_time(pid, &after), 0);
+	ck_assert_uint_eq(before, after);
+	ck_assert_int_eq(platform_process_matches(pid, before), 1);
+	finish_child(pid, wfd);
+}
+END_TEST
+
+START_TEST(start_time_of_reaped_child_is_esrch)
+{
+	uint64_t t;
+	pid_t pid;
+	int wfd;
+
+	pid = spawn_waiting_child(&wfd, NULL);
+	finish_child(pid, wfd);
+	ck_assert_int_eq(platform_process_start_time(pid, &t), -ESRCH);
+}
+END_TEST
+
+START_TEST(start_time_rejects_non_positive_pid)
+{
+	uint64_t t;
+
+	ck_assert_int_eq(platform_process_start_time(0, &t), -EINVAL);
+	ck_assert_int_eq(platform_process_start_time(-1, &t), -EINVAL);
+}
+END_TEST
+
+START_TEST(process_matches_self_with_its_start_time)
+{
+	uint64_t t;
+
+	ck_assert_int_eq(platform_process_start_time(getpid(), &t), 0);
+	ck_assert_int_eq(platform_process_matches(getpid(), t), 1);
+}
+END_TEST
+
+START_TEST(process_matches_rejects_other_start_time)
+{
+	uint64_t t;
+
+	ck_assert_int_eq(platform_process_start_time(getpid(), &t), 0);
+	ck_assert_int_eq(platform_process_matches(getpid(), t + 1), 0);
+	ck_assert_int_eq(platform_process_matches(getpid(), t - 1), 0);
+	ck_assert_int_eq(platform_process_matches(getpid(), 0), 0);
+}
+END_TEST
+
+START_TEST(process_matches_rejects_zombie)
+{
+	siginfo_t info;
+	uint64_t t;
+	pid_t pid;
+	int wfd;
+
+	pid = spawn_waiting_child(&wfd, NULL);
+	ck_assert_int_eq(platform_process_start_time(pid, &t), 0);
+	ck_assert_int_eq(platform_process_matches(pid, t), 1);
+	close(wfd);
+	/* Wait for the exit but leave the zombie in place. */
+	ck_assert_int_eq(waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT), 0);
+	ck_assert_int_eq(platform_process_matches(pid, t), 0);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	ck_assert_int_eq(platform_process_matches(pid, t), 0);
+}
+END_TEST
+
+START_TEST(process_matches_rejects_no_pid)
+{
+	ck_assert_int_eq(platform_process_matches(0, 1), 0);
+	ck_assert_int_eq(platform_process_matches(-5, 1), 0);
+}
+END_TEST
+
+START_TEST(self_rss_is_positive_and_grows_with_touched_memory)
+{
+	long before, after;
+	size_t n = 32 << 20;
+	char *p;
+
+	before = platform_self_rss_kib();
+	ck_assert_int_gt(before, 0);
+	p = malloc(n);
+	ck_assert_ptr_nonnull(p);
+	for (size_t i = 0; i < n; i += 4096)
+		((volatile char *)p)[i] = 1;
+	after = platform_self_rss_kib();
+	ck_assert_int_ge(after, before + 16 * 1024);
+	free(p);
+}
+END_TEST
+
+static Suite *
+platform_suite(void)
+{
+	Suite *s = suite_create("platform");
+	TCase *tc;
+
+	tc = tcase_create("creds");
+	tcase_add_test(tc, peer_creds_of_socketpair_is_self);
+	tcase_add_test(tc, peer_creds_of_non_socket_fails);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("process");
+	tcase_add_test(tc, start_time_of_self_is_stable);
+	tcase_add_test(tc, start_time_of_child_is_not_before_parent);
+	tcase_add_test(tc, start_time_survives_comm_with_spaces_and_parens);
+	tcase_add_test(tc, start_time_of_reaped_child_is_esrch);
+	tcase_add_test(tc, start_time_rejects_non_positive_pid);
+	tcase_add_test(tc, process_matches_self_with_its_start_time);
+	tcase_add_test(tc, process_matches_rejects_other_start_time);
+	tcase_add_test(tc, process_matches_rejects_zombie);
+	tcase_add_test(tc, process_matches_rejects_no_pid);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("memory");
+	tcase_add_test(tc, self_rss_is_positive_and_grows_with_touched_memory);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(platform_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
