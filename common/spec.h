@@ -13,6 +13,11 @@
 #include <jansson.h>
 #include "error.h"
 
+#define VM_SPEC_CPUS_MIN	1
+#define VM_SPEC_CPUS_MAX	64
+#define VM_SPEC_MEMORY_MIB_MIN	16
+#define VM_SPEC_MEMORY_MIB_MAX	(1024 * 1024)	/* 1T, as vm.create */
+
 struct vm_spec {
 	char *image, *kernel, *initrd, *rootfs, *boot_args, *backend, *network;
 	unsigned cpus;		bool has_cpus;
@@ -23,10 +28,14 @@ struct vm_spec {
 
 void vm_spec_clear(struct vm_spec *spec);
 /* Parses YAML text; filename is only used in messages. 0 or -1 with
- * EK_INVALID_SPEC and a message starting "file:line:column: ". */
+ * EK_INVALID_SPEC and a message starting "file:line:column: ". On success
+ * *spec is replaced (its old strings freed); on failure it is untouched. */
 int vm_spec_parse(const char *text, size_t len, const char *filename,
     struct vm_spec *spec, struct ember_error *err);
 int vm_spec_load(const char *path, struct vm_spec *spec, struct ember_error *err);
+/* Precedence: fields present in src (command-line flags) replace those in
+ * dst (the spec file). 0 or -ENOMEM. */
+int vm_spec_merge(struct vm_spec *dst, const struct vm_spec *src);
 /* vm.create params for the fields present (memory -> memory_mib,
  * disk_size -> disk_size_mib); new reference. */
 json_t *vm_spec_to_params(const struct vm_spec *spec);
