@@ -1,0 +1,58 @@
+/*
+ * daemon.* and vsock.* methods: what emberd is and what it holds.
+ */
+#include <unistd.h>
+
+#include "cid-alloc.h"
+#include "daemon.h"
+#include "rpc.h"
+
+static void
+rpc_daemon_info(struct rpc_call *call, json_t *params)
+{
+	struct ember_daemon *d = call->daemon;
+	json_t *backends = json_array();
+
+	for (int i = 0; i < BACKEND__COUNT; i++) {
+		const struct backend_info *info = &d->backend_info[i];
+		json_t *b;
+
+		if (d->backends[i] == NULL)
+			continue;
+		b = json_pack("{s:s, s:b}", "name", d->backends[i]->name,
+		    "available", info->available);
+		if (info->available)
+			json_object_set_new(b, "version", json_string(info->version));
+		if (info->binary[0])
+			json_object_set_new(b, "binary", json_string(info->binary));
+		if (!info->available)
+			json_object_set_new(b, "reason", json_string(info->reason));
+		json_array_append_new(backends, b);
+	}
+	rpc_reply(call, json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:I, s:o}",
+	    "version", EMBER_VERSION, "api_version", 1, "pid", (int)getpid(),
+	    "state_dir", d->state_dir, "socket", d->socket_path,
+	    "vms", (json_int_t)d->nvms, "cids_in_use", (json_int_t)cid_alloc_count(d->cids),
+	    "backends", backends));
+}
+
+static void
+rpc_vsock_allocations(struct rpc_call *call, json_t *params)
+{
+	struct ember_daemon *d = call->daemon;
+	json_t *doc = cid_alloc_to_json(d->cids);
+	json_t *allocs = json_incref(json_object_get(doc, "allocations"));
+
+	json_decref(doc);
+	rpc_reply(call, json_pack("{s:I, s:I, s:I, s:o}",
+	    "cid_min", (json_int_t)cid_alloc_min(d->cids),
+	    "cid_max", (json_int_t)cid_alloc_max(d->cids),
+	    "count", (json_int_t)cid_alloc_count(d->cids),
+	    "allocations", allocs != NULL ? allocs : json_object()));
+}
+
+const struct rpc_method rpc_daemon_methods[] = {
+	{ "daemon.info", NULL, 0, NULL, rpc_daemon_info },
+	{ "vsock.allocations", NULL, 0, NULL, rpc_vsock_allocations },
+	{ NULL, NULL, 0, NULL, NULL },
+};

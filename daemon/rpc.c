@@ -1,0 +1,320 @@
+/*
+ * JSON-RPC dispatch (see rpc.h). A call owns a copy of its id and a hold on
+ * its connection; its reply is routed by connection id, so a reply for a
+ * client that has left is dropped. A batch collects its replies in request
+ * order and is sent as one line when the last call completes.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "rpc.h"
+#include "rpc-codec.h"
+#include "vm.h"
+
+struct rpc_batch {
+	uint64_t conn_id;
+	json_t *replies;	/* array; null slots for notifications */
+	size_t pending;
+};
+
+static const struct rpc_method *const rpc_tables[] = {
+	rpc_daemon_methods,
+	rpc_vm_methods,
+};
+
+static const struct rpc_method *
+rpc_lookup(const char *name)
+{
+	for (size_t t = 0; t < sizeof(rpc_tables) / sizeof(rpc_tables[0]); t++)
+		for (const struct rpc_method *m = rpc_tables[t]; m->name != NULL; m++)
+			if (strcmp(m->name, name) == 0)
+				return m;
+	return NULL;
+}
+
+static void
+rpc_send(struct ember_daemon *d, uint64_t conn_id, json_t *msg)
+{
+	size_t len;
+	char *line = rpc_encode(msg, &len);
+
+	if (line == NULL) {
+		log_warnx("rpc: cannot encode a reply");
+		return;
+	}
+	if (control_send(d->control, conn_id, line, len) < 0)
+		log_debug("rpc: connection %llu left before its reply",
+		    (unsigned long long)conn_id);
+	free(line);
+}
+
+static void
+rpc_batch_put(struct ember_daemon *d, struct rpc_batch *b, size_t slot, json_t *reply)
+{
+	if (reply != NULL)
+		json_array_set_new(b->replies, slot, reply);
+	if (--b->pending > 0)
+		return;
+	/* Drop the notification slots; nothing is sent if none are left. */
+	json_t *out = json_array();
+	size_t i;
+	json_t *r;
+	json_array_foreach(b->replies, i, r)
+		if (!json_is_null(r))
+			json_array_append(out, r);
+	if (json_array_size(out) > 0)
+		rpc_send(d, b->conn_id, out);
+	json_decref(out);
+	json_decref(b->replies);
+	free(b);
+}
+
+/* Delivers a finished reply (NULL for a notification) and frees the call. */
+static void
+rpc_complete(struct rpc_call *call, json_t *reply)
+{
+	struct ember_daemon *d = call->daemon;
+
+	if (call->id == NULL) {	/* notifications get no reply */
+		json_decref(reply);
+		reply = NULL;
+	}
+	if (call->batch != NULL)
+		rpc_batch_put(d, call->batch, call->batch_slot, reply);
+	else if (reply != NULL) {
+		rpc_send(d, call->conn_id, reply);
+		json_decref(reply);
+	}
+	control_release(d->control, call->conn_id);
+	json_decref(call->id);
+	free(call);
+}
+
+void
+rpc_reply(struct rpc_call *call, json_t *result)
+{
+	rpc_complete(call, rpc_result(call->id, result));
+}
+
+void
+rpc_fail(struct rpc_call *call, const struct ember_error *err)
+{
+	enum ember_error_kind kind = err->kind == EK_NONE ? EK_INTERNAL : err->kind;
+
+	if (kind == EK_INTERNAL)
+		log_warnx("rpc: %s: internal error: %s", call->method->name, err->message);
+	rpc_complete(call, rpc_app_error(call->id, ember_error_code(kind),
+	    ember_error_kind_name(kind), err->message, err->hint[0] ? err->hint : NULL));
+}
+
+void
+rpc_fail_params(struct rpc_call *call, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	rpc_complete(call, rpc_error(call->id, RPC_INVALID_PARAMS, "Invalid params",
+	    json_pack("{s:s}", "reason", reason)));
+}
+
+static const char *
+json_type_label(json_type t)
+{
+	switch (t) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: return "an integer";
+	case JSON_REAL: return "a number";
+	case JSON_TRUE: case JSON_FALSE: return "a boolean";
+	default: return "null";
+	}
+}
+
+static int
+rpc_type_ok(json_type want, json_t *v)
+{
+	if (want == JSON_TRUE || want == JSON_FALSE)
+		return json_is_boolean(v);
+	return json_typeof(v) == want;
+}
+
+/* Checks params against the row; on failure completes the call with -32602. */
+static int
+rpc_validate_params(struct rpc_call *call, json_t **params)
+{
+	const struct rpc_param *p;
+	const char *key;
+	json_t *v;
+
+	if (*params != NULL && json_is_array(*params)) {
+		if (json_array_size(*params) != 0) {
+			rpc_fail_params(call, "%s takes named params (an object)",
+			    call->method->name);
+			return -1;
+		}
+		*params = NULL;
+	}
+	json_object_foreach(*params, key, v) {
+		for (p = call->method->params; p != NULL && p->name != NULL; p++)
+			if (strcmp(p->name, key) == 0)
+				break;
+		if (p == NULL || p->name == NULL) {
+			rpc_fail_params(call, "unknown parameter \"%s\" for %s", key,
+			    call->method->name);
+			return -1;
+		}
+		if (json_is_null(v) && !(p->flags & RPC_REQUIRED))
+			continue;	/* null means "use the default" */
+		if (!rpc_type_ok(p->type, v)) {
+			rpc_fail_params(call, "parameter \"%s\" must be %s, not %s", key,
+			    json_type_label(p->type), json_type_label(json_typeof(v)));
+			return -1;
+		}
+	}
+	for (p = call->method->params; p != NULL && p->name != NULL; p++) {
+		if (!(p->flags & RPC_REQUIRED))
+			continue;
+		v = *params != NULL ? json_object_get(*params, p->name) : NULL;
+		if (v == NULL || json_is_null(v)) {
+			rpc_fail_params(call, "missing required parameter \"%s\"", p->name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+rpc_authorize(struct rpc_call *call, json_t *params)
+{
+	struct ember_error err = { 0 };
+	const char *name;
+	struct vm *vm;
+
+	if (!(call->method->flags & RPC_MUTATES) || call->method->owner_param == NULL)
+		return 0;
+	name = rpc_param_str(params, call->method->owner_param, NULL);
+	vm = name != NULL ? vm_find(call->daemon, name) : NULL;
+	if (vm == NULL || call->uid == 0 || vm->rec.owner_uid == call->uid)
+		return 0;	/* a missing VM is the handler's not_found */
+	ember_error_set(&err, EK_PERMISSION_DENIED,
+	    "only its owner or root may change it",
+	    "VM \"%s\" belongs to uid %u, not to uid %u", name,
+	    (unsigned)vm->rec.owner_uid, (unsigned)call->uid);
+	rpc_fail(call, &err);
+	return -1;
+}
+
+static void
+rpc_dispatch(struct ember_daemon *d, const struct control_peer *peer, json_t *elem,
+    struct rpc_batch *batch, size_t slot)
+{
+	struct rpc_request req;
+	struct rpc_call *call;
+	json_t *reply = NULL;
+
+	if (rpc_request_parse(elem, &req, &reply) < 0) {
+		if (batch != NULL)
+			rpc_batch_put(d, batch, slot, reply);
+		else {
+			rpc_send(d, peer->conn_id, reply);
+			json_decref(reply);
+		}
+		return;
+	}
+	call = calloc(1, sizeof(*call));
+	if (call == NULL)
+		fatalx("rpc: out of memory");
+	call->daemon = d;
+	call->conn_id = peer->conn_id;
+	call->uid = peer->uid;
+	call->id = req.id != NULL ? json_deep_copy(req.id) : NULL;
+	call->batch = batch;
+	call->batch_slot = slot;
+	control_hold(d->control, peer->conn_id);
+
+	call->method = rpc_lookup(req.method);
+	if (call->method == NULL) {
+		static const struct rpc_method unknown = { .name = "?" };
+		call->method = &unknown;
+		rpc_complete(call, rpc_error(call->id, RPC_METHOD_NOT_FOUND,
+		    "Method not found", json_pack("{s:s}", "method", req.method)));
+		return;
+	}
+	json_t *params = req.params;
+	if (rpc_validate_params(call, &params) < 0 || rpc_authorize(call, params) < 0)
+		return;
+	log_debug("rpc: %s from uid %u", call->method->name, (unsigned)call->uid);
+	call->method->handler(call, params);
+}
+
+void
+rpc_handle_line(struct ember_daemon *d, const struct control_peer *peer,
+    const char *line, size_t len)
+{
+	json_t *msg = NULL, *reply = NULL;
+
+	if (rpc_parse_line(line, len, &msg, &reply) < 0) {
+		rpc_send(d, peer->conn_id, reply);
+		json_decref(reply);
+		return;
+	}
+	if (json_is_array(msg)) {
+		struct rpc_batch *b = calloc(1, sizeof(*b));
+		size_t n = json_array_size(msg);
+		if (b == NULL)
+			fatalx("rpc: out of memory");
+		b->conn_id = peer->conn_id;
+		b->replies = json_array();
+		b->pending = n + 1;	/* +1 so it completes after dispatch */
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(b->replies, json_null());
+		for (size_t i = 0; i < n; i++)
+			rpc_dispatch(d, peer, json_array_get(msg, i), b, i);
+		rpc_batch_put(d, b, 0, NULL);
+	} else
+		rpc_dispatch(d, peer, msg, NULL, 0);
+	json_decref(msg);
+}
+
+char *
+rpc_oversize_reply(size_t *len)
+{
+	json_t *e = rpc_error(NULL, RPC_INVALID_REQUEST, "Invalid Request",
+	    json_pack("{s:s}", "reason", "request line longer than 1 MiB; closing"));
+	char *line = rpc_encode(e, len);
+
+	json_decref(e);
+	return line;
+}
+
+const char *
+rpc_param_str(json_t *params, const char *name, const char *dflt)
+{
+	json_t *v = params != NULL ? json_object_get(params, name) : NULL;
+
+	return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+bool
+rpc_param_bool(json_t *params, const char *name, bool dflt)
+{
+	json_t *v = params != NULL ? json_object_get(params, name) : NULL;
+
+	return json_is_boolean(v) ? json_is_true(v) : dflt;
+}
+
+long long
+rpc_param_int(json_t *params, const char *name, long long dflt)
+{
+	json_t *v = params != NULL ? json_object_get(params, name) : NULL;
+
+	return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
+}

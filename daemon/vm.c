@@ -1,0 +1,1099 @@
+/*
+ * VM registry, lifecycle and durable state (see vm.h).
+ *
+ * On-disk ordering is what makes a kill -9 at any point recoverable:
+ *  - create: cids.json (with the new CID) -> vms/<name>/ -> vm.json. A
+ *    directory without vm.json is a create that never finished; startup
+ *    removes it and releases the CID nobody names.
+ *  - delete: vms/<name> is renamed to vms/.trash-<id> (one atomic step),
+ *    then the CID is released in cids.json, then the tree is removed.
+ *    Startup finishes any of these steps that a crash interrupted.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cid-alloc.h"
+#include "daemon.h"
+#include "fsutil.h"
+#include "log.h"
+#include "validate.h"
+#include "vm.h"
+
+#define VM_CPUS_MAX		64
+#define VM_MEMORY_MIN_MIB	16
+#define VM_MEMORY_MAX_MIB	(1024u * 1024)
+
+static void vm_start_done(void *vm_ctx, const struct ember_error *err);
+static void vm_stop_done(void *vm_ctx, const struct ember_error *err);
+static void vm_remove(struct vm *vm);
+
+/* ---- paths and persistence ------------------------------------------- */
+
+static void
+vm_dir(const struct ember_daemon *d, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/vms/%s", d->state_dir, name);
+}
+
+static int
+vm_save(struct vm *vm, struct ember_error *err)
+{
+	char path[PATH_MAX];
+	json_t *doc;
+	int r;
+
+	if (vm->load_error != NULL)
+		return 0;	/* never overwrite a record we could not read */
+	snprintf(path, sizeof(path), "%s/vms/%s/vm.json", vm->daemon->state_dir, vm->rec.name);
+	doc = vm_record_to_json(&vm->rec);
+	if (doc == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+	json_object_set_new(doc, "version", json_integer(VM_RECORD_VERSION));
+	r = atomic_write_json(path, doc);
+	json_decref(doc);
+	if (r < 0)
+		return ember_error_set(err, EK_IO, "check the state directory's disk and permissions",
+		    "cannot write %s: %s", path, strerror(-r));
+	return 0;
+}
+
+int
+cids_save(struct ember_daemon *d, struct ember_error *err)
+{
+	char path[PATH_MAX];
+	json_t *doc = cid_alloc_to_json(d->cids);
+	int r;
+
+	snprintf(path, sizeof(path), "%s/vsock/cids.json", d->state_dir);
+	r = doc != NULL ? atomic_write_json(path, doc) : -ENOMEM;
+	json_decref(doc);
+	if (r < 0)
+		return ember_error_set(err, EK_IO, "check the state directory's disk and permissions",
+		    "cannot write %s: %s", path, strerror(-r));
+	return 0;
+}
+
+/* ---- registry ------------------------------------------------------- */
+
+static int
+vm_cmp_name(const void *key, const void *elem)
+{
+	return strcmp(key, (*(struct vm *const *)elem)->rec.name);
+}
+
+struct vm *
+vm_find(struct ember_daemon *d, const char *name)
+{
+	struct vm **p = bsearch(name, d->vms, d->nvms, sizeof(*d->vms), vm_cmp_name);
+
+	return p != NULL ? *p : NULL;
+}
+
+static size_t
+vm_index_for(struct ember_daemon *d, const char *name)
+{
+	size_t lo = 0, hi = d->nvms;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(d->vms[mid]->rec.name, name) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void
+vm_list_insert(struct ember_daemon *d, struct vm *vm)
+{
+	size_t i;
+
+	if (d->nvms == d->vms_cap) {
+		size_t cap = d->vms_cap ? d->vms_cap * 2 : 64;
+		struct vm **n = realloc(d->vms, cap * sizeof(*n));
+		if (n == NULL)
+			fatalx("out of memory growing the VM table");
+		d->vms = n;
+		d->vms_cap = cap;
+	}
+	i = vm_index_for(d, vm->rec.name);
+	memmove(&d->vms[i + 1], &d->vms[i], (d->nvms - i) * sizeof(*d->vms));
+	d->vms[i] = vm;
+	d->nvms++;
+}
+
+static void
+vm_list_remove(struct ember_daemon *d, struct vm *vm)
+{
+	size_t i = vm_index_for(d, vm->rec.name);
+
+	if (i < d->nvms && d->vms[i] == vm) {
+		memmove(&d->vms[i], &d->vms[i + 1], (d->nvms - i - 1) * sizeof(*d->vms));
+		d->nvms--;
+	}
+}
+
+static struct vm *
+vm_new(struct ember_daemon *d)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+
+	if (vm == NULL)
+		fatalx("out of memory allocating a VM");
+	vm_record_init(&vm->rec);
+	vm->daemon = d;
+	return vm;
+}
+
+static void
+vm_free(struct vm *vm)
+{
+	if (vm == NULL)
+		return;
+	vm_record_clear(&vm->rec);
+	free(vm->load_error);
+	free(vm);
+}
+
+json_t *
+vm_to_json(const struct vm *vm)
+{
+	return vm_record_to_json(&vm->rec);
+}
+
+/* ---- state machine ---------------------------------------------------- */
+
+static bool
+vm_has_process(const struct vm *vm)
+{
+	switch (vm->rec.status) {
+	case VM_STARTING:
+	case VM_RUNNING:
+	case VM_PAUSED:
+	case VM_STOPPING:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The one place a VM's status changes: logs, persists. */
+static void
+vm_transition(struct vm *vm, enum vm_status status, const char *reason)
+{
+	struct ember_error err = { 0 };
+	enum vm_status old = vm->rec.status;
+
+	vm->rec.status = status;
+	if (reason != NULL || status == VM_RUNNING || status == VM_CREATED)
+		vm_record_set_str(&vm->rec.reason, reason);
+	if (reason != NULL)
+		log_info("vm %s: %s -> %s: %s", vm->rec.name, vm_status_name(old),
+		    vm_status_name(status), reason);
+	else
+		log_info("vm %s: %s -> %s", vm->rec.name, vm_status_name(old),
+		    vm_status_name(status));
+	if (vm_save(vm, &err) < 0)
+		log_warnx("vm %s: %s", vm->rec.name, err.message);
+}
+
+/* Finishes the operation in progress and reports it. */
+static void
+vm_op_finish(struct vm *vm, const struct ember_error *err)
+{
+	vm_done_fn done = vm->op_done;
+	void *ctx = vm->op_ctx;
+
+	vm->op = VM_OP_NONE;
+	vm->op_done = NULL;
+	vm->op_ctx = NULL;
+	if (done == NULL)
+		return;
+	if (err != NULL && ember_error_is_set(err))
+		done(ctx, NULL, err);
+	else
+		done(ctx, vm_to_json(vm), NULL);
+}
+
+static int
+vm_op_begin(struct vm *vm, enum vm_op op, vm_done_fn done, void *ctx,
+    struct ember_error *err)
+{
+	if (vm->op != VM_OP_NONE)
+		return ember_error_set(err, EK_BUSY, "wait for it to finish and retry",
+		    "VM \"%s\" is busy with another operation", vm->rec.name);
+	if (vm->load_error != NULL)
+		return ember_error_set(err, EK_INVALID_STATE,
+		    "repair or delete the VM (delete works on unreadable records)",
+		    "VM \"%s\" has an unreadable record: %s", vm->rec.name, vm->load_error);
+	vm->op = op;
+	vm->op_done = done;
+	vm->op_ctx = ctx;
+	return 0;
+}
+
+static void
+describe_wait_status(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
+		    strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "ended (wait status 0x%x)", status);
+}
+
+/* backend_host.exited: the hypervisor process is gone. */
+static void
+vm_backend_exited(void *vm_ctx, int wait_status, const char *reason)
+{
+	struct vm *vm = vm_ctx;
+	char why[256], full[768];
+	bool clean = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
+
+	vm->backend_state = NULL;
+	vm->rec.pid = 0;
+	vm->rec.pid_start_time = 0;
+	describe_wait_status(wait_status, why, sizeof(why));
+	snprintf(full, sizeof(full), "hypervisor %s%s%s", why, reason ? ": " : "",
+	    reason ? reason : "");
+	if (vm->op == VM_OP_START)
+		return;	/* the start's done() reports it */
+	if (vm->op == VM_OP_STOP)
+		vm_transition(vm, VM_STOPPED, "stopped on request");
+	else
+		vm_transition(vm, clean ? VM_STOPPED : VM_FAILED, full);
+}
+
+/* backend_host.status: the hypervisor changed state by itself. */
+static void
+vm_backend_status(void *vm_ctx, enum vm_status status, const char *reason)
+{
+	struct vm *vm = vm_ctx;
+
+	if (vm->rec.status != status)
+		vm_transition(vm, status, reason);
+}
+
+const struct backend_host vm_backend_host = {
+	.exited = vm_backend_exited,
+	.status = vm_backend_status,
+};
+
+/* ---- backends -------------------------------------------------------- */
+
+static bool
+backend_name_valid(const char *name)
+{
+	return strcmp(name, "auto") == 0 || strcmp(name, "qemu") == 0 ||
+	    strcmp(name, "firecracker") == 0;
+}
+
+/* The backend a VM runs on; "auto" prefers Firecracker, then QEMU. */
+static struct backend *
+vm_resolve_backend(struct ember_daemon *d, const char *name, struct ember_error *err)
+{
+	const struct backend_info *info;
+	struct backend *be;
+
+	if (strcmp(name, "auto") != 0) {
+		be = daemon_backend(d, name, &info);
+		if (be != NULL && info->available)
+			return be;
+		ember_error_set(err, EK_BACKEND_UNAVAILABLE,
+		    "install it, or set its binary in the daemon config and send SIGHUP",
+		    "the %s backend is unavailable: %s", name,
+		    be != NULL ? info->reason : "unknown backend");
+		return NULL;
+	}
+	be = daemon_backend(d, "firecracker", &info);
+	if (be != NULL && info->available)
+		return be;
+	const char *fc_reason = info != NULL ? info->reason : "not built";
+	be = daemon_backend(d, "qemu", &info);
+	if (be != NULL && info->available)
+		return be;
+	ember_error_set(err, EK_BACKEND_UNAVAILABLE,
+	    "install qemu-system-x86 or firecracker, or point the daemon config at them",
+	    "no backend is available (firecracker: %s; qemu: %s)", fc_reason,
+	    info != NULL ? info->reason : "not built");
+	return NULL;
+}
+
+/* ---- create, fork ----------------------------------------------------- */
+
+static int
+check_file(const char *what, const char *path, char **out, struct ember_error *err)
+{
+	char resolved[PATH_MAX];
+	struct stat st;
+
+	if (path == NULL) {
+		*out = NULL;
+		return 0;
+	}
+	if (realpath(path, resolved) == NULL || stat(resolved, &st) < 0)
+		return ember_error_set(err, EK_INVALID_SPEC, "give an existing file's path",
+		    "%s file %s: %s", what, path, strerror(errno));
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return ember_error_set(err, EK_INVALID_SPEC, "give a regular file",
+		    "%s %s is not a regular file", what, path);
+	*out = strdup(resolved);
+	return *out != NULL ? 0 : ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+}
+
+/* Name, existence and vsock path checks shared by create and fork; runs
+ * before anything is allocated. */
+static int
+vm_check_new_name(struct ember_daemon *d, const char *name, bool vsock,
+    char *uds, size_t udslen, struct ember_error *err)
+{
+	if (vm_name_check(name, err) < 0)
+		return -1;
+	if (vm_find(d, name) != NULL)
+		return ember_error_set(err, EK_ALREADY_EXISTS, "choose another name or delete it first",
+		    "VM \"%s\" already exists", name);
+	if (vsock_path_build(d->state_dir, name, sun_path_limit(), uds, udslen, err) < 0)
+		return -1;
+	if (!vsock)
+		uds[0] = '\0';
+	return 0;
+}
+
+/* Lets the backend prepare the new VM's files: a fork copies the source's
+ * disk, a create makes its own. Without a backend there is nothing to do. */
+static int
+vm_prepare_disk(struct vm *vm, const struct vm *source, const char *dir,
+    struct ember_error *err)
+{
+	struct backend *be = vm->backend;
+
+	if (be == NULL)
+		return 0;
+	if (source != NULL)
+		return source->rec.disk_path == NULL || be->fork == NULL ? 0 :
+		    be->fork(be, &source->rec, &vm->rec, dir, err);
+	return be->create == NULL ? 0 : be->create(be, &vm->rec, dir, err);
+}
+
+/* Allocates the CID, creates the directory, prepares disks, writes vm.json
+ * and lists the VM. On failure everything done so far is undone. */
+static int
+vm_materialize(struct vm *vm, const struct vm *source, const char *uds,
+    struct ember_error *err)
+{
+	struct ember_daemon *d = vm->daemon;
+	char dir[PATH_MAX];
+	int r;
+
+	vm_dir(d, vm->rec.name, dir, sizeof(dir));
+	if (vm->rec.vsock) {
+		r = cid_alloc_get(d->cids, vm->rec.name, &vm->rec.guest_cid);
+		if (r == -ENOSPC)
+			return ember_error_set(err, EK_CIDS_EXHAUSTED,
+			    "delete a vsock VM or widen cid_min/cid_max in the daemon config",
+			    "no free vsock CID in [%u, %u]", cid_alloc_min(d->cids),
+			    cid_alloc_max(d->cids));
+		if (r < 0)
+			return ember_error_set(err, EK_INTERNAL, NULL, "CID allocation: %s",
+			    strerror(-r));
+		if (vm_record_set_str(&vm->rec.uds_path, uds) < 0 || cids_save(d, err) < 0)
+			goto undo_cid;
+	}
+	/* A leftover directory of this name is not a VM (it is not listed). */
+	rm_rf(dir);
+	r = mkdir(dir, 0750);
+	if (r < 0) {
+		ember_error_set(err, EK_IO, "check the state directory's permissions",
+		    "cannot create %s: %s", dir, strerror(errno));
+		goto undo_cid;
+	}
+	if (vm_prepare_disk(vm, source, dir, err) < 0)
+		goto undo_dir;
+	if (vm_save(vm, err) < 0)
+		goto undo_dir;
+	vm_list_insert(d, vm);
+	return 0;
+
+undo_dir:
+	rm_rf(dir);
+undo_cid:
+	if (vm->rec.vsock && cid_alloc_release(d->cids, vm->rec.name) == 0) {
+		struct ember_error ignored = { 0 };
+		if (cids_save(d, &ignored) < 0)
+			log_warnx("%s", ignored.message);
+	}
+	return -1;
+}
+
+static void
+vm_created(struct vm *vm, bool start, vm_done_fn done, void *ctx)
+{
+	if (vm->rec.vsock)
+		log_info("vm %s: created (cid %u, %s)", vm->rec.name, vm->rec.guest_cid,
+		    vm->rec.uds_path);
+	else
+		log_info("vm %s: created", vm->rec.name);
+	if (!start) {
+		done(ctx, vm_to_json(vm), NULL);
+		return;
+	}
+	vm->rollback_on_failure = true;
+	vm_start(vm, done, ctx);
+}
+
+void
+vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn done, void *ctx)
+{
+	struct ember_error err = { 0 };
+	const struct ember_config *cfg = &d->config;
+	char uds[PATH_MAX], image_json[PATH_MAX];
+	const char *backend = a->backend ? a->backend : cfg->default_backend;
+	const char *image = a->image ? a->image : cfg->default_image;
+	unsigned cpus = a->cpus ? a->cpus : cfg->default_cpus;
+	uint64_t memory = a->memory_mib ? a->memory_mib : cfg->default_memory_mib;
+	const char *network = a->network ? a->network : "none";
+	struct vm *vm;
+
+	if (vm_check_new_name(d, a->name, a->vsock, uds, sizeof(uds), &err) < 0)
+		goto fail;
+	if (cpus < 1 || cpus > VM_CPUS_MAX) {
+		ember_error_set(&err, EK_INVALID_SPEC, NULL, "cpus must be 1 to %d, not %u",
+		    VM_CPUS_MAX, cpus);
+		goto fail;
+	}
+	if (memory < VM_MEMORY_MIN_MIB || memory > VM_MEMORY_MAX_MIB) {
+		ember_error_set(&err, EK_INVALID_SPEC, "e.g. 512 for 512 MiB",
+		    "memory_mib must be %u to %u, not %llu", VM_MEMORY_MIN_MIB,
+		    VM_MEMORY_MAX_MIB, (unsigned long long)memory);
+		goto fail;
+	}
+	if (!backend_name_valid(backend)) {
+		ember_error_set(&err, EK_INVALID_SPEC, "use auto, qemu or firecracker",
+		    "unknown backend \"%s\"", backend);
+		goto fail;
+	}
+	if (strcmp(network, "none") != 0 && strcmp(network, "user") != 0) {
+		ember_error_set(&err, EK_INVALID_SPEC, "use none or user",
+		    "unknown network \"%s\"", network);
+		goto fail;
+	}
+	if (image != NULL) {
+		if (!image_name_valid(image)) {
+			ember_error_set(&err, EK_INVALID_NAME, NULL, "invalid image name \"%s\"", image);
+			goto fail;
+		}
+		snprintf(image_json, sizeof(image_json), "%s/images/%s/image.json",
+		    d->state_dir, image);
+		if (a->image != NULL && access(image_json, F_OK) < 0) {
+			ember_error_set(&err, EK_NOT_FOUND, "import it with 'emberctl image import'",
+			    "image \"%s\" not found", image);
+			goto fail;
+		}
+		if (a->image == NULL && access(image_json, F_OK) < 0)
+			image = NULL;	/* a default that is not imported yet */
+	}
+
+	vm = vm_new(d);
+	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", a->name);
+	if (uuid_generate_v4(vm->rec.id) < 0) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "cannot generate a VM id");
+		vm_free(vm);
+		goto fail;
+	}
+	vm->rec.status = VM_CREATED;
+	vm->rec.cpus = cpus;
+	vm->rec.memory_mib = memory;
+	vm->rec.owner_uid = a->owner_uid;
+	vm->rec.vsock = a->vsock;
+	rfc3339_now(vm->rec.created_at);
+	if (vm_record_set_str(&vm->rec.backend, backend) < 0 ||
+	    vm_record_set_str(&vm->rec.image, image) < 0 ||
+	    vm_record_set_str(&vm->rec.boot_args, a->boot_args) < 0 ||
+	    vm_record_set_str(&vm->rec.network, network) < 0 ||
+	    check_file("kernel", a->kernel, &vm->rec.kernel_path, &err) < 0 ||
+	    check_file("initrd", a->initrd, &vm->rec.initrd_path, &err) < 0 ||
+	    check_file("rootfs", a->rootfs, &vm->rec.disk_path, &err) < 0) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+		vm_free(vm);
+		goto fail;
+	}
+	/* Resolve now when possible so the backend can prepare disks; a VM
+	 * created without a backend resolves at its first start. */
+	struct ember_error ignored = { 0 };
+	vm->backend = vm_resolve_backend(d, backend, &ignored);
+	if (vm_materialize(vm, NULL, uds, &err) < 0) {
+		vm_free(vm);
+		goto fail;
+	}
+	vm_created(vm, a->start, done, ctx);
+	return;
+fail:
+	done(ctx, NULL, &err);
+}
+
+void
+vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, bool start,
+    uid_t owner_uid, vm_done_fn done, void *ctx)
+{
+	struct ember_error err = { 0 };
+	char uds[PATH_MAX];
+	bool want_vsock = vsock < 0 ? src->rec.vsock : vsock != 0;
+	struct vm *vm;
+
+	if (vm_check_new_name(d, name, want_vsock, uds, sizeof(uds), &err) < 0)
+		goto fail;
+	if (src->load_error != NULL || vm_has_process(src) || src->op != VM_OP_NONE) {
+		ember_error_set(&err, EK_INVALID_STATE, "stop it first",
+		    "VM \"%s\" must be stopped to be forked (it is %s)", src->rec.name,
+		    src->load_error ? "unreadable" : vm_status_name(src->rec.status));
+		goto fail;
+	}
+	vm = vm_new(d);
+	if (vm_record_copy(&vm->rec, &src->rec) < 0 || uuid_generate_v4(vm->rec.id) < 0) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "cannot copy the VM record");
+		vm_free(vm);
+		goto fail;
+	}
+	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", name);
+	vm->rec.status = VM_CREATED;
+	vm->rec.pid = 0;
+	vm->rec.pid_start_time = 0;
+	vm->rec.owner_uid = owner_uid;
+	vm->rec.vsock = want_vsock;
+	vm->rec.guest_cid = 0;
+	rfc3339_now(vm->rec.created_at);
+	vm_record_set_str(&vm->rec.reason, NULL);
+	vm_record_set_str(&vm->rec.uds_path, NULL);
+	vm_record_set_str(&vm->rec.disk_path, NULL);
+	if (vm_record_set_str(&vm->rec.parent_vm, src->rec.name) < 0) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+		vm_free(vm);
+		goto fail;
+	}
+	vm->backend = src->backend;
+	if (src->rec.disk_path != NULL) {
+		if (vm->backend == NULL)
+			vm->backend = vm_resolve_backend(d, src->rec.backend, &err);
+		if (vm->backend == NULL || vm->backend->fork == NULL) {
+			ember_error_set(&err, EK_BACKEND_UNAVAILABLE, NULL,
+			    "cannot copy the root disk of \"%s\" without its backend", src->rec.name);
+			vm_free(vm);
+			goto fail;
+		}
+	}
+	if (vm_materialize(vm, src, uds, &err) < 0) {
+		vm_free(vm);
+		goto fail;
+	}
+	vm_created(vm, start, done, ctx);
+	return;
+fail:
+	done(ctx, NULL, &err);
+}
+
+/* ---- start, stop, pause, resume -------------------------------------- */
+
+/* A create whose boot failed leaves nothing behind. */
+static void
+vm_fail_start(struct vm *vm, const struct ember_error *err)
+{
+	vm_done_fn done = vm->op_done;
+	void *ctx = vm->op_ctx;
+
+	vm->op = VM_OP_NONE;
+	vm->op_done = NULL;
+	vm->op_ctx = NULL;
+	if (vm->rollback_on_failure) {
+		log_info("vm %s: start failed, rolling back the create: %s", vm->rec.name,
+		    err->message);
+		vm_remove(vm);
+	} else
+		vm_transition(vm, VM_FAILED, err->message);
+	if (done != NULL)
+		done(ctx, NULL, err);
+}
+
+void
+vm_start(struct vm *vm, vm_done_fn done, void *ctx)
+{
+	struct ember_daemon *d = vm->daemon;
+	struct ember_error err = { 0 };
+	char dir[PATH_MAX];
+
+	if (vm_op_begin(vm, VM_OP_START, done, ctx, &err) < 0) {
+		done(ctx, NULL, &err);
+		return;
+	}
+	if (vm_has_process(vm)) {
+		ember_error_set(&err, EK_INVALID_STATE, NULL, "VM \"%s\" is already %s",
+		    vm->rec.name, vm_status_name(vm->rec.status));
+		vm->op = VM_OP_NONE;
+		done(ctx, NULL, &err);
+		return;
+	}
+	if (vm->backend == NULL) {
+		vm->backend = vm_resolve_backend(d, vm->rec.backend, &err);
+		vm_dir(d, vm->rec.name, dir, sizeof(dir));
+		if (vm->backend != NULL && vm_prepare_disk(vm, NULL, dir, &err) < 0)
+			vm->backend = NULL;
+		if (vm->backend == NULL) {
+			if (vm->rollback_on_failure) {
+				vm_fail_start(vm, &err);
+				return;
+			}
+			/* Nothing was attempted: the VM keeps its status. */
+			vm->op = VM_OP_NONE;
+			done(ctx, NULL, &err);
+			return;
+		}
+	}
+	vm_record_set_str(&vm->rec.backend, vm->backend->name);
+	vm_transition(vm, VM_STARTING, NULL);
+	vm_dir(d, vm->rec.name, dir, sizeof(dir));
+	if (vm->backend->start(vm->backend, &vm->rec, dir, &vm->backend_state, vm,
+	    vm_start_done, &err) < 0)
+		vm_fail_start(vm, &err);
+}
+
+static void
+vm_start_done(void *vm_ctx, const struct ember_error *err)
+{
+	struct vm *vm = vm_ctx;
+
+	if (err != NULL && ember_error_is_set(err)) {
+		vm->backend_state = NULL;
+		vm->rec.pid = 0;
+		vm->rec.pid_start_time = 0;
+		vm_fail_start(vm, err);
+		return;
+	}
+	vm->rollback_on_failure = false;
+	vm_transition(vm, VM_RUNNING, NULL);
+	vm_op_finish(vm, NULL);
+}
+
+void
+vm_stop(struct vm *vm, bool force, unsigned timeout_s, vm_done_fn done, void *ctx)
+{
+	struct ember_error err = { 0 };
+
+	if (vm_op_begin(vm, VM_OP_STOP, done, ctx, &err) < 0) {
+		done(ctx, NULL, &err);
+		return;
+	}
+	if (!vm_has_process(vm) || vm->backend == NULL) {
+		ember_error_set(&err, EK_INVALID_STATE, NULL, "VM \"%s\" is not running (%s)",
+		    vm->rec.name, vm_status_name(vm->rec.status));
+		vm->op = VM_OP_NONE;
+		done(ctx, NULL, &err);
+		return;
+	}
+	vm_transition(vm, VM_STOPPING, NULL);
+	if (vm->backend->stop(vm->backend, &vm->rec, vm->backend_state, force, timeout_s,
+	    vm_stop_done, &err) < 0)
+		vm_stop_done(vm, &err);
+}
+
+static void
+vm_stop_done(void *vm_ctx, const struct ember_error *err)
+{
+	struct vm *vm = vm_ctx;
+
+	if (err != NULL && ember_error_is_set(err)) {
+		log_warnx("vm %s: stop failed: %s", vm->rec.name, err->message);
+		if (vm->rec.status == VM_STOPPING)
+			vm_transition(vm, vm->backend_state ? VM_RUNNING : VM_FAILED, err->message);
+		vm->op_remove_after = false;
+		vm_op_finish(vm, err);
+		return;
+	}
+	if (vm->rec.status == VM_STOPPING)	/* exited() not seen: trust done() */
+		vm_transition(vm, VM_STOPPED, "stopped on request");
+	if (vm->op_remove_after) {
+		vm_done_fn done = vm->op_done;
+		void *ctx = vm->op_ctx;
+		json_t *last = vm_to_json(vm);
+		vm->op = VM_OP_NONE;
+		vm_remove(vm);
+		done(ctx, last, NULL);
+		return;
+	}
+	vm_op_finish(vm, NULL);
+}
+
+static void
+vm_pause_resume_done(void *vm_ctx, const struct ember_error *err)
+{
+	struct vm *vm = vm_ctx;
+
+	if (err == NULL || !ember_error_is_set(err))
+		vm_transition(vm, vm->op == VM_OP_PAUSE ? VM_PAUSED : VM_RUNNING, NULL);
+	vm_op_finish(vm, err);
+}
+
+static void
+vm_pause_resume(struct vm *vm, bool pause, vm_done_fn done, void *ctx)
+{
+	struct ember_error err = { 0 };
+	enum vm_status need = pause ? VM_RUNNING : VM_PAUSED;
+	int r;
+
+	if (vm_op_begin(vm, pause ? VM_OP_PAUSE : VM_OP_RESUME, done, ctx, &err) < 0) {
+		done(ctx, NULL, &err);
+		return;
+	}
+	if (vm->rec.status != need || vm->backend == NULL) {
+		ember_error_set(&err, EK_INVALID_STATE, NULL, "VM \"%s\" is %s, not %s",
+		    vm->rec.name, vm_status_name(vm->rec.status), vm_status_name(need));
+		vm->op = VM_OP_NONE;
+		done(ctx, NULL, &err);
+		return;
+	}
+	if (pause)
+		r = vm->backend->pause(vm->backend, &vm->rec, vm->backend_state,
+		    vm_pause_resume_done, &err);
+	else
+		r = vm->backend->resume(vm->backend, &vm->rec, vm->backend_state,
+		    vm_pause_resume_done, &err);
+	if (r < 0)
+		vm_op_finish(vm, &err);
+}
+
+void
+vm_pause(struct vm *vm, vm_done_fn done, void *ctx)
+{
+	vm_pause_resume(vm, true, done, ctx);
+}
+
+void
+vm_resume(struct vm *vm, vm_done_fn done, void *ctx)
+{
+	vm_pause_resume(vm, false, done, ctx);
+}
+
+/* ---- delete ------------------------------------------------------------ */
+
+/* Unlists the VM, deletes its state and CID, frees it. Crash-safe order:
+ * rename the directory away, then release the CID, then remove the tree. */
+static void
+vm_remove(struct vm *vm)
+{
+	struct ember_daemon *d = vm->daemon;
+	struct ember_error err = { 0 };
+	char dir[PATH_MAX], trash[PATH_MAX], vms[PATH_MAX];
+
+	vm_dir(d, vm->rec.name, dir, sizeof(dir));
+	if (vm->backend != NULL && vm->backend->remove != NULL &&
+	    vm->backend->remove(vm->backend, &vm->rec, dir, &err) < 0)
+		log_warnx("vm %s: %s (removing the directory anyway)", vm->rec.name, err.message);
+	snprintf(trash, sizeof(trash), "%s/vms/.trash-%s-%s", d->state_dir, vm->rec.name,
+	    vm->rec.id[0] ? vm->rec.id : "x");
+	snprintf(vms, sizeof(vms), "%s/vms", d->state_dir);
+	if (rename(dir, trash) == 0)
+		fsync_dir(vms);
+	else if (errno != ENOENT)
+		log_warn("vm %s: rename %s", vm->rec.name, dir);
+	if (cid_alloc_release(d->cids, vm->rec.name) == 0) {
+		ember_error_clear(&err);
+		if (cids_save(d, &err) < 0)
+			log_warnx("%s", err.message);
+	}
+	rm_rf(trash);
+	rm_rf(dir);
+	vm_list_remove(d, vm);
+	log_info("vm %s: deleted", vm->rec.name);
+	vm_free(vm);
+}
+
+void
+vm_delete(struct vm *vm, bool force, vm_done_fn done, void *ctx)
+{
+	struct ember_error err = { 0 };
+
+	if (vm->op != VM_OP_NONE) {
+		ember_error_set(&err, EK_BUSY, "wait for it to finish and retry",
+		    "VM \"%s\" is busy with another operation", vm->rec.name);
+		done(ctx, NULL, &err);
+		return;
+	}
+	if (vm_has_process(vm) && vm->load_error == NULL) {
+		if (!force) {
+			ember_error_set(&err, EK_INVALID_STATE,
+			    "stop it first, or pass force to kill it",
+			    "VM \"%s\" is %s", vm->rec.name, vm_status_name(vm->rec.status));
+			done(ctx, NULL, &err);
+			return;
+		}
+		if (vm->backend != NULL && vm->backend_state != NULL) {
+			vm->op_remove_after = true;
+			vm_stop(vm, true, 0, done, ctx);
+			return;
+		}
+	}
+	json_t *last = vm_to_json(vm);
+	vm_remove(vm);
+	done(ctx, last, NULL);
+}
+
+/* ---- startup: load and repair ------------------------------------------ */
+
+static void
+cids_skipped(void *ctx, const char *key, const char *why)
+{
+	log_warnx("repair: cids.json entry \"%s\" dropped: %s", key, why);
+}
+
+static void
+cids_load(struct ember_daemon *d)
+{
+	char path[PATH_MAX], errbuf[256];
+	json_t *doc = NULL;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/vsock/cids.json", d->state_dir);
+	r = read_json_file(path, &doc, errbuf, sizeof(errbuf));
+	if (r == -ENOENT)
+		return;
+	if (r < 0 || cid_alloc_load_json(d->cids, doc, cids_skipped, NULL) < 0) {
+		char aside[PATH_MAX];
+		snprintf(aside, sizeof(aside), "%s.corrupt", path);
+		log_warnx("repair: %s is unreadable (%s); moved to %s, CIDs are rebuilt from VM records",
+		    path, r < 0 ? (r == -EBADMSG ? errbuf : strerror(-r)) : "not an allocation table",
+		    aside);
+		rename(path, aside);
+	}
+	json_decref(doc);
+}
+
+/* A VM whose vm.json cannot be read still lists, as failed, so the
+ * user sees it and can delete it. */
+static struct vm *
+vm_placeholder(struct ember_daemon *d, const char *name, const char *why)
+{
+	struct vm *vm = vm_new(d);
+
+	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", name);
+	vm->rec.status = VM_FAILED;
+	vm->load_error = strdup(why);
+	vm_record_set_str(&vm->rec.reason, why);
+	log_warnx("repair: VM \"%s\": %s; listed as failed", name, why);
+	return vm;
+}
+
+static struct vm *
+vm_load_one(struct ember_daemon *d, const char *name)
+{
+	char path[PATH_MAX], errbuf[256], why[512];
+	json_t *doc = NULL;
+	struct vm *vm;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/vms/%s/vm.json", d->state_dir, name);
+	r = read_json_file(path, &doc, errbuf, sizeof(errbuf));
+	if (r < 0) {
+		snprintf(why, sizeof(why), "cannot read vm.json: %s",
+		    r == -EBADMSG ? errbuf : strerror(-r));
+		return vm_placeholder(d, name, why);
+	}
+	vm = vm_new(d);
+	r = vm_record_from_json(&vm->rec, doc, errbuf, sizeof(errbuf));
+	json_decref(doc);
+	if (r < 0 || strcmp(vm->rec.name, name) != 0) {
+		snprintf(why, sizeof(why), "invalid vm.json: %s",
+		    r < 0 ? errbuf : "its name does not match its directory");
+		vm_free(vm);
+		return vm_placeholder(d, name, why);
+	}
+	return vm;
+}
+
+/* Makes cids.json and the VM records agree; returns true when cids changed. */
+static bool
+vm_repair_cid(struct vm *vm)
+{
+	struct ember_daemon *d = vm->daemon;
+	struct ember_error err = { 0 };
+	uint32_t held;
+	bool has = cid_alloc_lookup(d->cids, vm->rec.name, &held);
+	char uds[PATH_MAX];
+
+	if (vm->load_error != NULL)
+		return false;	/* keep whatever it held until it is repaired or deleted */
+	if (!vm->rec.vsock) {
+		if (!has)
+			return false;
+		log_warnx("repair: VM \"%s\" has no vsock but held CID %u; released",
+		    vm->rec.name, held);
+		cid_alloc_release(d->cids, vm->rec.name);
+		return true;
+	}
+	if (vsock_path_build(d->state_dir, vm->rec.name, sun_path_limit(), uds,
+	    sizeof(uds), &err) == 0 &&
+	    (vm->rec.uds_path == NULL || strcmp(vm->rec.uds_path, uds) != 0)) {
+		log_warnx("repair: VM \"%s\" vsock path set to %s", vm->rec.name, uds);
+		vm_record_set_str(&vm->rec.uds_path, uds);
+		vm_save(vm, &err);
+	}
+	if (has && held == vm->rec.guest_cid)
+		return false;
+	if (has) {
+		log_warnx("repair: VM \"%s\" records CID %u but cids.json gave it %u; using %u",
+		    vm->rec.name, vm->rec.guest_cid, held, vm->rec.guest_cid);
+		cid_alloc_release(d->cids, vm->rec.name);
+	}
+	if (cid_alloc_claim(d->cids, vm->rec.name, vm->rec.guest_cid) == 0) {
+		if (!has)
+			log_warnx("repair: VM \"%s\" gets its CID %u back", vm->rec.name,
+			    vm->rec.guest_cid);
+		return true;
+	}
+	uint32_t old = vm->rec.guest_cid;
+	if (cid_alloc_get(d->cids, vm->rec.name, &vm->rec.guest_cid) < 0) {
+		log_warnx("repair: VM \"%s\" lost CID %u and no CID is free", vm->rec.name, old);
+		vm->rec.vsock = false;
+	} else
+		log_warnx("repair: VM \"%s\" CID %u is taken (by \"%s\") or out of range; "
+		    "it now has CID %u", vm->rec.name, old,
+		    cid_alloc_owner(d->cids, old) ? cid_alloc_owner(d->cids, old) : "nobody",
+		    vm->rec.guest_cid);
+	vm_save(vm, &err);
+	return true;
+}
+
+struct orphan_scan {
+	struct ember_daemon *d;
+	char **names;
+	size_t n;
+};
+
+static void
+collect_orphan(void *ctx, uint32_t cid, const char *owner)
+{
+	struct orphan_scan *s = ctx;
+
+	if (vm_find(s->d, owner) != NULL)
+		return;
+	log_warnx("repair: CID %u belonged to \"%s\", which does not exist; released", cid, owner);
+	s->names = realloc(s->names, (s->n + 1) * sizeof(*s->names));
+	if (s->names == NULL)
+		fatalx("out of memory");
+	s->names[s->n++] = strdup(owner);
+}
+
+/* A process recorded as running: adopt it, or record that it is gone. */
+static void
+vm_reattach(struct vm *vm)
+{
+	struct ember_daemon *d = vm->daemon;
+	struct ember_error err = { 0 };
+	char dir[PATH_MAX];
+
+	if (vm->load_error != NULL || !vm_has_process(vm))
+		return;
+	vm->backend = vm_resolve_backend(d, vm->rec.backend, &err);
+	vm_dir(d, vm->rec.name, dir, sizeof(dir));
+	if (vm->backend != NULL && vm->backend->adopt != NULL &&
+	    vm->backend->adopt(vm->backend, &vm->rec, dir, &vm->backend_state, vm, &err) == 0) {
+		log_info("vm %s: re-adopted (pid %d)", vm->rec.name, (int)vm->rec.pid);
+		if (vm->rec.status == VM_STARTING || vm->rec.status == VM_STOPPING)
+			vm_transition(vm, VM_RUNNING, NULL);
+		return;
+	}
+	vm->rec.pid = 0;
+	vm->rec.pid_start_time = 0;
+	vm_transition(vm, VM_FAILED, err.message[0] ? err.message :
+	    "emberd restarted and the hypervisor process was gone");
+}
+
+int
+vms_load(struct ember_daemon *d, struct ember_error *err)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	bool cids_changed = false;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "%s/vms", d->state_dir);
+	if (mkdir_p(path, 0750) < 0)
+		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
+		    "cannot create %s: %s", path, strerror(errno));
+	snprintf(path, sizeof(path), "%s/vsock", d->state_dir);
+	if (mkdir_p(path, 0750) < 0)
+		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
+		    "cannot create %s: %s", path, strerror(errno));
+	cids_load(d);
+
+	snprintf(path, sizeof(path), "%s/vms", d->state_dir);
+	dir = opendir(path);
+	if (dir == NULL)
+		return ember_error_set(err, EK_IO, NULL, "cannot read %s: %s", path, strerror(errno));
+	while ((de = readdir(dir)) != NULL) {
+		char sub[PATH_MAX], json[PATH_MAX];
+		struct stat st;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
+		if (strncmp(de->d_name, ".trash-", 7) == 0) {
+			log_warnx("repair: finishing an interrupted delete (%s)", de->d_name);
+			rm_rf(sub);
+			continue;
+		}
+		if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode) || !vm_name_valid(de->d_name)) {
+			log_warnx("repair: ignoring %s (not a VM directory)", sub);
+			continue;
+		}
+		snprintf(json, sizeof(json), "%s/vm.json", sub);
+		if (access(json, F_OK) < 0 && errno == ENOENT) {
+			log_warnx("repair: removing %s, a create that never finished", sub);
+			rm_rf(sub);
+			continue;
+		}
+		vm_list_insert(d, vm_load_one(d, de->d_name));
+	}
+	closedir(dir);
+
+	for (size_t i = 0; i < d->nvms; i++)
+		if (vm_repair_cid(d->vms[i]))
+			cids_changed = true;
+	struct orphan_scan scan = { .d = d };
+	cid_alloc_foreach(d->cids, collect_orphan, &scan);
+	for (size_t i = 0; i < scan.n; i++) {
+		cid_alloc_release(d->cids, scan.names[i]);
+		free(scan.names[i]);
+		cids_changed = true;
+	}
+	free(scan.names);
+	if (cids_changed && cids_save(d, err) < 0)
+		return -1;
+	for (size_t i = 0; i < d->nvms; i++)
+		vm_reattach(d->vms[i]);
+	log_info("loaded %zu VMs, %zu vsock CIDs in use", d->nvms, cid_alloc_count(d->cids));
+	return 0;
+}
+
+void
+vms_detach_all(struct ember_daemon *d)
+{
+	for (size_t i = 0; i < d->nvms; i++) {
+		struct vm *vm = d->vms[i];
+		if (vm->backend != NULL && vm->backend_state != NULL)
+			vm->backend->release(vm->backend, vm->backend_state, true);
+		vm->backend_state = NULL;
+		vm_free(vm);
+	}
+	free(d->vms);
+	d->vms = NULL;
+	d->nvms = d->vms_cap = 0;
+}

@@ -1,0 +1,53 @@
+/*
+ * The qemu backend. This build only probes for the binary: the lifecycle
+ * (issue "qemu backend") is not implemented yet, so the backend reports
+ * itself unavailable and says why.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "config.h"
+#include "probe.h"
+
+static void
+qemu_probe(struct backend *be, struct backend_info *info)
+{
+	const struct backend_env *env = be->priv;
+	int r = probe_find_binary(env->config->qemu_binary, "qemu-system-x86_64", info->binary,
+	    sizeof(info->binary));
+
+	info->available = false;
+	if (r < 0) {
+		snprintf(info->reason, sizeof(info->reason), "%s not found%s",
+		    env->config->qemu_binary ? env->config->qemu_binary : "qemu-system-x86_64",
+		    env->config->qemu_binary ? "" : " in PATH");
+		return;
+	}
+	if (probe_binary_version(info->binary, info->version, sizeof(info->version)) < 0)
+		snprintf(info->version, sizeof(info->version), "unknown version");
+	snprintf(info->reason, sizeof(info->reason),
+	    "found %s (%s), but this emberd does not implement the qemu backend yet",
+	    info->binary, info->version);
+}
+
+static void
+qemu_free(struct backend *be)
+{
+	free(be);
+}
+
+struct backend *
+backend_qemu_new(const struct backend_env *env)
+{
+	struct backend *be = calloc(1, sizeof(*be));
+
+	if (be == NULL)
+		return NULL;
+	be->name = "qemu";
+	be->priv = (void *)env;
+	be->probe = qemu_probe;
+	be->free = qemu_free;
+	return be;
+}
