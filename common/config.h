@@ -10,7 +10,8 @@
  *   defaults: { cpus: 1, memory: 512M, backend: auto }
  *   vsock: { vm_to_vm: true }
  *
- * Errors carry file:line:column like VM specs. `emberd --check-config`
+ * Errors carry file:line:column like VM specs; a file that fails to parse
+ * leaves cfg as it was. `emberd --check-config`
  * is ember_config_load plus a report.
  */
 #ifndef EMBER_CONFIG_H
@@ -18,8 +19,11 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 #include "error.h"
 
+/* Strings are heap copies or the built-in "auto"; only ember_config_clear
+ * and ember_config_parse may replace them. */
 struct ember_config {
 	char *state_dir;	/* NULL: built-in default */
 	char *socket;		/* NULL: built-in default */
@@ -45,5 +49,9 @@ int ember_config_parse(const char *text, size_t len, const char *filename,
     struct ember_config *cfg, struct ember_error *err);
 int ember_config_load(const char *path, struct ember_config *cfg,
     struct ember_error *err);
+/* Precedence for vm.create: params given by the client win; absent image,
+ * cpus, memory_mib and backend come from the config (itself the file over
+ * the built-in defaults). 0 or -ENOMEM. */
+int ember_config_fill_params(const struct ember_config *cfg, json_t *params);
 
 #endif

@@ -1,0 +1,300 @@
+/*
+ * The daemon configuration: built-in defaults, the key table for
+ * emberd.yaml (walked by yaml-doc.c) and the helper that fills vm.create
+ * parameters from the configured defaults. A file is parsed into a copy of
+ * the current configuration, which replaces it only when the whole file is
+ * valid, so a bad reload leaves the running configuration alone.
+ *
+ * String fields either point at the built-in "auto" below or are heap
+ * copies; config_free_string() knows which is which.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "spec.h"
+#include "yaml-doc.h"
+
+#define CID_MIN	3
+#define CID_MAX	4294967294U	/* VMADDR_CID_ANY - 1 */
+
+static char builtin_auto[] = "auto";
+
+static const char *const log_levels[] = { "error", "warn", "info", "debug",
+    NULL };
+static const char *const accels[] = { "auto", "kvm", "tcg", NULL };
+static const char *const backends[] = { "auto", "qemu", "firecracker", NULL };
+
+static void
+config_free_string(char **field)
+{
+	if (*field != builtin_auto)
+		free(*field);
+	*field = NULL;
+}
+
+static int
+config_set_string(char **field, const char *value)
+{
+	char *copy = NULL;
+
+	if (value != NULL && (copy = strdup(value)) == NULL)
+		return -ENOMEM;
+	config_free_string(field);
+	*field = copy;
+	return 0;
+}
+
+void
+ember_config_init(struct ember_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->log_level = -1;
+	cfg->cid_min = CID_MIN;
+	cfg->cid_max = CID_MAX;
+	cfg->qemu_accel = builtin_auto;
+	cfg->default_cpus = 1;
+	cfg->default_memory_mib = 512;
+	cfg->default_backend = builtin_auto;
+	cfg->vsock_vm_to_vm = true;
+}
+
+void
+ember_config_clear(struct ember_config *cfg)
+{
+	config_free_string(&cfg->state_dir);
+	config_free_string(&cfg->socket);
+	config_free_string(&cfg->socket_group);
+	config_free_string(&cfg->default_image);
+	config_free_string(&cfg->firecracker_binary);
+	config_free_string(&cfg->qemu_binary);
+	config_free_string(&cfg->qemu_accel);
+	config_free_string(&cfg->default_backend);
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->log_level = -1;
+}
+
+/* Deep copy; built-in strings stay shared. */
+static int
+config_copy(struct ember_config *dst, const struct ember_config *src)
+{
+	char **dfields[] = { &dst->state_dir, &dst->socket, &dst->socket_group,
+	    &dst->default_image, &dst->firecracker_binary, &dst->qemu_binary,
+	    &dst->qemu_accel, &dst->default_backend };
+	char *const sfields[] = { src->state_dir, src->socket,
+	    src->socket_group, src->default_image, src->firecracker_binary,
+	    src->qemu_binary, src->qemu_accel, src->default_backend };
+
+	*dst = *src;
+	for (size_t i = 0; i < sizeof(dfields) / sizeof(dfields[0]); i++)
+		*dfields[i] = NULL;
+	for (size_t i = 0; i < sizeof(dfields) / sizeof(dfields[0]); i++) {
+		if (sfields[i] == builtin_auto)
+			*dfields[i] = sfields[i];
+		else if (config_set_string(dfields[i], sfields[i]) != 0) {
+			ember_config_clear(dst);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+struct config_parse {
+	struct ember_config *cfg;
+	const struct ydoc_node *cid_min, *cid_max;	/* where they were set */
+};
+
+#define CONFIG_STRING(name, field)					\
+static int								\
+set_##name(void *obj, const struct ydoc_value *v)			\
+{									\
+	return config_set_string(&((struct config_parse *)obj)->cfg->field, \
+	    v->str);							\
+}
+CONFIG_STRING(state_dir, state_dir)
+CONFIG_STRING(socket, socket)
+CONFIG_STRING(socket_group, socket_group)
+CONFIG_STRING(default_image, default_image)
+CONFIG_STRING(firecracker_binary, firecracker_binary)
+CONFIG_STRING(qemu_binary, qemu_binary)
+CONFIG_STRING(qemu_accel, qemu_accel)
+CONFIG_STRING(default_backend, default_backend)
+#undef CONFIG_STRING
+
+static int
+set_log_level(void *obj, const struct ydoc_value *v)
+{
+	struct config_parse *cp = obj;
+
+	cp->cfg->log_level = log_level_parse(v->str);
+	return cp->cfg->log_level == -1 ? -EINVAL : 0;
+}
+
+static int
+set_cid_min(void *obj, const struct ydoc_value *v)
+{
+	struct config_parse *cp = obj;
+
+	cp->cfg->cid_min = (uint32_t)v->u;
+	cp->cid_min = v->node;
+	return 0;
+}
+
+static int
+set_cid_max(void *obj, const struct ydoc_value *v)
+{
+	struct config_parse *cp = obj;
+
+	cp->cfg->cid_max = (uint32_t)v->u;
+	cp->cid_max = v->node;
+	return 0;
+}
+
+static int
+set_default_cpus(void *obj, const struct ydoc_value *v)
+{
+	((struct config_parse *)obj)->cfg->default_cpus = (unsigned)v->u;
+	return 0;
+}
+
+static int
+set_default_memory(void *obj, const struct ydoc_value *v)
+{
+	((struct config_parse *)obj)->cfg->default_memory_mib = v->u;
+	return 0;
+}
+
+static int
+set_vm_to_vm(void *obj, const struct ydoc_value *v)
+{
+	((struct config_parse *)obj)->cfg->vsock_vm_to_vm = v->b;
+	return 0;
+}
+
+static const struct ydoc_key firecracker_keys[] = {
+	{ "binary", YDOC_STRING, 0, 0, 0, NULL, set_firecracker_binary, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+static const struct ydoc_key qemu_keys[] = {
+	{ "binary", YDOC_STRING, 0, 0, 0, NULL, set_qemu_binary, NULL },
+	{ "accel", YDOC_ENUM, 0, 0, 0, accels, set_qemu_accel, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+static const struct ydoc_key defaults_keys[] = {
+	{ "cpus", YDOC_UINT, 0, VM_SPEC_CPUS_MIN, VM_SPEC_CPUS_MAX, NULL,
+	    set_default_cpus, NULL },
+	{ "memory", YDOC_SIZE_MIB, 0, VM_SPEC_MEMORY_MIB_MIN,
+	    VM_SPEC_MEMORY_MIB_MAX, NULL, set_default_memory, NULL },
+	{ "backend", YDOC_ENUM, 0, 0, 0, backends, set_default_backend, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+static const struct ydoc_key vsock_keys[] = {
+	{ "vm_to_vm", YDOC_BOOL, 0, 0, 0, NULL, set_vm_to_vm, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+static const struct ydoc_key config_keys[] = {
+	{ "state_dir", YDOC_STRING, YDOC_ABSOLUTE, 0, 0, NULL, set_state_dir,
+	    NULL },
+	{ "socket", YDOC_STRING, YDOC_ABSOLUTE, 0, 0, NULL, set_socket, NULL },
+	{ "socket_group", YDOC_STRING, 0, 0, 0, NULL, set_socket_group, NULL },
+	{ "log_level", YDOC_ENUM, 0, 0, 0, log_levels, set_log_level, NULL },
+	{ "cid_min", YDOC_UINT, 0, CID_MIN, CID_MAX, NULL, set_cid_min, NULL },
+	{ "cid_max", YDOC_UINT, 0, CID_MIN, CID_MAX, NULL, set_cid_max, NULL },
+	{ "default_image", YDOC_STRING, 0, 0, 0, NULL, set_default_image, NULL },
+	{ "firecracker", YDOC_MAP, 0, 0, 0, NULL, NULL, firecracker_keys },
+	{ "qemu", YDOC_MAP, 0, 0, 0, NULL, NULL, qemu_keys },
+	{ "defaults", YDOC_MAP, 0, 0, 0, NULL, NULL, defaults_keys },
+	{ "vsock", YDOC_MAP, 0, 0, 0, NULL, NULL, vsock_keys },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+static int
+config_from_doc(const struct ydoc *doc, struct ember_config *cfg,
+    struct ember_error *err)
+{
+	struct ember_config next;
+	struct config_parse cp = { .cfg = &next };
+
+	if (config_copy(&next, cfg) != 0)
+		return ember_error_set(err, EK_INVALID_SPEC, NULL,
+		    "%s: out of memory", doc->filename);
+	if (ydoc_walk(doc, doc->root, config_keys, &cp, err) != 0)
+		goto fail;
+	if (next.cid_min > next.cid_max) {
+		/* Blame the key the file set; cid_max when it set both. */
+		if (cp.cid_max != NULL)
+			ydoc_error(doc, cp.cid_max, err,
+			    "\"cid_max\": must be at least cid_min (%u), got %u",
+			    next.cid_min, next.cid_max);
+		else
+			ydoc_error(doc, cp.cid_min, err,
+			    "\"cid_min\": must be at most cid_max (%u), got %u",
+			    next.cid_max, next.cid_min);
+		goto fail;
+	}
+	ember_config_clear(cfg);
+	*cfg = next;
+	return 0;
+
+fail:
+	ember_config_clear(&next);
+	return -1;
+}
+
+int
+ember_config_parse(const char *text, size_t len, const char *filename,
+    struct ember_config *cfg, struct ember_error *err)
+{
+	struct ydoc *doc;
+	int r;
+
+	if (ydoc_parse(text, len, filename, &doc, err) != 0)
+		return -1;
+	r = config_from_doc(doc, cfg, err);
+	ydoc_free(doc);
+	return r;
+}
+
+int
+ember_config_load(const char *path, struct ember_config *cfg,
+    struct ember_error *err)
+{
+	struct ydoc *doc;
+	int r;
+
+	if (ydoc_load(path, &doc, err) != 0)
+		return -1;
+	r = config_from_doc(doc, cfg, err);
+	ydoc_free(doc);
+	return r;
+}
+
+int
+ember_config_fill_params(const struct ember_config *cfg, json_t *params)
+{
+	if (cfg->default_image != NULL &&
+	    json_object_get(params, "image") == NULL &&
+	    json_object_set_new(params, "image",
+	    json_string(cfg->default_image)) != 0)
+		return -ENOMEM;
+	if (json_object_get(params, "cpus") == NULL &&
+	    json_object_set_new(params, "cpus",
+	    json_integer(cfg->default_cpus)) != 0)
+		return -ENOMEM;
+	if (json_object_get(params, "memory_mib") == NULL &&
+	    json_object_set_new(params, "memory_mib",
+	    json_integer((json_int_t)cfg->default_memory_mib)) != 0)
+		return -ENOMEM;
+	if (cfg->default_backend != NULL &&
+	    json_object_get(params, "backend") == NULL &&
+	    json_object_set_new(params, "backend",
+	    json_string(cfg->default_backend)) != 0)
+		return -ENOMEM;
+	return 0;
+}
