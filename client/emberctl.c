@@ -228,21 +228,23 @@ exit_status_for_error(int code)
 
 /* Prints an error object as "emberctl: message[: reason]" and its hint. */
 static int
-report_error(const json_t *error)
+report_error(const json_t *error, const char *method)
 {
 	const json_t *data = json_object_get(error, "data");
 	const char *message = json_string_value(json_object_get(error, "message"));
 	const char *reason = json_string_value(json_object_get(data, "reason"));
 	const char *hint = json_string_value(json_object_get(data, "hint"));
+	int code = (int)json_integer_value(json_object_get(error, "code"));
 
 	if (reason != NULL && reason[0] != '\0')
 		ctl_warnx("%s: %s", message, reason);
+	else if (code == -32601)	/* say which, for `rpc` typos */
+		ctl_warnx("%s: %s", message, method);
 	else
 		ctl_warnx("%s", message);
 	if (hint != NULL && hint[0] != '\0')
 		fprintf(stderr, "hint: %s\n", hint);
-	return exit_status_for_error(
-	    (int)json_integer_value(json_object_get(error, "code")));
+	return exit_status_for_error(code);
 }
 
 static int
@@ -288,7 +290,7 @@ ctl_call(struct ctl *ctl, const char *method, json_t *params, json_t **result)
 	case RPC_CALL_OK:
 		return EXIT_OK;
 	case RPC_CALL_ERROR:
-		r = report_error(error);
+		r = report_error(error, method);
 		json_decref(error);
 		return r;
 	case RPC_CALL_FAILED:

@@ -160,6 +160,8 @@ while IFS= read -r line; do
 		printf 'this is not json\n' ;;
 	hang)
 		;;
+	no.reason)
+		printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"Method not found"}}\n' "$id" ;;
 	*)
 		err -32601 'Method not found' '{"reason":"no method '"$method"'"}' ;;
 	esac
@@ -244,6 +246,9 @@ expect_grep "$dir/out" '"cid_max": 4294967294'
 
 check "rpc unknown method is status 1 with the reason" run 1 rpc no.such
 expect_grep "$dir/err" "emberctl: Method not found: no method no.such"
+
+check "method not found names the method" run 1 rpc no.reason
+expect_file "$dir/err" "emberctl: Method not found: no.reason"
 
 check "malformed reply is status 1" run 1 rpc garbage
 expect_grep "$dir/err" "malformed reply from emberd"
