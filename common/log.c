@@ -69,7 +69,7 @@ log_vlog(enum log_level level, const char *fmt, va_list ap)
 	fprintf(stderr, "%s: %s: %s\n", log_progname, log_level_name(level), line);
 }
 
-static void
+static void __attribute__((format(printf, 3, 0)))
 log_with_errno(enum log_level level, int saved_errno, const char *fmt, va_list ap)
 {
 	char msg[1800];

@@ -92,7 +92,11 @@ vm_cmp_name(const void *key, const void *elem)
 struct vm *
 vm_find(struct ember_daemon *d, const char *name)
 {
-	struct vm **p = bsearch(name, d->vms, d->nvms, sizeof(*d->vms), vm_cmp_name);
+	struct vm **p;
+
+	if (d->nvms == 0)
+		return NULL;	/* bsearch must not see a NULL array */
+	p = bsearch(name, d->vms, d->nvms, sizeof(*d->vms), vm_cmp_name);
 
 	return p != NULL ? *p : NULL;
 }
