@@ -1,0 +1,165 @@
+# Shared helpers for the control-plane integration tests (sourced, not run).
+#
+# Each test gets a private work directory ($T) holding a state directory
+# ($STATE) whose control socket ($SOCK) lives inside it, and drives a
+# private emberd through raw JSON-RPC over socat. Readiness is polled with a
+# deadline (a daemon.info that answers with the new pid), never slept for.
+# An assertion that fails prints what it saw plus the tail of the daemon log
+# and ends the test with status 1. The EXIT trap kills every emberd the test
+# started and removes $T.
+
+EMBERD=${EMBERD:?set EMBERD to the emberd binary}
+for tool in jq socat timeout; do
+	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 0; }
+done
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/ember-it.XXXXXX")
+T=$(cd "$T" && pwd -P)	# emberd records the real path
+STATE=$T/state
+SOCK=$STATE/emberd.sock
+LOG=$T/emberd.log
+EMBERD_PID=
+EMBERD_EXTRA=()		# extra emberd flags, e.g. (--config FILE)
+_ember_pids=()
+
+_lib_cleanup() {
+	local p
+	for p in "${_ember_pids[@]}"; do
+		kill -9 "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$T"
+}
+trap _lib_cleanup EXIT
+
+note() { echo "--- $*"; }
+pass() { echo "ok: $*"; }
+
+# fail MESSAGE...: reports and ends the test.
+fail() {
+	echo "FAIL: $*" >&2
+	if [[ -s $LOG ]]; then
+		echo "  emberd log (last 30 lines):" >&2
+		tail -n 30 "$LOG" | sed 's/^/  | /' >&2
+	fi
+	exit 1
+}
+
+# assert_eq EXPECTED ACTUAL WHAT
+assert_eq() {
+	if [[ "$1" != "$2" ]]; then
+		fail "$3: expected '$1', got '$2'"
+	fi
+	pass "$3"
+}
+
+# assert_jq JSON FILTER WHAT: FILTER evaluates to true on JSON.
+assert_jq() {
+	local out
+	out=$(jq -e "$2" <<<"$1" 2>&1) || fail "$3: '$2' is ${out:-false} on: $1"
+	pass "$3"
+}
+
+# jqr JSON FILTER: prints FILTER's raw value.
+jqr() { jq -r "$2" <<<"$1"; }
+
+# rpc_to SOCKET LINE: sends one request line, prints the reply line(s).
+# The daemon answers and closes after our half-close, so this returns as
+# soon as the reply is in; -t bounds how long a slow reply is waited for.
+rpc_to() {
+	printf '%s\n' "$2" | timeout 20 socat -t 15 - "UNIX-CONNECT:$1"
+}
+
+# rpc LINE: rpc_to the test's emberd.
+rpc() { rpc_to "$SOCK" "$1"; }
+
+# call METHOD [PARAMS_JSON]: a request with id 1; prints the reply.
+call() {
+	local params=${2:-null}
+	rpc "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$1\",\"params\":$params}"
+}
+
+# call_ok METHOD [PARAMS_JSON]: like call, prints .result, fails on an error.
+call_ok() {
+	local r
+	r=$(call "$@") || fail "$1: no reply"
+	jq -e 'has("result")' <<<"$r" >/dev/null || fail "$1 ${2:-}: $r"
+	jq -c .result <<<"$r"
+}
+
+# create NAME [VSOCK]: vm.create without starting; prints the reply.
+create() {
+	call vm.create "{\"name\":\"$1\",\"vsock\":${2:-false},\"start\":false}"
+}
+
+# wait_ready [SOCKET] [PID]: polls until emberd PID answers daemon.info on
+# SOCKET; fails if it exits first or the 10 s deadline passes.
+wait_ready() {
+	local sock=${1:-$SOCK} pid=${2:-$EMBERD_PID} deadline=$((SECONDS + 10)) r
+	while ((SECONDS < deadline)); do
+		kill -0 "$pid" 2>/dev/null || fail "emberd (pid $pid) exited during startup"
+		if [[ -S $sock ]]; then
+			r=$(printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"daemon.info"}' |
+			    timeout 2 socat -t 2 - "UNIX-CONNECT:$sock" 2>/dev/null) || r=
+			[[ $(jq -r '.result.pid // empty' <<<"$r" 2>/dev/null) == "$pid" ]] && return 0
+		fi
+		sleep 0.02	# poll interval, not synchronisation
+	done
+	fail "emberd (pid $pid) did not answer on $sock within 10 s"
+}
+
+# spawn_emberd ARGS...: starts an emberd in the background (log appended to
+# $LOG), records its pid in SPAWNED_PID; does not wait for it.
+spawn_emberd() {
+	echo "=== emberd $*" >>"$LOG"
+	"$EMBERD" "$@" 2>>"$LOG" &
+	SPAWNED_PID=$!
+	_ember_pids+=("$SPAWNED_PID")
+}
+
+# start_emberd: the test's emberd on $STATE and $SOCK, ready to serve.
+start_emberd() {
+	spawn_emberd --state-dir "$STATE" --socket "$SOCK" "${EMBERD_EXTRA[@]}"
+	EMBERD_PID=$SPAWNED_PID
+	wait_ready "$SOCK" "$EMBERD_PID"
+}
+
+# wait_exit PID [SECONDS]: waits for a child to exit, sets EXIT_STATUS;
+# kills it and fails after the deadline (default 15 s).
+wait_exit() {
+	local pid=$1 deadline=$((SECONDS + ${2:-15}))
+	while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+		sleep 0.02
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid" 2>/dev/null || true
+		fail "pid $pid did not exit within ${2:-15} s"
+	fi
+	EXIT_STATUS=0
+	wait "$pid" || EXIT_STATUS=$?
+}
+
+# stop_emberd: SIGTERM; asserts a clean exit.
+stop_emberd() {
+	kill -TERM "$EMBERD_PID"
+	wait_exit "$EMBERD_PID"
+	[[ $EXIT_STATUS -eq 0 ]] || fail "emberd exited $EXIT_STATUS after SIGTERM"
+	EMBERD_PID=
+}
+
+# crash_emberd: kill -9, reaped; the socket file stays behind.
+crash_emberd() {
+	kill -9 "$EMBERD_PID" 2>/dev/null || true
+	wait "$EMBERD_PID" 2>/dev/null || true
+	EMBERD_PID=
+}
+
+# restart_emberd: kill -9 and start again on the same state directory.
+restart_emberd() {
+	crash_emberd
+	start_emberd
+}
+
+# log_since MARK: the daemon log after byte offset MARK (see log_mark).
+log_mark() { stat -c %s "$LOG" 2>/dev/null || echo 0; }
+log_since() { tail -c +$(($1 + 1)) "$LOG"; }
