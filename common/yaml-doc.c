@@ -24,7 +24,7 @@
 
 static const char tag_prefix[] = "tag:yaml.org,2002:";
 
-static int
+static int __attribute__((format(printf, 6, 0)))
 ydoc_verror(const char *filename, unsigned line, unsigned column,
     struct ember_error *err, const char *hint, const char *fmt, va_list ap)
 {

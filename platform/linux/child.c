@@ -1,0 +1,285 @@
+/*
+ * Spawning and watching child processes (see child.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "child.h"
+#include "log.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+struct child_watch {
+	struct event *ev;
+	int pidfd;
+	pid_t pid;
+	child_exit_fn fn;
+	void *ctx;
+};
+
+static int
+pidfd_open_compat(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+pid_t
+child_spawn(const struct child_spawn_opts *o)
+{
+	sigset_t all, old;
+	pid_t pid;
+
+	/* Block signals across fork so the child cannot run our handlers
+	 * (libevent's signal pipe) before exec. */
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return -e;
+	}
+	if (pid > 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return pid;
+	}
+
+	/* Child: only async-signal-safe calls from here to exec. */
+	for (int s = 1; s < NSIG; s++)
+		signal(s, SIG_DFL);
+	if (o->new_session)
+		setsid();
+	int devnull = open("/dev/null", O_RDWR);
+	dup2(devnull, STDIN_FILENO);
+	dup2(o->stdout_fd >= 0 ? o->stdout_fd : devnull, STDOUT_FILENO);
+	dup2(o->stderr_fd >= 0 ? o->stderr_fd : devnull, STDERR_FILENO);
+	for (size_t i = 0; i < o->nkeep; i++) {
+		int flags = fcntl(o->keep_fds[i], F_GETFD);
+		if (flags >= 0)
+			fcntl(o->keep_fds[i], F_SETFD, flags & ~FD_CLOEXEC);
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	execvp(o->argv[0], (char *const *)o->argv);
+	{
+		char msg[512];
+		int n = snprintf(msg, sizeof(msg), "emberd: cannot execute %s: %s\n",
+		    o->argv[0], strerror(errno));
+		if (n > 0 && write(STDERR_FILENO, msg, (size_t)n) < 0)
+			_exit(127);
+	}
+	_exit(127);
+}
+
+static void
+child_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct child_watch *w = arg;
+	int status = -1;
+	pid_t r;
+
+	do
+		r = waitpid(w->pid, &status, WNOHANG);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		return;	/* spurious: not exited yet */
+	if (r < 0)
+		status = -1;	/* not our child: an adopted process */
+	event_del(w->ev);
+	w->fn(w->ctx, w->pid, status);
+}
+
+struct child_watch *
+child_watch_new(struct event_base *base, pid_t pid, child_exit_fn fn, void *ctx)
+{
+	struct child_watch *w;
+	int fd = pidfd_open_compat(pid);
+
+	if (fd < 0)
+		return NULL;
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
+	w->pidfd = fd;
+	w->pid = pid;
+	w->fn = fn;
+	w->ctx = ctx;
+	w->ev = event_new(base, fd, EV_READ | EV_PERSIST, child_watch_cb, w);
+	if (w->ev == NULL || event_add(w->ev, NULL) < 0) {
+		child_watch_free(w);
+		errno = ENOMEM;
+		return NULL;
+	}
+	return w;
+}
+
+void
+child_watch_free(struct child_watch *w)
+{
+	if (w == NULL)
+		return;
+	if (w->ev != NULL)
+		event_free(w->ev);
+	if (w->pidfd >= 0)
+		close(w->pidfd);
+	free(w);
+}
+
+/* ---- child_run ---- */
+
+struct child_run {
+	struct event_base *base;
+	struct event *out_ev;
+	struct child_watch *watch;
+	int out_fd;
+	char output[4096];
+	size_t len;
+	int status;
+	bool exited, eof;
+	child_run_fn done;
+	void *ctx;
+};
+
+static void
+child_run_finish(struct child_run *r)
+{
+	if (!r->exited || !r->eof)
+		return;
+	r->output[r->len] = '\0';
+	r->done(r->ctx, r->status, r->output);
+	event_free(r->out_ev);
+	close(r->out_fd);
+	child_watch_free(r->watch);
+	free(r);
+}
+
+static void
+child_run_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct child_run *r = arg;
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf));
+
+	if (n > 0) {
+		/* Keep the last bytes: errors come at the end. */
+		size_t room = sizeof(r->output) - 1;
+		if ((size_t)n >= room) {
+			memcpy(r->output, buf + n - room, room);
+			r->len = room;
+		} else {
+			if (r->len + (size_t)n > room) {
+				size_t drop = r->len + (size_t)n - room;
+				memmove(r->output, r->output + drop, r->len - drop);
+				r->len -= drop;
+			}
+			memcpy(r->output + r->len, buf, (size_t)n);
+			r->len += (size_t)n;
+		}
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	r->eof = true;
+	event_del(r->out_ev);
+	child_run_finish(r);
+}
+
+static void
+child_run_exit_cb(void *ctx, pid_t pid, int status)
+{
+	struct child_run *r = ctx;
+
+	r->exited = true;
+	r->status = status;
+	child_run_finish(r);
+}
+
+int
+child_run(struct event_base *base, const char *const *argv, child_run_fn done, void *ctx)
+{
+	struct child_spawn_opts o = { .argv = argv };
+	struct child_run *r;
+	int pipefd[2];
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	o.stdout_fd = pipefd[1];
+	o.stderr_fd = pipefd[1];
+	pid = child_spawn(&o);
+	close(pipefd[1]);
+	if (pid < 0) {
+		close(pipefd[0]);
+		return (int)pid;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		fatalx("out of memory");
+	r->base = base;
+	r->out_fd = pipefd[0];
+	r->done = done;
+	r->ctx = ctx;
+	r->out_ev = event_new(base, r->out_fd, EV_READ | EV_PERSIST, child_run_read_cb, r);
+	event_add(r->out_ev, NULL);
+	r->watch = child_watch_new(base, pid, child_run_exit_cb, r);
+	if (r->watch == NULL) {
+		/* Exited and reaped before we could watch: impossible for our
+		 * own unreaped child, so this is a real error. */
+		log_warn("cannot watch helper process %d", (int)pid);
+		kill(pid, SIGKILL);
+		waitpid(pid, &r->status, 0);
+		r->exited = true;
+		child_run_finish(r);
+	}
+	return 0;
+}
+
+void
+file_tail(const char *path, size_t max, char *out, size_t outlen)
+{
+	FILE *f = fopen(path, "re");
+	long size, start;
+	size_t n;
+
+	out[0] = '\0';
+	if (f == NULL)
+		return;
+	if (max >= outlen)
+		max = outlen - 1;
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	start = size > (long)max ? size - (long)max : 0;
+	fseek(f, start, SEEK_SET);
+	n = fread(out, 1, max, f);
+	out[n] = '\0';
+	fclose(f);
+	/* Start at a line boundary and drop control characters. */
+	if (start > 0) {
+		char *nl = strchr(out, '\n');
+		if (nl != NULL)
+			memmove(out, nl + 1, strlen(nl + 1) + 1);
+	}
+	for (char *p = out; *p; p++)
+		if ((unsigned char)*p < 0x20 && *p != '\n')
+			*p = ' ';
+	n = strlen(out);
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
+		out[--n] = '\0';
+}

@@ -1,0 +1,53 @@
+/*
+ * Child processes on the event loop. Hypervisors are spawned in their own
+ * session (so a terminal's signals and emberd's own death leave them
+ * running) and watched through a pidfd, which also works for processes
+ * emberd re-adopts after a restart and therefore did not spawn. Helper
+ * commands (qemu-img, mkfs.ext4, cp) run the same way with a completion
+ * callback, so nothing blocks the loop.
+ */
+#ifndef EMBER_CHILD_H
+#define EMBER_CHILD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct event_base;
+struct child_watch;
+
+/* wait_status as from waitpid, or -1 when the process was not our child
+ * (adopted) and its status cannot be known. */
+typedef void (*child_exit_fn)(void *ctx, pid_t pid, int wait_status);
+
+struct child_spawn_opts {
+	const char *const *argv;
+	int stdout_fd;		/* -1: /dev/null */
+	int stderr_fd;		/* -1: /dev/null */
+	const int *keep_fds;	/* inherited without CLOEXEC, same numbers */
+	size_t nkeep;
+	bool new_session;
+};
+
+/* fork+exec; returns the pid or -errno. exec failures show up as exit
+ * status 127 with a message on stderr_fd. */
+pid_t child_spawn(const struct child_spawn_opts *opts);
+
+/* Watches pid (ours or adopted) and calls fn once when it exits. NULL with
+ * errno ESRCH when it is already gone. */
+struct child_watch *child_watch_new(struct event_base *base, pid_t pid,
+    child_exit_fn fn, void *ctx);
+/* Stops watching (the process is left alone). */
+void child_watch_free(struct child_watch *w);
+
+/* Runs argv to completion in the background; output (stdout+stderr, last
+ * 4 KiB) is handed to done with the wait status. */
+typedef void (*child_run_fn)(void *ctx, int wait_status, const char *output);
+int child_run(struct event_base *base, const char *const *argv,
+    child_run_fn done, void *ctx);
+
+/* Last lines of a text file (at most max bytes), for error messages. */
+void file_tail(const char *path, size_t max, char *out, size_t outlen);
+
+#endif
