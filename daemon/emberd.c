@@ -25,6 +25,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "fsutil.h"
+#include "image.h"
 #include "log.h"
 #include "rpc.h"
 #include "validate.h"
@@ -371,6 +372,7 @@ main(int argc, char **argv)
 	d->backends[BACKEND_QEMU] = backend_qemu_new(&d->backend_env);
 	daemon_probe_backends(d);
 
+	images_cleanup(d);
 	if (vms_load(d, &err) < 0) {
 		log_warnx("%s", err.message);
 		return 1;

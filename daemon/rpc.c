@@ -24,6 +24,7 @@ struct rpc_batch {
 static const struct rpc_method *const rpc_tables[] = {
 	rpc_daemon_methods,
 	rpc_vm_methods,
+	rpc_image_methods,
 };
 
 static const struct rpc_method *

@@ -52,6 +52,7 @@ struct rpc_call {
 
 extern const struct rpc_method rpc_daemon_methods[];
 extern const struct rpc_method rpc_vm_methods[];
+extern const struct rpc_method rpc_image_methods[];
 
 /* Handles one line from a client (control.c on_line). */
 void rpc_handle_line(struct ember_daemon *d, const struct control_peer *peer,

@@ -23,6 +23,7 @@
 #include "cid-alloc.h"
 #include "daemon.h"
 #include "fsutil.h"
+#include "image.h"
 #include "log.h"
 #include "validate.h"
 #include "vm.h"
@@ -461,7 +462,8 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 {
 	struct ember_error err = { 0 };
 	const struct ember_config *cfg = &d->config;
-	char uds[PATH_MAX], image_json[PATH_MAX];
+	char uds[PATH_MAX];
+	json_t *image_doc = NULL;
 	const char *backend = a->backend ? a->backend : cfg->default_backend;
 	const char *image = a->image ? a->image : cfg->default_image;
 	unsigned cpus = a->cpus ? a->cpus : cfg->default_cpus;
@@ -493,21 +495,14 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		goto fail;
 	}
 	if (image != NULL) {
-		if (!image_name_valid(image)) {
-			ember_error_set(&err, EK_INVALID_NAME, NULL, "invalid image name \"%s\"", image);
+		image_doc = image_load(d, image, &err);
+		if (image_doc == NULL && a->image == NULL) {
+			/* A configured default that is not imported (yet): no image. */
+			ember_error_clear(&err);
+			image = NULL;
+		} else if (image_doc == NULL)
 			goto fail;
-		}
-		snprintf(image_json, sizeof(image_json), "%s/images/%s/image.json",
-		    d->state_dir, image);
-		if (a->image != NULL && access(image_json, F_OK) < 0) {
-			ember_error_set(&err, EK_NOT_FOUND, "import it with 'emberctl image import'",
-			    "image \"%s\" not found", image);
-			goto fail;
-		}
-		if (a->image == NULL && access(image_json, F_OK) < 0)
-			image = NULL;	/* a default that is not imported yet */
 	}
-
 	vm = vm_new(d);
 	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", a->name);
 	if (uuid_generate_v4(vm->rec.id) < 0) {
@@ -521,28 +516,46 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	vm->rec.owner_uid = a->owner_uid;
 	vm->rec.vsock = a->vsock;
 	rfc3339_now(vm->rec.created_at);
-	if (vm_record_set_str(&vm->rec.backend, backend) < 0 ||
-	    vm_record_set_str(&vm->rec.image, image) < 0 ||
-	    vm_record_set_str(&vm->rec.boot_args, a->boot_args) < 0 ||
-	    vm_record_set_str(&vm->rec.network, network) < 0 ||
-	    check_file("kernel", a->kernel, &vm->rec.kernel_path, &err) < 0 ||
-	    check_file("initrd", a->initrd, &vm->rec.initrd_path, &err) < 0 ||
-	    check_file("rootfs", a->rootfs, &vm->rec.disk_path, &err) < 0) {
-		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
-		vm_free(vm);
-		goto fail;
-	}
 	/* Resolve now when possible so the backend can prepare disks; a VM
 	 * created without a backend resolves at its first start. */
 	struct ember_error ignored = { 0 };
 	vm->backend = vm_resolve_backend(d, backend, &ignored);
+	/* Flags win over the image; Firecracker boots the image's vmlinux. */
+	const char *kernel = a->kernel, *initrd = a->initrd, *rootfs = a->rootfs;
+	const char *boot_args = a->boot_args;
+	if (image_doc != NULL) {
+		bool fc = vm->backend != NULL && strcmp(vm->backend->name, "firecracker") == 0;
+		const char *vmlinux = json_string_value(json_object_get(image_doc, "vmlinux"));
+		if (kernel == NULL)
+			kernel = fc && vmlinux ? vmlinux :
+			    json_string_value(json_object_get(image_doc, "kernel"));
+		if (initrd == NULL)
+			initrd = json_string_value(json_object_get(image_doc, "initrd"));
+		if (rootfs == NULL)
+			rootfs = json_string_value(json_object_get(image_doc, "rootfs"));
+		if (boot_args == NULL)
+			boot_args = json_string_value(json_object_get(image_doc, "boot_args"));
+	}
+	if (vm_record_set_str(&vm->rec.backend, backend) < 0 ||
+	    vm_record_set_str(&vm->rec.image, image) < 0 ||
+	    vm_record_set_str(&vm->rec.boot_args, boot_args) < 0 ||
+	    vm_record_set_str(&vm->rec.network, network) < 0 ||
+	    check_file("kernel", kernel, &vm->rec.kernel_path, &err) < 0 ||
+	    check_file("initrd", initrd, &vm->rec.initrd_path, &err) < 0 ||
+	    check_file("rootfs", rootfs, &vm->rec.disk_path, &err) < 0) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+		vm_free(vm);
+		goto fail;
+	}
 	if (vm_materialize(vm, NULL, uds, &err) < 0) {
 		vm_free(vm);
 		goto fail;
 	}
+	json_decref(image_doc);
 	vm_created(vm, a->start, done, ctx);
 	return;
 fail:
+	json_decref(image_doc);
 	done(ctx, NULL, &err);
 }
 
