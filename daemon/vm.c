@@ -249,7 +249,9 @@ vm_op_begin(struct vm *vm, enum vm_op op, vm_done_fn done, void *ctx,
 static void
 describe_wait_status(int status, char *buf, size_t len)
 {
-	if (WIFEXITED(status))
+	if (status == -1)
+		snprintf(buf, len, "exited (status unknown: emberd re-adopted it after a restart)");
+	else if (WIFEXITED(status))
 		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
 	else if (WIFSIGNALED(status))
 		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
@@ -264,7 +266,10 @@ vm_backend_exited(void *vm_ctx, int wait_status, const char *reason)
 {
 	struct vm *vm = vm_ctx;
 	char why[256], full[768];
-	bool clean = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
+	/* An adopted process's status cannot be known: call it stopped, and
+	 * say so in the reason. */
+	bool clean = wait_status == -1 ||
+	    (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0);
 
 	vm->backend_state = NULL;
 	vm->rec.pid = 0;
@@ -1033,6 +1038,28 @@ vm_reattach(struct vm *vm)
 	    "emberd restarted and the hypervisor process was gone");
 }
 
+/* Removes ".<base>.tmp.*" files that a crash inside atomic_write_file()
+ * left in dir (the rename never happened, so they hold nothing current). */
+static void
+remove_temp_files(const char *dir, const char *base)
+{
+	char prefix[64], path[PATH_MAX];
+	struct dirent *de;
+	DIR *dp = opendir(dir);
+
+	if (dp == NULL)
+		return;
+	snprintf(prefix, sizeof(prefix), ".%s.tmp.", base);
+	while ((de = readdir(dp)) != NULL) {
+		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		log_warnx("repair: removing %s, left by an interrupted write", path);
+		unlink(path);
+	}
+	closedir(dp);
+}
+
 int
 vms_load(struct ember_daemon *d, struct ember_error *err)
 {
@@ -1049,6 +1076,7 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 	if (mkdir_p(path, 0750) < 0)
 		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
 		    "cannot create %s: %s", path, strerror(errno));
+	remove_temp_files(path, "cids.json");
 	cids_load(d);
 
 	snprintf(path, sizeof(path), "%s/vms", d->state_dir);
@@ -1071,6 +1099,7 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 			log_warnx("repair: ignoring %s (not a VM directory)", sub);
 			continue;
 		}
+		remove_temp_files(sub, "vm.json");
 		snprintf(json, sizeof(json), "%s/vm.json", sub);
 		if (access(json, F_OK) < 0 && errno == ENOENT) {
 			log_warnx("repair: removing %s, a create that never finished", sub);
