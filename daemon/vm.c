@@ -1110,9 +1110,8 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 	}
 	closedir(dir);
 
-	for (size_t i = 0; i < d->nvms; i++)
-		if (vm_repair_cid(d->vms[i]))
-			cids_changed = true;
+	/* Orphans first: a CID held by a VM that does not exist must not
+	 * push a listed VM that records it onto a fresh CID. */
 	struct orphan_scan scan = { .d = d };
 	cid_alloc_foreach(d->cids, collect_orphan, &scan);
 	for (size_t i = 0; i < scan.n; i++) {
@@ -1121,6 +1120,9 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 		cids_changed = true;
 	}
 	free(scan.names);
+	for (size_t i = 0; i < d->nvms; i++)
+		if (vm_repair_cid(d->vms[i]))
+			cids_changed = true;
 	if (cids_changed && cids_save(d, err) < 0)
 		return -1;
 	for (size_t i = 0; i < d->nvms; i++)
