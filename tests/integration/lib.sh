@@ -56,7 +56,7 @@ assert_eq() {
 # assert_jq JSON FILTER WHAT: FILTER evaluates to true on JSON.
 assert_jq() {
 	local out
-	out=$(jq -e "$2" <<<"$1" 2>&1) || fail "$3: '$2' is ${out:-false} on: $1"
+	out=$(jq -e "$2" <<<"$1" 2>&1) || fail "$3: '$2' is ${out:-false} on: ${1:0:1500}"
 	pass "$3"
 }
 
