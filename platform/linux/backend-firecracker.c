@@ -1,53 +1,639 @@
 /*
- * The firecracker backend. This build only probes for the binary: the lifecycle
- * (issue "firecracker backend") is not implemented yet, so the backend reports
- * itself unavailable and says why.
+ * The Firecracker backend: spawns `firecracker --api-sock <vm>/firecracker.sock
+ * --id <name>` in its own session, configures it through its HTTP API
+ * (machine-config, boot-source, the root drive, vsock) and starts it, all
+ * through libcurl's multi interface on the event loop (fc-http.c).
+ * Firecracker serves the VM's hybrid vsock socket itself, so a client of
+ * <vm>/vsock.sock cannot tell a Firecracker VM from a QEMU one.
+ *
+ * Root disks are private copies of the image's root filesystem (reflink
+ * where the filesystem can, else sparse): Firecracker has no overlays.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
 
 #include "backend.h"
+#include "child.h"
 #include "config.h"
+#include "fc-http.h"
+#include "fileops.h"
+#include "log.h"
+#include "platform.h"
 #include "probe.h"
 
-static void
-firecracker_probe(struct backend *be, struct backend_info *info)
+#define FC_API_TIMEOUT_MS	5000
+#define FC_SOCKET_WAIT_MS	5000
+#define FC_TERM_GRACE_S		3
+#define CONSOLE_MAX_BYTES	(8 * 1024 * 1024)
+#define FC_DEFAULT_BOOT_ARGS	"console=ttyS0 reboot=k panic=1 pci=off"
+
+enum fc_op { FOP_NONE, FOP_START, FOP_STOP, FOP_PAUSE, FOP_RESUME };
+
+struct fc_backend {
+	struct backend be;
+	const struct backend_env *env;
+	struct fc_http *http;
+	char binary[PATH_MAX];
+};
+
+struct fc_vm {
+	struct fc_backend *fb;
+	struct vm_record *rec;
+	void *vm_ctx;
+	char dir[PATH_MAX];
+	char api[PATH_MAX];
+	pid_t pid;
+	struct child_watch *watch;
+	struct event *timer;
+	enum fc_op op;
+	backend_done_fn done;
+	int step;		/* index into the start sequence */
+	int stop_stage;		/* 0 CtrlAltDel, 1 SIGTERM, 2 SIGKILL */
+	struct timeval api_deadline;
+	char fault[512];	/* first failure while starting */
+};
+
+static struct fc_backend *
+fb_of(struct backend *be)
 {
-	const struct backend_env *env = be->priv;
-	int r = probe_find_binary(env->config->firecracker_binary, "firecracker", info->binary,
-	    sizeof(info->binary));
+	return (struct fc_backend *)be;
+}
+
+/* ---- probe ---- */
+
+static void
+fc_probe(struct backend *be, struct backend_info *info)
+{
+	struct fc_backend *fb = fb_of(be);
+	const struct ember_config *cfg = fb->env->config;
+	int fd, r;
 
 	info->available = false;
+	r = probe_find_binary(cfg->firecracker_binary, "firecracker", info->binary,
+	    sizeof(info->binary));
 	if (r < 0) {
 		snprintf(info->reason, sizeof(info->reason), "%s not found%s",
-		    env->config->firecracker_binary ? env->config->firecracker_binary : "firecracker",
-		    env->config->firecracker_binary ? "" : " in PATH");
+		    cfg->firecracker_binary ? cfg->firecracker_binary : "firecracker",
+		    cfg->firecracker_binary ? "" : " in PATH");
 		return;
 	}
-	if (probe_binary_version(info->binary, info->version, sizeof(info->version)) < 0)
-		snprintf(info->version, sizeof(info->version), "unknown version");
-	snprintf(info->reason, sizeof(info->reason),
-	    "found %s (%s), but this emberd does not implement the firecracker backend yet",
-	    info->binary, info->version);
+	if (probe_binary_version(info->binary, info->version, sizeof(info->version)) < 0) {
+		snprintf(info->reason, sizeof(info->reason), "%s --version failed", info->binary);
+		return;
+	}
+	fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(info->reason, sizeof(info->reason), "/dev/kvm: %s (Firecracker needs KVM)",
+		    strerror(errno));
+		return;
+	}
+	close(fd);
+	snprintf(fb->binary, sizeof(fb->binary), "%s", info->binary);
+	info->available = true;
+}
+
+/* ---- disks ---- */
+
+static int
+fc_copy_disk(const char *src, struct vm_record *rec, const char *vm_dir,
+    struct ember_error *err)
+{
+	char dst[PATH_MAX];
+	int reflinked, r;
+
+	snprintf(dst, sizeof(dst), "%s/rootfs.img", vm_dir);
+	unlink(dst);
+	r = file_copy_sparse(src, dst, 0640, &reflinked);
+	if (r < 0)
+		return ember_error_set(err, EK_IO, NULL, "cannot copy root disk %s: %s", src,
+		    strerror(-r));
+	log_debug("firecracker: %s: root disk %s%s", rec->name, dst, reflinked ? " (reflink)" : "");
+	free(rec->disk_path);
+	rec->disk_path = strdup(dst);
+	return 0;
+}
+
+static int
+fc_create(struct backend *be, struct vm_record *rec, const char *vm_dir,
+    struct ember_error *err)
+{
+	char own[PATH_MAX];
+
+	snprintf(own, sizeof(own), "%s/rootfs.img", vm_dir);
+	if (rec->disk_path == NULL || strcmp(rec->disk_path, own) == 0)
+		return 0;
+	char src[PATH_MAX];
+	snprintf(src, sizeof(src), "%s", rec->disk_path);
+	return fc_copy_disk(src, rec, vm_dir, err);
+}
+
+static int
+fc_fork(struct backend *be, const struct vm_record *src, struct vm_record *child,
+    const char *vm_dir, struct ember_error *err)
+{
+	return src->disk_path == NULL ? 0 : fc_copy_disk(src->disk_path, child, vm_dir, err);
+}
+
+/* ---- per-VM state ---- */
+
+/* Removes the API socket and the vsock sockets Firecracker left. */
+static void
+fc_remove_sockets(const char *dir)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/firecracker.sock", dir);
+	unlink(path);
+	d = opendir(dir);
+	while (d != NULL && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, "vsock.sock") == 0 ||
+		    strncmp(de->d_name, "vsock.sock_", 11) == 0) {
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+			unlink(path);
+		}
+	}
+	if (d != NULL)
+		closedir(d);
 }
 
 static void
-firecracker_free(struct backend *be)
+fc_vm_free(struct fc_vm *fv)
 {
-	free(be);
+	if (fv == NULL)
+		return;
+	fc_http_cancel(fv->fb->http, fv);
+	child_watch_free(fv->watch);
+	if (fv->timer != NULL)
+		event_free(fv->timer);
+	free(fv);
+}
+
+static void
+fc_release(struct backend *be, void *vmstate, bool detach)
+{
+	fc_vm_free(vmstate);
+}
+
+static void
+fc_kill(struct fc_vm *fv, int sig)
+{
+	if (fv->pid > 0 && kill(fv->pid, sig) < 0 && errno != ESRCH)
+		log_warn("firecracker: kill %d", (int)fv->pid);
+}
+
+static void
+fc_vm_exited(void *ctx, pid_t pid, int status)
+{
+	struct fc_vm *fv = ctx;
+	const struct backend_host *host = fv->fb->env->host;
+	void *vm_ctx = fv->vm_ctx;
+	enum fc_op op = fv->op;
+	backend_done_fn done = fv->done;
+	char console[PATH_MAX], tail[600], reason[800], fault[512];
+
+	snprintf(console, sizeof(console), "%s/console.log", fv->dir);
+	file_tail(console, 400, tail, sizeof(tail));
+	snprintf(reason, sizeof(reason), "last console lines: %s", tail[0] ? tail : "(none)");
+	snprintf(fault, sizeof(fault), "%s", fv->fault);
+	log_info("firecracker: %s (pid %d) exited (wait status %d)", fv->rec->name, (int)pid, status);
+	fc_remove_sockets(fv->dir);
+	fv->rec->pid = 0;
+	fv->rec->pid_start_time = 0;
+	fc_vm_free(fv);
+
+	if (op == FOP_START) {
+		struct ember_error err = { 0 };
+		if (fault[0])
+			ember_error_set(&err, EK_BACKEND_ERROR, NULL, "%s", fault);
+		else
+			ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
+			    "Firecracker exited while starting; %s", reason);
+		done(vm_ctx, &err);
+		return;
+	}
+	host->exited(vm_ctx, status, status == 0 || op == FOP_STOP ? NULL : reason);
+	if (done != NULL)
+		done(vm_ctx, NULL);
+}
+
+static void
+fc_finish_op(struct fc_vm *fv, const struct ember_error *err)
+{
+	backend_done_fn done = fv->done;
+
+	fv->op = FOP_NONE;
+	fv->done = NULL;
+	evtimer_del(fv->timer);
+	if (done != NULL)
+		done(fv->vm_ctx, err);
+}
+
+/* Firecracker's error bodies are {"fault_message": "..."}. */
+static void
+fc_fault_text(long status, const char *body, const char *curl_err, char *out, size_t len)
+{
+	json_t *doc;
+	const char *fault;
+
+	if (curl_err != NULL) {
+		snprintf(out, len, "no answer from the Firecracker API: %s", curl_err);
+		return;
+	}
+	doc = json_loads(body, 0, NULL);
+	fault = json_string_value(json_object_get(doc, "fault_message"));
+	snprintf(out, len, "Firecracker answered %ld: %s", status,
+	    fault != NULL ? fault : (body[0] ? body : "(no body)"));
+	json_decref(doc);
+}
+
+/* ---- start ---- */
+
+static void fc_start_step(struct fc_vm *fv);
+
+/* A start that went wrong: kill the process; its exit reports the fault. */
+static void
+fc_start_fail(struct fc_vm *fv, const char *fault)
+{
+	if (!fv->fault[0])
+		snprintf(fv->fault, sizeof(fv->fault), "%s", fault);
+	log_warnx("firecracker: %s: %s", fv->rec->name, fv->fault);
+	fc_kill(fv, SIGKILL);
+}
+
+static void
+fc_start_reply(void *ctx, long status, const char *body, const char *curl_err)
+{
+	struct fc_vm *fv = ctx;
+	char fault[512];
+	struct timeval now;
+
+	if (curl_err != NULL && fv->step == 0) {
+		/* The API socket may not be up yet: retry until the deadline. */
+		event_base_gettimeofday_cached(fv->fb->env->base, &now);
+		if (evutil_timercmp(&now, &fv->api_deadline, <)) {
+			struct timeval delay = { 0, 20000 };
+			evtimer_add(fv->timer, &delay);
+			return;
+		}
+	}
+	if (curl_err != NULL || status < 200 || status > 299) {
+		fc_fault_text(status, body, curl_err, fault, sizeof(fault));
+		fc_start_fail(fv, fault);
+		return;
+	}
+	fv->step++;
+	fc_start_step(fv);
+}
+
+/* The configuration sequence, one request per step; each answer starts the
+ * next. Bodies follow Firecracker's OpenAPI schema exactly. */
+static void
+fc_start_step(struct fc_vm *fv)
+{
+	const struct vm_record *rec = fv->rec;
+	const char *method = "PUT", *path = NULL;
+	json_t *body = NULL;
+	char *text;
+	int r;
+
+	for (;;) {
+		switch (fv->step) {
+		case 0:
+			path = "/machine-config";
+			body = json_pack("{s:I, s:I}", "vcpu_count", (json_int_t)rec->cpus,
+			    "mem_size_mib", (json_int_t)rec->memory_mib);
+			break;
+		case 1:
+			path = "/boot-source";
+			body = json_pack("{s:s, s:s}", "kernel_image_path", rec->kernel_path,
+			    "boot_args", rec->boot_args ? rec->boot_args : FC_DEFAULT_BOOT_ARGS);
+			if (rec->initrd_path != NULL)
+				json_object_set_new(body, "initrd_path", json_string(rec->initrd_path));
+			if (rec->disk_path != NULL && strstr(json_string_value(json_object_get(body,
+			    "boot_args")), "root=") == NULL) {
+				char args[1024];
+				snprintf(args, sizeof(args), "%s root=/dev/vda rw",
+				    json_string_value(json_object_get(body, "boot_args")));
+				json_object_set_new(body, "boot_args", json_string(args));
+			}
+			break;
+		case 2:
+			if (rec->disk_path == NULL) {
+				fv->step++;
+				continue;
+			}
+			path = "/drives/rootfs";
+			body = json_pack("{s:s, s:s, s:b, s:b}", "drive_id", "rootfs",
+			    "path_on_host", rec->disk_path, "is_root_device", 1, "is_read_only", 0);
+			break;
+		case 3:
+			if (!rec->vsock || rec->uds_path == NULL) {
+				fv->step++;
+				continue;
+			}
+			path = "/vsock";
+			body = json_pack("{s:I, s:s}", "guest_cid", (json_int_t)rec->guest_cid,
+			    "uds_path", rec->uds_path);
+			break;
+		case 4:
+			path = "/actions";
+			body = json_pack("{s:s}", "action_type", "InstanceStart");
+			break;
+		default:
+			log_info("firecracker: %s running (pid %d)", rec->name, (int)fv->pid);
+			fc_finish_op(fv, NULL);
+			return;
+		}
+		break;
+	}
+	text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	r = text != NULL ? fc_http_request(fv->fb->http, fv->api, method, path, text,
+	    FC_API_TIMEOUT_MS, fc_start_reply, fv) : -ENOMEM;
+	free(text);
+	if (r < 0)
+		fc_start_fail(fv, "cannot send a request to the Firecracker API");
+}
+
+static void fc_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static int
+open_console(const char *dir, struct ember_error *err)
+{
+	char path[PATH_MAX], old[PATH_MAX];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/console.log", dir);
+	if (stat(path, &st) == 0 && st.st_size > CONSOLE_MAX_BYTES) {
+		snprintf(old, sizeof(old), "%s/console.log.1", dir);
+		rename(path, old);
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return ember_error_set(err, EK_IO, NULL, "cannot open %s: %s", path, strerror(errno));
+	return fd;
+}
+
+static int
+fc_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **vmstate,
+    void *vm_ctx, backend_done_fn done, struct ember_error *err)
+{
+	struct fc_backend *fb = fb_of(be);
+	struct fc_vm *fv;
+	char api[PATH_MAX];
+	int console_fd;
+	pid_t pid;
+
+	if (rec->kernel_path == NULL)
+		return ember_error_set(err, EK_INVALID_SPEC, "create it with --image or --kernel",
+		    "VM \"%s\" has no kernel", rec->name);
+	snprintf(api, sizeof(api), "%s/firecracker.sock", vm_dir);
+	fc_remove_sockets(vm_dir);	/* stale ones from an earlier run */
+	console_fd = open_console(vm_dir, err);
+	if (console_fd < 0)
+		return -1;
+	const char *argv[] = { fb->binary, "--api-sock", api, "--id", rec->name, NULL };
+	struct child_spawn_opts o = {
+		.argv = argv, .stdout_fd = console_fd, .stderr_fd = console_fd, .new_session = true,
+	};
+	pid = child_spawn(&o);
+	close(console_fd);
+	if (pid < 0)
+		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot start %s: %s",
+		    fb->binary, strerror((int)-pid));
+	fv = calloc(1, sizeof(*fv));
+	if (fv == NULL)
+		fatalx("out of memory");
+	fv->fb = fb;
+	fv->rec = rec;
+	fv->vm_ctx = vm_ctx;
+	fv->pid = pid;
+	fv->op = FOP_START;
+	fv->done = done;
+	snprintf(fv->dir, sizeof(fv->dir), "%s", vm_dir);
+	snprintf(fv->api, sizeof(fv->api), "%s", api);
+	rec->pid = pid;
+	if (platform_process_start_time(pid, &rec->pid_start_time) < 0)
+		rec->pid_start_time = 0;
+	fv->watch = child_watch_new(fb->env->base, pid, fc_vm_exited, fv);
+	if (fv->watch == NULL)
+		fatal("firecracker: cannot watch our own child %d", (int)pid);
+	fv->timer = evtimer_new(fb->env->base, fc_timer_cb, fv);
+	struct timeval now, span = { FC_SOCKET_WAIT_MS / 1000, (FC_SOCKET_WAIT_MS % 1000) * 1000 };
+	event_base_gettimeofday_cached(fb->env->base, &now);
+	evutil_timeradd(&now, &span, &fv->api_deadline);
+	*vmstate = fv;
+	log_info("firecracker: %s spawned (pid %d)", rec->name, (int)pid);
+	fc_start_step(fv);
+	return 0;
+}
+
+/* ---- stop, pause, resume ---- */
+
+static void
+fc_ignore_reply(void *ctx, long status, const char *body, const char *curl_err)
+{
+	struct fc_vm *fv = ctx;
+	char fault[512];
+
+	if (curl_err != NULL || status < 200 || status > 299) {
+		fc_fault_text(status, body, curl_err, fault, sizeof(fault));
+		log_info("firecracker: %s: SendCtrlAltDel: %s", fv->rec->name, fault);
+	}
+}
+
+/* Start: the API-socket retry tick. Stop: CtrlAltDel -> SIGTERM -> SIGKILL. */
+static void
+fc_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fc_vm *fv = arg;
+
+	if (fv->op == FOP_START) {
+		fc_start_step(fv);
+		return;
+	}
+	if (fv->op != FOP_STOP)
+		return;
+	if (fv->stop_stage == 0) {
+		fv->stop_stage = 1;
+		log_info("firecracker: %s did not shut down in time; sending SIGTERM", fv->rec->name);
+		fc_kill(fv, SIGTERM);
+		struct timeval delay = { FC_TERM_GRACE_S, 0 };
+		evtimer_add(fv->timer, &delay);
+		return;
+	}
+	fv->stop_stage = 2;
+	log_info("firecracker: %s still running; killing it", fv->rec->name);
+	fc_kill(fv, SIGKILL);
+}
+
+static int
+fc_stop(struct backend *be, struct vm_record *rec, void *vmstate, bool force,
+    unsigned timeout_s, backend_done_fn done, struct ember_error *err)
+{
+	struct fc_vm *fv = vmstate;
+
+	if (fv->op != FOP_NONE)
+		return ember_error_set(err, EK_BUSY, NULL, "Firecracker is busy");
+	fv->op = FOP_STOP;
+	fv->done = done;
+	if (force || timeout_s == 0) {
+		fv->stop_stage = 2;
+		fc_kill(fv, SIGKILL);
+		return 0;
+	}
+	fv->stop_stage = 0;
+	if (fc_http_request(fv->fb->http, fv->api, "PUT", "/actions",
+	    "{\"action_type\":\"SendCtrlAltDel\"}", FC_API_TIMEOUT_MS, fc_ignore_reply, fv) < 0) {
+		fv->stop_stage = 1;
+		fc_kill(fv, SIGTERM);
+		timeout_s = FC_TERM_GRACE_S;
+	}
+	struct timeval delay = { timeout_s, 0 };
+	evtimer_add(fv->timer, &delay);
+	return 0;
+}
+
+static void
+fc_state_reply(void *ctx, long status, const char *body, const char *curl_err)
+{
+	struct fc_vm *fv = ctx;
+	struct ember_error err = { 0 };
+	char fault[512];
+
+	if (curl_err != NULL || status < 200 || status > 299) {
+		fc_fault_text(status, body, curl_err, fault, sizeof(fault));
+		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "%s", fault);
+		fc_finish_op(fv, &err);
+		return;
+	}
+	fc_finish_op(fv, NULL);
+}
+
+static int
+fc_set_state(struct fc_vm *fv, enum fc_op op, const char *state, backend_done_fn done,
+    struct ember_error *err)
+{
+	char body[64];
+
+	if (fv->op != FOP_NONE)
+		return ember_error_set(err, EK_BUSY, NULL, "Firecracker is busy");
+	snprintf(body, sizeof(body), "{\"state\":\"%s\"}", state);
+	fv->op = op;
+	fv->done = done;
+	if (fc_http_request(fv->fb->http, fv->api, "PATCH", "/vm", body, FC_API_TIMEOUT_MS,
+	    fc_state_reply, fv) < 0) {
+		fv->op = FOP_NONE;
+		fv->done = NULL;
+		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot reach the Firecracker API");
+	}
+	return 0;
+}
+
+static int
+fc_pause(struct backend *be, struct vm_record *rec, void *vmstate, backend_done_fn done,
+    struct ember_error *err)
+{
+	return fc_set_state(vmstate, FOP_PAUSE, "Paused", done, err);
+}
+
+static int
+fc_resume(struct backend *be, struct vm_record *rec, void *vmstate, backend_done_fn done,
+    struct ember_error *err)
+{
+	return fc_set_state(vmstate, FOP_RESUME, "Resumed", done, err);
+}
+
+/* ---- adopt ---- */
+
+static int
+fc_adopt(struct backend *be, struct vm_record *rec, const char *vm_dir, void **vmstate,
+    void *vm_ctx, struct ember_error *err)
+{
+	struct fc_backend *fb = fb_of(be);
+	struct fc_vm *fv;
+
+	if (rec->pid <= 0 || platform_process_matches(rec->pid, rec->pid_start_time) != 1)
+		return ember_error_set(err, EK_BACKEND_ERROR, NULL,
+		    "Firecracker (pid %d) is gone; it ended while emberd was not running", (int)rec->pid);
+	fv = calloc(1, sizeof(*fv));
+	if (fv == NULL)
+		fatalx("out of memory");
+	fv->fb = fb;
+	fv->rec = rec;
+	fv->vm_ctx = vm_ctx;
+	fv->pid = rec->pid;
+	snprintf(fv->dir, sizeof(fv->dir), "%s", vm_dir);
+	snprintf(fv->api, sizeof(fv->api), "%s/firecracker.sock", vm_dir);
+	fv->watch = child_watch_new(fb->env->base, rec->pid, fc_vm_exited, fv);
+	if (fv->watch == NULL) {
+		free(fv);
+		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "Firecracker (pid %d) is gone",
+		    (int)rec->pid);
+	}
+	fv->timer = evtimer_new(fb->env->base, fc_timer_cb, fv);
+	*vmstate = fv;
+	return 0;
+}
+
+static int
+fc_remove(struct backend *be, struct vm_record *rec, const char *vm_dir,
+    struct ember_error *err)
+{
+	fc_remove_sockets(vm_dir);
+	return 0;
+}
+
+static void
+fc_free(struct backend *be)
+{
+	struct fc_backend *fb = fb_of(be);
+
+	fc_http_free(fb->http);
+	free(fb);
 }
 
 struct backend *
 backend_firecracker_new(const struct backend_env *env)
 {
-	struct backend *be = calloc(1, sizeof(*be));
+	struct fc_backend *fb = calloc(1, sizeof(*fb));
 
-	if (be == NULL)
+	if (fb == NULL)
 		return NULL;
-	be->name = "firecracker";
-	be->priv = (void *)env;
-	be->probe = firecracker_probe;
-	be->free = firecracker_free;
-	return be;
+	fb->env = env;
+	fb->http = fc_http_new(env->base);
+	if (fb->http == NULL) {
+		free(fb);
+		return NULL;
+	}
+	fb->be = (struct backend){
+		.name = "firecracker",
+		.probe = fc_probe,
+		.create = fc_create,
+		.fork = fc_fork,
+		.start = fc_start,
+		.stop = fc_stop,
+		.pause = fc_pause,
+		.resume = fc_resume,
+		.adopt = fc_adopt,
+		.release = fc_release,
+		.remove = fc_remove,
+		.free = fc_free,
+	};
+	return &fb->be;
 }
