@@ -373,11 +373,10 @@ vm_check_new_name(struct ember_daemon *d, const char *name, bool vsock,
 	if (vm_find(d, name) != NULL)
 		return ember_error_set(err, EK_ALREADY_EXISTS, "choose another name or delete it first",
 		    "VM \"%s\" already exists", name);
-	if (vsock_path_build(d->state_dir, name, sun_path_limit(), uds, udslen, err) < 0)
-		return -1;
+	uds[0] = '\0';
 	if (!vsock)
-		uds[0] = '\0';
-	return 0;
+		return 0;	/* no vsock.sock, so its length does not matter */
+	return vsock_path_build(d->state_dir, name, sun_path_limit(), uds, udslen, err);
 }
 
 /* Lets the backend prepare the new VM's files: a fork copies the source's
