@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Ownership through SO_PEERCRED: the socket is 0660; a caller that is not
+# root may create VMs (recorded as its own) and change only its own, while
+# root may change anyone's. Needs root (to act as uid 65534 with setpriv).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if [[ $(id -u) -ne 0 ]]; then echo "SKIP: needs root"; exit 0; fi
+command -v setpriv >/dev/null || { echo "SKIP: setpriv not installed"; exit 0; }
+
+# The socket lives outside the 0700 state directory, in a directory uid
+# 65534 can reach.
+chmod 0711 "$T"
+mkdir -m 0755 "$T/run"
+SOCK=$T/run/emberd.sock
+start_emberd
+assert_eq 660 "$(stat -c %a "$SOCK")" "the control socket is created 0660"
+assert_eq "root" "$(stat -c %U "$SOCK")" "the control socket belongs to emberd's user"
+
+# as_nobody LINE: one request as uid/gid 65534.
+as_nobody() {
+	printf '%s\n' "$1" | timeout 20 setpriv --reuid=65534 --regid=65534 --clear-groups \
+		socat -t 15 - "UNIX-CONNECT:$SOCK"
+}
+req() { echo "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$1\",\"params\":$2}"; }
+
+r=$(as_nobody "$(req vm.list null)" 2>&1) && fail "uid 65534 reached a 0660 root socket: $r"
+pass "uid 65534 cannot connect to the 0660 socket"
+
+chmod 0666 "$SOCK"	# open it up for the rest of the test
+root_vm=$(create rootvm true)
+assert_jq "$root_vm" '.result.owner_uid == 0' "root's VM is owned by uid 0"
+
+r=$(as_nobody "$(req vm.list null)")
+assert_jq "$r" '[.result.vms[].name] == ["rootvm"]' "uid 65534 may list every VM"
+r=$(as_nobody "$(req vm.delete '{"name":"rootvm"}')")
+assert_jq "$r" '.error.code == -32007 and .error.data.kind == "permission_denied"' \
+	"uid 65534 deleting root's VM is permission_denied"
+assert_jq "$r" '.error.message | test("uid 0") and test("65534")' "the message names both uids"
+r=$(as_nobody "$(req vm.delete '{"name":"rootvm","force":true}')")
+assert_jq "$r" '.error.code == -32007' "force does not bypass ownership"
+r=$(as_nobody "$(req vm.fork '{"source":"rootvm","name":"stolen","start":false}')")
+assert_jq "$r" '.error.code == -32007' "uid 65534 may not fork root's VM"
+r=$(as_nobody "$(req vm.start '{"name":"rootvm"}')")
+assert_jq "$r" '.error.code == -32007' "uid 65534 may not start root's VM"
+assert_jq "$(call_ok vm.inspect '{"name":"rootvm"}')" '.status == "created"' "root's VM is untouched"
+[[ -f $STATE/vms/rootvm/vm.json ]] || fail "rootvm's record vanished"
+r=$(as_nobody "$(req vm.delete '{"name":"ghost"}')")
+assert_jq "$r" '.error.code == -32001' "a missing VM is not_found, not permission_denied"
+
+r=$(as_nobody "$(req vm.create '{"name":"mine","vsock":true,"start":false}')")
+assert_jq "$r" '.result.owner_uid == 65534' "uid 65534 creates a VM owned by 65534"
+assert_eq 65534 "$(jq .owner_uid "$STATE/vms/mine/vm.json")" "vm.json records owner_uid 65534"
+r=$(as_nobody "$(req vm.delete '{"name":"mine"}')")
+assert_jq "$r" '.result.name == "mine"' "uid 65534 deletes its own VM"
+[[ ! -e $STATE/vms/mine ]] || fail "mine's directory is still there"
+
+as_nobody "$(req vm.create '{"name":"theirs","start":false}')" >/dev/null
+r=$(call vm.delete '{"name":"theirs"}')
+assert_jq "$r" '.result.name == "theirs" and .result.owner_uid == 65534' "root deletes uid 65534's VM"
+stop_emberd
+echo "PASS"
