@@ -1,0 +1,368 @@
+/*
+ * sd_notify(3) and sd_listen_fds(3), written from their documented protocol
+ * (see notify.h). A notification is one AF_UNIX datagram of "KEY=value"
+ * lines sent to the address in $NOTIFY_SOCKET: a path, or "@name" for the
+ * abstract namespace. The manager learns who sent it from the kernel's
+ * credentials, so nothing else is needed. Sends never block: the socket is
+ * non-blocking and a manager that cannot keep up loses a ping, not emberd.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "log.h"
+#include "notify.h"
+
+#define LISTEN_FDS_START 3	/* SD_LISTEN_FDS_START */
+#define NOTIFY_MAX 4096		/* longest datagram we send */
+
+struct notify {
+	struct event_base *base;
+	int fd;				/* datagram socket, -1 without a manager */
+	struct sockaddr_un addr;
+	socklen_t addrlen;
+	struct event *ev_watchdog;	/* NULL without a watchdog */
+	uint64_t watchdog_usec;
+	notify_status_fn status_fn;
+	void *status_ctx;
+	char last_status[256];
+};
+
+/* Parses a decimal unsigned value; 0 or -EINVAL. */
+static int
+parse_u64(const char *s, uint64_t *v)
+{
+	char *end;
+	unsigned long long x;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return -EINVAL;
+	*v = x;
+	return 0;
+}
+
+/* The address in $NOTIFY_SOCKET; 0, or -EINVAL for one we cannot use. */
+static int
+notify_address(const char *s, struct sockaddr_un *sun, socklen_t *len)
+{
+	size_t n = strlen(s);
+
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	if ((s[0] != '/' && s[0] != '@') || n < 2 || n >= sizeof(sun->sun_path))
+		return -EINVAL;
+	memcpy(sun->sun_path, s, n);
+	if (s[0] == '@') {
+		/* Abstract: a leading NUL, and the length counts exactly the
+		 * name's bytes (no terminator). */
+		sun->sun_path[0] = '\0';
+		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+	} else
+		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+	return 0;
+}
+
+static void
+notify_refresh_status(struct notify *n, bool force)
+{
+	char status[sizeof(n->last_status)];
+
+	if (n->status_fn == NULL || n->fd < 0)
+		return;
+	status[0] = '\0';
+	n->status_fn(n->status_ctx, status, sizeof(status));
+	status[strcspn(status, "\n")] = '\0';	/* one assignment per line */
+	if (!force && strcmp(status, n->last_status) == 0)
+		return;
+	if (notify_send(n, "STATUS=%s", status) == 0)
+		memcpy(n->last_status, status, sizeof(status));
+}
+
+static void
+on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	struct notify *n = arg;
+
+	notify_send(n, "WATCHDOG=1");
+	notify_refresh_status(n, false);
+}
+
+/* WATCHDOG_USEC asks for pings; WATCHDOG_PID, when set, says for whom. */
+static void
+notify_setup_watchdog(struct notify *n, const char *usec_s, const char *pid_s)
+{
+	uint64_t usec, pid;
+	struct timeval tv;
+
+	if (usec_s == NULL)
+		return;
+	if (parse_u64(usec_s, &usec) < 0 || usec == 0) {
+		log_warnx("ignoring WATCHDOG_USEC=\"%s\": not a positive number of "
+		    "microseconds", usec_s);
+		return;
+	}
+	if (pid_s != NULL) {
+		if (parse_u64(pid_s, &pid) < 0) {
+			log_warnx("ignoring WATCHDOG_PID=\"%s\": not a pid", pid_s);
+			return;
+		}
+		if (pid != (uint64_t)getpid()) {
+			log_debug("watchdog is for pid %s, not us", pid_s);
+			return;
+		}
+	}
+	if (n->fd < 0) {
+		log_warnx("WATCHDOG_USEC is set but NOTIFY_SOCKET is not; no "
+		    "watchdog pings will be sent");
+		return;
+	}
+	n->watchdog_usec = usec;
+	n->ev_watchdog = event_new(n->base, -1, EV_PERSIST, on_watchdog, n);
+	if (n->ev_watchdog == NULL) {
+		log_warnx("cannot create the watchdog timer");
+		return;
+	}
+	/* Half the interval, as sd_watchdog_enabled(3) recommends. */
+	usec /= 2;
+	if (usec == 0)
+		usec = 1;
+	tv.tv_sec = (time_t)(usec / 1000000);
+	tv.tv_usec = (suseconds_t)(usec % 1000000);
+	evtimer_add(n->ev_watchdog, &tv);
+	log_info("watchdog: pinging the service manager every %" PRIu64 " ms",
+	    usec / 1000);
+}
+
+struct notify *
+notify_new(struct event_base *base, notify_status_fn status, void *ctx)
+{
+	struct notify *n = calloc(1, sizeof(*n));
+	const char *sock, *wd_usec, *wd_pid;
+	char *usec_copy = NULL, *pid_copy = NULL;
+
+	if (n == NULL)
+		return NULL;
+	n->base = base;
+	n->fd = -1;
+	n->status_fn = status;
+	n->status_ctx = ctx;
+
+	sock = getenv("NOTIFY_SOCKET");
+	if (sock != NULL && sock[0] != '\0') {
+		if (notify_address(sock, &n->addr, &n->addrlen) < 0)
+			log_warnx("ignoring NOTIFY_SOCKET=\"%s\": not a socket path or "
+			    "@abstract name", sock);
+		else if ((n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		    0)) < 0)
+			log_warn("cannot create a socket for NOTIFY_SOCKET");
+		else
+			log_debug("notify: service manager at %s", sock);
+	}
+	wd_usec = getenv("WATCHDOG_USEC");
+	wd_pid = getenv("WATCHDOG_PID");
+	if (wd_usec != NULL)
+		usec_copy = strdup(wd_usec);
+	if (wd_pid != NULL)
+		pid_copy = strdup(wd_pid);
+	/* Children (hypervisors) must not talk to the manager as us. */
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	notify_setup_watchdog(n, usec_copy, pid_copy);
+	free(usec_copy);
+	free(pid_copy);
+	return n;
+}
+
+void
+notify_free(struct notify *n)
+{
+	if (n == NULL)
+		return;
+	if (n->ev_watchdog != NULL)
+		event_free(n->ev_watchdog);
+	if (n->fd >= 0)
+		close(n->fd);
+	free(n);
+}
+
+bool
+notify_enabled(const struct notify *n)
+{
+	return n != NULL && n->fd >= 0;
+}
+
+int
+notify_send(struct notify *n, const char *fmt, ...)
+{
+	char buf[NOTIFY_MAX];
+	va_list ap;
+	int len;
+	ssize_t r;
+	int flags = 0;
+
+	if (!notify_enabled(n))
+		return 0;
+	va_start(ap, fmt);
+	len = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (len < 0 || (size_t)len >= sizeof(buf))
+		return -EMSGSIZE;
+#ifdef MSG_NOSIGNAL
+	flags |= MSG_NOSIGNAL;
+#endif
+	do
+		r = sendto(n->fd, buf, (size_t)len, flags, (struct sockaddr *)&n->addr,
+		    n->addrlen);
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		int e = errno;
+
+		/* A lost ping is harmless; a lost READY=1 shows up as a
+		 * start-up timeout in the manager, so say why here. */
+		log_warnx("cannot notify the service manager (%.*s): %s",
+		    (int)strcspn(buf, "\n"), buf, strerror(e));
+		return -e;
+	}
+	log_debug("notify: %.*s", (int)strcspn(buf, "\n"), buf);
+	return 0;
+}
+
+void
+notify_ready(struct notify *n)
+{
+	if (!notify_enabled(n))
+		return;
+	notify_send(n, "READY=1");
+	notify_refresh_status(n, true);
+}
+
+void
+notify_reloading(struct notify *n)
+{
+	struct timespec ts;
+	uint64_t usec = 0;
+
+	if (!notify_enabled(n))
+		return;
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
+		usec = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+	notify_send(n, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading the configuration",
+	    usec);
+	n->last_status[0] = '\0';
+}
+
+void
+notify_stopping(struct notify *n, const char *why)
+{
+	if (!notify_enabled(n))
+		return;
+	notify_send(n, "STOPPING=1\nSTATUS=%s", why);
+	/* Keep the stopping status: later pings must not overwrite it. */
+	n->status_fn = NULL;
+}
+
+/* Whether fd is a listening AF_UNIX stream socket; 0 or an error. */
+static int
+check_listener(int fd, struct ember_error *err)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int type = 0, listening = 0;
+	socklen_t ol = sizeof(type);
+
+	if (fcntl(fd, F_GETFD) < 0)
+		return ember_error_set(err, EK_IO, "check the socket unit",
+		    "socket activation: fd %d is not open", fd);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return ember_error_set(err, EK_IO, "pass a ListenStream= Unix socket",
+		    "socket activation: fd %d is not a socket: %s", fd, strerror(errno));
+	if (ss.ss_family != AF_UNIX)
+		return ember_error_set(err, EK_IO, "pass a ListenStream= Unix socket",
+		    "socket activation: fd %d is not a Unix socket (family %d)", fd,
+		    (int)ss.ss_family);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ol) < 0 || type != SOCK_STREAM)
+		return ember_error_set(err, EK_IO, "use ListenStream=, not ListenDatagram=",
+		    "socket activation: fd %d is not a stream socket", fd);
+	ol = sizeof(listening);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ol) < 0 || !listening)
+		return ember_error_set(err, EK_IO, "set Accept=no in the socket unit",
+		    "socket activation: fd %d is not listening (an accepted connection?)", fd);
+	return 0;
+}
+
+int
+notify_listen_fd(struct ember_error *err)
+{
+	const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+	uint64_t pid, nfds;
+	int r = -1;
+
+	if (pid_s == NULL && fds_s == NULL)
+		return -1;
+	if (parse_u64(pid_s, &pid) < 0 || pid != (uint64_t)getpid()) {
+		/* Meant for another process (e.g. the one that exec'd us
+		 * without clearing them); not ours to use. */
+		log_debug("ignoring LISTEN_FDS: LISTEN_PID is %s, we are %d",
+		    pid_s ? pid_s : "unset", (int)getpid());
+		goto out;
+	}
+	if (parse_u64(fds_s, &nfds) < 0 || nfds > INT_MAX - LISTEN_FDS_START) {
+		ember_error_set(err, EK_IO, "check the socket unit",
+		    "socket activation: LISTEN_FDS=\"%s\" is not a count", fds_s ? fds_s : "");
+		goto out;
+	}
+	if (nfds == 0)
+		goto out;
+	/* Ours now: none of them may leak into a hypervisor. */
+	for (int fd = LISTEN_FDS_START; fd < LISTEN_FDS_START + (int)nfds; fd++) {
+		int flags = fcntl(fd, F_GETFD);
+
+		if (flags >= 0)
+			fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+	}
+	if (nfds > 1)
+		log_warnx("socket activation passed %" PRIu64 " sockets; using the first "
+		    "(fd %d) and ignoring the rest", nfds, LISTEN_FDS_START);
+	if (check_listener(LISTEN_FDS_START, err) < 0)
+		goto out;
+	r = LISTEN_FDS_START;
+out:
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return r;
+}
+
+char *
+notify_socket_path(int fd)
+{
+	struct sockaddr_un sun;
+	socklen_t len = sizeof(sun);
+	size_t n;
+
+	memset(&sun, 0, sizeof(sun));
+	if (getsockname(fd, (struct sockaddr *)&sun, &len) < 0 || sun.sun_family != AF_UNIX ||
+	    len <= offsetof(struct sockaddr_un, sun_path) || sun.sun_path[0] == '\0')
+		return NULL;
+	n = len - offsetof(struct sockaddr_un, sun_path);
+	if (n > sizeof(sun.sun_path))
+		n = sizeof(sun.sun_path);
+	return strndup(sun.sun_path, n);
+}

@@ -1,0 +1,57 @@
+/*
+ * The service manager's side channels, spoken without libsystemd: readiness
+ * and status datagrams to $NOTIFY_SOCKET (READY=1, RELOADING=1, STOPPING=1,
+ * STATUS=, WATCHDOG=1 on a timer), and the listening socket handed over by
+ * socket activation ($LISTEN_PID/$LISTEN_FDS, first fd 3). Both read their
+ * variables once and remove them from the environment so the hypervisors
+ * emberd spawns never see them. Without a service manager every call here
+ * is a cheap no-op, so emberd calls them unconditionally.
+ */
+#ifndef EMBER_NOTIFY_H
+#define EMBER_NOTIFY_H
+
+#include <stdbool.h>
+#include "error.h"
+
+struct event_base;
+struct notify;
+
+/* Fills buf with a one-line status (for STATUS=). */
+typedef void (*notify_status_fn)(void *ctx, char *buf, size_t len);
+
+/*
+ * Reads and unsets NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID. Returns
+ * an object even when there is no manager (then it sends nothing); NULL
+ * only when out of memory. When the watchdog is asked for (and meant for
+ * this process), WATCHDOG=1 is sent every WATCHDOG_USEC/2 from base.
+ * status, when not NULL, is asked for a fresh STATUS= line with every
+ * watchdog ping and at notify_ready(); it is sent only when it changed.
+ */
+struct notify *notify_new(struct event_base *base, notify_status_fn status, void *ctx);
+void notify_free(struct notify *n);
+/* Whether NOTIFY_SOCKET named a socket we can send to. */
+bool notify_enabled(const struct notify *n);
+/* Sends one datagram of newline-separated assignments; 0 or -errno. */
+int notify_send(struct notify *n, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* READY=1 with the current STATUS= (start-up done, or a reload finished). */
+void notify_ready(struct notify *n);
+/* RELOADING=1 with MONOTONIC_USEC= (the reload's start). */
+void notify_reloading(struct notify *n);
+/* STOPPING=1 with a STATUS= saying why. */
+void notify_stopping(struct notify *n, const char *why);
+
+/*
+ * Socket activation (sd_listen_fds(3)): when LISTEN_PID is our pid and
+ * LISTEN_FDS >= 1, returns fd 3 after checking that it is a listening
+ * AF_UNIX stream socket, and marks every passed fd close-on-exec. Returns
+ * -1 with err clear when nothing was passed, -1 with err set when what was
+ * passed is unusable. Unsets LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES.
+ */
+int notify_listen_fd(struct ember_error *err);
+/* The filesystem path a listening Unix socket is bound to (malloc'd), or
+ * NULL for an abstract or unnamed one. */
+char *notify_socket_path(int fd);
+
+#endif
