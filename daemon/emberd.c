@@ -27,11 +27,16 @@
 #include "fsutil.h"
 #include "image.h"
 #include "log.h"
+#include "notify.h"
 #include "rpc.h"
 #include "validate.h"
 #include "vm.h"
 
 #define SHUTDOWN_GRACE_S 30
+
+/* The service manager's channel (notify.c); one per process, like the
+ * environment it comes from. */
+static struct notify *notifier;
 
 static void
 usage(FILE *f)
@@ -196,15 +201,15 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	d->shutting_down = true;
 	log_info("%s: no longer accepting requests; answering those in flight",
 	    strsignal((int)sig));
+	notify_stopping(notifier, "stopping: answering requests in flight");
 	d->ev_shutdown_deadline = evtimer_new(d->base, on_shutdown_deadline, d);
 	evtimer_add(d->ev_shutdown_deadline, &grace);
 	control_drain(d->control);
 }
 
 static void
-on_reload(evutil_socket_t sig, short what, void *arg)
+reload_config(struct ember_daemon *d)
 {
-	struct ember_daemon *d = arg;
 	struct ember_config cfg;
 	struct ember_error err = { 0 };
 
@@ -228,6 +233,28 @@ on_reload(evutil_socket_t sig, short what, void *arg)
 	d->config = cfg;
 	log_info("SIGHUP: configuration reloaded from %s", d->config_path);
 	daemon_probe_backends(d);
+}
+
+static void
+on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	notify_reloading(notifier);
+	reload_config(arg);
+	notify_ready(notifier);
+}
+
+/* STATUS= for the service manager: "2 VMs running, 3 CIDs in use". */
+static void
+status_line(void *ctx, char *buf, size_t len)
+{
+	struct ember_daemon *d = ctx;
+	size_t running = 0, cids = cid_alloc_count(d->cids);
+
+	for (size_t i = 0; i < d->nvms; i++)
+		if (d->vms[i]->rec.status == VM_RUNNING)
+			running++;
+	snprintf(buf, len, "%zu VM%s running, %zu CID%s in use", running,
+	    running == 1 ? "" : "s", cids, cids == 1 ? "" : "s");
 }
 
 static int
@@ -291,7 +318,7 @@ main(int argc, char **argv)
 	char *def_state = NULL, *def_socket = NULL;
 	struct ember_error err = { 0 };
 	struct control_callbacks cb = { on_line, on_oversize, on_drained };
-	int c, level = LOG_LEVEL_INFO;
+	int c, level = LOG_LEVEL_INFO, listen_fd;
 
 	log_init("emberd", LOG_LEVEL_INFO);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -326,11 +353,25 @@ main(int argc, char **argv)
 	}
 	log_set_level((enum log_level)level);
 
+	/* Before anything is spawned: the passed fds become close-on-exec. */
+	listen_fd = notify_listen_fd(&err);
+	if (listen_fd < 0 && ember_error_is_set(&err)) {
+		log_warnx("%s — %s", err.message, err.hint);
+		return 1;
+	}
+
 	default_paths(&def_state, &def_socket);
 	d->state_dir = strdup(opt_state ? opt_state : d->config.state_dir ? d->config.state_dir : def_state);
 	d->socket_path = strdup(opt_socket ? opt_socket : d->config.socket ? d->config.socket : def_socket);
 	free(def_state);
 	free(def_socket);
+	if (listen_fd >= 0) {	/* report the socket we really serve */
+		char *inherited = notify_socket_path(listen_fd);
+		if (inherited != NULL) {
+			free(d->socket_path);
+			d->socket_path = inherited;
+		}
+	}
 	if (socket_path_check(d->socket_path, sun_path_limit(), &err) < 0) {
 		log_warnx("%s", err.message);
 		return 1;
@@ -358,6 +399,7 @@ main(int argc, char **argv)
 	d->base = event_base_new();
 	if (d->base == NULL)
 		fatalx("cannot create the event base");
+	notifier = notify_new(d->base, status_line, d);
 
 	d->cids = cid_alloc_new(d->config.cid_min, d->config.cid_max);
 	if (d->cids == NULL) {
@@ -377,7 +419,8 @@ main(int argc, char **argv)
 		log_warnx("%s", err.message);
 		return 1;
 	}
-	d->control = control_new(d->base, d->socket_path, -1, socket_group(&d->config), &cb, d, &err);
+	d->control = control_new(d->base, d->socket_path, listen_fd, socket_group(&d->config), &cb,
+	    d, &err);
 	if (d->control == NULL) {
 		log_warnx("%s%s%s", err.message, err.hint[0] ? " — " : "", err.hint);
 		return 1;
@@ -390,8 +433,12 @@ main(int argc, char **argv)
 	evsignal_add(d->ev_sigint, NULL);
 	evsignal_add(d->ev_sighup, NULL);
 
+	if (listen_fd >= 0)
+		log_info("using the control socket inherited from the service manager "
+		    "(socket activation, fd %d)", listen_fd);
 	log_info("emberd %s serving %s (state %s, pid %d)", EMBER_VERSION, d->socket_path,
 	    d->state_dir, (int)getpid());
+	notify_ready(notifier);
 	event_base_dispatch(d->base);
 
 	/* State is persisted at every change; write the CID table once more so
@@ -401,6 +448,7 @@ main(int argc, char **argv)
 		log_warnx("%s", err.message);
 	control_free(d->control);
 	vms_detach_all(d);
+	notify_free(notifier);
 	for (int i = 0; i < BACKEND__COUNT; i++)
 		if (d->backends[i] != NULL)
 			d->backends[i]->free(d->backends[i]);
