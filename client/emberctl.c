@@ -68,6 +68,9 @@ static const struct verb verbs[] = {
 	  "call any method and print its raw result", no_opts },
 	{ "version", NULL, 0, 0, cmd_version, "",
 	  "show the versions of emberctl and emberd", no_opts },
+	{ "completion", "bash", 0, 0, cmd_completion_bash, "",
+	  "print the bash completion script (source <(emberctl completion bash))",
+	  no_opts },
 };
 
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))

@@ -100,5 +100,6 @@ int cmd_vsock_allocations(struct ctl *, struct verb_args *);
 int cmd_daemon_info(struct ctl *, struct verb_args *);
 int cmd_rpc(struct ctl *, struct verb_args *);
 int cmd_version(struct ctl *, struct verb_args *);
+int cmd_completion_bash(struct ctl *, struct verb_args *);
 
 #endif
