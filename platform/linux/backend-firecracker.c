@@ -568,9 +568,11 @@ fc_adopt(struct backend *be, struct vm_record *rec, const char *vm_dir, void **v
 	struct fc_backend *fb = fb_of(be);
 	struct fc_vm *fv;
 
-	if (rec->pid <= 0 || platform_process_matches(rec->pid, rec->pid_start_time) != 1)
+	if (rec->pid <= 0 || platform_process_matches(rec->pid, rec->pid_start_time) != 1) {
+		fc_remove_sockets(vm_dir);	/* it died without removing them */
 		return ember_error_set(err, EK_BACKEND_ERROR, NULL,
 		    "Firecracker (pid %d) is gone; it ended while emberd was not running", (int)rec->pid);
+	}
 	fv = calloc(1, sizeof(*fv));
 	if (fv == NULL)
 		fatalx("out of memory");
