@@ -91,7 +91,11 @@ wait_until() {
 has_status() { [[ $(status_of "$1") == "$2" ]]; }
 # wait_status NAME STATUS [SECONDS]
 wait_status() { wait_until "${3:-10}" "$1 becomes $2 (is $(status_of "$1"))" has_status "$1" "$2"; }
-gone() { ! kill -0 "$1" 2>/dev/null; }
+# gone PID: exited (a zombie counts: an adopted process is reaped by init, not emberd).
+gone() {
+	! kill -0 "$1" 2>/dev/null ||
+		[[ $({ awk '{print $3}' "/proc/$1/stat"; } 2>/dev/null) == Z ]]
+}
 
 # vsock_hello SOCKET: CONNECT 1024 through the hybrid vsock socket, prints what came back.
 vsock_hello() {
