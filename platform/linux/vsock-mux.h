@@ -1,0 +1,88 @@
+/*
+ * The host side of one VM's virtio-vsock device, above the rings: the
+ * connection table, the per-connection state machine, credit flow control
+ * in both directions, and the Unix sockets of Firecracker's hybrid vsock
+ * protocol (<dir>/vsock.sock for host-initiated connections, and
+ * <dir>/vsock.sock_<port> for guest-initiated ones).
+ *
+ * The device layer (vsock-dev.c) hands it every packet the guest sends
+ * (vsock_mux_guest_packet) and, whenever it has a free rx buffer and
+ * vsock_mux_has_rx() says so, asks it for the next packet for the guest
+ * (vsock_mux_fill_rx), which reads host data straight into guest memory.
+ * Nothing here knows about virtqueues, so tests drive it as a fake guest.
+ */
+#ifndef EMBER_VSOCK_MUX_H
+#define EMBER_VSOCK_MUX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+struct event_base;
+struct vsock_mux;
+
+#define VSOCK_HDR_SIZE		44
+#define VSOCK_HOST_CID		2
+#define VSOCK_TYPE_STREAM	1
+enum vsock_op {
+	VSOCK_OP_INVALID, VSOCK_OP_REQUEST, VSOCK_OP_RESPONSE, VSOCK_OP_RST,
+	VSOCK_OP_SHUTDOWN, VSOCK_OP_RW, VSOCK_OP_CREDIT_UPDATE, VSOCK_OP_CREDIT_REQUEST,
+};
+#define VSOCK_SHUTDOWN_RCV	1
+#define VSOCK_SHUTDOWN_SEND	2
+#define VSOCK_MAX_PAYLOAD	(64 * 1024)
+
+/* A header in host byte order (the wire form is 44 little-endian bytes). */
+struct vsock_hdr {
+	uint64_t src_cid, dst_cid;
+	uint32_t src_port, dst_port;
+	uint32_t len;
+	uint16_t type, op;
+	uint32_t flags, buf_alloc, fwd_cnt;
+};
+
+void vsock_hdr_decode(const uint8_t raw[VSOCK_HDR_SIZE], struct vsock_hdr *hdr);
+void vsock_hdr_encode(const struct vsock_hdr *hdr, uint8_t raw[VSOCK_HDR_SIZE]);
+
+struct vsock_mux_ops {
+	/* The mux has packets for the guest: run the rx pump. Called from
+	 * the event loop, never from inside a vsock_mux_* call. */
+	void (*rx_ready)(void *ctx);
+	/* VM to VM: the hybrid socket of the VM holding cid, if the guest may
+	 * reach it. 0, or -ENOENT. NULL: never. */
+	int (*peer_socket)(void *ctx, uint64_t cid, char *path, size_t len);
+};
+
+struct vsock_mux_config {
+	uint64_t guest_cid;
+	const char *uds_path;		/* <dir>/vsock.sock */
+	unsigned request_timeout_ms;	/* 0: 2000 */
+	unsigned shutdown_timeout_ms;	/* 0: 2000 */
+	unsigned connect_line_timeout_ms;	/* 0: 5000 */
+	unsigned max_connections;	/* 0: 1023 */
+	uint32_t buf_alloc;		/* 0: 64 KiB */
+};
+
+/* Binds uds_path (replacing a stale socket). NULL with errno set. */
+struct vsock_mux *vsock_mux_new(struct event_base *base, const struct vsock_mux_config *cfg,
+    const struct vsock_mux_ops *ops, void *ctx);
+/* Closes every connection and the listener, and removes uds_path. */
+void vsock_mux_free(struct vsock_mux *mux);
+
+/* One packet from the guest; payload is hdr->len bytes (validated by the
+ * caller against the chain). */
+void vsock_mux_guest_packet(struct vsock_mux *mux, const struct vsock_hdr *hdr,
+    const struct iovec *payload, int niov);
+bool vsock_mux_has_rx(const struct vsock_mux *mux);
+/* Produces the next packet for the guest into a buffer of room payload
+ * bytes (iov, after the header the caller writes from *hdr). Returns the
+ * payload length, or -1 when nothing was produced after all (the caller
+ * gives the buffer back). */
+int vsock_mux_fill_rx(struct vsock_mux *mux, struct vsock_hdr *hdr, const struct iovec *iov,
+    int niov);
+/* The guest's driver reset: drop every connection without a word. */
+void vsock_mux_reset(struct vsock_mux *mux);
+size_t vsock_mux_connection_count(const struct vsock_mux *mux);
+
+#endif

@@ -1,0 +1,528 @@
+/*
+ * The vsock connection multiplexer driven by a fake guest: packets go in
+ * through vsock_mux_guest_packet, packets for the guest come out of
+ * vsock_mux_fill_rx into plain buffers, and real Unix sockets stand on the
+ * host side.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "../../platform/linux/vsock-mux.h"
+
+#define GUEST_CID 7
+
+static struct event_base *base;
+static struct vsock_mux *mux;
+static char dir[64], uds[128];
+static int rx_ready_calls;
+
+static void
+on_rx_ready(void *ctx)
+{
+	rx_ready_calls++;
+}
+
+static const struct vsock_mux_ops ops = { .rx_ready = on_rx_ready };
+
+static void
+setup_with(unsigned request_timeout_ms, unsigned max_conns)
+{
+	struct vsock_mux_config cfg = {
+		.guest_cid = GUEST_CID, .request_timeout_ms = request_timeout_ms,
+		.max_connections = max_conns,
+	};
+
+	snprintf(dir, sizeof(dir), "/tmp/ember-mux-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(uds, sizeof(uds), "%s/vsock.sock", dir);
+	cfg.uds_path = uds;
+	base = event_base_new();
+	mux = vsock_mux_new(base, &cfg, &ops, NULL);
+	ck_assert_ptr_nonnull(mux);
+	rx_ready_calls = 0;
+}
+
+static void
+setup(void)
+{
+	setup_with(0, 0);
+}
+
+static void
+teardown(void)
+{
+	char cmd[128];
+
+	vsock_mux_free(mux);
+	event_base_free(base);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static void
+pump(void)
+{
+	for (int i = 0; i < 5; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+}
+
+static int
+connect_to(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	return fd;
+}
+
+static int
+listen_at(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	ck_assert_int_eq(listen(fd, 8), 0);
+	return fd;
+}
+
+static void
+guest_send(uint16_t op, uint32_t src_port, uint32_t dst_port, const void *data, uint32_t len,
+    uint32_t flags, uint32_t buf_alloc, uint32_t fwd_cnt)
+{
+	struct vsock_hdr h = {
+		.src_cid = GUEST_CID, .dst_cid = VSOCK_HOST_CID, .src_port = src_port,
+		.dst_port = dst_port, .len = len, .type = VSOCK_TYPE_STREAM, .op = op,
+		.flags = flags, .buf_alloc = buf_alloc, .fwd_cnt = fwd_cnt,
+	};
+	struct iovec iov = { (void *)data, len };
+
+	vsock_mux_guest_packet(mux, &h, &iov, len ? 1 : 0);
+}
+
+/* Next packet for the guest, pumping the loop until one is there (or the
+ * deadline passes: then h->op is VSOCK_OP_INVALID). */
+static int
+guest_recv_within(struct vsock_hdr *h, void *buf, size_t room, int ms)
+{
+	struct timespec start, now;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		pump();
+		if (vsock_mux_has_rx(mux)) {
+			struct iovec iov = { buf, room };
+			int n = vsock_mux_fill_rx(mux, h, &iov, 1);
+			if (n >= 0)
+				return n;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 > ms)
+			break;
+		struct timeval tv = { 0, 5000 };
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+	}
+	memset(h, 0, sizeof(*h));
+	return -1;
+}
+
+static int
+guest_recv(struct vsock_hdr *h, void *buf, size_t room)
+{
+	return guest_recv_within(h, buf, room, 2000);
+}
+
+/* Reads exactly n bytes from fd while pumping the loop. */
+static void
+host_read_exact(int fd, char *buf, size_t n)
+{
+	size_t got = 0;
+
+	for (int tries = 0; got < n && tries < 2000; tries++) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		pump();
+		if (poll(&p, 1, 1) == 1) {
+			ssize_t r = read(fd, buf + got, n - got);
+			ck_assert_int_gt(r, 0);
+			got += (size_t)r;
+		}
+	}
+	ck_assert_uint_eq(got, n);
+}
+
+/* Host connects with CONNECT port; returns the client fd and the local
+ * port the mux chose (REQUEST seen, RESPONSE given). */
+static int
+host_connect(uint32_t port, uint32_t *local, const char *extra)
+{
+	char line[64], buf[64];
+	struct vsock_hdr h;
+	int fd = connect_to(uds);
+	int n = snprintf(line, sizeof(line), "CONNECT %u\n%s", port, extra ? extra : "");
+
+	ck_assert_int_eq(write(fd, line, (size_t)n), n);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_REQUEST);
+	ck_assert_uint_eq(h.dst_port, port);
+	ck_assert_uint_eq(h.dst_cid, GUEST_CID);
+	*local = h.src_port;
+	guest_send(VSOCK_OP_RESPONSE, port, h.src_port, NULL, 0, 0, 65536, 0);
+	return fd;
+}
+
+START_TEST(host_connect_gets_ok_after_guest_response)
+{
+	uint32_t local;
+	char buf[64];
+	int fd = host_connect(1024, &local, NULL);
+
+	ck_assert_uint_eq(local, 1u << 30);
+	host_read_exact(fd, buf, 14);
+	ck_assert_int_eq(memcmp(buf, "OK 1073741824\n", 14), 0);
+	close(fd);
+}
+END_TEST
+
+START_TEST(bytes_after_connect_line_are_forwarded)
+{
+	struct vsock_hdr h;
+	uint32_t local;
+	char buf[64];
+	int fd = host_connect(1024, &local, "hello");
+
+	host_read_exact(fd, buf, 14);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 5);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RW);
+	ck_assert_int_eq(memcmp(buf, "hello", 5), 0);
+	close(fd);
+}
+END_TEST
+
+START_TEST(each_host_connection_gets_its_own_port)
+{
+	uint32_t a, b;
+	int fa = host_connect(1024, &a, NULL), fb = host_connect(1024, &b, NULL);
+
+	ck_assert_uint_ne(a, b);
+	close(fa);
+	close(fb);
+}
+END_TEST
+
+START_TEST(guest_rst_closes_host_socket_without_ok)
+{
+	struct vsock_hdr h;
+	char buf[64];
+	int fd = connect_to(uds);
+
+	ck_assert_int_eq(write(fd, "connect 9999\n", 13), 13);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_REQUEST);
+	guest_send(VSOCK_OP_RST, 9999, h.src_port, NULL, 0, 0, 0, 0);
+	pump();
+	ck_assert_int_eq(read(fd, buf, sizeof(buf)), 0);
+	close(fd);
+}
+END_TEST
+
+START_TEST(bad_connect_line_closes_socket)
+{
+	char buf[8];
+	int fd = connect_to(uds);
+
+	ck_assert_int_eq(write(fd, "HELLO 1\n", 8), 8);
+	pump();
+	ck_assert_int_eq(read(fd, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(vsock_mux_has_rx(mux), 0);
+	close(fd);
+}
+END_TEST
+
+START_TEST(unanswered_request_times_out_with_rst)
+{
+	struct vsock_hdr h;
+	char buf[64];
+	int fd;
+
+	teardown();
+	setup_with(100, 0);
+	fd = connect_to(uds);
+	ck_assert_int_eq(write(fd, "CONNECT 5\n", 10), 10);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_REQUEST);
+	ck_assert_int_eq(guest_recv_within(&h, buf, sizeof(buf), 3000), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RST);
+	ck_assert_int_eq(read(fd, buf, sizeof(buf)), 0);
+	close(fd);
+}
+END_TEST
+
+START_TEST(guest_connect_without_listener_is_reset_at_once)
+{
+	struct vsock_hdr h;
+	char buf[64];
+
+	guest_send(VSOCK_OP_REQUEST, 40000, 5000, NULL, 0, 0, 262144, 0);
+	ck_assert_int_eq(guest_recv_within(&h, buf, sizeof(buf), 100), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RST);
+	ck_assert_uint_eq(h.dst_port, 40000);
+	ck_assert_uint_eq(h.src_port, 5000);
+}
+END_TEST
+
+START_TEST(guest_connect_reaches_port_listener_both_ways)
+{
+	char path[160], buf[64];
+	struct vsock_hdr h;
+	int lfd, sfd;
+
+	snprintf(path, sizeof(path), "%s_5000", uds);
+	lfd = listen_at(path);
+	guest_send(VSOCK_OP_REQUEST, 40000, 5000, NULL, 0, 0, 262144, 0);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RESPONSE);
+	sfd = accept(lfd, NULL, NULL);
+	ck_assert_int_ge(sfd, 0);
+	guest_send(VSOCK_OP_RW, 40000, 5000, "ping", 4, 0, 262144, 0);
+	host_read_exact(sfd, buf, 4);
+	ck_assert_int_eq(memcmp(buf, "ping", 4), 0);
+	ck_assert_int_eq(write(sfd, "pong", 4), 4);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 4);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RW);
+	ck_assert_int_eq(memcmp(buf, "pong", 4), 0);
+	/* Host closes: the guest hears SHUTDOWN(SEND), then ends the flow. */
+	close(sfd);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_SHUTDOWN);
+	ck_assert_uint_eq(h.flags, VSOCK_SHUTDOWN_SEND);
+	guest_send(VSOCK_OP_SHUTDOWN, 40000, 5000, NULL, 0, 3, 262144, 4);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RST);
+	ck_assert_uint_eq(vsock_mux_connection_count(mux), 0);
+	close(lfd);
+}
+END_TEST
+
+START_TEST(host_to_guest_respects_guest_credit)
+{
+	static char big[20000], buf[65536];
+	struct vsock_hdr h;
+	uint32_t local, total = 0;
+	int fd = host_connect(1024, &local, NULL);
+
+	/* The guest gave only 8 KiB of credit with its RESPONSE... */
+	guest_send(VSOCK_OP_CREDIT_UPDATE, 1024, local, NULL, 0, 0, 8192, 0);
+	host_read_exact(fd, buf, 14);
+	memset(big, 'x', sizeof(big));
+	ck_assert_int_eq(write(fd, big, sizeof(big)), (int)sizeof(big));
+	for (;;) {
+		int n = guest_recv_within(&h, buf, sizeof(buf), 200);
+		if (n < 0)
+			break;
+		ck_assert_uint_eq(h.op, VSOCK_OP_RW);
+		total += (uint32_t)n;
+	}
+	ck_assert_uint_eq(total, 8192);
+	/* ...and more once it has read them. */
+	guest_send(VSOCK_OP_CREDIT_UPDATE, 1024, local, NULL, 0, 0, 8192, 8192);
+	for (;;) {
+		int n = guest_recv_within(&h, buf, sizeof(buf), 200);
+		if (n < 0)
+			break;
+		total += (uint32_t)n;
+	}
+	ck_assert_uint_eq(total, 16384);
+	close(fd);
+}
+END_TEST
+
+START_TEST(host_sends_credit_updates_as_it_forwards)
+{
+	static char chunk[4096], buf[65536];
+	struct vsock_hdr h;
+	uint32_t local;
+	int updates = 0, fd = host_connect(1024, &local, NULL);
+
+	host_read_exact(fd, buf, 14);
+	memset(chunk, 'y', sizeof(chunk));
+	for (int i = 0; i < 32; i++) {	/* 128 KiB, twice our buf_alloc */
+		guest_send(VSOCK_OP_RW, 1024, local, chunk, sizeof(chunk), 0, 65536, 0);
+		host_read_exact(fd, buf, sizeof(chunk));
+		while (guest_recv_within(&h, buf, sizeof(buf), 0) >= 0)
+			if (h.op == VSOCK_OP_CREDIT_UPDATE) {
+				updates++;
+				ck_assert_uint_ge(h.fwd_cnt, (uint32_t)(i - 15) * 4096);
+			}
+	}
+	ck_assert_int_ge(updates, 2);
+	close(fd);
+}
+END_TEST
+
+START_TEST(guest_half_close_reaches_host_as_eof)
+{
+	char buf[64];
+	struct vsock_hdr h;
+	uint32_t local;
+	int fd = host_connect(1024, &local, NULL);
+
+	host_read_exact(fd, buf, 14);
+	guest_send(VSOCK_OP_RW, 1024, local, "abc", 3, 0, 65536, 0);
+	guest_send(VSOCK_OP_SHUTDOWN, 1024, local, NULL, 0, VSOCK_SHUTDOWN_SEND, 65536, 0);
+	host_read_exact(fd, buf, 3);
+	pump();
+	ck_assert_int_eq(read(fd, buf, sizeof(buf)), 0);
+	/* The host may still answer. */
+	ck_assert_int_eq(write(fd, "reply", 5), 5);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 5);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RW);
+	close(fd);
+}
+END_TEST
+
+START_TEST(unknown_flow_gets_rst_but_rst_gets_nothing)
+{
+	struct vsock_hdr h;
+	char buf[64];
+
+	guest_send(VSOCK_OP_RST, 1, 2, NULL, 0, 0, 0, 0);
+	ck_assert_int_eq(guest_recv_within(&h, buf, sizeof(buf), 50), -1);
+	guest_send(VSOCK_OP_RW, 1, 2, "z", 1, 0, 0, 0);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RST);
+	ck_assert_uint_eq(h.src_port, 2);
+	ck_assert_uint_eq(h.dst_port, 1);
+}
+END_TEST
+
+START_TEST(non_stream_type_gets_rst)
+{
+	struct vsock_hdr in = {
+		.src_cid = GUEST_CID, .dst_cid = 2, .src_port = 9, .dst_port = 10,
+		.type = 2, .op = VSOCK_OP_REQUEST,
+	}, h;
+	char buf[64];
+
+	vsock_mux_guest_packet(mux, &in, NULL, 0);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RST);
+}
+END_TEST
+
+START_TEST(connection_limit_refuses_more)
+{
+	char path[160], buf[64];
+	struct vsock_hdr h;
+	int lfd;
+
+	teardown();
+	setup_with(0, 2);
+	snprintf(path, sizeof(path), "%s_7", uds);
+	lfd = listen_at(path);
+	for (uint32_t p = 1; p <= 3; p++)
+		guest_send(VSOCK_OP_REQUEST, p, 7, NULL, 0, 0, 65536, 0);
+	int responses = 0, rsts = 0;
+	while (guest_recv_within(&h, buf, sizeof(buf), 50) >= 0) {
+		responses += h.op == VSOCK_OP_RESPONSE;
+		rsts += h.op == VSOCK_OP_RST;
+	}
+	ck_assert_int_eq(responses, 2);
+	ck_assert_int_eq(rsts, 1);
+	close(lfd);
+}
+END_TEST
+
+static int
+count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n;
+}
+
+START_TEST(reset_drops_every_connection_and_fd)
+{
+	uint32_t local;
+	int before = count_fds();
+	int fds[4];
+
+	for (int i = 0; i < 4; i++)
+		fds[i] = host_connect(1024, &local, NULL);
+	ck_assert_uint_eq(vsock_mux_connection_count(mux), 4);
+	vsock_mux_reset(mux);
+	ck_assert_uint_eq(vsock_mux_connection_count(mux), 0);
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	ck_assert_int_eq(count_fds(), before);
+}
+END_TEST
+
+START_TEST(header_roundtrips_little_endian)
+{
+	struct vsock_hdr in = {
+		.src_cid = 3, .dst_cid = 2, .src_port = 0x11223344, .dst_port = 1024,
+		.len = 60, .type = 1, .op = 5, .flags = 3, .buf_alloc = 262144, .fwd_cnt = 77,
+	}, out;
+	uint8_t raw[VSOCK_HDR_SIZE];
+
+	vsock_hdr_encode(&in, raw);
+	ck_assert_uint_eq(raw[16], 0x44);
+	ck_assert_uint_eq(raw[19], 0x11);
+	vsock_hdr_decode(raw, &out);
+	ck_assert_int_eq(memcmp(&in, &out, sizeof(in)), 0);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("vsock_mux");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, host_connect_gets_ok_after_guest_response);
+	tcase_add_test(tc, bytes_after_connect_line_are_forwarded);
+	tcase_add_test(tc, each_host_connection_gets_its_own_port);
+	tcase_add_test(tc, guest_rst_closes_host_socket_without_ok);
+	tcase_add_test(tc, bad_connect_line_closes_socket);
+	tcase_add_test(tc, unanswered_request_times_out_with_rst);
+	tcase_add_test(tc, guest_connect_without_listener_is_reset_at_once);
+	tcase_add_test(tc, guest_connect_reaches_port_listener_both_ways);
+	tcase_add_test(tc, host_to_guest_respects_guest_credit);
+	tcase_add_test(tc, host_sends_credit_updates_as_it_forwards);
+	tcase_add_test(tc, guest_half_close_reaches_host_as_eof);
+	tcase_add_test(tc, unknown_flow_gets_rst_but_rst_gets_nothing);
+	tcase_add_test(tc, non_stream_type_gets_rst);
+	tcase_add_test(tc, connection_limit_refuses_more);
+	tcase_add_test(tc, reset_drops_every_connection_and_fd);
+	tcase_add_test(tc, header_roundtrips_little_endian);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
