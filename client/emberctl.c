@@ -32,6 +32,10 @@ static const enum opt_id create_opts[] = {
 static const enum opt_id stop_opts[] = { OPT_FORCE, OPT_TIMEOUT, 0 };
 static const enum opt_id delete_opts[] = { OPT_FORCE, 0 };
 static const enum opt_id fork_opts[] = { OPT_VSOCK, OPT_NO_VSOCK, OPT_NO_START, 0 };
+static const enum opt_id import_opts[] = {
+	OPT_KERNEL, OPT_VMLINUX, OPT_INITRD, OPT_ROOTFS, OPT_ROOTFS_DIR,
+	OPT_ROOTFS_SIZE, OPT_BOOT_ARGS, 0
+};
 static const enum opt_id no_opts[] = { 0 };
 
 static const struct verb verbs[] = {
@@ -60,6 +64,18 @@ static const struct verb verbs[] = {
 	{ "vm", "fork", 2, 2, cmd_vm_fork,
 	  "SOURCE NAME [--vsock | --no-vsock] [--no-start]",
 	  "create NAME as a copy of the stopped VM SOURCE", fork_opts },
+	{ "image", "import", 1, 1, cmd_image_import,
+	  "NAME --kernel K [--vmlinux V] [--initrd I]\n"
+	  "\t[--rootfs FILE | --rootfs-dir DIR [--rootfs-size 1G]]\n"
+	  "\t[--boot-args S]",
+	  "copy a kernel, initrd and root filesystem into the image store "
+	  "(--rootfs-dir builds an ext4 image)", import_opts },
+	{ "image", "list", 0, 0, cmd_image_list, "",
+	  "list images: NAME KERNEL INITRD ROOTFS", no_opts },
+	{ "image", "inspect", 1, 1, cmd_image_inspect, "NAME",
+	  "show an image's files and boot arguments", no_opts },
+	{ "image", "delete", 1, 1, cmd_image_delete, "NAME [--force]",
+	  "delete an image (--force even while VMs use it)", delete_opts },
 	{ "vsock", "allocations", 0, 0, cmd_vsock_allocations, "",
 	  "list allocated vsock CIDs: CID OWNER", no_opts },
 	{ "daemon", "info", 0, 0, cmd_daemon_info, "",
@@ -98,6 +114,9 @@ static const struct {
 	{ OPT_NO_START, "no-start", no_argument, 0 },
 	{ OPT_FORCE, "force", no_argument, 0 },
 	{ OPT_TIMEOUT, "timeout", required_argument, 0 },
+	{ OPT_VMLINUX, "vmlinux", required_argument, 0 },
+	{ OPT_ROOTFS_DIR, "rootfs-dir", required_argument, 0 },
+	{ OPT_ROOTFS_SIZE, "rootfs-size", required_argument, 0 },
 	{ OPT_JSON, "json", no_argument, 0 },
 	{ OPT_HELP, "help", no_argument, 'h' },
 };

@@ -37,6 +37,9 @@ enum opt_id {
 	OPT_FILE,
 	OPT_FORCE,
 	OPT_TIMEOUT,
+	OPT_VMLINUX,
+	OPT_ROOTFS_DIR,
+	OPT_ROOTFS_SIZE,
 	OPT_JSON,
 	OPT_HELP,
 	OPT_END
@@ -86,7 +89,7 @@ void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Pretty-prints any JSON value on stdout. */
 void ctl_print_json(const json_t *value);
 
-/* Handlers (cmd-vm.c, cmd-misc.c). */
+/* Handlers (cmd-vm.c, cmd-image.c, cmd-misc.c). */
 int cmd_vm_create(struct ctl *, struct verb_args *);
 int cmd_vm_list(struct ctl *, struct verb_args *);
 int cmd_vm_inspect(struct ctl *, struct verb_args *);
@@ -96,6 +99,10 @@ int cmd_vm_pause(struct ctl *, struct verb_args *);
 int cmd_vm_resume(struct ctl *, struct verb_args *);
 int cmd_vm_delete(struct ctl *, struct verb_args *);
 int cmd_vm_fork(struct ctl *, struct verb_args *);
+int cmd_image_import(struct ctl *, struct verb_args *);
+int cmd_image_list(struct ctl *, struct verb_args *);
+int cmd_image_inspect(struct ctl *, struct verb_args *);
+int cmd_image_delete(struct ctl *, struct verb_args *);
 int cmd_vsock_allocations(struct ctl *, struct verb_args *);
 int cmd_daemon_info(struct ctl *, struct verb_args *);
 int cmd_rpc(struct ctl *, struct verb_args *);

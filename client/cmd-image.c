@@ -1,0 +1,235 @@
+/*
+ * The `image` verbs: import, list, inspect and delete images in emberd's
+ * store. emberd runs in another directory, so every file argument is made
+ * absolute here (realpath when the file exists, else joined to the current
+ * directory so that emberd can say what is missing). Like the vm verbs,
+ * each makes one call and prints the raw result with --json.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "emberctl.h"
+#include "size.h"
+#include "table.h"
+
+static const char *
+doc_str(const json_t *doc, const char *key)
+{
+	return json_string_value(json_object_get(doc, key));
+}
+
+/* The last path component, "-" when absent. */
+static const char *
+base_name(const char *path)
+{
+	const char *slash;
+
+	if (path == NULL)
+		return "-";
+	slash = strrchr(path, '/');
+	return slash != NULL && slash[1] != '\0' ? slash + 1 : path;
+}
+
+/* path as an absolute path in buf; EXIT_OK or a printed error. */
+static int
+absolute_path(const char *flag, const char *path, char *buf, size_t len)
+{
+	char cwd[PATH_MAX];
+
+	if (realpath(path, buf) != NULL)
+		return EXIT_OK;
+	if (path[0] == '/') {
+		snprintf(buf, len, "%s", path);
+		return EXIT_OK;
+	}
+	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		ctl_warnx("cannot resolve %s '%s': %s", flag, path, strerror(errno));
+		return EXIT_ERROR;
+	}
+	if ((size_t)snprintf(buf, len, "%s/%s", cwd, path) >= len) {
+		ctl_warnx("%s '%s': the absolute path is too long", flag, path);
+		return EXIT_ERROR;
+	}
+	return EXIT_OK;
+}
+
+int
+cmd_image_import(struct ctl *ctl, struct verb_args *a)
+{
+	static const struct {
+		enum opt_id opt;
+		const char *flag, *key;
+	} files[] = {
+		{ OPT_KERNEL, "--kernel", "kernel" },
+		{ OPT_VMLINUX, "--vmlinux", "vmlinux" },
+		{ OPT_INITRD, "--initrd", "initrd" },
+		{ OPT_ROOTFS, "--rootfs", "rootfs" },
+		{ OPT_ROOTFS_DIR, "--rootfs-dir", "rootfs_dir" },
+	};
+	const char *name = a->argv[0];
+	const char *size = OPTARG(a, OPT_ROOTFS_SIZE);
+	json_t *params, *doc;
+	int r;
+
+	if (OPTARG(a, OPT_KERNEL) == NULL)
+		return ctl_usage_error(ctl, "--kernel is required");
+	if (OPTARG(a, OPT_ROOTFS) != NULL && OPTARG(a, OPT_ROOTFS_DIR) != NULL)
+		return ctl_usage_error(ctl, "--rootfs and --rootfs-dir conflict");
+	if (size != NULL && OPTARG(a, OPT_ROOTFS_DIR) == NULL)
+		return ctl_usage_error(ctl, "--rootfs-size needs --rootfs-dir");
+	params = json_pack("{s:s}", "name", name);
+	if (params == NULL) {
+		ctl_warnx("out of memory");
+		return EXIT_ERROR;
+	}
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		const char *v = OPTARG(a, files[i].opt);
+		char abs[PATH_MAX];
+
+		if (v == NULL)
+			continue;
+		if ((r = absolute_path(files[i].flag, v, abs, sizeof(abs))) != EXIT_OK)
+			goto fail;
+		json_object_set_new(params, files[i].key, json_string(abs));
+	}
+	if (size != NULL) {
+		uint64_t mib;
+
+		r = size_parse_mib(size, &mib);
+		if (r < 0 || mib == 0 || mib > 16 * 1024 * 1024) {
+			r = ctl_usage_error(ctl, "invalid --rootfs-size '%s': expected "
+			    "a whole number of MiB with a unit, 1M to 16T, e.g. 1G",
+			    size);
+			goto fail;
+		}
+		json_object_set_new(params, "rootfs_size_mib",
+		    json_integer((json_int_t)mib));
+	}
+	if (OPTARG(a, OPT_BOOT_ARGS) != NULL)
+		json_object_set_new(params, "boot_args",
+		    json_string(OPTARG(a, OPT_BOOT_ARGS)));
+	r = ctl_call(ctl, "image.import", params, &doc);
+	if (r != EXIT_OK)
+		return r;
+	if (ctl->json)
+		ctl_print_json(doc);
+	else
+		printf("%s: imported\n", name);
+	json_decref(doc);
+	return EXIT_OK;
+fail:
+	json_decref(params);
+	return r;
+}
+
+int
+cmd_image_list(struct ctl *ctl, struct verb_args *a)
+{
+	static const char *const headers[] = { "NAME", "KERNEL", "INITRD", "ROOTFS" };
+	json_t *result, *images, *doc;
+	struct table *t;
+	size_t i;
+	int r = ctl_call(ctl, "image.list", NULL, &result);
+
+	if (r != EXIT_OK)
+		return r;
+	if (ctl->json) {
+		ctl_print_json(result);
+		json_decref(result);
+		return EXIT_OK;
+	}
+	images = json_object_get(result, "images");
+	if (!json_is_array(images)) {
+		ctl_warnx("malformed reply from emberd to image.list: no \"images\" array");
+		json_decref(result);
+		return EXIT_ERROR;
+	}
+	t = table_new(4, headers);
+	json_array_foreach(images, i, doc) {
+		/* An image whose image.json is unreadable lists with its error. */
+		const char *error = doc_str(doc, "error");
+		const char *row[4] = {
+			doc_str(doc, "name"),
+			error != NULL ? "(unreadable)" : base_name(doc_str(doc, "kernel")),
+			base_name(doc_str(doc, "initrd")),
+			base_name(doc_str(doc, "rootfs")),
+		};
+
+		if (t != NULL && table_add_row(t, row) < 0) {
+			table_free(t);
+			t = NULL;
+		}
+	}
+	json_decref(result);
+	if (t == NULL) {
+		ctl_warnx("out of memory");
+		return EXIT_ERROR;
+	}
+	table_print(t, stdout);
+	table_free(t);
+	return EXIT_OK;
+}
+
+/* One "label:  value" line of `image inspect`; "-" for an absent value. */
+static void
+kv(const char *label, const char *value)
+{
+	int n = printf("%s:", label);
+
+	printf("%*s%s\n", n < 13 ? 13 - n : 1, "", value != NULL ? value : "-");
+}
+
+int
+cmd_image_inspect(struct ctl *ctl, struct verb_args *a)
+{
+	static const struct { const char *label, *key; } strings[] = {
+		{ "name", "name" }, { "kernel", "kernel" }, { "vmlinux", "vmlinux" },
+		{ "initrd", "initrd" }, { "rootfs", "rootfs" },
+		{ "boot args", "boot_args" }, { "created at", "created_at" },
+	};
+	json_t *doc, *owner;
+	char buf[32];
+	int r = ctl_call(ctl, "image.inspect",
+	    json_pack("{s:s}", "name", a->argv[0]), &doc);
+
+	if (r != EXIT_OK)
+		return r;
+	if (ctl->json) {
+		ctl_print_json(doc);
+		json_decref(doc);
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
+		kv(strings[i].label, doc_str(doc, strings[i].key));
+	owner = json_object_get(doc, "owner_uid");
+	if (json_is_integer(owner))
+		snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT,
+		    json_integer_value(owner));
+	kv("owner uid", json_is_integer(owner) ? buf : NULL);
+	json_decref(doc);
+	return EXIT_OK;
+}
+
+int
+cmd_image_delete(struct ctl *ctl, struct verb_args *a)
+{
+	json_t *params = json_pack("{s:s}", "name", a->argv[0]);
+	json_t *doc;
+	int r;
+
+	if (OPTARG(a, OPT_FORCE) != NULL)
+		json_object_set_new(params, "force", json_true());
+	r = ctl_call(ctl, "image.delete", params, &doc);
+	if (r != EXIT_OK)
+		return r;
+	if (ctl->json)
+		ctl_print_json(doc);
+	else
+		printf("%s: deleted\n", a->argv[0]);
+	json_decref(doc);
+	return EXIT_OK;
+}
