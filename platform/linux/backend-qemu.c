@@ -434,6 +434,27 @@ qemu_accel(const struct ember_config *cfg)
 	return "kvm";
 }
 
+/*
+ * The host's TSC rate in kHz, 0 when unknown. Under TCG the guest's TSC
+ * ticks at the host's rate, but the guest kernel calibrates it against the
+ * PIT, which fails when the host is busy; the kernel then marks the TSC
+ * unstable and can hang early in the boot. tsc_early_khz skips that.
+ */
+static unsigned long
+host_tsc_khz(void)
+{
+	FILE *fp = fopen("/proc/cpuinfo", "re");
+	char line[256];
+	double mhz = 0;
+
+	while (fp != NULL && fgets(line, sizeof(line), fp) != NULL)
+		if (sscanf(line, "cpu MHz : %lf", &mhz) == 1)
+			break;
+	if (fp != NULL)
+		fclose(fp);
+	return mhz > 0 && mhz < 100000 ? (unsigned long)(mhz * 1000) : 0;
+}
+
 #define ARGV_MAX 64
 
 struct argv_buf {
@@ -527,8 +548,14 @@ qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, const char
 		arg(a, "-device");
 		arg(a, "virtio-net-device,netdev=net0");
 	}
+	unsigned long tsc_khz = strcmp(accel, "tcg") == 0 &&
+	    strstr(boot, "tsc_early_khz=") == NULL ? host_tsc_khz() : 0;
+	char tsc[48] = "";
+	if (tsc_khz > 0)
+		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu", tsc_khz);
 	arg(a, "-append");
-	argf(a, "%s%s", boot, has_root && strstr(boot, "root=") == NULL ? " root=/dev/vda rw" : "");
+	argf(a, "%s%s%s", boot, has_root && strstr(boot, "root=") == NULL ? " root=/dev/vda rw" : "",
+	    tsc);
 	a->argv[a->n] = NULL;
 }
 
