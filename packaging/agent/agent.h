@@ -1,0 +1,81 @@
+/*
+ * ember-agent's core: the request/reply protocol and the op table, with no
+ * sockets. A request is one JSON object on one line, {"op":NAME, "id":ANY,
+ * ...params}; the reply is one JSON object on one line, {"ok":true, ...} or
+ * {"ok":false,"error":"what went wrong"}, carrying the request's "id" when
+ * it had one. The transport (ember-agent.c) frames lines, bounds their size
+ * and owns the connections; agent_handle_line() is all it calls.
+ *
+ * Ops live in tables (agent-ops.c for ping/info); each row names the op,
+ * the json_unpack format its parameters must match (checked strictly before
+ * the handler runs) and the handler, which adds its members to the reply.
+ */
+#ifndef EMBER_AGENT_H
+#define EMBER_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#ifndef EMBER_VERSION
+#define EMBER_VERSION "0.0.0"
+#endif
+
+/* The vsock port the agent listens on unless told otherwise. */
+#define AGENT_PORT		1024
+/* The longest request line accepted, without its newline. */
+#define AGENT_MAX_LINE		(1024 * 1024)
+/* The most ember.echo ports honoured. */
+#define AGENT_MAX_ECHO_PORTS	16
+
+struct agent_error {
+	char	msg[256];
+};
+
+/* Sets err's message (first error wins) and returns -1. */
+int agent_error_set(struct agent_error *err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/*
+ * One op. fmt is a json_unpack format for the request's members other than
+ * "op" and "id", as one object, unpacked with JSON_STRICT (so "{}" takes no
+ * parameters); NULL skips the check. run adds members to reply (which
+ * already holds "ok" and "id") and returns 0, or returns -1 with err set.
+ */
+struct agent_op {
+	const char	*name;
+	const char	*fmt;
+	int		(*run)(json_t *params, json_t *reply, struct agent_error *err);
+};
+
+/* The ops of agent-ops.c, ending with a row whose name is NULL. */
+extern const struct agent_op agent_ops_basic[];
+
+/* The op called name, or NULL. */
+const struct agent_op *agent_op_find(const char *name);
+
+/*
+ * Handles one request line (len bytes, no newline needed; a trailing "\r" is
+ * ignored) and returns the reply as a malloc'd, newline-terminated string
+ * whose length (newline included) is stored in *reply_len. Bad input gets an
+ * error reply; NULL is returned only for a blank line (which gets no reply)
+ * or when memory runs out.
+ */
+char *agent_handle_line(const char *line, size_t len, size_t *reply_len);
+
+/* The error reply for a line longer than AGENT_MAX_LINE, like agent_handle_line. */
+char *agent_oversize_reply(size_t *reply_len);
+
+/*
+ * The vsock ports named by ember.echo=PORT[,PORT...] words on a kernel
+ * command line (later words add to earlier ones; duplicates, zero and
+ * malformed entries are skipped). Stores at most max ports and returns how
+ * many were stored.
+ */
+size_t agent_parse_echo_ports(const char *cmdline, uint32_t *ports, size_t max);
+
+/* This machine's vsock CID from /dev/vsock, or -errno. */
+int64_t agent_local_cid(void);
+
+#endif

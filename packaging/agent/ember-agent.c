@@ -1,0 +1,813 @@
+/*
+ * ember-agent: ember's guest agent, a static program that the ember-mini
+ * image's /init starts (and that any guest can run as a service). This file
+ * is its transport and command line; agent.c answers the requests.
+ *
+ * Default mode: one single-threaded poll() loop owns every socket. It
+ * listens on vsock port 1024 for the agent protocol (one JSON request per
+ * line, one reply line each, many connections at once) and, for every
+ * ember.echo=PORT[,PORT...] on the kernel command line, runs a byte-for-byte
+ * echo service on that vsock port (a diagnostic for tests). Memory per
+ * connection is bounded: a request line may be at most AGENT_MAX_LINE
+ * bytes (longer: an error reply, then the connection is dropped, after
+ * discarding what the client is still sending so that it can read the
+ * reply instead of failing on a reset), a
+ * connection whose replies are not being read stops being read itself, and
+ * an echo connection stops reading while its buffer is full.
+ *
+ * Tool modes for test scripts in guests: "ember-agent cid" prints the local
+ * CID; "ember-agent connect CID PORT" copies stdin to a vsock connection and
+ * the connection to stdout.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/vm_sockets.h>
+
+#include "agent.h"
+
+#define MAX_CONNS	128		/* connections of all kinds at once */
+#define MAX_LISTENERS	(2 + AGENT_MAX_ECHO_PORTS)
+#define OUT_HIGH	(1024 * 1024)	/* pending reply bytes that pause reading */
+#define ECHO_BUF	(256 * 1024)	/* echo bytes held per connection */
+#define BUF_MIN		4096
+#define BIND_RETRY_S	10		/* how long to wait for a vsock transport */
+#define DRAIN_MAX	(64 * 1024 * 1024) /* bytes discarded after an oversize line */
+
+enum conn_kind { CONN_AGENT, CONN_ECHO };
+
+struct listener {
+	int		 fd;
+	enum conn_kind	 kind;
+	char		 desc[128];
+};
+
+/*
+ * One accepted connection. Bytes read wait in in[in_off, in_len); an agent
+ * connection's replies wait in out[out_off, out_len), an echo connection
+ * writes straight from in.
+ */
+struct conn {
+	int		 fd;
+	enum conn_kind	 kind;
+	char		*in;
+	size_t		 in_off, in_len, in_cap, in_max;
+	size_t		 in_scan;	/* in[in_off, in_scan) holds no newline */
+	char		*out;
+	size_t		 out_off, out_len, out_cap;
+	bool		 eof;		/* the peer will send nothing more */
+	bool		 closing;	/* answer nothing more; close once flushed */
+	bool		 wr_shut;	/* shutdown(SHUT_WR) done */
+	size_t		 drained;	/* bytes discarded while closing */
+};
+
+static struct listener	listeners[MAX_LISTENERS];
+static size_t		nlisteners;
+static struct conn	*conns[MAX_CONNS];
+static size_t		nconns;
+
+static void __attribute__((format(printf, 1, 2)))
+logx(const char *fmt, ...)
+{
+	va_list	ap;
+
+	fputs("ember-agent: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* logx with ": strerror(errno)" appended. */
+static void __attribute__((format(printf, 1, 2)))
+logw(const char *fmt, ...)
+{
+	va_list	ap;
+	int	saved = errno;
+
+	fputs("ember-agent: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, ": %s\n", strerror(saved));
+}
+
+/* --- listeners -------------------------------------------------------- */
+
+static int
+listen_fd(int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	if (bind(fd, sa, salen) == -1 || listen(fd, 64) == -1) {
+		int saved = errno;
+
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+static int
+listen_vsock(uint32_t port)
+{
+	struct sockaddr_vm	svm;
+	int			fd;
+
+	fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1)
+		return -1;
+	memset(&svm, 0, sizeof(svm));
+	svm.svm_family = AF_VSOCK;
+	svm.svm_cid = VMADDR_CID_ANY;
+	svm.svm_port = port;
+	return listen_fd(fd, (struct sockaddr *)&svm, sizeof(svm));
+}
+
+static int
+listen_unix(const char *path)
+{
+	struct sockaddr_un	sun;
+	struct stat		st;
+	int			fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	/* A stale socket from an earlier run; never remove anything else. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1)
+		return -1;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	return listen_fd(fd, (struct sockaddr *)&sun, sizeof(sun));
+}
+
+/* Listens on vsock port, retrying while no vsock transport is loaded yet. */
+static int
+listen_vsock_retry(uint32_t port)
+{
+	struct timespec	ts = { 0, 200 * 1000 * 1000 };
+	int		fd, i;
+
+	for (i = 0; i < BIND_RETRY_S * 5; i++) {
+		if ((fd = listen_vsock(port)) != -1)
+			return fd;
+		if (errno != EAFNOSUPPORT && errno != ENODEV &&
+		    errno != EADDRNOTAVAIL)
+			return -1;
+		nanosleep(&ts, NULL);
+	}
+	return -1;
+}
+
+static int
+listener_add(int fd, enum conn_kind kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int
+listener_add(int fd, enum conn_kind kind, const char *fmt, ...)
+{
+	struct listener	*l;
+	va_list		 ap;
+
+	if (nlisteners == MAX_LISTENERS) {
+		close(fd);
+		return -1;
+	}
+	l = &listeners[nlisteners++];
+	l->fd = fd;
+	l->kind = kind;
+	va_start(ap, fmt);
+	vsnprintf(l->desc, sizeof(l->desc), fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+/* --- connections ------------------------------------------------------ */
+
+static void
+conn_free(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	if (c->fd != -1)
+		close(c->fd);
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+static void
+conn_accept(struct listener *l)
+{
+	struct conn	*c;
+	int		 fd;
+
+	fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd == -1) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+		    errno != ECONNABORTED)
+			logw("accept on %s", l->desc);
+		return;
+	}
+	if (nconns == MAX_CONNS || (c = calloc(1, sizeof(*c))) == NULL) {
+		logx("dropping a connection on %s: %zu connections open",
+		    l->desc, nconns);
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->kind = l->kind;
+	c->in_max = l->kind == CONN_AGENT ? AGENT_MAX_LINE + 1 : ECHO_BUF;
+	conns[nconns++] = c;
+}
+
+/* Makes room to read into c->in; false when the buffer is full. */
+static bool
+conn_in_room(struct conn *c)
+{
+	size_t	 cap;
+	char	*p;
+
+	if (c->in_off > 0 && c->in_len == c->in_cap) {
+		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+		c->in_len -= c->in_off;
+		c->in_scan -= c->in_off;
+		c->in_off = 0;
+	}
+	if (c->in_len < c->in_cap)
+		return true;
+	if (c->in_cap >= c->in_max)
+		return false;
+	cap = c->in_cap < BUF_MIN ? BUF_MIN : c->in_cap * 2;
+	if (cap > c->in_max)
+		cap = c->in_max;
+	if ((p = realloc(c->in, cap)) == NULL)
+		return false;
+	c->in = p;
+	c->in_cap = cap;
+	return true;
+}
+
+static int
+conn_out_append(struct conn *c, const char *s, size_t len)
+{
+	size_t	 need, cap;
+	char	*p;
+
+	if (c->out_off > 0 && c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+	need = c->out_len + len;
+	if (need > c->out_cap) {
+		if (c->out_off > 0) {
+			memmove(c->out, c->out + c->out_off,
+			    c->out_len - c->out_off);
+			c->out_len -= c->out_off;
+			c->out_off = 0;
+			need = c->out_len + len;
+		}
+		for (cap = c->out_cap < BUF_MIN ? BUF_MIN : c->out_cap;
+		    cap < need; cap *= 2)
+			;
+		if (cap > c->out_cap) {
+			if ((p = realloc(c->out, cap)) == NULL)
+				return -1;
+			c->out = p;
+			c->out_cap = cap;
+		}
+	}
+	memcpy(c->out + c->out_len, s, len);
+	c->out_len += len;
+	return 0;
+}
+
+static size_t
+conn_pending(const struct conn *c)
+{
+	if (c->kind == CONN_ECHO)
+		return c->in_len - c->in_off;
+	return c->out_len - c->out_off;
+}
+
+static bool
+conn_wants_read(const struct conn *c)
+{
+	if (c->eof)
+		return false;
+	if (c->closing)
+		return c->drained < DRAIN_MAX;
+	if (c->kind == CONN_AGENT)
+		return conn_pending(c) <= OUT_HIGH;
+	return c->in_off > 0 || c->in_len < c->in_max;
+}
+
+/* Answers one request line (or the oversize error) into c->out. */
+static int
+conn_answer(struct conn *c, const char *line, size_t len, bool oversize)
+{
+	size_t	 rlen;
+	char	*reply;
+	int	 r;
+
+	if (oversize)
+		reply = agent_oversize_reply(&rlen);
+	else
+		reply = agent_handle_line(line, len, &rlen);
+	if (reply == NULL)
+		return rlen == 0 ? 0 : -1;
+	r = conn_out_append(c, reply, rlen);
+	free(reply);
+	return r;
+}
+
+/* Answers the complete request lines waiting in c->in, while replies drain. */
+static int
+conn_process(struct conn *c)
+{
+	char	*nl;
+	size_t	 len;
+
+	while (!c->closing && conn_pending(c) <= OUT_HIGH) {
+		nl = memchr(c->in + c->in_scan, '\n', c->in_len - c->in_scan);
+		if (nl != NULL) {
+			len = (size_t)(nl - (c->in + c->in_off));
+			if (len > AGENT_MAX_LINE)
+				goto oversize;
+			if (conn_answer(c, c->in + c->in_off, len, false) != 0)
+				return -1;
+			c->in_off += len + 1;
+			c->in_scan = c->in_off;
+			continue;
+		}
+		c->in_scan = c->in_len;
+		len = c->in_len - c->in_off;
+		if (len > AGENT_MAX_LINE)
+			goto oversize;
+		if (c->eof && len > 0) {
+			/* A last request without its newline. */
+			if (conn_answer(c, c->in + c->in_off, len, false) != 0)
+				return -1;
+			c->in_off = c->in_len;
+		}
+		break;
+	}
+	if (c->in_off == c->in_len)
+		c->in_off = c->in_len = c->in_scan = 0;
+	return 0;
+
+oversize:
+	c->closing = true;
+	c->in_off = c->in_len = c->in_scan = 0;
+	return conn_answer(c, NULL, 0, true);
+}
+
+/* Reads once; returns -1 when the connection is broken. */
+static int
+conn_read(struct conn *c, bool *progress)
+{
+	ssize_t	n;
+
+	if (c->closing)		/* discard */
+		c->in_off = c->in_len = c->in_scan = 0;
+	if (!conn_in_room(c))
+		return c->kind == CONN_AGENT ? -1 : 0;
+	n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return 0;
+		return -1;
+	}
+	*progress = true;
+	if (n == 0)
+		c->eof = true;
+	else if (c->closing)
+		c->drained += (size_t)n;
+	else
+		c->in_len += (size_t)n;
+	return 0;
+}
+
+/* Writes what is pending once; returns -1 when the connection is broken. */
+static int
+conn_write(struct conn *c, bool *progress)
+{
+	char	*buf;
+	size_t	*off, end;
+	ssize_t	 n;
+
+	if (c->kind == CONN_ECHO) {
+		buf = c->in;
+		off = &c->in_off;
+		end = c->in_len;
+	} else {
+		buf = c->out;
+		off = &c->out_off;
+		end = c->out_len;
+	}
+	if (*off == end)
+		return 0;
+	n = write(c->fd, buf + *off, end - *off);
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return 0;
+		return -1;
+	}
+	*progress = true;
+	*off += (size_t)n;
+	if (*off == end) {
+		if (c->kind == CONN_ECHO)
+			c->in_off = c->in_len = 0;
+		else
+			c->out_off = c->out_len = 0;
+	}
+	return 0;
+}
+
+/*
+ * Handles poll results for c; returns false once c is finished (flushed
+ * after EOF or an oversize line, or broken) and must be freed.
+ */
+static bool
+conn_event(struct conn *c, short revents)
+{
+	bool	progress = false;
+
+	if ((revents & (POLLIN | POLLHUP | POLLERR)) && conn_wants_read(c)) {
+		if (conn_read(c, &progress) != 0)
+			return false;
+	}
+	if (c->kind == CONN_AGENT && conn_process(c) != 0)
+		return false;
+	if (revents & (POLLOUT | POLLERR | POLLHUP)) {
+		if (conn_write(c, &progress) != 0)
+			return false;
+		/* Replies drained: answer lines that waited for room. */
+		if (c->kind == CONN_AGENT && conn_process(c) != 0)
+			return false;
+	}
+	if ((c->eof || c->closing) && conn_pending(c) == 0 && !c->wr_shut) {
+		shutdown(c->fd, SHUT_WR);
+		c->wr_shut = true;
+	}
+	if (c->wr_shut && (c->eof || c->drained >= DRAIN_MAX))
+		return false;
+	/* Hung up or failed with nothing we could do: give up on it. */
+	if ((revents & (POLLHUP | POLLERR | POLLNVAL)) && !progress)
+		return false;
+	return true;
+}
+
+/* --- the daemon --------------------------------------------------------- */
+
+static int
+serve(void)
+{
+	struct pollfd	pfd[MAX_LISTENERS + MAX_CONNS];
+	size_t		i, n;
+
+	for (;;) {
+		n = 0;
+		for (i = 0; i < nlisteners; i++) {
+			pfd[n].fd = listeners[i].fd;
+			pfd[n].events = nconns < MAX_CONNS ? POLLIN : 0;
+			pfd[n++].revents = 0;
+		}
+		for (i = 0; i < nconns; i++) {
+			pfd[n].fd = conns[i]->fd;
+			pfd[n].events = (conn_wants_read(conns[i]) ? POLLIN : 0) |
+			    (conn_pending(conns[i]) > 0 ? POLLOUT : 0);
+			pfd[n++].revents = 0;
+		}
+		if (poll(pfd, n, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			logw("poll");
+			return 1;
+		}
+		/* Connections first (the array shrinks), then new ones. */
+		for (i = nconns; i-- > 0;) {
+			if (pfd[nlisteners + i].revents == 0)
+				continue;
+			if (!conn_event(conns[i], pfd[nlisteners + i].revents)) {
+				conn_free(conns[i]);
+				conns[i] = conns[--nconns];
+				conns[nconns] = NULL;
+			}
+		}
+		for (i = 0; i < nlisteners; i++) {
+			if (pfd[i].revents & POLLIN)
+				conn_accept(&listeners[i]);
+		}
+	}
+}
+
+/* Reads the kernel command line (at most 64 KiB) into a string. */
+static char *
+read_cmdline(const char *path)
+{
+	size_t	 len = 0, cap = 65536;
+	ssize_t	 r;
+	char	*buf;
+	int	 fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return NULL;
+	if ((buf = malloc(cap + 1)) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	while (len < cap && (r = read(fd, buf + len, cap - len)) > 0)
+		len += (size_t)r;
+	close(fd);
+	buf[len] = '\0';
+	return buf;
+}
+
+static int
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: ember-agent [--port PORT] [--listen-unix PATH] "
+	    "[--echo-unix PATH] [--cmdline FILE]\n"
+	    "       ember-agent cid\n"
+	    "       ember-agent connect CID PORT\n"
+	    "       ember-agent --version\n"
+	    "Serves the ember agent protocol on vsock port %d (or PATH with "
+	    "--listen-unix)\nand an echo service on each port of "
+	    "ember.echo=PORT[,PORT...] in FILE\n(default /proc/cmdline).\n",
+	    AGENT_PORT);
+	return f == stderr ? 2 : 0;
+}
+
+/* Parses a port number (1..2^32-2); -1 when it is not one. */
+static int64_t
+parse_port(const char *s)
+{
+	uint32_t	ports[1];
+	char		buf[64];
+
+	snprintf(buf, sizeof(buf), "ember.echo=%s", s);
+	if (strlen(s) > 10 || agent_parse_echo_ports(buf, ports, 1) != 1)
+		return -1;
+	return ports[0];
+}
+
+static int
+run_daemon(int argc, char **argv)
+{
+	const char	*unix_path = NULL, *echo_unix = NULL;
+	const char	*cmdline_path = "/proc/cmdline";
+	uint32_t	 echo_ports[AGENT_MAX_ECHO_PORTS];
+	size_t		 necho = 0, i;
+	int64_t		 port = AGENT_PORT;
+	char		*cmdline;
+	int		 fd, a;
+
+	for (a = 1; a < argc; a++) {
+		if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0)
+			return usage(stdout);
+		if (a + 1 == argc)
+			return usage(stderr);
+		if (strcmp(argv[a], "--port") == 0) {
+			if ((port = parse_port(argv[++a])) == -1) {
+				logx("--port %s: not a vsock port number",
+				    argv[a]);
+				return 2;
+			}
+		} else if (strcmp(argv[a], "--listen-unix") == 0)
+			unix_path = argv[++a];
+		else if (strcmp(argv[a], "--echo-unix") == 0)
+			echo_unix = argv[++a];
+		else if (strcmp(argv[a], "--cmdline") == 0)
+			cmdline_path = argv[++a];
+		else
+			return usage(stderr);
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stderr, NULL, _IOLBF, 0);
+
+	if ((cmdline = read_cmdline(cmdline_path)) != NULL) {
+		necho = agent_parse_echo_ports(cmdline, echo_ports,
+		    AGENT_MAX_ECHO_PORTS);
+		free(cmdline);
+	} else if (strcmp(cmdline_path, "/proc/cmdline") != 0) {
+		logw("%s", cmdline_path);
+		return 1;
+	}
+
+	for (i = 0; i < necho; i++) {
+		if ((fd = listen_vsock_retry(echo_ports[i])) == -1)
+			logw("cannot listen on vsock port %" PRIu32
+			    " for ember.echo", echo_ports[i]);
+		else if (listener_add(fd, CONN_ECHO, "vsock port %" PRIu32,
+		    echo_ports[i]) == 0)
+			logx("echo service on vsock port %" PRIu32,
+			    echo_ports[i]);
+	}
+	if (echo_unix != NULL) {
+		if ((fd = listen_unix(echo_unix)) == -1) {
+			logw("cannot listen on %s", echo_unix);
+			return 1;
+		}
+		listener_add(fd, CONN_ECHO, "%s", echo_unix);
+		logx("echo service on %s", echo_unix);
+	}
+	if (unix_path != NULL) {
+		if ((fd = listen_unix(unix_path)) == -1) {
+			logw("cannot listen on %s", unix_path);
+			return 1;
+		}
+		listener_add(fd, CONN_AGENT, "%s", unix_path);
+		logx("listening on %s", unix_path);
+	} else {
+		if ((fd = listen_vsock_retry((uint32_t)port)) == -1) {
+			logw("cannot listen on vsock port %" PRId64
+			    " (is the vsock transport module loaded?)", port);
+			return 1;
+		}
+		listener_add(fd, CONN_AGENT, "vsock port %" PRId64, port);
+		logx("listening on vsock port %" PRId64, port);
+	}
+	return serve();
+}
+
+/* --- tool modes --------------------------------------------------------- */
+
+static int
+run_cid(int argc, char **argv)
+{
+	int64_t	cid = agent_local_cid();
+
+	if (cid < 0) {
+		errno = (int)-cid;
+		logw("cannot read the local CID from /dev/vsock");
+		return 1;
+	}
+	printf("%" PRId64 "\n", cid);
+	return 0;
+}
+
+static int
+write_all(int fd, const char *buf, size_t len)
+{
+	ssize_t	n;
+
+	while (len > 0) {
+		if ((n = write(fd, buf, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Copies stdin to the connection and the connection to stdout. The socket
+ * is non-blocking and stdin is read only when the last chunk has been sent,
+ * so a peer that writes back while we write (an echo) cannot deadlock us.
+ */
+static int
+run_connect(int argc, char **argv)
+{
+	struct sockaddr_vm	 svm;
+	struct pollfd		 pfd[2];
+	static char		 up[65536], down[65536];
+	size_t			 up_off = 0, up_len = 0;
+	bool			 in_eof = false;
+	int64_t			 cid, port;
+	ssize_t			 n;
+	char			*end;
+	int			 fd;
+
+	signal(SIGPIPE, SIG_IGN);
+	errno = 0;
+	cid = strtoll(argv[2], &end, 10);
+	if (errno != 0 || end == argv[2] || *end != '\0' || cid < 0 ||
+	    cid > UINT32_MAX) {
+		logx("%s: not a CID", argv[2]);
+		return 2;
+	}
+	if ((port = parse_port(argv[3])) == -1) {
+		logx("%s: not a vsock port number", argv[3]);
+		return 2;
+	}
+	if ((fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		logw("vsock socket");
+		return 1;
+	}
+	memset(&svm, 0, sizeof(svm));
+	svm.svm_family = AF_VSOCK;
+	svm.svm_cid = (unsigned int)cid;
+	svm.svm_port = (unsigned int)port;
+	if (connect(fd, (struct sockaddr *)&svm, sizeof(svm)) == -1) {
+		logw("connect to vsock CID %" PRId64 " port %" PRId64, cid,
+		    port);
+		close(fd);
+		return 1;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == -1) {
+		logw("fcntl");
+		close(fd);
+		return 1;
+	}
+	for (;;) {
+		pfd[0].fd = !in_eof && up_len == 0 ? STDIN_FILENO : -1;
+		pfd[0].events = POLLIN;
+		pfd[1].fd = fd;
+		pfd[1].events = POLLIN | (up_len > 0 ? POLLOUT : 0);
+		if (poll(pfd, 2, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			logw("poll");
+			break;
+		}
+		if (pfd[0].revents != 0) {
+			n = read(STDIN_FILENO, up, sizeof(up));
+			if (n > 0) {
+				up_off = 0;
+				up_len = (size_t)n;
+			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+				in_eof = true;
+				shutdown(fd, SHUT_WR);
+			}
+		}
+		if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+			n = read(fd, down, sizeof(down));
+			if (n == 0) {
+				close(fd);
+				return 0;
+			}
+			if (n > 0 && write_all(STDOUT_FILENO, down,
+			    (size_t)n) == -1) {
+				logw("stdout");
+				break;
+			}
+			if (n == -1 && errno != EAGAIN && errno != EINTR) {
+				logw("read from vsock");
+				break;
+			}
+		}
+		if (up_len > 0 && (pfd[1].revents & (POLLOUT | POLLERR))) {
+			n = write(fd, up + up_off, up_len);
+			if (n > 0) {
+				up_off += (size_t)n;
+				up_len -= (size_t)n;
+			} else if (n == -1 && errno != EAGAIN && errno != EINTR) {
+				logw("write to vsock");
+				break;
+			}
+		}
+	}
+	close(fd);
+	return 1;
+}
+
+static const struct {
+	const char	*name;
+	int		 argc;	/* including argv[0] and the verb */
+	int		(*run)(int, char **);
+} verbs[] = {
+	{ "cid", 2, run_cid },
+	{ "connect", 4, run_connect },
+};
+
+int
+main(int argc, char **argv)
+{
+	size_t	i;
+
+	if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+		printf("ember-agent %s\n", EMBER_VERSION);
+		return 0;
+	}
+	for (i = 0; argc > 1 && i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strcmp(argv[1], verbs[i].name) != 0)
+			continue;
+		if (argc != verbs[i].argc)
+			return usage(stderr);
+		return verbs[i].run(argc, argv);
+	}
+	return run_daemon(argc, argv);
+}
