@@ -23,6 +23,7 @@ PACKAGES=(
 	clang libclang-rt-dev		# clang's sanitizer and libFuzzer runtimes
 	libevent-dev libjansson-dev libyaml-dev libcurl4-openssl-dev check
 	socat jq util-linux procps
+	systemd libxml2-utils man-db dpkg-dev	# service, plist, manual and .deb checks
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
