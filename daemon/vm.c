@@ -295,9 +295,34 @@ vm_backend_status(void *vm_ctx, enum vm_status status, const char *reason)
 		vm_transition(vm, status, reason);
 }
 
+/* backend_host.vsock_peer: a guest may reach another running VM of the
+ * same owner by its CID, unless the daemon config turns that off. */
+static int
+vm_backend_vsock_peer(void *vm_ctx, uint64_t cid, char *path, size_t len)
+{
+	struct vm *from = vm_ctx;
+	struct ember_daemon *d = from->daemon;
+
+	if (!d->config.vsock_vm_to_vm || cid > UINT32_MAX)
+		return -ENOENT;
+	for (size_t i = 0; i < d->nvms; i++) {
+		struct vm *to = d->vms[i];
+		if (to == from || !to->rec.vsock || to->rec.guest_cid != (uint32_t)cid)
+			continue;
+		if (to->rec.owner_uid != from->rec.owner_uid ||
+		    (to->rec.status != VM_RUNNING && to->rec.status != VM_PAUSED) ||
+		    to->rec.uds_path == NULL)
+			return -ENOENT;
+		snprintf(path, len, "%s", to->rec.uds_path);
+		return 0;
+	}
+	return -ENOENT;
+}
+
 const struct backend_host vm_backend_host = {
 	.exited = vm_backend_exited,
 	.status = vm_backend_status,
+	.vsock_peer = vm_backend_vsock_peer,
 };
 
 /* ---- backends -------------------------------------------------------- */

@@ -13,6 +13,8 @@
 #define EMBER_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include "error.h"
 #include "vm-record.h"
@@ -29,6 +31,9 @@ struct backend_host {
 	/* The hypervisor changed state by itself (guest paused, resumed,
 	 * began shutting down). */
 	void (*status)(void *vm_ctx, enum vm_status status, const char *reason);
+	/* VM to VM vsock: the hybrid socket of the VM holding cid, if the
+	 * guest of vm_ctx may reach it. 0, or -ENOENT. */
+	int (*vsock_peer)(void *vm_ctx, uint64_t cid, char *path, size_t len);
 };
 
 /* Completion of an asynchronous operation: err is NULL on success. */

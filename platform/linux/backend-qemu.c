@@ -33,6 +33,7 @@
 #include "platform.h"
 #include "probe.h"
 #include "qmp.h"
+#include "vsock-dev.h"
 
 #define QEMU_START_TIMEOUT_MS	60000
 #define QEMU_QMP_TIMEOUT_MS	10000
@@ -57,6 +58,7 @@ struct qemu_vm {
 	pid_t pid;
 	struct child_watch *watch;
 	struct qmp *qmp;
+	struct vsock_dev *vsock;	/* emberd's vhost-user-vsock device */
 	struct event *timer;
 	enum qemu_op op;
 	backend_done_fn done;
@@ -65,6 +67,8 @@ struct qemu_vm {
 };
 
 static void qemu_vm_exited(void *ctx, pid_t pid, int status);
+/* The daemon's callbacks, for the vsock device's VM-to-VM lookups. */
+static const struct backend_host *qemu_host_for_peer;
 
 static struct qemu_backend *
 qb_of(struct backend *be)
@@ -215,6 +219,7 @@ qemu_vm_free(struct qemu_vm *qv)
 		return;
 	child_watch_free(qv->watch);
 	qmp_free(qv->qmp);
+	vsock_dev_free(qv->vsock);
 	if (qv->timer != NULL)
 		event_free(qv->timer);
 	free(qv);
@@ -322,6 +327,16 @@ qemu_qmp_closed(void *ctx)
 }
 
 /* ---- start ---- */
+
+static int
+qemu_vsock_peer(void *vm_ctx, uint64_t cid, char *path, size_t len)
+{
+	/* vm_ctx is the daemon's; the host callback routes by it. */
+	const struct backend_host *host = qemu_host_for_peer;
+
+	return host != NULL && host->vsock_peer != NULL ?
+	    host->vsock_peer(vm_ctx, cid, path, len) : -ENOENT;
+}
 
 static void
 qemu_start_fail(struct qemu_vm *qv, const char *why)
@@ -493,7 +508,7 @@ argf(struct argv_buf *a, const char *fmt, ...)
  * comparison, through `emberd`'s log at debug level). */
 static void
 qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, const char *dir,
-    int qmp_fd, struct argv_buf *a)
+    int qmp_fd, int vsock_fd, struct argv_buf *a)
 {
 	const char *accel = qemu_accel(qb->env->config);
 	const char *boot = rec->boot_args ? rec->boot_args : QEMU_DEFAULT_BOOT_ARGS;
@@ -548,6 +563,13 @@ qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, const char
 		arg(a, "-device");
 		arg(a, "virtio-net-device,netdev=net0");
 	}
+	if (vsock_fd >= 0) {
+		/* The CID reaches the guest through GET_CONFIG from emberd. */
+		arg(a, "-chardev");
+		argf(a, "socket,id=vsock,fd=%d", vsock_fd);
+		arg(a, "-device");
+		arg(a, "vhost-user-vsock-device,chardev=vsock");
+	}
 	unsigned long tsc_khz = strcmp(accel, "tcg") == 0 &&
 	    strstr(boot, "tsc_early_khz=") == NULL ? host_tsc_khz() : 0;
 	char tsc[48] = "";
@@ -588,10 +610,31 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 		close(qmp_fd);
 		return -1;
 	}
+	struct vsock_dev *vsock = NULL;
+	int keep[2] = { qmp_fd, -1 };
+	if (rec->vsock && rec->uds_path != NULL) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+			close(qmp_fd);
+			close(console_fd);
+			return ember_error_set(err, EK_IO, NULL, "socketpair: %s", strerror(errno));
+		}
+		vsock = vsock_dev_new(qb->env->base, sv[0], rec->guest_cid, rec->uds_path,
+		    rec->name, qemu_vsock_peer, vm_ctx);
+		if (vsock == NULL) {
+			int e = errno;
+			close(sv[1]);
+			close(qmp_fd);
+			close(console_fd);
+			return ember_error_set(err, EK_IO, "check the VM directory's permissions",
+			    "cannot serve vsock on %s: %s", rec->uds_path, strerror(e));
+		}
+		keep[1] = sv[1];
+	}
 	a = calloc(1, sizeof(*a));
 	if (a == NULL)
 		fatalx("out of memory");
-	qemu_build_argv(qb, rec, vm_dir, qmp_fd, a);
+	qemu_build_argv(qb, rec, vm_dir, qmp_fd, keep[1], a);
 	cmdline[0] = '\0';
 	for (int i = 0; a->argv[i] != NULL; i++) {
 		strncat(cmdline, a->argv[i], sizeof(cmdline) - strlen(cmdline) - 2);
@@ -606,13 +649,16 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	}
 	struct child_spawn_opts o = {
 		.argv = a->argv, .stdout_fd = console_fd, .stderr_fd = console_fd,
-		.keep_fds = &qmp_fd, .nkeep = 1, .new_session = true,
+		.keep_fds = keep, .nkeep = keep[1] >= 0 ? 2 : 1, .new_session = true,
 	};
 	pid = child_spawn(&o);
 	free(a);
 	close(console_fd);
 	close(qmp_fd);
+	if (keep[1] >= 0)
+		close(keep[1]);
 	if (pid < 0) {
+		vsock_dev_free(vsock);
 		unlink(qmp_path);
 		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot start %s: %s",
 		    qb->binary, strerror((int)-pid));
@@ -625,6 +671,7 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	qv->rec = rec;
 	qv->vm_ctx = vm_ctx;
 	qv->pid = pid;
+	qv->vsock = vsock;
 	qv->op = QOP_START;
 	qv->done = done;
 	snprintf(qv->dir, sizeof(qv->dir), "%s", vm_dir);
@@ -800,6 +847,13 @@ qemu_adopt(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 		    (int)rec->pid);
 	}
 	qv->timer = evtimer_new(qb->env->base, qemu_timer_cb, qv);
+	if (rec->vsock && rec->uds_path != NULL) {
+		/* QEMU 7.2 never reconnects a vhost-user backend: this VM's vsock
+		 * device died with the previous emberd. Say so, don't pretend. */
+		unlink(rec->uds_path);
+		log_warnx("qemu: %s: vsock is unavailable until the VM restarts "
+		    "(QEMU cannot reconnect its vhost-user device to a new emberd)", rec->name);
+	}
 	snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", vm_dir);
 	qv->qmp = qmp_new(qb->env->base, qemu_qmp_event, qemu_qmp_closed, qv);
 	qmp_connect(qv->qmp, qmp_path, QEMU_QMP_TIMEOUT_MS, qemu_adopt_ready, qv);
@@ -828,6 +882,7 @@ backend_qemu_new(const struct backend_env *env)
 	if (qb == NULL)
 		return NULL;
 	qb->env = env;
+	qemu_host_for_peer = env->host;
 	qb->be = (struct backend){
 		.name = "qemu",
 		.probe = qemu_probe,

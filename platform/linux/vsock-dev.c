@@ -1,0 +1,329 @@
+/*
+ * The vsock device pump (see vsock-dev.h).
+ *
+ * tx (ring 1, guest -> host): pop a chain, copy the 44-byte header out of
+ * guest memory, check it (size, source CID, destination, payload length
+ * against the chain), give the header and the payload iovecs to the mux,
+ * return the chain with length 0.
+ * rx (ring 0, host -> guest): while the mux has something to say and the
+ * guest has posted a buffer, let the mux fill the payload part in place,
+ * write the header in front, return the chain with 44 + payload bytes.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "log.h"
+#include "vhost-user.h"
+#include "virtq.h"
+#include "vsock-dev.h"
+#include "vsock-mux.h"
+
+#define RX_QUEUE 0
+#define TX_QUEUE 1
+#define PASS_BUDGET 256		/* chains per pump pass before yielding */
+
+struct vsock_dev {
+	struct event_base *base;
+	struct vu_dev *vu;
+	struct vsock_mux *mux;
+	uint64_t guest_cid;
+	char *name;
+	vsock_peer_fn peer;
+	void *peer_ctx;
+	struct event *tx_again, *rx_again;	/* continue a pass that hit its budget */
+	struct vsock_dev_stats st;
+	bool warned_legacy;
+};
+
+/* The payload part of a chain's segments: everything after the header. */
+static int
+iov_skip(const struct iovec *in, unsigned n, size_t skip, struct iovec *out, unsigned max)
+{
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n && k < max; i++) {
+		if (skip >= in[i].iov_len) {
+			skip -= in[i].iov_len;
+			continue;
+		}
+		out[k].iov_base = (char *)in[i].iov_base + skip;
+		out[k].iov_len = in[i].iov_len - skip;
+		skip = 0;
+		k++;
+	}
+	return (int)k;
+}
+
+/* Trims iov to len bytes; returns the count of segments used. */
+static int
+iov_trim(struct iovec *iov, int n, size_t len)
+{
+	int k;
+
+	for (k = 0; k < n && len > 0; k++) {
+		if (iov[k].iov_len > len)
+			iov[k].iov_len = len;
+		len -= iov[k].iov_len;
+	}
+	return k;
+}
+
+static void
+dev_tx_packet(struct vsock_dev *dev, const struct virtq_elem *e)
+{
+	uint8_t raw[VSOCK_HDR_SIZE];
+	struct vsock_hdr h;
+	struct iovec payload[VIRTQ_MAX_IOV];
+	int n;
+
+	if (e->out_len < VSOCK_HDR_SIZE ||
+	    iov_to_buf(e->out, e->out_num, 0, raw, sizeof(raw)) != sizeof(raw)) {
+		dev->st.dropped++;
+		return;
+	}
+	vsock_hdr_decode(raw, &h);	/* our copy: the guest can't change it now */
+	if (h.len > VSOCK_MAX_PAYLOAD || h.len > e->out_len - VSOCK_HDR_SIZE ||
+	    h.src_cid != dev->guest_cid) {
+		dev->st.dropped++;
+		log_debug("vsock %s: dropped a malformed packet (op %u, len %u, src cid %llu)",
+		    dev->name, h.op, h.len, (unsigned long long)h.src_cid);
+		return;
+	}
+	/* Another CID: the mux asks on_mux_peer, and resets a REQUEST that
+	 * reaches nobody at once rather than letting connect() time out. */
+	n = iov_skip(e->out, e->out_num, VSOCK_HDR_SIZE, payload, VIRTQ_MAX_IOV);
+	n = iov_trim(payload, n, h.len);
+	dev->st.tx_packets++;
+	vsock_mux_guest_packet(dev->mux, &h, payload, n);
+}
+
+static void
+dev_tx_pump(struct vsock_dev *dev)
+{
+	struct virtq *vq = vu_dev_vq(dev->vu, TX_QUEUE);
+	const struct guest_mem *mem = vu_dev_mem(dev->vu);
+	static struct virtq_elem e;	/* large; the loop is single-threaded */
+	int budget = PASS_BUDGET, r;
+
+	if (vq == NULL || !vu_dev_ring_running(dev->vu, TX_QUEUE))
+		return;
+	do {
+		virtq_disable_notify(vq);
+		while (budget > 0 && (r = virtq_pop(vq, mem, &e)) == 1) {
+			dev_tx_packet(dev, &e);
+			virtq_push(vq, e.head, 0);
+			budget--;
+		}
+		if (vq->broken) {
+			log_warnx("vsock %s: tx ring broken: %s", dev->name, vq->broken_reason);
+			break;
+		}
+		if (budget == 0) {
+			event_active(dev->tx_again, EV_TIMEOUT, 0);
+			break;
+		}
+	} while (virtq_enable_notify(vq));
+	virtq_notify(vq);
+}
+
+static void
+dev_rx_pump(struct vsock_dev *dev)
+{
+	struct virtq *vq = vu_dev_vq(dev->vu, RX_QUEUE);
+	const struct guest_mem *mem = vu_dev_mem(dev->vu);
+	static struct virtq_elem e;
+	struct iovec payload[VIRTQ_MAX_IOV];
+	uint8_t raw[VSOCK_HDR_SIZE];
+	struct vsock_hdr h;
+	int budget = PASS_BUDGET, pushed = 0;
+
+	if (vq == NULL || !vu_dev_ring_running(dev->vu, RX_QUEUE))
+		return;
+	while (vsock_mux_has_rx(dev->mux) && budget-- > 0) {
+		int r = virtq_pop(vq, mem, &e);
+		if (r != 1) {
+			/* No buffer: ask for a kick when the guest posts one,
+			 * and go on if it did so meanwhile. */
+			if (r == 0 && virtq_enable_notify(vq))
+				continue;
+			break;
+		}
+		if (e.in_len < VSOCK_HDR_SIZE) {
+			virtq_push(vq, e.head, 0);
+			dev->st.dropped++;
+			pushed++;
+			continue;
+		}
+		int n = iov_skip(e.in, e.in_num, VSOCK_HDR_SIZE, payload, VIRTQ_MAX_IOV);
+		int len = vsock_mux_fill_rx(dev->mux, &h, payload, n);
+		if (len < 0) {
+			/* Nothing to say after all: give the buffer back. */
+			vq->last_avail_idx--;
+			break;
+		}
+		h.len = (uint32_t)len;
+		vsock_hdr_encode(&h, raw);
+		buf_to_iov(e.in, e.in_num, 0, raw, sizeof(raw));
+		virtq_push(vq, e.head, VSOCK_HDR_SIZE + (uint32_t)len);
+		dev->st.rx_packets++;
+		pushed++;
+	}
+	if (budget < 0 && vsock_mux_has_rx(dev->mux))
+		event_active(dev->rx_again, EV_TIMEOUT, 0);
+	if (pushed > 0)
+		virtq_notify(vq);
+}
+
+static void
+on_tx_again(evutil_socket_t fd, short what, void *arg)
+{
+	dev_tx_pump(arg);
+}
+
+static void
+on_rx_again(evutil_socket_t fd, short what, void *arg)
+{
+	dev_rx_pump(arg);
+}
+
+/* ---- vhost-user callbacks ---- */
+
+static void
+on_ring_start(void *ctx, unsigned q)
+{
+	struct vsock_dev *dev = ctx;
+
+	if (!dev->warned_legacy && !(vu_dev_features(dev->vu) & (1ull << 32))) {
+		log_warnx("vsock %s: guest did not negotiate VIRTIO_F_VERSION_1 (legacy virtio-mmio); "
+		    "continuing", dev->name);
+		dev->warned_legacy = true;
+	}
+	if (q == TX_QUEUE)
+		dev_tx_pump(dev);
+	else
+		dev_rx_pump(dev);
+}
+
+static void
+on_kick(void *ctx, unsigned q)
+{
+	struct vsock_dev *dev = ctx;
+
+	if (q == TX_QUEUE) {
+		dev_tx_pump(dev);
+		dev_rx_pump(dev);	/* replies are usually waiting */
+	} else
+		dev_rx_pump(dev);
+}
+
+static void
+on_reset(void *ctx)
+{
+	struct vsock_dev *dev = ctx;
+
+	log_info("vsock %s: guest driver reset; dropping %zu connections", dev->name,
+	    vsock_mux_connection_count(dev->mux));
+	vsock_mux_reset(dev->mux);
+}
+
+static void
+on_disconnect(void *ctx)
+{
+	struct vsock_dev *dev = ctx;
+
+	log_info("vsock %s: vhost-user session ended: %s", dev->name,
+	    vu_dev_last_error(dev->vu) ? vu_dev_last_error(dev->vu) : "EOF");
+	vsock_mux_reset(dev->mux);
+}
+
+static const struct vu_dev_ops dev_vu_ops = {
+	.on_ring_start = on_ring_start,
+	.on_kick = on_kick,
+	.on_reset = on_reset,
+	.on_disconnect = on_disconnect,
+};
+
+static void
+on_mux_rx_ready(void *ctx)
+{
+	dev_rx_pump(ctx);
+}
+
+static int
+on_mux_peer(void *ctx, uint64_t cid, char *path, size_t len)
+{
+	struct vsock_dev *dev = ctx;
+
+	if (dev->peer == NULL || cid == dev->guest_cid)
+		return -ENOENT;
+	return dev->peer(dev->peer_ctx, cid, path, len);
+}
+
+static const struct vsock_mux_ops dev_mux_ops = {
+	.rx_ready = on_mux_rx_ready,
+	.peer_socket = on_mux_peer,
+};
+
+struct vsock_dev *
+vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid, const char *uds_path,
+    const char *name, vsock_peer_fn peer, void *peer_ctx)
+{
+	struct vsock_dev *dev = calloc(1, sizeof(*dev));
+	struct vsock_mux_config cfg = { .guest_cid = guest_cid, .uds_path = uds_path };
+	int e;
+
+	if (dev == NULL) {
+		close(vu_fd);
+		errno = ENOMEM;
+		return NULL;
+	}
+	dev->base = base;
+	dev->guest_cid = guest_cid;
+	dev->name = strdup(name);
+	dev->peer = peer;
+	dev->peer_ctx = peer_ctx;
+	dev->tx_again = event_new(base, -1, 0, on_tx_again, dev);
+	dev->rx_again = event_new(base, -1, 0, on_rx_again, dev);
+	dev->mux = vsock_mux_new(base, &cfg, &dev_mux_ops, dev);
+	if (dev->mux == NULL) {
+		e = errno;
+		close(vu_fd);
+		vsock_dev_free(dev);
+		errno = e;
+		return NULL;
+	}
+	dev->vu = vu_dev_new(base, vu_fd, guest_cid, &dev_vu_ops, dev);
+	if (dev->vu == NULL) {
+		e = errno;
+		vsock_dev_free(dev);
+		errno = e;
+		return NULL;
+	}
+	return dev;
+}
+
+void
+vsock_dev_free(struct vsock_dev *dev)
+{
+	if (dev == NULL)
+		return;
+	vu_dev_free(dev->vu);
+	vsock_mux_free(dev->mux);
+	if (dev->tx_again != NULL)
+		event_free(dev->tx_again);
+	if (dev->rx_again != NULL)
+		event_free(dev->rx_again);
+	free(dev->name);
+	free(dev);
+}
+
+void
+vsock_dev_stats(const struct vsock_dev *dev, struct vsock_dev_stats *st)
+{
+	*st = dev->st;
+	st->connections = vsock_mux_connection_count(dev->mux);
+}
