@@ -3,11 +3,13 @@
  * turn params into vm.c operations. Every lifecycle method answers with the
  * VM record as it stands after the call.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "daemon.h"
 #include "rpc.h"
 #include "vm.h"
+#include "vm-agent.h"
 
 /* vm_done_fn adapter: the call is the context. */
 static void
@@ -19,6 +21,56 @@ rpc_vm_done(void *ctx, json_t *result, const struct ember_error *err)
 		rpc_fail(call, err);
 	else
 		rpc_reply(call, result);
+}
+
+/* create/start with "wait": once running, wait for the agent too. */
+struct rpc_wait {
+	struct rpc_call *call;
+	char name[64];
+	unsigned timeout_s;
+};
+
+static void
+rpc_vm_wait_done(void *ctx, json_t *result, const struct ember_error *err)
+{
+	struct rpc_wait *w = ctx;
+	struct rpc_call *call = w->call;
+	struct vm *vm = err == NULL ? vm_find(call->daemon, w->name) : NULL;
+	unsigned timeout_s = w->timeout_s;
+
+	free(w);
+	if (err != NULL) {
+		rpc_fail(call, err);
+		return;
+	}
+	json_decref(result);
+	if (vm == NULL) {
+		struct ember_error gone = { 0 };
+		ember_error_set(&gone, EK_NOT_FOUND, NULL, "the VM was deleted while starting");
+		rpc_fail(call, &gone);
+		return;
+	}
+	vm_agent_wait(vm, timeout_s, rpc_vm_done, call);
+}
+
+/* The completion to use for a create/start: plain, or waiting for the agent. */
+static vm_done_fn
+rpc_wait_setup(struct rpc_call *call, json_t *params, const char *name, void **ctx)
+{
+	long long timeout = rpc_param_int(params, "wait_timeout_s", 120);
+	struct rpc_wait *w;
+
+	*ctx = call;
+	if (!rpc_param_bool(params, "wait", false))
+		return rpc_vm_done;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return rpc_vm_done;
+	w->call = call;
+	snprintf(w->name, sizeof(w->name), "%s", name);
+	w->timeout_s = timeout > 0 && timeout <= 3600 ? (unsigned)timeout : 120;
+	*ctx = w;
+	return rpc_vm_wait_done;
 }
 
 static struct vm *
@@ -72,7 +124,13 @@ rpc_vm_create(struct rpc_call *call, json_t *params)
 	a.cpus = (unsigned)cpus;
 	a.memory_mib = (uint64_t)memory;
 	a.disk_size_mib = (uint64_t)disk;
-	vm_create(call->daemon, &a, rpc_vm_done, call);
+	if (rpc_param_bool(params, "wait", false) && !a.start) {
+		rpc_fail_params(call, "wait needs start");
+		return;
+	}
+	void *ctx;
+	vm_done_fn done = rpc_wait_setup(call, params, a.name, &ctx);
+	vm_create(call->daemon, &a, done, ctx);
 }
 
 static void
@@ -112,9 +170,12 @@ static void
 rpc_vm_start(struct rpc_call *call, json_t *params)
 {
 	struct vm *vm = rpc_find_vm(call, rpc_param_str(params, "name", ""));
+	void *ctx;
 
-	if (vm != NULL)
-		vm_start(vm, rpc_vm_done, call);
+	if (vm == NULL)
+		return;
+	vm_done_fn done = rpc_wait_setup(call, params, vm->rec.name, &ctx);
+	vm_start(vm, done, ctx);
 }
 
 static void
@@ -159,6 +220,137 @@ rpc_vm_delete(struct rpc_call *call, json_t *params)
 		vm_delete(vm, rpc_param_bool(params, "force", false), rpc_vm_done, call);
 }
 
+/* An agent's reply becomes the method's result (without "ok"), or a
+ * backend_error carrying the agent's own message. */
+static void
+rpc_agent_reply(void *ctx, json_t *reply, const char *why)
+{
+	struct rpc_call *call = ctx;
+	struct ember_error err = { 0 };
+
+	if (reply == NULL) {
+		ember_error_set(&err, EK_BACKEND_ERROR, "is ember-agent running in the guest?",
+		    "agent: %s", why);
+		rpc_fail(call, &err);
+		return;
+	}
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		const char *msg = json_string_value(json_object_get(reply, "error"));
+		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "agent: %s", msg ? msg : "request failed");
+		rpc_fail(call, &err);
+		return;
+	}
+	json_t *result = json_deep_copy(reply);
+	json_object_del(result, "ok");
+	json_object_del(result, "id");
+	rpc_reply(call, result);
+}
+
+static void
+rpc_agent_forward(struct rpc_call *call, struct vm *vm, json_t *req, int timeout_ms)
+{
+	struct ember_error err = { 0 };
+
+	if (vm_agent_request(vm, req, timeout_ms, rpc_agent_reply, call, NULL, &err) < 0)
+		rpc_fail(call, &err);
+	json_decref(req);
+}
+
+static void
+rpc_vm_exec(struct rpc_call *call, json_t *params)
+{
+	struct vm *vm = rpc_find_vm(call, rpc_param_str(params, "name", ""));
+	json_t *argv = json_object_get(params, "argv");
+	long long timeout = rpc_param_int(params, "timeout_s", 60);
+	size_t i;
+	json_t *v;
+
+	if (vm == NULL)
+		return;
+	if (json_array_size(argv) == 0) {
+		rpc_fail_params(call, "argv must be a non-empty array of strings");
+		return;
+	}
+	json_array_foreach(argv, i, v)
+		if (!json_is_string(v)) {
+			rpc_fail_params(call, "argv[%zu] must be a string", i);
+			return;
+		}
+	if (timeout < 1 || timeout > 86400) {
+		rpc_fail_params(call, "timeout_s must be 1 to 86400");
+		return;
+	}
+	json_t *req = json_pack("{s:s, s:O, s:I}", "op", "exec", "argv", argv,
+	    "timeout_s", (json_int_t)timeout);
+	const char *keys[] = { "env", "cwd", "stdin" };
+	for (size_t k = 0; k < 3; k++) {
+		json_t *x = json_object_get(params, keys[k]);
+		if (x != NULL && !json_is_null(x))
+			json_object_set(req, keys[k], x);
+	}
+	/* The agent kills the command at timeout_s; allow it time to say so. */
+	rpc_agent_forward(call, vm, req, (int)(timeout + 15) * 1000);
+}
+
+static void
+rpc_vm_cp(struct rpc_call *call, json_t *params)
+{
+	struct vm *vm = rpc_find_vm(call, rpc_param_str(params, "name", ""));
+	const char *dir = rpc_param_str(params, "direction", "");
+	json_t *req;
+
+	if (vm == NULL)
+		return;
+	if (strcmp(dir, "in") == 0) {
+		if (json_object_get(params, "data") == NULL) {
+			rpc_fail_params(call, "direction \"in\" needs data (base64)");
+			return;
+		}
+		req = json_pack("{s:s, s:O, s:O, s:I, s:b}", "op", "write_file",
+		    "path", json_object_get(params, "path"), "data", json_object_get(params, "data"),
+		    "offset", (json_int_t)rpc_param_int(params, "offset", 0),
+		    "truncate", rpc_param_bool(params, "truncate", false));
+		if (json_is_integer(json_object_get(params, "mode")))
+			json_object_set(req, "mode", json_object_get(params, "mode"));
+	} else if (strcmp(dir, "out") == 0) {
+		req = json_pack("{s:s, s:O, s:I, s:I}", "op", "read_file",
+		    "path", json_object_get(params, "path"),
+		    "offset", (json_int_t)rpc_param_int(params, "offset", 0),
+		    "length", (json_int_t)rpc_param_int(params, "length", 512 * 1024));
+	} else {
+		rpc_fail_params(call, "direction must be \"in\" or \"out\"");
+		return;
+	}
+	rpc_agent_forward(call, vm, req, 60000);
+}
+
+static const struct rpc_param p_exec[] = {
+	{ "name", JSON_STRING, RPC_REQUIRED },
+	{ "argv", JSON_ARRAY, RPC_REQUIRED },
+	{ "env", JSON_OBJECT, 0 },
+	{ "cwd", JSON_STRING, 0 },
+	{ "stdin", JSON_STRING, 0 },
+	{ "timeout_s", JSON_INTEGER, 0 },
+	{ NULL, 0, 0 },
+};
+static const struct rpc_param p_cp[] = {
+	{ "name", JSON_STRING, RPC_REQUIRED },
+	{ "path", JSON_STRING, RPC_REQUIRED },
+	{ "direction", JSON_STRING, RPC_REQUIRED },
+	{ "data", JSON_STRING, 0 },
+	{ "offset", JSON_INTEGER, 0 },
+	{ "length", JSON_INTEGER, 0 },
+	{ "mode", JSON_INTEGER, 0 },
+	{ "truncate", JSON_TRUE, 0 },
+	{ NULL, 0, 0 },
+};
+static const struct rpc_param p_start[] = {
+	{ "name", JSON_STRING, RPC_REQUIRED },
+	{ "wait", JSON_TRUE, 0 },
+	{ "wait_timeout_s", JSON_INTEGER, 0 },
+	{ NULL, 0, 0 },
+};
+
 static const struct rpc_param p_create[] = {
 	{ "name", JSON_STRING, RPC_REQUIRED },
 	{ "image", JSON_STRING, 0 },
@@ -173,6 +365,8 @@ static const struct rpc_param p_create[] = {
 	{ "backend", JSON_STRING, 0 },
 	{ "network", JSON_STRING, 0 },
 	{ "start", JSON_TRUE, 0 },
+	{ "wait", JSON_TRUE, 0 },
+	{ "wait_timeout_s", JSON_INTEGER, 0 },
 	{ NULL, 0, 0 },
 };
 static const struct rpc_param p_name[] = {
@@ -203,10 +397,12 @@ const struct rpc_method rpc_vm_methods[] = {
 	{ "vm.list", NULL, 0, NULL, rpc_vm_list },
 	{ "vm.inspect", p_name, 0, NULL, rpc_vm_inspect },
 	{ "vm.fork", p_fork, RPC_MUTATES | RPC_ASYNC, "source", rpc_vm_fork },
-	{ "vm.start", p_name, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_start },
+	{ "vm.start", p_start, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_start },
 	{ "vm.stop", p_stop, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_stop },
 	{ "vm.pause", p_name, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_pause },
 	{ "vm.resume", p_name, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_resume },
 	{ "vm.delete", p_delete, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_delete },
+	{ "vm.exec", p_exec, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_exec },
+	{ "vm.cp", p_cp, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_cp },
 	{ NULL, NULL, 0, NULL, NULL },
 };

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <event2/event.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #include "log.h"
 #include "validate.h"
 #include "vm.h"
+#include "vm-agent.h"
 
 #define VM_CPUS_MAX		64
 #define VM_MEMORY_MIN_MIB	16
@@ -34,6 +36,9 @@
 
 static void vm_start_done(void *vm_ctx, const struct ember_error *err);
 static void vm_stop_done(void *vm_ctx, const struct ember_error *err);
+static void vm_stop_backend(struct vm *vm, bool force, unsigned timeout_s);
+static void vm_stop_agent_reply(void *ctx, json_t *reply, const char *why);
+static void vm_stop_agent_timeout(evutil_socket_t fd, short what, void *arg);
 static void vm_remove(struct vm *vm);
 
 /* ---- paths and persistence ------------------------------------------- */
@@ -164,6 +169,10 @@ vm_free(struct vm *vm)
 {
 	if (vm == NULL)
 		return;
+	vm_agent_free(vm);
+	agent_call_cancel(vm->stop_call);
+	if (vm->stop_timer != NULL)
+		event_free(vm->stop_timer);
 	vm_record_clear(&vm->rec);
 	free(vm->load_error);
 	free(vm);
@@ -172,7 +181,13 @@ vm_free(struct vm *vm)
 json_t *
 vm_to_json(const struct vm *vm)
 {
-	return vm_record_to_json(&vm->rec);
+	json_t *j = vm_record_to_json(&vm->rec), *agent = vm_agent_json(vm);
+
+	if (j != NULL && agent != NULL)
+		json_object_set_new(j, "agent", agent);
+	else
+		json_decref(agent);
+	return j;
 }
 
 /* ---- state machine ---------------------------------------------------- */
@@ -209,6 +224,10 @@ vm_transition(struct vm *vm, enum vm_status status, const char *reason)
 		    vm_status_name(status));
 	if (vm_save(vm, &err) < 0)
 		log_warnx("vm %s: %s", vm->rec.name, err.message);
+	if (status == VM_RUNNING)
+		vm_agent_on_running(vm);
+	else if (status != VM_PAUSED && status != VM_STARTING)
+		vm_agent_on_down(vm, vm_status_name(status));
 }
 
 /* Finishes the operation in progress and reports it. */
@@ -279,7 +298,10 @@ vm_backend_exited(void *vm_ctx, int wait_status, const char *reason)
 	    reason ? reason : "");
 	if (vm->op == VM_OP_START)
 		return;	/* the start's done() reports it */
-	if (vm->op == VM_OP_STOP)
+	if (vm->op == VM_OP_STOP && vm->stop_via_agent) {
+		vm_transition(vm, VM_STOPPED, "powered off by its agent");
+		vm_stop_done(vm, NULL);
+	} else if (vm->op == VM_OP_STOP)
 		vm_transition(vm, VM_STOPPED, "stopped on request");
 	else
 		vm_transition(vm, clean ? VM_STOPPED : VM_FAILED, full);
@@ -745,16 +767,86 @@ vm_stop(struct vm *vm, bool force, unsigned timeout_s, vm_done_fn done, void *ct
 		done(ctx, NULL, &err);
 		return;
 	}
+	/* A guest with an agent powers itself off cleanly; the backend's own
+	 * graceful path and then a kill remain behind it. */
+	if (!force && timeout_s > 0 && vm_agent_ready(vm)) {
+		json_t *req = json_pack("{s:s}", "op", "poweroff");
+		int r = vm_agent_request(vm, req, 3000, vm_stop_agent_reply, vm, &vm->stop_call,
+		    &err);
+		json_decref(req);
+		if (r == 0) {
+			struct timeval tv = { timeout_s, 0 };
+			vm->stop_via_agent = true;
+			vm->stop_timeout_s = timeout_s;
+			if (vm->stop_timer == NULL)
+				vm->stop_timer = evtimer_new(vm->daemon->base, vm_stop_agent_timeout, vm);
+			evtimer_add(vm->stop_timer, &tv);
+			vm_transition(vm, VM_STOPPING, NULL);
+			log_info("vm %s: asked its agent to power off", vm->rec.name);
+			return;
+		}
+		log_info("vm %s: %s; stopping through the backend", vm->rec.name, err.message);
+		ember_error_clear(&err);
+	}
 	vm_transition(vm, VM_STOPPING, NULL);
+	vm_stop_backend(vm, force, timeout_s);
+}
+
+/* The backend's stop: graceful within timeout_s, then harder. */
+static void
+vm_stop_backend(struct vm *vm, bool force, unsigned timeout_s)
+{
+	struct ember_error err = { 0 };
+
+	vm->stop_via_agent = false;
+	if (vm->backend_state == NULL) {
+		vm_stop_done(vm, NULL);	/* it already exited */
+		return;
+	}
 	if (vm->backend->stop(vm->backend, &vm->rec, vm->backend_state, force, timeout_s,
 	    vm_stop_done, &err) < 0)
 		vm_stop_done(vm, &err);
 }
 
 static void
+vm_stop_agent_reply(void *ctx, json_t *reply, const char *why)
+{
+	struct vm *vm = ctx;
+
+	vm->stop_call = NULL;
+	if (reply != NULL && json_is_true(json_object_get(reply, "ok")))
+		return;	/* now wait for the process to exit */
+	log_info("vm %s: agent could not power off (%s); stopping through the backend",
+	    vm->rec.name, why ? why : json_string_value(json_object_get(reply, "error")));
+	if (vm->stop_timer != NULL)
+		evtimer_del(vm->stop_timer);
+	vm_stop_backend(vm, false, vm->stop_timeout_s);
+}
+
+static void
+vm_stop_agent_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct vm *vm = arg;
+
+	if (vm->op != VM_OP_STOP || !vm->stop_via_agent)
+		return;
+	log_info("vm %s: still running %u s after the agent's poweroff; stopping through the backend",
+	    vm->rec.name, vm->stop_timeout_s);
+	agent_call_cancel(vm->stop_call);
+	vm->stop_call = NULL;
+	vm_stop_backend(vm, false, vm->stop_timeout_s);
+}
+
+static void
 vm_stop_done(void *vm_ctx, const struct ember_error *err)
 {
 	struct vm *vm = vm_ctx;
+
+	vm->stop_via_agent = false;
+	agent_call_cancel(vm->stop_call);
+	vm->stop_call = NULL;
+	if (vm->stop_timer != NULL)
+		evtimer_del(vm->stop_timer);
 
 	if (err != NULL && ember_error_is_set(err)) {
 		log_warnx("vm %s: stop failed: %s", vm->rec.name, err->message);

@@ -18,6 +18,9 @@
 
 struct ember_daemon;
 struct backend;
+struct vm_agent;
+struct agent_call;
+struct event;
 
 enum vm_op { VM_OP_NONE, VM_OP_START, VM_OP_STOP, VM_OP_PAUSE, VM_OP_RESUME, VM_OP_DELETE };
 
@@ -37,6 +40,11 @@ struct vm {
 	bool op_remove_after;		/* delete after the current stop */
 	bool rollback_on_failure;	/* create+start: remove the VM if start fails */
 	char *load_error;		/* vm.json could not be read */
+	struct vm_agent *agent;		/* vm-agent.c's, NULL until needed */
+	bool stop_via_agent;		/* the current stop asked the agent first */
+	unsigned stop_timeout_s;
+	struct event *stop_timer;
+	struct agent_call *stop_call;
 };
 
 struct vm_create_args {

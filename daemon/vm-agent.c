@@ -1,0 +1,312 @@
+/*
+ * Agent readiness and requests (see vm-agent.h). Readiness is a ping every
+ * AGENT_PROBE_INTERVAL_MS until the agent answers or AGENT_PROBE_WINDOW_S
+ * passes; a guest without an agent simply stays "unreachable" and costs a
+ * refused connection now and then.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+
+#include "child.h"
+#include "daemon.h"
+#include "log.h"
+#include "vm-agent.h"
+
+#define AGENT_PROBE_INTERVAL_MS	250
+#define AGENT_PING_TIMEOUT_MS	2000
+#define AGENT_PROBE_WINDOW_S	600
+
+enum agent_state { AGENT_DOWN, AGENT_WAITING, AGENT_READY, AGENT_UNREACHABLE };
+
+struct agent_waiter {
+	TAILQ_ENTRY(agent_waiter) entry;
+	struct vm *vm;
+	struct event *timer;
+	unsigned timeout_s;
+	vm_done_fn done;
+	void *ctx;
+};
+
+struct vm_agent {
+	enum agent_state state;
+	json_t *info;
+	struct agent_call *probe;
+	struct event *probe_timer;
+	unsigned probes;
+	TAILQ_HEAD(, agent_waiter) waiters;
+};
+
+static struct vm_agent *
+agent_of(struct vm *vm)
+{
+	if (vm->agent == NULL) {
+		vm->agent = calloc(1, sizeof(*vm->agent));
+		if (vm->agent == NULL)
+			fatalx("out of memory");
+		TAILQ_INIT(&vm->agent->waiters);
+	}
+	return vm->agent;
+}
+
+static void
+waiter_finish(struct agent_waiter *w, const struct ember_error *err)
+{
+	struct vm_agent *a = w->vm->agent;
+	json_t *rec = err == NULL ? vm_to_json(w->vm) : NULL;
+
+	TAILQ_REMOVE(&a->waiters, w, entry);
+	event_free(w->timer);
+	w->done(w->ctx, rec, err);
+	free(w);
+}
+
+static void
+waiters_fail(struct vm *vm, const char *why)
+{
+	struct ember_error err = { 0 };
+	struct agent_waiter *w;
+
+	if (vm->agent == NULL)
+		return;
+	ember_error_set(&err, EK_INVALID_STATE, "see its console.log",
+	    "VM \"%s\" %s before its agent answered", vm->rec.name, why);
+	while ((w = TAILQ_FIRST(&vm->agent->waiters)) != NULL)
+		waiter_finish(w, &err);
+}
+
+static void probe_schedule(struct vm *vm);
+
+static void
+info_reply(void *ctx, json_t *reply, const char *err)
+{
+	struct vm *vm = ctx;
+	struct vm_agent *a = vm->agent;
+	struct agent_waiter *w;
+
+	a->probe = NULL;
+	if (reply != NULL && json_is_true(json_object_get(reply, "ok"))) {
+		json_decref(a->info);
+		a->info = json_deep_copy(reply);
+		json_object_del(a->info, "ok");
+		json_object_del(a->info, "id");
+	}
+	while ((w = TAILQ_FIRST(&a->waiters)) != NULL)
+		waiter_finish(w, NULL);
+}
+
+static void
+ping_reply(void *ctx, json_t *reply, const char *err)
+{
+	struct vm *vm = ctx;
+	struct vm_agent *a = vm->agent;
+
+	a->probe = NULL;
+	if (reply == NULL || !json_is_true(json_object_get(reply, "ok"))) {
+		probe_schedule(vm);
+		return;
+	}
+	if (a->state != AGENT_READY)
+		log_info("vm %s: agent ready", vm->rec.name);
+	a->state = AGENT_READY;
+	json_t *req = json_pack("{s:s}", "op", "info");
+	a->probe = agent_call_start(vm->daemon->base, vm->rec.uds_path, req,
+	    AGENT_PING_TIMEOUT_MS, info_reply, vm);
+	json_decref(req);
+	if (a->probe == NULL)
+		info_reply(vm, NULL, "cannot reach the agent");
+}
+
+static void
+probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vm *vm = arg;
+	struct vm_agent *a = vm->agent;
+	json_t *req;
+
+	if (a->state != AGENT_WAITING)
+		return;
+	req = json_pack("{s:s}", "op", "ping");
+	a->probe = agent_call_start(vm->daemon->base, vm->rec.uds_path, req,
+	    AGENT_PING_TIMEOUT_MS, ping_reply, vm);
+	json_decref(req);
+	if (a->probe == NULL)
+		probe_schedule(vm);	/* the socket may not exist yet */
+}
+
+static void
+probe_schedule(struct vm *vm)
+{
+	struct vm_agent *a = vm->agent;
+	struct timeval tv = { 0, AGENT_PROBE_INTERVAL_MS * 1000 };
+
+	if (++a->probes > AGENT_PROBE_WINDOW_S * 1000 / AGENT_PROBE_INTERVAL_MS) {
+		a->state = AGENT_UNREACHABLE;
+		log_info("vm %s: no agent answered; giving up probing", vm->rec.name);
+		return;
+	}
+	evtimer_add(a->probe_timer, &tv);
+}
+
+void
+vm_agent_on_running(struct vm *vm)
+{
+	struct vm_agent *a;
+
+	if (!vm->rec.vsock || vm->rec.uds_path == NULL)
+		return;
+	a = agent_of(vm);
+	if (a->state == AGENT_READY || a->state == AGENT_WAITING)
+		return;	/* resumed from a pause */
+	a->state = AGENT_WAITING;
+	a->probes = 0;
+	if (a->probe_timer == NULL)
+		a->probe_timer = evtimer_new(vm->daemon->base, probe_cb, vm);
+	probe_cb(-1, 0, vm);
+}
+
+static void
+agent_stop_probing(struct vm_agent *a)
+{
+	agent_call_cancel(a->probe);
+	a->probe = NULL;
+	if (a->probe_timer != NULL)
+		evtimer_del(a->probe_timer);
+}
+
+void
+vm_agent_on_down(struct vm *vm, const char *why)
+{
+	struct vm_agent *a = vm->agent;
+
+	if (a == NULL)
+		return;
+	agent_stop_probing(a);
+	a->state = AGENT_DOWN;
+	json_decref(a->info);
+	a->info = NULL;
+	waiters_fail(vm, why);
+}
+
+void
+vm_agent_free(struct vm *vm)
+{
+	struct vm_agent *a = vm->agent;
+
+	if (a == NULL)
+		return;
+	waiters_fail(vm, "was deleted");
+	agent_stop_probing(a);
+	if (a->probe_timer != NULL)
+		event_free(a->probe_timer);
+	json_decref(a->info);
+	free(a);
+	vm->agent = NULL;
+}
+
+static void
+waiter_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct agent_waiter *w = arg;
+	struct ember_error err = { 0 };
+	char path[PATH_MAX], tail[1200];
+
+	snprintf(path, sizeof(path), "%s/vms/%s/console.log", w->vm->daemon->state_dir,
+	    w->vm->rec.name);
+	file_tail(path, 1000, tail, sizeof(tail));
+	ember_error_set(&err, EK_BACKEND_ERROR,
+	    "the guest may still be booting; check that its image runs ember-agent",
+	    "VM \"%s\" is running but its agent did not answer within %u s; last console lines: %s",
+	    w->vm->rec.name, w->timeout_s, tail[0] ? tail : "(none)");
+	waiter_finish(w, &err);
+}
+
+void
+vm_agent_wait(struct vm *vm, unsigned timeout_s, vm_done_fn done, void *ctx)
+{
+	struct ember_error err = { 0 };
+	struct agent_waiter *w;
+	struct vm_agent *a;
+
+	if (!vm->rec.vsock) {
+		ember_error_set(&err, EK_INVALID_STATE, "create the VM with --vsock to use its agent",
+		    "VM \"%s\" has no vsock device, so it has no agent to wait for", vm->rec.name);
+		done(ctx, NULL, &err);
+		return;
+	}
+	a = agent_of(vm);
+	if (a->state == AGENT_READY && a->info != NULL) {
+		done(ctx, vm_to_json(vm), NULL);
+		return;
+	}
+	if (a->state == AGENT_DOWN || a->state == AGENT_UNREACHABLE) {
+		if (vm->rec.status != VM_RUNNING) {
+			ember_error_set(&err, EK_INVALID_STATE, NULL, "VM \"%s\" is %s",
+			    vm->rec.name, vm_status_name(vm->rec.status));
+			done(ctx, NULL, &err);
+			return;
+		}
+		a->state = AGENT_DOWN;
+		vm_agent_on_running(vm);	/* probe again */
+	}
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		fatalx("out of memory");
+	w->vm = vm;
+	w->timeout_s = timeout_s;
+	w->done = done;
+	w->ctx = ctx;
+	w->timer = evtimer_new(vm->daemon->base, waiter_timeout, w);
+	TAILQ_INSERT_TAIL(&a->waiters, w, entry);
+	struct timeval tv = { timeout_s, 0 };
+	evtimer_add(w->timer, &tv);
+}
+
+bool
+vm_agent_ready(const struct vm *vm)
+{
+	return vm->agent != NULL && vm->agent->state == AGENT_READY;
+}
+
+json_t *
+vm_agent_json(const struct vm *vm)
+{
+	static const char *const names[] = {
+		[AGENT_DOWN] = "down", [AGENT_WAITING] = "waiting",
+		[AGENT_READY] = "ready", [AGENT_UNREACHABLE] = "unreachable",
+	};
+	const struct vm_agent *a = vm->agent;
+	json_t *j;
+
+	if (!vm->rec.vsock || a == NULL || a->state == AGENT_DOWN)
+		return NULL;
+	j = json_pack("{s:s}", "state", names[a->state]);
+	if (a->info != NULL)
+		json_object_set(j, "info", a->info);
+	return j;
+}
+
+int
+vm_agent_request(struct vm *vm, const json_t *request, int timeout_ms, agent_reply_fn cb,
+    void *ctx, struct agent_call **call, struct ember_error *err)
+{
+	struct agent_call *c;
+
+	if (!vm->rec.vsock || vm->rec.uds_path == NULL)
+		return ember_error_set(err, EK_INVALID_STATE, "create the VM with --vsock",
+		    "VM \"%s\" has no vsock device, so no agent", vm->rec.name);
+	if (vm->rec.status != VM_RUNNING)
+		return ember_error_set(err, EK_INVALID_STATE, NULL, "VM \"%s\" is %s, not running",
+		    vm->rec.name, vm_status_name(vm->rec.status));
+	c = agent_call_start(vm->daemon->base, vm->rec.uds_path, request, timeout_ms, cb, ctx);
+	if (c == NULL)
+		return ember_error_set(err, EK_BACKEND_ERROR, NULL,
+		    "cannot reach the vsock socket of VM \"%s\"", vm->rec.name);
+	if (call != NULL)
+		*call = c;
+	return 0;
+}
