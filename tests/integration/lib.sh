@@ -20,14 +20,29 @@ SOCK=$STATE/emberd.sock
 LOG=$T/emberd.log
 EMBERD_PID=
 EMBERD_EXTRA=()		# extra emberd flags, e.g. (--config FILE)
-_ember_pids=()
+_ember_pids=()		# background processes to kill at exit (if still ours)
+
+# alive PID: PID is still a running child of this shell. pid_max may be
+# small and pids are reused quickly, so a bare kill -0 (or kill) of a child
+# that already ended could reach somebody else's process.
+alive() {
+	local state ppid
+	[[ -r /proc/$1/stat ]] || return 1
+	read -r _ _ state ppid _ <"/proc/$1/stat" 2>/dev/null || return 1
+	[[ $ppid == "$$" && $state != Z ]]
+}
+
+# kill_mine [-SIG] PID...: signals those PIDs that are still our children.
+kill_mine() {
+	local sig=-TERM p
+	[[ ${1:-} == -* ]] && { sig=$1; shift; }
+	for p in "$@"; do
+		alive "$p" && kill "$sig" "$p" 2>/dev/null || true
+	done
+}
 
 _lib_cleanup() {
-	local p
-	for p in "${_ember_pids[@]}"; do
-		kill -9 "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
+	kill_mine -KILL "${_ember_pids[@]}"
 	rm -rf "$T"
 }
 trap _lib_cleanup EXIT
@@ -82,7 +97,7 @@ call() {
 # call_ok METHOD [PARAMS_JSON]: like call, prints .result, fails on an error.
 call_ok() {
 	local r
-	r=$(call "$@") || fail "$1: no reply"
+	r=$(call "$@") || fail "$1: no reply (emberd pid ${EMBERD_PID:-?} $(alive "${EMBERD_PID:-0}" && echo is running || echo is gone))"
 	jq -e 'has("result")' <<<"$r" >/dev/null || fail "$1 ${2:-}: $r"
 	jq -c .result <<<"$r"
 }
@@ -97,7 +112,7 @@ create() {
 wait_ready() {
 	local sock=${1:-$SOCK} pid=${2:-$EMBERD_PID} deadline=$((SECONDS + 10)) r
 	while ((SECONDS < deadline)); do
-		kill -0 "$pid" 2>/dev/null || fail "emberd (pid $pid) exited during startup"
+		alive "$pid" || fail "emberd (pid $pid) exited during startup"
 		if [[ -S $sock ]]; then
 			r=$(printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"daemon.info"}' |
 			    timeout 2 socat -t 2 - "UNIX-CONNECT:$sock" 2>/dev/null) || r=
@@ -128,11 +143,11 @@ start_emberd() {
 # kills it and fails after the deadline (default 15 s).
 wait_exit() {
 	local pid=$1 deadline=$((SECONDS + ${2:-15}))
-	while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+	while alive "$pid" && ((SECONDS < deadline)); do
 		sleep 0.02
 	done
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -9 "$pid" 2>/dev/null || true
+	if alive "$pid"; then
+		kill_mine -KILL "$pid"
 		fail "pid $pid did not exit within ${2:-15} s"
 	fi
 	EXIT_STATUS=0
@@ -141,6 +156,7 @@ wait_exit() {
 
 # stop_emberd: SIGTERM; asserts a clean exit.
 stop_emberd() {
+	alive "$EMBERD_PID" || fail "emberd (pid $EMBERD_PID) is not running"
 	kill -TERM "$EMBERD_PID"
 	wait_exit "$EMBERD_PID"
 	[[ $EXIT_STATUS -eq 0 ]] || fail "emberd exited $EXIT_STATUS after SIGTERM"
@@ -149,7 +165,8 @@ stop_emberd() {
 
 # crash_emberd: kill -9, reaped; the socket file stays behind.
 crash_emberd() {
-	kill -9 "$EMBERD_PID" 2>/dev/null || true
+	alive "$EMBERD_PID" || fail "emberd (pid $EMBERD_PID) died before the test killed it"
+	kill -9 "$EMBERD_PID"
 	wait "$EMBERD_PID" 2>/dev/null || true
 	EMBERD_PID=
 }

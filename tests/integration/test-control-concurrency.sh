@@ -83,7 +83,7 @@ for i in $(seq 1 256); do
 	jq -e '.id == 256 and (.result.vms | length) == 26' "$T/c256/$i" >/dev/null 2>&1 || bad=$((bad + 1))
 done
 assert_eq 0 "$bad" "all 256 concurrent vm.list calls succeed with the 26 VMs"
-kill "${clients[@]}" 2>/dev/null || true
+kill_mine "${clients[@]}"
 wait "${clients[@]}" 2>/dev/null || true
 assert_jq "$(call_ok daemon.info)" ".pid == $EMBERD_PID and .vms == 26" "emberd serves after the 256 leave"
 stop_emberd

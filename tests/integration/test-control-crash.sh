@@ -77,7 +77,7 @@ for round in 1 2 3 4 5; do
 	deadline=$((SECONDS + 30))
 	while (($(wc -l <"$T/stream.out") < after)); do
 		((SECONDS < deadline)) || fail "round $round: only $(wc -l <"$T/stream.out") replies in 30 s"
-		kill -0 "$client" 2>/dev/null || break
+		alive "$client" || break
 		sleep 0.002
 	done
 	crash_emberd

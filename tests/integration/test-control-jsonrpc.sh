@@ -132,11 +132,11 @@ for i in $(seq 1 20); do
 	((ms > worst)) && worst=$ms
 done
 pass "20 vm.list calls complete during the flood (slowest ${worst} ms)"
-kill -0 "$flood_pid" 2>/dev/null || fail "the flooding client ended (was it disconnected?)"
+alive "$flood_pid" || fail "the flooding client ended (was it disconnected?)"
 rss=$(rss_kb)
 ((rss < 200 * 1024)) || fail "emberd RSS is ${rss} kB while a client does not read: unbounded buffering"
 pass "emberd RSS stays bounded (${rss} kB) while a client does not read"
-kill "$idle_pid" "$flood_pid" 2>/dev/null || true
+kill_mine "$idle_pid" "$flood_pid"
 wait "$idle_pid" "$flood_pid" 2>/dev/null || true
 assert_jq "$(call_ok daemon.info)" ".pid == $EMBERD_PID" "emberd serves after the slow clients leave"
 stop_emberd
