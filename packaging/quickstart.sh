@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ember quickstart: installs the build's Debian packages (only when some are
 # missing), builds into build/plain, starts a private emberd on a fresh state
-# directory under /tmp, walks through the control plane with emberctl, and
-# stops emberd again. Each run uses its own state directory, so it can be run
+# directory under /tmp, walks through the control plane with emberctl, builds
+# the ember-mini guest image, imports it as the default image, boots a QEMU VM
+# from it, shows its console, and stops everything again. Each run uses its own state directory, so it can be run
 # any number of times; the directory is removed when everything succeeded and
 # kept (with emberd.log) when something failed.
 set -euo pipefail
@@ -11,9 +12,14 @@ set -euo pipefail
 PACKAGES=(
 	build-essential cmake pkg-config
 	libevent-dev libjansson-dev libyaml-dev libcurl4-openssl-dev check
+	qemu-system-x86 qemu-utils e2fsprogs cpio kmod
 )
 START_TIMEOUT=10	# seconds for emberd to create its socket
 STOP_TIMEOUT=15		# seconds for emberd to exit after SIGTERM
+BOOT_TIMEOUT=60		# seconds for the guest to print its readiness line
+# QEMU's accelerator: auto uses KVM when /dev/kvm opens read-write, else TCG.
+# Set EMBER_QEMU_ACCEL=tcg where /dev/kvm exists but does not work (nested).
+QEMU_ACCEL=${EMBER_QEMU_ACCEL:-auto}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -105,8 +111,13 @@ EMBERCTL=$PWD/build/plain/client/emberctl
 state=$(mktemp -d /tmp/ember-quickstart.XXXXXX)
 socket=$state/emberd.sock
 
+image_dir=$PWD/build/plain/image-mini
+# The private emberd boots the mini image when vm create names none.
+printf 'default_image: mini\nqemu:\n  accel: %s\n' "$QEMU_ACCEL" >"$state/emberd.yaml"
+
 say "starting emberd (state $state, log $state/emberd.log)"
-"$EMBERD" --state-dir "$state" --socket "$socket" >"$state/emberd.log" 2>&1 &
+"$EMBERD" --state-dir "$state" --socket "$socket" --config "$state/emberd.yaml" \
+    >"$state/emberd.log" 2>&1 &
 emberd_pid=$!
 
 deadline=$((SECONDS + START_TIMEOUT))
@@ -130,9 +141,32 @@ ctl vm list
 ctl vm inspect demo
 ctl vsock allocations
 
-# --- BOOT A VM HERE (later issue) ---------------------------------------
-# Once a backend can boot the demo image: `ctl vm start demo`, talk to the
-# guest over vsock, then `ctl vm stop demo`.
+# --- BOOT A VM HERE -------------------------------------------------------
+say "building the ember-mini guest image into $image_dir"
+bash packaging/image/build-mini.sh "$image_dir"
+boot_args=$(sed -n 's/^  "boot_args": "\(.*\)",$/\1/p' "$image_dir/image.json")
+ctl image import mini --kernel "$image_dir/vmlinuz" --vmlinux "$image_dir/vmlinux" \
+    --initrd "$image_dir/initrd.gz" --boot-args "$boot_args"
+ctl image list
+
+# No --image: the config's default_image (mini) is booted.
+ctl vm create hello
+console=$state/vms/hello/console.log
+printf '\nwaiting for the guest to print "EMBER-MINI READY" in %s\n' "$console"
+deadline=$((SECONDS + BOOT_TIMEOUT))
+until grep -q 'EMBER-MINI READY' "$console" 2>/dev/null; do
+	if [ "$SECONDS" -ge "$deadline" ]; then
+		echo "quickstart: the guest did not get ready within ${BOOT_TIMEOUT}s; its console:" >&2
+		tail -n 20 "$console" >&2 || true
+		exit 1
+	fi
+	sleep 0.2
+done
+say "the last lines of hello's console"
+tail -n 5 "$console"
+ctl vm inspect hello
+ctl vm stop hello
+ctl vm delete hello
 # -------------------------------------------------------------------------
 
 ctl vm delete demo
@@ -141,4 +175,4 @@ say "stopping emberd (pid $emberd_pid)"
 stop_emberd
 
 ok=1
-say "quickstart finished: emberd and emberctl work"
+say "quickstart finished: emberd, emberctl and a QEMU guest work"
