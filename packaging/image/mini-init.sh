@@ -1,0 +1,132 @@
+#!/bin/sh
+# /init of the ember-mini initramfs (busybox sh, PID 1; installed by
+# build-mini.sh). It loads the modules listed in ember.order, mounts the root
+# disk if one is given, runs the rc hooks, starts the agent and acpid, prints
+# the one readiness line "EMBER-MINI READY <release>" and then waits. The
+# power button (QMP system_powerdown), and SIGUSR1/SIGUSR2/SIGTERM (busybox
+# halt/poweroff/reboot), power the guest off through /sbin/ember-shutdown.
+#
+# Kernel command line:
+#   root=/dev/vdX | ember.root=/dev/vdX   ext4 disk to mount read-write at
+#                                          /mnt/root; its /ember-rc is run
+#   rootfstype=TYPE                       filesystem type (default ext4)
+#   ember.hostname=NAME                   hostname (default /etc/hostname)
+#   ember.debug=1                         print modules, devices and timings
+# shellcheck shell=sh
+
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+export HOME=/
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || mdev -s
+exec </dev/console >/dev/console 2>&1
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts 2>/dev/null
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+
+say() {
+	echo "ember-mini: $*"
+}
+
+krel=$(uname -r)
+debug=0
+root=
+rootfstype=ext4
+hostname=$(cat /etc/hostname 2>/dev/null)
+# shellcheck disable=SC2013 # the command line is a list of words
+for arg in $(cat /proc/cmdline); do
+	case $arg in
+	ember.debug=0) debug=0 ;;
+	ember.debug | ember.debug=*) debug=1 ;;
+	root=* | ember.root=*) root=${arg#*=} ;;
+	rootfstype=*) rootfstype=${arg#*=} ;;
+	ember.hostname=*) hostname=${arg#*=} ;;
+	esac
+done
+
+# debug MESSAGE: says MESSAGE with the uptime, under ember.debug=1.
+debug() {
+	[ "$debug" = 1 ] && say "[$(cut -d' ' -f1 /proc/uptime)] $*"
+	return 0
+}
+
+shutdown_now() {
+	exec /sbin/ember-shutdown "$1"
+}
+trap 'shutdown_now poweroff' USR1 USR2 TERM
+
+# Modules, in the dependency order computed at build time. A failure is
+# logged and the rest still load: a missing driver should cost one device,
+# not the boot.
+moddir=/lib/modules/$krel
+debug "loading modules"
+while read -r mod; do
+	[ -n "$mod" ] || continue
+	insmod "$moddir/$mod" || say "insmod $mod failed"
+done <"$moddir/ember.order"
+if [ "$debug" = 1 ]; then
+	debug "modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+	for d in /sys/bus/virtio/devices/*; do
+		[ -e "$d" ] || continue
+		say "virtio ${d##*/}: device $(cat "$d/device") driver $(basename "$(readlink "$d/driver")" 2>/dev/null)"
+	done
+fi
+
+[ -n "$hostname" ] && hostname "$hostname"
+ip link set lo up 2>/dev/null
+
+# The power button: button.ko registers it as an input device; acpid reads
+# /dev/input/event* (it scans them once, at start) and runs
+# /etc/acpi/PWRF/00000080 on KEY_POWER.
+n=0
+while [ ! -e /dev/input/event0 ] && [ $n -lt 20 ]; do
+	sleep 0.05
+	n=$((n + 1))
+done
+if [ -e /dev/input/event0 ]; then
+	debug "starting acpid"
+	acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid || say "acpid failed to start"
+else
+	say "no input device for the power button; system_powerdown will not work"
+fi
+
+# The root disk: wait briefly for the driver to publish it, then mount it
+# read-write at /mnt/root.
+if [ -n "$root" ]; then
+	n=0
+	while [ ! -b "$root" ] && [ $n -lt 100 ]; do
+		sleep 0.05
+		n=$((n + 1))
+	done
+	if [ ! -b "$root" ]; then
+		say "root device $root did not appear"
+	elif mount -t "$rootfstype" -o rw "$root" /mnt/root; then
+		debug "mounted $root ($rootfstype) at /mnt/root"
+	else
+		say "cannot mount $root ($rootfstype) at /mnt/root"
+	fi
+fi
+
+# Hooks: first the image's own, then the root disk's.
+for rc in /etc/ember/rc.local /mnt/root/ember-rc; do
+	[ -f "$rc" ] || continue
+	debug "running $rc"
+	EMBER_ROOT=/mnt/root sh "$rc" || say "$rc exited with status $?"
+done
+sync
+
+if [ -x /sbin/ember-agent ]; then
+	/sbin/ember-agent &
+	echo $! >/run/ember-agent.pid
+	debug "started /sbin/ember-agent (pid $!)"
+fi
+
+echo "EMBER-MINI READY $krel"
+
+# Wait in the background so that the traps run as soon as a signal arrives;
+# wait also reaps orphans that the kernel reparents to PID 1.
+while :; do
+	sleep 3600 &
+	wait $!
+done
