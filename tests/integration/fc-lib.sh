@@ -28,14 +28,20 @@ procs_under() {
 	return 0
 }
 
+# kill_double SIG PID: signals PID only while its command line still names
+# this test's state (pids are reused quickly here; see alive in lib.sh).
+kill_double() {
+	local cmd
+	cmd=$({ tr '\0' ' ' <"/proc/$2/cmdline"; } 2>/dev/null) || return 0
+	[[ $cmd == *"$STATE/vms/"* ]] && kill "$1" "$2" 2>/dev/null
+	return 0
+}
+
 _fc_cleanup() {
 	local p
-	for p in "${_ember_pids[@]}"; do
-		kill -9 "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	for p in $(procs_under "$T/state/vms/"); do
-		kill -9 "$p" 2>/dev/null || true
+	kill_mine -KILL "${_ember_pids[@]}"
+	for p in $(procs_under "$STATE/vms/"); do
+		kill_double -KILL "$p"
 	done
 	rm -rf "$T"
 }
@@ -92,9 +98,14 @@ has_status() { [[ $(status_of "$1") == "$2" ]]; }
 # wait_status NAME STATUS [SECONDS]
 wait_status() { wait_until "${3:-10}" "$1 becomes $2 (is $(status_of "$1"))" has_status "$1" "$2"; }
 # gone PID: exited (a zombie counts: an adopted process is reaped by init, not emberd).
+# A pid reused by another process (its command line no longer names our
+# state) counts as gone too.
 gone() {
-	! kill -0 "$1" 2>/dev/null ||
-		[[ $({ awk '{print $3}' "/proc/$1/stat"; } 2>/dev/null) == Z ]]
+	local cmd
+	! kill -0 "$1" 2>/dev/null && return 0
+	[[ $({ awk '{print $3}' "/proc/$1/stat"; } 2>/dev/null) == Z ]] && return 0
+	cmd=$({ tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 0
+	[[ $cmd != *"$STATE/vms/"* ]]
 }
 
 # vsock_hello SOCKET: CONNECT 1024 through the hybrid vsock socket, prints what came back.

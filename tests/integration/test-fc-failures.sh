@@ -50,7 +50,8 @@ note "Firecracker killed from outside"
 ctl vm start stubborn >/dev/null || fail "vm start stubborn"
 cid=$(inspect stubborn | jq .vsock.guest_cid)
 pid=$(pid_of stubborn)
-kill -9 "$pid"
+gone "$pid" && fail "stubborn's Firecracker (pid $pid) is not running"
+kill_double -KILL "$pid"
 # Poll the record on disk, not the API: the exit must be noticed on its own.
 failed_on_disk() { [[ $(jq -r .status "$(vmdir "$1")/vm.json" 2>/dev/null) == failed ]]; }
 wait_until 10 "stubborn's vm.json says failed" failed_on_disk stubborn

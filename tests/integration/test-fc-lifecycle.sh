@@ -62,7 +62,7 @@ assert_eq running "$(status_of f1)" "inspect says running"
 
 note "graceful stop"
 pid=$(pid_of f1)
-kill -0 "$pid" || fail "f1's pid $pid is not alive"
+gone "$pid" && fail "f1's pid $pid is not alive"
 mark=$(log_mark)
 t0=$SECONDS
 assert_jq "$(ctl --json vm stop f1)" '.status == "stopped" and .pid == 0' "stop answers stopped, pid 0"

@@ -21,7 +21,7 @@ done
 note "kill -9 emberd with VMs running"
 crash_emberd
 for n in a1 a2 a3; do
-	kill -0 "${pid[$n]}" 2>/dev/null || fail "$n's Firecracker (pid ${pid[$n]}) died with emberd"
+	gone "${pid[$n]}" && fail "$n's Firecracker (pid ${pid[$n]}) died with emberd"
 done
 pass "the VMs outlive emberd"
 mark=$(log_mark)
@@ -49,7 +49,7 @@ for n in a1 a3; do
 done
 
 note "an adopted VM whose Firecracker dies is noticed"
-kill -9 "${pid[a2]}"
+kill_double -KILL "${pid[a2]}"
 # emberd is not its parent any more, so the wait status cannot be known:
 # API.md reports such an exit as stopped with a reason that says so.
 not_running() { [[ $(status_of a2) == stopped || $(status_of a2) == failed ]]; }
@@ -64,7 +64,7 @@ note "a VM that stopped while emberd was down"
 ctl vm start a1 >/dev/null || fail "vm start a1"
 p=$(pid_of a1)
 crash_emberd
-kill -9 "$p"
+kill_double -KILL "$p"
 wait_until 10 "a1's pid $p gone" gone "$p"
 fc_start_emberd
 rec=$(inspect a1)
