@@ -38,6 +38,9 @@ pid_t child_spawn(const struct child_spawn_opts *opts);
  * errno ESRCH when it is already gone. */
 struct child_watch *child_watch_new(struct event_base *base, pid_t pid,
     child_exit_fn fn, void *ctx);
+/* Sends sig to the watched process through its pidfd, so a pid the
+ * system has reused is never hit. 0 or -1 with errno. */
+int child_watch_kill(struct child_watch *w, int sig);
 /* Stops watching (the process is left alone). */
 void child_watch_free(struct child_watch *w);
 

@@ -60,6 +60,7 @@ struct fc_vm {
 	enum fc_op op;
 	backend_done_fn done;
 	int step;		/* index into the start sequence */
+	const char *step_name;	/* "PUT /boot-source", for error messages */
 	int stop_stage;		/* 0 CtrlAltDel, 1 SIGTERM, 2 SIGKILL */
 	struct timeval api_deadline;
 	char fault[512];	/* first failure while starting */
@@ -191,7 +192,8 @@ fc_release(struct backend *be, void *vmstate, bool detach)
 static void
 fc_kill(struct fc_vm *fv, int sig)
 {
-	if (fv->pid > 0 && kill(fv->pid, sig) < 0 && errno != ESRCH)
+	/* Through the pidfd: never a recycled pid. */
+	if (child_watch_kill(fv->watch, sig) < 0 && errno != ESRCH)
 		log_warn("firecracker: kill %d", (int)fv->pid);
 }
 
@@ -291,8 +293,10 @@ fc_start_reply(void *ctx, long status, const char *body, const char *curl_err)
 		}
 	}
 	if (curl_err != NULL || status < 200 || status > 299) {
+		char what[600];
 		fc_fault_text(status, body, curl_err, fault, sizeof(fault));
-		fc_start_fail(fv, fault);
+		snprintf(what, sizeof(what), "%s: %s", fv->step_name, fault);
+		fc_start_fail(fv, what);
 		return;
 	}
 	fv->step++;
@@ -360,6 +364,7 @@ fc_start_step(struct fc_vm *fv)
 		}
 		break;
 	}
+	fv->step_name = path;
 	text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	r = text != NULL ? fc_http_request(fv->fb->http, fv->api, method, path, text,
@@ -453,7 +458,7 @@ fc_ignore_reply(void *ctx, long status, const char *body, const char *curl_err)
 
 	if (curl_err != NULL || status < 200 || status > 299) {
 		fc_fault_text(status, body, curl_err, fault, sizeof(fault));
-		log_info("firecracker: %s: SendCtrlAltDel: %s", fv->rec->name, fault);
+		log_info("firecracker: %s: PUT /actions SendCtrlAltDel: %s", fv->rec->name, fault);
 	}
 }
 
@@ -518,7 +523,7 @@ fc_state_reply(void *ctx, long status, const char *body, const char *curl_err)
 
 	if (curl_err != NULL || status < 200 || status > 299) {
 		fc_fault_text(status, body, curl_err, fault, sizeof(fault));
-		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "%s", fault);
+		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "PATCH /vm: %s", fault);
 		fc_finish_op(fv, &err);
 		return;
 	}

@@ -293,8 +293,8 @@ qemu_vm_exited(void *ctx, pid_t pid, int status)
 static void
 qemu_kill(struct qemu_vm *qv, int sig)
 {
-	/* The process group is QEMU's own session; pid matches our record. */
-	if (qv->pid > 0 && kill(qv->pid, sig) < 0 && errno != ESRCH)
+	/* Through the pidfd: never a recycled pid. */
+	if (child_watch_kill(qv->watch, sig) < 0 && errno != ESRCH)
 		log_warn("qemu: kill %d", (int)qv->pid);
 }
 

@@ -19,6 +19,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 
 struct child_watch {
 	struct event *ev;
@@ -128,6 +131,16 @@ child_watch_new(struct event_base *base, pid_t pid, child_exit_fn fn, void *ctx)
 		return NULL;
 	}
 	return w;
+}
+
+int
+child_watch_kill(struct child_watch *w, int sig)
+{
+	if (w == NULL || w->pidfd < 0) {
+		errno = ESRCH;
+		return -1;
+	}
+	return (int)syscall(SYS_pidfd_send_signal, w->pidfd, sig, NULL, 0);
 }
 
 void
