@@ -315,5 +315,8 @@ agent_local_cid(void)
 		return -saved;
 	}
 	close(fd);
+	/* What the kernel answers when no transport has a CID (no device). */
+	if (cid == VMADDR_CID_ANY)
+		return -ENODEV;
 	return cid;
 }

@@ -75,7 +75,7 @@ char *agent_oversize_reply(size_t *reply_len);
  */
 size_t agent_parse_echo_ports(const char *cmdline, uint32_t *ports, size_t max);
 
-/* This machine's vsock CID from /dev/vsock, or -errno. */
+/* This machine's vsock CID from /dev/vsock, or -errno (-ENODEV: no CID yet). */
 int64_t agent_local_cid(void);
 
 #endif
