@@ -14,6 +14,7 @@
 #   EMBER_IMAGE_CACHE  cache directory
 #                      (default ${XDG_CACHE_HOME:-$HOME/.cache}/ember/image)
 #   EMBER_AGENT        static guest agent binary to install as /sbin/ember-agent
+#                      (default $EMBER_BUILD_DIR/packaging/agent/ember-agent if built)
 #   EMBER_RC_LOCAL     shell script to install as /etc/ember/rc.local
 #
 # The guest prints "EMBER-MINI READY <kernel release>" on the console once it
@@ -371,6 +372,10 @@ echo "$HOSTNAME_DEFAULT" >"$root/etc/hostname"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 
+if [ -z "${EMBER_AGENT:-}" ] && [ -n "${EMBER_BUILD_DIR:-}" ] &&
+    [ -f "$EMBER_BUILD_DIR/packaging/agent/ember-agent" ]; then
+	EMBER_AGENT=$EMBER_BUILD_DIR/packaging/agent/ember-agent
+fi
 if [ -n "${EMBER_AGENT:-}" ]; then
 	[ -f "$EMBER_AGENT" ] || die "EMBER_AGENT=$EMBER_AGENT is not a file"
 	if command -v file >/dev/null 2>&1 &&
