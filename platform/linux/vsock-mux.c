@@ -56,6 +56,7 @@ struct vconn {
 	struct vsock_mux *mux;
 	enum conn_state state;
 	uint32_t local_port, peer_port;
+	uint64_t local_cid;	/* the CID the guest addressed: 2, or another VM's */
 	int fd;			/* the Unix socket; -1 once closed */
 	struct event *rev, *wev, *timer;
 	char line[HYBRID_LINE_MAX + 1];
@@ -77,6 +78,7 @@ struct vconn {
 };
 
 struct rst_entry {
+	uint64_t local_cid;
 	uint32_t local_port, peer_port;
 };
 
@@ -211,6 +213,7 @@ conn_new(struct vsock_mux *mux, int fd, enum conn_state state)
 	c->mux = mux;
 	c->fd = fd;
 	c->state = state;
+	c->local_cid = VSOCK_HOST_CID;
 	c->rev = event_new(mux->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
 	c->wev = event_new(mux->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
 	c->timer = evtimer_new(mux->base, conn_timer_cb, c);
@@ -290,15 +293,16 @@ conn_reset(struct vconn *c)
 	conn_owe(c, P_RST);
 }
 
+/* Answers the guest packet h with an RST from the address it was sent to. */
 static void
-mux_queue_rst(struct vsock_mux *mux, uint32_t local, uint32_t peer)
+mux_queue_rst(struct vsock_mux *mux, const struct vsock_hdr *h)
 {
 	if (mux->rst_count == RST_FIFO_MAX) {
-		log_debug("vsock: RST queue full; dropping an RST to port %u", peer);
+		log_debug("vsock: RST queue full; dropping an RST to port %u", h->src_port);
 		return;
 	}
 	mux->rsts[(mux->rst_head + mux->rst_count) % RST_FIFO_MAX] =
-	    (struct rst_entry){ local, peer };
+	    (struct rst_entry){ h->dst_cid, h->dst_port, h->src_port };
 	mux->rst_count++;
 	event_active(mux->rx_kick, EV_TIMEOUT, 0);
 }
@@ -614,13 +618,13 @@ guest_request(struct vsock_mux *mux, const struct vsock_hdr *h)
 	int fd;
 
 	if (mux->nconns >= mux->cfg.max_connections) {
-		mux_queue_rst(mux, h->dst_port, h->src_port);
+		mux_queue_rst(mux, h);
 		return;
 	}
 	if (to_peer) {
 		if (mux->ops.peer_socket == NULL ||
 		    mux->ops.peer_socket(mux->ctx, h->dst_cid, path, sizeof(path)) < 0) {
-			mux_queue_rst(mux, h->dst_port, h->src_port);
+			mux_queue_rst(mux, h);
 			return;
 		}
 	} else
@@ -629,17 +633,18 @@ guest_request(struct vsock_mux *mux, const struct vsock_hdr *h)
 	fd = connect_unix(path);
 	if (fd < 0) {
 		log_debug("vsock: guest connection to %s: %s", path, strerror(-fd));
-		mux_queue_rst(mux, h->dst_port, h->src_port);
+		mux_queue_rst(mux, h);
 		return;
 	}
 	c = conn_new(mux, fd, to_peer ? CS_PEER_LINE : CS_GUEST_CONNECTING);
 	if (c == NULL) {
 		close(fd);
-		mux_queue_rst(mux, h->dst_port, h->src_port);
+		mux_queue_rst(mux, h);
 		return;
 	}
 	c->local_port = h->dst_port;
 	c->peer_port = h->src_port;
+	c->local_cid = h->dst_cid;	/* a guest drops packets from any other CID */
 	c->peer_buf_alloc = h->buf_alloc;
 	c->peer_fwd_cnt = h->fwd_cnt;
 	if (to_peer) {
@@ -689,14 +694,14 @@ vsock_mux_guest_packet(struct vsock_mux *mux, const struct vsock_hdr *h,
 
 	if (h->type != VSOCK_TYPE_STREAM) {
 		if (h->op != VSOCK_OP_RST)
-			mux_queue_rst(mux, h->dst_port, h->src_port);
+			mux_queue_rst(mux, h);
 		return;
 	}
 	if (c == NULL) {
 		if (h->op == VSOCK_OP_REQUEST)
 			guest_request(mux, h);
 		else if (h->op != VSOCK_OP_RST)
-			mux_queue_rst(mux, h->dst_port, h->src_port);
+			mux_queue_rst(mux, h);
 		return;
 	}
 	if (c->pending & P_RST)
@@ -792,7 +797,7 @@ hdr_for(const struct vsock_mux *mux, const struct vconn *c, uint32_t local, uint
     struct vsock_hdr *h, uint16_t op)
 {
 	memset(h, 0, sizeof(*h));
-	h->src_cid = VSOCK_HOST_CID;
+	h->src_cid = c != NULL ? c->local_cid : VSOCK_HOST_CID;
 	h->dst_cid = mux->cfg.guest_cid;
 	h->src_port = local;
 	h->dst_port = peer;
@@ -814,6 +819,7 @@ vsock_mux_fill_rx(struct vsock_mux *mux, struct vsock_hdr *h, const struct iovec
 		mux->rst_head = (mux->rst_head + 1) % RST_FIFO_MAX;
 		mux->rst_count--;
 		hdr_for(mux, NULL, e.local_port, e.peer_port, h, VSOCK_OP_RST);
+		h->src_cid = e.local_cid;
 		return 0;
 	}
 	while ((c = TAILQ_FIRST(&mux->rx_queue)) != NULL) {
