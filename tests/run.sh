@@ -24,7 +24,7 @@ PACKAGES=(
 	libevent-dev libjansson-dev libyaml-dev libcurl4-openssl-dev check
 	socat jq util-linux procps
 	systemd libxml2-utils man-db dpkg-dev	# service, plist, manual and .deb checks
-	qemu-system-x86 e2fsprogs kmod cpio lz4	# guest image build and boot (test-image-mini)
+	qemu-system-x86 qemu-utils e2fsprogs kmod cpio lz4	# guest images, QEMU backend (qemu-img overlays)
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
