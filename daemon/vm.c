@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "cid-alloc.h"
 #include "daemon.h"
 #include "fsutil.h"
@@ -265,20 +266,6 @@ vm_op_begin(struct vm *vm, enum vm_op op, vm_done_fn done, void *ctx,
 	return 0;
 }
 
-static void
-describe_wait_status(int status, char *buf, size_t len)
-{
-	if (status == -1)
-		snprintf(buf, len, "exited (status unknown: emberd re-adopted it after a restart)");
-	else if (WIFEXITED(status))
-		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
-	else if (WIFSIGNALED(status))
-		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
-		    strsignal(WTERMSIG(status)));
-	else
-		snprintf(buf, len, "ended (wait status 0x%x)", status);
-}
-
 /* backend_host.exited: the hypervisor process is gone. */
 static void
 vm_backend_exited(void *vm_ctx, int wait_status, const char *reason)
@@ -293,7 +280,7 @@ vm_backend_exited(void *vm_ctx, int wait_status, const char *reason)
 	vm->backend_state = NULL;
 	vm->rec.pid = 0;
 	vm->rec.pid_start_time = 0;
-	describe_wait_status(wait_status, why, sizeof(why));
+	child_status_text(wait_status, why, sizeof(why));
 	snprintf(full, sizeof(full), "hypervisor %s%s%s", why, reason ? ": " : "",
 	    reason ? reason : "");
 	if (vm->op == VM_OP_START)

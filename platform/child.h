@@ -53,4 +53,17 @@ int child_run(struct event_base *base, const char *const *argv,
 /* Last lines of a text file (at most max bytes), for error messages. */
 void file_tail(const char *path, size_t max, char *out, size_t outlen);
 
+/* "exited with status 1", "killed by signal 9 (Killed)", or, for -1 (an
+ * adopted process), that the status is unknown. Returns buf. */
+const char *child_status_text(int wait_status, char *buf, size_t len);
+
+/* Opens <dir>/console.log for appending, where a hypervisor's console and
+ * messages go; a log past CONSOLE_MAX_BYTES moves to console.log.1 first.
+ * The fd, or -1 with err. */
+#define CONSOLE_MAX_BYTES (8 * 1024 * 1024)
+struct ember_error;
+int console_open(const char *dir, struct ember_error *err);
+/* "last console lines: ..." from <dir>/console.log, for failure reasons. */
+void console_reason(const char *dir, char *out, size_t len);
+
 #endif

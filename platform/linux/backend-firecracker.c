@@ -36,7 +36,6 @@
 #define FC_API_TIMEOUT_MS	5000
 #define FC_SOCKET_WAIT_MS	5000
 #define FC_TERM_GRACE_S		3
-#define CONSOLE_MAX_BYTES	(8 * 1024 * 1024)
 #define FC_DEFAULT_BOOT_ARGS	"console=ttyS0 reboot=k panic=1 pci=off"
 
 enum fc_op { FOP_NONE, FOP_START, FOP_STOP, FOP_PAUSE, FOP_RESUME };
@@ -205,11 +204,9 @@ fc_vm_exited(void *ctx, pid_t pid, int status)
 	void *vm_ctx = fv->vm_ctx;
 	enum fc_op op = fv->op;
 	backend_done_fn done = fv->done;
-	char console[PATH_MAX], tail[600], reason[800], fault[512];
+	char reason[800], fault[512];
 
-	snprintf(console, sizeof(console), "%s/console.log", fv->dir);
-	file_tail(console, 400, tail, sizeof(tail));
-	snprintf(reason, sizeof(reason), "last console lines: %s", tail[0] ? tail : "(none)");
+	console_reason(fv->dir, reason, sizeof(reason));
 	snprintf(fault, sizeof(fault), "%s", fv->fault);
 	log_info("firecracker: %s (pid %d) exited (wait status %d)", fv->rec->name, (int)pid, status);
 	fc_remove_sockets(fv->dir);
@@ -377,24 +374,6 @@ fc_start_step(struct fc_vm *fv)
 static void fc_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 static int
-open_console(const char *dir, struct ember_error *err)
-{
-	char path[PATH_MAX], old[PATH_MAX];
-	struct stat st;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/console.log", dir);
-	if (stat(path, &st) == 0 && st.st_size > CONSOLE_MAX_BYTES) {
-		snprintf(old, sizeof(old), "%s/console.log.1", dir);
-		rename(path, old);
-	}
-	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-	if (fd < 0)
-		return ember_error_set(err, EK_IO, NULL, "cannot open %s: %s", path, strerror(errno));
-	return fd;
-}
-
-static int
 fc_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **vmstate,
     void *vm_ctx, backend_done_fn done, struct ember_error *err)
 {
@@ -409,7 +388,7 @@ fc_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **v
 		    "VM \"%s\" has no kernel", rec->name);
 	snprintf(api, sizeof(api), "%s/firecracker.sock", vm_dir);
 	fc_remove_sockets(vm_dir);	/* stale ones from an earlier run */
-	console_fd = open_console(vm_dir, err);
+	console_fd = console_open(vm_dir, err);
 	if (console_fd < 0)
 		return -1;
 	const char *argv[] = { fb->binary, "--api-sock", api, "--id", rec->name, NULL };

@@ -38,7 +38,6 @@
 #define QEMU_START_TIMEOUT_MS	60000
 #define QEMU_QMP_TIMEOUT_MS	10000
 #define QEMU_QUIT_GRACE_S	5
-#define CONSOLE_MAX_BYTES	(8 * 1024 * 1024)
 #define QEMU_DEFAULT_BOOT_ARGS	"console=ttyS0 reboot=t panic=-1"
 
 enum qemu_op { QOP_NONE, QOP_START, QOP_STOP, QOP_PAUSE, QOP_RESUME };
@@ -244,35 +243,19 @@ qemu_finish_op(struct qemu_vm *qv, const struct ember_error *err)
 		done(qv->vm_ctx, err);
 }
 
-static const char *
-wait_status_text(int status, char *buf, size_t len)
-{
-	if (status == -1)
-		snprintf(buf, len, "exited (status unknown)");
-	else if (WIFEXITED(status))
-		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
-	else if (WIFSIGNALED(status))
-		snprintf(buf, len, "was killed by signal %d", WTERMSIG(status));
-	else
-		snprintf(buf, len, "ended");
-	return buf;
-}
-
 static void
 qemu_vm_exited(void *ctx, pid_t pid, int status)
 {
 	struct qemu_vm *qv = ctx;
-	char console[PATH_MAX], tail[600], how[64], reason[800];
+	char how[128], reason[800];
 	const struct backend_host *host = qv->qb->env->host;
 	void *vm_ctx = qv->vm_ctx;
 	enum qemu_op op = qv->op;
 	backend_done_fn done = qv->done;
 	struct vm_record *rec = qv->rec;
 
-	snprintf(console, sizeof(console), "%s/console.log", qv->dir);
-	file_tail(console, 400, tail, sizeof(tail));
-	wait_status_text(status, how, sizeof(how));
-	snprintf(reason, sizeof(reason), "last console lines: %s", tail[0] ? tail : "(none)");
+	child_status_text(status, how, sizeof(how));
+	console_reason(qv->dir, reason, sizeof(reason));
 	log_info("qemu: %s (pid %d) %s", rec->name, (int)pid, how);
 	rec->pid = 0;
 	rec->pid_start_time = 0;
@@ -412,25 +395,6 @@ bind_qmp_socket(const char *path, struct ember_error *err)
 		return ember_error_set(err, EK_IO, NULL, "cannot create %s: %s", path, strerror(e));
 	}
 	chmod(path, 0600);
-	return fd;
-}
-
-/* Keeps console.log bounded: the previous boot's log moves to console.log.1. */
-static int
-open_console(const char *dir, struct ember_error *err)
-{
-	char path[PATH_MAX], old[PATH_MAX];
-	struct stat st;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/console.log", dir);
-	if (stat(path, &st) == 0 && st.st_size > CONSOLE_MAX_BYTES) {
-		snprintf(old, sizeof(old), "%s/console.log.1", dir);
-		rename(path, old);
-	}
-	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-	if (fd < 0)
-		return ember_error_set(err, EK_IO, NULL, "cannot open %s: %s", path, strerror(errno));
 	return fd;
 }
 
@@ -605,7 +569,7 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	qmp_fd = bind_qmp_socket(qmp_path, err);
 	if (qmp_fd < 0)
 		return -1;
-	console_fd = open_console(vm_dir, err);
+	console_fd = console_open(vm_dir, err);
 	if (console_fd < 0) {
 		close(qmp_fd);
 		return -1;

@@ -3,10 +3,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include <event2/event.h>
 
 #include "child.h"
+#include "error.h"
 #include "log.h"
 
 #ifndef SYS_pidfd_open
@@ -295,4 +298,47 @@ file_tail(const char *path, size_t max, char *out, size_t outlen)
 	n = strlen(out);
 	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
 		out[--n] = '\0';
+}
+
+const char *
+child_status_text(int status, char *buf, size_t len)
+{
+	if (status == -1)
+		snprintf(buf, len, "exited (status unknown: emberd re-adopted it after a restart)");
+	else if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
+		    strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "ended (wait status 0x%x)", (unsigned)status);
+	return buf;
+}
+
+int
+console_open(const char *dir, struct ember_error *err)
+{
+	char path[PATH_MAX], old[PATH_MAX];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/console.log", dir);
+	if (stat(path, &st) == 0 && st.st_size > CONSOLE_MAX_BYTES) {
+		snprintf(old, sizeof(old), "%s/console.log.1", dir);
+		rename(path, old);
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return ember_error_set(err, EK_IO, NULL, "cannot open %s: %s", path, strerror(errno));
+	return fd;
+}
+
+void
+console_reason(const char *dir, char *out, size_t len)
+{
+	char path[PATH_MAX], tail[600];
+
+	snprintf(path, sizeof(path), "%s/console.log", dir);
+	file_tail(path, 400, tail, sizeof(tail));
+	snprintf(out, len, "last console lines: %s", tail[0] ? tail : "(none)");
 }
