@@ -1,12 +1,17 @@
 /*
- * The basic ops: ping (liveness and the agent's version) and info (facts
- * about the guest a host wants right after boot). Neither takes parameters.
+ * The basic ops: ping (liveness and the agent's version), info (facts
+ * about the guest a host wants right after boot) and poweroff. None takes
+ * parameters. poweroff only answers and raises a flag: the transport
+ * flushes the reply first and then calls agent_poweroff().
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -83,8 +88,68 @@ agent_op_info(json_t *params, json_t *reply, struct agent_error *err)
 	return 0;
 }
 
+static int agent_poweroff_pending;
+
+static int
+agent_op_poweroff(json_t *params, json_t *reply, struct agent_error *err)
+{
+	agent_poweroff_pending = 1;
+	return 0;
+}
+
+int
+agent_poweroff_take(void)
+{
+	int	pending = agent_poweroff_pending;
+
+	agent_poweroff_pending = 0;
+	return pending;
+}
+
+/* Starts path with argv in a session of its own (it may signal us). */
+static int
+agent_spawn_detached(const char *path, char *const argv[])
+{
+	pid_t	pid;
+
+	if ((pid = fork()) == -1)
+		return -errno;
+	if (pid == 0) {
+		setsid();
+		signal(SIGPIPE, SIG_DFL);
+		execv(path, argv);
+		_exit(127);
+	}
+	return 0;
+}
+
+int
+agent_poweroff(void)
+{
+	static char	*shutdown_argv[] = { "ember-shutdown", "poweroff", NULL };
+	static char	*systemctl_argv[] = { "systemctl", "poweroff", NULL };
+	struct stat	 st;
+
+	if (access("/sbin/ember-shutdown", X_OK) == 0)
+		return agent_spawn_detached("/sbin/ember-shutdown",
+		    shutdown_argv);
+	if (stat("/run/systemd/system", &st) == 0 && S_ISDIR(st.st_mode)) {
+		if (access("/usr/bin/systemctl", X_OK) == 0)
+			return agent_spawn_detached("/usr/bin/systemctl",
+			    systemctl_argv);
+		if (access("/bin/systemctl", X_OK) == 0)
+			return agent_spawn_detached("/bin/systemctl",
+			    systemctl_argv);
+	}
+	sync();
+	if (reboot(RB_POWER_OFF) == -1)
+		return -errno;
+	return 0;
+}
+
 const struct agent_op agent_ops_basic[] = {
-	{ "ping", "{}", agent_op_ping },
-	{ "info", "{}", agent_op_info },
-	{ NULL, NULL, NULL },
+	{ "ping", "{}", agent_op_ping, 0 },
+	{ "info", "{}", agent_op_info, 0 },
+	{ "poweroff", "{}", agent_op_poweroff, 0 },
+	{ NULL, NULL, NULL, 0 },
 };

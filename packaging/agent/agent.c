@@ -27,10 +27,14 @@
 
 #include "agent.h"
 
-/* Every op table; the agent issue adds exec, files and power here. */
+/* Every op table. */
 static const struct agent_op *const agent_tables[] = {
 	agent_ops_basic,
+	agent_ops_exec,
+	agent_ops_files,
 };
+
+int agent_dry_run;
 
 int
 agent_error_set(struct agent_error *err, const char *fmt, ...)
@@ -238,6 +242,38 @@ agent_handle_line(const char *line, size_t len, size_t *reply_len)
 }
 
 char *
+agent_error_line(const char *line, size_t len, const char *msg,
+    size_t *reply_len)
+{
+	struct agent_error	 err = { { 0 } };
+	json_t			*req, *reply;
+
+	req = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+	agent_error_set(&err, "%s", msg);
+	reply = agent_error_reply(json_is_object(req) ?
+	    json_object_get(req, "id") : NULL, &err);
+	json_decref(req);
+	return agent_encode(reply, reply_len);
+}
+
+int
+agent_line_flags(const char *line, size_t len)
+{
+	const struct agent_op	*op;
+	json_t			*req;
+	int			 flags = 0;
+
+	req = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+	if (json_is_object(req) &&
+	    json_is_string(json_object_get(req, "op")) &&
+	    (op = agent_op_find(json_string_value(json_object_get(req,
+	    "op")))) != NULL)
+		flags = op->flags;
+	json_decref(req);
+	return flags;
+}
+
+char *
 agent_oversize_reply(size_t *reply_len)
 {
 	struct agent_error	err = { { 0 } };
@@ -319,4 +355,112 @@ agent_local_cid(void)
 	if (cid == VMADDR_CID_ANY)
 		return -ENODEV;
 	return cid;
+}
+
+/* --- base64 ------------------------------------------------------------- */
+
+static const char agent_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *
+agent_base64_encode(const void *data, size_t len, size_t *out_len)
+{
+	const unsigned char	*p = data;
+	size_t			 i, o = 0;
+	uint32_t		 v;
+	char			*s;
+
+	if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
+		return NULL;
+	if ((s = malloc((len + 2) / 3 * 4 + 1)) == NULL)
+		return NULL;
+	for (i = 0; i + 2 < len; i += 3) {
+		v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+		s[o++] = agent_b64[v >> 18];
+		s[o++] = agent_b64[(v >> 12) & 63];
+		s[o++] = agent_b64[(v >> 6) & 63];
+		s[o++] = agent_b64[v & 63];
+	}
+	if (i < len) {
+		v = (uint32_t)p[i] << 16;
+		if (i + 1 < len)
+			v |= (uint32_t)p[i + 1] << 8;
+		s[o++] = agent_b64[v >> 18];
+		s[o++] = agent_b64[(v >> 12) & 63];
+		s[o++] = i + 1 < len ? agent_b64[(v >> 6) & 63] : '=';
+		s[o++] = '=';
+	}
+	s[o] = '\0';
+	if (out_len != NULL)
+		*out_len = o;
+	return s;
+}
+
+/* The 6-bit value of base64 character c, or -1. */
+static int
+agent_b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+size_t
+agent_base64_decoded_max(size_t len)
+{
+	return len / 4 * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
+}
+
+int
+agent_base64_decode(const char *s, size_t len, unsigned char **out,
+    size_t *out_len)
+{
+	unsigned char	*buf;
+	size_t		 i, o = 0, pad = 0;
+	uint32_t	 v = 0;
+	int		 d, n = 0;
+
+	*out = NULL;
+	*out_len = 0;
+	/* Padding: only at the end, only to a multiple of four. */
+	while (pad < 2 && pad < len && s[len - 1 - pad] == '=')
+		pad++;
+	if (pad > 0 && len % 4 != 0)
+		return -EINVAL;
+	len -= pad;
+	if (len % 4 == 1)
+		return -EINVAL;
+	if ((buf = malloc(agent_base64_decoded_max(len) + 1)) == NULL)
+		return -ENOMEM;
+	for (i = 0; i < len; i++) {
+		if ((d = agent_b64_value((unsigned char)s[i])) < 0) {
+			free(buf);
+			return -EINVAL;
+		}
+		v = v << 6 | (uint32_t)d;
+		if (++n == 4) {
+			buf[o++] = (unsigned char)(v >> 16);
+			buf[o++] = (unsigned char)(v >> 8);
+			buf[o++] = (unsigned char)v;
+			v = 0;
+			n = 0;
+		}
+	}
+	if (n == 2) {
+		buf[o++] = (unsigned char)(v >> 4);
+	} else if (n == 3) {
+		buf[o++] = (unsigned char)(v >> 10);
+		buf[o++] = (unsigned char)(v >> 2);
+	}
+	*out = buf;
+	*out_len = o;
+	return 0;
 }

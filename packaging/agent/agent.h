@@ -47,10 +47,60 @@ struct agent_op {
 	const char	*name;
 	const char	*fmt;
 	int		(*run)(json_t *params, json_t *reply, struct agent_error *err);
+	int		 flags;
 };
 
-/* The ops of agent-ops.c, ending with a row whose name is NULL. */
+/* The op may run for long (exec): the transport runs it in a worker process. */
+#define AGENT_OP_WORKER		0x1
+
+/* Caps of the exec and file ops. */
+#define AGENT_EXEC_OUTPUT_MAX	(256 * 1024)	/* stdout and stderr, each */
+#define AGENT_FILE_CHUNK_MAX	(512 * 1024)	/* read_file length, write_file data */
+#define AGENT_EXEC_TIMEOUT_MAX	(7 * 86400)
+
+/* The ops of agent-ops.c (ping, info, poweroff), agent-exec.c and
+ * agent-files.c, each ending with a row whose name is NULL. */
 extern const struct agent_op agent_ops_basic[];
+extern const struct agent_op agent_ops_exec[];
+extern const struct agent_op agent_ops_files[];
+
+/*
+ * Set by the fuzz harness: ops check their parameters as usual but run no
+ * command and touch no file (they answer as if they had done nothing).
+ */
+extern int agent_dry_run;
+
+/*
+ * Set by poweroff once it has answered: the transport flushes the reply and
+ * then calls agent_poweroff(). Cleared by agent_poweroff_take().
+ */
+int agent_poweroff_take(void);
+
+/*
+ * Powers the guest off: /sbin/ember-shutdown poweroff when the image has it
+ * (ember-mini; it stops the agent, syncs and unmounts), else "systemctl
+ * poweroff" under systemd, else sync() and reboot(RB_POWER_OFF). Returns
+ * only when that could not be started (-errno), or after starting one of
+ * the first two (0).
+ */
+int agent_poweroff(void);
+
+/* The flags of the op a request line names; 0 when the line is not a
+ * well-formed request for a known op (agent_handle_line answers those). */
+int agent_line_flags(const char *line, size_t len);
+
+/*
+ * Base64 (RFC 4648, standard alphabet, with padding). encode returns a
+ * malloc'd NUL-terminated string and its length, or NULL when memory runs
+ * out. decode accepts input with or without padding and nothing else
+ * (no whitespace); it returns 0 with a malloc'd buffer (never NULL, even
+ * for empty output) or -EINVAL / -ENOMEM.
+ */
+char *agent_base64_encode(const void *data, size_t len, size_t *out_len);
+int agent_base64_decode(const char *s, size_t len, unsigned char **out,
+    size_t *out_len);
+/* Bytes that len characters of base64 decode to, at most. */
+size_t agent_base64_decoded_max(size_t len);
 
 /* The op called name, or NULL. */
 const struct agent_op *agent_op_find(const char *name);
@@ -63,6 +113,11 @@ const struct agent_op *agent_op_find(const char *name);
  * or when memory runs out.
  */
 char *agent_handle_line(const char *line, size_t len, size_t *reply_len);
+
+/* An error reply with msg for the request line (carrying its id when it
+ * has one), like agent_handle_line; for failures of the transport's own. */
+char *agent_error_line(const char *line, size_t len, const char *msg,
+    size_t *reply_len);
 
 /* The error reply for a line longer than AGENT_MAX_LINE, like agent_handle_line. */
 char *agent_oversize_reply(size_t *reply_len);

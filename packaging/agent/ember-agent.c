@@ -15,6 +15,16 @@
  * connection whose replies are not being read stops being read itself, and
  * an echo connection stops reading while its buffer is full.
  *
+ * An op that may run for long (exec, AGENT_OP_WORKER) runs in a worker
+ * process forked for that request: it handles the line and writes the
+ * reply into a pipe that this loop polls like any socket. Its connection
+ * answers nothing else meanwhile (replies stay in order) while other
+ * connections are served. A connection that goes away while its worker
+ * runs is kept, without its socket, until the worker is reaped.
+ *
+ * poweroff: once its reply is written (or 2 s have passed), the agent
+ * powers the guest off (agent_poweroff(), or --poweroff-command).
+ *
  * Tool modes for test scripts in guests: "ember-agent cid" prints the local
  * CID; "ember-agent connect CID PORT" copies stdin to a vsock connection and
  * the connection to stdout.
@@ -33,6 +43,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +58,8 @@
 #define BUF_MIN		4096
 #define BIND_RETRY_S	10		/* how long to wait for a vsock transport */
 #define DRAIN_MAX	(64 * 1024 * 1024) /* bytes discarded after an oversize line */
+#define WORKER_REPLY_MAX (4 * 1024 * 1024) /* a worker's reply line */
+#define POWEROFF_FLUSH_MS 2000		/* how long poweroff waits for its reply */
 
 enum conn_kind { CONN_AGENT, CONN_ECHO };
 
@@ -73,12 +86,23 @@ struct conn {
 	bool		 closing;	/* answer nothing more; close once flushed */
 	bool		 wr_shut;	/* shutdown(SHUT_WR) done */
 	size_t		 drained;	/* bytes discarded while closing */
+	pid_t		 worker_pid;	/* a worker runs in[in_off, +worker_len) */
+	int		 worker_fd;	/* its reply pipe, or -1 */
+	size_t		 worker_len;
+	char		*wbuf;		/* the worker's reply so far */
+	size_t		 wlen, wcap;
+	bool		 dead;		/* socket gone; freed once the worker is */
+	bool		 poweroff;	/* power off once our replies are out */
 };
 
 static struct listener	listeners[MAX_LISTENERS];
 static size_t		nlisteners;
 static struct conn	*conns[MAX_CONNS];
 static size_t		nconns;
+static const char	*poweroff_command;	/* --poweroff-command */
+static bool		 poweroff_allowed;	/* not with --listen-unix alone */
+static bool		 poweroff_done;
+static struct timespec	 poweroff_asked;
 
 static void __attribute__((format(printf, 1, 2)))
 logx(const char *fmt, ...)
@@ -210,8 +234,11 @@ conn_free(struct conn *c)
 		return;
 	if (c->fd != -1)
 		close(c->fd);
+	if (c->worker_fd != -1)
+		close(c->worker_fd);
 	free(c->in);
 	free(c->out);
+	free(c->wbuf);
 	free(c);
 }
 
@@ -235,6 +262,7 @@ conn_accept(struct listener *l)
 		return;
 	}
 	c->fd = fd;
+	c->worker_fd = -1;
 	c->kind = l->kind;
 	c->in_max = l->kind == CONN_AGENT ? AGENT_MAX_LINE + 1 : ECHO_BUF;
 	conns[nconns++] = c;
@@ -314,23 +342,129 @@ conn_wants_read(const struct conn *c)
 		return false;
 	if (c->closing)
 		return c->drained < DRAIN_MAX;
+	if (c->worker_pid != 0)		/* the next lines wait for its reply */
+		return false;
 	if (c->kind == CONN_AGENT)
 		return conn_pending(c) <= OUT_HIGH;
 	return c->in_off > 0 || c->in_len < c->in_max;
 }
 
-/* Answers one request line (or the oversize error) into c->out. */
+/* Appends an error reply to the request line in c->in (for worker trouble). */
 static int
-conn_answer(struct conn *c, const char *line, size_t len, bool oversize)
+conn_error_reply(struct conn *c, const char *line, size_t len, const char *fmt,
+    ...) __attribute__((format(printf, 4, 5)));
+
+static int
+conn_error_reply(struct conn *c, const char *line, size_t len, const char *fmt,
+    ...)
+{
+	char	 msg[256], *reply;
+	size_t	 rlen;
+	va_list	 ap;
+	int	 r;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if ((reply = agent_error_line(line, len, msg, &rlen)) == NULL)
+		return -1;
+	r = conn_out_append(c, reply, rlen);
+	free(reply);
+	return r;
+}
+
+static void
+close_inherited_fds(void)
+{
+	size_t	i;
+
+	for (i = 0; i < nlisteners; i++)
+		close(listeners[i].fd);
+	for (i = 0; i < nconns; i++) {
+		if (conns[i]->fd != -1)
+			close(conns[i]->fd);
+		if (conns[i]->worker_fd != -1)
+			close(conns[i]->worker_fd);
+	}
+}
+
+/*
+ * Forks a worker for the line at c->in + c->in_off (len bytes), which stays
+ * there until the worker's reply is in. Returns -1 with errno set when no
+ * worker could be started.
+ */
+static int
+conn_start_worker(struct conn *c, size_t len)
+{
+	const char	*line = c->in + c->in_off;
+	size_t		 rlen, off = 0;
+	ssize_t		 n;
+	char		*reply;
+	pid_t		 pid;
+	int		 p[2], saved;
+
+	if (pipe2(p, O_CLOEXEC) == -1)
+		return -1;
+	if ((pid = fork()) == -1) {
+		saved = errno;
+		close(p[0]);
+		close(p[1]);
+		errno = saved;
+		return -1;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		close_inherited_fds();
+		reply = agent_handle_line(line, len, &rlen);
+		while (reply != NULL && off < rlen) {
+			n = write(p[1], reply + off, rlen - off);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			off += (size_t)n;
+		}
+		_exit(reply != NULL && off == rlen ? 0 : 1);
+	}
+	close(p[1]);
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	c->worker_pid = pid;
+	c->worker_fd = p[0];
+	c->worker_len = len;
+	c->wlen = 0;
+	return 0;
+}
+
+/*
+ * Answers one request line (or the oversize error) into c->out, or starts
+ * a worker for it; *consumed says whether the line is done with.
+ */
+static int
+conn_answer(struct conn *c, const char *line, size_t len, bool oversize,
+    bool *consumed)
 {
 	size_t	 rlen;
 	char	*reply;
 	int	 r;
 
+	*consumed = true;
+	if (!oversize && (agent_line_flags(line, len) & AGENT_OP_WORKER)) {
+		if (conn_start_worker(c, len) == 0) {
+			*consumed = false;
+			return 0;
+		}
+		logw("cannot start a worker");
+		return conn_error_reply(c, line, len,
+		    "cannot start a worker process: %s", strerror(errno));
+	}
 	if (oversize)
 		reply = agent_oversize_reply(&rlen);
 	else
 		reply = agent_handle_line(line, len, &rlen);
+	if (agent_poweroff_take()) {
+		c->poweroff = true;
+		clock_gettime(CLOCK_MONOTONIC, &poweroff_asked);
+	}
 	if (reply == NULL)
 		return rlen == 0 ? 0 : -1;
 	r = conn_out_append(c, reply, rlen);
@@ -344,15 +478,22 @@ conn_process(struct conn *c)
 {
 	char	*nl;
 	size_t	 len;
+	bool	 consumed;
 
-	while (!c->closing && conn_pending(c) <= OUT_HIGH) {
+	while (!c->closing && c->worker_pid == 0 &&
+	    conn_pending(c) <= OUT_HIGH) {
 		nl = memchr(c->in + c->in_scan, '\n', c->in_len - c->in_scan);
 		if (nl != NULL) {
 			len = (size_t)(nl - (c->in + c->in_off));
 			if (len > AGENT_MAX_LINE)
 				goto oversize;
-			if (conn_answer(c, c->in + c->in_off, len, false) != 0)
+			if (conn_answer(c, c->in + c->in_off, len, false,
+			    &consumed) != 0)
 				return -1;
+			if (!consumed) {
+				c->in_scan = c->in_off + len;
+				break;
+			}
 			c->in_off += len + 1;
 			c->in_scan = c->in_off;
 			continue;
@@ -363,9 +504,11 @@ conn_process(struct conn *c)
 			goto oversize;
 		if (c->eof && len > 0) {
 			/* A last request without its newline. */
-			if (conn_answer(c, c->in + c->in_off, len, false) != 0)
+			if (conn_answer(c, c->in + c->in_off, len, false,
+			    &consumed) != 0)
 				return -1;
-			c->in_off = c->in_len;
+			if (consumed)
+				c->in_off = c->in_len;
 		}
 		break;
 	}
@@ -376,7 +519,72 @@ conn_process(struct conn *c)
 oversize:
 	c->closing = true;
 	c->in_off = c->in_len = c->in_scan = 0;
-	return conn_answer(c, NULL, 0, true);
+	return conn_answer(c, NULL, 0, true, &consumed);
+}
+
+/*
+ * Reads the worker's reply; at EOF reaps the worker, queues its reply (or
+ * an error when it died without one) and moves past its line. Returns -1
+ * when the connection is broken.
+ */
+static int
+conn_worker_event(struct conn *c)
+{
+	size_t	 cap;
+	ssize_t	 n;
+	char	*p;
+	int	 status = 0, r = 0;
+
+	for (;;) {
+		if (c->wlen == c->wcap) {
+			cap = c->wcap < BUF_MIN ? BUF_MIN : c->wcap * 2;
+			if (cap > WORKER_REPLY_MAX ||
+			    (p = realloc(c->wbuf, cap)) == NULL) {
+				/* Cannot be a reply of ours: an error instead. */
+				kill(c->worker_pid, SIGKILL);
+				c->wlen = 0;
+				break;
+			}
+			c->wbuf = p;
+			c->wcap = cap;
+		}
+		n = read(c->worker_fd, c->wbuf + c->wlen, c->wcap - c->wlen);
+		if (n > 0) {
+			c->wlen += (size_t)n;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		break;	/* EOF or error: the worker is done */
+	}
+	close(c->worker_fd);
+	c->worker_fd = -1;
+	while (waitpid(c->worker_pid, &status, 0) == -1 && errno == EINTR)
+		;
+	c->worker_pid = 0;
+	if (c->dead)
+		return 0;
+	if (c->wlen > 0 && c->wbuf[c->wlen - 1] == '\n' &&
+	    WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		r = conn_out_append(c, c->wbuf, c->wlen);
+	else if (WIFSIGNALED(status))
+		r = conn_error_reply(c, c->in + c->in_off, c->worker_len,
+		    "the worker process died (signal %d)", WTERMSIG(status));
+	else
+		r = conn_error_reply(c, c->in + c->in_off, c->worker_len,
+		    "the worker process failed (status %d)",
+		    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	free(c->wbuf);
+	c->wbuf = NULL;
+	c->wlen = c->wcap = 0;
+	c->in_off = c->in_off + c->worker_len < c->in_len ?
+	    c->in_off + c->worker_len + 1 : c->in_len;
+	c->in_scan = c->in_off;
+	if (r != 0)
+		return -1;
+	return conn_process(c);
 }
 
 /* Reads once; returns -1 when the connection is broken. */
@@ -463,7 +671,8 @@ conn_event(struct conn *c, short revents)
 		if (c->kind == CONN_AGENT && conn_process(c) != 0)
 			return false;
 	}
-	if ((c->eof || c->closing) && conn_pending(c) == 0 && !c->wr_shut) {
+	if ((c->eof || c->closing) && conn_pending(c) == 0 && !c->wr_shut &&
+	    c->worker_pid == 0) {
 		shutdown(c->fd, SHUT_WR);
 		c->wr_shut = true;
 	}
@@ -477,11 +686,81 @@ conn_event(struct conn *c, short revents)
 
 /* --- the daemon --------------------------------------------------------- */
 
+/* Powers the guest off, once. */
+static void
+do_poweroff(void)
+{
+	char	*argv[] = { "sh", "-c", (char *)poweroff_command, NULL };
+	pid_t	 pid;
+	int	 r;
+
+	if (poweroff_done)
+		return;
+	poweroff_done = true;
+	if (poweroff_command != NULL) {
+		logx("poweroff: running %s", poweroff_command);
+		if ((pid = fork()) == 0) {
+			setsid();
+			close_inherited_fds();
+			execv("/bin/sh", argv);
+			_exit(127);
+		}
+		if (pid == -1)
+			logw("poweroff: fork");
+		return;
+	}
+	if (!poweroff_allowed) {
+		logx("poweroff: asked to, but not powering this machine off "
+		    "(--listen-unix without --poweroff-command)");
+		return;
+	}
+	logx("powering off");
+	if ((r = agent_poweroff()) < 0) {
+		errno = -r;
+		logw("poweroff");
+	}
+}
+
+static int64_t
+ms_since(const struct timespec *t0)
+{
+	struct timespec	now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)(now.tv_sec - t0->tv_sec) * 1000 +
+	    (now.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Removes conns[i] (freeing it, or keeping it socketless for its worker). */
+static void
+conn_drop(size_t i)
+{
+	struct conn	*c = conns[i];
+
+	if (c->poweroff)	/* its reply is as flushed as it will be */
+		do_poweroff();
+	c->poweroff = false;
+	if (c->worker_pid != 0) {
+		if (c->fd != -1)
+			close(c->fd);
+		c->fd = -1;
+		c->dead = true;
+		return;
+	}
+	conn_free(c);
+	conns[i] = conns[--nconns];
+	conns[nconns] = NULL;
+}
+
 static int
 serve(void)
 {
-	struct pollfd	pfd[MAX_LISTENERS + MAX_CONNS];
+	struct pollfd	pfd[MAX_LISTENERS + 2 * MAX_CONNS];
+	struct conn	*c;
 	size_t		i, n;
+	short		re;
+	int		timeout;
+	bool		asked;
 
 	for (;;) {
 		n = 0;
@@ -490,13 +769,26 @@ serve(void)
 			pfd[n].events = nconns < MAX_CONNS ? POLLIN : 0;
 			pfd[n++].revents = 0;
 		}
+		asked = false;
 		for (i = 0; i < nconns; i++) {
-			pfd[n].fd = conns[i]->fd;
-			pfd[n].events = (conn_wants_read(conns[i]) ? POLLIN : 0) |
-			    (conn_pending(conns[i]) > 0 ? POLLOUT : 0);
+			c = conns[i];
+			pfd[n].fd = c->dead ? -1 : c->fd;
+			pfd[n].events = (conn_wants_read(c) ? POLLIN : 0) |
+			    (conn_pending(c) > 0 ? POLLOUT : 0);
 			pfd[n++].revents = 0;
+			pfd[n].fd = c->worker_fd;
+			pfd[n].events = POLLIN;
+			pfd[n++].revents = 0;
+			asked |= c->poweroff;
 		}
-		if (poll(pfd, n, -1) == -1) {
+		timeout = -1;
+		if (asked && !poweroff_done) {
+			timeout = POWEROFF_FLUSH_MS -
+			    (int)ms_since(&poweroff_asked);
+			if (timeout < 0)
+				timeout = 0;
+		}
+		if (poll(pfd, n, timeout) == -1) {
 			if (errno == EINTR)
 				continue;
 			logw("poll");
@@ -504,14 +796,33 @@ serve(void)
 		}
 		/* Connections first (the array shrinks), then new ones. */
 		for (i = nconns; i-- > 0;) {
-			if (pfd[nlisteners + i].revents == 0)
+			c = conns[i];
+			re = pfd[nlisteners + 2 * i + 1].revents;
+			if (re != 0 && c->worker_fd != -1 &&
+			    conn_worker_event(c) != 0 && !c->dead) {
+				conn_drop(i);
 				continue;
-			if (!conn_event(conns[i], pfd[nlisteners + i].revents)) {
-				conn_free(conns[i]);
-				conns[i] = conns[--nconns];
-				conns[nconns] = NULL;
+			}
+			if (c->dead) {
+				if (c->worker_pid == 0) {
+					c->dead = false;	/* now free it */
+					conn_drop(i);
+				}
+				continue;
+			}
+			re = pfd[nlisteners + 2 * i].revents;
+			if (re != 0 && !conn_event(c, re)) {
+				conn_drop(i);
+				continue;
+			}
+			if (c->poweroff && conn_pending(c) == 0) {
+				c->poweroff = false;
+				do_poweroff();
 			}
 		}
+		if (asked && !poweroff_done &&
+		    ms_since(&poweroff_asked) >= POWEROFF_FLUSH_MS)
+			do_poweroff();
 		for (i = 0; i < nlisteners; i++) {
 			if (pfd[i].revents & POLLIN)
 				conn_accept(&listeners[i]);
@@ -547,12 +858,16 @@ usage(FILE *f)
 	fprintf(f,
 	    "usage: ember-agent [--port PORT] [--listen-unix PATH] "
 	    "[--echo-unix PATH] [--cmdline FILE]\n"
+	    "                   [--poweroff-command CMD]\n"
 	    "       ember-agent cid\n"
 	    "       ember-agent connect CID PORT\n"
 	    "       ember-agent --version\n"
 	    "Serves the ember agent protocol on vsock port %d (or PATH with "
 	    "--listen-unix)\nand an echo service on each port of "
-	    "ember.echo=PORT[,PORT...] in FILE\n(default /proc/cmdline).\n",
+	    "ember.echo=PORT[,PORT...] in FILE\n(default /proc/cmdline). "
+	    "The poweroff op runs CMD (sh -c) when given, else\n"
+	    "/sbin/ember-shutdown, systemctl poweroff or reboot(2); never with "
+	    "--listen-unix alone.\n",
 	    AGENT_PORT);
 	return f == stderr ? 2 : 0;
 }
@@ -598,12 +913,17 @@ run_daemon(int argc, char **argv)
 			echo_unix = argv[++a];
 		else if (strcmp(argv[a], "--cmdline") == 0)
 			cmdline_path = argv[++a];
+		else if (strcmp(argv[a], "--poweroff-command") == 0)
+			poweroff_command = argv[++a];
 		else
 			return usage(stderr);
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Inherited "ignore" would make the kernel reap our children. */
+	signal(SIGCHLD, SIG_DFL);
 	setvbuf(stderr, NULL, _IOLBF, 0);
+	poweroff_allowed = unix_path == NULL;
 
 	if ((cmdline = read_cmdline(cmdline_path)) != NULL) {
 		necho = agent_parse_echo_ports(cmdline, echo_ports,

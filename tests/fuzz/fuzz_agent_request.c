@@ -6,7 +6,11 @@
  * through the ember.echo command-line parser.
  *
  * tests/CMakeLists.txt links fuzz harnesses with ember-common only, so the
- * agent's core sources are included here rather than linked.
+ * agent's core sources are included here rather than linked. agent_dry_run
+ * is set: exec, read_file and write_file check their parameters (and
+ * decode their base64) but run nothing and touch no file. Each input is
+ * also decoded as base64, and what decodes must encode back to the same
+ * text once padding is added.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,6 +18,29 @@
 
 #include "../../packaging/agent/agent.c"
 #include "../../packaging/agent/agent-ops.c"
+#include "../../packaging/agent/agent-exec.c"
+#include "../../packaging/agent/agent-files.c"
+
+static void
+check_base64(const uint8_t *data, size_t size)
+{
+	unsigned char	*dec;
+	size_t		 dec_len, enc_len;
+	char		*enc;
+
+	if (agent_base64_decode((const char *)data, size, &dec, &dec_len) != 0)
+		return;
+	if (dec_len > agent_base64_decoded_max(size))
+		abort();
+	if ((enc = agent_base64_encode(dec, dec_len, &enc_len)) == NULL)
+		abort();
+	/* Same text up to padding; trailing bits may differ (not canonical). */
+	if (enc_len < size || enc_len > size + 2 ||
+	    (size >= 4 && memcmp(enc, data, size - size % 4 - (size % 4 == 0 ? 4 : 0)) != 0))
+		abort();
+	free(enc);
+	free(dec);
+}
 
 static void
 check_reply(const char *out, size_t len)
@@ -41,6 +68,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t		 len, n, i;
 	char		*out, *s;
 
+	agent_dry_run = 1;
+	check_base64(data, size);
 	out = agent_handle_line((const char *)data, size, &len);
 	if (out != NULL)
 		check_reply(out, len);
