@@ -121,12 +121,17 @@ agent_op_write_file(json_t *params, json_t *reply, struct agent_error *err)
 	if (mode < 0 || mode > 07777)
 		return agent_error_set(err, "mode %" JSON_INTEGER_FORMAT
 		    " is not a file mode (0 to 07777, e.g. 420 for 0644)", mode);
-	if (agent_base64_decoded_max(data_len) > AGENT_FILE_CHUNK_MAX)
+	if (data_len > (AGENT_FILE_CHUNK_MAX + 2) / 3 * 4)
+		goto too_big;
+	if (agent_base64_decode(data, data_len, &buf, &len) != 0)
+		return agent_error_set(err, "data is not valid base64");
+	if (len > AGENT_FILE_CHUNK_MAX) {
+		free(buf);
+too_big:
 		return agent_error_set(err, "data is more than %d bytes; write "
 		    "at most %d bytes at a time", AGENT_FILE_CHUNK_MAX,
 		    AGENT_FILE_CHUNK_MAX);
-	if (agent_base64_decode(data, data_len, &buf, &len) != 0)
-		return agent_error_set(err, "data is not valid base64");
+	}
 	if (agent_dry_run) {
 		done = len;
 		goto reply;

@@ -1,13 +1,21 @@
 /*
- * Unit tests for ember-agent's core (packaging/agent/agent.c, agent-ops.c):
- * the request parser, every op, the error replies and the ember.echo
- * command-line parser. Built by packaging/agent/CMakeLists.txt (it links
+ * Unit tests for ember-agent's core (packaging/agent/agent.c, agent-ops.c,
+ * agent-exec.c, agent-files.c): the request parser, every op, the error
+ * replies, base64 and the ember.echo command-line parser. exec and the file
+ * ops run for real, in a temporary directory. Built by packaging/agent/CMakeLists.txt (it links
  * ember-agent-core), run as unit_agent.
  */
 #include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "agent.h"
 
@@ -117,7 +125,8 @@ START_TEST(unknown_op_names_the_known_ones)
 
 	ck_assert(json_object_get(r, "id") == NULL);
 	ck_assert_str_eq(json_string_value(json_object_get(r, "error")),
-	    "unknown op \"reboot-the-moon\" (known: ping, info)");
+	    "unknown op \"reboot-the-moon\" (known: ping, info, poweroff, "
+	    "exec, read_file, write_file)");
 	json_decref(r);
 }
 END_TEST
@@ -226,8 +235,554 @@ START_TEST(op_table_lookup)
 {
 	ck_assert_ptr_nonnull(agent_op_find("ping"));
 	ck_assert_ptr_nonnull(agent_op_find("info"));
+	ck_assert_ptr_nonnull(agent_op_find("exec"));
+	ck_assert_int_eq(agent_op_find("exec")->flags, AGENT_OP_WORKER);
+	ck_assert_int_eq(agent_op_find("read_file")->flags, 0);
 	ck_assert_ptr_null(agent_op_find(""));
 	ck_assert_ptr_null(agent_op_find("PING"));
+}
+END_TEST
+
+
+/* --- base64 ----------------------------------------------------------- */
+
+START_TEST(base64_known_vectors)
+{
+	static const char	*plain[] = { "", "f", "fo", "foo", "foob",
+				    "fooba", "foobar" };
+	static const char	*enc[] = { "", "Zg==", "Zm8=", "Zm9v",
+				    "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy" };
+	unsigned char		*dec;
+	size_t			 i, len;
+	char			*s;
+
+	for (i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+		s = agent_base64_encode(plain[i], strlen(plain[i]), &len);
+		ck_assert_str_eq(s, enc[i]);
+		ck_assert_uint_eq(len, strlen(enc[i]));
+		free(s);
+		ck_assert_int_eq(agent_base64_decode(enc[i], strlen(enc[i]),
+		    &dec, &len), 0);
+		ck_assert_ptr_nonnull(dec);
+		ck_assert_uint_eq(len, strlen(plain[i]));
+		ck_assert(memcmp(dec, plain[i], len) == 0);
+		free(dec);
+	}
+}
+END_TEST
+
+START_TEST(base64_round_trips_every_byte_value_and_length)
+{
+	unsigned char	 buf[600], *dec;
+	size_t		 n, len, elen;
+	char		*s;
+
+	for (n = 0; n < sizeof(buf); n++)
+		buf[n] = (unsigned char)(n * 151 + 7);
+	for (n = 0; n <= sizeof(buf); n++) {
+		s = agent_base64_encode(buf, n, &elen);
+		ck_assert_uint_eq(elen, (n + 2) / 3 * 4);
+		ck_assert_int_eq(agent_base64_decode(s, elen, &dec, &len), 0);
+		ck_assert_uint_eq(len, n);
+		ck_assert(len == 0 || memcmp(dec, buf, n) == 0);
+		ck_assert_uint_le(len, agent_base64_decoded_max(elen));
+		free(dec);
+		free(s);
+	}
+}
+END_TEST
+
+START_TEST(base64_decode_takes_missing_padding_and_refuses_junk)
+{
+	unsigned char	*dec;
+	size_t		 len;
+
+	ck_assert_int_eq(agent_base64_decode("Zm8", 3, &dec, &len), 0);
+	ck_assert_uint_eq(len, 2);
+	ck_assert(memcmp(dec, "fo", 2) == 0);
+	free(dec);
+	ck_assert_int_eq(agent_base64_decode("Zg", 2, &dec, &len), 0);
+	ck_assert_uint_eq(len, 1);
+	free(dec);
+	ck_assert_int_eq(agent_base64_decode("Z", 1, &dec, &len), -EINVAL);
+	ck_assert_int_eq(agent_base64_decode("Zm9v\n", 5, &dec, &len), -EINVAL);
+	ck_assert_int_eq(agent_base64_decode("Zm 9", 4, &dec, &len), -EINVAL);
+	ck_assert_int_eq(agent_base64_decode("Zg=", 3, &dec, &len), -EINVAL);
+	ck_assert_int_eq(agent_base64_decode("Z===", 4, &dec, &len), -EINVAL);
+	ck_assert_int_eq(agent_base64_decode("Zg==Zg==", 8, &dec, &len), -EINVAL);
+	ck_assert_int_eq(agent_base64_decode("Zm9-", 4, &dec, &len), -EINVAL);
+	ck_assert_ptr_null(dec);
+}
+END_TEST
+
+/* --- exec --------------------------------------------------------------- */
+
+/* A request built with json_pack, handled; returns the reply. */
+static json_t *
+askj(json_t *req)
+{
+	char	*line = json_dumps(req, JSON_COMPACT);
+	json_t	*r;
+
+	json_decref(req);
+	r = ask(line);
+	free(line);
+	return r;
+}
+
+/* The decoded base64 member key of reply, NUL-terminated (malloc'd). */
+static char *
+b64_member(json_t *reply, const char *key)
+{
+	const char	*s = json_string_value(json_object_get(reply, key));
+	unsigned char	*dec;
+	size_t		 len;
+	char		*out;
+
+	ck_assert_msg(s != NULL, "no %s", key);
+	ck_assert_int_eq(agent_base64_decode(s, strlen(s), &dec, &len), 0);
+	out = malloc(len + 1);
+	memcpy(out, dec, len);
+	out[len] = '\0';
+	free(dec);
+	return out;
+}
+
+static json_t *
+run_sh(const char *script, int timeout_s)
+{
+	return askj(json_pack("{s:s, s:[s,s,s], s:i}", "op", "exec", "argv",
+	    "sh", "-c", script, "timeout_s", timeout_s));
+}
+
+START_TEST(exec_reports_exit_code_and_both_streams)
+{
+	json_t	*r = run_sh("echo out; echo err >&2; exit 7", 10);
+	char	*o = b64_member(r, "stdout"), *e = b64_member(r, "stderr");
+
+	ck_assert(json_is_true(json_object_get(r, "ok")));
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "exit_code")), 7);
+	ck_assert(json_is_null(json_object_get(r, "signal")));
+	ck_assert(json_is_false(json_object_get(r, "timed_out")));
+	ck_assert(json_is_false(json_object_get(r, "truncated")));
+	ck_assert_str_eq(o, "out\n");
+	ck_assert_str_eq(e, "err\n");
+	free(o);
+	free(e);
+	json_decref(r);
+}
+END_TEST
+
+START_TEST(exec_reports_the_signal)
+{
+	json_t	*r = run_sh("kill -TERM $$", 10);
+
+	ck_assert(json_is_null(json_object_get(r, "exit_code")));
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "signal")),
+	    SIGTERM);
+	ck_assert(json_is_false(json_object_get(r, "timed_out")));
+	json_decref(r);
+}
+END_TEST
+
+/* Whether pid exists (and is not a zombie). */
+static int
+pid_alive(long pid)
+{
+	char	path[64], buf[512], *p;
+	FILE	*f;
+	int	alive = 0;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	if (fgets(buf, sizeof(buf), f) != NULL &&
+	    (p = strrchr(buf, ')')) != NULL)
+		alive = p[2] != 'Z';
+	fclose(f);
+	return alive;
+}
+
+START_TEST(exec_timeout_kills_the_whole_process_group)
+{
+	struct timespec	 t0, t1;
+	char		 pidfile[] = "/tmp/agent-check-pid.XXXXXX", script[256];
+	json_t		*r;
+	FILE		*f;
+	long		 gc = 0;
+	int		 fd;
+
+	fd = mkstemp(pidfile);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	/* A grandchild that ignores nothing and would live for 100 s. */
+	snprintf(script, sizeof(script),
+	    "sleep 100 & echo $! >%s; echo started; wait", pidfile);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = run_sh(script, 1);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert(json_is_true(json_object_get(r, "ok")));
+	ck_assert(json_is_true(json_object_get(r, "timed_out")));
+	ck_assert(json_is_null(json_object_get(r, "exit_code")));
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "signal")),
+	    SIGKILL);
+	ck_assert_msg(t1.tv_sec - t0.tv_sec < 5, "took %ld s",
+	    (long)(t1.tv_sec - t0.tv_sec));
+	/* Output written before the kill is kept. */
+	{
+		char *o = b64_member(r, "stdout");
+		ck_assert_str_eq(o, "started\n");
+		free(o);
+	}
+	f = fopen(pidfile, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fscanf(f, "%ld", &gc), 1);
+	fclose(f);
+	unlink(pidfile);
+	/* SIGKILL is immediate, but the grandchild's reaping by init may lag. */
+	for (int i = 0; i < 200 && pid_alive(gc); i++)
+		usleep(10000);
+	ck_assert_msg(!pid_alive(gc), "grandchild %ld survived", gc);
+	json_decref(r);
+}
+END_TEST
+
+START_TEST(exec_takes_env_cwd_and_stdin)
+{
+	json_t	*r;
+	char	*o;
+	size_t	 n = 300000, i, len;
+	char	*big = malloc(n), *enc;
+
+	r = askj(json_pack("{s:s, s:[s,s,s], s:{s:s,s:s}, s:s, s:s}",
+	    "op", "exec", "argv", "sh", "-c",
+	    "echo \"$EMBER_T1 $EMBER_T2\"; pwd; cat",
+	    "env", "EMBER_T1", "one", "EMBER_T2", "two two",
+	    "cwd", "/usr", "stdin", "aGVsbG8K"));
+	o = b64_member(r, "stdout");
+	ck_assert_str_eq(o, "one two two\n/usr\nhello\n");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "exit_code")), 0);
+	free(o);
+	json_decref(r);
+
+	/* PATH comes from the agent's environment; a set one overrides it. */
+	setenv("EMBER_T3", "inherited", 1);
+	r = askj(json_pack("{s:s, s:[s,s,s]}", "op", "exec", "argv", "sh",
+	    "-c", "echo $EMBER_T3"));
+	o = b64_member(r, "stdout");
+	ck_assert_str_eq(o, "inherited\n");
+	free(o);
+	json_decref(r);
+
+	/* stdin larger than a pipe buffer, while output flows back. */
+	for (i = 0; i < n; i++)
+		big[i] = (char)('a' + i % 26);
+	enc = agent_base64_encode(big, n, &len);
+	r = askj(json_pack("{s:s, s:[s], s:s}", "op", "exec", "argv", "wc",
+	    "stdin", enc));
+	o = b64_member(r, "stdout");
+	ck_assert_msg(strstr(o, " 300000") != NULL, "wc said %s", o);
+	free(o);
+	free(enc);
+	free(big);
+	json_decref(r);
+}
+END_TEST
+
+START_TEST(exec_truncates_output_at_256_kib)
+{
+	json_t		*r = run_sh("head -c 400000 /dev/zero; "
+			    "head -c 1000 /dev/zero >&2", 20);
+	const char	*s = json_string_value(json_object_get(r, "stdout"));
+	unsigned char	*dec;
+	size_t		 len;
+
+	ck_assert(json_is_true(json_object_get(r, "truncated")));
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "exit_code")), 0);
+	ck_assert_int_eq(agent_base64_decode(s, strlen(s), &dec, &len), 0);
+	ck_assert_uint_eq(len, AGENT_EXEC_OUTPUT_MAX);
+	free(dec);
+	s = json_string_value(json_object_get(r, "stderr"));
+	ck_assert_uint_eq(strlen(s), 1336);	/* 1000 bytes, whole */
+	json_decref(r);
+	r = run_sh("head -c 262144 /dev/zero", 20);
+	ck_assert(json_is_false(json_object_get(r, "truncated")));
+	json_decref(r);
+}
+END_TEST
+
+START_TEST(exec_does_not_wait_for_a_background_process)
+{
+	struct timespec	 t0, t1;
+	json_t		*r;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = run_sh("sleep 3 & echo done", 10);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "exit_code")), 0);
+	ck_assert(json_is_false(json_object_get(r, "timed_out")));
+	ck_assert_msg(t1.tv_sec - t0.tv_sec < 2, "waited %ld s",
+	    (long)(t1.tv_sec - t0.tv_sec));
+	json_decref(r);
+}
+END_TEST
+
+START_TEST(exec_errors_are_clear)
+{
+	assert_error(askj(json_pack("{s:s, s:[s]}", "op", "exec", "argv",
+	    "/nonexistent/cmd")), "cannot run \"/nonexistent/cmd\": No such file");
+	assert_error(askj(json_pack("{s:s, s:[s], s:s}", "op", "exec", "argv",
+	    "true", "cwd", "/nonexistent")), "cannot change to directory");
+	assert_error(ask("{\"op\":\"exec\"}"), "invalid parameters for exec");
+	assert_error(ask("{\"op\":\"exec\",\"argv\":[]}"), "non-empty array");
+	assert_error(ask("{\"op\":\"exec\",\"argv\":\"ls\"}"), "non-empty array");
+	assert_error(ask("{\"op\":\"exec\",\"argv\":[\"ls\",1]}"),
+	    "argv[1] is not a string");
+	assert_error(ask("{\"op\":\"exec\",\"argv\":[\"\"]}"), "argv[0] is empty");
+	assert_error(ask("{\"op\":\"exec\",\"argv\":[\"ls\"],\"bogus\":1}"),
+	    "invalid parameters for exec");
+	assert_error(ask("{\"op\":\"exec\",\"argv\":[\"ls\"],\"timeout_s\":0}"),
+	    "timeout_s must be");
+	assert_error(ask("{\"op\":\"exec\",\"argv\":[\"ls\"],\"stdin\":\"!!\"}"),
+	    "stdin is not valid base64");
+	assert_error(ask("{\"op\":\"exec\",\"argv\":[\"ls\"],\"env\":{\"A\":1}}"),
+	    "env value");
+	assert_error(ask("{\"op\":\"exec\",\"argv\":[\"ls\"],\"env\":{\"A=B\":\"x\"}}"),
+	    "env name");
+}
+END_TEST
+
+/* --- files -------------------------------------------------------------- */
+
+static char	tmpdir[] = "/tmp/agent-check.XXXXXX";
+
+static void
+files_setup(void)
+{
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void
+files_teardown(void)
+{
+	char	cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static json_t *
+write_chunk(const char *path, const void *data, size_t len, json_int_t offset,
+    int truncate, json_int_t mode)
+{
+	char	*enc = agent_base64_encode(data, len, NULL);
+	json_t	*req = json_pack("{s:s, s:s, s:s, s:I, s:b}", "op", "write_file",
+	    "path", path, "data", enc, "offset", offset, "truncate", truncate);
+
+	if (mode >= 0)
+		json_object_set_new(req, "mode", json_integer(mode));
+	free(enc);
+	return askj(req);
+}
+
+static json_t *
+read_chunk(const char *path, json_int_t offset, json_int_t length)
+{
+	return askj(json_pack("{s:s, s:s, s:I, s:I}", "op", "read_file",
+	    "path", path, "offset", offset, "length", length));
+}
+
+START_TEST(files_write_and_read_binary_at_offsets)
+{
+	unsigned char	 bin[256], *dec;
+	char		 path[256];
+	const char	*s;
+	struct stat	 st;
+	json_t		*r;
+	size_t		 i, len;
+
+	for (i = 0; i < sizeof(bin); i++)
+		bin[i] = (unsigned char)i;
+	snprintf(path, sizeof(path), "%s/f", tmpdir);
+	r = write_chunk(path, bin, sizeof(bin), 0, 1, -1);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "written")), 256);
+	json_decref(r);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0644);	/* the default */
+	ck_assert_int_eq(st.st_size, 256);
+
+	/* Overwrite the middle; the rest stays. */
+	r = write_chunk(path, "XY", 2, 100, 0, -1);
+	json_decref(r);
+	r = read_chunk(path, 99, 4);
+	ck_assert(json_is_true(json_object_get(r, "ok")));
+	s = json_string_value(json_object_get(r, "data"));
+	ck_assert_int_eq(agent_base64_decode(s, strlen(s), &dec, &len), 0);
+	ck_assert_uint_eq(len, 4);
+	ck_assert(dec[0] == 99 && dec[1] == 'X' && dec[2] == 'Y' && dec[3] == 102);
+	free(dec);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "size")), 256);
+	ck_assert(json_is_false(json_object_get(r, "eof")));
+	json_decref(r);
+
+	/* The last bytes: eof; past the end: nothing, eof. */
+	r = read_chunk(path, 250, 100);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "data")),
+	    "+vv8/f7/");
+	ck_assert(json_is_true(json_object_get(r, "eof")));
+	json_decref(r);
+	r = read_chunk(path, 1000, 10);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "data")), "");
+	ck_assert(json_is_true(json_object_get(r, "eof")));
+	json_decref(r);
+
+	/* truncate empties the file first; a write past the end leaves a hole. */
+	r = write_chunk(path, "ab", 2, 0, 1, -1);
+	json_decref(r);
+	r = write_chunk(path, "z", 1, 4, 0, -1);
+	json_decref(r);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_size, 5);
+	r = read_chunk(path, 0, 5);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "data")), "YWIAAHo=");
+	json_decref(r);
+}
+END_TEST
+
+START_TEST(files_mode_applies_when_creating_only)
+{
+	char		 path[256];
+	struct stat	 st;
+	mode_t		 old = umask(077);
+
+	snprintf(path, sizeof(path), "%s/m", tmpdir);
+	json_decref(write_chunk(path, "x", 1, 0, 1, 0755));
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0755);	/* not masked */
+	json_decref(write_chunk(path, "y", 1, 0, 1, 0600));
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0755);
+	umask(old);
+	assert_error(write_chunk(path, "y", 1, 0, 0, 010000), "not a file mode");
+}
+END_TEST
+
+START_TEST(files_errors_are_clear)
+{
+	char	path[256], *big, *enc;
+	size_t	n = AGENT_FILE_CHUNK_MAX + 1;
+
+	snprintf(path, sizeof(path), "%s/missing", tmpdir);
+	assert_error(read_chunk(path, 0, 10), "No such file or directory");
+	assert_error(read_chunk(tmpdir, 0, 10), "is a directory");
+	assert_error(read_chunk(path, 0, AGENT_FILE_CHUNK_MAX + 1),
+	    "read at most 524288 bytes");
+	assert_error(read_chunk(path, -1, 10), "offset must not be negative");
+	snprintf(path, sizeof(path), "%s/no/such/dir", tmpdir);
+	assert_error(write_chunk(path, "x", 1, 0, 0, -1), "open ");
+	big = calloc(1, n);
+	enc = agent_base64_encode(big, n, NULL);
+	assert_error(askj(json_pack("{s:s, s:s, s:s}", "op", "write_file",
+	    "path", path, "data", enc)), "write at most 524288 bytes");
+	free(enc);
+	free(big);
+	assert_error(ask("{\"op\":\"write_file\",\"path\":\"/x\",\"data\":\"%%\"}"),
+	    "not valid base64");
+	assert_error(ask("{\"op\":\"write_file\",\"path\":\"/x\"}"),
+	    "invalid parameters for write_file");
+	assert_error(ask("{\"op\":\"read_file\"}"),
+	    "invalid parameters for read_file");
+}
+END_TEST
+
+START_TEST(files_full_chunk_reads_back)
+{
+	char		 path[256];
+	unsigned char	*buf = malloc(AGENT_FILE_CHUNK_MAX), *dec;
+	json_t		*r;
+	const char	*s;
+	size_t		 i, len;
+
+	for (i = 0; i < AGENT_FILE_CHUNK_MAX; i++)
+		buf[i] = (unsigned char)(i * 7);
+	snprintf(path, sizeof(path), "%s/big", tmpdir);
+	r = write_chunk(path, buf, AGENT_FILE_CHUNK_MAX, 0, 1, -1);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "written")),
+	    AGENT_FILE_CHUNK_MAX);
+	json_decref(r);
+	r = read_chunk(path, 0, AGENT_FILE_CHUNK_MAX);
+	s = json_string_value(json_object_get(r, "data"));
+	ck_assert_int_eq(agent_base64_decode(s, strlen(s), &dec, &len), 0);
+	ck_assert_uint_eq(len, AGENT_FILE_CHUNK_MAX);
+	ck_assert(memcmp(dec, buf, len) == 0);
+	ck_assert(json_is_true(json_object_get(r, "eof")));
+	free(dec);
+	free(buf);
+	json_decref(r);
+}
+END_TEST
+
+/* --- poweroff ----------------------------------------------------------- */
+
+START_TEST(poweroff_answers_and_raises_the_flag_only)
+{
+	json_t	*r;
+
+	ck_assert_int_eq(agent_poweroff_take(), 0);
+	r = ask("{\"op\":\"poweroff\",\"id\":9}");
+	ck_assert(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	ck_assert_int_eq(agent_poweroff_take(), 1);
+	ck_assert_int_eq(agent_poweroff_take(), 0);
+	assert_error(ask("{\"op\":\"poweroff\",\"now\":true}"),
+	    "invalid parameters for poweroff");
+	ck_assert_int_eq(agent_poweroff_take(), 0);
+}
+END_TEST
+
+START_TEST(line_flags_name_worker_ops)
+{
+	static const char	exec[] = "{\"op\":\"exec\",\"argv\":[\"x\"]}";
+	static const char	ping[] = "{\"op\":\"ping\"}";
+
+	ck_assert_int_eq(agent_line_flags(exec, strlen(exec)), AGENT_OP_WORKER);
+	ck_assert_int_eq(agent_line_flags(ping, strlen(ping)), 0);
+	ck_assert_int_eq(agent_line_flags("junk", 4), 0);
+	ck_assert_int_eq(agent_line_flags("{\"op\":\"nope\"}", 13), 0);
+}
+END_TEST
+
+START_TEST(dry_run_touches_nothing)
+{
+	char		 path[256];
+	struct stat	 st;
+	json_t		*r;
+
+	agent_dry_run = 1;
+	snprintf(path, sizeof(path), "%s/dry", tmpdir);
+	r = write_chunk(path, "abc", 3, 0, 1, -1);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "written")), 3);
+	json_decref(r);
+	ck_assert_int_eq(stat(path, &st), -1);
+	r = run_sh("touch /tmp/agent-check-dry-run-must-not-exist", 5);
+	ck_assert(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	ck_assert_int_eq(stat("/tmp/agent-check-dry-run-must-not-exist", &st), -1);
+	agent_dry_run = 0;
+}
+END_TEST
+
+START_TEST(error_line_carries_the_id)
+{
+	size_t	 len;
+	char	*out = agent_error_line("{\"op\":\"exec\",\"id\":5}", 20,
+		    "worker died", &len);
+
+	ck_assert_str_eq(out, "{\"ok\":false,\"id\":5,\"error\":\"worker died\"}\n");
+	free(out);
+	out = agent_error_line("garbage", 7, "x", &len);
+	ck_assert_str_eq(out, "{\"ok\":false,\"error\":\"x\"}\n");
+	free(out);
 }
 END_TEST
 
@@ -294,6 +849,32 @@ main(void)
 	tcase_add_test(tc, op_table_lookup);
 	tcase_add_test(tc, echo_ports_from_the_command_line);
 	tcase_add_test(tc, echo_ports_are_capped);
+	tcase_add_test(tc, base64_known_vectors);
+	tcase_add_test(tc, base64_round_trips_every_byte_value_and_length);
+	tcase_add_test(tc, base64_decode_takes_missing_padding_and_refuses_junk);
+	tcase_add_test(tc, poweroff_answers_and_raises_the_flag_only);
+	tcase_add_test(tc, line_flags_name_worker_ops);
+	tcase_add_test(tc, error_line_carries_the_id);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("exec");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, exec_reports_exit_code_and_both_streams);
+	tcase_add_test(tc, exec_reports_the_signal);
+	tcase_add_test(tc, exec_timeout_kills_the_whole_process_group);
+	tcase_add_test(tc, exec_takes_env_cwd_and_stdin);
+	tcase_add_test(tc, exec_truncates_output_at_256_kib);
+	tcase_add_test(tc, exec_does_not_wait_for_a_background_process);
+	tcase_add_test(tc, exec_errors_are_clear);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("files");
+	tcase_add_checked_fixture(tc, files_setup, files_teardown);
+	tcase_add_test(tc, files_write_and_read_binary_at_offsets);
+	tcase_add_test(tc, files_mode_applies_when_creating_only);
+	tcase_add_test(tc, files_errors_are_clear);
+	tcase_add_test(tc, files_full_chunk_reads_back);
+	tcase_add_test(tc, dry_run_touches_nothing);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
