@@ -4,13 +4,21 @@
  * one-line confirmation for lifecycle verbs, a table for `vm list`, key:
  * value lines for `vm inspect`. Values are checked only as far as needed
  * to build well-typed params; emberd judges ranges and names.
+ *
+ * `vm exec` and `vm cp` go through the guest's agent: exec writes the
+ * command's decoded output to our stdout and stderr and exits with its
+ * status; cp moves a file in CP_CHUNK pieces (one vm.cp call each), so a
+ * file of any size fits emberd's 1 MiB request lines.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "emberctl.h"
 #include "error.h"
@@ -124,6 +132,30 @@ parse_uint(const char *s, unsigned long max, unsigned long *out)
 	return 0;
 }
 
+#define WAIT_DEFAULT_S 120
+
+/* --wait [SECONDS] into params (wait, wait_timeout_s); makes sure our own
+ * reply timeout outlasts it. */
+static int
+apply_wait(struct ctl *ctl, struct verb_args *a, json_t *params)
+{
+	const char *v = OPTARG(a, OPT_WAIT);
+	unsigned long s = WAIT_DEFAULT_S;
+
+	if (v == NULL)
+		return EXIT_OK;
+	if (v[0] != '\0' && (parse_uint(v, 86400, &s) < 0 || s == 0))
+		return ctl_usage_error(ctl, "invalid --wait '%s': expected whole "
+		    "seconds from 1 to 86400", v);
+	json_object_set_new(params, "wait", json_true());
+	json_object_set_new(params, "wait_timeout_s", json_integer((json_int_t)s));
+	/* The boot itself comes first, then up to s seconds for the agent. */
+	if (!ctl->timeout_set && ctl->timeout_ms >= 0 &&
+	    ctl->timeout_ms < (int)(s + 600) * 1000)
+		ctl->timeout_ms = (int)(s + 600) * 1000;
+	return EXIT_OK;
+}
+
 /* --vsock / --no-vsock into params["vsock"]; EXIT_USAGE when both. */
 static int
 apply_vsock(struct ctl *ctl, struct verb_args *a, json_t *params)
@@ -218,6 +250,8 @@ cmd_vm_create(struct ctl *ctl, struct verb_args *a)
 		goto fail;
 	if (OPTARG(a, OPT_NO_START) != NULL)
 		json_object_set_new(params, "start", json_false());
+	if ((r = apply_wait(ctl, a, params)) != EXIT_OK)
+		goto fail;
 	return call_lifecycle(ctl, "vm.create", params, name, "created");
 fail:
 	json_decref(params);
@@ -336,7 +370,14 @@ name_only(struct ctl *ctl, struct verb_args *a, const char *method)
 int
 cmd_vm_start(struct ctl *ctl, struct verb_args *a)
 {
-	return name_only(ctl, a, "vm.start");
+	json_t *params = json_pack("{s:s}", "name", a->argv[0]);
+	int r;
+
+	if ((r = apply_wait(ctl, a, params)) != EXIT_OK) {
+		json_decref(params);
+		return r;
+	}
+	return call_lifecycle(ctl, "vm.start", params, a->argv[0], NULL);
 }
 
 int
@@ -412,4 +453,359 @@ cmd_vm_fork(struct ctl *ctl, struct verb_args *a)
 		json_object_set_new(params, "start", json_false());
 	snprintf(did, sizeof(did), "forked from %s", a->argv[0]);
 	return call_lifecycle(ctl, "vm.fork", params, a->argv[1], did);
+}
+
+/* --- vm exec, vm cp ------------------------------------------------------ */
+
+#define CP_CHUNK (512 * 1024)	/* the agent's limit per read_file/write_file */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Base64 of len bytes (padded), malloc'd; NULL when out of memory. */
+static char *
+b64_encode(const unsigned char *p, size_t len)
+{
+	char *s = malloc((len + 2) / 3 * 4 + 1), *o = s;
+	size_t i;
+
+	if (s == NULL)
+		return NULL;
+	for (i = 0; i + 2 < len; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+		*o++ = b64_alphabet[v >> 18];
+		*o++ = b64_alphabet[(v >> 12) & 63];
+		*o++ = b64_alphabet[(v >> 6) & 63];
+		*o++ = b64_alphabet[v & 63];
+	}
+	if (i < len) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
+		*o++ = b64_alphabet[v >> 18];
+		*o++ = b64_alphabet[(v >> 12) & 63];
+		*o++ = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
+		*o++ = '=';
+	}
+	*o = '\0';
+	return s;
+}
+
+/* Decodes base64 s (padding optional) into a malloc'd buffer; -1 if invalid. */
+static int
+b64_decode(const char *s, unsigned char **out, size_t *out_len)
+{
+	size_t len = strlen(s), o = 0;
+	uint32_t v = 0;
+	int n = 0;
+	unsigned char *buf;
+
+	while (len > 0 && s[len - 1] == '=')
+		len--;
+	if ((buf = malloc(len / 4 * 3 + 3)) == NULL)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		const char *c = s[i] != '\0' ? strchr(b64_alphabet, s[i]) : NULL;
+
+		if (c == NULL) {
+			free(buf);
+			return -1;
+		}
+		v = v << 6 | (uint32_t)(c - b64_alphabet);
+		if (++n == 4) {
+			buf[o++] = (unsigned char)(v >> 16);
+			buf[o++] = (unsigned char)(v >> 8);
+			buf[o++] = (unsigned char)v;
+			v = 0;
+			n = 0;
+		}
+	}
+	if (n == 1) {
+		free(buf);
+		return -1;
+	}
+	if (n >= 2)
+		buf[o++] = (unsigned char)(v >> (n == 2 ? 4 : 10));
+	if (n == 3)
+		buf[o++] = (unsigned char)(v >> 2);
+	*out = buf;
+	*out_len = o;
+	return 0;
+}
+
+static int
+write_all(int fd, const unsigned char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Writes the decoded base64 member key of result to fd. */
+static int
+write_b64_member(const json_t *result, const char *key, int fd)
+{
+	const char *s = json_string_value(json_object_get(result, key));
+	unsigned char *buf;
+	size_t len;
+	int r;
+
+	if (s == NULL || b64_decode(s, &buf, &len) < 0) {
+		ctl_warnx("malformed reply from emberd to vm.exec: bad \"%s\"", key);
+		return -1;
+	}
+	r = write_all(fd, buf, len);
+	free(buf);
+	return r;
+}
+
+int
+cmd_vm_exec(struct ctl *ctl, struct verb_args *a)
+{
+	unsigned long timeout_s = 60;
+	json_t *params, *argv, *result, *code, *sig;
+	int r;
+
+	if (OPTARG(a, OPT_TIMEOUT) != NULL &&
+	    (parse_uint(OPTARG(a, OPT_TIMEOUT), 86400, &timeout_s) < 0 ||
+	    timeout_s == 0))
+		return ctl_usage_error(ctl, "invalid --timeout '%s': expected "
+		    "whole seconds from 1 to 86400", OPTARG(a, OPT_TIMEOUT));
+	argv = json_array();
+	for (int i = 1; i < a->argc; i++)
+		json_array_append_new(argv, json_string(a->argv[i]));
+	params = json_pack("{s:s, s:o, s:I}", "name", a->argv[0], "argv", argv,
+	    "timeout_s", (json_int_t)timeout_s);
+	/* emberd allows the agent timeout_s + 15 s; we allow a bit more. */
+	if (!ctl->timeout_set && ctl->timeout_ms >= 0 &&
+	    ctl->timeout_ms < (int)(timeout_s + 30) * 1000)
+		ctl->timeout_ms = (int)(timeout_s + 30) * 1000;
+	if ((r = ctl_call(ctl, "vm.exec", params, &result)) != EXIT_OK)
+		return r;
+	if (ctl->json) {
+		ctl_print_json(result);
+	} else {
+		fflush(stdout);
+		if (write_b64_member(result, "stdout", STDOUT_FILENO) < 0 ||
+		    write_b64_member(result, "stderr", STDERR_FILENO) < 0) {
+			json_decref(result);
+			return EXIT_ERROR;
+		}
+	}
+	if (json_is_true(json_object_get(result, "truncated")))
+		ctl_warnx("the command's output was cut at 256 KiB per stream");
+	code = json_object_get(result, "exit_code");
+	sig = json_object_get(result, "signal");
+	if (json_is_true(json_object_get(result, "timed_out"))) {
+		ctl_warnx("the command ran past its %lu s timeout and was killed "
+		    "(with its process group)", timeout_s);
+		r = 124;
+	} else if (json_is_integer(code)) {
+		r = (int)(json_integer_value(code) & 255);
+	} else if (json_is_integer(sig)) {
+		r = 128 + (int)(json_integer_value(sig) & 127);
+	} else {
+		ctl_warnx("malformed reply from emberd to vm.exec: no exit_code or signal");
+		r = EXIT_ERROR;
+	}
+	json_decref(result);
+	return r;
+}
+
+/* Splits "NAME:/path" (NAME has no '/'); false for a local path. */
+static bool
+split_remote(const char *arg, char *name, size_t name_len, const char **path)
+{
+	const char *colon = strchr(arg, ':');
+
+	if (colon == NULL || colon == arg || memchr(arg, '/', (size_t)(colon - arg)) != NULL ||
+	    (size_t)(colon - arg) >= name_len)
+		return false;
+	memcpy(name, arg, (size_t)(colon - arg));
+	name[colon - arg] = '\0';
+	*path = colon + 1;
+	return true;
+}
+
+/* dir + "/" + the last component of src, when dir names a directory. */
+static char *
+join_basename(const char *dir, const char *src)
+{
+	const char *base = strrchr(src, '/');
+	size_t dl = strlen(dir);
+	char *s;
+
+	base = base != NULL ? base + 1 : src;
+	while (dl > 1 && dir[dl - 1] == '/')
+		dl--;
+	if (asprintf(&s, "%.*s/%s", (int)dl, dir, base) < 0)
+		return NULL;
+	return s;
+}
+
+static int
+cp_in(struct ctl *ctl, const char *local, const char *name, const char *path)
+{
+	unsigned char *buf = NULL;
+	char *dest = NULL;
+	struct stat st;
+	uint64_t offset = 0;
+	int fd, r = EXIT_ERROR;
+	bool first = true;
+
+	if ((fd = open(local, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) < 0) {
+		ctl_warnx("cannot read %s: %s", local, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return EXIT_ERROR;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		ctl_warnx("%s is a directory; vm cp copies single files", local);
+		goto out;
+	}
+	if (path[0] != '\0' && path[strlen(path) - 1] == '/')
+		path = dest = join_basename(path, local);
+	if ((buf = malloc(CP_CHUNK)) == NULL || path == NULL) {
+		ctl_warnx("out of memory");
+		goto out;
+	}
+	for (;;) {
+		size_t got = 0;
+		ssize_t n;
+		json_t *params, *result;
+		char *data;
+
+		while (got < CP_CHUNK) {
+			n = read(fd, buf + got, CP_CHUNK - got);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				ctl_warnx("cannot read %s: %s", local, strerror(errno));
+				goto out;
+			}
+			if (n == 0)
+				break;
+			got += (size_t)n;
+		}
+		if (got == 0 && !first)
+			break;
+		if ((data = b64_encode(buf, got)) == NULL) {
+			ctl_warnx("out of memory");
+			goto out;
+		}
+		params = json_pack("{s:s, s:s, s:s, s:s, s:I, s:b}", "name", name,
+		    "path", path, "direction", "in", "data", data,
+		    "offset", (json_int_t)offset, "truncate", first);
+		free(data);
+		if (first)
+			json_object_set_new(params, "mode",
+			    json_integer((json_int_t)(st.st_mode & 07777)));
+		if ((r = ctl_call(ctl, "vm.cp", params, &result)) != EXIT_OK)
+			goto out;
+		r = EXIT_ERROR;
+		if (json_integer_value(json_object_get(result, "written")) != (json_int_t)got) {
+			ctl_warnx("%s:%s: the guest wrote %" JSON_INTEGER_FORMAT " of %zu bytes",
+			    name, path, json_integer_value(json_object_get(result, "written")), got);
+			json_decref(result);
+			goto out;
+		}
+		json_decref(result);
+		offset += got;
+		first = false;
+		if (got < CP_CHUNK)
+			break;
+	}
+	r = EXIT_OK;
+out:
+	free(buf);
+	free(dest);
+	close(fd);
+	return r;
+}
+
+static int
+cp_out(struct ctl *ctl, const char *name, const char *path, const char *local)
+{
+	char *dest = NULL;
+	struct stat st;
+	uint64_t offset = 0;
+	int fd, r = EXIT_ERROR;
+
+	if (stat(local, &st) == 0 && S_ISDIR(st.st_mode)) {
+		if ((dest = join_basename(local, path)) == NULL) {
+			ctl_warnx("out of memory");
+			return EXIT_ERROR;
+		}
+		local = dest;
+	}
+	/* The local file is created once the guest has sent a first chunk. */
+	fd = -1;
+	for (;;) {
+		json_t *params, *result;
+		unsigned char *data;
+		size_t len;
+		bool eof;
+
+		params = json_pack("{s:s, s:s, s:s, s:I, s:i}", "name", name, "path", path,
+		    "direction", "out", "offset", (json_int_t)offset, "length", CP_CHUNK);
+		if ((r = ctl_call(ctl, "vm.cp", params, &result)) != EXIT_OK)
+			goto out;
+		r = EXIT_ERROR;
+		if (b64_decode(json_string_value(json_object_get(result, "data")) ?
+		    json_string_value(json_object_get(result, "data")) : "!", &data, &len) < 0) {
+			ctl_warnx("malformed reply from emberd to vm.cp: bad \"data\"");
+			json_decref(result);
+			goto out;
+		}
+		eof = json_is_true(json_object_get(result, "eof"));
+		json_decref(result);
+		if (fd < 0 && (fd = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		    0666)) < 0) {
+			ctl_warnx("cannot create %s: %s", local, strerror(errno));
+			free(data);
+			goto out;
+		}
+		if (write_all(fd, data, len) < 0) {
+			ctl_warnx("cannot write %s: %s", local, strerror(errno));
+			free(data);
+			goto out;
+		}
+		free(data);
+		offset += len;
+		if (eof || len == 0)
+			break;
+	}
+	r = EXIT_OK;
+out:
+	if (fd >= 0 && close(fd) < 0 && r == EXIT_OK) {
+		ctl_warnx("cannot write %s: %s", local, strerror(errno));
+		r = EXIT_ERROR;
+	}
+	free(dest);
+	return r;
+}
+
+int
+cmd_vm_cp(struct ctl *ctl, struct verb_args *a)
+{
+	char src_vm[256], dst_vm[256];
+	const char *src_path, *dst_path;
+	bool src_remote = split_remote(a->argv[0], src_vm, sizeof(src_vm), &src_path);
+	bool dst_remote = split_remote(a->argv[1], dst_vm, sizeof(dst_vm), &dst_path);
+
+	if (src_remote == dst_remote)
+		return ctl_usage_error(ctl, "exactly one of SRC and DST must be "
+		    "NAME:/path (a path in a guest)");
+	if ((src_remote ? src_path : dst_path)[0] != '/')
+		return ctl_usage_error(ctl, "the guest path '%s' must be absolute",
+		    src_remote ? src_path : dst_path);
+	if (src_remote)
+		return cp_out(ctl, src_vm, src_path, a->argv[1]);
+	return cp_in(ctl, a->argv[0], dst_vm, dst_path);
 }

@@ -27,9 +27,11 @@
 static const enum opt_id create_opts[] = {
 	OPT_FILE, OPT_IMAGE, OPT_KERNEL, OPT_INITRD, OPT_ROOTFS, OPT_CPUS,
 	OPT_MEMORY, OPT_DISK_SIZE, OPT_BOOT_ARGS, OPT_VSOCK, OPT_NO_VSOCK,
-	OPT_BACKEND, OPT_NETWORK, OPT_NO_START, 0
+	OPT_BACKEND, OPT_NETWORK, OPT_NO_START, OPT_WAIT, 0
 };
+static const enum opt_id start_opts[] = { OPT_WAIT, 0 };
 static const enum opt_id stop_opts[] = { OPT_FORCE, OPT_TIMEOUT, 0 };
+static const enum opt_id exec_opts[] = { OPT_TIMEOUT, 0 };
 static const enum opt_id delete_opts[] = { OPT_FORCE, 0 };
 static const enum opt_id fork_opts[] = { OPT_VSOCK, OPT_NO_VSOCK, OPT_NO_START, 0 };
 static const enum opt_id import_opts[] = {
@@ -43,15 +45,18 @@ static const struct verb verbs[] = {
 	  "NAME [-f SPEC.yaml] [--image I] [--kernel K]\n"
 	  "\t[--initrd I] [--rootfs R] [--cpus N] [--memory 512M]\n"
 	  "\t[--disk-size 2G] [--boot-args S] [--vsock | --no-vsock]\n"
-	  "\t[--backend B] [--network none|user] [--no-start]",
-	  "create a VM and boot it (flags override -f, which overrides defaults)",
+	  "\t[--backend B] [--network none|user] [--no-start]\n"
+	  "\t[--wait [SECONDS]]",
+	  "create a VM and boot it (flags override -f, which overrides defaults;\n"
+	  "--wait also waits, default 120 s, until its agent answers)",
 	  create_opts },
 	{ "vm", "list", 0, 0, cmd_vm_list, "",
 	  "list VMs: NAME STATUS BACKEND CPUS MEMORY CID", no_opts },
 	{ "vm", "inspect", 1, 1, cmd_vm_inspect, "NAME",
 	  "show a VM's record", no_opts },
-	{ "vm", "start", 1, 1, cmd_vm_start, "NAME",
-	  "boot a created, stopped or failed VM", no_opts },
+	{ "vm", "start", 1, 1, cmd_vm_start, "NAME [--wait [SECONDS]]",
+	  "boot a created, stopped or failed VM (--wait: until its agent answers)",
+	  start_opts },
 	{ "vm", "stop", 1, 1, cmd_vm_stop, "NAME [--force] [--timeout S]",
 	  "shut a VM down (gracefully for S seconds, default 10)", stop_opts },
 	{ "vm", "pause", 1, 1, cmd_vm_pause, "NAME", "pause a running VM",
@@ -61,6 +66,14 @@ static const struct verb verbs[] = {
 	{ "vm", "delete", 1, 1, cmd_vm_delete, "NAME [--force]",
 	  "delete a VM, its disk and its CID (--force kills it first)",
 	  delete_opts },
+	{ "vm", "exec", 2, -1, cmd_vm_exec,
+	  "NAME [--timeout S] -- CMD [ARGS...]",
+	  "run a command in the guest through its agent (default timeout 60 s);\n"
+	  "its output is printed and its status is emberctl's (128+N for signal N,\n"
+	  "124 for a timeout)", exec_opts },
+	{ "vm", "cp", 2, 2, cmd_vm_cp, "SRC DST",
+	  "copy a file into or out of a guest through its agent; one of SRC and\n"
+	  "DST is NAME:/path (a path ending in / names a directory)", no_opts },
 	{ "vm", "fork", 2, 2, cmd_vm_fork,
 	  "SOURCE NAME [--vsock | --no-vsock] [--no-start]",
 	  "create NAME as a copy of the stopped VM SOURCE", fork_opts },
@@ -117,6 +130,7 @@ static const struct {
 	{ OPT_VMLINUX, "vmlinux", required_argument, 0 },
 	{ OPT_ROOTFS_DIR, "rootfs-dir", required_argument, 0 },
 	{ OPT_ROOTFS_SIZE, "rootfs-size", required_argument, 0 },
+	{ OPT_WAIT, "wait", optional_argument, 0 },
 	{ OPT_JSON, "json", no_argument, 0 },
 	{ OPT_HELP, "help", no_argument, 'h' },
 };
@@ -435,6 +449,16 @@ parse_verb_args(struct ctl *ctl, int argc, char **argv, struct verb_args *a)
 				c = option_catalogue[i].id;
 		if (c < OPT_FIRST || c >= OPT_END)
 			return ctl_usage_error(ctl, "unexpected option");
+		/* An optional value may also be the next word ("--wait 60"),
+		 * when that word is a number. */
+		for (size_t i = 0; i < NOPTIONS; i++)
+			if ((int)option_catalogue[i].id == c &&
+			    option_catalogue[i].has_arg == optional_argument &&
+			    optarg == NULL && optind < argc &&
+			    argv[optind][0] >= '0' && argv[optind][0] <= '9' &&
+			    strspn(argv[optind], "0123456789") ==
+			    strlen(argv[optind]))
+				optarg = argv[optind++];
 		a->opt[c - OPT_FIRST] = optarg != NULL ? optarg : "";
 	}
 	if (OPTARG(a, OPT_HELP) != NULL)

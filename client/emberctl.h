@@ -40,6 +40,7 @@ enum opt_id {
 	OPT_VMLINUX,
 	OPT_ROOTFS_DIR,
 	OPT_ROOTFS_SIZE,
+	OPT_WAIT,
 	OPT_JSON,
 	OPT_HELP,
 	OPT_END
@@ -99,6 +100,8 @@ int cmd_vm_pause(struct ctl *, struct verb_args *);
 int cmd_vm_resume(struct ctl *, struct verb_args *);
 int cmd_vm_delete(struct ctl *, struct verb_args *);
 int cmd_vm_fork(struct ctl *, struct verb_args *);
+int cmd_vm_exec(struct ctl *, struct verb_args *);
+int cmd_vm_cp(struct ctl *, struct verb_args *);
 int cmd_image_import(struct ctl *, struct verb_args *);
 int cmd_image_list(struct ctl *, struct verb_args *);
 int cmd_image_inspect(struct ctl *, struct verb_args *);
