@@ -10,7 +10,12 @@
  * deny_unknown_fields, answering 400 {"fault_message": ...} with Firecracker's
  * own wording where we know it.  PUT /vsock creates the hybrid-vsock Unix
  * socket; a host connection that says "CONNECT <port>\n" for a port listed in
- * FC_DOUBLE_VSOCK_PORTS gets "OK <hostport>\n" and then an echoing "guest".
+ * FC_DOUBLE_VSOCK_PORTS gets "OK <hostport>\n" and then an echoing "guest";
+ * on a port listed in FC_DOUBLE_AGENT_PORTS the "guest" is a scripted
+ * ember-agent instead: one JSON reply line per request line for ping, info,
+ * exec (a canned reply: argv joined by spaces as its stdout, exit code 0)
+ * and poweroff (answered, then the "guest" shuts down like after
+ * SendCtrlAltDel).
  *
  * Every request is appended to a JSON-lines log (FC_DOUBLE_LOG) so tests can
  * assert what ember sent.  Environment knobs inject shutdown behaviour,
@@ -360,6 +365,7 @@ struct vconn {
 	struct fc_double *fc;
 	struct bufferevent *bev;	/* owns the fd */
 	bool connected;			/* "OK" sent; now echoing */
+	bool agent;			/* a scripted ember-agent, not an echo */
 	bool eof;			/* client shut its side; close once output drains */
 	bool throttled;			/* reading paused until the echo drains */
 	bool dead;			/* freed by the reaper */
@@ -418,6 +424,8 @@ struct fc_double {
 	const char *fail_path;
 	uint32_t *ports;
 	size_t nports;
+	uint32_t *agent_ports;		/* FC_DOUBLE_AGENT_PORTS */
+	size_t nagent_ports;
 };
 
 static void
@@ -508,12 +516,135 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static bool
-port_allowed(const struct fc_double *fc, uint32_t port)
+port_in(const uint32_t *ports, size_t n, uint32_t port)
 {
-	for (size_t i = 0; i < fc->nports; i++)
-		if (fc->ports[i] == port)
+	for (size_t i = 0; i < n; i++)
+		if (ports[i] == port)
 			return true;
 	return false;
+}
+
+static bool
+port_allowed(const struct fc_double *fc, uint32_t port)
+{
+	return port_in(fc->ports, fc->nports, port) ||
+	    port_in(fc->agent_ports, fc->nagent_ports, port);
+}
+
+/* ---- the scripted agent (FC_DOUBLE_AGENT_PORTS) ---------------------------- */
+
+static void arm_timer(struct event *ev, long ms);
+
+static char *
+b64_encode(const unsigned char *p, size_t len)
+{
+	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	char *s = malloc((len + 2) / 3 * 4 + 1), *o = s;
+	size_t i;
+
+	if (!s)
+		return NULL;
+	for (i = 0; i + 2 < len; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+		*o++ = a[v >> 18];
+		*o++ = a[(v >> 12) & 63];
+		*o++ = a[(v >> 6) & 63];
+		*o++ = a[v & 63];
+	}
+	if (i < len) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
+		*o++ = a[v >> 18];
+		*o++ = a[(v >> 12) & 63];
+		*o++ = i + 1 < len ? a[(v >> 6) & 63] : '=';
+		*o++ = '=';
+	}
+	*o = '\0';
+	return s;
+}
+
+/* The canned exec reply: stdout is argv joined by spaces. */
+static void
+agent_exec_reply(json_t *reply, const json_t *req)
+{
+	const json_t *argv = json_object_get(req, "argv"), *v;
+	size_t i, len = 0;
+	char *joined, *enc;
+
+	json_array_foreach(argv, i, v)
+		len += strlen(json_string_value(v) ? json_string_value(v) : "") + 1;
+	joined = calloc(1, len + 1);
+	json_array_foreach(argv, i, v) {
+		if (i > 0)
+			strcat(joined, " ");
+		strcat(joined, json_string_value(v) ? json_string_value(v) : "");
+	}
+	enc = b64_encode((const unsigned char *)joined, strlen(joined));
+	json_object_set_new(reply, "exit_code", json_integer(0));
+	json_object_set_new(reply, "signal", json_null());
+	json_object_set_new(reply, "timed_out", json_false());
+	json_object_set_new(reply, "stdout", json_string(enc ? enc : ""));
+	json_object_set_new(reply, "stderr", json_string(""));
+	json_object_set_new(reply, "truncated", json_false());
+	free(enc);
+	free(joined);
+}
+
+/* Answers one request line the way ember-agent would (a scripted subset). */
+static void
+agent_answer(struct fc_double *fc, struct evbuffer *out, const char *line, size_t len)
+{
+	json_t *req = json_loadb(line, len, 0, NULL), *reply = json_object();
+	const char *op = json_string_value(json_object_get(req, "op"));
+	char *text;
+
+	json_object_set_new(reply, "ok", json_true());
+	if (json_object_get(req, "id"))
+		json_object_set(reply, "id", json_object_get(req, "id"));
+	if (!op) {
+		json_object_set_new(reply, "ok", json_false());
+		json_object_set_new(reply, "error", json_string("fc-double agent: malformed request"));
+	} else if (strcmp(op, "ping") == 0) {
+		json_object_set_new(reply, "pong", json_true());
+		json_object_set_new(reply, "version", json_string("fc-double"));
+	} else if (strcmp(op, "info") == 0) {
+		json_object_set_new(reply, "kernel", json_string("fc-double"));
+		json_object_set_new(reply, "uptime_s", json_real(1.0));
+		json_object_set_new(reply, "cid", json_integer(fc->guest_cid));
+		json_object_set_new(reply, "hostname", json_string("fc-double"));
+	} else if (strcmp(op, "exec") == 0 && json_is_array(json_object_get(req, "argv"))) {
+		agent_exec_reply(reply, req);
+	} else if (strcmp(op, "poweroff") == 0) {
+		say("agent: poweroff (the guest shuts down as after SendCtrlAltDel)");
+		if (fc->ctrlaltdel_ms >= 0 && !evtimer_pending(fc->shutdown_timer, NULL))
+			arm_timer(fc->shutdown_timer, fc->ctrlaltdel_ms);
+	} else {
+		json_object_set_new(reply, "ok", json_false());
+		json_object_set_new(reply, "error", json_string("fc-double agent: op not scripted"));
+	}
+	if (op)
+		say("agent: op %s", op);
+	text = json_dumps(reply, JSON_COMPACT);
+	if (text) {
+		evbuffer_add(out, text, strlen(text));
+		evbuffer_add(out, "\n", 1);
+	}
+	free(text);
+	json_decref(reply);
+	json_decref(req);
+}
+
+/* Answers the complete request lines waiting in in. */
+static void
+agent_process(struct fc_double *fc, struct evbuffer *in, struct evbuffer *out)
+{
+	char *line;
+	size_t len;
+
+	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
+		if (len > 0)
+			agent_answer(fc, out, line, len);
+		free(line);
+	}
 }
 
 /* Parses "CONNECT <port>" (keyword case-insensitive, as Firecracker's muxer does). */
@@ -587,8 +718,11 @@ vconn_process(struct vconn *c)
 		}
 		evbuffer_add_printf(out, "OK %" PRIu32 "\n", fc->next_host_port++);
 		c->connected = true;
+		c->agent = port_in(fc->agent_ports, fc->nagent_ports, port);
 	}
-	if (evbuffer_get_length(in) > 0)
+	if (c->agent)
+		agent_process(fc, in, out);
+	else if (evbuffer_get_length(in) > 0)
 		evbuffer_add_buffer(out, in);
 	if (evbuffer_get_length(out) >= ECHO_HIGH_WATER && !c->throttled) {
 		c->throttled = true;
@@ -1266,7 +1400,7 @@ parse_ms(const char *name, const char *s, long *out)
 }
 
 static int
-parse_ports(struct fc_double *fc, const char *list)
+parse_ports(const char *var, const char *list, uint32_t **ports, size_t *nports)
 {
 	char *copy = strdup(list), *save = NULL, *tok;
 
@@ -1280,17 +1414,17 @@ parse_ports(struct fc_double *fc, const char *list)
 		errno = 0;
 		v = strtoul(tok, &end, 10);
 		if (errno || end == tok || *end || v > UINT32_MAX) {
-			say("FC_DOUBLE_VSOCK_PORTS: \"%s\" is not a port number", tok);
+			say("%s: \"%s\" is not a port number", var, tok);
 			free(copy);
 			return -1;
 		}
-		grown = realloc(fc->ports, (fc->nports + 1) * sizeof(*grown));
+		grown = realloc(*ports, (*nports + 1) * sizeof(*grown));
 		if (!grown) {
 			free(copy);
 			return -1;
 		}
-		fc->ports = grown;
-		fc->ports[fc->nports++] = (uint32_t)v;
+		*ports = grown;
+		(*ports)[(*nports)++] = (uint32_t)v;
 	}
 	free(copy);
 	return 0;
@@ -1312,7 +1446,11 @@ read_env(struct fc_double *fc)
 	if ((v = getenv("FC_DOUBLE_EXIT_AFTER_START_MS")) && *v &&
 	    parse_ms("FC_DOUBLE_EXIT_AFTER_START_MS", v, &fc->exit_after_start_ms) < 0)
 		return -1;
-	if ((v = getenv("FC_DOUBLE_VSOCK_PORTS")) && *v && parse_ports(fc, v) < 0)
+	if ((v = getenv("FC_DOUBLE_VSOCK_PORTS")) && *v &&
+	    parse_ports("FC_DOUBLE_VSOCK_PORTS", v, &fc->ports, &fc->nports) < 0)
+		return -1;
+	if ((v = getenv("FC_DOUBLE_AGENT_PORTS")) && *v &&
+	    parse_ports("FC_DOUBLE_AGENT_PORTS", v, &fc->agent_ports, &fc->nagent_ports) < 0)
 		return -1;
 	fc->ignore_sigterm = (v = getenv("FC_DOUBLE_IGNORE_SIGTERM")) && strcmp(v, "1") == 0;
 	fc->require_machine_config =
@@ -1348,6 +1486,8 @@ usage(FILE *f)
 		"environment:\n"
 		"  FC_DOUBLE_LOG=PATH                    request log (default <api-sock>.requests.jsonl)\n"
 		"  FC_DOUBLE_VSOCK_PORTS=P[,P...]        guest ports that accept CONNECT (echo)\n"
+		"  FC_DOUBLE_AGENT_PORTS=P[,P...]        guest ports with a scripted ember-agent\n"
+		"                                        (ping, info, exec, poweroff; wins over echo)\n"
 		"  FC_DOUBLE_CTRLALTDEL_DELAY_MS=N|never exit N ms after SendCtrlAltDel (default 100)\n"
 		"  FC_DOUBLE_IGNORE_SIGTERM=1            only SIGKILL stops the process\n"
 		"  FC_DOUBLE_EXIT_AFTER_START_MS=N       exit 1 N ms after InstanceStart\n"
@@ -1459,6 +1599,7 @@ main(int argc, char **argv)
 		say("cannot open the request log %s: %s", log_path, strerror(errno));
 		free(default_log);
 		free(fc.ports);
+		free(fc.agent_ports);
 		return 1;
 	}
 	fc.id = strdup(id);
@@ -1530,6 +1671,7 @@ out:
 	fclose(fc.log);
 	free(fc.id);
 	free(fc.ports);
+	free(fc.agent_ports);
 	free(default_log);
 	return fc.exit_code;
 }
