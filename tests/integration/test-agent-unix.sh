@@ -4,7 +4,11 @@
 # (--echo-unix), and socat plays the host. Checks ping/info/errors, several
 # requests per connection, the oversize-line rule (error reply, then the
 # connection is dropped and the agent keeps serving), 1 MiB each way through
-# the echo service, 32 connections at once, and that no fd is leaked.
+# the echo service, 32 connections at once, exec in worker processes (an
+# exec that sleeps does not hold up other connections, requests after it on
+# its own connection wait their turn, a client that leaves mid-exec), file
+# chunks, poweroff (only with --poweroff-command under --listen-unix), and
+# that no fd or process is leaked.
 set -euo pipefail
 
 AGENT=${EMBER_AGENT:-${EMBER_BUILD_DIR:?set EMBER_BUILD_DIR or EMBER_AGENT}/packaging/agent/ember-agent}
@@ -110,6 +114,67 @@ for i in $(seq 32); do
 	cmp -s "$T/blob" "$T/e$i" || fail "echo connection $i differs"
 done
 pass "32 agent and 32 echo connections at once"
+
+
+# --- exec, files, poweroff -------------------------------------------------
+b64() { printf '%s' "$1" | base64 -w0; }
+r=$(send "{\"op\":\"exec\",\"id\":1,\"argv\":[\"sh\",\"-c\",\"echo out; echo err >&2; exit 7\"]}"$'\n')
+assert_jq "$r" ".ok and .id == 1 and .exit_code == 7 and .stdout == \"$(b64 $'out\n')\" and .stderr == \"$(b64 $'err\n')\"" \
+    "exec over the socket: status and both streams"
+
+# A sleeping exec on one connection; pings on others are answered at once.
+{ printf '{"op":"exec","id":"slow","argv":["sleep","3"]}\n{"op":"ping","id":"after"}\n'; sleep 5; } |
+    timeout 20 socat -t 5 - "UNIX-CONNECT:$SOCK" >"$T/slow" &
+slow=$!
+sleep 0.3	# let the exec start; what follows must not wait for it
+t0=$(date +%s%N)
+r=$(send $'{"op":"ping","id":"quick"}\n')
+t1=$(date +%s%N)
+assert_jq "$r" '.id == "quick"' "a ping while an exec sleeps on another connection"
+(( (t1 - t0) / 1000000 < 1500 )) || fail "the ping waited $(( (t1 - t0) / 1000000 )) ms behind the exec"
+pass "the ping did not wait for the exec"
+wait "$slow" || fail "the slow client failed"
+assert_eq '"slow" "after"' "$(jq -c .id "$T/slow" | tr '\n' ' ' | sed 's/ $//')" \
+    "replies on one connection stay in request order"
+
+# A client that leaves while its exec runs: the agent reaps the worker and lives on.
+printf '{"op":"exec","argv":["sleep","1"]}\n' | timeout 5 socat -t 0.1 - "UNIX-CONNECT:$SOCK" >/dev/null || true
+# The worker (and its sleep) end; poll until the agent has no children left.
+for _ in $(seq 200); do
+	[[ -z $(ps -o pid= --ppid "$AGENT_PID") ]] && break
+	sleep 0.05	# poll interval
+done
+[[ -z $(ps -o pid= --ppid "$AGENT_PID") ]] || fail "the worker was not reaped: $(ps -o pid,stat,args --ppid "$AGENT_PID")"
+pass "the worker of a departed client was reaped"
+assert_jq "$(send $'{"op":"ping"}\n')" '.ok' "the agent serves after a client left mid-exec"
+zombies=$(ps -o stat= --ppid "$AGENT_PID" | grep -c Z || true)
+assert_eq 0 "$zombies" "no zombie workers"
+
+r=$(send "{\"op\":\"write_file\",\"path\":\"$T/f\",\"data\":\"$(b64 hello)\",\"truncate\":true,\"mode\":384}"$'\n'"{\"op\":\"read_file\",\"path\":\"$T/f\",\"offset\":1,\"length\":3}"$'\n')
+assert_jq "$(sed -n 1p <<<"$r")" '.ok and .written == 5' "write_file"
+assert_jq "$(sed -n 2p <<<"$r")" ".ok and .data == \"$(b64 ell)\" and .size == 5 and .eof == false" "read_file at an offset"
+assert_eq 600 "$(stat -c %a "$T/f")" "write_file's mode"
+
+assert_jq "$(send $'{"op":"poweroff","id":3}\n')" '.ok and .id == 3' "poweroff is answered"
+for _ in $(seq 100); do
+	grep -q "not powering this machine off" "$LOG" && break
+	sleep 0.05	# poll interval
+done
+kill -0 "$AGENT_PID" 2>/dev/null || fail "the agent died after poweroff"
+grep -q "not powering this machine off" "$LOG" || fail "no log line about the refused poweroff"
+pass "--listen-unix alone never powers the machine off"
+
+P2=$T/agent2.sock
+"$AGENT" --listen-unix "$P2" --cmdline /dev/null --poweroff-command "touch $T/powered-off" 2>>"$LOG" &
+A2=$!
+for _ in $(seq 100); do [[ -S $P2 ]] && break; sleep 0.05; done
+assert_jq "$(printf '{"op":"poweroff"}\n' | timeout 10 socat -t 5 - "UNIX-CONNECT:$P2")" '.ok' \
+    "poweroff answered (--poweroff-command)"
+for _ in $(seq 100); do [[ -e $T/powered-off ]] && break; sleep 0.05; done
+[[ -e $T/powered-off ]] || fail "--poweroff-command did not run"
+pass "--poweroff-command runs after the reply"
+kill "$A2" 2>/dev/null || true
+wait "$A2" 2>/dev/null || true
 
 kill -0 "$AGENT_PID" 2>/dev/null || fail "the agent died"
 sleep 0.2
