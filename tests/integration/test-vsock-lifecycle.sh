@@ -55,7 +55,7 @@ note "vm stop with connections open frees everything"
     >"$T/hold.out" 2>&1 &
 hpid=$!
 wait_file_line "$T/hold.out" 'holding 4 connection' 60 || fail "held connections: $(cat "$T/hold.out")"
-"$VSOCK_CLIENT" connect "$S" 5000 --bytes $((64 * 1024 * 1024)) --timeout 120 \
+"$VSOCK_CLIENT" connect "$S" 5000 --bytes $((1024 * 1024 * 1024)) --timeout 120 \
     >"$T/stream.out" 2>&1 &
 spid=$!
 wait_file_line "$T/stream.out" 'accepted' 30 || fail "streaming connection: $(cat "$T/stream.out")"
