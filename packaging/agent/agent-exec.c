@@ -343,10 +343,16 @@ agent_op_exec(json_t *params, json_t *reply, struct agent_error *err)
 	struct exec_result	res;
 	int			pin[2] = { -1, -1 }, pout[2] = { -1, -1 };
 	int			perr[2] = { -1, -1 }, prep[2] = { -1, -1 };
+	struct sigaction	ign, old_pipe;
 	int			e = 0, rc = -1;
 	ssize_t			n;
 	pid_t			pid;
 
+	/* A command that closes its stdin early must not kill us. */
+	memset(&ign, 0, sizeof(ign));
+	ign.sa_handler = SIG_IGN;
+	sigemptyset(&ign.sa_mask);
+	sigaction(SIGPIPE, &ign, &old_pipe);
 	memset(&res, 0, sizeof(res));
 	res.out.fd = res.err.fd = -1;
 	if (exec_parse(params, &r, err) != 0)
@@ -427,6 +433,7 @@ out:
 	free(res.out.buf);
 	free(res.err.buf);
 	exec_req_clear(&r);
+	sigaction(SIGPIPE, &old_pipe, NULL);
 	return rc;
 }
 

@@ -483,6 +483,15 @@ START_TEST(exec_takes_env_cwd_and_stdin)
 	o = b64_member(r, "stdout");
 	ck_assert_msg(strstr(o, " 300000") != NULL, "wc said %s", o);
 	free(o);
+	json_decref(r);
+
+	/* A command that never reads its stdin: no SIGPIPE for us. */
+	r = askj(json_pack("{s:s, s:[s,s,s], s:s}", "op", "exec", "argv", "sh",
+	    "-c", "exec 0<&-; echo closed", "stdin", enc));
+	o = b64_member(r, "stdout");
+	ck_assert_str_eq(o, "closed\n");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "exit_code")), 0);
+	free(o);
 	free(enc);
 	free(big);
 	json_decref(r);
