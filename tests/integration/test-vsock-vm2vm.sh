@@ -77,6 +77,7 @@ pass "a CID no VM holds ($nocid) is reset at once"
 vclient connect "$(vsock_of b)" 5000 --bytes 65536 --timeout 60 || fail "host -> b after the VM-to-VM traffic"
 wait_agent a 10
 pass "the host still reaches a and b"
-ctl vm stop a >/dev/null && ctl vm stop b >/dev/null || fail "vm stop"
+ctl vm stop a >/dev/null || fail "vm stop a"
+ctl vm stop b >/dev/null || fail "vm stop b"
 stop_emberd
 echo "PASS"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for the vsock end-to-end tests (test-vsock-*.sh; sourced, not run).
 #
 # On top of qemu-lib.sh: the ember-mini image with ember-agent in it, built
@@ -53,6 +54,7 @@ wait_agent() {
 	while :; do
 		if out=$("$VSOCK_CLIENT" connect "$sock" 1024 --line '{"op":"ping"}' --timeout 5 2>&1) &&
 		    grep -q '"pong":true' <<<"$out"; then
+			# shellcheck disable=SC2034 # read by the tests
 			AGENT_REPLY=$out
 			return 0
 		fi
