@@ -53,6 +53,26 @@ rpc_vm_wait_done(void *ctx, json_t *result, const struct ember_error *err)
 	vm_agent_wait(vm, timeout_s, rpc_vm_done, call);
 }
 
+/* Refuses "wait" that cannot work before anything is created or started:
+ * no vsock (so no agent) or a wait_timeout_s out of range. */
+static bool
+rpc_wait_refused(struct rpc_call *call, json_t *params, bool vsock)
+{
+	long long timeout = rpc_param_int(params, "wait_timeout_s", 120);
+
+	if (!rpc_param_bool(params, "wait", false))
+		return false;
+	if (!vsock) {
+		rpc_fail_params(call, "wait needs vsock (the agent is reached over vsock)");
+		return true;
+	}
+	if (timeout < 1 || timeout > 3600) {
+		rpc_fail_params(call, "wait_timeout_s must be 1 to 3600, not %lld", timeout);
+		return true;
+	}
+	return false;
+}
+
 /* The completion to use for a create/start: plain, or waiting for the agent. */
 static vm_done_fn
 rpc_wait_setup(struct rpc_call *call, json_t *params, const char *name, void **ctx)
@@ -128,6 +148,8 @@ rpc_vm_create(struct rpc_call *call, json_t *params)
 		rpc_fail_params(call, "wait needs start");
 		return;
 	}
+	if (rpc_wait_refused(call, params, a.vsock))
+		return;
 	void *ctx;
 	vm_done_fn done = rpc_wait_setup(call, params, a.name, &ctx);
 	vm_create(call->daemon, &a, done, ctx);
@@ -172,7 +194,7 @@ rpc_vm_start(struct rpc_call *call, json_t *params)
 	struct vm *vm = rpc_find_vm(call, rpc_param_str(params, "name", ""));
 	void *ctx;
 
-	if (vm == NULL)
+	if (vm == NULL || rpc_wait_refused(call, params, vm->rec.vsock))
 		return;
 	vm_done_fn done = rpc_wait_setup(call, params, vm->rec.name, &ctx);
 	vm_start(vm, done, ctx);
