@@ -144,9 +144,9 @@ apply_wait(struct ctl *ctl, struct verb_args *a, json_t *params)
 
 	if (v == NULL)
 		return EXIT_OK;
-	if (v[0] != '\0' && (parse_uint(v, 86400, &s) < 0 || s == 0))
+	if (v[0] != '\0' && (parse_uint(v, 3600, &s) < 0 || s == 0))
 		return ctl_usage_error(ctl, "invalid --wait '%s': expected whole "
-		    "seconds from 1 to 86400", v);
+		    "seconds from 1 to 3600", v);
 	json_object_set_new(params, "wait", json_true());
 	json_object_set_new(params, "wait_timeout_s", json_integer((json_int_t)s));
 	/* The boot itself comes first, then up to s seconds for the agent. */

@@ -55,8 +55,16 @@ if out=$(ctl vm exec plain -- true 2>&1); then fail "exec without vsock succeede
 [[ $out == *"no vsock device"* ]] || fail "exec without vsock: $out"
 pass "exec on a VM without vsock: a clear error"
 if out=$(ctl vm create nv --image mini --no-vsock --wait 2>&1); then fail "--wait without vsock succeeded"; fi
-[[ $out == *"vsock"* ]] || fail "--wait without vsock: $out"
-pass "create --wait without vsock: a clear error"
+[[ $out == *"wait needs vsock"* ]] || fail "--wait without vsock: $out"
+[[ $(call vm.inspect '{"name":"nv"}' | jq -r '.error.message // empty') != "" ]] ||
+	fail "create --wait without vsock left a VM behind"
+pass "create --wait without vsock: a clear error, nothing created"
+if out=$(ctl vm start plain --wait 2>&1); then fail "start --wait without vsock succeeded"; fi
+[[ $out == *"wait needs vsock"* ]] || fail "start --wait without vsock: $out"
+pass "start --wait without vsock: refused"
+rc=0
+ctl vm start plain --wait 5000 >/dev/null 2>&1 || rc=$?
+assert_eq 2 "$rc" "--wait beyond 3600 s is a usage error"
 if out=$(ctl vm cp /etc/hostname a:relative 2>&1); then fail "cp to a relative path succeeded"; fi
 [[ $out == *"must be absolute"* ]] || fail "cp relative: $out"
 if out=$(ctl vm cp /etc/hostname /tmp/x 2>&1); then fail "cp with two local paths succeeded"; fi
