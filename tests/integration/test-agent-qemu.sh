@@ -112,7 +112,8 @@ assert_eq 0 "$(ctl vm exec t -- stat -c %s /tmp/blob)" "an empty file truncates 
 rc=0
 ctl vm cp t:/no/such/file "$T/nothing" 2>"$T/err" || rc=$?
 assert_eq 1 "$rc" "vm cp of a missing guest file fails"
-grep -q 'No such file' "$T/err" && [[ ! -e $T/nothing ]] || fail "missing file: $(cat "$T/err")"
+grep -q 'No such file' "$T/err" || fail "missing file: $(cat "$T/err")"
+[[ ! -e $T/nothing ]] || fail "a missing guest file left a local file behind"
 pass "a missing guest file: a clear error, no local file"
 
 note "graceful stop through the agent"

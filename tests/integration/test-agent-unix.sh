@@ -147,7 +147,7 @@ done
 [[ -z $(ps -o pid= --ppid "$AGENT_PID") ]] || fail "the worker was not reaped: $(ps -o pid,stat,args --ppid "$AGENT_PID")"
 pass "the worker of a departed client was reaped"
 assert_jq "$(send $'{"op":"ping"}\n')" '.ok' "the agent serves after a client left mid-exec"
-zombies=$(ps -o stat= --ppid "$AGENT_PID" | grep -c Z || true)
+zombies=$(ps -o stat= --ppid "$AGENT_PID" | grep -c Z || true)	# pgrep skips zombies
 assert_eq 0 "$zombies" "no zombie workers"
 
 r=$(send "{\"op\":\"write_file\",\"path\":\"$T/f\",\"data\":\"$(b64 hello)\",\"truncate\":true,\"mode\":384}"$'\n'"{\"op\":\"read_file\",\"path\":\"$T/f\",\"offset\":1,\"length\":3}"$'\n')
