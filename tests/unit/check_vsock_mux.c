@@ -34,7 +34,20 @@ on_rx_ready(void *ctx)
 	rx_ready_calls++;
 }
 
-static const struct vsock_mux_ops ops = { .rx_ready = on_rx_ready };
+/* VM to VM: CID 9 is "another VM" whose hybrid socket the test serves. */
+static char peer_path[160];
+
+static int
+on_peer_socket(void *ctx, uint64_t cid, char *path, size_t len)
+{
+	if (cid != 9 || peer_path[0] == '\0')
+		return -ENOENT;
+	snprintf(path, len, "%s", peer_path);
+	return 0;
+}
+
+static const struct vsock_mux_ops ops = { .rx_ready = on_rx_ready,
+	.peer_socket = on_peer_socket };
 
 static void
 setup_with(unsigned request_timeout_ms, unsigned max_conns)
@@ -477,6 +490,42 @@ START_TEST(reset_drops_every_connection_and_fd)
 }
 END_TEST
 
+START_TEST(vm_to_vm_replies_come_from_the_addressed_cid)
+{
+	struct vsock_hdr in = {
+		.src_cid = GUEST_CID, .dst_cid = 9, .src_port = 41000, .dst_port = 5000,
+		.type = VSOCK_TYPE_STREAM, .op = VSOCK_OP_REQUEST, .buf_alloc = 65536,
+	}, h;
+	char buf[64];
+	int lfd, pfd;
+
+	snprintf(peer_path, sizeof(peer_path), "%s/peer.sock", dir);
+	lfd = listen_at(peer_path);
+	vsock_mux_guest_packet(mux, &in, NULL, 0);
+	pump();
+	pfd = accept(lfd, NULL, NULL);
+	ck_assert_int_ge(pfd, 0);
+	host_read_exact(pfd, buf, 13);
+	ck_assert_int_eq(memcmp(buf, "CONNECT 5000\n", 13), 0);
+	ck_assert_int_eq(write(pfd, "OK 1073741824\n", 14), 14);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RESPONSE);
+	ck_assert_uint_eq(h.src_cid, 9);
+	ck_assert_uint_eq(h.src_port, 5000);
+	ck_assert_uint_eq(h.dst_port, 41000);
+	/* A CID nobody holds: reset at once, from that CID. */
+	in.dst_cid = 10;
+	in.src_port = 41001;
+	vsock_mux_guest_packet(mux, &in, NULL, 0);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RST);
+	ck_assert_uint_eq(h.src_cid, 10);
+	peer_path[0] = '\0';
+	close(pfd);
+	close(lfd);
+}
+END_TEST
+
 START_TEST(header_roundtrips_little_endian)
 {
 	struct vsock_hdr in = {
@@ -528,6 +577,7 @@ main(void)
 	tcase_add_test(tc, non_stream_type_gets_rst);
 	tcase_add_test(tc, connection_limit_refuses_more);
 	tcase_add_test(tc, reset_drops_every_connection_and_fd);
+	tcase_add_test(tc, vm_to_vm_replies_come_from_the_addressed_cid);
 	tcase_add_test(tc, header_roundtrips_little_endian);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
