@@ -46,7 +46,8 @@ trap _qemu_cleanup EXIT
 ctl() { "$EMBERCTL" --socket "$SOCK" "$@"; }
 
 # ensure_image: builds ember-mini into $IMAGE_DIR unless a build newer than
-# its sources is there; a lock keeps concurrent tests from building twice.
+# its sources and the agent binary it includes is there; a lock keeps
+# concurrent tests from building twice.
 ensure_image() {
 	local lock=$BUILD/image-mini.lock
 	(
@@ -54,7 +55,9 @@ ensure_image() {
 		if [[ -f $IMAGE_DIR/image.json ]] &&
 		    [[ $IMAGE_DIR/image.json -nt $SRC/packaging/image/build-mini.sh ]] &&
 		    [[ $IMAGE_DIR/image.json -nt $SRC/packaging/image/mini-init.sh ]] &&
-		    [[ $IMAGE_DIR/image.json -nt $SRC/packaging/image/mini-shutdown.sh ]]; then
+		    [[ $IMAGE_DIR/image.json -nt $SRC/packaging/image/mini-shutdown.sh ]] &&
+		    { [[ ! -f $BUILD/packaging/agent/ember-agent ]] ||
+		      [[ $IMAGE_DIR/image.json -nt $BUILD/packaging/agent/ember-agent ]]; }; then
 			exit 0
 		fi
 		echo "--- building ember-mini into $IMAGE_DIR"
@@ -93,7 +96,7 @@ console_since() { tail -c +$(($2 + 1)) "$(console_of "$1")" 2>/dev/null; }
 # appears in the console after OFFSET; 1 after the deadline.
 wait_console() {
 	local deadline=$((SECONDS + $4))
-	until console_since "$1" "$2" | grep -qE "$3"; do
+	until console_since "$1" "$2" | grep -E "$3" >/dev/null; do
 		((SECONDS < deadline)) || return 1
 		sleep 0.1	# poll interval
 	done

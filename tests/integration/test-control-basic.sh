@@ -90,7 +90,7 @@ mark=$(log_mark)
 spawn_emberd --state-dir "$STATE" --socket "$T/other.sock"
 wait_exit "$SPAWNED_PID"
 [[ $EXIT_STATUS -ne 0 ]] || fail "a second emberd on the same state dir exited 0"
-log_since "$mark" | grep -q "already" || fail "the second emberd's message does not say 'already'"
+log_since "$mark" | grep "already" >/dev/null || fail "the second emberd's message does not say 'already'"
 pass "a second emberd on the same state dir exits $EXIT_STATUS, saying 'already'"
 mark=$(log_mark)
 spawn_emberd --state-dir "$STATE" --socket "$SOCK"
@@ -104,7 +104,7 @@ mark=$(log_mark)
 spawn_emberd --state-dir "$T/state2" --socket "$SOCK"
 wait_exit "$SPAWNED_PID"
 [[ $EXIT_STATUS -ne 0 ]] || fail "an emberd on another state dir took a live socket and exited 0"
-log_since "$mark" | grep -q "already" || fail "the refusal does not say 'already'"
+log_since "$mark" | grep "already" >/dev/null || fail "the refusal does not say 'already'"
 pass "an emberd on another state dir refuses the live socket (exit $EXIT_STATUS)"
 [[ -S $SOCK ]] || fail "the live socket file was removed"
 assert_jq "$(call_ok daemon.info)" ".pid == $EMBERD_PID" "the live socket still reaches the first emberd"
@@ -123,7 +123,7 @@ crash_emberd
 mark=$(log_mark)
 start_emberd
 pass "a stale socket file is replaced at restart"
-log_since "$mark" | grep -q "stale" || fail "the restart does not log that it removed a stale socket"
+log_since "$mark" | grep "stale" >/dev/null || fail "the restart does not log that it removed a stale socket"
 assert_eq "$(jq -S -c . <<<"$list")" "$(call_ok vm.list | jq -S -c .)" "vm.list survives kill -9"
 assert_jq "$(call_ok vsock.allocations)" '.allocations == {"3": "api", "4": "web2", "5": "alpha"}' \
 	"allocations survive kill -9"
