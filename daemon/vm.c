@@ -717,8 +717,14 @@ vm_start(struct vm *vm, vm_done_fn done, void *ctx)
 	vm_transition(vm, VM_STARTING, NULL);
 	vm_dir(d, vm->rec.name, dir, sizeof(dir));
 	if (vm->backend->start(vm->backend, &vm->rec, dir, &vm->backend_state, vm,
-	    vm_start_done, &err) < 0)
+	    vm_start_done, &err) < 0) {
 		vm_fail_start(vm, &err);
+		return;
+	}
+	/* The process exists now: record its pid and start time at once, so an
+	 * emberd killed before the boot completes can still find and adopt it. */
+	if (vm->rec.pid > 0 && vm->op == VM_OP_START && vm_save(vm, &err) < 0)
+		log_warnx("vm %s: %s", vm->rec.name, err.message);
 }
 
 static void

@@ -43,6 +43,7 @@ _fc_cleanup() {
 	for p in $(procs_under "$STATE/vms/"); do
 		kill_double -KILL "$p"
 	done
+	kill_test_processes
 	rm -rf "$T"
 }
 trap _fc_cleanup EXIT

@@ -41,8 +41,25 @@ kill_mine() {
 	done
 }
 
+# kill_test_processes: SIGKILLs every process whose command line names $T
+# (hypervisors emberd started in their own session, listeners, doubles).
+# $T is this test's own fresh directory, so nothing else can match, and a
+# leftover QEMU would otherwise burn a CPU, or hold ctest's output pipe
+# open, long after the test ended.
+kill_test_processes() {
+	local d pid
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		[[ $pid == "$$" ]] && continue
+		if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -F -- "$T/" >/dev/null; then
+			kill -9 "$pid" 2>/dev/null || true
+		fi
+	done
+}
+
 _lib_cleanup() {
 	kill_mine -KILL "${_ember_pids[@]}"
+	kill_test_processes
 	rm -rf "$T"
 }
 trap _lib_cleanup EXIT
