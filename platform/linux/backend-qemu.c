@@ -66,8 +66,6 @@ struct qemu_vm {
 };
 
 static void qemu_vm_exited(void *ctx, pid_t pid, int status);
-/* The daemon's callbacks, for the vsock device's VM-to-VM lookups. */
-static const struct backend_host *qemu_host_for_peer;
 
 static struct qemu_backend *
 qb_of(struct backend *be)
@@ -311,16 +309,6 @@ qemu_qmp_closed(void *ctx)
 
 /* ---- start ---- */
 
-static int
-qemu_vsock_peer(void *vm_ctx, uint64_t cid, char *path, size_t len)
-{
-	/* vm_ctx is the daemon's; the host callback routes by it. */
-	const struct backend_host *host = qemu_host_for_peer;
-
-	return host != NULL && host->vsock_peer != NULL ?
-	    host->vsock_peer(vm_ctx, cid, path, len) : -ENOENT;
-}
-
 static void
 qemu_start_fail(struct qemu_vm *qv, const char *why)
 {
@@ -545,15 +533,58 @@ qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, const char
 	a->argv[a->n] = NULL;
 }
 
+/* The vsock device asks the daemon which VM holds a CID. */
+static int
+qemu_vsock_peer(void *ctx, uint64_t cid, char *path, size_t len)
+{
+	struct qemu_vm *qv = ctx;
+	const struct backend_host *host = qv->qb->env->host;
+
+	return host->vsock_peer != NULL ? host->vsock_peer(qv->vm_ctx, cid, path, len) : -ENOENT;
+}
+
+/* Serves the VM's vhost-user-vsock device on one end of a socketpair and
+ * returns the end QEMU inherits, or -1 with err. */
+static int
+qemu_vsock_setup(struct qemu_vm *qv, struct ember_error *err)
+{
+	const struct vm_record *rec = qv->rec;
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return ember_error_set(err, EK_IO, NULL, "socketpair: %s", strerror(errno));
+	qv->vsock = vsock_dev_new(qv->qb->env->base, sv[0], rec->guest_cid, rec->uds_path,
+	    rec->name, qemu_vsock_peer, qv);
+	if (qv->vsock == NULL) {
+		int e = errno;
+		close(sv[1]);
+		return ember_error_set(err, EK_IO, "check the VM directory's permissions",
+		    "cannot serve vsock on %s: %s", rec->uds_path, strerror(e));
+	}
+	return sv[1];
+}
+
+static void
+qemu_log_argv(const char *name, const char *const *argv)
+{
+	char cmdline[4096] = "";
+
+	for (int i = 0; argv[i] != NULL; i++) {
+		strncat(cmdline, argv[i], sizeof(cmdline) - strlen(cmdline) - 2);
+		strncat(cmdline, " ", sizeof(cmdline) - strlen(cmdline) - 1);
+	}
+	log_debug("qemu: %s: %s", name, cmdline);
+}
+
 static int
 qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **vmstate,
     void *vm_ctx, backend_done_fn done, struct ember_error *err)
 {
 	struct qemu_backend *qb = qb_of(be);
 	struct qemu_vm *qv;
-	struct argv_buf *a;
-	char qmp_path[PATH_MAX], cmdline[4096];
-	int qmp_fd, console_fd;
+	struct argv_buf *a = NULL;
+	char qmp_path[PATH_MAX], hdr[256];
+	int qmp_fd = -1, console_fd = -1, vsock_fd = -1, keep[2], n;
 	pid_t pid;
 
 	if (rec->kernel_path == NULL)
@@ -565,80 +596,50 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	if (rec->initrd_path != NULL && access(rec->initrd_path, R_OK) < 0)
 		return ember_error_set(err, EK_INVALID_SPEC, NULL, "initrd %s: %s",
 		    rec->initrd_path, strerror(errno));
-	snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", vm_dir);
-	qmp_fd = bind_qmp_socket(qmp_path, err);
-	if (qmp_fd < 0)
-		return -1;
-	console_fd = console_open(vm_dir, err);
-	if (console_fd < 0) {
-		close(qmp_fd);
-		return -1;
-	}
-	struct vsock_dev *vsock = NULL;
-	int keep[2] = { qmp_fd, -1 };
-	if (rec->vsock && rec->uds_path != NULL) {
-		int sv[2];
-		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-			close(qmp_fd);
-			close(console_fd);
-			return ember_error_set(err, EK_IO, NULL, "socketpair: %s", strerror(errno));
-		}
-		vsock = vsock_dev_new(qb->env->base, sv[0], rec->guest_cid, rec->uds_path,
-		    rec->name, qemu_vsock_peer, vm_ctx);
-		if (vsock == NULL) {
-			int e = errno;
-			close(sv[1]);
-			close(qmp_fd);
-			close(console_fd);
-			return ember_error_set(err, EK_IO, "check the VM directory's permissions",
-			    "cannot serve vsock on %s: %s", rec->uds_path, strerror(e));
-		}
-		keep[1] = sv[1];
-	}
-	a = calloc(1, sizeof(*a));
-	if (a == NULL)
-		fatalx("out of memory");
-	qemu_build_argv(qb, rec, vm_dir, qmp_fd, keep[1], a);
-	cmdline[0] = '\0';
-	for (int i = 0; a->argv[i] != NULL; i++) {
-		strncat(cmdline, a->argv[i], sizeof(cmdline) - strlen(cmdline) - 2);
-		strncat(cmdline, " ", sizeof(cmdline) - strlen(cmdline) - 1);
-	}
-	log_debug("qemu: %s: %s", rec->name, cmdline);
-	{
-		char hdr[256];
-		int n = snprintf(hdr, sizeof(hdr), "--- emberd: starting %s ---\n", rec->name);
-		if (write(console_fd, hdr, (size_t)n) < 0)
-			log_debug("qemu: cannot write to console.log");
-	}
-	struct child_spawn_opts o = {
-		.argv = a->argv, .stdout_fd = console_fd, .stderr_fd = console_fd,
-		.keep_fds = keep, .nkeep = keep[1] >= 0 ? 2 : 1, .new_session = true,
-	};
-	pid = child_spawn(&o);
-	free(a);
-	close(console_fd);
-	close(qmp_fd);
-	if (keep[1] >= 0)
-		close(keep[1]);
-	if (pid < 0) {
-		vsock_dev_free(vsock);
-		unlink(qmp_path);
-		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot start %s: %s",
-		    qb->binary, strerror((int)-pid));
-	}
-
 	qv = calloc(1, sizeof(*qv));
 	if (qv == NULL)
 		fatalx("out of memory");
 	qv->qb = qb;
 	qv->rec = rec;
 	qv->vm_ctx = vm_ctx;
+	snprintf(qv->dir, sizeof(qv->dir), "%s", vm_dir);
+
+	snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", vm_dir);
+	if ((qmp_fd = bind_qmp_socket(qmp_path, err)) < 0 ||
+	    (console_fd = console_open(vm_dir, err)) < 0)
+		goto fail;
+	if (rec->vsock && rec->uds_path != NULL && (vsock_fd = qemu_vsock_setup(qv, err)) < 0)
+		goto fail;
+	a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		fatalx("out of memory");
+	qemu_build_argv(qb, rec, vm_dir, qmp_fd, vsock_fd, a);
+	qemu_log_argv(rec->name, a->argv);
+	n = snprintf(hdr, sizeof(hdr), "--- emberd: starting %s ---\n", rec->name);
+	if (write(console_fd, hdr, (size_t)n) < 0)
+		log_debug("qemu: cannot write to console.log");
+	keep[0] = qmp_fd;
+	keep[1] = vsock_fd;
+	struct child_spawn_opts o = {
+		.argv = a->argv, .stdout_fd = console_fd, .stderr_fd = console_fd,
+		.keep_fds = keep, .nkeep = vsock_fd >= 0 ? 2 : 1, .new_session = true,
+	};
+	pid = child_spawn(&o);
+	if (pid < 0) {
+		ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot start %s: %s", qb->binary,
+		    strerror((int)-pid));
+		goto fail;
+	}
+	/* QEMU holds its ends now; ours close. */
+	free(a);
+	close(console_fd);
+	close(qmp_fd);
+	if (vsock_fd >= 0)
+		close(vsock_fd);
+
 	qv->pid = pid;
-	qv->vsock = vsock;
 	qv->op = QOP_START;
 	qv->done = done;
-	snprintf(qv->dir, sizeof(qv->dir), "%s", vm_dir);
 	rec->pid = pid;
 	if (platform_process_start_time(pid, &rec->pid_start_time) < 0)
 		rec->pid_start_time = 0;
@@ -646,16 +647,27 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	if (qv->watch == NULL)
 		fatal("qemu: cannot watch our own child %d", (int)pid);
 	qv->timer = evtimer_new(qb->env->base, qemu_timer_cb, qv);
-	{
-		struct timeval delay = { QEMU_START_TIMEOUT_MS / 1000, 0 };
-		evtimer_add(qv->timer, &delay);
-	}
+	struct timeval deadline = { QEMU_START_TIMEOUT_MS / 1000, 0 };
+	evtimer_add(qv->timer, &deadline);
 	qv->qmp = qmp_new(qb->env->base, qemu_qmp_event, qemu_qmp_closed, qv);
 	qmp_connect(qv->qmp, qmp_path, QEMU_START_TIMEOUT_MS, qemu_qmp_ready, qv);
 	*vmstate = qv;
 	log_info("qemu: %s started (pid %d, accel %s)", rec->name, (int)pid,
 	    qemu_accel(qb->env->config));
 	return 0;
+
+fail:
+	free(a);
+	if (console_fd >= 0)
+		close(console_fd);
+	if (qmp_fd >= 0) {
+		close(qmp_fd);
+		unlink(qmp_path);
+	}
+	if (vsock_fd >= 0)
+		close(vsock_fd);
+	qemu_vm_free(qv);
+	return -1;
 }
 
 /* ---- stop, pause, resume ---- */
@@ -846,7 +858,6 @@ backend_qemu_new(const struct backend_env *env)
 	if (qb == NULL)
 		return NULL;
 	qb->env = env;
-	qemu_host_for_peer = env->host;
 	qb->be = (struct backend){
 		.name = "qemu",
 		.probe = qemu_probe,
