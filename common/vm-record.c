@@ -152,6 +152,8 @@ vm_record_to_json(const struct vm_record *rec)
 	r |= set_str(obj, "image", rec->image);
 	r |= set_int(obj, "cpus", rec->cpus);
 	r |= set_int(obj, "memory_mib", (json_int_t)rec->memory_mib);
+	if (rec->disk_size_mib != 0)
+		r |= set_int(obj, "disk_size_mib", (json_int_t)rec->disk_size_mib);
 	r |= set_str(obj, "kernel_path", rec->kernel_path);
 	r |= set_str(obj, "initrd_path", rec->initrd_path);
 	r |= set_str(obj, "disk_path", rec->disk_path);
@@ -311,6 +313,9 @@ from_json(struct vm_record *rec, const json_t *json, char *errbuf,
 		return -1;
 	rec->cpus = (unsigned)n;
 	if (get_uint(json, "memory_mib", INT64_MAX, &rec->memory_mib, errbuf,
+	    errlen) < 0)
+		return -1;
+	if (get_uint(json, "disk_size_mib", INT64_MAX, &rec->disk_size_mib, errbuf,
 	    errlen) < 0)
 		return -1;
 	n = 0;

@@ -37,6 +37,7 @@ struct vm_record {
 	char *image;
 	unsigned cpus;
 	uint64_t memory_mib;
+	uint64_t disk_size_mib;	/* root disk size asked for; 0: the image's */
 	char *kernel_path;
 	char *initrd_path;
 	char *disk_path;

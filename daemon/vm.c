@@ -551,6 +551,7 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	vm->rec.status = VM_CREATED;
 	vm->rec.cpus = cpus;
 	vm->rec.memory_mib = memory;
+	vm->rec.disk_size_mib = a->disk_size_mib;
 	vm->rec.owner_uid = a->owner_uid;
 	vm->rec.vsock = a->vsock;
 	rfc3339_now(vm->rec.created_at);
@@ -582,6 +583,12 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	    check_file("initrd", initrd, &vm->rec.initrd_path, &err) < 0 ||
 	    check_file("rootfs", rootfs, &vm->rec.disk_path, &err) < 0) {
 		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+		vm_free(vm);
+		goto fail;
+	}
+	if (vm->rec.disk_size_mib != 0 && vm->rec.disk_path == NULL) {
+		ember_error_set(&err, EK_INVALID_SPEC, "give --rootfs or an image with a root filesystem",
+		    "disk_size_mib needs a root disk to size");
 		vm_free(vm);
 		goto fail;
 	}

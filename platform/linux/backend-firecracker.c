@@ -119,6 +119,23 @@ fc_copy_disk(const char *src, struct vm_record *rec, const char *vm_dir,
 	if (r < 0)
 		return ember_error_set(err, EK_IO, NULL, "cannot copy root disk %s: %s", src,
 		    strerror(-r));
+	/* A larger disk_size grows the file; the guest can grow its
+	 * filesystem into it (resize2fs). */
+	struct stat st;
+	if (rec->disk_size_mib != 0 && stat(dst, &st) == 0) {
+		off_t want = (off_t)(rec->disk_size_mib * 1024 * 1024);
+		if (want < st.st_size) {
+			unlink(dst);
+			return ember_error_set(err, EK_INVALID_SPEC, "ask for at least the image's size",
+			    "disk_size_mib %llu is smaller than the root filesystem %s",
+			    (unsigned long long)rec->disk_size_mib, src);
+		}
+		if (truncate(dst, want) < 0) {
+			int e = errno;
+			unlink(dst);
+			return ember_error_set(err, EK_IO, NULL, "cannot grow %s: %s", dst, strerror(e));
+		}
+	}
 	log_debug("firecracker: %s: root disk %s%s", rec->name, dst, reflinked ? " (reflink)" : "");
 	free(rec->disk_path);
 	rec->disk_path = strdup(dst);

@@ -169,11 +169,20 @@ static int
 qemu_create(struct backend *be, struct vm_record *rec, const char *vm_dir,
     struct ember_error *err)
 {
+	struct stat st;
+
 	if (rec->disk_path == NULL || is_own_overlay(rec->disk_path, vm_dir))
 		return 0;
 	char base[PATH_MAX];
 	snprintf(base, sizeof(base), "%s", rec->disk_path);
-	return qemu_make_overlay(qb_of(be), rec, base, vm_dir, 0, err);
+	/* An overlay may grow the disk, never shrink it under the filesystem. */
+	if (rec->disk_size_mib != 0 && stat(base, &st) == 0 &&
+	    (uint64_t)st.st_size > rec->disk_size_mib * 1024 * 1024)
+		return ember_error_set(err, EK_INVALID_SPEC, "ask for at least the image's size",
+		    "disk_size_mib %llu is smaller than the root filesystem %s (%lld MiB)",
+		    (unsigned long long)rec->disk_size_mib, base,
+		    (long long)((st.st_size + 1024 * 1024 - 1) / (1024 * 1024)));
+	return qemu_make_overlay(qb_of(be), rec, base, vm_dir, rec->disk_size_mib, err);
 }
 
 static int
