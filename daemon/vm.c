@@ -1146,6 +1146,8 @@ vm_reattach(struct vm *vm)
 		log_info("vm %s: re-adopted (pid %d)", vm->rec.name, (int)vm->rec.pid);
 		if (vm->rec.status == VM_STARTING || vm->rec.status == VM_STOPPING)
 			vm_transition(vm, VM_RUNNING, NULL);
+		else if (vm->rec.status == VM_RUNNING)
+			vm_agent_on_running(vm);	/* learn whether its agent answers */
 		return;
 	}
 	vm->rec.pid = 0;
