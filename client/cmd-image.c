@@ -133,18 +133,11 @@ cmd_image_list(struct ctl *ctl, struct verb_args *a)
 	json_t *result, *images, *doc;
 	struct table *t;
 	size_t i;
-	int r = ctl_call(ctl, "image.list", NULL, &result);
+	int r = ctl_query(ctl, "image.list", NULL, &result);
 
-	if (r != EXIT_OK)
+	if (r != EXIT_OK || result == NULL)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(result);
-		json_decref(result);
-		return EXIT_OK;
-	}
-	images = json_object_get(result, "images");
-	if (!json_is_array(images)) {
-		ctl_warnx("malformed reply from emberd to image.list: no \"images\" array");
+	if ((images = ctl_reply_member(result, "image.list", "images", JSON_ARRAY)) == NULL) {
 		json_decref(result);
 		return EXIT_ERROR;
 	}
@@ -193,16 +186,11 @@ cmd_image_inspect(struct ctl *ctl, struct verb_args *a)
 	};
 	json_t *doc, *owner;
 	char buf[32];
-	int r = ctl_call(ctl, "image.inspect",
+	int r = ctl_query(ctl, "image.inspect",
 	    json_pack("{s:s}", "name", a->argv[0]), &doc);
 
-	if (r != EXIT_OK)
+	if (r != EXIT_OK || doc == NULL)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(doc);
-		json_decref(doc);
-		return EXIT_OK;
-	}
 	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
 		kv(strings[i].label, doc_str(doc, strings[i].key));
 	owner = json_object_get(doc, "owner_uid");

@@ -33,19 +33,12 @@ cmd_vsock_allocations(struct ctl *ctl, struct verb_args *a)
 	struct table *t;
 	const char *key;
 	size_t n = 0;
-	int r = ctl_call(ctl, "vsock.allocations", NULL, &result);
+	int r = ctl_query(ctl, "vsock.allocations", NULL, &result);
 
-	if (r != EXIT_OK)
+	if (r != EXIT_OK || result == NULL)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(result);
-		json_decref(result);
-		return EXIT_OK;
-	}
-	allocs = json_object_get(result, "allocations");
-	if (!json_is_object(allocs)) {
-		ctl_warnx("malformed reply from emberd to vsock.allocations: no "
-		    "\"allocations\" object");
+	allocs = ctl_reply_member(result, "vsock.allocations", "allocations", JSON_OBJECT);
+	if (allocs == NULL) {
 		json_decref(result);
 		return EXIT_ERROR;
 	}
@@ -110,15 +103,10 @@ cmd_daemon_info(struct ctl *ctl, struct verb_args *a)
 	json_t *info, *backends, *be;
 	size_t i;
 	int width = 0;
-	int r = ctl_call(ctl, "daemon.info", NULL, &info);
+	int r = ctl_query(ctl, "daemon.info", NULL, &info);
 
-	if (r != EXIT_OK)
+	if (r != EXIT_OK || info == NULL)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(info);
-		json_decref(info);
-		return EXIT_OK;
-	}
 	printf("emberd %s (api %" JSON_INTEGER_FORMAT "), pid %"
 	    JSON_INTEGER_FORMAT "\n", str_or(info, "version", "?"),
 	    json_integer_value(json_object_get(info, "api_version")),

@@ -267,18 +267,11 @@ cmd_vm_list(struct ctl *ctl, struct verb_args *a)
 	json_t *result, *vms, *rec;
 	struct table *t;
 	size_t i;
-	int r = ctl_call(ctl, "vm.list", NULL, &result);
+	int r = ctl_query(ctl, "vm.list", NULL, &result);
 
-	if (r != EXIT_OK)
+	if (r != EXIT_OK || result == NULL)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(result);
-		json_decref(result);
-		return EXIT_OK;
-	}
-	vms = json_object_get(result, "vms");
-	if (!json_is_array(vms)) {
-		ctl_warnx("malformed reply from emberd to vm.list: no \"vms\" array");
+	if ((vms = ctl_reply_member(result, "vm.list", "vms", JSON_ARRAY)) == NULL) {
 		json_decref(result);
 		return EXIT_ERROR;
 	}
@@ -329,16 +322,11 @@ cmd_vm_inspect(struct ctl *ctl, struct verb_args *a)
 	char buf[64];
 	const char *s;
 	json_t *rec, *vsock;
-	int r = ctl_call(ctl, "vm.inspect",
+	int r = ctl_query(ctl, "vm.inspect",
 	    json_pack("{s:s}", "name", a->argv[0]), &rec);
 
-	if (r != EXIT_OK)
+	if (r != EXIT_OK || rec == NULL)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(rec);
-		json_decref(rec);
-		return EXIT_OK;
-	}
 	kv("name", rec_str(rec, "name"));
 	kv("id", rec_str(rec, "id"));
 	kv("status", rec_str(rec, "status"));

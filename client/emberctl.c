@@ -336,6 +336,32 @@ ctl_call(struct ctl *ctl, const char *method, json_t *params, json_t **result)
 	}
 }
 
+int
+ctl_query(struct ctl *ctl, const char *method, json_t *params, json_t **result)
+{
+	int r = ctl_call(ctl, method, params, result);
+
+	if (r == EXIT_OK && ctl->json) {
+		ctl_print_json(*result);
+		json_decref(*result);
+		*result = NULL;
+	}
+	return r;
+}
+
+json_t *
+ctl_reply_member(json_t *result, const char *method, const char *key, json_type t)
+{
+	json_t *v = json_object_get(result, key);
+
+	if (v == NULL || json_typeof(v) != t) {
+		ctl_warnx("malformed reply from emberd to %s: no \"%s\" %s", method, key,
+		    t == JSON_ARRAY ? "array" : "object");
+		return NULL;
+	}
+	return v;
+}
+
 /* Mirrors emberd's default: the system socket as root, else per user. */
 static const char *
 default_socket(char *buf, size_t len)

@@ -82,6 +82,17 @@ struct ctl {
  */
 int ctl_call(struct ctl *ctl, const char *method, json_t *params,
     json_t **result);
+/*
+ * ctl_call for verbs that print a result: with --json the result is
+ * printed as it is and *result is NULL (the caller is done); otherwise the
+ * caller formats *result.
+ */
+int ctl_query(struct ctl *ctl, const char *method, json_t *params,
+    json_t **result);
+/* result's member key of type t, or NULL after saying the reply is
+ * malformed (the caller then returns EXIT_ERROR). */
+json_t *ctl_reply_member(json_t *result, const char *method, const char *key,
+    json_type t);
 /* Prints the verb's usage line after "emberctl: <why>"; returns EXIT_USAGE. */
 int ctl_usage_error(struct ctl *ctl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
