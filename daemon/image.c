@@ -279,7 +279,7 @@ add_step(struct image_import *im, const char *const *argv)
 {
 	int j;
 
-	for (j = 0; argv[j] != NULL && j < 11; j++)
+	for (j = 0; j < 11 && argv[j] != NULL; j++)
 		im->steps[im->nsteps][j] = strdup(argv[j]);
 	im->steps[im->nsteps][j] = NULL;
 	im->nsteps++;
