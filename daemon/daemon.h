@@ -38,6 +38,7 @@ struct ember_daemon {
 	struct backend_info backend_info[BACKEND__COUNT];
 
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_shutdown_deadline;
+	struct event *ev_housekeeping;	/* vm.c's periodic chores */
 	bool shutting_down;
 };
 

@@ -419,6 +419,7 @@ main(int argc, char **argv)
 		log_warnx("%s", err.message);
 		return 1;
 	}
+	vms_housekeeping_start(d);
 	d->control = control_new(d->base, d->socket_path, listen_fd, socket_group(&d->config), &cb,
 	    d, &err);
 	if (d->control == NULL) {
@@ -457,6 +458,8 @@ main(int argc, char **argv)
 	event_free(d->ev_sighup);
 	if (d->ev_shutdown_deadline != NULL)
 		event_free(d->ev_shutdown_deadline);
+	if (d->ev_housekeeping != NULL)
+		event_free(d->ev_housekeeping);
 	cid_alloc_free(d->cids);
 	event_base_free(d->base);
 	ember_config_clear(&d->config);

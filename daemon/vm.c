@@ -1249,6 +1249,35 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 	return 0;
 }
 
+#define HOUSEKEEPING_INTERVAL_S 10
+
+static void
+vms_housekeeping_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ember_daemon *d = arg;
+	char dir[PATH_MAX];
+
+	for (size_t i = 0; i < d->nvms; i++) {
+		struct vm *vm = d->vms[i];
+		if (vm->backend_state == NULL)
+			continue;
+		vm_dir(d, vm->rec.name, dir, sizeof(dir));
+		if (console_trim(dir) == 1)
+			log_info("vm %s: console.log passed %d MiB; its last %d MiB moved to "
+			    "console.log.1", vm->rec.name, CONSOLE_MAX_BYTES >> 20,
+			    CONSOLE_KEEP_BYTES >> 20);
+	}
+}
+
+void
+vms_housekeeping_start(struct ember_daemon *d)
+{
+	struct timeval tv = { HOUSEKEEPING_INTERVAL_S, 0 };
+
+	d->ev_housekeeping = event_new(d->base, -1, EV_PERSIST, vms_housekeeping_cb, d);
+	event_add(d->ev_housekeeping, &tv);
+}
+
 void
 vms_detach_all(struct ember_daemon *d)
 {

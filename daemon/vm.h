@@ -60,6 +60,8 @@ struct vm_create_args {
 
 /* Loads <state>/vms and <state>/vsock/cids.json and repairs them. */
 int vms_load(struct ember_daemon *d, struct ember_error *err);
+/* Starts the periodic chores (keeping running VMs' consoles bounded). */
+void vms_housekeeping_start(struct ember_daemon *d);
 /* Releases backends' per-VM state without touching the VMs (daemon exit). */
 void vms_detach_all(struct ember_daemon *d);
 

@@ -63,6 +63,12 @@ const char *child_status_text(int wait_status, char *buf, size_t len);
 #define CONSOLE_MAX_BYTES (8 * 1024 * 1024)
 struct ember_error;
 int console_open(const char *dir, struct ember_error *err);
+/* Keeps a running VM's console.log under CONSOLE_MAX_BYTES: when it is
+ * larger, its last CONSOLE_KEEP_BYTES go to console.log.1 and the file is
+ * truncated; the hypervisor appends (O_APPEND), so it carries on at the new
+ * end. Returns 1 when it trimmed, 0 when not needed, -errno on failure. */
+#define CONSOLE_KEEP_BYTES (1024 * 1024)
+int console_trim(const char *dir);
 /* "last console lines: ..." from <dir>/console.log, for failure reasons. */
 void console_reason(const char *dir, char *out, size_t len);
 

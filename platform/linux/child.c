@@ -333,6 +333,48 @@ console_open(const char *dir, struct ember_error *err)
 	return fd;
 }
 
+int
+console_trim(const char *dir)
+{
+	char path[PATH_MAX], old[PATH_MAX];
+	struct stat st;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/console.log", dir);
+	snprintf(old, sizeof(old), "%s/console.log.1", dir);
+	if (stat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (st.st_size <= CONSOLE_MAX_BYTES)
+		return 0;
+	int in = open(path, O_RDWR | O_CLOEXEC);
+	int out = open(old, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (in < 0 || out < 0) {
+		r = -errno;
+		goto done;
+	}
+	/* Keep the newest part for whoever reads the logs later. */
+	off_t from = st.st_size - CONSOLE_KEEP_BYTES;
+	char buf[65536];
+	ssize_t n;
+	while ((n = pread(in, buf, sizeof(buf), from)) > 0) {
+		if (write(out, buf, (size_t)n) != n) {
+			r = -EIO;
+			goto done;
+		}
+		from += n;
+	}
+	if (ftruncate(in, 0) < 0)
+		r = -errno;
+	else
+		r = 1;
+done:
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	return r;
+}
+
 void
 console_reason(const char *dir, char *out, size_t len)
 {

@@ -1,0 +1,144 @@
+/*
+ * Console log helpers: opening with rotation, trimming a log that a running
+ * hypervisor keeps appending to, and the tail used in failure reasons.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "child.h"
+#include "error.h"
+
+static char dir[64];
+
+static void
+setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ember-console-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void
+teardown(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static off_t
+size_of(const char *name)
+{
+	char path[160];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* Writes n bytes, the last line saying "END". */
+static void
+fill(int fd, size_t n)
+{
+	static char buf[65536];
+
+	memset(buf, 'x', sizeof(buf));
+	while (n > 4) {
+		size_t k = n - 4 < sizeof(buf) ? n - 4 : sizeof(buf);
+		ck_assert_int_eq(write(fd, buf, k), (ssize_t)k);
+		n -= k;
+	}
+	ck_assert_int_eq(write(fd, "END\n", 4), 4);
+}
+
+START_TEST(trim_leaves_small_logs_alone)
+{
+	struct ember_error err = { 0 };
+	int fd = console_open(dir, &err);
+
+	ck_assert_int_ge(fd, 0);
+	fill(fd, 1000);
+	ck_assert_int_eq(console_trim(dir), 0);
+	ck_assert_int_eq(size_of("console.log"), 1000);
+	ck_assert_int_eq(size_of("console.log.1"), -1);
+	close(fd);
+}
+END_TEST
+
+START_TEST(trim_keeps_the_newest_part_and_the_writer_goes_on)
+{
+	struct ember_error err = { 0 };
+	char path[160], tail[8];
+	int fd = console_open(dir, &err), one;
+
+	ck_assert_int_ge(fd, 0);
+	fill(fd, CONSOLE_MAX_BYTES + 4096);
+	ck_assert_int_eq(console_trim(dir), 1);
+	ck_assert_int_eq(size_of("console.log"), 0);
+	ck_assert_int_eq(size_of("console.log.1"), CONSOLE_KEEP_BYTES);
+	snprintf(path, sizeof(path), "%s/console.log.1", dir);
+	one = open(path, O_RDONLY);
+	ck_assert_int_eq(pread(one, tail, 4, CONSOLE_KEEP_BYTES - 4), 4);
+	ck_assert_int_eq(memcmp(tail, "END\n", 4), 0);
+	close(one);
+	/* The hypervisor's O_APPEND descriptor continues at the new end. */
+	ck_assert_int_eq(write(fd, "after\n", 6), 6);
+	ck_assert_int_eq(size_of("console.log"), 6);
+	close(fd);
+}
+END_TEST
+
+START_TEST(open_rotates_a_log_past_the_cap)
+{
+	struct ember_error err = { 0 };
+	int fd = console_open(dir, &err);
+
+	fill(fd, CONSOLE_MAX_BYTES + 1);
+	close(fd);
+	fd = console_open(dir, &err);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(size_of("console.log"), 0);
+	ck_assert_int_eq(size_of("console.log.1"), CONSOLE_MAX_BYTES + 1);
+	close(fd);
+}
+END_TEST
+
+START_TEST(reason_quotes_the_last_lines)
+{
+	struct ember_error err = { 0 };
+	char reason[256];
+	int fd = console_open(dir, &err);
+
+	ck_assert_int_eq(write(fd, "booting\nkernel panic\n", 21), 21);
+	close(fd);
+	console_reason(dir, reason, sizeof(reason));
+	ck_assert_ptr_nonnull(strstr(reason, "kernel panic"));
+	ck_assert_int_eq(strncmp(reason, "last console lines: ", 20), 0);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("console");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, trim_leaves_small_logs_alone);
+	tcase_add_test(tc, trim_keeps_the_newest_part_and_the_writer_goes_on);
+	tcase_add_test(tc, open_rotates_a_log_past_the_cap);
+	tcase_add_test(tc, reason_quotes_the_last_lines);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
