@@ -42,6 +42,9 @@ struct ember_daemon {
 	bool shutting_down;
 };
 
+/* Tells the service manager (sd_notify STATUS=) what changed: VMs running,
+ * CIDs in use. A no-op outside systemd. */
+void daemon_status_changed(struct ember_daemon *d);
 /* Re-probes every backend (startup and SIGHUP). */
 void daemon_probe_backends(struct ember_daemon *d);
 /* Backend by name ("qemu", "firecracker"), or NULL. */

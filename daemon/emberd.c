@@ -257,6 +257,17 @@ status_line(void *ctx, char *buf, size_t len)
 	    running == 1 ? "" : "s", cids, cids == 1 ? "" : "s");
 }
 
+void
+daemon_status_changed(struct ember_daemon *d)
+{
+	char line[128];
+
+	if (notifier == NULL || !notify_enabled(notifier))
+		return;
+	status_line(d, line, sizeof(line));
+	notify_send(notifier, "STATUS=%s", line);
+}
+
 static int
 check_config(const char *path)
 {

@@ -229,6 +229,7 @@ vm_transition(struct vm *vm, enum vm_status status, const char *reason)
 		vm_agent_on_running(vm);
 	else if (status != VM_PAUSED && status != VM_STARTING)
 		vm_agent_on_down(vm, vm_status_name(status));
+	daemon_status_changed(vm->daemon);
 }
 
 /* Finishes the operation in progress and reports it. */
@@ -466,6 +467,7 @@ vm_materialize(struct vm *vm, const struct vm *source, const char *uds,
 	if (vm_save(vm, err) < 0)
 		goto undo_dir;
 	vm_list_insert(d, vm);
+	daemon_status_changed(d);
 	return 0;
 
 undo_dir:
@@ -952,6 +954,7 @@ vm_remove(struct vm *vm)
 	vm_list_remove(d, vm);
 	log_info("vm %s: deleted", vm->rec.name);
 	vm_free(vm);
+	daemon_status_changed(d);
 }
 
 void
