@@ -60,6 +60,7 @@ struct fc_vm {
 	backend_done_fn done;
 	int step;		/* index into the start sequence */
 	const char *step_name;	/* "PUT /boot-source", for error messages */
+	unsigned api_retries;	/* waiting for the API socket to appear */
 	int stop_stage;		/* 0 CtrlAltDel, 1 SIGTERM, 2 SIGKILL */
 	struct timeval api_deadline;
 	char fault[512];	/* first failure while starting */
@@ -298,10 +299,13 @@ fc_start_reply(void *ctx, long status, const char *body, const char *curl_err)
 	struct timeval now;
 
 	if (curl_err != NULL && fv->step == 0) {
-		/* The API socket may not be up yet: retry until the deadline. */
+		/* The API socket may not be up yet: retry until the deadline,
+		 * soon at first (it usually appears within milliseconds). */
 		event_base_gettimeofday_cached(fv->fb->env->base, &now);
 		if (evutil_timercmp(&now, &fv->api_deadline, <)) {
-			struct timeval delay = { 0, 20000 };
+			long us = 1000L << (fv->api_retries < 5 ? fv->api_retries : 5);
+			struct timeval delay = { 0, us > 20000 ? 20000 : us };
+			fv->api_retries++;
 			evtimer_add(fv->timer, &delay);
 			return;
 		}
