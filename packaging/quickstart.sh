@@ -72,27 +72,6 @@ on_exit() {
 }
 trap on_exit EXIT
 
-install_packages() {
-	local missing=() p
-	for p in "${PACKAGES[@]}"; do
-		# shellcheck disable=SC2016 # ${Status} is dpkg-query's, not ours
-		if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
-			missing+=("$p")
-		fi
-	done
-	if [ ${#missing[@]} -eq 0 ]; then
-		return 0
-	fi
-	if [ "$(id -u)" -ne 0 ]; then
-		echo "quickstart: missing Debian packages: ${missing[*]}" >&2
-		echo "quickstart: install them as root: apt-get install ${missing[*]}" >&2
-		exit 1
-	fi
-	say "installing ${missing[*]}"
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-}
-
 # Echoes and runs an emberctl command against the private emberd.
 ctl() {
 	printf '\n$ emberctl %s\n' "$*"
@@ -100,7 +79,9 @@ ctl() {
 }
 
 say "checking Debian packages"
-install_packages
+# shellcheck source=packaging/install-packages.sh
+. packaging/install-packages.sh
+install_packages quickstart
 
 say "building into build/plain"
 cmake -S . -B build/plain -DCMAKE_BUILD_TYPE=RelWithDebInfo

@@ -48,27 +48,6 @@ step() {
 	printf '\n==> %s\n' "$*"
 }
 
-install_packages() {
-	local missing=() p
-	for p in "${PACKAGES[@]}"; do
-		# shellcheck disable=SC2016 # ${Status} is dpkg-query's, not ours
-		if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
-			missing+=("$p")
-		fi
-	done
-	if [ ${#missing[@]} -eq 0 ]; then
-		return 0
-	fi
-	if [ "$(id -u)" -ne 0 ]; then
-		echo "run.sh: missing Debian packages: ${missing[*]}" >&2
-		echo "run.sh: install them as root: apt-get install ${missing[*]}" >&2
-		exit 1
-	fi
-	step "installing ${missing[*]}"
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-}
-
 # configure_and_build LABEL DIR [cmake args...]: configures and builds
 # everything in DIR; a failure is counted and returns 1.
 configure_and_build() {
@@ -178,7 +157,9 @@ run_fuzzers() {
 
 start=$SECONDS
 step "checking Debian packages"
-install_packages
+# shellcheck source=packaging/install-packages.sh
+. packaging/install-packages.sh
+install_packages run.sh
 
 if configure_and_build plain build/plain -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
 	run_ctest plain build/plain
