@@ -61,6 +61,7 @@ struct qemu_vm {
 	struct event *timer;
 	enum qemu_op op;
 	backend_done_fn done;
+	char fault[256];	/* why a start is being abandoned */
 	int stop_stage;		/* 0 powerdown, 1 quit, 2 SIGKILL */
 	bool adopted;
 };
@@ -260,7 +261,9 @@ qemu_vm_exited(void *ctx, pid_t pid, int status)
 	enum qemu_op op = qv->op;
 	backend_done_fn done = qv->done;
 	struct vm_record *rec = qv->rec;
+	char fault[sizeof(qv->fault)];
 
+	memcpy(fault, qv->fault, sizeof(fault));
 	child_status_text(status, how, sizeof(how));
 	console_reason(qv->dir, reason, sizeof(reason));
 	log_info("qemu: %s (pid %d) %s", rec->name, (int)pid, how);
@@ -270,8 +273,12 @@ qemu_vm_exited(void *ctx, pid_t pid, int status)
 
 	if (op == QOP_START) {
 		struct ember_error err = { 0 };
-		ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
-		    "QEMU %s while starting; %s", how, reason);
+		if (fault[0])
+			ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
+			    "QEMU did not start: %s (QEMU %s); %s", fault, how, reason);
+		else
+			ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
+			    "QEMU %s while starting; %s", how, reason);
 		done(vm_ctx, &err);
 		return;
 	}
@@ -321,18 +328,12 @@ qemu_qmp_closed(void *ctx)
 static void
 qemu_start_fail(struct qemu_vm *qv, const char *why)
 {
-	struct ember_error err = { 0 };
-
-	ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
-	    "QEMU did not start: %s", why);
+	/* Kill it and report from its exit: the daemon must not hear of the
+	 * failure while this VM state (and its watch) still exists. */
+	if (qv->fault[0] == '\0')
+		snprintf(qv->fault, sizeof(qv->fault), "%s", why);
+	log_warnx("qemu: %s did not start: %s", qv->rec->name, why);
 	qemu_kill(qv, SIGKILL);
-	/* The exit arrives through the pidfd; report the failure now and let
-	 * the watch clean up. Detach the op so the exit reports nothing. */
-	qv->op = QOP_NONE;
-	backend_done_fn done = qv->done;
-	qv->done = NULL;
-	qv->op = QOP_STOP;	/* the exit is then an expected one */
-	done(qv->vm_ctx, &err);
 }
 
 static void
