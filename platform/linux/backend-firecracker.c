@@ -243,8 +243,14 @@ fc_vm_exited(void *ctx, pid_t pid, int status)
 		return;
 	}
 	host->exited(vm_ctx, status, status == 0 || op == FOP_STOP ? NULL : reason);
-	if (done != NULL)
+	/* A stop is done; any other operation was cut short by the exit. */
+	if (done != NULL && op == FOP_STOP)
 		done(vm_ctx, NULL);
+	else if (done != NULL) {
+		struct ember_error err = { 0 };
+		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "Firecracker exited during the operation");
+		done(vm_ctx, &err);
+	}
 }
 
 static void

@@ -283,8 +283,14 @@ qemu_vm_exited(void *ctx, pid_t pid, int status)
 		return;
 	}
 	host->exited(vm_ctx, status, status == 0 || op == QOP_STOP ? NULL : reason);
-	if (done != NULL)
-		done(vm_ctx, NULL);	/* a stop (or a pause cut short) is over */
+	/* A stop is done; any other operation was cut short by the exit. */
+	if (done != NULL && op == QOP_STOP)
+		done(vm_ctx, NULL);
+	else if (done != NULL) {
+		struct ember_error err = { 0 };
+		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "QEMU exited during the operation");
+		done(vm_ctx, &err);
+	}
 }
 
 static void
