@@ -33,6 +33,34 @@ say() {
 
 # stop_emberd: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL. Returns 0
 # only when emberd exited by itself with status 0.
+# Starts the private emberd with the config in $state and waits (with a
+# deadline) for its socket.
+start_emberd() {
+	local deadline rc
+	say "starting emberd (state $state, log $state/emberd.log)"
+	"$EMBERD" --state-dir "$state" --socket "$socket" --config "$state/emberd.yaml" \
+	    >>"$state/emberd.log" 2>&1 &
+	emberd_pid=$!
+	deadline=$((SECONDS + START_TIMEOUT))
+	until [ -S "$socket" ]; do
+		if ! kill -0 "$emberd_pid" 2>/dev/null; then
+			wait "$emberd_pid" && rc=0 || rc=$?
+			emberd_pid=""
+			echo "quickstart: emberd exited with status $rc before creating $socket" >&2
+			exit 1
+		fi
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "quickstart: emberd did not create $socket within ${START_TIMEOUT}s" >&2
+			exit 1
+		fi
+		sleep 0.1
+	done
+}
+
+write_config() {
+	printf 'default_image: mini\nqemu:\n  accel: %s\n' "$1" >"$state/emberd.yaml"
+}
+
 stop_emberd() {
 	local pid=$emberd_pid deadline rc=0
 	emberd_pid=""
@@ -94,28 +122,9 @@ socket=$state/emberd.sock
 
 image_dir=$PWD/build/plain/image-mini
 # The private emberd boots the mini image when vm create names none.
-printf 'default_image: mini\nqemu:\n  accel: %s\n' "$QEMU_ACCEL" >"$state/emberd.yaml"
+write_config "$QEMU_ACCEL"
 
-say "starting emberd (state $state, log $state/emberd.log)"
-"$EMBERD" --state-dir "$state" --socket "$socket" --config "$state/emberd.yaml" \
-    >"$state/emberd.log" 2>&1 &
-emberd_pid=$!
-
-deadline=$((SECONDS + START_TIMEOUT))
-until [ -S "$socket" ]; do
-	if ! kill -0 "$emberd_pid" 2>/dev/null; then
-		wait "$emberd_pid" && rc=0 || rc=$?
-		emberd_pid=""
-		echo "quickstart: emberd exited with status $rc before creating $socket" >&2
-		exit 1
-	fi
-	if [ "$SECONDS" -ge "$deadline" ]; then
-		echo "quickstart: emberd did not create $socket within ${START_TIMEOUT}s" >&2
-		exit 1
-	fi
-	sleep 0.1
-done
-
+start_emberd
 ctl daemon info
 ctl vm create demo --vsock --no-start
 ctl vm list
@@ -130,8 +139,19 @@ ctl image import mini --kernel "$image_dir/vmlinuz" --vmlinux "$image_dir/vmlinu
     --initrd "$image_dir/initrd.gz" --boot-args "$boot_args"
 ctl image list
 
-# No --image: the config's default_image (mini) is booted.
-ctl vm create hello
+# No --image: the config's default_image (mini) is booted. Where /dev/kvm
+# exists but cannot run guests (nested virtualization often), QEMU fails at
+# once: say so and use TCG instead.
+if ! ctl vm create hello; then
+	if [ "$QEMU_ACCEL" != auto ]; then
+		exit 1
+	fi
+	say "the guest did not start with accel auto (KVM unusable here?); retrying with TCG"
+	stop_emberd
+	write_config tcg
+	start_emberd
+	ctl vm create hello
+fi
 console=$state/vms/hello/console.log
 printf '\nwaiting for the guest to print "EMBER-MINI READY" in %s\n' "$console"
 deadline=$((SECONDS + BOOT_TIMEOUT))
