@@ -15,6 +15,7 @@ struct event_base;
 struct event;
 struct control;
 struct cid_alloc;
+struct notify;
 struct vm;
 
 enum { BACKEND_FIRECRACKER, BACKEND_QEMU, BACKEND__COUNT };
@@ -39,9 +40,12 @@ struct ember_daemon {
 
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_shutdown_deadline;
 	struct event *ev_housekeeping;	/* vm.c's periodic chores */
+	struct notify *notify;		/* the service manager's channel (notify.c) */
 	bool shutting_down;
 };
 
+/* "N VMs running, M CIDs in use", for STATUS= (notify_status_fn). */
+void daemon_status_line(void *ctx, char *buf, size_t len);
 /* Tells the service manager (sd_notify STATUS=) what changed: VMs running,
  * CIDs in use. A no-op outside systemd. */
 void daemon_status_changed(struct ember_daemon *d);

@@ -34,10 +34,6 @@
 
 #define SHUTDOWN_GRACE_S 30
 
-/* The service manager's channel (notify.c); one per process, like the
- * environment it comes from. */
-static struct notify *notifier;
-
 static void
 usage(FILE *f)
 {
@@ -124,37 +120,7 @@ raise_fd_limit(void)
 	}
 }
 
-void
-daemon_probe_backends(struct ember_daemon *d)
-{
-	for (int i = 0; i < BACKEND__COUNT; i++) {
-		struct backend_info *info = &d->backend_info[i];
 
-		memset(info, 0, sizeof(*info));
-		if (d->backends[i] == NULL)
-			continue;
-		d->backends[i]->probe(d->backends[i], info);
-		if (info->available)
-			log_info("backend %s: %s (%s)", d->backends[i]->name, info->version,
-			    info->binary);
-		else
-			log_info("backend %s: unavailable: %s", d->backends[i]->name, info->reason);
-	}
-}
-
-struct backend *
-daemon_backend(struct ember_daemon *d, const char *name, const struct backend_info **info)
-{
-	for (int i = 0; i < BACKEND__COUNT; i++)
-		if (d->backends[i] != NULL && strcmp(d->backends[i]->name, name) == 0) {
-			if (info != NULL)
-				*info = &d->backend_info[i];
-			return d->backends[i];
-		}
-	if (info != NULL)
-		*info = NULL;
-	return NULL;
-}
 
 /* ---- control socket callbacks ---- */
 
@@ -201,7 +167,7 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	d->shutting_down = true;
 	log_info("%s: no longer accepting requests; answering those in flight",
 	    strsignal((int)sig));
-	notify_stopping(notifier, "stopping: answering requests in flight");
+	notify_stopping(d->notify, "stopping: answering requests in flight");
 	d->ev_shutdown_deadline = evtimer_new(d->base, on_shutdown_deadline, d);
 	evtimer_add(d->ev_shutdown_deadline, &grace);
 	control_drain(d->control);
@@ -238,35 +204,14 @@ reload_config(struct ember_daemon *d)
 static void
 on_reload(evutil_socket_t sig, short what, void *arg)
 {
-	notify_reloading(notifier);
-	reload_config(arg);
-	notify_ready(notifier);
+	struct ember_daemon *d = arg;
+
+	notify_reloading(d->notify);
+	reload_config(d);
+	notify_ready(d->notify);
 }
 
-/* STATUS= for the service manager: "2 VMs running, 3 CIDs in use". */
-static void
-status_line(void *ctx, char *buf, size_t len)
-{
-	struct ember_daemon *d = ctx;
-	size_t running = 0, cids = cid_alloc_count(d->cids);
 
-	for (size_t i = 0; i < d->nvms; i++)
-		if (d->vms[i]->rec.status == VM_RUNNING)
-			running++;
-	snprintf(buf, len, "%zu VM%s running, %zu CID%s in use", running,
-	    running == 1 ? "" : "s", cids, cids == 1 ? "" : "s");
-}
-
-void
-daemon_status_changed(struct ember_daemon *d)
-{
-	char line[128];
-
-	if (notifier == NULL || !notify_enabled(notifier))
-		return;
-	status_line(d, line, sizeof(line));
-	notify_send(notifier, "STATUS=%s", line);
-}
 
 static int
 check_config(const char *path)
@@ -410,7 +355,7 @@ main(int argc, char **argv)
 	d->base = event_base_new();
 	if (d->base == NULL)
 		fatalx("cannot create the event base");
-	notifier = notify_new(d->base, status_line, d);
+	d->notify = notify_new(d->base, daemon_status_line, d);
 
 	d->cids = cid_alloc_new(d->config.cid_min, d->config.cid_max);
 	if (d->cids == NULL) {
@@ -450,7 +395,7 @@ main(int argc, char **argv)
 		    "(socket activation, fd %d)", listen_fd);
 	log_info("emberd %s serving %s (state %s, pid %d)", EMBER_VERSION, d->socket_path,
 	    d->state_dir, (int)getpid());
-	notify_ready(notifier);
+	notify_ready(d->notify);
 	event_base_dispatch(d->base);
 
 	/* State is persisted at every change; write the CID table once more so
@@ -460,7 +405,7 @@ main(int argc, char **argv)
 		log_warnx("%s", err.message);
 	control_free(d->control);
 	vms_detach_all(d);
-	notify_free(notifier);
+	notify_free(d->notify);
 	for (int i = 0; i < BACKEND__COUNT; i++)
 		if (d->backends[i] != NULL)
 			d->backends[i]->free(d->backends[i]);
