@@ -17,6 +17,8 @@
 
 #include <event2/event.h>
 
+#include "fsutil.h"
+
 #include "../../platform/linux/hybrid-proto.c"
 #include "../../platform/linux/vsock-mux.c"
 
@@ -37,16 +39,24 @@ on_peer(void *ctx, uint64_t cid, char *path, size_t len)
 
 static const struct vsock_mux_ops ops = { .rx_ready = on_rx_ready, .peer_socket = on_peer };
 
+static char dir[] = "/tmp/ember-fuzz-mux-XXXXXX";
+
+static void
+remove_dir(void)
+{
+	rm_rf(dir);
+}
+
 static void
 init_once(void)
 {
-	static char dir[] = "/tmp/ember-fuzz-mux-XXXXXX";
 	char uds[128], port[160];
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct vsock_mux_config cfg = { .guest_cid = 3, .max_connections = 64 };
 
 	if (mkdtemp(dir) == NULL)
 		abort();
+	atexit(remove_dir);
 	snprintf(uds, sizeof(uds), "%s/vsock.sock", dir);
 	cfg.uds_path = uds;
 	base = event_base_new();
