@@ -1,5 +1,6 @@
 /*
- * VM registry, lifecycle and durable state (see vm.h).
+ * VM registry and lifecycle (see vm.h); writing state and the repair at
+ * startup are in vm-store.c.
  *
  * On-disk ordering is what makes a kill -9 at any point recoverable:
  *  - create: cids.json (with the new CID) -> vms/<name>/ -> vm.json. A
@@ -15,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <event2/event.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -30,6 +30,7 @@
 #include "validate.h"
 #include "vm.h"
 #include "vm-agent.h"
+#include "vm-internal.h"
 
 #define VM_CPUS_MAX		64
 #define VM_MEMORY_MIN_MIB	16
@@ -42,50 +43,12 @@ static void vm_stop_agent_reply(void *ctx, json_t *reply, const char *why);
 static void vm_stop_agent_timeout(evutil_socket_t fd, short what, void *arg);
 static void vm_remove(struct vm *vm);
 
-/* ---- paths and persistence ------------------------------------------- */
+/* ---- paths -------------------------------------------------------------- */
 
-static void
+void
 vm_dir(const struct ember_daemon *d, const char *name, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s/vms/%s", d->state_dir, name);
-}
-
-static int
-vm_save(struct vm *vm, struct ember_error *err)
-{
-	char path[PATH_MAX];
-	json_t *doc;
-	int r;
-
-	if (vm->load_error != NULL)
-		return 0;	/* never overwrite a record we could not read */
-	snprintf(path, sizeof(path), "%s/vms/%s/vm.json", vm->daemon->state_dir, vm->rec.name);
-	doc = vm_record_to_json(&vm->rec);
-	if (doc == NULL)
-		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
-	json_object_set_new(doc, "version", json_integer(VM_RECORD_VERSION));
-	r = atomic_write_json(path, doc);
-	json_decref(doc);
-	if (r < 0)
-		return ember_error_set(err, EK_IO, "check the state directory's disk and permissions",
-		    "cannot write %s: %s", path, strerror(-r));
-	return 0;
-}
-
-int
-cids_save(struct ember_daemon *d, struct ember_error *err)
-{
-	char path[PATH_MAX];
-	json_t *doc = cid_alloc_to_json(d->cids);
-	int r;
-
-	snprintf(path, sizeof(path), "%s/vsock/cids.json", d->state_dir);
-	r = doc != NULL ? atomic_write_json(path, doc) : -ENOMEM;
-	json_decref(doc);
-	if (r < 0)
-		return ember_error_set(err, EK_IO, "check the state directory's disk and permissions",
-		    "cannot write %s: %s", path, strerror(-r));
-	return 0;
 }
 
 /* ---- registry ------------------------------------------------------- */
@@ -123,7 +86,7 @@ vm_index_for(struct ember_daemon *d, const char *name)
 	return lo;
 }
 
-static void
+void
 vm_list_insert(struct ember_daemon *d, struct vm *vm)
 {
 	size_t i;
@@ -153,7 +116,7 @@ vm_list_remove(struct ember_daemon *d, struct vm *vm)
 	}
 }
 
-static struct vm *
+struct vm *
 vm_new(struct ember_daemon *d)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
@@ -165,7 +128,7 @@ vm_new(struct ember_daemon *d)
 	return vm;
 }
 
-static void
+void
 vm_free(struct vm *vm)
 {
 	if (vm == NULL)
@@ -193,7 +156,7 @@ vm_to_json(const struct vm *vm)
 
 /* ---- state machine ---------------------------------------------------- */
 
-static bool
+bool
 vm_has_process(const struct vm *vm)
 {
 	switch (vm->rec.status) {
@@ -208,7 +171,7 @@ vm_has_process(const struct vm *vm)
 }
 
 /* The one place a VM's status changes: logs, persists. */
-static void
+void
 vm_transition(struct vm *vm, enum vm_status status, const char *reason)
 {
 	struct ember_error err = { 0 };
@@ -345,7 +308,7 @@ backend_name_valid(const char *name)
 }
 
 /* The backend a VM runs on; "auto" prefers Firecracker, then QEMU. */
-static struct backend *
+struct backend *
 vm_resolve_backend(struct ember_daemon *d, const char *name, struct ember_error *err)
 {
 	const struct backend_info *info;
@@ -985,271 +948,6 @@ vm_delete(struct vm *vm, bool force, vm_done_fn done, void *ctx)
 	json_t *last = vm_to_json(vm);
 	vm_remove(vm);
 	done(ctx, last, NULL);
-}
-
-/* ---- startup: load and repair ------------------------------------------ */
-
-static void
-cids_skipped(void *ctx, const char *key, const char *why)
-{
-	log_warnx("repair: cids.json entry \"%s\" dropped: %s", key, why);
-}
-
-static void
-cids_load(struct ember_daemon *d)
-{
-	char path[PATH_MAX], errbuf[256];
-	json_t *doc = NULL;
-	int r;
-
-	snprintf(path, sizeof(path), "%s/vsock/cids.json", d->state_dir);
-	r = read_json_file(path, &doc, errbuf, sizeof(errbuf));
-	if (r == -ENOENT)
-		return;
-	if (r < 0 || cid_alloc_load_json(d->cids, doc, cids_skipped, NULL) < 0) {
-		char aside[PATH_MAX];
-		snprintf(aside, sizeof(aside), "%s.corrupt", path);
-		log_warnx("repair: %s is unreadable (%s); moved to %s, CIDs are rebuilt from VM records",
-		    path, r < 0 ? (r == -EBADMSG ? errbuf : strerror(-r)) : "not an allocation table",
-		    aside);
-		rename(path, aside);
-	}
-	json_decref(doc);
-}
-
-/* A VM whose vm.json cannot be read still lists, as failed, so the
- * user sees it and can delete it. */
-static struct vm *
-vm_placeholder(struct ember_daemon *d, const char *name, const char *why)
-{
-	struct vm *vm = vm_new(d);
-
-	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", name);
-	vm->rec.status = VM_FAILED;
-	vm->load_error = strdup(why);
-	vm_record_set_str(&vm->rec.reason, why);
-	log_warnx("repair: VM \"%s\": %s; listed as failed", name, why);
-	return vm;
-}
-
-static struct vm *
-vm_load_one(struct ember_daemon *d, const char *name)
-{
-	char path[PATH_MAX], errbuf[256], why[512];
-	json_t *doc = NULL;
-	struct vm *vm;
-	int r;
-
-	snprintf(path, sizeof(path), "%s/vms/%s/vm.json", d->state_dir, name);
-	r = read_json_file(path, &doc, errbuf, sizeof(errbuf));
-	if (r < 0) {
-		snprintf(why, sizeof(why), "cannot read vm.json: %s",
-		    r == -EBADMSG ? errbuf : strerror(-r));
-		return vm_placeholder(d, name, why);
-	}
-	vm = vm_new(d);
-	r = vm_record_from_json(&vm->rec, doc, errbuf, sizeof(errbuf));
-	json_decref(doc);
-	if (r < 0 || strcmp(vm->rec.name, name) != 0) {
-		snprintf(why, sizeof(why), "invalid vm.json: %s",
-		    r < 0 ? errbuf : "its name does not match its directory");
-		vm_free(vm);
-		return vm_placeholder(d, name, why);
-	}
-	return vm;
-}
-
-/* Makes cids.json and the VM records agree; returns true when cids changed. */
-static bool
-vm_repair_cid(struct vm *vm)
-{
-	struct ember_daemon *d = vm->daemon;
-	struct ember_error err = { 0 };
-	uint32_t held;
-	bool has = cid_alloc_lookup(d->cids, vm->rec.name, &held);
-	char uds[PATH_MAX];
-
-	if (vm->load_error != NULL)
-		return false;	/* keep whatever it held until it is repaired or deleted */
-	if (!vm->rec.vsock) {
-		if (!has)
-			return false;
-		log_warnx("repair: VM \"%s\" has no vsock but held CID %u; released",
-		    vm->rec.name, held);
-		cid_alloc_release(d->cids, vm->rec.name);
-		return true;
-	}
-	if (vsock_path_build(d->state_dir, vm->rec.name, sun_path_limit(), uds,
-	    sizeof(uds), &err) == 0 &&
-	    (vm->rec.uds_path == NULL || strcmp(vm->rec.uds_path, uds) != 0)) {
-		log_warnx("repair: VM \"%s\" vsock path set to %s", vm->rec.name, uds);
-		vm_record_set_str(&vm->rec.uds_path, uds);
-		vm_save(vm, &err);
-	}
-	if (has && held == vm->rec.guest_cid)
-		return false;
-	if (has) {
-		log_warnx("repair: VM \"%s\" records CID %u but cids.json gave it %u; using %u",
-		    vm->rec.name, vm->rec.guest_cid, held, vm->rec.guest_cid);
-		cid_alloc_release(d->cids, vm->rec.name);
-	}
-	if (cid_alloc_claim(d->cids, vm->rec.name, vm->rec.guest_cid) == 0) {
-		if (!has)
-			log_warnx("repair: VM \"%s\" gets its CID %u back", vm->rec.name,
-			    vm->rec.guest_cid);
-		return true;
-	}
-	uint32_t old = vm->rec.guest_cid;
-	if (cid_alloc_get(d->cids, vm->rec.name, &vm->rec.guest_cid) < 0) {
-		log_warnx("repair: VM \"%s\" lost CID %u and no CID is free", vm->rec.name, old);
-		vm->rec.vsock = false;
-	} else
-		log_warnx("repair: VM \"%s\" CID %u is taken (by \"%s\") or out of range; "
-		    "it now has CID %u", vm->rec.name, old,
-		    cid_alloc_owner(d->cids, old) ? cid_alloc_owner(d->cids, old) : "nobody",
-		    vm->rec.guest_cid);
-	vm_save(vm, &err);
-	return true;
-}
-
-struct orphan_scan {
-	struct ember_daemon *d;
-	char **names;
-	size_t n;
-};
-
-static void
-collect_orphan(void *ctx, uint32_t cid, const char *owner)
-{
-	struct orphan_scan *s = ctx;
-
-	if (vm_find(s->d, owner) != NULL)
-		return;
-	log_warnx("repair: CID %u belonged to \"%s\", which does not exist; released", cid, owner);
-	s->names = realloc(s->names, (s->n + 1) * sizeof(*s->names));
-	if (s->names == NULL)
-		fatalx("out of memory");
-	s->names[s->n++] = strdup(owner);
-}
-
-/* A process recorded as running: adopt it, or record that it is gone. */
-static void
-vm_reattach(struct vm *vm)
-{
-	struct ember_daemon *d = vm->daemon;
-	struct ember_error err = { 0 };
-	char dir[PATH_MAX];
-
-	if (vm->load_error != NULL || !vm_has_process(vm))
-		return;
-	vm->backend = vm_resolve_backend(d, vm->rec.backend, &err);
-	vm_dir(d, vm->rec.name, dir, sizeof(dir));
-	if (vm->backend != NULL && vm->backend->adopt != NULL &&
-	    vm->backend->adopt(vm->backend, &vm->rec, dir, &vm->backend_state, vm, &err) == 0) {
-		log_info("vm %s: re-adopted (pid %d)", vm->rec.name, (int)vm->rec.pid);
-		if (vm->rec.status == VM_STARTING || vm->rec.status == VM_STOPPING)
-			vm_transition(vm, VM_RUNNING, NULL);
-		else if (vm->rec.status == VM_RUNNING)
-			vm_agent_on_running(vm);	/* learn whether its agent answers */
-		return;
-	}
-	vm->rec.pid = 0;
-	vm->rec.pid_start_time = 0;
-	vm_transition(vm, VM_FAILED, err.message[0] ? err.message :
-	    "emberd restarted and the hypervisor process was gone");
-}
-
-/* Removes ".<base>.tmp.*" files that a crash inside atomic_write_file()
- * left in dir (the rename never happened, so they hold nothing current). */
-static void
-remove_temp_files(const char *dir, const char *base)
-{
-	char prefix[64], path[PATH_MAX];
-	struct dirent *de;
-	DIR *dp = opendir(dir);
-
-	if (dp == NULL)
-		return;
-	snprintf(prefix, sizeof(prefix), ".%s.tmp.", base);
-	while ((de = readdir(dp)) != NULL) {
-		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		log_warnx("repair: removing %s, left by an interrupted write", path);
-		unlink(path);
-	}
-	closedir(dp);
-}
-
-int
-vms_load(struct ember_daemon *d, struct ember_error *err)
-{
-	char path[PATH_MAX];
-	struct dirent *de;
-	bool cids_changed = false;
-	DIR *dir;
-
-	snprintf(path, sizeof(path), "%s/vms", d->state_dir);
-	if (mkdir_p(path, 0750) < 0)
-		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
-		    "cannot create %s: %s", path, strerror(errno));
-	snprintf(path, sizeof(path), "%s/vsock", d->state_dir);
-	if (mkdir_p(path, 0750) < 0)
-		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
-		    "cannot create %s: %s", path, strerror(errno));
-	remove_temp_files(path, "cids.json");
-	cids_load(d);
-
-	snprintf(path, sizeof(path), "%s/vms", d->state_dir);
-	dir = opendir(path);
-	if (dir == NULL)
-		return ember_error_set(err, EK_IO, NULL, "cannot read %s: %s", path, strerror(errno));
-	while ((de = readdir(dir)) != NULL) {
-		char sub[PATH_MAX], json[PATH_MAX];
-		struct stat st;
-
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-		if (strncmp(de->d_name, ".trash-", 7) == 0) {
-			log_warnx("repair: finishing an interrupted delete (%s)", de->d_name);
-			rm_rf(sub);
-			continue;
-		}
-		if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode) || !vm_name_valid(de->d_name)) {
-			log_warnx("repair: ignoring %s (not a VM directory)", sub);
-			continue;
-		}
-		remove_temp_files(sub, "vm.json");
-		snprintf(json, sizeof(json), "%s/vm.json", sub);
-		if (access(json, F_OK) < 0 && errno == ENOENT) {
-			log_warnx("repair: removing %s, a create that never finished", sub);
-			rm_rf(sub);
-			continue;
-		}
-		vm_list_insert(d, vm_load_one(d, de->d_name));
-	}
-	closedir(dir);
-
-	/* Orphans first: a CID held by a VM that does not exist must not
-	 * push a listed VM that records it onto a fresh CID. */
-	struct orphan_scan scan = { .d = d };
-	cid_alloc_foreach(d->cids, collect_orphan, &scan);
-	for (size_t i = 0; i < scan.n; i++) {
-		cid_alloc_release(d->cids, scan.names[i]);
-		free(scan.names[i]);
-		cids_changed = true;
-	}
-	free(scan.names);
-	for (size_t i = 0; i < d->nvms; i++)
-		if (vm_repair_cid(d->vms[i]))
-			cids_changed = true;
-	if (cids_changed && cids_save(d, err) < 0)
-		return -1;
-	for (size_t i = 0; i < d->nvms; i++)
-		vm_reattach(d->vms[i]);
-	log_info("loaded %zu VMs, %zu vsock CIDs in use", d->nvms, cid_alloc_count(d->cids));
-	return 0;
 }
 
 #define HOUSEKEEPING_INTERVAL_S 10

@@ -1,0 +1,31 @@
+/*
+ * What vm.c (registry and lifecycle) and vm-store.c (state on disk and the
+ * startup repair) share; not for the rest of the daemon, which uses vm.h.
+ */
+#ifndef EMBER_VM_INTERNAL_H
+#define EMBER_VM_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "error.h"
+#include "vm.h"
+
+struct backend;
+
+/* "<state>/vms/<name>" */
+void vm_dir(const struct ember_daemon *d, const char *name, char *buf, size_t len);
+/* Writes vm.json atomically (never over a record that could not be read). */
+int vm_save(struct vm *vm, struct ember_error *err);
+struct vm *vm_new(struct ember_daemon *d);
+void vm_free(struct vm *vm);
+/* Lists vm in name order. */
+void vm_list_insert(struct ember_daemon *d, struct vm *vm);
+/* starting, running, paused or stopping: a hypervisor process exists. */
+bool vm_has_process(const struct vm *vm);
+/* The one place a status changes: logs, persists, notifies. */
+void vm_transition(struct vm *vm, enum vm_status status, const char *reason);
+/* The backend called name ("auto" picks), or NULL with backend_unavailable. */
+struct backend *vm_resolve_backend(struct ember_daemon *d, const char *name,
+    struct ember_error *err);
+
+#endif
