@@ -429,6 +429,12 @@ vm_materialize(struct vm *vm, const struct vm *source, const char *uds,
 		goto undo_dir;
 	if (vm_save(vm, err) < 0)
 		goto undo_dir;
+	/* The new directory's entry must be durable before the create is
+	 * acknowledged, as vm.json inside it already is. */
+	char vms[PATH_MAX];
+	snprintf(vms, sizeof(vms), "%s/vms", vm->daemon->state_dir);
+	if ((r = fsync_dir(vms)) < 0)
+		log_warnx("vm %s: fsync %s: %s", vm->rec.name, vms, strerror(-r));
 	vm_list_insert(d, vm);
 	daemon_status_changed(d);
 	return 0;
