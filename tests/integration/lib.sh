@@ -51,7 +51,7 @@ kill_test_processes() {
 	for d in /proc/[0-9]*; do
 		pid=${d#/proc/}
 		[[ $pid == "$$" ]] && continue
-		if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -F -- "$T/" >/dev/null; then
+		if { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null | grep -F -- "$T/" >/dev/null; then
 			kill -9 "$pid" 2>/dev/null || true
 		fi
 	done
