@@ -80,4 +80,20 @@ pass "the host still reaches a and b"
 ctl vm stop a >/dev/null || fail "vm stop a"
 ctl vm stop b >/dev/null || fail "vm stop b"
 stop_emberd
+
+note "with vsock.vm_to_vm off, a guest cannot reach another VM"
+printf 'vsock:\n  vm_to_vm: false\n' >>"$CONFIG"
+start_emberd
+start_booted b
+wait_agent b
+start_booted a
+c=$(console_since a "$BOOT_OFFSET")
+line=$(grep 'A2B-REPLY' <<<"$c") || fail "no A2B-REPLY on a's console: $(tail -n 20 <<<"$c")"
+echo "$line"
+grep -q '\[ping-b\]' <<<"$line" && fail "a reached b although vm_to_vm is off: $line"
+grep -qi 'connection reset' <<<"$line" || fail "a's connection to b was not reset: $line"
+pass "a's connection to b's CID is reset when vm_to_vm is off"
+ctl vm stop a >/dev/null || fail "vm stop a"
+ctl vm stop b >/dev/null || fail "vm stop b"
+stop_emberd
 echo "PASS"
