@@ -96,4 +96,29 @@ pass "a's connection to b's CID is reset when vm_to_vm is off"
 ctl vm stop a >/dev/null || fail "vm stop a"
 ctl vm stop b >/dev/null || fail "vm stop b"
 stop_emberd
+
+if command -v setpriv >/dev/null && [[ $(id -u) == 0 ]]; then
+	note "VM to VM is for VMs of the same owner only"
+	sed -i '/^vsock:/,$d' "$CONFIG"	# vm_to_vm back to its default, on
+	start_emberd
+	ctl vm delete b >/dev/null || fail "vm delete b"
+	chmod o+x "$T" "$STATE"
+	chmod 0666 "$SOCK"
+	# uid 65534 creates b2, which gets b's freed CID, the one a's ember-rc dials.
+	r=$(printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"vm.create","params":{"name":"b2","image":"echo","vsock":true,"start":false}}' |
+	    timeout 20 setpriv --reuid=65534 --regid=65534 --clear-groups socat -t 15 - "UNIX-CONNECT:$SOCK")
+	assert_eq "$cid_b" "$(jq -r .result.vsock.guest_cid <<<"$r")" "uid 65534's b2 has CID $cid_b"
+	start_booted b2
+	wait_agent b2
+	start_booted a
+	c=$(console_since a "$BOOT_OFFSET")
+	line=$(grep 'A2B-REPLY' <<<"$c") || fail "no A2B-REPLY on a's console: $(tail -n 20 <<<"$c")"
+	echo "$line"
+	grep -q '\[ping-b\]' <<<"$line" && fail "root's a reached uid 65534's b2: $line"
+	grep -qi 'connection reset' <<<"$line" || fail "a's connection to b2 was not reset: $line"
+	pass "a guest cannot reach a VM of another owner"
+	ctl vm stop a >/dev/null || fail "vm stop a"
+	ctl vm stop b2 >/dev/null || fail "vm stop b2"
+	stop_emberd
+fi
 echo "PASS"
