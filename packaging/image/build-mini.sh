@@ -12,7 +12,7 @@
 # Usage: build-mini.sh OUTDIR
 # Environment:
 #   EMBER_IMAGE_CACHE  cache directory
-#                      (default ${XDG_CACHE_HOME:-$HOME/.cache}/ember/image)
+#                      (default ${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/ember/image)
 #   EMBER_AGENT        static guest agent binary to install as /sbin/ember-agent
 #                      (default $EMBER_BUILD_DIR/packaging/agent/ember-agent if built)
 #   EMBER_RC_LOCAL     shell script to install as /etc/ember/rc.local
@@ -84,7 +84,7 @@ usage() {
 case $1 in -h | --help) usage ;; esac
 outdir=$1
 
-cache=${EMBER_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ember/image}
+cache=${EMBER_IMAGE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/ember/image}
 
 workdir=""
 cleanup() {

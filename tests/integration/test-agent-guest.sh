@@ -75,7 +75,7 @@ if ! EMBER_AGENT=$AGENT EMBER_RC_LOCAL=$T/rc.local \
 	exit 0
 fi
 krel=$(jq -r .kernel_release "$T/img/image.json")
-cache=${EMBER_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ember/image}
+cache=${EMBER_IMAGE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/ember/image}
 ko=$(find "$cache/tree" -path "*/lib/modules/$krel/*" -name 'vsock_loopback.ko*' -print -quit)
 [[ -n $ko ]] || fail "no vsock_loopback module for $krel in $cache/tree"
 mkdir -p "$T/extra/lib/modules/$krel"
