@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "emberctl.h"
 #include "error.h"
 #include "size.h"
@@ -447,78 +448,6 @@ cmd_vm_fork(struct ctl *ctl, struct verb_args *a)
 
 #define CP_CHUNK (512 * 1024)	/* the agent's limit per read_file/write_file */
 
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Base64 of len bytes (padded), malloc'd; NULL when out of memory. */
-static char *
-b64_encode(const unsigned char *p, size_t len)
-{
-	char *s = malloc((len + 2) / 3 * 4 + 1), *o = s;
-	size_t i;
-
-	if (s == NULL)
-		return NULL;
-	for (i = 0; i + 2 < len; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-		*o++ = b64_alphabet[v >> 18];
-		*o++ = b64_alphabet[(v >> 12) & 63];
-		*o++ = b64_alphabet[(v >> 6) & 63];
-		*o++ = b64_alphabet[v & 63];
-	}
-	if (i < len) {
-		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
-		*o++ = b64_alphabet[v >> 18];
-		*o++ = b64_alphabet[(v >> 12) & 63];
-		*o++ = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
-		*o++ = '=';
-	}
-	*o = '\0';
-	return s;
-}
-
-/* Decodes base64 s (padding optional) into a malloc'd buffer; -1 if invalid. */
-static int
-b64_decode(const char *s, unsigned char **out, size_t *out_len)
-{
-	size_t len = strlen(s), o = 0;
-	uint32_t v = 0;
-	int n = 0;
-	unsigned char *buf;
-
-	while (len > 0 && s[len - 1] == '=')
-		len--;
-	if ((buf = malloc(len / 4 * 3 + 3)) == NULL)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		const char *c = s[i] != '\0' ? strchr(b64_alphabet, s[i]) : NULL;
-
-		if (c == NULL) {
-			free(buf);
-			return -1;
-		}
-		v = v << 6 | (uint32_t)(c - b64_alphabet);
-		if (++n == 4) {
-			buf[o++] = (unsigned char)(v >> 16);
-			buf[o++] = (unsigned char)(v >> 8);
-			buf[o++] = (unsigned char)v;
-			v = 0;
-			n = 0;
-		}
-	}
-	if (n == 1) {
-		free(buf);
-		return -1;
-	}
-	if (n >= 2)
-		buf[o++] = (unsigned char)(v >> (n == 2 ? 4 : 10));
-	if (n == 3)
-		buf[o++] = (unsigned char)(v >> 2);
-	*out = buf;
-	*out_len = o;
-	return 0;
-}
-
 static int
 write_all(int fd, const unsigned char *p, size_t len)
 {
@@ -544,7 +473,7 @@ write_b64_member(const json_t *result, const char *key, int fd)
 	size_t len;
 	int r;
 
-	if (s == NULL || b64_decode(s, &buf, &len) < 0) {
+	if (s == NULL || base64_decode(s, strlen(s), &buf, &len) < 0) {
 		ctl_warnx("malformed reply from emberd to vm.exec: bad \"%s\"", key);
 		return -1;
 	}
@@ -683,7 +612,7 @@ cp_in(struct ctl *ctl, const char *local, const char *name, const char *path)
 		}
 		if (got == 0 && !first)
 			break;
-		if ((data = b64_encode(buf, got)) == NULL) {
+		if ((data = base64_encode(buf, got, NULL)) == NULL) {
 			ctl_warnx("out of memory");
 			goto out;
 		}
@@ -745,8 +674,8 @@ cp_out(struct ctl *ctl, const char *name, const char *path, const char *local)
 		if ((r = ctl_call(ctl, "vm.cp", params, &result)) != EXIT_OK)
 			goto out;
 		r = EXIT_ERROR;
-		if (b64_decode(json_string_value(json_object_get(result, "data")) ?
-		    json_string_value(json_object_get(result, "data")) : "!", &data, &len) < 0) {
+		const char *b64 = json_string_value(json_object_get(result, "data"));
+		if (b64 == NULL || base64_decode(b64, strlen(b64), &data, &len) < 0) {
 			ctl_warnx("malformed reply from emberd to vm.cp: bad \"data\"");
 			json_decref(result);
 			goto out;

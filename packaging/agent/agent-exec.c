@@ -118,7 +118,7 @@ exec_parse(json_t *params, struct exec_req *r, struct agent_error *err)
 	}
 	if (r->argv[0][0] == '\0')
 		return agent_error_set(err, "argv[0] is empty");
-	if (in != NULL && agent_base64_decode(in, strlen(in), &r->in,
+	if (in != NULL && base64_decode(in, strlen(in), &r->in,
 	    &r->in_len) != 0)
 		return agent_error_set(err, "stdin is not valid base64");
 	return 0;
@@ -316,7 +316,7 @@ exec_set_output(json_t *reply, const char *key, const struct exec_out *o)
 	size_t	 len;
 	char	*s;
 
-	if ((s = agent_base64_encode(o->buf, o->len, &len)) == NULL)
+	if ((s = base64_encode(o->buf, o->len, &len)) == NULL)
 		return -1;
 	if (json_object_set_new(reply, key, json_stringn(s, len)) != 0) {
 		free(s);

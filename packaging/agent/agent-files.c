@@ -80,7 +80,7 @@ agent_op_read_file(json_t *params, json_t *reply, struct agent_error *err)
 	else
 		eof = got < (size_t)length;
 reply:
-	if ((enc = agent_base64_encode(buf, got, &enc_len)) == NULL) {
+	if ((enc = base64_encode(buf, got, &enc_len)) == NULL) {
 		agent_error_set(err, "out of memory");
 		goto out;
 	}
@@ -123,7 +123,7 @@ agent_op_write_file(json_t *params, json_t *reply, struct agent_error *err)
 		    " is not a file mode (0 to 07777, e.g. 420 for 0644)", mode);
 	if (data_len > (AGENT_FILE_CHUNK_MAX + 2) / 3 * 4)
 		goto too_big;
-	if (agent_base64_decode(data, data_len, &buf, &len) != 0)
+	if (base64_decode(data, data_len, &buf, &len) != 0)
 		return agent_error_set(err, "data is not valid base64");
 	if (len > AGENT_FILE_CHUNK_MAX) {
 		free(buf);

@@ -18,6 +18,8 @@
 
 #include <jansson.h>
 
+#include "base64.h"
+
 #ifndef EMBER_VERSION
 #define EMBER_VERSION "0.0.0"
 #endif
@@ -88,19 +90,6 @@ int agent_poweroff(void);
 /* The flags of the op a request line names; 0 when the line is not a
  * well-formed request for a known op (agent_handle_line answers those). */
 int agent_line_flags(const char *line, size_t len);
-
-/*
- * Base64 (RFC 4648, standard alphabet, with padding). encode returns a
- * malloc'd NUL-terminated string and its length, or NULL when memory runs
- * out. decode accepts input with or without padding and nothing else
- * (no whitespace); it returns 0 with a malloc'd buffer (never NULL, even
- * for empty output) or -EINVAL / -ENOMEM.
- */
-char *agent_base64_encode(const void *data, size_t len, size_t *out_len);
-int agent_base64_decode(const char *s, size_t len, unsigned char **out,
-    size_t *out_len);
-/* Bytes that len characters of base64 decode to, at most. */
-size_t agent_base64_decoded_max(size_t len);
 
 /* The op called name, or NULL. */
 const struct agent_op *agent_op_find(const char *name);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../common/base64.c"
 #include "../../packaging/agent/agent.c"
 #include "../../packaging/agent/agent-ops.c"
 #include "../../packaging/agent/agent-exec.c"
@@ -28,11 +29,11 @@ check_base64(const uint8_t *data, size_t size)
 	size_t		 dec_len, enc_len;
 	char		*enc;
 
-	if (agent_base64_decode((const char *)data, size, &dec, &dec_len) != 0)
+	if (base64_decode((const char *)data, size, &dec, &dec_len) != 0)
 		return;
-	if (dec_len > agent_base64_decoded_max(size))
+	if (dec_len > base64_decoded_max(size))
 		abort();
-	if ((enc = agent_base64_encode(dec, dec_len, &enc_len)) == NULL)
+	if ((enc = base64_encode(dec, dec_len, &enc_len)) == NULL)
 		abort();
 	/* Same text up to padding; trailing bits may differ (not canonical). */
 	if (enc_len < size || enc_len > size + 2 ||

@@ -257,11 +257,11 @@ START_TEST(base64_known_vectors)
 	char			*s;
 
 	for (i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
-		s = agent_base64_encode(plain[i], strlen(plain[i]), &len);
+		s = base64_encode(plain[i], strlen(plain[i]), &len);
 		ck_assert_str_eq(s, enc[i]);
 		ck_assert_uint_eq(len, strlen(enc[i]));
 		free(s);
-		ck_assert_int_eq(agent_base64_decode(enc[i], strlen(enc[i]),
+		ck_assert_int_eq(base64_decode(enc[i], strlen(enc[i]),
 		    &dec, &len), 0);
 		ck_assert_ptr_nonnull(dec);
 		ck_assert_uint_eq(len, strlen(plain[i]));
@@ -280,12 +280,12 @@ START_TEST(base64_round_trips_every_byte_value_and_length)
 	for (n = 0; n < sizeof(buf); n++)
 		buf[n] = (unsigned char)(n * 151 + 7);
 	for (n = 0; n <= sizeof(buf); n++) {
-		s = agent_base64_encode(buf, n, &elen);
+		s = base64_encode(buf, n, &elen);
 		ck_assert_uint_eq(elen, (n + 2) / 3 * 4);
-		ck_assert_int_eq(agent_base64_decode(s, elen, &dec, &len), 0);
+		ck_assert_int_eq(base64_decode(s, elen, &dec, &len), 0);
 		ck_assert_uint_eq(len, n);
 		ck_assert(len == 0 || memcmp(dec, buf, n) == 0);
-		ck_assert_uint_le(len, agent_base64_decoded_max(elen));
+		ck_assert_uint_le(len, base64_decoded_max(elen));
 		free(dec);
 		free(s);
 	}
@@ -297,20 +297,20 @@ START_TEST(base64_decode_takes_missing_padding_and_refuses_junk)
 	unsigned char	*dec;
 	size_t		 len;
 
-	ck_assert_int_eq(agent_base64_decode("Zm8", 3, &dec, &len), 0);
+	ck_assert_int_eq(base64_decode("Zm8", 3, &dec, &len), 0);
 	ck_assert_uint_eq(len, 2);
 	ck_assert(memcmp(dec, "fo", 2) == 0);
 	free(dec);
-	ck_assert_int_eq(agent_base64_decode("Zg", 2, &dec, &len), 0);
+	ck_assert_int_eq(base64_decode("Zg", 2, &dec, &len), 0);
 	ck_assert_uint_eq(len, 1);
 	free(dec);
-	ck_assert_int_eq(agent_base64_decode("Z", 1, &dec, &len), -EINVAL);
-	ck_assert_int_eq(agent_base64_decode("Zm9v\n", 5, &dec, &len), -EINVAL);
-	ck_assert_int_eq(agent_base64_decode("Zm 9", 4, &dec, &len), -EINVAL);
-	ck_assert_int_eq(agent_base64_decode("Zg=", 3, &dec, &len), -EINVAL);
-	ck_assert_int_eq(agent_base64_decode("Z===", 4, &dec, &len), -EINVAL);
-	ck_assert_int_eq(agent_base64_decode("Zg==Zg==", 8, &dec, &len), -EINVAL);
-	ck_assert_int_eq(agent_base64_decode("Zm9-", 4, &dec, &len), -EINVAL);
+	ck_assert_int_eq(base64_decode("Z", 1, &dec, &len), -EINVAL);
+	ck_assert_int_eq(base64_decode("Zm9v\n", 5, &dec, &len), -EINVAL);
+	ck_assert_int_eq(base64_decode("Zm 9", 4, &dec, &len), -EINVAL);
+	ck_assert_int_eq(base64_decode("Zg=", 3, &dec, &len), -EINVAL);
+	ck_assert_int_eq(base64_decode("Z===", 4, &dec, &len), -EINVAL);
+	ck_assert_int_eq(base64_decode("Zg==Zg==", 8, &dec, &len), -EINVAL);
+	ck_assert_int_eq(base64_decode("Zm9-", 4, &dec, &len), -EINVAL);
 	ck_assert_ptr_null(dec);
 }
 END_TEST
@@ -340,7 +340,7 @@ b64_member(json_t *reply, const char *key)
 	char		*out;
 
 	ck_assert_msg(s != NULL, "no %s", key);
-	ck_assert_int_eq(agent_base64_decode(s, strlen(s), &dec, &len), 0);
+	ck_assert_int_eq(base64_decode(s, strlen(s), &dec, &len), 0);
 	out = malloc(len + 1);
 	memcpy(out, dec, len);
 	out[len] = '\0';
@@ -477,7 +477,7 @@ START_TEST(exec_takes_env_cwd_and_stdin)
 	/* stdin larger than a pipe buffer, while output flows back. */
 	for (i = 0; i < n; i++)
 		big[i] = (char)('a' + i % 26);
-	enc = agent_base64_encode(big, n, &len);
+	enc = base64_encode(big, n, &len);
 	r = askj(json_pack("{s:s, s:[s], s:s}", "op", "exec", "argv", "wc",
 	    "stdin", enc));
 	o = b64_member(r, "stdout");
@@ -508,7 +508,7 @@ START_TEST(exec_truncates_output_at_256_kib)
 
 	ck_assert(json_is_true(json_object_get(r, "truncated")));
 	ck_assert_int_eq(json_integer_value(json_object_get(r, "exit_code")), 0);
-	ck_assert_int_eq(agent_base64_decode(s, strlen(s), &dec, &len), 0);
+	ck_assert_int_eq(base64_decode(s, strlen(s), &dec, &len), 0);
 	ck_assert_uint_eq(len, AGENT_EXEC_OUTPUT_MAX);
 	free(dec);
 	s = json_string_value(json_object_get(r, "stderr"));
@@ -584,7 +584,7 @@ static json_t *
 write_chunk(const char *path, const void *data, size_t len, json_int_t offset,
     int truncate, json_int_t mode)
 {
-	char	*enc = agent_base64_encode(data, len, NULL);
+	char	*enc = base64_encode(data, len, NULL);
 	json_t	*req = json_pack("{s:s, s:s, s:s, s:I, s:b}", "op", "write_file",
 	    "path", path, "data", enc, "offset", offset, "truncate", truncate);
 
@@ -626,7 +626,7 @@ START_TEST(files_write_and_read_binary_at_offsets)
 	r = read_chunk(path, 99, 4);
 	ck_assert(json_is_true(json_object_get(r, "ok")));
 	s = json_string_value(json_object_get(r, "data"));
-	ck_assert_int_eq(agent_base64_decode(s, strlen(s), &dec, &len), 0);
+	ck_assert_int_eq(base64_decode(s, strlen(s), &dec, &len), 0);
 	ck_assert_uint_eq(len, 4);
 	ck_assert(dec[0] == 99 && dec[1] == 'X' && dec[2] == 'Y' && dec[3] == 102);
 	free(dec);
@@ -690,7 +690,7 @@ START_TEST(files_errors_are_clear)
 	snprintf(path, sizeof(path), "%s/no/such/dir", tmpdir);
 	assert_error(write_chunk(path, "x", 1, 0, 0, -1), "open ");
 	big = calloc(1, n);
-	enc = agent_base64_encode(big, n, NULL);
+	enc = base64_encode(big, n, NULL);
 	assert_error(askj(json_pack("{s:s, s:s, s:s}", "op", "write_file",
 	    "path", path, "data", enc)), "write at most 524288 bytes");
 	free(enc);
@@ -721,7 +721,7 @@ START_TEST(files_full_chunk_reads_back)
 	json_decref(r);
 	r = read_chunk(path, 0, AGENT_FILE_CHUNK_MAX);
 	s = json_string_value(json_object_get(r, "data"));
-	ck_assert_int_eq(agent_base64_decode(s, strlen(s), &dec, &len), 0);
+	ck_assert_int_eq(base64_decode(s, strlen(s), &dec, &len), 0);
 	ck_assert_uint_eq(len, AGENT_FILE_CHUNK_MAX);
 	ck_assert(memcmp(dec, buf, len) == 0);
 	ck_assert(json_is_true(json_object_get(r, "eof")));
