@@ -16,6 +16,8 @@
 #include "size.h"
 #include "table.h"
 
+#define IMAGE_KV_WIDTH 13	/* where inspect's values start */
+
 static const char *
 doc_str(const json_t *doc, const char *key)
 {
@@ -158,22 +160,7 @@ cmd_image_list(struct ctl *ctl, struct verb_args *a)
 		}
 	}
 	json_decref(result);
-	if (t == NULL) {
-		ctl_warnx("out of memory");
-		return EXIT_ERROR;
-	}
-	table_print(t, stdout);
-	table_free(t);
-	return EXIT_OK;
-}
-
-/* One "label:  value" line of `image inspect`; "-" for an absent value. */
-static void
-kv(const char *label, const char *value)
-{
-	int n = printf("%s:", label);
-
-	printf("%*s%s\n", n < 13 ? 13 - n : 1, "", value != NULL ? value : "-");
+	return ctl_print_table(t);
 }
 
 int
@@ -192,12 +179,12 @@ cmd_image_inspect(struct ctl *ctl, struct verb_args *a)
 	if (r != EXIT_OK || doc == NULL)
 		return r;
 	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
-		kv(strings[i].label, doc_str(doc, strings[i].key));
+		ctl_kv(strings[i].label, doc_str(doc, strings[i].key), IMAGE_KV_WIDTH);
 	owner = json_object_get(doc, "owner_uid");
 	if (json_is_integer(owner))
 		snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT,
 		    json_integer_value(owner));
-	kv("owner uid", json_is_integer(owner) ? buf : NULL);
+	ctl_kv("owner uid", json_is_integer(owner) ? buf : NULL, IMAGE_KV_WIDTH);
 	json_decref(doc);
 	return EXIT_OK;
 }

@@ -27,6 +27,8 @@
 #include "spec.h"
 #include "table.h"
 
+#define VM_KV_WIDTH 15	/* where inspect's values start */
+
 static const char *
 rec_str(const json_t *rec, const char *key)
 {
@@ -293,22 +295,7 @@ cmd_vm_list(struct ctl *ctl, struct verb_args *a)
 		}
 	}
 	json_decref(result);
-	if (t == NULL) {
-		ctl_warnx("out of memory");
-		return EXIT_ERROR;
-	}
-	table_print(t, stdout);
-	table_free(t);
-	return EXIT_OK;
-}
-
-/* One "label:  value" line of `vm inspect`; "-" for an absent value. */
-static void
-kv(const char *label, const char *value)
-{
-	int n = printf("%s:", label);
-
-	printf("%*s%s\n", n < 15 ? 15 - n : 1, "", value != NULL ? value : "-");
+	return ctl_print_table(t);
 }
 
 int
@@ -328,23 +315,23 @@ cmd_vm_inspect(struct ctl *ctl, struct verb_args *a)
 
 	if (r != EXIT_OK || rec == NULL)
 		return r;
-	kv("name", rec_str(rec, "name"));
-	kv("id", rec_str(rec, "id"));
-	kv("status", rec_str(rec, "status"));
+	ctl_kv("name", rec_str(rec, "name"), VM_KV_WIDTH);
+	ctl_kv("id", rec_str(rec, "id"), VM_KV_WIDTH);
+	ctl_kv("status", rec_str(rec, "status"), VM_KV_WIDTH);
 	if ((s = rec_str(rec, "reason")) != NULL)
-		kv("reason", s);
+		ctl_kv("reason", s, VM_KV_WIDTH);
 	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
-		kv(strings[i].label, rec_str(rec, strings[i].key));
-	kv("cpus", rec_int(rec, "cpus", buf, sizeof(buf)));
-	kv("memory", rec_memory(rec, buf, sizeof(buf)));
+		ctl_kv(strings[i].label, rec_str(rec, strings[i].key), VM_KV_WIDTH);
+	ctl_kv("cpus", rec_int(rec, "cpus", buf, sizeof(buf)), VM_KV_WIDTH);
+	ctl_kv("memory", rec_memory(rec, buf, sizeof(buf)), VM_KV_WIDTH);
 	s = rec_int(rec, "pid", buf, sizeof(buf));
-	kv("pid", strcmp(s, "0") == 0 ? "-" : s);
-	kv("created at", rec_str(rec, "created_at"));
-	kv("parent vm", rec_str(rec, "parent_vm"));
-	kv("owner uid", rec_int(rec, "owner_uid", buf, sizeof(buf)));
+	ctl_kv("pid", strcmp(s, "0") == 0 ? "-" : s, VM_KV_WIDTH);
+	ctl_kv("created at", rec_str(rec, "created_at"), VM_KV_WIDTH);
+	ctl_kv("parent vm", rec_str(rec, "parent_vm"), VM_KV_WIDTH);
+	ctl_kv("owner uid", rec_int(rec, "owner_uid", buf, sizeof(buf)), VM_KV_WIDTH);
 	vsock = json_object_get(rec, "vsock");
-	kv("vsock cid", rec_cid(rec, buf, sizeof(buf)));
-	kv("vsock uds", rec_str(vsock, "uds_path"));
+	ctl_kv("vsock cid", rec_cid(rec, buf, sizeof(buf)), VM_KV_WIDTH);
+	ctl_kv("vsock uds", rec_str(vsock, "uds_path"), VM_KV_WIDTH);
 	json_decref(rec);
 	return EXIT_OK;
 }

@@ -21,6 +21,7 @@
 
 #include "emberctl.h"
 #include "rpc-client.h"
+#include "table.h"
 
 #define DEFAULT_TIMEOUT_S 600	/* vm.start and vm.create wait for the boot */
 
@@ -360,6 +361,26 @@ ctl_reply_member(json_t *result, const char *method, const char *key, json_type 
 		return NULL;
 	}
 	return v;
+}
+
+int
+ctl_print_table(struct table *t)
+{
+	if (t == NULL) {
+		ctl_warnx("out of memory");
+		return EXIT_ERROR;
+	}
+	table_print(t, stdout);
+	table_free(t);
+	return EXIT_OK;
+}
+
+void
+ctl_kv(const char *label, const char *value, int width)
+{
+	int n = printf("%s:", label);
+
+	printf("%*s%s\n", n < width ? width - n : 1, "", value != NULL ? value : "-");
 }
 
 /* Mirrors emberd's default: the system socket as root, else per user. */

@@ -93,6 +93,13 @@ int ctl_query(struct ctl *ctl, const char *method, json_t *params,
  * malformed (the caller then returns EXIT_ERROR). */
 json_t *ctl_reply_member(json_t *result, const char *method, const char *key,
     json_type t);
+/* Prints and frees a table built row by row; NULL (a row that could not be
+ * added) is reported as out of memory. An EXIT_* status. */
+struct table;
+int ctl_print_table(struct table *t);
+/* One "label:  value" line of an inspect verb, values aligned at column
+ * width; "-" for an absent value. */
+void ctl_kv(const char *label, const char *value, int width);
 /* Prints the verb's usage line after "emberctl: <why>"; returns EXIT_USAGE. */
 int ctl_usage_error(struct ctl *ctl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
