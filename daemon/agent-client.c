@@ -17,6 +17,7 @@
 
 #include "agent-client.h"
 #include "log.h"
+#include "platform.h"
 
 struct agent_call {
 	struct bufferevent *bev;
@@ -105,21 +106,12 @@ struct agent_call *
 agent_call_start(struct event_base *base, const char *uds_path, const json_t *request,
     int timeout_ms, agent_reply_fn cb, void *ctx)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct agent_call *c;
 	char *text;
-	int fd;
+	int fd = platform_unix_connect(uds_path);
 
-	if (strlen(uds_path) >= sizeof(sun.sun_path))
-		return NULL;
-	memcpy(sun.sun_path, uds_path, strlen(uds_path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return NULL;
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 && errno != EINPROGRESS) {
-		close(fd);
-		return NULL;
-	}
 	c = calloc(1, sizeof(*c));
 	text = json_dumps(request, JSON_COMPACT);
 	if (c == NULL || text == NULL) {

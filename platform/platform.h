@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* A non-blocking, close-on-exec stream socket connected to the Unix socket
+ * at path (a connection still in progress counts). The fd, or -errno
+ * (-ENAMETOOLONG, -ENOENT, -ECONNREFUSED, -EAGAIN when the backlog is full). */
+int platform_unix_connect(const char *path);
 /* Credentials of the peer of a connected Unix socket. 0 or -errno. */
 int platform_peer_creds(int fd, uid_t *uid, gid_t *gid, pid_t *pid);
 /* Start time of pid in clock ticks since boot (/proc/<pid>/stat field 22).

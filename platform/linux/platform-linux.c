@@ -6,6 +6,7 @@
  */
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -126,4 +127,24 @@ platform_self_rss_kib(void)
 	if ((page = sysconf(_SC_PAGESIZE)) <= 0)
 		return -EINVAL;
 	return (long)(resident * (unsigned long long)page / 1024);
+}
+
+int
+platform_unix_connect(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 && errno != EINPROGRESS) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
 }

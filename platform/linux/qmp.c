@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "platform.h"
 #include "qmp.h"
 
 #define QMP_MAX_LINE (4 * 1024 * 1024)
@@ -241,17 +242,10 @@ qmp_event_cb(struct bufferevent *bev, short what, void *arg)
 static int
 qmp_try_connect(struct qmp *q)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int fd = platform_unix_connect(q->path);
 
 	if (fd < 0)
-		return -errno;
-	memcpy(sun.sun_path, q->path, strlen(q->path) + 1);
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 && errno != EINPROGRESS) {
-		int e = errno;
-		close(fd);
-		return -e;
-	}
+		return fd;
 	q->bev = bufferevent_socket_new(q->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (q->bev == NULL) {
 		close(fd);

@@ -26,6 +26,7 @@
 
 #include "hybrid-proto.h"
 #include "log.h"
+#include "platform.h"
 #include "vsock-mux.h"
 
 #define CREDIT_UPDATE_THRESHOLD	4096
@@ -589,26 +590,6 @@ mux_accept_cb(evutil_socket_t lfd, short what, void *arg)
 
 /* ---- guest packets ---- */
 
-static int
-connect_unix(const char *path)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sun.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
-	}
-	return fd;
-}
-
 static void
 guest_request(struct vsock_mux *mux, const struct vsock_hdr *h)
 {
@@ -630,7 +611,7 @@ guest_request(struct vsock_mux *mux, const struct vsock_hdr *h)
 	} else
 		snprintf(path, sizeof(path), "%s_%u", mux->uds_path, h->dst_port);
 	/* Non-blocking: nobody listening means an immediate reset. */
-	fd = connect_unix(path);
+	fd = platform_unix_connect(path);
 	if (fd < 0) {
 		log_debug("vsock: guest connection to %s: %s", path, strerror(-fd));
 		mux_queue_rst(mux, h);

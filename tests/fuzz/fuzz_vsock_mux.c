@@ -20,6 +20,7 @@
 #include "fsutil.h"
 
 #include "../../platform/linux/hybrid-proto.c"
+#include "../../platform/linux/platform-linux.c"
 #include "../../platform/linux/vsock-mux.c"
 
 static struct event_base *base;
