@@ -50,6 +50,14 @@ virtq_init(struct virtq *vq)
 }
 
 static void
+clear_broken(struct virtq *vq)
+{
+	vq->broken = false;
+	vq->broken_reason = NULL;
+	vq->broken_unreported = false;
+}
+
+static void
 unmap_rings(struct virtq *vq)
 {
 	vq->desc = NULL;
@@ -63,8 +71,7 @@ virtq_fini(struct virtq *vq)
 	virtq_set_call_fd(vq, -1);
 	unmap_rings(vq);
 	vq->addr_set = false;
-	vq->broken = false;
-	vq->broken_reason = NULL;
+	clear_broken(vq);
 }
 
 void
@@ -83,8 +90,7 @@ virtq_set_addr(struct virtq *vq, uint64_t desc, uint64_t used, uint64_t avail)
 	vq->used_uva = used;
 	vq->avail_uva = avail;
 	vq->addr_set = true;
-	vq->broken = false;
-	vq->broken_reason = NULL;
+	clear_broken(vq);
 }
 
 int
@@ -94,8 +100,7 @@ virtq_set_num(struct virtq *vq, unsigned num)
 		return -EINVAL;
 	unmap_rings(vq);
 	vq->num = num;
-	vq->broken = false;
-	vq->broken_reason = NULL;
+	clear_broken(vq);
 	return 0;
 }
 
@@ -104,8 +109,7 @@ virtq_set_base(struct virtq *vq, uint16_t base)
 {
 	vq->last_avail_idx = base;
 	vq->signalled_used_valid = false;
-	vq->broken = false;
-	vq->broken_reason = NULL;
+	clear_broken(vq);
 }
 
 int
@@ -147,7 +151,17 @@ mark_broken(struct virtq *vq, const char *why)
 {
 	vq->broken = true;
 	vq->broken_reason = why;
+	vq->broken_unreported = true;
 	return -EIO;
+}
+
+const char *
+virtq_new_breakage(struct virtq *vq)
+{
+	if (!vq->broken || !vq->broken_unreported)
+		return NULL;
+	vq->broken_unreported = false;
+	return vq->broken_reason;
 }
 
 /* Reads entry i of an indirect table at gpa, wherever it lies. */
@@ -298,30 +312,51 @@ need_event(uint16_t event, uint16_t new_idx, uint16_t old)
 	return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
 }
 
+/* Remembers that the driver has heard about everything up to used_idx. */
+static void
+mark_signalled(struct virtq *vq)
+{
+	vq->signalled_used = vq->used_idx;
+	vq->signalled_used_valid = true;
+}
+
+/*
+ * signalled_used only moves once the driver has been told (or has said it
+ * does not want to be): advancing it on a missing call fd or a failed write
+ * would make need_event() see the driver's used_event as already passed, and
+ * with EVENT_IDX no later interrupt would ever go out for it.
+ */
 int
 virtq_notify(struct virtq *vq)
 {
 	uint16_t old = vq->signalled_used, now = vq->used_idx;
 	bool valid = vq->signalled_used_valid;
 	uint64_t one = 1;
+	ssize_t n;
 
 	if (vq->used == NULL)
 		return 0;
 	if (valid && old == now)
 		return 0;
-	vq->signalled_used = now;
-	vq->signalled_used_valid = true;
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (vq->event_idx) {
-		if (valid && !need_event(ld16(used_event_ptr(vq)), now, old))
+		if (valid && !need_event(ld16(used_event_ptr(vq)), now, old)) {
+			mark_signalled(vq);
 			return 0;
-	} else if (ld16(&vq->avail->flags) & VRING_AVAIL_F_NO_INTERRUPT)
+		}
+	} else if (ld16(&vq->avail->flags) & VRING_AVAIL_F_NO_INTERRUPT) {
+		mark_signalled(vq);
 		return 0;
+	}
 	if (vq->call_fd < 0)
 		return 0;
-	/* EAGAIN means the counter is saturated: the driver will look anyway. */
-	if (write(vq->call_fd, &one, sizeof(one)) != sizeof(one))
+	do
+		n = write(vq->call_fd, &one, sizeof(one));
+	while (n < 0 && errno == EINTR);
+	/* Not delivered (EAGAIN included): the next notify tries again. */
+	if (n != sizeof(one))
 		return 0;
+	mark_signalled(vq);
 	return 1;
 }
 

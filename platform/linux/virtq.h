@@ -14,6 +14,8 @@
  *    num ahead, ring memory that does not translate) marks the queue broken:
  *    vq->broken is set with a reason, and virtq_pop returns -EIO until the
  *    frontend reconfigures the ring. Nothing is pushed on a broken ring.
+ *    virtq_new_breakage hands the reason out once per breakage, so
+ *    the owner logs it once whichever ring (RX or TX) it was.
  *  - Zero-length buffer descriptors are accepted and contribute no iovec.
  * Either way the VM keeps running; the device owner logs what it reads here.
  */
@@ -97,6 +99,7 @@ struct virtq {
 	int			 call_fd;	/* owned; -1 when none */
 
 	bool			 broken;
+	bool			 broken_unreported;	/* not yet handed out */
 	const char		*broken_reason;
 	uint64_t		 dropped;	/* malformed chains pushed with len 0 */
 	const char		*last_error;
@@ -128,6 +131,9 @@ bool virtq_is_mapped(const struct virtq *vq);
  * Malformed chains on the way are dropped as described above.
  */
 int virtq_pop(struct virtq *vq, const struct guest_mem *mem, struct virtq_elem *elem);
+/* The reason the ring broke, the first time it is asked after it broke;
+ * NULL when it is not broken or the breakage was already taken. */
+const char *virtq_new_breakage(struct virtq *vq);
 /* Returns head as used with len bytes written; publishes used->idx. */
 void virtq_push(struct virtq *vq, uint16_t head, uint32_t len);
 /*

@@ -101,6 +101,17 @@ dev_tx_packet(struct vsock_dev *dev, const struct virtq_elem *e)
 	vsock_mux_guest_packet(dev->mux, &h, payload, n);
 }
 
+/* Logs a ring's breakage once, whichever ring it is (the ring stays dead
+ * until the driver reconfigures it, and every kick would log again). */
+static void
+dev_log_broken(struct vsock_dev *dev, struct virtq *vq, const char *ring)
+{
+	const char *why = virtq_new_breakage(vq);
+
+	if (why != NULL)
+		log_warnx("vsock %s: %s ring broken: %s", dev->name, ring, why);
+}
+
 static void
 dev_tx_pump(struct vsock_dev *dev)
 {
@@ -119,7 +130,7 @@ dev_tx_pump(struct vsock_dev *dev)
 			budget--;
 		}
 		if (vq->broken) {
-			log_warnx("vsock %s: tx ring broken: %s", dev->name, vq->broken_reason);
+			dev_log_broken(dev, vq, "tx");
 			break;
 		}
 		if (budget == 0) {
@@ -150,6 +161,8 @@ dev_rx_pump(struct vsock_dev *dev)
 			 * and go on if it did so meanwhile. */
 			if (r == 0 && virtq_enable_notify(vq))
 				continue;
+			if (r < 0)
+				dev_log_broken(dev, vq, "rx");
 			break;
 		}
 		if (e.in_len < VSOCK_HDR_SIZE) {

@@ -12,6 +12,7 @@
 #include <check.h>
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -295,6 +296,62 @@ START_TEST(no_interrupt_flag_is_honoured)
 }
 END_TEST
 
+/* With EVENT_IDX the driver is owed an interrupt for entry 0; a notify
+ * that could not deliver it (no call fd yet) must not count as sent. */
+START_TEST(notify_without_call_fd_is_not_counted_as_sent)
+{
+	drv_setup(16, 0);
+	d.vq.event_idx = true;
+	d.avail->ring[16] = htole16(0);		/* used_event: tell me at entry 0 */
+	virtq_set_call_fd(&d.vq, -1);
+	push_one(0);
+	ck_assert_int_eq(virtq_notify(&d.vq), 0);
+	virtq_set_call_fd(&d.vq, dup(d.call));
+	ck_assert_int_eq(virtq_notify(&d.vq), 1);
+	ck_assert(called());
+	drv_teardown();
+}
+END_TEST
+
+/* A call fd whose write fails (here: opened read-only) loses nothing: once
+ * a working fd is set, the next notify still signals although used_event
+ * was passed meanwhile. */
+START_TEST(failed_call_write_is_not_counted_as_sent)
+{
+	int rdonly = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(rdonly, 0);
+	drv_setup(16, 0);
+	d.vq.event_idx = true;
+	d.avail->ring[16] = htole16(0);
+	virtq_set_call_fd(&d.vq, rdonly);
+	push_one(0);
+	ck_assert_int_eq(virtq_notify(&d.vq), 0);
+	virtq_set_call_fd(&d.vq, dup(d.call));
+	push_one(1);
+	ck_assert_int_eq(virtq_notify(&d.vq), 1);
+	ck_assert(called());
+	/* Delivered now: nothing new, no second signal. */
+	ck_assert_int_eq(virtq_notify(&d.vq), 0);
+	ck_assert(!called());
+	drv_teardown();
+}
+END_TEST
+
+/* The same holds without EVENT_IDX once the driver clears NO_INTERRUPT. */
+START_TEST(notify_without_event_idx_is_retried_after_no_call_fd)
+{
+	drv_setup(16, 0);
+	virtq_set_call_fd(&d.vq, -1);
+	push_one(0);
+	ck_assert_int_eq(virtq_notify(&d.vq), 0);
+	virtq_set_call_fd(&d.vq, dup(d.call));
+	ck_assert_int_eq(virtq_notify(&d.vq), 1);
+	ck_assert(called());
+	drv_teardown();
+}
+END_TEST
+
 START_TEST(enable_notify_rechecks_for_new_buffers)
 {
 	drv_setup(16, 0);
@@ -435,6 +492,26 @@ START_TEST(bad_head_breaks_the_ring_until_reconfigured)
 }
 END_TEST
 
+/* Each breakage is handed out once for the device to log, whichever ring. */
+START_TEST(breakage_is_reported_once_per_break)
+{
+	drv_setup(16, 0);
+	ck_assert_ptr_null(virtq_new_breakage(&d.vq));
+	post(16);
+	ck_assert_int_eq(virtq_pop(&d.vq, &d.mem, &elem), -EIO);
+	ck_assert_str_eq(virtq_new_breakage(&d.vq), "avail ring names a descriptor past num");
+	ck_assert_ptr_null(virtq_new_breakage(&d.vq));
+	ck_assert_int_eq(virtq_pop(&d.vq, &d.mem, &elem), -EIO);
+	ck_assert_ptr_null(virtq_new_breakage(&d.vq));
+	/* Reconfigured, then broken again: reported again. */
+	virtq_set_base(&d.vq, 0);
+	ck_assert_ptr_null(virtq_new_breakage(&d.vq));
+	ck_assert_int_eq(virtq_pop(&d.vq, &d.mem, &elem), -EIO);
+	ck_assert_ptr_nonnull(virtq_new_breakage(&d.vq));
+	drv_teardown();
+}
+END_TEST
+
 START_TEST(avail_index_too_far_ahead_breaks_the_ring)
 {
 	drv_setup(16, 0);
@@ -497,10 +574,14 @@ virtq_suite(void)
 	tcase_add_test(tc, indices_wrap_at_65535);
 	tcase_add_test(tc, event_idx_signals_only_past_used_event);
 	tcase_add_test(tc, no_interrupt_flag_is_honoured);
+	tcase_add_test(tc, notify_without_call_fd_is_not_counted_as_sent);
+	tcase_add_test(tc, failed_call_write_is_not_counted_as_sent);
+	tcase_add_test(tc, notify_without_event_idx_is_retried_after_no_call_fd);
 	tcase_add_test(tc, enable_notify_rechecks_for_new_buffers);
 	tcase_add_test(tc, malformed_chains_are_dropped);
 	tcase_add_test(tc, zero_length_descriptor_is_accepted_empty);
 	tcase_add_test(tc, bad_head_breaks_the_ring_until_reconfigured);
+	tcase_add_test(tc, breakage_is_reported_once_per_break);
 	tcase_add_test(tc, avail_index_too_far_ahead_breaks_the_ring);
 	tcase_add_test(tc, untranslatable_or_misaligned_rings_fail);
 	tcase_add_test(tc, memory_table_change_is_followed);
