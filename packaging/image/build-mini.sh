@@ -2,19 +2,31 @@
 # Builds "ember-mini", ember's default guest image, from Debian packages only:
 #   OUTDIR/vmlinuz     the Debian cloud kernel as shipped (bzImage, for QEMU)
 #   OUTDIR/vmlinux     the same kernel as an uncompressed ELF (for Firecracker)
-#   OUTDIR/initrd.gz   busybox-static, the virtio/vsock/ACPI-button modules and
-#                      an /init script (packaging/image/mini-init.sh)
-#   OUTDIR/image.json  what the files are and the boot arguments to use
+#   OUTDIR/initrd.gz   busybox-static, the virtio/vsock/ACPI-button modules,
+#                      ember-agent and an /init script
+#                      (packaging/image/mini-init.sh)
+#   OUTDIR/image.json  what the files are, the boot arguments to use, and the
+#                      identity of the inputs (sha256 of the agent, of these
+#                      scripts and of the rc.local hook)
 # Downloaded .debs and their extracted trees are kept in a cache directory, so
 # a rebuild with everything cached takes a few seconds; the initramfs is always
 # rebuilt.
 #
-# Usage: build-mini.sh OUTDIR
+# Every image has the guest agent. It is, in this order: $EMBER_AGENT;
+# $EMBER_BUILD_DIR/packaging/agent/ember-agent; or the ember-agent target of
+# this source tree, built with cmake in a private build directory under the
+# cache. When none of these yields a static executable the build fails.
+#
+# Usage: build-mini.sh OUTDIR            build the image into OUTDIR
+#        build-mini.sh --check OUTDIR    exit 0 when OUTDIR holds an image built
+#                                        from exactly the inputs a build would
+#                                        use now (agent, scripts, rc.local),
+#                                        1 (saying why) when not
 # Environment:
 #   EMBER_IMAGE_CACHE  cache directory
 #                      (default ${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/ember/image)
 #   EMBER_AGENT        static guest agent binary to install as /sbin/ember-agent
-#                      (default $EMBER_BUILD_DIR/packaging/agent/ember-agent if built)
+#   EMBER_BUILD_DIR    a build tree whose packaging/agent/ember-agent to use
 #   EMBER_RC_LOCAL     shell script to install as /etc/ember/rc.local
 #
 # The guest prints "EMBER-MINI READY <kernel release>" on the console once it
@@ -31,7 +43,7 @@
 #     -drive file=root.img,if=none,id=d0,format=raw \
 #     -device virtio-blk-device,drive=d0 \
 #     -kernel OUTDIR/vmlinuz -initrd OUTDIR/initrd.gz \
-#     -append "console=ttyS0 reboot=t panic=-1 quiet root=/dev/vda tsc_early_khz=2596124" \
+#     -append "console=ttyS0 reboot=t panic=-1 quiet initcall_blacklist=pci_arch_init root=/dev/vda tsc_early_khz=2596124" \
 #     </dev/null
 # (drop -drive/-device and root= for a diskless boot; tsc_early_khz is the
 # host's TSC rate, see TCG_HINT below). On a 2-core host the guest reached
@@ -46,8 +58,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # Boot arguments recorded in image.json. reboot=t plus QEMU's -no-reboot turn a
 # guest reboot or panic into a QEMU exit; quiet leaves the console to /init's
-# few lines (and errors).
-BOOT_ARGS="console=ttyS0 reboot=t panic=-1 quiet"
+# few lines (and errors). microvm and Firecracker have no PCI bus, and x86's
+# PCI setup (pci_arch_init) then logs "PCI: Fatal: No config space access
+# function found" at error level, which quiet does not hide (pci=off does not
+# either); skipping that initcall leaves nothing to probe and nothing to say.
+# A machine with PCI needs the image imported with other --boot-args.
+BOOT_ARGS="console=ttyS0 reboot=t panic=-1 quiet initcall_blacklist=pci_arch_init"
 HOSTNAME_DEFAULT=ember-mini
 # Under TCG the guest calibrates its TSC against the emulated PIT; on a busy
 # host that fails, the TSC is marked unstable, microvm offers no other clock
@@ -75,16 +91,28 @@ info() {
 	echo "$prog: $*" >&2
 }
 
+is_elf() {
+	[ "$(head -c 4 "$1" | od -An -tx1 | tr -d ' \n')" = "7f454c46" ]
+}
+
 usage() {
-	echo "usage: $prog OUTDIR" >&2
+	echo "usage: $prog [--check] OUTDIR" >&2
 	exit 2
 }
 
+check_only=0
+case ${1:-} in
+-h | --help) usage ;;
+--check)
+	check_only=1
+	shift
+	;;
+esac
 [ $# -eq 1 ] || usage
-case $1 in -h | --help) usage ;; esac
 outdir=$1
 
 cache=${EMBER_IMAGE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/ember/image}
+srcroot=$(cd "$here/../.." && pwd)
 
 workdir=""
 cleanup() {
@@ -117,6 +145,99 @@ need_tools() {
 PATH=$PATH:/usr/sbin:/sbin
 export PATH
 
+# --- the agent and the identity of the inputs ------------------------------
+
+need_tools sha256sum:coreutils flock:util-linux
+
+sha256_of() {
+	local sum
+	sum=$(sha256sum <"$1") || die "cannot read $1"
+	echo "${sum%% *}"
+}
+
+# build_private_agent: builds this source tree's ember-agent target with
+# cmake in a build directory of its own under the cache (one per source
+# tree, locked against concurrent builds) and prints the binary's path.
+build_private_agent() {
+	local dir key log
+	key=$(printf '%s' "$srcroot" | sha256sum)
+	dir=$cache/agent-build-${key:0:12}
+	log=$dir.log
+	[ -f "$srcroot/packaging/agent/CMakeLists.txt" ] ||
+	    die "no ember-agent given (set EMBER_AGENT or EMBER_BUILD_DIR) and no source tree at $srcroot to build one"
+	if ! command -v cmake >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
+		die "no ember-agent given (set EMBER_AGENT or EMBER_BUILD_DIR) and no cmake and cc to build one: apt-get install build-essential cmake pkg-config libevent-dev libjansson-dev libyaml-dev libcurl4-openssl-dev"
+	fi
+	mkdir -p "$cache"
+	info "building ember-agent in $dir (log: $log)"
+	(
+		flock -w 600 9 || die "cannot lock $dir.lock"
+		cmake -S "$srcroot" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		    -DEMBER_TESTS=OFF >"$log" 2>&1 &&
+		    cmake --build "$dir" --target ember-agent -j"$(nproc)" >>"$log" 2>&1
+	) 9>"$dir.lock" || {
+		tail -n 20 "$log" >&2
+		die "building ember-agent failed; see $log, or set EMBER_AGENT to a static ember-agent"
+	}
+	echo "$dir/packaging/agent/ember-agent"
+}
+
+# resolve_agent: sets agent to the ember-agent to install, or fails.
+resolve_agent() {
+	if [ -n "${EMBER_AGENT:-}" ]; then
+		agent=$EMBER_AGENT
+		[ -f "$agent" ] || die "EMBER_AGENT=$agent is not a file"
+	elif [ -n "${EMBER_BUILD_DIR:-}" ] &&
+	    [ -f "$EMBER_BUILD_DIR/packaging/agent/ember-agent" ]; then
+		agent=$EMBER_BUILD_DIR/packaging/agent/ember-agent
+	else
+		if [ -n "${EMBER_BUILD_DIR:-}" ]; then
+			info "$EMBER_BUILD_DIR has no packaging/agent/ember-agent; building one"
+		fi
+		agent=$(build_private_agent)
+	fi
+	[ -x "$agent" ] || die "ember-agent $agent is not executable"
+	is_elf "$agent" || die "ember-agent $agent is not an ELF executable"
+	# The initramfs has no libc: a dynamically linked agent would not start.
+	if command -v readelf >/dev/null 2>&1 &&
+	    readelf -lW "$agent" 2>/dev/null | grep -q 'program interpreter'; then
+		die "ember-agent $agent is dynamically linked; the image has no libc (build the ember-agent target, which links statically)"
+	fi
+}
+
+# Identity of what goes into the image besides Debian's packages, recorded in
+# image.json so that callers can tell a stale image by content, not by time.
+resolve_agent
+agent_sha256=$(sha256_of "$agent")
+scripts_sha256=$(cd "$here" && cat build-mini.sh mini-init.sh mini-shutdown.sh | sha256sum)
+scripts_sha256=${scripts_sha256%% *}
+rc_local_sha256=none
+if [ -n "${EMBER_RC_LOCAL:-}" ]; then
+	[ -f "$EMBER_RC_LOCAL" ] || die "EMBER_RC_LOCAL=$EMBER_RC_LOCAL is not a file"
+	rc_local_sha256=$(sha256_of "$EMBER_RC_LOCAL")
+fi
+
+# recorded KEY: the string value of KEY in OUTDIR/image.json ("" if none).
+recorded() {
+	sed -n "s/^ *\"$1\": \"\([^\"]*\)\",\{0,1\}\$/\1/p" "$outdir/image.json" 2>/dev/null | head -n 1
+}
+
+if [ "$check_only" = 1 ]; then
+	[ -f "$outdir/image.json" ] || { info "no image in $outdir"; exit 1; }
+	for f in vmlinuz vmlinux initrd.gz; do
+		[ -s "$outdir/$f" ] || { info "$outdir/$f is missing"; exit 1; }
+	done
+	stale=""
+	[ "$(recorded agent_sha256)" = "$agent_sha256" ] || stale+=" agent ($agent)"
+	[ "$(recorded scripts_sha256)" = "$scripts_sha256" ] || stale+=" image scripts"
+	[ "$(recorded rc_local_sha256)" = "$rc_local_sha256" ] || stale+=" rc.local"
+	if [ -n "$stale" ]; then
+		info "$outdir is stale: changed since it was built:$stale"
+		exit 1
+	fi
+	exit 0
+fi
+
 need_tools apt-get:apt apt-cache:apt dpkg-deb:dpkg modinfo:kmod cpio:cpio \
     gzip:gzip
 
@@ -127,10 +248,24 @@ if [ "$(id -u)" -eq 0 ]; then
 	apt_opts=(-o APT::Sandbox::User=root)
 fi
 
+# apt_update_once: as root, refreshes apt's package lists (once per run)
+# when they do not know a package, as on a fresh machine whose lists were
+# never downloaded or were cleaned.
+apt_updated=0
+apt_update_once() {
+	[ "$(id -u)" -eq 0 ] && [ "$apt_updated" = 0 ] || return 1
+	apt_updated=1
+	info "apt knows no version of $1; running apt-get update"
+	apt-get -q update >&2 || die "apt-get update failed"
+}
+
 # candidate_version PKG: the version apt would download.
 candidate_version() {
 	local v
 	v=$(apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
+	if { [ -z "$v" ] || [ "$v" = "(none)" ]; } && apt_update_once "$1"; then
+		v=$(apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
+	fi
 	if [ -z "$v" ] || [ "$v" = "(none)" ]; then
 		die "apt knows no version of $1 — run apt-get update (as root) first"
 	fi
@@ -175,10 +310,6 @@ extract_deb() {
 		touch "$dir.done"
 	fi
 	echo "$dir"
-}
-
-is_elf() {
-	[ "$(head -c 4 "$1" | od -An -tx1 | tr -d ' \n')" = "7f454c46" ]
 }
 
 # extract_vmlinux BZIMAGE OUT: finds the compressed kernel inside BZIMAGE and
@@ -232,8 +363,14 @@ extract_vmlinux() {
 
 # --- kernel -----------------------------------------------------------------
 
-kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-    awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+kernel_package() {
+	apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+	    awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }'
+}
+kpkg=$(kernel_package)
+if [ -z "$kpkg" ] && apt_update_once linux-image-cloud-amd64; then
+	kpkg=$(kernel_package)
+fi
 [ -n "$kpkg" ] ||
     die "cannot resolve linux-image-cloud-amd64 to a versioned kernel package — run apt-get update (as root) first"
 kver=$(candidate_version "$kpkg")
@@ -372,20 +509,11 @@ echo "$HOSTNAME_DEFAULT" >"$root/etc/hostname"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 
-if [ -z "${EMBER_AGENT:-}" ] && [ -n "${EMBER_BUILD_DIR:-}" ] &&
-    [ -f "$EMBER_BUILD_DIR/packaging/agent/ember-agent" ]; then
-	EMBER_AGENT=$EMBER_BUILD_DIR/packaging/agent/ember-agent
-fi
-if [ -n "${EMBER_AGENT:-}" ]; then
-	[ -f "$EMBER_AGENT" ] || die "EMBER_AGENT=$EMBER_AGENT is not a file"
-	if command -v file >/dev/null 2>&1 &&
-	    ! file -L "$EMBER_AGENT" | grep -q 'statically linked\|static-pie'; then
-		info "warning: $EMBER_AGENT does not look statically linked; the image has no libc"
-	fi
-	install -m 0755 "$EMBER_AGENT" "$root/sbin/ember-agent"
-fi
+install -m 0755 "$agent" "$root/sbin/ember-agent"
+[ "$(sha256_of "$root/sbin/ember-agent")" = "$agent_sha256" ] ||
+    die "$agent changed while the image was being built; build again"
+info "ember-agent: $agent (sha256 $agent_sha256)"
 if [ -n "${EMBER_RC_LOCAL:-}" ]; then
-	[ -f "$EMBER_RC_LOCAL" ] || die "EMBER_RC_LOCAL=$EMBER_RC_LOCAL is not a file"
 	install -m 0755 "$EMBER_RC_LOCAL" "$root/etc/ember/rc.local"
 fi
 
@@ -421,6 +549,10 @@ json_list() {
 	printf '  "modules": %s,\n' "$(json_list "${load_order[@]}")"
 	printf '  "ready_line": "EMBER-MINI READY",\n'
 	printf '  "tcg_hint": "%s",\n' "$TCG_HINT"
+	printf '  "agent": "/sbin/ember-agent",\n'
+	printf '  "agent_sha256": "%s",\n' "$agent_sha256"
+	printf '  "scripts_sha256": "%s",\n' "$scripts_sha256"
+	printf '  "rc_local_sha256": "%s",\n' "$rc_local_sha256"
 	printf '  "built_at": "%s"\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	printf '}\n'
 } >"$outdir/.image.json.tmp"

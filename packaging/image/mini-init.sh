@@ -1,10 +1,11 @@
 #!/bin/sh
 # /init of the ember-mini initramfs (busybox sh, PID 1; installed by
 # build-mini.sh). It loads the modules listed in ember.order, mounts the root
-# disk if one is given, runs the rc hooks, starts the agent and acpid, prints
-# the one readiness line "EMBER-MINI READY <release>" and then waits. The
-# power button (QMP system_powerdown), and SIGUSR1/SIGUSR2/SIGTERM (busybox
-# halt/poweroff/reboot), power the guest off through /sbin/ember-shutdown.
+# disk if one is given, runs the rc hooks, starts acpid and the agent (or says
+# on the console that there is none), prints the one readiness line
+# "EMBER-MINI READY <release>" and then waits. The power button (QMP
+# system_powerdown), and SIGUSR1/SIGUSR2/SIGTERM (busybox halt/poweroff/
+# reboot), power the guest off through /sbin/ember-shutdown.
 #
 # Kernel command line:
 #   root=/dev/vdX | ember.root=/dev/vdX   ext4 disk to mount read-write at
@@ -120,6 +121,8 @@ if [ -x /sbin/ember-agent ]; then
 	/sbin/ember-agent &
 	echo $! >/run/ember-agent.pid
 	debug "started /sbin/ember-agent (pid $!)"
+else
+	say "NO AGENT: /sbin/ember-agent is missing, so vm exec, vm cp and --wait cannot reach this guest (rebuild the image with packaging/image/build-mini.sh)"
 fi
 
 echo "EMBER-MINI READY $krel"

@@ -45,23 +45,22 @@ trap _qemu_cleanup EXIT
 # ctl ARGS...: emberctl against the test's emberd.
 ctl() { "$EMBERCTL" --socket "$SOCK" "$@"; }
 
-# ensure_image: builds ember-mini into $IMAGE_DIR unless a build newer than
-# its sources and the agent binary it includes is there; a lock keeps
-# concurrent tests from building twice.
+# ensure_image: builds ember-mini into $IMAGE_DIR unless the image there was
+# built from the same inputs (this build's ember-agent and the image scripts,
+# compared by sha256: build-mini.sh --check). The lock, which
+# test-image-mini.sh takes too, keeps concurrent tests from building twice
+# or booting a half-written image.
 ensure_image() {
 	local lock=$BUILD/image-mini.lock
 	(
 		flock -w 600 9 || { echo "FAIL: cannot lock $lock" >&2; exit 1; }
-		if [[ -f $IMAGE_DIR/image.json ]] &&
-		    [[ $IMAGE_DIR/image.json -nt $SRC/packaging/image/build-mini.sh ]] &&
-		    [[ $IMAGE_DIR/image.json -nt $SRC/packaging/image/mini-init.sh ]] &&
-		    [[ $IMAGE_DIR/image.json -nt $SRC/packaging/image/mini-shutdown.sh ]] &&
-		    { [[ ! -f $BUILD/packaging/agent/ember-agent ]] ||
-		      [[ $IMAGE_DIR/image.json -nt $BUILD/packaging/agent/ember-agent ]]; }; then
+		if why=$(EMBER_BUILD_DIR=$BUILD bash "$SRC/packaging/image/build-mini.sh" \
+		    --check "$IMAGE_DIR" 2>&1); then
 			exit 0
 		fi
-		echo "--- building ember-mini into $IMAGE_DIR"
-		bash "$SRC/packaging/image/build-mini.sh" "$IMAGE_DIR" >"$T/build-mini.log" 2>&1 || {
+		echo "--- building ember-mini into $IMAGE_DIR (${why#build-mini.sh: })"
+		EMBER_BUILD_DIR=$BUILD bash "$SRC/packaging/image/build-mini.sh" "$IMAGE_DIR" \
+		    >"$T/build-mini.log" 2>&1 || {
 			tail -n 20 "$T/build-mini.log" >&2
 			exit 1
 		}
