@@ -59,6 +59,7 @@ ember_config_init(struct ember_config *cfg)
 	cfg->default_memory_mib = 512;
 	cfg->default_backend = builtin_auto;
 	cfg->vsock_vm_to_vm = true;
+	cfg->firecracker_require_kvm = true;
 }
 
 void
@@ -69,6 +70,7 @@ ember_config_clear(struct ember_config *cfg)
 	config_free_string(&cfg->socket_group);
 	config_free_string(&cfg->default_image);
 	config_free_string(&cfg->firecracker_binary);
+	config_free_string(&cfg->firecracker_kvm_device);
 	config_free_string(&cfg->qemu_binary);
 	config_free_string(&cfg->qemu_accel);
 	config_free_string(&cfg->default_backend);
@@ -82,10 +84,12 @@ config_copy(struct ember_config *dst, const struct ember_config *src)
 {
 	char **dfields[] = { &dst->state_dir, &dst->socket, &dst->socket_group,
 	    &dst->default_image, &dst->firecracker_binary, &dst->qemu_binary,
-	    &dst->qemu_accel, &dst->default_backend };
+	    &dst->qemu_accel, &dst->default_backend,
+	    &dst->firecracker_kvm_device };
 	char *const sfields[] = { src->state_dir, src->socket,
 	    src->socket_group, src->default_image, src->firecracker_binary,
-	    src->qemu_binary, src->qemu_accel, src->default_backend };
+	    src->qemu_binary, src->qemu_accel, src->default_backend,
+	    src->firecracker_kvm_device };
 
 	*dst = *src;
 	for (size_t i = 0; i < sizeof(dfields) / sizeof(dfields[0]); i++)
@@ -118,6 +122,7 @@ CONFIG_STRING(socket, socket)
 CONFIG_STRING(socket_group, socket_group)
 CONFIG_STRING(default_image, default_image)
 CONFIG_STRING(firecracker_binary, firecracker_binary)
+CONFIG_STRING(firecracker_kvm_device, firecracker_kvm_device)
 CONFIG_STRING(qemu_binary, qemu_binary)
 CONFIG_STRING(qemu_accel, qemu_accel)
 CONFIG_STRING(default_backend, default_backend)
@@ -173,8 +178,19 @@ set_vm_to_vm(void *obj, const struct ydoc_value *v)
 	return 0;
 }
 
+static int
+set_firecracker_require_kvm(void *obj, const struct ydoc_value *v)
+{
+	((struct config_parse *)obj)->cfg->firecracker_require_kvm = v->b;
+	return 0;
+}
+
 static const struct ydoc_key firecracker_keys[] = {
 	{ "binary", YDOC_STRING, 0, 0, 0, NULL, set_firecracker_binary, NULL },
+	{ "kvm_device", YDOC_STRING, YDOC_ABSOLUTE, 0, 0, NULL,
+	    set_firecracker_kvm_device, NULL },
+	{ "require_kvm", YDOC_BOOL, 0, 0, 0, NULL, set_firecracker_require_kvm,
+	    NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 

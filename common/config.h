@@ -5,7 +5,8 @@
  *   socket_group: ember              log_level: info
  *   cid_min: 3                       cid_max: 4294967294
  *   default_image: mini
- *   firecracker: { binary: /usr/bin/firecracker }
+ *   firecracker: { binary: /usr/bin/firecracker, kvm_device: /dev/kvm,
+ *                  require_kvm: true }
  *   qemu: { binary: qemu-system-x86_64, accel: auto }
  *   defaults: { cpus: 1, memory: 512M, backend: auto }
  *   vsock: { vm_to_vm: true }
@@ -32,6 +33,9 @@ struct ember_config {
 	uint32_t cid_min, cid_max;
 	char *default_image;
 	char *firecracker_binary;	/* NULL: search PATH */
+	char *firecracker_kvm_device;	/* NULL: /dev/kvm */
+	/* false only for test doubles: the probe skips the KVM check. */
+	bool firecracker_require_kvm;
 	char *qemu_binary;		/* NULL: search PATH */
 	char *qemu_accel;		/* "auto", "kvm", "tcg" */
 	unsigned default_cpus;

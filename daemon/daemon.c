@@ -22,7 +22,10 @@ daemon_probe_backends(struct ember_daemon *d)
 		if (d->backends[i] == NULL)
 			continue;
 		d->backends[i]->probe(d->backends[i], info);
-		if (info->available)
+		if (info->available && info->note[0])
+			log_warnx("backend %s: %s (%s): %s", d->backends[i]->name, info->version,
+			    info->binary, info->note);
+		else if (info->available)
 			log_info("backend %s: %s (%s)", d->backends[i]->name, info->version,
 			    info->binary);
 		else

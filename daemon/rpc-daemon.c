@@ -27,6 +27,8 @@ rpc_daemon_info(struct rpc_call *call, json_t *params)
 			json_object_set_new(b, "binary", json_string(info->binary));
 		if (!info->available)
 			json_object_set_new(b, "reason", json_string(info->reason));
+		if (info->available && info->note[0])
+			json_object_set_new(b, "note", json_string(info->note));
 		json_array_append_new(backends, b);
 	}
 	rpc_reply(call, json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:I, s:o}",

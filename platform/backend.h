@@ -51,6 +51,7 @@ struct backend_info {
 	char version[128];	/* "Firecracker v1.16.1", "QEMU emulator version 7.2.22" */
 	char binary[256];	/* resolved path */
 	char reason[256];	/* why unavailable */
+	char note[128];		/* when available: a caveat ("KVM not checked") */
 };
 
 struct backend {

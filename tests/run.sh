@@ -7,7 +7,9 @@
 #      and UBSan (build/fuzz), each for FUZZ_SECONDS on a copy of its seed
 #      corpus tests/fuzz/corpus/<name without fuzz_>/.
 # It keeps going after a failure and ends with a summary whose last line is
-# "N passed, N failed" over all ctest tests and fuzzers. A build that fails
+# "N passed, N failed, N skipped" over all ctest tests and fuzzers; the
+# tests ctest did not run (a test that exits 77 after "SKIP: reason", or a
+# disabled one) are listed by name and are not passes. A build that fails
 # counts as one failure. Exit status 0 only when nothing failed.
 #
 # Environment:
@@ -36,6 +38,7 @@ read -r -a ctest_extra <<<"${CTEST_ARGS:-}"
 jobs=$(nproc)
 passed=0
 failed=0
+skipped=0
 summary=()
 workdir=""
 
@@ -72,10 +75,24 @@ run_ctest() {
 	    --timeout "$CTEST_TIMEOUT" "${ctest_extra[@]}" 2>&1 | tee "$log" || rc=$?
 	line=$(grep -E '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)
 	if [[ $line =~ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
-		local nfail=${BASH_REMATCH[1]} total=${BASH_REMATCH[2]}
-		passed=$((passed + total - nfail))
+		local nfail=${BASH_REMATCH[1]} total=${BASH_REMATCH[2]} notrun=() nskip=0
+		# "The following tests did not run:" lists "N - name (Skipped)"
+		# (SKIP_RETURN_CODE), which ctest counts in the total and in its
+		# pass percentage, and "(Disabled)", which it leaves out of both.
+		mapfile -t notrun < <(sed -n '/The following tests did not run:/,/^$/p' "$log" |
+		    grep -E '^[[:space:]]+[0-9]+ - ' | sed 's/^[[:space:]]*//')
+		for line in "${notrun[@]}"; do
+			if [[ $line == *"(Skipped)" ]]; then
+				nskip=$((nskip + 1))
+			fi
+		done
+		passed=$((passed + total - nfail - nskip))
 		failed=$((failed + nfail))
-		summary+=("$label: $line")
+		skipped=$((skipped + ${#notrun[@]}))
+		summary+=("$label: $((total - nfail - nskip)) passed, $nfail failed, ${#notrun[@]} skipped")
+		for line in "${notrun[@]}"; do
+			summary+=("$label:   not run: $line")
+		done
 		while IFS= read -r line; do
 			summary+=("$label:   $line")
 		done < <(sed -n '/The following tests FAILED:/,$p' "$log" |
@@ -181,5 +198,5 @@ fi
 
 printf '\n==> summary (%ds)\n' $((SECONDS - start))
 printf '%s\n' "${summary[@]}"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

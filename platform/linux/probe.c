@@ -1,5 +1,6 @@
 /*
- * Finding hypervisor binaries and reading their versions (see probe.h).
+ * Finding hypervisor binaries, reading their versions and checking the KVM
+ * device (see probe.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -9,12 +10,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/kvm.h>
+
 #include "probe.h"
+
+_Static_assert(PROBE_KVM_API_VERSION == KVM_API_VERSION, "KVM's stable API version");
 
 extern char **environ;
 
@@ -104,4 +110,31 @@ probe_binary_version(const char *binary, char *out, size_t len)
 		return -EIO;
 	snprintf(out, len, "%s", buf);
 	return 0;
+}
+
+int
+probe_kvm_device(const char *path, int *version)
+{
+	struct stat before, after;
+	int fd, v, r = 0;
+
+	*version = -1;
+	/* Look before opening: opening an arbitrary device can have effects. */
+	if (stat(path, &before) < 0)
+		return -errno;
+	if (!S_ISCHR(before.st_mode))
+		return -ENODEV;
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &after) < 0)
+		r = -errno;
+	else if (!S_ISCHR(after.st_mode) || after.st_rdev != before.st_rdev)
+		r = -ENODEV;
+	else if ((v = ioctl(fd, KVM_GET_API_VERSION, 0)) < 0)
+		r = -errno;
+	else if ((*version = v) != PROBE_KVM_API_VERSION)
+		r = -EPROTO;
+	close(fd);
+	return r;
 }

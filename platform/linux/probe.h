@@ -1,5 +1,6 @@
 /*
- * Helpers backends use to find and identify their hypervisor binaries.
+ * Helpers backends use to find and identify their hypervisor binaries and
+ * check the KVM device they need.
  * Probing runs at startup and on SIGHUP only, so running `binary --version`
  * synchronously there is acceptable; it is never done per request.
  */
@@ -13,5 +14,13 @@
 int probe_find_binary(const char *configured, const char *name, char *out, size_t len);
 /* First line of `binary --version` (stdout), with a 5 s deadline. 0 or -errno. */
 int probe_binary_version(const char *binary, char *out, size_t len);
+/* The stable KVM API every KVM since Linux 2.6.22 reports. */
+#define PROBE_KVM_API_VERSION	12
+
+/* path is a character device that opens read-write and answers
+ * KVM_GET_API_VERSION with the stable API version (12). 0, -errno from
+ * stat/open/ioctl, -ENODEV when it is not a character device (or changed
+ * between stat and open), -EPROTO for another API version (in *version). */
+int probe_kvm_device(const char *path, int *version);
 
 #endif

@@ -10,7 +10,7 @@
 
 EMBERD=${EMBERD:?set EMBERD to the emberd binary}
 for tool in jq socat timeout; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 0; }
+	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
 done
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/ember-it.XXXXXX")

@@ -14,10 +14,10 @@ EMBERCTL=${EMBERCTL:?set EMBERCTL to the emberctl binary}
 BUILD=${EMBER_BUILD_DIR:?set EMBER_BUILD_DIR to the build directory}
 SRC=${EMBER_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 for tool in qemu-system-x86_64 qemu-img flock; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 0; }
+	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
 done
 [[ -x /usr/sbin/mkfs.ext4 || -x /sbin/mkfs.ext4 ]] || command -v mkfs.ext4 >/dev/null ||
-    { echo "SKIP: mkfs.ext4 not installed"; exit 0; }
+    { echo "SKIP: mkfs.ext4 not installed"; exit 77; }
 
 IMAGE_DIR=$BUILD/image-mini
 READY='EMBER-MINI READY'

@@ -16,7 +16,7 @@ set -euo pipefail
 src=${EMBER_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 AGENT=${EMBER_AGENT:-${EMBER_BUILD_DIR:?set EMBER_BUILD_DIR or EMBER_AGENT}/packaging/agent/ember-agent}
 timeout_s=${EMBER_TEST_BOOT_TIMEOUT:-600}
-command -v qemu-system-x86_64 >/dev/null || { echo "SKIP: qemu-system-x86_64 not installed"; exit 0; }
+command -v qemu-system-x86_64 >/dev/null || { echo "SKIP: qemu-system-x86_64 not installed"; exit 77; }
 [[ -x $AGENT ]] || { echo "FAIL: no agent binary at $AGENT" >&2; exit 1; }
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/ember-agent-guest.XXXXXX")
@@ -72,7 +72,7 @@ note "building ember-mini with the agent"
 if ! EMBER_AGENT=$AGENT EMBER_RC_LOCAL=$T/rc.local \
     bash "$src/packaging/image/build-mini.sh" "$T/img" >"$T/build.log" 2>&1; then
 	echo "SKIP: build-mini.sh failed: $(tail -n 1 "$T/build.log")"
-	exit 0
+	exit 77
 fi
 krel=$(jq -r .kernel_release "$T/img/image.json")
 cache=${EMBER_IMAGE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/ember/image}

@@ -13,7 +13,7 @@ set -euo pipefail
 
 AGENT=${EMBER_AGENT:-${EMBER_BUILD_DIR:?set EMBER_BUILD_DIR or EMBER_AGENT}/packaging/agent/ember-agent}
 for tool in jq socat timeout sha256sum; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 0; }
+	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
 done
 [[ -x $AGENT ]] || { echo "FAIL: no agent binary at $AGENT" >&2; exit 1; }
 

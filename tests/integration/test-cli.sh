@@ -7,7 +7,7 @@ set -euo pipefail
 
 EMBERCTL=${EMBERCTL:?set EMBERCTL to the emberctl binary}
 unset EMBER_SOCKET
-command -v socat >/dev/null || { echo "SKIP: socat not installed"; exit 0; }
+command -v socat >/dev/null || { echo "SKIP: socat not installed"; exit 77; }
 
 dir=$(mktemp -d)
 socat_pid=

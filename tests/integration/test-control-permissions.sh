@@ -5,8 +5,8 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $(id -u) -ne 0 ]]; then echo "SKIP: needs root"; exit 0; fi
-command -v setpriv >/dev/null || { echo "SKIP: setpriv not installed"; exit 0; }
+if [[ $(id -u) -ne 0 ]]; then echo "SKIP: needs root"; exit 77; fi
+command -v setpriv >/dev/null || { echo "SKIP: setpriv not installed"; exit 77; }
 
 # The socket lives outside the 0700 state directory, in a directory uid
 # 65534 can reach.

@@ -7,7 +7,7 @@ set -u
 BUILD=${EMBER_BUILD_DIR:?set EMBER_BUILD_DIR to the build directory}
 FC=$BUILD/tests/fakes/fc-double
 for tool in curl python3; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 0; }
+	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
 done
 [ -x "$FC" ] || { echo "FAIL: $FC not built" >&2; exit 1; }
 

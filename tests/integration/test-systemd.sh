@@ -9,7 +9,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-command -v perl >/dev/null || { echo "SKIP: perl not installed"; exit 0; }
+command -v perl >/dev/null || { echo "SKIP: perl not installed"; exit 77; }
 
 NOTIFY=$T/notify.sock
 DGRAMS=$T/notify.raw

@@ -58,6 +58,8 @@ START_TEST(config_init_sets_builtin_defaults)
 	ck_assert_uint_eq(cfg.cid_max, 4294967294U);
 	ck_assert_ptr_null(cfg.default_image);
 	ck_assert_ptr_null(cfg.firecracker_binary);
+	ck_assert_ptr_null(cfg.firecracker_kvm_device);
+	ck_assert(cfg.firecracker_require_kvm);
 	ck_assert_ptr_null(cfg.qemu_binary);
 	ck_assert_str_eq(cfg.qemu_accel, "auto");
 	ck_assert_uint_eq(cfg.default_cpus, 1);
@@ -86,6 +88,8 @@ START_TEST(config_full_file_sets_every_field)
 	ck_assert_uint_eq(cfg.cid_max, 200);
 	ck_assert_str_eq(cfg.default_image, "mini");
 	ck_assert_str_eq(cfg.firecracker_binary, "/usr/bin/firecracker");
+	ck_assert_str_eq(cfg.firecracker_kvm_device, "/dev/kvm-other");
+	ck_assert(!cfg.firecracker_require_kvm);
 	ck_assert_str_eq(cfg.qemu_binary, "qemu-system-x86_64");
 	ck_assert_str_eq(cfg.qemu_accel, "kvm");
 	ck_assert_uint_eq(cfg.default_cpus, 2);
@@ -113,6 +117,9 @@ START_TEST(config_shipped_file_loads)
 	ck_assert_str_eq(cfg.default_backend, builtin.default_backend);
 	ck_assert_str_eq(cfg.qemu_accel, builtin.qemu_accel);
 	ck_assert(cfg.vsock_vm_to_vm);
+	ck_assert(cfg.firecracker_require_kvm);
+	ck_assert(cfg.firecracker_kvm_device == NULL ||
+	    strcmp(cfg.firecracker_kvm_device, "/dev/kvm") == 0);
 	ember_config_clear(&cfg);
 }
 END_TEST
@@ -124,9 +131,10 @@ START_TEST(config_file_overrides_only_what_it_sets)
 
 	ember_config_init(&cfg);
 	ck_assert_int_eq(parse(&cfg, "state_dir: /srv/ember\ncid_max: 1000\n"
-	    "qemu: {accel: tcg}\n", &err), 0);
+	    "qemu: {accel: tcg}\nfirecracker: {kvm_device: /dev/kvm2}\n", &err), 0);
 	ck_assert_int_eq(parse(&cfg, "log_level: warn\ndefaults: {cpus: 3}\n",
 	    &err), 0);
+	ck_assert_str_eq(cfg.firecracker_kvm_device, "/dev/kvm2");	/* copied over */
 	ck_assert_str_eq(cfg.state_dir, "/srv/ember");	/* first file */
 	ck_assert_uint_eq(cfg.cid_max, 1000);
 	ck_assert_str_eq(cfg.qemu_accel, "tcg");
