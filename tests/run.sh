@@ -25,7 +25,8 @@ PACKAGES=(
 	clang libclang-rt-dev		# clang's sanitizer and libFuzzer runtimes
 	libevent-dev libjansson-dev libyaml-dev libcurl4-openssl-dev check
 	socat jq util-linux procps
-	systemd libxml2-utils man-db dpkg-dev	# service, plist, manual and .deb checks
+	systemd libxml2-utils man-db dpkg-dev file	# service, plist, manual and .deb checks (cpack's DEB generator runs file)
+	curl python3	# the Firecracker double's HTTP checks
 	qemu-system-x86 qemu-utils e2fsprogs kmod cpio lz4	# guest images, QEMU backend (qemu-img overlays)
 )
 

@@ -28,7 +28,8 @@
 #   EMBER_SKIP_ASAN, EMBER_SKIP_FUZZ, FUZZ_SECONDS, CTEST_ARGS
 #                       passed to tests/run.sh in the chroot (the two skips
 #                       default to 1 here)
-# Exit status 0 only when both commands succeeded.
+# Exit status 0 only when both commands succeeded and no test skipped because
+# a tool was not installed (skips for want of /dev/kvm are only listed).
 set -euo pipefail
 
 prog=fresh-root
@@ -166,8 +167,20 @@ in_root run.sh env \
     ${FUZZ_SECONDS:+FUZZ_SECONDS="$FUZZ_SECONDS"} ${CTEST_ARGS:+CTEST_ARGS="$CTEST_ARGS"} \
     tests/run.sh || status=1
 
+# A test that skips because a tool is missing is a missing install step too.
+skips=$(grep -h '^SKIP' "$run_root$PROJECT_IN_ROOT"/build/*/Testing/Temporary/LastTest.log \
+    2>/dev/null | sort | uniq -c || true)
+if grep -q 'not installed' <<<"$skips"; then
+	results+=("run.sh: tests skipped for want of a tool (a missing install step)")
+	status=1
+fi
+
 say "summary (${SUITE} minbase, $((SECONDS - total0))s in the chroot)"
 printf '%s\n' "${results[@]}"
+if [ -n "$skips" ]; then
+	echo "skips in the suite:"
+	printf '%s\n' "$skips"
+fi
 if [ -e "$CACHE/run.sh.log" ]; then
 	tail -n 1 "$CACHE/run.sh.log"
 fi
