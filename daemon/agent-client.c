@@ -2,9 +2,7 @@
  * Agent requests over the hybrid vsock socket (see agent-client.h). A call
  * is a small state machine on a bufferevent: connect, send "CONNECT 1024\n"
  * and the request line together, read the "OK <port>" line, then the reply
- * line; a timer bounds the whole exchange. A connection that ends before
- * "OK" is the guest refusing the port (the hybrid socket's way of passing on
- * a vsock RST), reported with agent_refused_msg so callers can count it.
+ * line; a timer bounds the whole exchange.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,11 +16,9 @@
 #include <event2/event.h>
 
 #include "agent-client.h"
+#include "dir-guard.h"
 #include "log.h"
 #include "platform.h"
-
-static const char agent_refused_msg[] =
-    "no agent is listening in the guest (connection closed without OK)";
 
 struct agent_call {
 	struct bufferevent *bev;
@@ -91,15 +87,11 @@ agent_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct agent_call *c = arg;
 
-	int e = EVUTIL_SOCKET_ERROR();
-
-	if (!c->got_ok && ((what & BEV_EVENT_EOF) ||
-	    ((what & BEV_EVENT_ERROR) && (e == ECONNRESET || e == EPIPE))))
-		agent_call_finish(c, NULL, agent_refused_msg);
-	else if (what & BEV_EVENT_EOF)
-		agent_call_finish(c, NULL, "the agent closed the connection");
+	if (what & BEV_EVENT_EOF)
+		agent_call_finish(c, NULL, c->got_ok ? "the agent closed the connection" :
+		    "no agent is listening in the guest (connection closed without OK)");
 	else if (what & BEV_EVENT_ERROR)
-		agent_call_finish(c, NULL, strerror(e));
+		agent_call_finish(c, NULL, strerror(EVUTIL_SOCKET_ERROR()));
 }
 
 static void
@@ -117,7 +109,8 @@ agent_call_start(struct event_base *base, const char *uds_path, const json_t *re
 {
 	struct agent_call *c;
 	char *text;
-	int fd = platform_unix_connect(uds_path);
+	/* Only a socket of emberd's user: the VM's owner writes in its directory. */
+	int fd = guard_unix_connect(uds_path, geteuid());
 
 	if (fd < 0)
 		return NULL;
@@ -150,12 +143,6 @@ agent_call_start(struct event_base *base, const char *uds_path, const json_t *re
 	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
 	evtimer_add(c->timer, &tv);
 	return c;
-}
-
-bool
-agent_error_is_refused(const char *err)
-{
-	return err == agent_refused_msg;
 }
 
 void

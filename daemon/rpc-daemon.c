@@ -1,17 +1,38 @@
 /*
- * daemon.* and vsock.* methods: what emberd is and what it holds.
+ * daemon.* and vsock.* methods: what emberd is and what it holds. A caller
+ * other than root is told only about its own VMs (counts and CIDs
+ * included), as everywhere in the API.
  */
 #include <unistd.h>
 
 #include "cid-alloc.h"
 #include "daemon.h"
 #include "rpc.h"
+#include "vm.h"
+
+/* How many VMs, and vsock CIDs held by VMs, the caller may see. */
+static void
+count_visible(const struct rpc_call *call, size_t *vms, size_t *cids)
+{
+	struct ember_daemon *d = call->daemon;
+
+	*vms = *cids = 0;
+	for (size_t i = 0; i < d->nvms; i++) {
+		uint32_t cid;
+		if (!rpc_may_see(call, d->vms[i]))
+			continue;
+		(*vms)++;
+		if (cid_alloc_lookup(d->cids, d->vms[i]->rec.name, &cid))
+			(*cids)++;
+	}
+}
 
 static void
 rpc_daemon_info(struct rpc_call *call, json_t *params)
 {
 	struct ember_daemon *d = call->daemon;
 	json_t *backends = json_array();
+	size_t nvms = d->nvms, ncids = cid_alloc_count(d->cids);
 
 	for (int i = 0; i < BACKEND__COUNT; i++) {
 		const struct backend_info *info = &d->backend_info[i];
@@ -31,10 +52,12 @@ rpc_daemon_info(struct rpc_call *call, json_t *params)
 			json_object_set_new(b, "note", json_string(info->note));
 		json_array_append_new(backends, b);
 	}
+	if (call->uid != 0)
+		count_visible(call, &nvms, &ncids);
 	rpc_reply(call, json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:I, s:o}",
 	    "version", EMBER_VERSION, "api_version", 1, "pid", (int)getpid(),
 	    "state_dir", d->state_dir, "socket", d->socket_path,
-	    "vms", (json_int_t)d->nvms, "cids_in_use", (json_int_t)cid_alloc_count(d->cids),
+	    "vms", (json_int_t)nvms, "cids_in_use", (json_int_t)ncids,
 	    "backends", backends));
 }
 
@@ -43,14 +66,21 @@ rpc_vsock_allocations(struct rpc_call *call, json_t *params)
 {
 	struct ember_daemon *d = call->daemon;
 	json_t *doc = cid_alloc_to_json(d->cids);
-	json_t *allocs = json_incref(json_object_get(doc, "allocations"));
+	json_t *all = json_object_get(doc, "allocations"), *mine = json_object(), *v;
+	const char *cid;
 
+	json_object_foreach(all, cid, v) {
+		struct vm *vm = vm_find(d, json_string_value(v));
+		/* Root sees every entry, even one no listed VM names. */
+		if (call->uid == 0 || (vm != NULL && rpc_may_see(call, vm)))
+			json_object_set(mine, cid, v);
+	}
 	json_decref(doc);
 	rpc_reply(call, json_pack("{s:I, s:I, s:I, s:o}",
 	    "cid_min", (json_int_t)cid_alloc_min(d->cids),
 	    "cid_max", (json_int_t)cid_alloc_max(d->cids),
-	    "count", (json_int_t)cid_alloc_count(d->cids),
-	    "allocations", allocs != NULL ? allocs : json_object()));
+	    "count", (json_int_t)json_object_size(mine),
+	    "allocations", mine));
 }
 
 const struct rpc_method rpc_daemon_methods[] = {

@@ -93,16 +93,16 @@ rpc_wait_setup(struct rpc_call *call, json_t *params, const char *name, void **c
 	return rpc_vm_wait_done;
 }
 
+/* The VM called name if the caller may see it; otherwise the call fails
+ * with not_found whether or not another owner has a VM of that name. */
 static struct vm *
 rpc_find_vm(struct rpc_call *call, const char *name)
 {
-	struct ember_error err = { 0 };
 	struct vm *vm = vm_find(call->daemon, name);
 
-	if (vm == NULL) {
-		ember_error_set(&err, EK_NOT_FOUND, "see 'emberctl vm list'",
-		    "VM \"%s\" not found", name);
-		rpc_fail(call, &err);
+	if (vm == NULL || !rpc_may_see(call, vm)) {
+		rpc_fail_vm_not_found(call, name);
+		return NULL;
 	}
 	return vm;
 }
@@ -162,7 +162,8 @@ rpc_vm_list(struct rpc_call *call, json_t *params)
 	json_t *vms = json_array();
 
 	for (size_t i = 0; i < d->nvms; i++)
-		json_array_append_new(vms, vm_to_json(d->vms[i]));
+		if (rpc_may_see(call, d->vms[i]))
+			json_array_append_new(vms, vm_to_json(d->vms[i]));
 	rpc_reply(call, json_pack("{s:o}", "vms", vms));
 }
 
@@ -417,7 +418,7 @@ static const struct rpc_param p_delete[] = {
 const struct rpc_method rpc_vm_methods[] = {
 	{ "vm.create", p_create, RPC_MUTATES | RPC_ASYNC, NULL, rpc_vm_create },
 	{ "vm.list", NULL, 0, NULL, rpc_vm_list },
-	{ "vm.inspect", p_name, 0, NULL, rpc_vm_inspect },
+	{ "vm.inspect", p_name, 0, "name", rpc_vm_inspect },
 	{ "vm.fork", p_fork, RPC_MUTATES | RPC_ASYNC, "source", rpc_vm_fork },
 	{ "vm.start", p_start, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_start },
 	{ "vm.stop", p_stop, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_stop },

@@ -192,24 +192,39 @@ rpc_validate_params(struct rpc_call *call, json_t **params)
 	return 0;
 }
 
+bool
+rpc_may_see(const struct rpc_call *call, const struct vm *vm)
+{
+	return call->uid == 0 || vm->rec.owner_uid == call->uid;
+}
+
+void
+rpc_fail_vm_not_found(struct rpc_call *call, const char *name)
+{
+	struct ember_error err = { 0 };
+
+	ember_error_set(&err, EK_NOT_FOUND, "see 'emberctl vm list'", "VM \"%s\" not found", name);
+	rpc_fail(call, &err);
+}
+
+/* A row naming a VM (owner_param) reaches its handler only for root and the
+ * VM's owner. Anybody else gets the very reply a missing VM gets, so that
+ * another owner's VMs cannot be told apart from names nobody uses. */
 static int
 rpc_authorize(struct rpc_call *call, json_t *params)
 {
-	struct ember_error err = { 0 };
 	const char *name;
 	struct vm *vm;
 
-	if (!(call->method->flags & RPC_MUTATES) || call->method->owner_param == NULL)
+	if (call->method->owner_param == NULL)
 		return 0;
 	name = rpc_param_str(params, call->method->owner_param, NULL);
 	vm = name != NULL ? vm_find(call->daemon, name) : NULL;
-	if (vm == NULL || call->uid == 0 || vm->rec.owner_uid == call->uid)
+	if (vm == NULL || rpc_may_see(call, vm))
 		return 0;	/* a missing VM is the handler's not_found */
-	ember_error_set(&err, EK_PERMISSION_DENIED,
-	    "only its owner or root may change it",
-	    "VM \"%s\" belongs to uid %u, not to uid %u", name,
-	    (unsigned)vm->rec.owner_uid, (unsigned)call->uid);
-	rpc_fail(call, &err);
+	log_debug("rpc: %s on VM \"%s\" (uid %u) from uid %u: answered as not found",
+	    call->method->name, name, (unsigned)vm->rec.owner_uid, (unsigned)call->uid);
+	rpc_fail_vm_not_found(call, name);
 	return -1;
 }
 

@@ -1,7 +1,7 @@
 /*
  * The JSON-RPC dispatcher: joins the method tables of rpc-*.c, validates
- * params against each row before the handler runs, checks ownership for
- * rows that mutate a VM, and routes replies (single or batch) back to the
+ * params against each row before the handler runs, hides every VM but
+ * the caller's own (root sees all) for rows that name a VM, and routes replies (single or batch) back to the
  * connection by id. It never touches a socket: lines arrive from control.c
  * and replies leave through control_send().
  */
@@ -29,14 +29,15 @@ struct rpc_param {
 	unsigned flags;
 };
 
-#define RPC_MUTATES	0x1	/* changes state: owner_param's VM must be the caller's */
+#define RPC_MUTATES	0x1	/* changes state */
 #define RPC_ASYNC	0x2	/* may complete after the handler returns */
 
 struct rpc_method {
 	const char *name;
 	const struct rpc_param *params;	/* NULL-name terminated; NULL: none */
 	unsigned flags;
-	const char *owner_param;	/* param naming the VM to authorize */
+	const char *owner_param;	/* param naming a VM: only its owner and root
+					 * get past the dispatcher; others see not_found */
 	rpc_handler_fn handler;
 };
 
@@ -65,6 +66,12 @@ void rpc_reply(struct rpc_call *call, json_t *result);
 void rpc_fail(struct rpc_call *call, const struct ember_error *err);
 void rpc_fail_params(struct rpc_call *call, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+struct vm;
+/* Whether the caller may see (and so act on) vm: root, or the VM's owner. */
+bool rpc_may_see(const struct rpc_call *call, const struct vm *vm);
+/* The one not_found reply for a VM name, also given for another owner's VM. */
+void rpc_fail_vm_not_found(struct rpc_call *call, const char *name);
 
 /* Param accessors for handlers (params were validated already). */
 const char *rpc_param_str(json_t *params, const char *name, const char *dflt);

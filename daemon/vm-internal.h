@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include "error.h"
 #include "vm.h"
 
@@ -14,6 +15,9 @@ struct backend;
 
 /* "<state>/vms/<name>" */
 void vm_dir(const struct ember_daemon *d, const char *name, char *buf, size_t len);
+/* Lets the VM's owner (alone) into its directory: sticky, plus an ACL
+ * entry; logs when the filesystem keeps no ACLs. */
+void vm_dir_share(struct ember_daemon *d, const char *name, uid_t owner);
 /* Writes vm.json atomically (never over a record that could not be read). */
 int vm_save(struct vm *vm, struct ember_error *err);
 struct vm *vm_new(struct ember_daemon *d);

@@ -2,6 +2,10 @@
  * VM state on disk: writing vm.json and cids.json, and the pass at startup
  * that loads both and makes them agree again after whatever a crash left
  * (see vm.c for the write ordering this relies on). Every repair is logged.
+ * It also sets who may reach what: <state> and vms/ can be passed through
+ * by anyone (0711, never listed), each VM directory is sticky and open to
+ * its owner alone through an ACL entry (the reasoning is in
+ * platform/linux/dir-guard.c).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -14,12 +18,52 @@
 
 #include "cid-alloc.h"
 #include "daemon.h"
+#include "dir-guard.h"
 #include "fsutil.h"
 #include "log.h"
 #include "validate.h"
 #include "vm.h"
 #include "vm-agent.h"
 #include "vm-internal.h"
+
+/* ---- who may reach a VM's directory ------------------------------------ */
+
+void
+vm_dir_share(struct ember_daemon *d, const char *name, uid_t owner)
+{
+	char dir[PATH_MAX];
+	int r;
+
+	vm_dir(d, name, dir, sizeof(dir));
+	if (chmod(dir, owner == 0 ? 0750 : 01750) < 0) {
+		log_warn("vm %s: chmod %s", name, dir);
+		return;
+	}
+	r = guard_grant(dir, owner, GUARD_R | GUARD_W | GUARD_X);
+	if (r == -EOPNOTSUPP)
+		log_warnx("vm %s: the filesystem of %s keeps no POSIX ACLs, so only root can "
+		    "reach its vsock.sock and console.log (mount it with ACL support to let "
+		    "uid %u in)", name, dir, (unsigned)owner);
+	else if (r < 0)
+		log_warnx("vm %s: cannot give uid %u access to %s: %s", name, (unsigned)owner,
+		    dir, strerror(-r));
+}
+
+/* Anyone may pass through path to a name it knows; nobody but root lists it. */
+static int
+dir_passable(const char *path, struct ember_error *err)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return ember_error_set(err, EK_IO, NULL, "cannot stat %s: %s", path, strerror(errno));
+	if ((st.st_mode & 0011) == 0011)
+		return 0;
+	if (chmod(path, (st.st_mode & 07777) | 0011) < 0)
+		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
+		    "cannot chmod %s: %s", path, strerror(errno));
+	return 0;
+}
 
 /* ---- writing ------------------------------------------------------------ */
 
@@ -264,9 +308,12 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 	DIR *dir;
 
 	snprintf(path, sizeof(path), "%s/vms", d->state_dir);
-	if (mkdir_p(path, 0750) < 0)
+	if (mkdir_p(path, 0711) < 0)
 		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
 		    "cannot create %s: %s", path, strerror(errno));
+	if (chmod(path, 0711) < 0 || dir_passable(d->state_dir, err) < 0)
+		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
+		    "cannot make %s passable: %s", path, strerror(errno));
 	snprintf(path, sizeof(path), "%s/vsock", d->state_dir);
 	if (mkdir_p(path, 0750) < 0)
 		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
@@ -301,7 +348,10 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 			rm_rf(sub);
 			continue;
 		}
-		vm_list_insert(d, vm_load_one(d, de->d_name));
+		struct vm *vm = vm_load_one(d, de->d_name);
+		if (vm->load_error == NULL)
+			vm_dir_share(d, vm->rec.name, vm->rec.owner_uid);
+		vm_list_insert(d, vm);
 	}
 	closedir(dir);
 

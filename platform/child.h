@@ -50,7 +50,8 @@ typedef void (*child_run_fn)(void *ctx, int wait_status, const char *output);
 int child_run(struct event_base *base, const char *const *argv,
     child_run_fn done, void *ctx);
 
-/* Last lines of a text file (at most max bytes), for error messages. */
+/* Last lines of a text file (at most max bytes), for error messages; only
+ * a regular file of emberd's own user is read (else out is ""). */
 void file_tail(const char *path, size_t max, char *out, size_t outlen);
 
 /* "exited with status 1", "killed by signal 9 (Killed)", or, for -1 (an
@@ -59,10 +60,12 @@ const char *child_status_text(int wait_status, char *buf, size_t len);
 
 /* Opens <dir>/console.log for appending, where a hypervisor's console and
  * messages go; a log past CONSOLE_MAX_BYTES moves to console.log.1 first.
- * The fd, or -1 with err. */
+ * Only emberd's own file is reused: anything else under that name (the VM
+ * owner may write in dir) is replaced by a new file. reader (the VM's
+ * owner) may read it. The fd, or -1 with err. */
 #define CONSOLE_MAX_BYTES (8 * 1024 * 1024)
 struct ember_error;
-int console_open(const char *dir, struct ember_error *err);
+int console_open(const char *dir, uid_t reader, struct ember_error *err);
 /* Keeps a running VM's console.log under CONSOLE_MAX_BYTES: when it is
  * larger, its last CONSOLE_KEEP_BYTES go to console.log.1 and the file is
  * truncated; the hypervisor appends (O_APPEND), so it carries on at the new

@@ -6,7 +6,11 @@
  * emberd binds the QMP socket itself and hands QEMU the listening fd, so
  * the socket exists before QEMU runs (no polling for it) and stays at its
  * path for a later emberd to reconnect after a restart. Guest RAM is a
- * shared memfd, which the vhost-user vsock device needs. Root disks are
+ * shared memfd, which the vhost-user vsock device needs. The VM's owner
+ * may write in the VM directory (see dir-guard.c), so QEMU is given
+ * console.log as an inherited fd and no path there that it would open by
+ * name, and a root disk made later than the create is made in a private
+ * subdirectory and renamed into place. Root disks are
  * qcow2 overlays on the image's root filesystem, so creating and forking a
  * VM is instant and costs no space.
  */
@@ -28,12 +32,12 @@
 #include "backend.h"
 #include "child.h"
 #include "config.h"
+#include "dir-guard.h"
 #include "fileops.h"
 #include "log.h"
 #include "platform.h"
 #include "probe.h"
 #include "qmp.h"
-#include "validate.h"
 #include "vsock-dev.h"
 
 #define QEMU_START_TIMEOUT_MS	60000
@@ -140,18 +144,33 @@ run_sync(const char *const *argv, char *out, size_t outlen)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 
+/* qemu-img opens its target by name and follows symlinks, and the VM's
+ * owner may plant names in vm_dir: the overlay is made in a fresh 0700
+ * directory of root's and renamed over whatever is at disk.qcow2. */
 static int
 qemu_make_overlay(struct qemu_backend *qb, struct vm_record *rec, const char *base,
     const char *vm_dir, uint64_t size_mib, struct ember_error *err)
 {
-	char overlay[PATH_MAX], size[32], out[1024];
+	char overlay[PATH_MAX], tmpdir[PATH_MAX], tmp[PATH_MAX], size[32], out[1024];
 	const char *argv[] = { qb->qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-	    base, overlay, size_mib ? size : NULL, NULL };
+	    base, tmp, size_mib ? size : NULL, NULL };
+	int r;
 
 	snprintf(overlay, sizeof(overlay), "%s/disk.qcow2", vm_dir);
+	snprintf(tmpdir, sizeof(tmpdir), "%s/.disk-XXXXXX", vm_dir);
+	if (mkdtemp(tmpdir) == NULL)
+		return ember_error_set(err, EK_IO, NULL, "cannot create a directory in %s: %s",
+		    vm_dir, strerror(errno));
+	snprintf(tmp, sizeof(tmp), "%s/disk.qcow2", tmpdir);
 	snprintf(size, sizeof(size), "%lluM", (unsigned long long)size_mib);
-	unlink(overlay);
-	if (run_sync(argv, out, sizeof(out)) < 0)
+	r = run_sync(argv, out, sizeof(out));
+	if (r == 0 && rename(tmp, overlay) < 0) {
+		snprintf(out, sizeof(out), "cannot rename it to %s: %s", overlay, strerror(errno));
+		r = -EIO;
+	}
+	unlink(tmp);
+	rmdir(tmpdir);
+	if (r < 0)
 		return ember_error_set(err, EK_BACKEND_ERROR, "check that the root filesystem is readable",
 		    "qemu-img could not create an overlay on %s: %s", base, out);
 	free(rec->disk_path);
@@ -476,7 +495,7 @@ argf(struct argv_buf *a, const char *fmt, ...)
 /* The QEMU command line for a VM (also used by bench-boot for the by-hand
  * comparison, through `emberd`'s log at debug level). */
 static void
-qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, const char *dir,
+qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, int console_fd,
     int qmp_fd, int vsock_fd, struct argv_buf *a)
 {
 	const char *accel = qemu_accel(qb->env->config);
@@ -506,7 +525,9 @@ qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, const char
 	arg(a, "-global");
 	arg(a, "virtio-mmio.force-legacy=false");
 	arg(a, "-chardev");
-	argf(a, "file,id=console,path=%s/console.log,append=on", dir);
+	/* The fd emberd opened, reopened through /dev/fd: the same inode,
+	 * whatever the VM's owner does to the name console.log meanwhile. */
+	argf(a, "file,id=console,path=/dev/fd/%d,append=on", console_fd);
 	arg(a, "-serial");
 	arg(a, "chardev:console");
 	arg(a, "-chardev");
@@ -571,7 +592,7 @@ qemu_vsock_setup(struct qemu_vm *qv, struct ember_error *err)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return ember_error_set(err, EK_IO, NULL, "socketpair: %s", strerror(errno));
 	qv->vsock = vsock_dev_new(qv->qb->env->base, sv[0], rec->guest_cid, rec->uds_path,
-	    rec->name, qemu_vsock_peer, qv);
+	    rec->owner_uid, rec->name, qemu_vsock_peer, qv);
 	if (qv->vsock == NULL) {
 		int e = errno;
 		close(sv[1]);
@@ -601,7 +622,7 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	struct qemu_vm *qv;
 	struct argv_buf *a = NULL;
 	char qmp_path[PATH_MAX], hdr[256];
-	int qmp_fd = -1, console_fd = -1, vsock_fd = -1, keep[2], n;
+	int qmp_fd = -1, console_fd = -1, vsock_fd = -1, keep[3], n;
 	pid_t pid;
 
 	if (rec->kernel_path == NULL)
@@ -623,23 +644,24 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 
 	snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", vm_dir);
 	if ((qmp_fd = bind_qmp_socket(qmp_path, err)) < 0 ||
-	    (console_fd = console_open(vm_dir, err)) < 0)
+	    (console_fd = console_open(vm_dir, rec->owner_uid, err)) < 0)
 		goto fail;
 	if (rec->vsock && rec->uds_path != NULL && (vsock_fd = qemu_vsock_setup(qv, err)) < 0)
 		goto fail;
 	a = calloc(1, sizeof(*a));
 	if (a == NULL)
 		fatalx("out of memory");
-	qemu_build_argv(qb, rec, vm_dir, qmp_fd, vsock_fd, a);
+	qemu_build_argv(qb, rec, console_fd, qmp_fd, vsock_fd, a);
 	qemu_log_argv(rec->name, a->argv);
 	n = snprintf(hdr, sizeof(hdr), "--- emberd: starting %s ---\n", rec->name);
 	if (write(console_fd, hdr, (size_t)n) < 0)
 		log_debug("qemu: cannot write to console.log");
 	keep[0] = qmp_fd;
-	keep[1] = vsock_fd;
+	keep[1] = console_fd;
+	keep[2] = vsock_fd;
 	struct child_spawn_opts o = {
 		.argv = a->argv, .stdout_fd = console_fd, .stderr_fd = console_fd,
-		.keep_fds = keep, .nkeep = vsock_fd >= 0 ? 2 : 1, .new_session = true,
+		.keep_fds = keep, .nkeep = vsock_fd >= 0 ? 3 : 2, .new_session = true,
 	};
 	pid = child_spawn(&o);
 	if (pid < 0) {
@@ -867,24 +889,6 @@ qemu_free(struct backend *be)
 	free(qb_of(be));
 }
 
-/* The kernel command line qemu_build_argv appends to, with the most it adds:
- * " root=/dev/vda rw", " tsc_early_khz=<10 digits>" under TCG, and, when the
- * microvm runs without ACPI, " virtio_mmio.device=512@0xfeb00e00:NN" for
- * each of the (at most three) virtio devices. */
-static int
-qemu_check(struct backend *be, const struct vm_record *rec, struct ember_error *err)
-{
-	const size_t per_device = sizeof(" virtio_mmio.device=512@0xfeb00e00:99") - 1;
-	size_t appended = sizeof(" tsc_early_khz=4294967295") - 1;
-
-	if (rec->disk_path != NULL)
-		appended += sizeof(" root=/dev/vda rw") - 1 + per_device;
-	appended += (rec->network != NULL && strcmp(rec->network, "user") == 0) * per_device;
-	appended += rec->vsock * per_device;
-	return kernel_cmdline_check(rec->boot_args ? rec->boot_args : QEMU_DEFAULT_BOOT_ARGS,
-	    appended, "QEMU", err);
-}
-
 struct backend *
 backend_qemu_new(const struct backend_env *env)
 {
@@ -896,7 +900,6 @@ backend_qemu_new(const struct backend_env *env)
 	qb->be = (struct backend){
 		.name = "qemu",
 		.probe = qemu_probe,
-		.check = qemu_check,
 		.create = qemu_create,
 		.fork = qemu_fork,
 		.start = qemu_start,

@@ -15,7 +15,10 @@
 
 #include <event2/event.h>
 
+#include <sys/xattr.h>
+
 #include "child.h"
+#include "dir-guard.h"
 #include "error.h"
 #include "log.h"
 
@@ -270,13 +273,19 @@ child_run(struct event_base *base, const char *const *argv, child_run_fn done, v
 void
 file_tail(const char *path, size_t max, char *out, size_t outlen)
 {
-	FILE *f = fopen(path, "re");
+	/* Only a regular file of emberd's own: a name planted in a VM's
+	 * directory (a symlink to a secret, a FIFO) is never read. */
+	int fd = guard_open_read(AT_FDCWD, path);
+	FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
 	long size, start;
 	size_t n;
 
 	out[0] = '\0';
-	if (f == NULL)
+	if (f == NULL) {
+		if (fd >= 0)
+			close(fd);
 		return;
+	}
 	if (max >= outlen)
 		max = outlen - 1;
 	fseek(f, 0, SEEK_END);
@@ -315,43 +324,73 @@ child_status_text(int status, char *buf, size_t len)
 	return buf;
 }
 
-int
-console_open(const char *dir, struct ember_error *err)
+static int
+open_dir(const char *dir)
 {
-	char path[PATH_MAX], old[PATH_MAX];
-	struct stat st;
-	int fd;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
-	snprintf(path, sizeof(path), "%s/console.log", dir);
-	if (stat(path, &st) == 0 && st.st_size > CONSOLE_MAX_BYTES) {
-		snprintf(old, sizeof(old), "%s/console.log.1", dir);
-		rename(path, old);
-	}
-	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	return fd < 0 ? -errno : fd;
+}
+
+/* The VM directory is writable by the VM's owner (see dir-guard.c): every
+ * name here is opened relative to the directory, never followed, and
+ * created afresh (O_EXCL) when what is there is not emberd's own file. */
+int
+console_open(const char *dir, uid_t reader, struct ember_error *err)
+{
+	struct stat st;
+	int dfd, fd, r;
+
+	if ((dfd = open_dir(dir)) < 0)
+		return ember_error_set(err, EK_IO, NULL, "cannot open %s: %s", dir, strerror(-dfd));
+	if (fstatat(dfd, "console.log", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    guard_is_own_file(dfd, "console.log") && st.st_size > CONSOLE_MAX_BYTES)
+		renameat(dfd, "console.log", dfd, "console.log.1");
+	fd = guard_open_append(dfd, "console.log", 0640);
+	close(dfd);
 	if (fd < 0)
-		return ember_error_set(err, EK_IO, NULL, "cannot open %s: %s", path, strerror(errno));
+		return ember_error_set(err, EK_IO, "remove whatever is in the way and start again",
+		    "cannot open %s/console.log: %s", dir,
+		    fd == -EEXIST ? "something else took its place while it was created" :
+		    strerror(-fd));
+	if ((r = guard_grant_fd(fd, reader, GUARD_R)) < 0)
+		log_debug("console: cannot let uid %u read %s/console.log: %s",
+		    (unsigned)reader, dir, strerror(-r));
 	return fd;
+}
+
+/* The ACL of from (the owner's read access) onto to. */
+static void
+copy_acl(int from, int to)
+{
+	char acl[256];
+	ssize_t n = fgetxattr(from, "system.posix_acl_access", acl, sizeof(acl));
+
+	if (n > 0 && fsetxattr(to, "system.posix_acl_access", acl, (size_t)n, 0) < 0)
+		log_debug("console: cannot copy the console's ACL: %s", strerror(errno));
 }
 
 int
 console_trim(const char *dir)
 {
-	char path[PATH_MAX], old[PATH_MAX];
 	struct stat st;
-	int r = 0;
+	int dfd, in = -1, out = -1, r = 0;
 
-	snprintf(path, sizeof(path), "%s/console.log", dir);
-	snprintf(old, sizeof(old), "%s/console.log.1", dir);
-	if (stat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (st.st_size <= CONSOLE_MAX_BYTES)
-		return 0;
-	int in = open(path, O_RDWR | O_CLOEXEC);
-	int out = open(old, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (in < 0 || out < 0) {
-		r = -errno;
+	if ((dfd = open_dir(dir)) < 0)
+		return dfd;
+	if (fstatat(dfd, "console.log", &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		r = errno == ENOENT ? 0 : -errno;
 		goto done;
 	}
+	if (!guard_is_own_file(dfd, "console.log") || st.st_size <= CONSOLE_MAX_BYTES)
+		goto done;	/* not emberd's: the next start replaces it */
+	in = openat(dfd, "console.log", O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	out = guard_open_append(dfd, "console.log.1", 0640);
+	if (in < 0 || out < 0 || ftruncate(out, 0) < 0) {
+		r = in < 0 ? -errno : out < 0 ? out : -errno;
+		goto done;
+	}
+	copy_acl(in, out);
 	/* Keep the newest part for whoever reads the logs later. */
 	off_t from = st.st_size - CONSOLE_KEEP_BYTES;
 	char buf[65536];
@@ -372,6 +411,7 @@ done:
 		close(in);
 	if (out >= 0)
 		close(out);
+	close(dfd);
 	return r;
 }
 

@@ -16,6 +16,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "dir-guard.h"
 #include "log.h"
 #include "platform.h"
 #include "qmp.h"
@@ -242,7 +243,8 @@ qmp_event_cb(struct bufferevent *bev, short what, void *arg)
 static int
 qmp_try_connect(struct qmp *q)
 {
-	int fd = platform_unix_connect(q->path);
+	/* Only the socket emberd bound: the VM directory is writable by its owner. */
+	int fd = guard_unix_connect(q->path, geteuid());
 
 	if (fd < 0)
 		return fd;

@@ -283,10 +283,11 @@ static const struct vsock_mux_ops dev_mux_ops = {
 
 struct vsock_dev *
 vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid, const char *uds_path,
-    const char *name, vsock_peer_fn peer, void *peer_ctx)
+    uid_t owner_uid, const char *name, vsock_peer_fn peer, void *peer_ctx)
 {
 	struct vsock_dev *dev = calloc(1, sizeof(*dev));
-	struct vsock_mux_config cfg = { .guest_cid = guest_cid, .uds_path = uds_path };
+	struct vsock_mux_config cfg = { .guest_cid = guest_cid, .uds_path = uds_path,
+	    .owner_uid = owner_uid };
 	int e;
 
 	if (dev == NULL) {

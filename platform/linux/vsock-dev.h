@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct event_base;
 struct vsock_dev;
@@ -25,9 +26,11 @@ struct vsock_dev_stats {
 };
 
 /* Serves the vhost-user session on vu_fd (taken) for guest_cid and listens
- * on uds_path. NULL with errno set. */
+ * on uds_path, which owner_uid may connect to (and whose _<port>
+ * listeners must be owner_uid's). NULL with errno set. */
 struct vsock_dev *vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid,
-    const char *uds_path, const char *name, vsock_peer_fn peer, void *peer_ctx);
+    const char *uds_path, uid_t owner_uid, const char *name, vsock_peer_fn peer,
+    void *peer_ctx);
 /* Closes the session, every connection, and removes uds_path. */
 void vsock_dev_free(struct vsock_dev *dev);
 void vsock_dev_stats(const struct vsock_dev *dev, struct vsock_dev_stats *st);

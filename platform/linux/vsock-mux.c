@@ -25,6 +25,7 @@
 #include <event2/event.h>
 
 #include "hybrid-proto.h"
+#include "dir-guard.h"
 #include "log.h"
 #include "platform.h"
 #include "vsock-mux.h"
@@ -596,6 +597,7 @@ guest_request(struct vsock_mux *mux, const struct vsock_hdr *h)
 	char path[256];
 	struct vconn *c;
 	bool to_peer = h->dst_cid != VSOCK_HOST_CID;
+	uid_t expect;
 	int fd;
 
 	if (mux->nconns >= mux->cfg.max_connections) {
@@ -610,10 +612,18 @@ guest_request(struct vsock_mux *mux, const struct vsock_hdr *h)
 		}
 	} else
 		snprintf(path, sizeof(path), "%s_%u", mux->uds_path, h->dst_port);
-	/* Non-blocking: nobody listening means an immediate reset. */
-	fd = platform_unix_connect(path);
+	/* Non-blocking: nobody listening means an immediate reset. The VM's
+	 * owner may write in the directory: a guest reaches only a socket the
+	 * owner bound there itself, and another VM only through the socket
+	 * emberd's user bound (see dir-guard.c). */
+	expect = to_peer ? geteuid() : mux->cfg.owner_uid;
+	fd = guard_unix_connect(path, expect);
 	if (fd < 0) {
-		log_debug("vsock: guest connection to %s: %s", path, strerror(-fd));
+		if (fd == -EPERM)
+			log_debug("vsock: guest connection to %s refused: not a socket of uid %u",
+			    path, (unsigned)expect);
+		else
+			log_debug("vsock: guest connection to %s: %s", path, strerror(-fd));
 		mux_queue_rst(mux, h);
 		return;
 	}
@@ -882,7 +892,7 @@ mux_listen(struct vsock_mux *mux)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	mode_t old;
-	int fd;
+	int fd, r;
 
 	if (strlen(mux->uds_path) >= sizeof(sun.sun_path))
 		return -ENAMETOOLONG;
@@ -891,7 +901,7 @@ mux_listen(struct vsock_mux *mux)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	old = umask(0117);
+	old = umask(0177);
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 128) < 0) {
 		int e = errno;
 		umask(old);
@@ -899,6 +909,11 @@ mux_listen(struct vsock_mux *mux)
 		return -e;
 	}
 	umask(old);
+	/* Still root's (the owner cannot swap it in the sticky directory);
+	 * the owner connects through its ACL entry. */
+	if ((r = guard_grant(mux->uds_path, mux->cfg.owner_uid, GUARD_R | GUARD_W)) < 0)
+		log_debug("vsock: cannot let uid %u connect to %s: %s",
+		    (unsigned)mux->cfg.owner_uid, mux->uds_path, strerror(-r));
 	mux->listen_fd = fd;
 	return 0;
 }

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 struct event_base;
@@ -57,6 +58,8 @@ struct vsock_mux_ops {
 struct vsock_mux_config {
 	uint64_t guest_cid;
 	const char *uds_path;		/* <dir>/vsock.sock */
+	uid_t owner_uid;		/* the VM's owner: may connect to uds_path, and
+					 * only its own uds_path_<port> sockets are used */
 	unsigned request_timeout_ms;	/* 0: 2000 */
 	unsigned shutdown_timeout_ms;	/* 0: 2000 */
 	unsigned connect_line_timeout_ms;	/* 0: 5000 */
@@ -64,7 +67,8 @@ struct vsock_mux_config {
 	uint32_t buf_alloc;		/* 0: 64 KiB */
 };
 
-/* Binds uds_path (replacing a stale socket). NULL with errno set. */
+/* Binds uds_path (replacing a stale socket), 0600 plus an ACL entry for
+ * owner_uid. NULL with errno set. */
 struct vsock_mux *vsock_mux_new(struct event_base *base, const struct vsock_mux_config *cfg,
     const struct vsock_mux_ops *ops, void *ctx);
 /* Closes every connection and the listener, and removes uds_path. */

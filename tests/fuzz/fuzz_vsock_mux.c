@@ -21,6 +21,7 @@
 
 #include "../../platform/linux/hybrid-proto.c"
 #include "../../platform/linux/platform-linux.c"
+#include "../../platform/linux/dir-guard.c"
 #include "../../platform/linux/vsock-mux.c"
 
 static struct event_base *base;

@@ -59,7 +59,7 @@ fill(int fd, size_t n)
 START_TEST(trim_leaves_small_logs_alone)
 {
 	struct ember_error err = { 0 };
-	int fd = console_open(dir, &err);
+	int fd = console_open(dir, 0, &err);
 
 	ck_assert_int_ge(fd, 0);
 	fill(fd, 1000);
@@ -74,7 +74,7 @@ START_TEST(trim_keeps_the_newest_part_and_the_writer_goes_on)
 {
 	struct ember_error err = { 0 };
 	char path[160], tail[8];
-	int fd = console_open(dir, &err), one;
+	int fd = console_open(dir, 0, &err), one;
 
 	ck_assert_int_ge(fd, 0);
 	fill(fd, CONSOLE_MAX_BYTES + 4096);
@@ -96,11 +96,11 @@ END_TEST
 START_TEST(open_rotates_a_log_past_the_cap)
 {
 	struct ember_error err = { 0 };
-	int fd = console_open(dir, &err);
+	int fd = console_open(dir, 0, &err);
 
 	fill(fd, CONSOLE_MAX_BYTES + 1);
 	close(fd);
-	fd = console_open(dir, &err);
+	fd = console_open(dir, 0, &err);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(size_of("console.log"), 0);
 	ck_assert_int_eq(size_of("console.log.1"), CONSOLE_MAX_BYTES + 1);
@@ -112,13 +112,102 @@ START_TEST(reason_quotes_the_last_lines)
 {
 	struct ember_error err = { 0 };
 	char reason[256];
-	int fd = console_open(dir, &err);
+	int fd = console_open(dir, 0, &err);
 
 	ck_assert_int_eq(write(fd, "booting\nkernel panic\n", 21), 21);
 	close(fd);
 	console_reason(dir, reason, sizeof(reason));
 	ck_assert_ptr_nonnull(strstr(reason, "kernel panic"));
 	ck_assert_int_eq(strncmp(reason, "last console lines: ", 20), 0);
+}
+END_TEST
+
+/* A file outside the VM directory standing in for a secret. */
+static void
+make_victim(char *path, size_t len)
+{
+	snprintf(path, len, "%s-victim", dir);
+	FILE *f = fopen(path, "we");
+	ck_assert_ptr_nonnull(f);
+	fputs("secret\n", f);
+	fclose(f);
+}
+
+static void
+plant(const char *target, const char *name)
+{
+	char path[160];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	ck_assert_int_eq(symlink(target, path), 0);
+}
+
+START_TEST(open_replaces_a_planted_symlink)
+{
+	struct ember_error err = { 0 };
+	char victim[128], path[160];
+	struct stat st;
+
+	make_victim(victim, sizeof(victim));
+	plant(victim, "console.log");
+	int fd = console_open(dir, 0, &err);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "boot\n", 5), 5);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/console.log", dir);
+	ck_assert_int_eq(lstat(path, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	ck_assert_int_eq(stat(victim, &st), 0);
+	ck_assert_int_eq(st.st_size, 7);	/* "secret\n", nothing appended */
+	unlink(victim);
+}
+END_TEST
+
+START_TEST(open_refuses_a_fifo_without_blocking)
+{
+	struct ember_error err = { 0 };
+	char path[160];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/console.log", dir);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	int fd = console_open(dir, 0, &err);	/* would block forever if it opened the FIFO */
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(lstat(path, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+}
+END_TEST
+
+START_TEST(trim_never_writes_through_a_planted_rotation_name)
+{
+	struct ember_error err = { 0 };
+	char victim[128];
+	struct stat st;
+
+	make_victim(victim, sizeof(victim));
+	plant(victim, "console.log.1");
+	int fd = console_open(dir, 0, &err);
+	ck_assert_int_ge(fd, 0);
+	fill(fd, CONSOLE_MAX_BYTES + 4096);
+	ck_assert_int_eq(console_trim(dir), 1);
+	close(fd);
+	ck_assert_int_eq(stat(victim, &st), 0);
+	ck_assert_int_eq(st.st_size, 7);
+	ck_assert_int_eq(size_of("console.log.1"), CONSOLE_KEEP_BYTES);
+	unlink(victim);
+}
+END_TEST
+
+START_TEST(reason_never_reads_through_a_symlink)
+{
+	char victim[128], reason[600];
+
+	make_victim(victim, sizeof(victim));
+	plant(victim, "console.log");
+	console_reason(dir, reason, sizeof(reason));
+	ck_assert_ptr_null(strstr(reason, "secret"));
+	unlink(victim);
 }
 END_TEST
 
@@ -135,6 +224,10 @@ main(void)
 	tcase_add_test(tc, trim_keeps_the_newest_part_and_the_writer_goes_on);
 	tcase_add_test(tc, open_rotates_a_log_past_the_cap);
 	tcase_add_test(tc, reason_quotes_the_last_lines);
+	tcase_add_test(tc, open_replaces_a_planted_symlink);
+	tcase_add_test(tc, open_refuses_a_fifo_without_blocking);
+	tcase_add_test(tc, trim_never_writes_through_a_planted_rotation_name);
+	tcase_add_test(tc, reason_never_reads_through_a_symlink);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
