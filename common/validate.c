@@ -3,7 +3,9 @@
  * pattern ^[a-z0-9][a-z0-9_.-]{0,62}$ is coded by hand so there is no regex
  * engine on the request path. The vsock check counts the longest port suffix
  * the hypervisor may append ("_4294967295"), because a path that fits today
- * but not with the suffix fails only when the guest first connects.
+ * but not with the suffix fails only when the guest first connects. A kernel
+ * command line too long for the guest is otherwise refused by the hypervisor
+ * only at boot (Firecracker) or silently cut by the kernel.
  */
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -148,5 +150,33 @@ socket_path_check(const char *path, size_t limit, struct ember_error *err)
 		    "use a shorter --socket path",
 		    "socket path is too long (%zu bytes, max %zu): %s", len,
 		    limit, path);
+	return 0;
+}
+
+int
+kernel_cmdline_check(const char *boot_args, size_t appended, const char *appender,
+    struct ember_error *err)
+{
+	const size_t max = KERNEL_CMDLINE_MAX - 1;	/* without the NUL */
+	size_t len, i;
+
+	if (boot_args == NULL)
+		return 0;
+	for (i = 0; boot_args[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)boot_args[i];
+
+		if (c < 0x20 || c > 0x7e)
+			return ember_error_set(err, EK_INVALID_SPEC,
+			    "a kernel command line is printable ASCII, spaces between parameters",
+			    "boot_args has byte 0x%02x at position %zu", c, i + 1);
+	}
+	len = i;
+	if (appended > max || len > max - appended)
+		return ember_error_set(err, EK_INVALID_SPEC,
+		    appended < max ? "shorten boot_args" : NULL,
+		    "boot_args is too long for a kernel command line: %zu bytes, and %s adds "
+		    "up to %zu, over the limit of %zu (%d with the NUL); boot_args may have at "
+		    "most %zu bytes here", len, appender, appended, max, KERNEL_CMDLINE_MAX,
+		    appended < max ? max - appended : 0);
 	return 0;
 }

@@ -2,7 +2,9 @@
  * Agent requests over the hybrid vsock socket (see agent-client.h). A call
  * is a small state machine on a bufferevent: connect, send "CONNECT 1024\n"
  * and the request line together, read the "OK <port>" line, then the reply
- * line; a timer bounds the whole exchange.
+ * line; a timer bounds the whole exchange. A connection that ends before
+ * "OK" is the guest refusing the port (the hybrid socket's way of passing on
+ * a vsock RST), reported with agent_refused_msg so callers can count it.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -19,6 +21,9 @@
 #include "dir-guard.h"
 #include "log.h"
 #include "platform.h"
+
+static const char agent_refused_msg[] =
+    "no agent is listening in the guest (connection closed without OK)";
 
 struct agent_call {
 	struct bufferevent *bev;
@@ -87,11 +92,15 @@ agent_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct agent_call *c = arg;
 
-	if (what & BEV_EVENT_EOF)
-		agent_call_finish(c, NULL, c->got_ok ? "the agent closed the connection" :
-		    "no agent is listening in the guest (connection closed without OK)");
+	int e = EVUTIL_SOCKET_ERROR();
+
+	if (!c->got_ok && ((what & BEV_EVENT_EOF) ||
+	    ((what & BEV_EVENT_ERROR) && (e == ECONNRESET || e == EPIPE))))
+		agent_call_finish(c, NULL, agent_refused_msg);
+	else if (what & BEV_EVENT_EOF)
+		agent_call_finish(c, NULL, "the agent closed the connection");
 	else if (what & BEV_EVENT_ERROR)
-		agent_call_finish(c, NULL, strerror(EVUTIL_SOCKET_ERROR()));
+		agent_call_finish(c, NULL, strerror(e));
 }
 
 static void
@@ -143,6 +152,12 @@ agent_call_start(struct event_base *base, const char *uds_path, const json_t *re
 	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
 	evtimer_add(c->timer, &tv);
 	return c;
+}
+
+bool
+agent_error_is_refused(const char *err)
+{
+	return err == agent_refused_msg;
 }
 
 void

@@ -7,6 +7,7 @@
 #ifndef EMBER_AGENT_CLIENT_H
 #define EMBER_AGENT_CLIENT_H
 
+#include <stdbool.h>
 #include <jansson.h>
 
 struct event_base;
@@ -24,6 +25,10 @@ typedef void (*agent_reply_fn)(void *ctx, json_t *reply, const char *err);
  * could not even be sent (cb is then not called). */
 struct agent_call *agent_call_start(struct event_base *base, const char *uds_path,
     const json_t *request, int timeout_ms, agent_reply_fn cb, void *ctx);
+/* True when err (from an agent_reply_fn) says the guest closed or reset
+ * the connection to the agent port before accepting it: nothing listens on
+ * port AGENT_VSOCK_PORT in the guest (yet). */
+bool agent_error_is_refused(const char *err);
 /* Drops a call in flight; its callback never runs. */
 void agent_call_cancel(struct agent_call *call);
 

@@ -295,8 +295,8 @@ main(int argc, char **argv)
 	}
 
 	ember_config_init(&d->config);
-	if (d->config_path == NULL && geteuid() == 0 && access("/etc/ember/emberd.yaml", R_OK) == 0)
-		d->config_path = strdup("/etc/ember/emberd.yaml");
+	if (d->config_path == NULL && geteuid() == 0 && access(EMBER_CONFIG_FILE, R_OK) == 0)
+		d->config_path = strdup(EMBER_CONFIG_FILE);
 	if (d->config_path != NULL && ember_config_load(d->config_path, &d->config, &err) < 0) {
 		log_warnx("%s", err.message);
 		return 1;

@@ -2,13 +2,16 @@
  * Agent readiness and requests (see vm-agent.h). Readiness is a ping every
  * AGENT_PROBE_INTERVAL_MS until the agent answers or AGENT_PROBE_WINDOW_S
  * passes; a guest without an agent simply stays "unreachable" and costs a
- * refused connection now and then.
+ * refused connection now and then. The guest resetting the agent port is
+ * counted per boot and logged at most every AGENT_RESET_LOG_S, so that a
+ * `wait` that times out can say "no agent is listening" rather than guess.
  */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/event.h>
 
@@ -20,6 +23,7 @@
 #define AGENT_PROBE_INTERVAL_MS	250
 #define AGENT_PING_TIMEOUT_MS	2000
 #define AGENT_PROBE_WINDOW_S	600
+#define AGENT_RESET_LOG_S	30
 
 enum agent_state { AGENT_DOWN, AGENT_WAITING, AGENT_READY, AGENT_UNREACHABLE };
 
@@ -38,6 +42,11 @@ struct vm_agent {
 	struct agent_call *probe;
 	struct event *probe_timer;
 	unsigned probes;
+	/* Connections to the agent port the guest closed before "OK", this boot. */
+	unsigned long resets;
+	unsigned long resets_logged;
+	bool last_probe_reset;		/* the latest probe ended that way */
+	time_t reset_logged_at;		/* monotonic seconds; 0: never */
 	TAILQ_HEAD(, agent_waiter) waiters;
 };
 
@@ -99,6 +108,33 @@ info_reply(void *ctx, json_t *reply, const char *err)
 		waiter_finish(w, NULL);
 }
 
+static time_t
+monotonic_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+/* Counts a reset of the agent port; logs the first and then at most one
+ * line per AGENT_RESET_LOG_S with the count since the last line. */
+static void
+agent_count_reset(struct vm *vm)
+{
+	struct vm_agent *a = vm->agent;
+	time_t now = monotonic_s();
+
+	a->resets++;
+	if (a->reset_logged_at != 0 && now - a->reset_logged_at < AGENT_RESET_LOG_S)
+		return;
+	log_info("vm %s: the guest reset %lu connection%s to port %d (%lu this boot): "
+	    "no agent is listening yet", vm->rec.name, a->resets - a->resets_logged,
+	    a->resets - a->resets_logged == 1 ? "" : "s", AGENT_VSOCK_PORT, a->resets);
+	a->resets_logged = a->resets;
+	a->reset_logged_at = now != 0 ? now : 1;
+}
+
 static void
 ping_reply(void *ctx, json_t *reply, const char *err)
 {
@@ -106,6 +142,9 @@ ping_reply(void *ctx, json_t *reply, const char *err)
 	struct vm_agent *a = vm->agent;
 
 	a->probe = NULL;
+	a->last_probe_reset = reply == NULL && agent_error_is_refused(err);
+	if (a->last_probe_reset)
+		agent_count_reset(vm);
 	if (reply == NULL || !json_is_true(json_object_get(reply, "ok"))) {
 		probe_schedule(vm);
 		return;
@@ -189,6 +228,9 @@ vm_agent_on_down(struct vm *vm, const char *why)
 	a->state = AGENT_DOWN;
 	json_decref(a->info);
 	a->info = NULL;
+	a->resets = a->resets_logged = 0;
+	a->last_probe_reset = false;
+	a->reset_logged_at = 0;
 	waiters_fail(vm, why);
 }
 
@@ -212,16 +254,26 @@ static void
 waiter_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct agent_waiter *w = arg;
+	const struct vm_agent *a = w->vm->agent;
 	struct ember_error err = { 0 };
 	char path[PATH_MAX], tail[1200];
 
 	snprintf(path, sizeof(path), "%s/vms/%s/console.log", w->vm->daemon->state_dir,
 	    w->vm->rec.name);
 	file_tail(path, 1000, tail, sizeof(tail));
-	ember_error_set(&err, EK_BACKEND_ERROR,
-	    "the guest may still be booting; check that its image runs ember-agent",
-	    "VM \"%s\" is running but its agent did not answer within %u s; last console lines: %s",
-	    w->vm->rec.name, w->timeout_s, tail[0] ? tail : "(none)");
+	/* The guest answering with resets is a fact, not a guess: say so. */
+	if (a->last_probe_reset)
+		ember_error_set(&err, EK_BACKEND_ERROR,
+		    "check that its image runs ember-agent and that it did not exit (see the console)",
+		    "VM \"%s\" is running but its agent did not answer within %u s: the guest reset "
+		    "%lu connection%s to port %d: no agent is listening; last console lines: %s",
+		    w->vm->rec.name, w->timeout_s, a->resets, a->resets == 1 ? "" : "s",
+		    AGENT_VSOCK_PORT, tail[0] ? tail : "(none)");
+	else
+		ember_error_set(&err, EK_BACKEND_ERROR,
+		    "the guest may still be booting; check that its image runs ember-agent",
+		    "VM \"%s\" is running but its agent did not answer within %u s; last console "
+		    "lines: %s", w->vm->rec.name, w->timeout_s, tail[0] ? tail : "(none)");
 	waiter_finish(w, &err);
 }
 
@@ -284,7 +336,7 @@ vm_agent_json(const struct vm *vm)
 
 	if (!vm->rec.vsock || a == NULL || a->state == AGENT_DOWN)
 		return NULL;
-	j = json_pack("{s:s}", "state", names[a->state]);
+	j = json_pack("{s:s, s:I}", "state", names[a->state], "resets", (json_int_t)a->resets);
 	if (a->info != NULL)
 		json_object_set(j, "info", a->info);
 	return j;

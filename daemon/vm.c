@@ -377,6 +377,16 @@ vm_check_new_name(struct ember_daemon *d, const char *name, bool vsock,
 	return vsock_path_build(d->state_dir, name, sun_path_limit(), uds, udslen, err);
 }
 
+/* What the hypervisor would refuse (cpus, kernel command line, ...) is
+ * refused before anything is allocated or spawned. */
+static int
+vm_backend_check(const struct vm *vm, struct ember_error *err)
+{
+	struct backend *be = vm->backend;
+
+	return be == NULL || be->check == NULL ? 0 : be->check(be, &vm->rec, err);
+}
+
 /* Lets the backend prepare the new VM's files: a fork copies the source's
  * disk, a create makes its own. Without a backend there is nothing to do. */
 static int
@@ -565,7 +575,7 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		vm_free(vm);
 		goto fail;
 	}
-	if (vm_materialize(vm, NULL, uds, &err) < 0) {
+	if (vm_backend_check(vm, &err) < 0 || vm_materialize(vm, NULL, uds, &err) < 0) {
 		vm_free(vm);
 		goto fail;
 	}
@@ -696,7 +706,8 @@ vm_start(struct vm *vm, vm_done_fn done, void *ctx)
 	vm_record_set_str(&vm->rec.backend, vm->backend->name);
 	vm_transition(vm, VM_STARTING, NULL);
 	vm_dir(d, vm->rec.name, dir, sizeof(dir));
-	if (vm->backend->start(vm->backend, &vm->rec, dir, &vm->backend_state, vm,
+	if (vm_backend_check(vm, &err) < 0 ||
+	    vm->backend->start(vm->backend, &vm->rec, dir, &vm->backend_state, vm,
 	    vm_start_done, &err) < 0) {
 		vm_fail_start(vm, &err);
 		return;

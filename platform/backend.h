@@ -60,6 +60,10 @@ struct backend {
 
 	/* Refreshes availability (binary found and runnable, /dev/kvm, ...). */
 	void (*probe)(struct backend *be, struct backend_info *info);
+	/* Refuses, before anything is allocated or spawned, a record the
+	 * hypervisor would refuse (limits, kernel command line). Optional. */
+	int (*check)(struct backend *be, const struct vm_record *rec,
+	    struct ember_error *err);
 	/* Prepares a new VM's files (root disk overlay, ...) in vm_dir.
 	 * Synchronous and quick. */
 	int (*create)(struct backend *be, struct vm_record *rec,

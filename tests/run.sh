@@ -25,7 +25,8 @@ PACKAGES=(
 	clang libclang-rt-dev		# clang's sanitizer and libFuzzer runtimes
 	libevent-dev libjansson-dev libyaml-dev libcurl4-openssl-dev check
 	socat jq util-linux procps
-	systemd libxml2-utils man-db dpkg-dev	# service, plist, manual and .deb checks
+	systemd libxml2-utils man-db dpkg-dev file	# service, plist, manual and .deb checks (cpack's DEB generator runs file)
+	curl python3	# the Firecracker double's HTTP checks
 	qemu-system-x86 qemu-utils e2fsprogs kmod cpio lz4	# guest images, QEMU backend (qemu-img overlays)
 )
 
@@ -57,7 +58,7 @@ configure_and_build() {
 	local label=$1 dir=$2
 	shift 2
 	step "$label: configure and build in $dir"
-	if cmake -S . -B "$dir" "$@" && cmake --build "$dir" -j"$jobs"; then
+	if cmake -S . -B "$dir" -DEMBER_WERROR=ON "$@" && cmake --build "$dir" -j"$jobs"; then
 		return 0
 	fi
 	failed=$((failed + 1))
@@ -130,7 +131,7 @@ run_fuzzers() {
 	# (fuzzer-no-link) so libFuzzer sees inside ember-common too. Each
 	# harness is built on its own so one that does not compile stops no other.
 	step "fuzz: configure build/fuzz"
-	if ! cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang \
+	if ! cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DEMBER_WERROR=ON \
 	    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBER_FUZZ=ON -DEMBER_SANITIZE=ON \
 	    -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link; then
 		failed=$((failed + 1))

@@ -32,11 +32,23 @@
 #include "log.h"
 #include "platform.h"
 #include "probe.h"
+#include "validate.h"
 
 #define FC_API_TIMEOUT_MS	5000
 #define FC_SOCKET_WAIT_MS	5000
 #define FC_TERM_GRACE_S		3
-#define FC_DEFAULT_BOOT_ARGS	"console=ttyS0 reboot=k panic=1 pci=off"
+/* Firecracker adds pci=off itself when PCI is off (it is: no --enable-pci). */
+#define FC_DEFAULT_BOOT_ARGS	"console=ttyS0 reboot=k panic=1"
+/* Firecracker's MachineConfig limit (MAX_SUPPORTED_VCPUS, the OpenAPI maximum). */
+#define FC_MAX_VCPUS		32
+/* The OpenAPI file's VsockDeviceConfig.guest_cid minimum. */
+#define FC_MIN_GUEST_CID	3
+/* What Firecracker v1.16 appends to boot_args on x86: " pci=off", the root
+ * drive's " root=/dev/vda rw", and for every virtio-mmio device
+ * " virtio_mmio.device=4K@0xc0001000:23" (addresses below 4 GiB, IRQs 5-23). */
+#define FC_CMDLINE_PCI_OFF	(sizeof(" pci=off") - 1)
+#define FC_CMDLINE_ROOT		(sizeof(" root=/dev/vda rw") - 1)
+#define FC_CMDLINE_PER_DEVICE	(sizeof(" virtio_mmio.device=4K@0xc0001000:23") - 1)
 
 enum fc_op { FOP_NONE, FOP_START, FOP_STOP, FOP_PAUSE, FOP_RESUME };
 
@@ -127,6 +139,61 @@ fc_probe(struct backend *be, struct backend_info *info)
 		return;
 	snprintf(fb->binary, sizeof(fb->binary), "%s", info->binary);
 	info->available = true;
+}
+
+/* ---- checks ---- */
+
+/* Whether s can go into a JSON string at all (Firecracker's API is UTF-8). */
+static int
+fc_check_utf8(const char *what, const char *s, struct ember_error *err)
+{
+	json_t *j;
+
+	if (s == NULL)
+		return 0;
+	j = json_string(s);
+	if (j == NULL)
+		return ember_error_set(err, EK_INVALID_SPEC, "use a path that is valid UTF-8",
+		    "the %s path is not valid UTF-8, which Firecracker's API cannot carry", what);
+	json_decref(j);
+	return 0;
+}
+
+/* Everything the start sequence will send, against the OpenAPI file's
+ * constraints and Firecracker's own checks, so that nothing is spawned
+ * only to be refused with a 400. */
+static int
+fc_check(struct backend *be, const struct vm_record *rec, struct ember_error *err)
+{
+	const char *args = rec->boot_args ? rec->boot_args : FC_DEFAULT_BOOT_ARGS;
+	size_t appended = FC_CMDLINE_PCI_OFF;
+
+	if (rec->cpus < 1 || rec->cpus > FC_MAX_VCPUS)
+		return ember_error_set(err, EK_INVALID_SPEC,
+		    "use at most 32 cpus with Firecracker, or the qemu backend",
+		    "cpus %u is outside Firecracker's range (vcpu_count 1 to %d)", rec->cpus,
+		    FC_MAX_VCPUS);
+	if (rec->memory_mib == 0)
+		return ember_error_set(err, EK_INVALID_SPEC, NULL,
+		    "Firecracker needs a memory size above 0 MiB");
+	if (rec->kernel_path == NULL)
+		return ember_error_set(err, EK_INVALID_SPEC, "create it with --image or --kernel",
+		    "VM \"%s\" has no kernel", rec->name);
+	/* guest_cid is 0 until the CID is allocated (after this check on create). */
+	if (rec->vsock && rec->guest_cid != 0 && rec->guest_cid < FC_MIN_GUEST_CID)
+		return ember_error_set(err, EK_INTERNAL, NULL,
+		    "guest CID %u is reserved; Firecracker takes CIDs from %d", rec->guest_cid,
+		    FC_MIN_GUEST_CID);
+	if (fc_check_utf8("kernel", rec->kernel_path, err) < 0 ||
+	    fc_check_utf8("initrd", rec->initrd_path, err) < 0 ||
+	    fc_check_utf8("root disk", rec->disk_path, err) < 0 ||
+	    fc_check_utf8("vsock socket", rec->vsock ? rec->uds_path : NULL, err) < 0)
+		return -1;
+	if (rec->disk_path != NULL)
+		appended += FC_CMDLINE_ROOT + FC_CMDLINE_PER_DEVICE;
+	if (rec->vsock)
+		appended += FC_CMDLINE_PER_DEVICE;
+	return kernel_cmdline_check(args, appended, "Firecracker", err);
 }
 
 /* ---- disks ---- */
@@ -370,18 +437,13 @@ fc_start_step(struct fc_vm *fv)
 			    "mem_size_mib", (json_int_t)rec->memory_mib);
 			break;
 		case 1:
+			/* No root=: Firecracker appends "root=/dev/vda rw" for the
+			 * root drive itself (fc_check counts it). */
 			path = "/boot-source";
 			body = json_pack("{s:s, s:s}", "kernel_image_path", rec->kernel_path,
 			    "boot_args", rec->boot_args ? rec->boot_args : FC_DEFAULT_BOOT_ARGS);
 			if (rec->initrd_path != NULL)
 				json_object_set_new(body, "initrd_path", json_string(rec->initrd_path));
-			if (rec->disk_path != NULL && strstr(json_string_value(json_object_get(body,
-			    "boot_args")), "root=") == NULL) {
-				char args[1024];
-				snprintf(args, sizeof(args), "%s root=/dev/vda rw",
-				    json_string_value(json_object_get(body, "boot_args")));
-				json_object_set_new(body, "boot_args", json_string(args));
-			}
 			break;
 		case 2:
 			if (rec->disk_path == NULL) {
@@ -434,9 +496,7 @@ fc_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **v
 	int console_fd;
 	pid_t pid;
 
-	if (rec->kernel_path == NULL)
-		return ember_error_set(err, EK_INVALID_SPEC, "create it with --image or --kernel",
-		    "VM \"%s\" has no kernel", rec->name);
+	/* The daemon ran fc_check (backend.check) just before. */
 	snprintf(api, sizeof(api), "%s/firecracker.sock", vm_dir);
 	fc_remove_sockets(vm_dir);	/* stale ones from an earlier run */
 	console_fd = console_open(vm_dir, rec->owner_uid, err);
@@ -661,6 +721,7 @@ backend_firecracker_new(const struct backend_env *env)
 	fb->be = (struct backend){
 		.name = "firecracker",
 		.probe = fc_probe,
+		.check = fc_check,
 		.create = fc_create,
 		.fork = fc_fork,
 		.start = fc_start,

@@ -38,6 +38,7 @@
 #include "platform.h"
 #include "probe.h"
 #include "qmp.h"
+#include "validate.h"
 #include "vsock-dev.h"
 
 #define QEMU_START_TIMEOUT_MS	60000
@@ -889,6 +890,24 @@ qemu_free(struct backend *be)
 	free(qb_of(be));
 }
 
+/* The kernel command line qemu_build_argv appends to, with the most it adds:
+ * " root=/dev/vda rw", " tsc_early_khz=<10 digits>" under TCG, and, when the
+ * microvm runs without ACPI, " virtio_mmio.device=512@0xfeb00e00:NN" for
+ * each of the (at most three) virtio devices. */
+static int
+qemu_check(struct backend *be, const struct vm_record *rec, struct ember_error *err)
+{
+	const size_t per_device = sizeof(" virtio_mmio.device=512@0xfeb00e00:99") - 1;
+	size_t appended = sizeof(" tsc_early_khz=4294967295") - 1;
+
+	if (rec->disk_path != NULL)
+		appended += sizeof(" root=/dev/vda rw") - 1 + per_device;
+	appended += (rec->network != NULL && strcmp(rec->network, "user") == 0) * per_device;
+	appended += rec->vsock * per_device;
+	return kernel_cmdline_check(rec->boot_args ? rec->boot_args : QEMU_DEFAULT_BOOT_ARGS,
+	    appended, "QEMU", err);
+}
+
 struct backend *
 backend_qemu_new(const struct backend_env *env)
 {
@@ -900,6 +919,7 @@ backend_qemu_new(const struct backend_env *env)
 	qb->be = (struct backend){
 		.name = "qemu",
 		.probe = qemu_probe,
+		.check = qemu_check,
 		.create = qemu_create,
 		.fork = qemu_fork,
 		.start = qemu_start,

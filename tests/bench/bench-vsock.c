@@ -27,8 +27,8 @@
  *
  * usage: bench-vsock [-m MIB_DEVICE] [-g MIB_GUEST] [-e EMBERD] [-c EMBERCTL]
  *                    [-i IMAGE_DIR] [-n]   (-n: the device part only)
- * Paths default to $EMBERD, $EMBERCTL and <build>/image-mini-agent (built by
- * the vsock integration tests: ctest -R it_vsock).
+ * Paths default to $EMBERD, $EMBERCTL and <build>/image-mini (built by
+ * the QEMU integration tests, e.g. ctest -R it_vsock).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -620,7 +620,7 @@ main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	build_path(emberd, sizeof(emberd), "EMBERD", e, "daemon/emberd");
 	build_path(emberctl, sizeof(emberctl), "EMBERCTL", c, "client/emberctl");
-	build_path(image, sizeof(image), "EMBER_IMAGE_DIR", i, "image-mini-agent");
+	build_path(image, sizeof(image), "EMBER_IMAGE_DIR", i, "image-mini");
 	device_alone(mib_dev);
 	if (!device_only)
 		real_guest(mib_guest, emberd, emberctl, image);

@@ -17,6 +17,11 @@
  * and poweroff (answered, then the "guest" shuts down like after
  * SendCtrlAltDel).
  *
+ * At InstanceStart the double builds the guest's kernel command line the way
+ * Firecracker does (boot_args, then " pci=off", the root drive's
+ * "root=/dev/vda rw|ro" and one virtio_mmio.device= per device), refuses it
+ * past 2047 bytes, and says it on stderr ("kernel command line: ...").
+ *
  * Every request is appended to a JSON-lines log (FC_DOUBLE_LOG) so tests can
  * assert what ember sent.  Environment knobs inject shutdown behaviour,
  * crashes and API failures; see usage() and the test in
@@ -56,6 +61,9 @@
 #define FC_MAX_PAYLOAD 51200		/* Firecracker's default --http-api-max-payload-size */
 #define FC_MAX_VCPUS 32
 #define FC_DEFAULT_MEM_MIB 128
+#define FC_CMDLINE_MAX_SIZE 2048	/* arch::CMDLINE_MAX_SIZE, with the NUL */
+#define FC_MMIO32_MEM_START 0xc0000000u
+#define FC_GSI_LEGACY_START 5
 #define VSOCK_FIRST_HOST_PORT (UINT32_C(1) << 30)
 #define VSOCK_CMD_MAX 32		/* Firecracker reads at most 32 bytes of "CONNECT n\n" */
 #define ECHO_HIGH_WATER (256 * 1024)
@@ -376,6 +384,7 @@ TAILQ_HEAD(vconn_list, vconn);
 struct drive {
 	char *id;
 	bool root;
+	bool read_only;
 	struct drive *next;
 };
 
@@ -395,6 +404,7 @@ struct fc_double {
 
 	enum vm_state state;
 	bool have_boot_source;
+	char *boot_args;		/* NULL: Firecracker's default */
 	bool have_machine_config;
 	unsigned vcpu_count;
 	uint64_t mem_size_mib;
@@ -1004,10 +1014,77 @@ can_open(const char *path, int flags, int *err)
 	return true;
 }
 
+static size_t
+trimmed_len(const char *s)
+{
+	size_t len;
+
+	while (*s == ' ')
+		s++;
+	len = strlen(s);
+	while (len > 0 && s[len - 1] == ' ')
+		len--;
+	return len;
+}
+
+/* Appends " piece" to line as linux-loader's insert_str does: false (and
+ * line unchanged) when the result and its NUL would not fit. */
+static bool
+cmdline_insert(char *line, const char *piece)
+{
+	size_t len = strlen(line), add = strlen(piece) + (len > 0);
+
+	if (len + add + 1 > FC_CMDLINE_MAX_SIZE)
+		return false;
+	snprintf(line + len, FC_CMDLINE_MAX_SIZE - len, "%s%s", len > 0 ? " " : "", piece);
+	return true;
+}
+
+/* The guest's command line as Firecracker v1.16 builds it on x86 without
+ * PCI: boot_args, pci=off, root=/dev/vda rw|ro for the root drive, and a
+ * virtio_mmio.device= entry per device (drives, then vsock). */
+static bool
+build_cmdline(const struct fc_double *fc, char *line)
+{
+	static const char default_args[] = "reboot=k panic=1 nomodule 8250.nr_uarts=0 "
+		"i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce";
+	const char *args = fc->boot_args ? fc->boot_args : default_args;
+	unsigned slot = 0;
+	char piece[96];
+	size_t len;
+
+	while (*args == ' ')
+		args++;
+	len = trimmed_len(args);
+	if (len + 1 > FC_CMDLINE_MAX_SIZE)
+		return false;
+	memcpy(line, args, len);
+	line[len] = '\0';
+	if (!cmdline_insert(line, "pci=off"))
+		return false;
+	for (const struct drive *d = fc->drives; d; d = d->next, slot++) {
+		if (d->root && (!cmdline_insert(line, "root=/dev/vda") ||
+				!cmdline_insert(line, d->read_only ? "ro" : "rw")))
+			return false;
+		snprintf(piece, sizeof(piece), "virtio_mmio.device=4K@0x%x:%u",
+			 FC_MMIO32_MEM_START + (slot + 1) * 0x1000u, FC_GSI_LEGACY_START + slot);
+		if (!cmdline_insert(line, piece))
+			return false;
+	}
+	if (fc->vsock_listener) {
+		snprintf(piece, sizeof(piece), "virtio_mmio.device=4K@0x%x:%u",
+			 FC_MMIO32_MEM_START + (slot + 1) * 0x1000u, FC_GSI_LEGACY_START + slot);
+		if (!cmdline_insert(line, piece))
+			return false;
+	}
+	return true;
+}
+
 static void
 put_boot_source(struct fc_double *fc, struct reply *r, const json_t *b)
 {
 	const char *initrd = jstr(b, "initrd_path");
+	const char *args = jstr(b, "boot_args");
 	int err;
 
 	if (!can_open(jstr(b, "kernel_image_path"), O_RDONLY, &err)) {
@@ -1020,6 +1097,14 @@ put_boot_source(struct fc_double *fc, struct reply *r, const json_t *b)
 			 "invalid permissions. %s (os error %d)", strerror(err), err);
 		return;
 	}
+	/* linux-loader's Cmdline::try_from: the trimmed line plus its NUL. */
+	if (args && trimmed_len(args) + 1 > FC_CMDLINE_MAX_SIZE) {
+		fault(r, "Boot source error: The kernel command line is invalid: Invalid cmdline "
+			 "capacity provided.");
+		return;
+	}
+	free(fc->boot_args);
+	fc->boot_args = args ? strdup(args) : NULL;
 	fc->have_boot_source = true;
 	ok(r, NULL);
 }
@@ -1070,6 +1155,7 @@ put_drive(struct fc_double *fc, struct reply *r, const json_t *b)
 		fc->drives = d;
 	}
 	d->root = root;
+	d->read_only = ro;
 	ok(r, NULL);
 }
 
@@ -1147,6 +1233,13 @@ put_action(struct fc_double *fc, struct reply *r, const json_t *b)
 			fault(r, "Start microvm error: Cannot start microvm without guest mem_size config.");
 			return;
 		}
+		char cmdline[FC_CMDLINE_MAX_SIZE];
+		if (!build_cmdline(fc, cmdline)) {
+			fault(r, "Start microvm error: Cannot build the kernel command line: Inserting "
+				 "string would make command line too long.");
+			return;
+		}
+		say("kernel command line: %s", cmdline);
 		fc->state = VM_RUNNING;
 		say("microVM %s started (%u vCPUs, %" PRIu64 " MiB)", fc->id, fc->vcpu_count,
 		    fc->mem_size_mib);
@@ -1649,6 +1742,7 @@ out:
 	if (fc.http)
 		evhttp_free(fc.http);
 	owned_socket_remove(&fc.api);
+	free(fc.boot_args);
 	while (fc.drives) {
 		struct drive *d = fc.drives;
 

@@ -13,15 +13,7 @@ set -euo pipefail
 
 AGENT=$BUILD/packaging/agent/ember-agent
 [[ -x $AGENT ]] || fail "no agent binary at $AGENT"
-# ensure_image rebuilds on script changes only; an image built with an older
-# agent than this build's must be rebuilt too.
-(
-	flock -w 600 9 || exit 1
-	if [[ -f $IMAGE_DIR/image.json && $IMAGE_DIR/image.json -ot $AGENT ]]; then
-		echo "--- the agent is newer than $IMAGE_DIR; rebuilding the image"
-		rm -f "$IMAGE_DIR/image.json"
-	fi
-) 9>"$BUILD/image-mini.lock" || fail "cannot lock $BUILD/image-mini.lock"
+# ensure_image rebuilds the image when its agent differs from $AGENT (sha256).
 
 start_emberd
 ensure_image

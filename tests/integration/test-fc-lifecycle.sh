@@ -22,7 +22,7 @@ pass "rootfs.img is a copy of the image's root filesystem"
 expected=$(jq -n -c --arg img "$IMG" --arg d "$D" --argjson cid "$cid" '[
 	{method: "PUT", path: "/machine-config", body: {vcpu_count: 2, mem_size_mib: 256}, status: 204},
 	{method: "PUT", path: "/boot-source", body: {kernel_image_path: "\($img)/vmlinux",
-		boot_args: "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw",
+		boot_args: "console=ttyS0 reboot=k panic=1",	# Firecracker adds pci=off and root=
 		initrd_path: "\($img)/initrd"}, status: 204},
 	{method: "PUT", path: "/drives/rootfs", body: {drive_id: "rootfs", path_on_host: "\($d)/rootfs.img",
 		is_root_device: true, is_read_only: false}, status: 204},

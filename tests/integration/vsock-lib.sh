@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # Helpers for the vsock end-to-end tests (test-vsock-*.sh; sourced, not run).
 #
-# On top of qemu-lib.sh: the ember-mini image with ember-agent in it, built
-# once per build directory into $EMBER_BUILD_DIR/image-mini-agent (under a
-# lock, shared by the tests that ctest runs in parallel), the host-side test
+# On top of qemu-lib.sh (whose ensure_image builds ember-mini, with this
+# build's ember-agent, once per build directory under a lock shared by the
+# tests that ctest runs in parallel): the host-side test
 # client tests/fakes/vsock-client, and waits on a VM's agent. The tests
 # drive real QEMU guests under TCG through emberd's vhost-user-vsock device
 # and the hybrid <state>/vms/<name>/vsock.sock.
@@ -15,30 +15,10 @@ AGENT_BIN=$BUILD/packaging/agent/ember-agent
 VSOCK_CLIENT=$BUILD/tests/fakes/vsock-client
 [[ -x $AGENT_BIN ]] || fail "no ember-agent at $AGENT_BIN (build the ember-agent target)"
 [[ -x $VSOCK_CLIENT ]] || fail "no vsock-client at $VSOCK_CLIENT (build the vsock-client target)"
-IMAGE_DIR=$BUILD/image-mini-agent
 READY_TIMEOUT=90	# the test machines run several TCG guests at once
 
-# ensure_agent_image: builds ember-mini with ember-agent into $IMAGE_DIR
-# unless a build newer than the agent and the image scripts is there.
-ensure_agent_image() {
-	local lock=$BUILD/image-mini-agent.lock
-	(
-		flock -w 900 9 || { echo "FAIL: cannot lock $lock" >&2; exit 1; }
-		local f fresh=1
-		for f in "$AGENT_BIN" "$SRC"/packaging/image/{build-mini.sh,mini-init.sh,mini-shutdown.sh}; do
-			[[ -f $IMAGE_DIR/image.json && $IMAGE_DIR/image.json -nt $f ]] || fresh=0
-		done
-		[[ $fresh == 1 ]] && exit 0
-		echo "--- building ember-mini with ember-agent into $IMAGE_DIR"
-		EMBER_AGENT=$AGENT_BIN bash "$SRC/packaging/image/build-mini.sh" "$IMAGE_DIR" \
-		    >"$T/build-mini.log" 2>&1 || {
-			tail -n 20 "$T/build-mini.log" >&2
-			exit 1
-		}
-	) 9>"$lock" || fail "building ember-mini with ember-agent failed"
-	BOOT_ARGS=$(jq -r .boot_args "$IMAGE_DIR/image.json")
-	[[ -n $BOOT_ARGS && $BOOT_ARGS != null ]] || fail "no boot_args in $IMAGE_DIR/image.json"
-}
+# ensure_agent_image: ember-mini always includes the build's agent.
+ensure_agent_image() { ensure_image; }
 
 vsock_of() { echo "$STATE/vms/$1/vsock.sock"; }
 

@@ -1,6 +1,7 @@
 /*
- * Unit tests for common/validate.c: the VM name pattern and the socket path
- * limits, especially the exact boundary of sun_path with the port suffix.
+ * Unit tests for common/validate.c: the VM name pattern, the socket path
+ * limits (especially the exact boundary of sun_path with the port suffix)
+ * and the kernel command line limit with what a backend appends.
  */
 #include <check.h>
 #include <stdio.h>
@@ -292,6 +293,92 @@ START_TEST(socket_path_rejects_empty)
 }
 END_TEST
 
+/* ---- kernel command lines ---- */
+
+static char *
+args_of_len(size_t len)
+{
+	char *s = malloc(len + 1);
+
+	ck_assert_ptr_nonnull(s);
+	memset(s, 'x', len);
+	s[len] = '\0';
+	return s;
+}
+
+START_TEST(cmdline_accepts_null_and_a_normal_line)
+{
+	struct ember_error err = { 0 };
+
+	ck_assert_int_eq(kernel_cmdline_check(NULL, 61, "Firecracker", &err), 0);
+	ck_assert_int_eq(kernel_cmdline_check("console=ttyS0 reboot=k panic=1", 61,
+	    "Firecracker", &err), 0);
+	ck_assert(!ember_error_is_set(&err));
+}
+END_TEST
+
+START_TEST(cmdline_accepts_exactly_2047_bytes_with_what_is_appended)
+{
+	struct ember_error err = { 0 };
+	char *a = args_of_len(2047 - 61);
+
+	ck_assert_int_eq(kernel_cmdline_check(a, 61, "Firecracker", &err), 0);
+	free(a);
+	a = args_of_len(2047);
+	ck_assert_int_eq(kernel_cmdline_check(a, 0, "nothing", &err), 0);
+	free(a);
+}
+END_TEST
+
+START_TEST(cmdline_rejects_one_byte_over_counting_what_is_appended)
+{
+	struct ember_error err = { 0 };
+	char *a = args_of_len(2047 - 61 + 1);
+
+	ck_assert_int_eq(kernel_cmdline_check(a, 61, "Firecracker", &err), -1);
+	ck_assert_int_eq(err.kind, EK_INVALID_SPEC);
+	ck_assert_msg(strstr(err.message, "1987 bytes, and Firecracker adds up to 61") != NULL &&
+	    strstr(err.message, "at most 1986 bytes") != NULL, "message: %s", err.message);
+	free(a);
+}
+END_TEST
+
+START_TEST(cmdline_rejects_900_kb)
+{
+	struct ember_error err = { 0 };
+	char *a = args_of_len(900 * 1024);
+
+	ck_assert_int_eq(kernel_cmdline_check(a, 0, "QEMU", &err), -1);
+	ck_assert_msg(strstr(err.message, "921600 bytes") != NULL, "message: %s", err.message);
+	free(a);
+}
+END_TEST
+
+START_TEST(cmdline_rejects_control_and_non_ascii_bytes)
+{
+	struct ember_error err = { 0 };
+
+	ck_assert_int_eq(kernel_cmdline_check("console=ttyS0\ninit=/bin/sh", 0, "QEMU", &err), -1);
+	ck_assert_int_eq(err.kind, EK_INVALID_SPEC);
+	ck_assert_msg(strstr(err.message, "0x0a at position 14") != NULL, "message: %s",
+	    err.message);
+	ember_error_clear(&err);
+	ck_assert_int_eq(kernel_cmdline_check("quiet caf\xc3\xa9", 0, "QEMU", &err), -1);
+	ck_assert_msg(strstr(err.message, "0xc3") != NULL, "message: %s", err.message);
+	ember_error_clear(&err);
+	ck_assert_int_eq(kernel_cmdline_check("a\tb", 0, "QEMU", &err), -1);
+}
+END_TEST
+
+START_TEST(cmdline_rejects_everything_when_the_appendix_alone_is_too_long)
+{
+	struct ember_error err = { 0 };
+
+	ck_assert_int_eq(kernel_cmdline_check("", 5000, "QEMU", &err), -1);
+	ck_assert_int_eq(err.kind, EK_INVALID_SPEC);
+}
+END_TEST
+
 static Suite *
 validate_suite(void)
 {
@@ -326,6 +413,15 @@ validate_suite(void)
 	tcase_add_test(tc, socket_path_accepts_exactly_the_limit);
 	tcase_add_test(tc, socket_path_rejects_one_byte_over_limit);
 	tcase_add_test(tc, socket_path_rejects_empty);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("cmdline");
+	tcase_add_test(tc, cmdline_accepts_null_and_a_normal_line);
+	tcase_add_test(tc, cmdline_accepts_exactly_2047_bytes_with_what_is_appended);
+	tcase_add_test(tc, cmdline_rejects_one_byte_over_counting_what_is_appended);
+	tcase_add_test(tc, cmdline_rejects_900_kb);
+	tcase_add_test(tc, cmdline_rejects_control_and_non_ascii_bytes);
+	tcase_add_test(tc, cmdline_rejects_everything_when_the_appendix_alone_is_too_long);
 	suite_add_tcase(s, tc);
 	return s;
 }
