@@ -236,6 +236,7 @@ control_accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
 		close(fd);
 		return;
 	}
+	c->peer.ngroups = platform_peer_groups(fd, c->peer.groups, CONTROL_PEER_GROUPS_MAX);
 	c->bev = bufferevent_socket_new(ctl->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		free(c);

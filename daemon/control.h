@@ -16,11 +16,15 @@
 struct event_base;
 struct control;
 
+#define CONTROL_PEER_GROUPS_MAX 64
+
 struct control_peer {
 	uint64_t conn_id;
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
+	int ngroups;		/* supplementary groups; -errno when unknown */
+	gid_t groups[CONTROL_PEER_GROUPS_MAX];
 };
 
 struct control_callbacks {

@@ -1,11 +1,16 @@
 /*
  * The image store (see image.h). An import is a short chain of child
- * processes (cp, mkfs.ext4) run one after another from the event loop;
+ * processes (cp, du, mkfs.ext4) run one after another from the event loop;
  * each step's completion starts the next, so a large root filesystem never
- * blocks other requests.
+ * blocks other requests. For a non-root caller the files are opened as the
+ * caller (caller-open.h) and copied from those open files; a directory is
+ * measured and built into ext4 by du and mkfs.ext4 running with the
+ * caller's rights (setpriv), into a file only emberd can name, which is
+ * then copied to a root-owned one.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
@@ -15,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "caller-open.h"
 #include "child.h"
 #include "daemon.h"
 #include "fsutil.h"
@@ -23,7 +29,9 @@
 #include "validate.h"
 #include "vm.h"
 
-#define IMAGE_STEPS_MAX 5
+#define IMAGE_STEPS_MAX 8
+#define IMAGE_STEP_ARGS 24
+#define IMAGE_FDS_MAX 5
 
 struct image_import {
 	struct ember_daemon *d;
@@ -31,8 +39,13 @@ struct image_import {
 	char staging[PATH_MAX];
 	char final[PATH_MAX];
 	json_t *doc;			/* image.json being built */
-	char *steps[IMAGE_STEPS_MAX][12];	/* argv of each child step */
+	char *steps[IMAGE_STEPS_MAX][IMAGE_STEP_ARGS];	/* argv of each child step */
 	int nsteps, step;
+	int fds[IMAGE_FDS_MAX];		/* the caller's files, inherited by the steps */
+	size_t nfds;
+	/* A directory measured as the caller: du's two answers size mkfs. */
+	int du_bytes_step, du_inodes_step, mkfs_step, mkfs_size_arg;
+	uint64_t du_bytes, du_inodes;
 	image_done_fn done;
 	void *ctx;
 };
@@ -45,8 +58,45 @@ image_path(struct ember_daemon *d, const char *name, char *buf, size_t len)
 	snprintf(buf, len, "%s/images/%s", d->state_dir, name);
 }
 
+uid_t
+image_doc_owner(json_t *doc)
+{
+	json_t *owner = json_object_get(doc, "owner_uid");
+
+	return json_is_integer(owner) ? (uid_t)json_integer_value(owner) : 0;
+}
+
+/* Root uses every image; others their own and root's (shared) ones. */
+static bool
+image_visible(json_t *doc, uid_t caller)
+{
+	uid_t owner = image_doc_owner(doc);
+
+	return caller == 0 || owner == 0 || owner == caller;
+}
+
+static json_t *
+image_not_found(const char *name, struct ember_error *err)
+{
+	ember_error_set(err, EK_NOT_FOUND, "import it with 'emberctl image import'",
+	    "image \"%s\" not found", name);
+	return NULL;
+}
+
 json_t *
-image_load(struct ember_daemon *d, const char *name, struct ember_error *err)
+image_load(struct ember_daemon *d, const char *name, uid_t caller, struct ember_error *err)
+{
+	json_t *doc = image_load_any(d, name, err);
+
+	if (doc != NULL && !image_visible(doc, caller)) {
+		json_decref(doc);
+		return image_not_found(name, err);
+	}
+	return doc;
+}
+
+json_t *
+image_load_any(struct ember_daemon *d, const char *name, struct ember_error *err)
 {
 	char path[PATH_MAX], errbuf[256];
 	json_t *doc = NULL;
@@ -59,11 +109,8 @@ image_load(struct ember_daemon *d, const char *name, struct ember_error *err)
 	}
 	snprintf(path, sizeof(path), "%s/images/%s/image.json", d->state_dir, name);
 	r = read_json_file(path, &doc, errbuf, sizeof(errbuf));
-	if (r == -ENOENT) {
-		ember_error_set(err, EK_NOT_FOUND, "import it with 'emberctl image import'",
-		    "image \"%s\" not found", name);
-		return NULL;
-	}
+	if (r == -ENOENT)
+		return image_not_found(name, err);
 	if (r < 0 || !json_is_object(doc)) {
 		ember_error_set(err, EK_IO, "delete and import it again",
 		    "image \"%s\" has an unreadable image.json: %s", name,
@@ -81,7 +128,7 @@ name_cmp(const void *a, const void *b)
 }
 
 json_t *
-image_list(struct ember_daemon *d)
+image_list(struct ember_daemon *d, uid_t caller)
 {
 	char path[PATH_MAX];
 	json_t *out = json_array();
@@ -106,10 +153,12 @@ image_list(struct ember_daemon *d)
 		qsort(names, n, sizeof(*names), name_cmp);
 	for (size_t i = 0; i < n; i++) {
 		struct ember_error err = { 0 };
-		json_t *doc = image_load(d, names[i], &err);
-		if (doc == NULL)
+		json_t *doc = image_load_any(d, names[i], &err);
+		if (doc == NULL && caller == 0)
 			doc = json_pack("{s:s, s:s}", "name", names[i], "error", err.message);
-		json_array_append_new(out, doc);
+		if (doc != NULL && image_visible(doc, caller))
+			json_array_append(out, doc);
+		json_decref(doc);
 		free(names[i]);
 	}
 	free(names);
@@ -130,16 +179,15 @@ image_delete(struct ember_daemon *d, const char *name, bool force, uid_t caller,
     json_t **last, struct ember_error *err)
 {
 	char path[PATH_MAX], trash[PATH_MAX];
-	json_t *doc = image_load(d, name, err);
+	json_t *doc = image_load(d, name, caller, err);
 	const char *user;
 
 	if (doc == NULL)
 		return -1;
-	json_t *owner = json_object_get(doc, "owner_uid");
-	if (caller != 0 && json_is_integer(owner) && (uid_t)json_integer_value(owner) != caller) {
+	if (caller != 0 && image_doc_owner(doc) != caller) {
 		json_decref(doc);
-		return ember_error_set(err, EK_PERMISSION_DENIED, "only its owner or root may delete it",
-		    "image \"%s\" belongs to uid %lld", name, (long long)json_integer_value(owner));
+		return ember_error_set(err, EK_PERMISSION_DENIED, "only root may change a shared image",
+		    "image \"%s\" is root's (shared)", name);
 	}
 	if (!force && (user = image_user(d, name)) != NULL) {
 		json_decref(doc);
@@ -193,12 +241,22 @@ add_size(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 	return 0;
 }
 
+/* The size mkfs.ext4 gets for a directory's contents: half as much again,
+ * plus 64 MiB. */
+static uint64_t
+fit_mib(uint64_t bytes)
+{
+	return bytes * 3 / 2 / (1024 * 1024) + 64;
+}
+
 static void
 import_free(struct image_import *im)
 {
 	for (int i = 0; i < im->nsteps; i++)
 		for (int j = 0; im->steps[i][j] != NULL; j++)
 			free(im->steps[i][j]);
+	for (size_t i = 0; i < im->nfds; i++)
+		close(im->fds[i]);
 	json_decref(im->doc);
 	free(im);
 }
@@ -214,17 +272,52 @@ import_fail(struct image_import *im, struct ember_error *err)
 
 static void import_next(struct image_import *im);
 
+/* du -s prints "<number>\t<path>"; the number, or -1. */
+static int
+parse_du(const char *output, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(output, &end, 10);
+	if (errno != 0 || end == output || *end != '\t')
+		return -1;
+	*out = v;
+	return 0;
+}
+
 static void
 import_step_done(void *ctx, int status, const char *output)
 {
 	struct image_import *im = ctx;
 	struct ember_error err = { 0 };
+	const char *tool = im->steps[im->step][0];
 
+	/* Steps run as the caller go through setpriv; name the real tool. */
+	for (int j = 0; strcmp(tool, "setpriv") == 0 && im->steps[im->step][j] != NULL; j++)
+		if (strcmp(im->steps[im->step][j], "--") == 0 && im->steps[im->step][j + 1] != NULL) {
+			tool = im->steps[im->step][j + 1];
+			break;
+		}
 	if (status != 0) {
-		ember_error_set(&err, EK_IO, NULL, "%s failed: %s", im->steps[im->step][0],
+		ember_error_set(&err, EK_IO, NULL, "%s failed: %s", tool,
 		    output[0] ? output : "no output");
 		import_fail(im, &err);
 		return;
+	}
+	if ((im->step == im->du_bytes_step && parse_du(output, &im->du_bytes) < 0) ||
+	    (im->step == im->du_inodes_step && parse_du(output, &im->du_inodes) < 0)) {
+		ember_error_set(&err, EK_IO, NULL, "du printed no size: %s", output);
+		import_fail(im, &err);
+		return;
+	}
+	if (im->step == im->du_inodes_step) {
+		char size[32];
+		snprintf(size, sizeof(size), "%lluM", (unsigned long long)
+		    fit_mib(im->du_bytes + im->du_inodes * 4096));
+		free(im->steps[im->mkfs_step][im->mkfs_size_arg]);
+		im->steps[im->mkfs_step][im->mkfs_size_arg] = strdup(size);
 	}
 	im->step++;
 	import_next(im);
@@ -234,9 +327,12 @@ static void
 import_finish(struct image_import *im)
 {
 	struct ember_error err = { 0 };
-	char json[PATH_MAX], images[PATH_MAX];
+	char json[PATH_MAX], images[PATH_MAX], build[PATH_MAX];
 	int r;
 
+	/* The caller's own build output, when there was one, is copied by now. */
+	snprintf(build, sizeof(build), "%s/rootfs.build", im->staging);
+	unlink(build);
 	snprintf(json, sizeof(json), "%s/image.json", im->staging);
 	r = atomic_write_json(json, im->doc);
 	if (r == 0 && access(im->final, F_OK) == 0)
@@ -266,7 +362,8 @@ import_next(struct image_import *im)
 		import_finish(im);
 		return;
 	}
-	r = child_run(im->d->base, (const char *const *)im->steps[im->step], import_step_done, im);
+	r = child_run_keep(im->d->base, (const char *const *)im->steps[im->step], im->fds, im->nfds,
+	    import_step_done, im);
 	if (r < 0) {
 		ember_error_set(&err, EK_IO, NULL, "cannot run %s: %s", im->steps[im->step][0],
 		    strerror(-r));
@@ -274,38 +371,146 @@ import_next(struct image_import *im)
 	}
 }
 
-static void
-add_step(struct image_import *im, const char *const *argv)
+/* Appends a step: prefix (may be NULL) then argv; returns its index. */
+static int
+add_step(struct image_import *im, char *const *prefix, const char *const *argv)
 {
-	int j;
+	int j = 0;
 
-	for (j = 0; j < 11 && argv[j] != NULL; j++)
-		im->steps[im->nsteps][j] = strdup(argv[j]);
+	for (int i = 0; prefix != NULL && prefix[i] != NULL && j < IMAGE_STEP_ARGS - 1; i++)
+		im->steps[im->nsteps][j++] = strdup(prefix[i]);
+	for (int i = 0; argv[i] != NULL && j < IMAGE_STEP_ARGS - 1; i++)
+		im->steps[im->nsteps][j++] = strdup(argv[i]);
 	im->steps[im->nsteps][j] = NULL;
-	im->nsteps++;
+	return im->nsteps++;
 }
 
-/* A copy step for src into the staging dir as dst_name; records it in doc. */
+/* "setpriv --reuid=U --regid=G --groups=... --no-new-privs --": runs the
+ * rest of a step with the caller's rights. prefix[] holds 6 strings. */
+static void
+caller_prefix(const struct platform_caller *c, char **prefix, char *bufs, size_t buflen)
+{
+	size_t at = 0, each = buflen / 3;
+	char *uid = bufs, *gid = bufs + each, *groups = bufs + 2 * each;
+
+	snprintf(uid, each, "--reuid=%u", (unsigned)c->uid);
+	snprintf(gid, each, "--regid=%u", (unsigned)c->gid);
+	if (c->ngroups == 0)
+		snprintf(groups, each, "--clear-groups");
+	else {
+		at = (size_t)snprintf(groups, each, "--groups=");
+		for (size_t i = 0; i < c->ngroups && at < each; i++)
+			at += (size_t)snprintf(groups + at, each - at, "%s%u", i ? "," : "",
+			    (unsigned)c->groups[i]);
+	}
+	prefix[0] = "setpriv";
+	prefix[1] = uid;
+	prefix[2] = gid;
+	prefix[3] = groups;
+	prefix[4] = "--no-new-privs";
+	prefix[5] = "--";
+	prefix[6] = NULL;
+}
+
+/* A copy step for src into the staging dir as dst_name; records it in doc.
+ * A trusted caller's path is copied as given; anyone else's is opened as
+ * the caller and copied from that open file. */
 static int
-add_copy(struct image_import *im, const char *key, const char *src, const char *dst_name,
-    struct ember_error *err)
+add_copy(struct image_import *im, const struct platform_caller *c, const char *key,
+    const char *src, const char *dst_name, struct ember_error *err)
 {
 	char resolved[PATH_MAX], dst[PATH_MAX];
 	struct stat st;
 
 	if (src == NULL)
 		return 0;
-	if (realpath(src, resolved) == NULL || stat(resolved, &st) < 0)
-		return ember_error_set(err, EK_INVALID_SPEC, NULL, "%s %s: %s", key, src,
-		    strerror(errno));
-	if (!S_ISREG(st.st_mode))
-		return ember_error_set(err, EK_INVALID_SPEC, NULL, "%s %s is not a regular file",
-		    key, src);
+	if (caller_trusted(c)) {
+		if (realpath(src, resolved) == NULL || stat(resolved, &st) < 0)
+			return ember_error_set(err, EK_INVALID_SPEC, NULL, "%s %s: %s", key, src,
+			    strerror(errno));
+		if (!S_ISREG(st.st_mode))
+			return ember_error_set(err, EK_INVALID_SPEC, NULL,
+			    "%s %s is not a regular file", key, src);
+	} else {
+		int fd = caller_open(c, key, src, false, err);
+		if (fd < 0)
+			return -1;
+		im->fds[im->nfds++] = fd;
+		snprintf(resolved, sizeof(resolved), "/proc/self/fd/%d", fd);
+	}
 	snprintf(dst, sizeof(dst), "%s/%s", im->staging, dst_name);
 	const char *argv[] = { "cp", "--reflink=auto", "--sparse=always", "--", resolved, dst, NULL };
-	add_step(im, argv);
+	add_step(im, NULL, argv);
 	snprintf(dst, sizeof(dst), "%s/%s", im->final, dst_name);
 	json_object_set_new(im->doc, key, json_string(dst));
+	return 0;
+}
+
+/* Steps that build rootfs.ext4 from a directory with mkfs.ext4 -d. A
+ * trusted caller's directory is measured here and read by mkfs as root;
+ * anyone else's is measured (du) and read (mkfs) with the caller's rights,
+ * mkfs writing into a file emberd created for the caller and passes as an
+ * open file, which is then copied to a root-owned rootfs.ext4. */
+static int
+add_mkfs(struct image_import *im, const struct platform_caller *c, const char *dir,
+    uint64_t size_mib, struct ember_error *err)
+{
+	char resolved[PATH_MAX], dst[PATH_MAX], size[32], bufs[3 * 1024], *prefix[7];
+	struct stat st;
+
+	snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->staging);
+	if (caller_trusted(c)) {
+		if (realpath(dir, resolved) == NULL || stat(resolved, &st) < 0 ||
+		    !S_ISDIR(st.st_mode))
+			return ember_error_set(err, EK_INVALID_SPEC, NULL,
+			    "rootfs_dir %s is not a directory", dir);
+		if (size_mib == 0) {
+			dir_bytes = 0;
+			nftw(resolved, add_size, 32, FTW_PHYS);
+			size_mib = fit_mib(dir_bytes);
+		}
+		snprintf(size, sizeof(size), "%lluM", (unsigned long long)size_mib);
+		const char *argv[] = { "mkfs.ext4", "-q", "-F", "-L", "ember-root", "-E",
+		    "root_owner=0:0", "-d", resolved, dst, size, NULL };
+		add_step(im, NULL, argv);
+		return 0;
+	}
+	/* The open proves the caller may read the directory, with the error
+	 * its own open would get; du and mkfs then read it as the caller. */
+	int fd = caller_open(c, "rootfs_dir", dir, true, err);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	caller_prefix(c, prefix, bufs, sizeof(bufs));
+	if (size_mib == 0) {
+		const char *du_bytes[] = { "du", "-s", "-B1", "--", dir, NULL };
+		const char *du_inodes[] = { "du", "-s", "--inodes", "--", dir, NULL };
+		im->du_bytes_step = add_step(im, prefix, du_bytes);
+		im->du_inodes_step = add_step(im, prefix, du_inodes);
+	}
+	snprintf(size, sizeof(size), "%lluM", (unsigned long long)(size_mib ? size_mib : 1));
+	char build[PATH_MAX], build_fd[32];
+	snprintf(build, sizeof(build), "%s/rootfs.build", im->staging);
+	int out = open(build, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0)
+		return ember_error_set(err, EK_IO, NULL, "cannot create %s: %s", build,
+		    strerror(errno));
+	if (fchown(out, c->uid, c->gid) < 0) {
+		int e = errno;
+		close(out);
+		return ember_error_set(err, EK_IO, NULL, "cannot hand %s to uid %u: %s", build,
+		    (unsigned)c->uid, strerror(e));
+	}
+	im->fds[im->nfds++] = out;
+	snprintf(build_fd, sizeof(build_fd), "/proc/self/fd/%d", out);
+	const char *mkfs[] = { "mkfs.ext4", "-q", "-F", "-L", "ember-root", "-E", "root_owner=0:0",
+	    "-d", dir, build_fd, size, NULL };
+	im->mkfs_step = add_step(im, prefix, mkfs);
+	im->mkfs_size_arg = 6 + 10;	/* after the 6 setpriv words, mkfs[10] */
+	/* The caller may still hold the build file open: copy it to a file of
+	 * emberd's own. */
+	const char *copy[] = { "cp", "--reflink=auto", "--sparse=always", "--", build, dst, NULL };
+	add_step(im, NULL, copy);
 	return 0;
 }
 
@@ -313,8 +518,10 @@ void
 image_import(struct ember_daemon *d, const struct image_import_args *a, image_done_fn done,
     void *ctx)
 {
+	const struct platform_caller *c = a->caller;
 	struct ember_error err = { 0 };
 	struct image_import *im;
+	const char *reserved = d->config.default_image;
 	char created[32];
 
 	if (!image_name_valid(a->name)) {
@@ -326,12 +533,18 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 		ember_error_set(&err, EK_INVALID_SPEC, NULL, "give rootfs or rootfs_dir, not both");
 		goto fail;
 	}
+	if (c->uid != 0 && reserved != NULL && strcmp(a->name, reserved) == 0) {
+		ember_error_set(&err, EK_PERMISSION_DENIED, "choose another name",
+		    "image name \"%s\" is the daemon's default_image, reserved for root", a->name);
+		goto fail;
+	}
 	im = calloc(1, sizeof(*im));
 	if (im == NULL)
 		fatalx("out of memory");
 	im->d = d;
 	im->done = done;
 	im->ctx = ctx;
+	im->du_bytes_step = im->du_inodes_step = im->mkfs_step = -1;
 	snprintf(im->name, sizeof(im->name), "%s", a->name);
 	image_path(d, a->name, im->final, sizeof(im->final));
 	if (access(im->final, F_OK) == 0) {
@@ -342,48 +555,36 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 	}
 	rfc3339_now(created);
 	im->doc = json_pack("{s:i, s:s, s:s, s:I}", "version", 1, "name", a->name,
-	    "created_at", created, "owner_uid", (json_int_t)a->owner_uid);
+	    "created_at", created, "owner_uid", (json_int_t)c->uid);
 	if (a->boot_args != NULL)
 		json_object_set_new(im->doc, "boot_args", json_string(a->boot_args));
 	snprintf(im->staging, sizeof(im->staging), "%s/images/.import-%s-%d-%u", d->state_dir,
 	    a->name, (int)getpid(), ++import_counter);
-	if (add_copy(im, "kernel", a->kernel, "vmlinuz", &err) < 0 ||
-	    add_copy(im, "vmlinux", a->vmlinux, "vmlinux", &err) < 0 ||
-	    add_copy(im, "initrd", a->initrd, "initrd", &err) < 0 ||
-	    add_copy(im, "rootfs", a->rootfs, "rootfs.img", &err) < 0) {
+	/* Paths are checked (and a caller's files opened) before anything is
+	 * created; the staging directory exists only once they all passed. */
+	if (add_copy(im, c, "kernel", a->kernel, "vmlinuz", &err) < 0 ||
+	    add_copy(im, c, "vmlinux", a->vmlinux, "vmlinux", &err) < 0 ||
+	    add_copy(im, c, "initrd", a->initrd, "initrd", &err) < 0 ||
+	    add_copy(im, c, "rootfs", a->rootfs, "rootfs.img", &err) < 0) {
 		import_free(im);
 		goto fail;
-	}
-	if (a->rootfs_dir != NULL) {
-		char resolved[PATH_MAX], dst[PATH_MAX], size[32];
-		struct stat st;
-		if (realpath(a->rootfs_dir, resolved) == NULL || stat(resolved, &st) < 0 ||
-		    !S_ISDIR(st.st_mode)) {
-			ember_error_set(&err, EK_INVALID_SPEC, NULL, "rootfs_dir %s is not a directory",
-			    a->rootfs_dir);
-			import_free(im);
-			goto fail;
-		}
-		uint64_t mib = a->rootfs_size_mib;
-		if (mib == 0) {
-			dir_bytes = 0;
-			nftw(resolved, add_size, 32, FTW_PHYS);
-			mib = dir_bytes * 3 / 2 / (1024 * 1024) + 64;
-		}
-		snprintf(size, sizeof(size), "%lluM", (unsigned long long)mib);
-		snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->staging);
-		const char *argv[] = { "mkfs.ext4", "-q", "-F", "-L", "ember-root", "-E",
-		    "root_owner=0:0", "-d", resolved, dst, size, NULL };
-		add_step(im, argv);
-		snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->final);
-		json_object_set_new(im->doc, "rootfs", json_string(dst));
 	}
 	if (mkdir_p(im->staging, 0755) < 0) {
 		ember_error_set(&err, EK_IO, NULL, "cannot create %s: %s", im->staging, strerror(errno));
 		import_free(im);
 		goto fail;
 	}
-	log_info("image %s: importing", a->name);
+	if (a->rootfs_dir != NULL) {
+		char dst[PATH_MAX];
+		if (add_mkfs(im, c, a->rootfs_dir, a->rootfs_size_mib, &err) < 0) {
+			rm_rf(im->staging);
+			import_free(im);
+			goto fail;
+		}
+		snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->final);
+		json_object_set_new(im->doc, "rootfs", json_string(dst));
+	}
+	log_info("image %s: importing for uid %u", a->name, (unsigned)c->uid);
 	import_next(im);
 	return;
 fail:

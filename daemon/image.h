@@ -5,6 +5,12 @@
  * (reflink or sparse) or build an ext4 root filesystem from a directory
  * with `mkfs.ext4 -d` (no root, no loop mount) in child processes, in a
  * staging directory renamed into place when complete.
+ *
+ * An image belongs to the uid that imported it. Root's images are shared:
+ * every client may boot them, only root may delete them. Other users'
+ * images are private: usable and deletable by their owner (and root) only.
+ * Names are one namespace, first come first served, except that the
+ * daemon config's default_image is reserved for root.
  */
 #ifndef EMBER_IMAGE_H
 #define EMBER_IMAGE_H
@@ -14,6 +20,7 @@
 #include <sys/types.h>
 #include <jansson.h>
 #include "error.h"
+#include "platform.h"
 
 struct ember_daemon;
 
@@ -21,17 +28,27 @@ struct image_import_args {
 	const char *name;
 	const char *kernel, *vmlinux, *initrd, *rootfs, *rootfs_dir, *boot_args;
 	uint64_t rootfs_size_mib;	/* 0: fit the directory */
-	uid_t owner_uid;
+	const struct platform_caller *caller;	/* owner; whose rights read the paths */
 };
 
 typedef void (*image_done_fn)(void *ctx, json_t *result, const struct ember_error *err);
 
 void image_import(struct ember_daemon *d, const struct image_import_args *args,
     image_done_fn done, void *ctx);
-/* image.json of an image (new reference) or NULL with not_found. */
-json_t *image_load(struct ember_daemon *d, const char *name, struct ember_error *err);
-json_t *image_list(struct ember_daemon *d);
-/* Refused while a VM uses it, unless force. */
+/* image.json of an image caller may use (new reference), or NULL with
+ * not_found: root uses every image, others root's (shared) ones and their
+ * own, and another user's image looks like no image at all. */
+json_t *image_load(struct ember_daemon *d, const char *name, uid_t caller,
+    struct ember_error *err);
+/* image_load whoever owns it. */
+json_t *image_load_any(struct ember_daemon *d, const char *name, struct ember_error *err);
+/* Owner of an image.json (root when it names none). */
+uid_t image_doc_owner(json_t *doc);
+/* The images caller may use. */
+json_t *image_list(struct ember_daemon *d, uid_t caller);
+/* Root deletes any image, others their own. Refused while a VM uses it,
+ * unless force; a VM keeps its own links to what it boots from, so even a
+ * forced delete leaves it bootable. */
 int image_delete(struct ember_daemon *d, const char *name, bool force, uid_t caller,
     json_t **last, struct ember_error *err);
 /* Removes imports a crash interrupted. */

@@ -20,6 +20,7 @@ static void
 rpc_image_import(struct rpc_call *call, json_t *params)
 {
 	long long size = rpc_param_int(params, "rootfs_size_mib", 0);
+	struct platform_caller caller = rpc_caller(call);
 	struct image_import_args a = {
 		.name = rpc_param_str(params, "name", NULL),
 		.kernel = rpc_param_str(params, "kernel", NULL),
@@ -28,7 +29,7 @@ rpc_image_import(struct rpc_call *call, json_t *params)
 		.rootfs = rpc_param_str(params, "rootfs", NULL),
 		.rootfs_dir = rpc_param_str(params, "rootfs_dir", NULL),
 		.boot_args = rpc_param_str(params, "boot_args", NULL),
-		.owner_uid = call->uid,
+		.caller = &caller,
 	};
 
 	if (size < 0 || size > 16 * 1024 * 1024) {
@@ -42,14 +43,15 @@ rpc_image_import(struct rpc_call *call, json_t *params)
 static void
 rpc_image_list(struct rpc_call *call, json_t *params)
 {
-	rpc_reply(call, json_pack("{s:o}", "images", image_list(call->daemon)));
+	rpc_reply(call, json_pack("{s:o}", "images", image_list(call->daemon, call->uid)));
 }
 
 static void
 rpc_image_inspect(struct rpc_call *call, json_t *params)
 {
 	struct ember_error err = { 0 };
-	json_t *doc = image_load(call->daemon, rpc_param_str(params, "name", ""), &err);
+	json_t *doc = image_load(call->daemon, rpc_param_str(params, "name", ""), call->uid,
+	    &err);
 
 	if (doc == NULL)
 		rpc_fail(call, &err);

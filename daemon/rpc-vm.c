@@ -113,6 +113,7 @@ rpc_vm_create(struct rpc_call *call, json_t *params)
 	long long cpus = rpc_param_int(params, "cpus", 0);
 	long long memory = rpc_param_int(params, "memory_mib", 0);
 	long long disk = rpc_param_int(params, "disk_size_mib", 0);
+	struct platform_caller caller = rpc_caller(call);
 	struct vm_create_args a = {
 		.name = rpc_param_str(params, "name", NULL),
 		.image = rpc_param_str(params, "image", NULL),
@@ -125,6 +126,7 @@ rpc_vm_create(struct rpc_call *call, json_t *params)
 		.vsock = rpc_param_bool(params, "vsock", false),
 		.start = rpc_param_bool(params, "start", true),
 		.owner_uid = call->uid,
+		.caller = &caller,
 	};
 
 	if (json_object_get(params, "cpus") != NULL && !json_is_null(json_object_get(params, "cpus")) &&

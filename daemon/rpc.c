@@ -251,6 +251,10 @@ rpc_dispatch(struct ember_daemon *d, const struct control_peer *peer, json_t *el
 	call->daemon = d;
 	call->conn_id = peer->conn_id;
 	call->uid = peer->uid;
+	call->gid = peer->gid;
+	call->ngroups = peer->ngroups;
+	if (peer->ngroups > 0)
+		memcpy(call->groups, peer->groups, (size_t)peer->ngroups * sizeof(gid_t));
 	call->id = req.id != NULL ? json_deep_copy(req.id) : NULL;
 	call->batch = batch;
 	call->batch_slot = slot;
@@ -309,6 +313,16 @@ rpc_oversize_reply(size_t *len)
 
 	json_decref(e);
 	return line;
+}
+
+struct platform_caller
+rpc_caller(const struct rpc_call *call)
+{
+	struct platform_caller c = { .uid = call->uid, .gid = call->gid,
+	    .groups = call->ngroups >= 0 ? call->groups : NULL,
+	    .ngroups = call->ngroups > 0 ? (size_t)call->ngroups : 0 };
+
+	return c;
 }
 
 const char *

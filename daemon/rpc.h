@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include "control.h"
 #include "error.h"
+#include "platform.h"
 
 struct ember_daemon;
 struct rpc_call;
@@ -45,6 +46,9 @@ struct rpc_call {
 	struct ember_daemon *daemon;
 	uint64_t conn_id;
 	uid_t uid;
+	gid_t gid;			/* the caller's, for opening paths it names */
+	int ngroups;			/* -errno when its groups are unknown */
+	gid_t groups[CONTROL_PEER_GROUPS_MAX];
 	json_t *id;			/* NULL for a notification */
 	const struct rpc_method *method;
 	struct rpc_batch *batch;
@@ -72,6 +76,9 @@ struct vm;
 bool rpc_may_see(const struct rpc_call *call, const struct vm *vm);
 /* The one not_found reply for a VM name, also given for another owner's VM. */
 void rpc_fail_vm_not_found(struct rpc_call *call, const char *name);
+
+/* The caller's identity for platform_open_as (points into call). */
+struct platform_caller rpc_caller(const struct rpc_call *call);
 
 /* Param accessors for handlers (params were validated already). */
 const char *rpc_param_str(json_t *params, const char *name, const char *dflt);

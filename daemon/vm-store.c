@@ -337,6 +337,11 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 			rm_rf(sub);
 			continue;
 		}
+		if (strncmp(de->d_name, ".create-", 8) == 0) {
+			log_warnx("repair: removing %s, a create that never finished", sub);
+			rm_rf(sub);
+			continue;
+		}
 		if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode) || !vm_name_valid(de->d_name)) {
 			log_warnx("repair: ignoring %s (not a VM directory)", sub);
 			continue;

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "caller-open.h"
 #include "child.h"
 #include "cid-alloc.h"
 #include "daemon.h"
@@ -42,6 +43,7 @@ static void vm_stop_backend(struct vm *vm, bool force, unsigned timeout_s);
 static void vm_stop_agent_reply(void *ctx, json_t *reply, const char *why);
 static void vm_stop_agent_timeout(evutil_socket_t fd, short what, void *arg);
 static void vm_remove(struct vm *vm);
+static void vm_created(struct vm *vm, bool start, vm_done_fn done, void *ctx);
 
 /* ---- paths -------------------------------------------------------------- */
 
@@ -340,6 +342,8 @@ vm_resolve_backend(struct ember_daemon *d, const char *name, struct ember_error 
 
 /* ---- create, fork ----------------------------------------------------- */
 
+/* A trusted caller's file, used where it is: resolved, a regular file or
+ * a block device. */
 static int
 check_file(const char *what, const char *path, char **out, struct ember_error *err)
 {
@@ -360,6 +364,129 @@ check_file(const char *what, const char *path, char **out, struct ember_error *e
 	return *out != NULL ? 0 : ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
 }
 
+/*
+ * What a new VM boots from lives in its own directory, so that deleting
+ * the image (or the source VM of a fork) never takes it away: an image's
+ * files are hard-linked there (the state directory is one filesystem), and
+ * files a non-root caller named are copied there from the files opened
+ * with the caller's rights (in a child process, off the loop). The files
+ * are gathered in a staging directory, vms/.create-<name>-<n>, which
+ * becomes the VM's directory; a name being created is taken meanwhile.
+ */
+#define VM_OWN_FILES_MAX 3
+
+struct vm_own_file {
+	const char *name;	/* in the VM's directory */
+	char **field;		/* the record's path, pointed there at the end */
+	char *link_from;	/* an image's (or source VM's) file: hard-linked */
+	int fd;			/* a caller's open file: copied; -1 otherwise */
+};
+
+struct vm_create_op {
+	struct vm *vm;
+	const struct vm *source;	/* fork only (never asynchronous) */
+	struct vm_own_file files[VM_OWN_FILES_MAX];
+	size_t nfiles;
+	size_t copying;			/* index of the file being copied */
+	char staging[PATH_MAX];
+	char uds[PATH_MAX];
+	bool start;
+	vm_done_fn done;
+	void *ctx;
+	struct vm_create_op *next;
+};
+
+/* Creates waiting for their copies; their names are taken. */
+static struct vm_create_op *pending_creates;
+static unsigned staging_counter;
+
+static bool
+vm_name_pending(const char *name)
+{
+	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
+		if (strcmp(op->vm->rec.name, name) == 0)
+			return true;
+	return false;
+}
+
+static struct vm_create_op *
+create_op_new(struct vm *vm, const struct vm *source, const char *uds, bool start,
+    vm_done_fn done, void *ctx)
+{
+	struct vm_create_op *op = calloc(1, sizeof(*op));
+
+	if (op == NULL)
+		fatalx("out of memory");
+	op->vm = vm;
+	op->source = source;
+	op->start = start;
+	op->done = done;
+	op->ctx = ctx;
+	snprintf(op->uds, sizeof(op->uds), "%s", uds);
+	return op;
+}
+
+static void
+create_op_free(struct vm_create_op *op)
+{
+	for (struct vm_create_op **p = &pending_creates; *p != NULL; p = &(*p)->next)
+		if (*p == op) {
+			*p = op->next;
+			break;
+		}
+	for (size_t i = 0; i < op->nfiles; i++) {
+		free(op->files[i].link_from);
+		if (op->files[i].fd >= 0)
+			close(op->files[i].fd);
+	}
+	free(op);
+}
+
+/* Adds a file the VM keeps: linked from link_from, or copied from fd
+ * (taken). The record's field points at its place in the VM's directory
+ * at once, so checks see the final paths. */
+static int
+create_op_add(struct vm_create_op *op, const char *name, char **field, const char *link_from,
+    int fd, struct ember_error *err)
+{
+	struct vm_own_file *f = &op->files[op->nfiles++];
+	char path[PATH_MAX];
+	int n;
+
+	f->name = name;
+	f->field = field;
+	f->fd = fd;
+	f->link_from = link_from != NULL ? strdup(link_from) : NULL;
+	vm_dir(op->vm->daemon, op->vm->rec.name, path, sizeof(path));
+	n = (int)strlen(path);
+	snprintf(path + n, sizeof(path) - (size_t)n, "/%s", name);
+	if ((link_from != NULL && f->link_from == NULL) || vm_record_set_str(field, path) < 0)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+	return 0;
+}
+
+/* Where a new VM's kernel, initrd or root disk comes from: a trusted
+ * caller's path is used where it is (as ever); a non-root caller's is
+ * opened with its rights and copied; an image's file is linked. */
+static int
+create_op_take(struct vm_create_op *op, const struct platform_caller *c, const char *what,
+    const char *own_name, char **field, const char *flag_path, const char *image_path,
+    struct ember_error *err)
+{
+	if (flag_path != NULL && (c == NULL || caller_trusted(c)))
+		return check_file(what, flag_path, field, err);
+	if (flag_path != NULL) {
+		int fd = caller_open(c, what, flag_path, false, err);
+		if (fd < 0)
+			return -1;
+		return create_op_add(op, own_name, field, NULL, fd, err);
+	}
+	if (image_path != NULL)
+		return create_op_add(op, own_name, field, image_path, -1, err);
+	*field = NULL;
+	return 0;
+}
+
 /* Name, existence and vsock path checks shared by create and fork; runs
  * before anything is allocated. */
 static int
@@ -368,7 +495,7 @@ vm_check_new_name(struct ember_daemon *d, const char *name, bool vsock,
 {
 	if (vm_name_check(name, err) < 0)
 		return -1;
-	if (vm_find(d, name) != NULL)
+	if (vm_find(d, name) != NULL || vm_name_pending(name))
 		return ember_error_set(err, EK_ALREADY_EXISTS, "choose another name or delete it first",
 		    "VM \"%s\" already exists", name);
 	uds[0] = '\0';
@@ -403,10 +530,11 @@ vm_prepare_disk(struct vm *vm, const struct vm *source, const char *dir,
 	return be->create == NULL ? 0 : be->create(be, &vm->rec, dir, err);
 }
 
-/* Allocates the CID, creates the directory, prepares disks, writes vm.json
- * and lists the VM. On failure everything done so far is undone. */
+/* Allocates the CID, creates the directory (or renames staging, holding
+ * the VM's own files, into place), prepares disks, writes vm.json and lists
+ * the VM. On failure everything done so far is undone, staging included. */
 static int
-vm_materialize(struct vm *vm, const struct vm *source, const char *uds,
+vm_materialize(struct vm *vm, const struct vm *source, const char *uds, const char *staging,
     struct ember_error *err)
 {
 	struct ember_daemon *d = vm->daemon;
@@ -429,7 +557,7 @@ vm_materialize(struct vm *vm, const struct vm *source, const char *uds,
 	}
 	/* A leftover directory of this name is not a VM (it is not listed). */
 	rm_rf(dir);
-	r = mkdir(dir, 0750);
+	r = staging != NULL ? rename(staging, dir) : mkdir(dir, 0750);
 	if (r < 0) {
 		ember_error_set(err, EK_IO, "check the state directory's permissions",
 		    "cannot create %s: %s", dir, strerror(errno));
@@ -454,12 +582,146 @@ vm_materialize(struct vm *vm, const struct vm *source, const char *uds,
 undo_dir:
 	rm_rf(dir);
 undo_cid:
+	if (staging != NULL)
+		rm_rf(staging);
 	if (vm->rec.vsock && cid_alloc_release(d->cids, vm->rec.name) == 0) {
 		struct ember_error ignored = { 0 };
 		if (cids_save(d, &ignored) < 0)
 			log_warnx("%s", ignored.message);
 	}
 	return -1;
+}
+
+/* ---- a new VM's own files --------------------------------------------- */
+
+static void
+create_op_fail(struct vm_create_op *op, struct ember_error *err)
+{
+	vm_done_fn done = op->done;
+	void *ctx = op->ctx;
+
+	if (op->staging[0] != '\0')
+		rm_rf(op->staging);
+	vm_free(op->vm);
+	create_op_free(op);
+	done(ctx, NULL, err);
+}
+
+/* Every file is in staging: point the record there and make the VM. */
+static void
+create_op_finish(struct vm_create_op *op)
+{
+	struct ember_error err = { 0 };
+	struct vm *vm = op->vm;
+
+	if (vm_materialize(vm, op->source, op->uds, op->nfiles > 0 ? op->staging : NULL,
+	    &err) < 0) {
+		op->staging[0] = '\0';	/* vm_materialize removed it */
+		create_op_fail(op, &err);
+		return;
+	}
+	bool start = op->start;
+	vm_done_fn done = op->done;
+	void *ctx = op->ctx;
+	create_op_free(op);
+	vm_created(vm, start, done, ctx);
+}
+
+static void create_op_copy_next(struct vm_create_op *op);
+
+static void
+create_op_copy_done(void *ctx, int status, const char *output)
+{
+	struct vm_create_op *op = ctx;
+	struct vm_own_file *f = &op->files[op->copying];
+	struct ember_error err = { 0 };
+
+	if (status != 0) {
+		ember_error_set(&err, EK_IO, NULL, "cannot copy the %s into the VM's directory: %s",
+		    f->name, output[0] ? output : "cp failed");
+		create_op_fail(op, &err);
+		return;
+	}
+	close(f->fd);
+	f->fd = -1;
+	op->copying++;
+	create_op_copy_next(op);
+}
+
+/* Copies the caller's files one after another, each in a child (cp, which
+ * reflinks or keeps holes) reading the open file emberd holds. */
+static void
+create_op_copy_next(struct vm_create_op *op)
+{
+	struct ember_error err = { 0 };
+	char src[64], dst[PATH_MAX];
+	int r;
+
+	while (op->copying < op->nfiles && op->files[op->copying].fd < 0)
+		op->copying++;
+	if (op->copying == op->nfiles) {
+		create_op_finish(op);
+		return;
+	}
+	struct vm_own_file *f = &op->files[op->copying];
+	snprintf(src, sizeof(src), "/proc/self/fd/%d", f->fd);
+	snprintf(dst, sizeof(dst), "%s/%s", op->staging, f->name);
+	const char *argv[] = { "cp", "--reflink=auto", "--sparse=always", "--", src, dst, NULL };
+	r = child_run_keep(op->vm->daemon->base, argv, &f->fd, 1, create_op_copy_done, op);
+	if (r < 0) {
+		ember_error_set(&err, EK_IO, NULL, "cannot run cp: %s", strerror(-r));
+		create_op_fail(op, &err);
+	}
+}
+
+/* Gathers the VM's own files in a staging directory (links at once,
+ * copies in the background), then makes the VM. Takes op. */
+static void
+create_op_run(struct vm_create_op *op)
+{
+	struct ember_daemon *d = op->vm->daemon;
+	struct ember_error err = { 0 };
+	bool copies = false;
+	char dst[PATH_MAX];
+
+	if (op->nfiles == 0) {
+		create_op_finish(op);
+		return;
+	}
+	snprintf(op->staging, sizeof(op->staging), "%s/vms/.create-%s-%d-%u", d->state_dir,
+	    op->vm->rec.name, (int)getpid(), ++staging_counter);
+	rm_rf(op->staging);
+	if (mkdir(op->staging, 0750) < 0) {
+		ember_error_set(&err, EK_IO, "check the state directory's permissions",
+		    "cannot create %s: %s", op->staging, strerror(errno));
+		op->staging[0] = '\0';
+		create_op_fail(op, &err);
+		return;
+	}
+	for (size_t i = 0; i < op->nfiles; i++) {
+		struct vm_own_file *f = &op->files[i];
+		if (f->link_from == NULL) {
+			copies = true;
+			continue;
+		}
+		snprintf(dst, sizeof(dst), "%s/%s", op->staging, f->name);
+		if (link(f->link_from, dst) < 0) {
+			ember_error_set(&err, errno == ENOENT ? EK_INVALID_SPEC : EK_IO,
+			    errno == EXDEV ? "keep images/ and vms/ on one filesystem" :
+			    "delete the image and import it again",
+			    "cannot link the %s %s into the VM's directory: %s", f->name,
+			    f->link_from, strerror(errno));
+			create_op_fail(op, &err);
+			return;
+		}
+	}
+	if (!copies) {
+		create_op_finish(op);
+		return;
+	}
+	op->next = pending_creates;
+	pending_creates = op;
+	create_op_copy_next(op);
 }
 
 static void
@@ -516,7 +778,16 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		goto fail;
 	}
 	if (image != NULL) {
-		image_doc = image_load(d, image, &err);
+		image_doc = image_load(d, image, a->owner_uid, &err);
+		if (image_doc != NULL && a->image == NULL && image_doc_owner(image_doc) != 0) {
+			/* The configured default is root's: an image another user
+			 * gave that name (before it was reserved) is not it. */
+			log_warnx("image %s: the default_image is owned by uid %u, not root; "
+			    "ignoring it", image, (unsigned)image_doc_owner(image_doc));
+			json_decref(image_doc);
+			image_doc = NULL;
+			ember_error_set(&err, EK_NOT_FOUND, NULL, "default image not root's");
+		}
 		if (image_doc == NULL && a->image == NULL) {
 			/* A configured default that is not imported (yet): no image. */
 			ember_error_clear(&err);
@@ -543,48 +814,70 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	struct ember_error ignored = { 0 };
 	vm->backend = vm_resolve_backend(d, backend, &ignored);
 	/* Flags win over the image; Firecracker boots the image's vmlinux. */
-	const char *kernel = a->kernel, *initrd = a->initrd, *rootfs = a->rootfs;
 	const char *boot_args = a->boot_args;
+	if (image_doc != NULL && boot_args == NULL)
+		boot_args = json_string_value(json_object_get(image_doc, "boot_args"));
+	struct vm_create_op *op = create_op_new(vm, NULL, uds, a->start, done, ctx);
+	const char *image_kernel = NULL, *image_initrd = NULL, *image_rootfs = NULL;
 	if (image_doc != NULL) {
 		bool fc = vm->backend != NULL && strcmp(vm->backend->name, "firecracker") == 0;
 		const char *vmlinux = json_string_value(json_object_get(image_doc, "vmlinux"));
-		if (kernel == NULL)
-			kernel = fc && vmlinux ? vmlinux :
-			    json_string_value(json_object_get(image_doc, "kernel"));
-		if (initrd == NULL)
-			initrd = json_string_value(json_object_get(image_doc, "initrd"));
-		if (rootfs == NULL)
-			rootfs = json_string_value(json_object_get(image_doc, "rootfs"));
-		if (boot_args == NULL)
-			boot_args = json_string_value(json_object_get(image_doc, "boot_args"));
+		image_kernel = fc && vmlinux ? vmlinux :
+		    json_string_value(json_object_get(image_doc, "kernel"));
+		image_initrd = json_string_value(json_object_get(image_doc, "initrd"));
+		image_rootfs = json_string_value(json_object_get(image_doc, "rootfs"));
 	}
 	if (vm_record_set_str(&vm->rec.backend, backend) < 0 ||
 	    vm_record_set_str(&vm->rec.image, image) < 0 ||
 	    vm_record_set_str(&vm->rec.boot_args, boot_args) < 0 ||
-	    vm_record_set_str(&vm->rec.network, network) < 0 ||
-	    check_file("kernel", kernel, &vm->rec.kernel_path, &err) < 0 ||
-	    check_file("initrd", initrd, &vm->rec.initrd_path, &err) < 0 ||
-	    check_file("rootfs", rootfs, &vm->rec.disk_path, &err) < 0) {
+	    vm_record_set_str(&vm->rec.network, network) < 0) {
 		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
-		vm_free(vm);
-		goto fail;
+		goto fail_op;
 	}
+	if (create_op_take(op, a->caller, "kernel", "kernel", &vm->rec.kernel_path, a->kernel,
+	    image_kernel, &err) < 0 ||
+	    create_op_take(op, a->caller, "initrd", "initrd", &vm->rec.initrd_path, a->initrd,
+	    image_initrd, &err) < 0 ||
+	    create_op_take(op, a->caller, "rootfs", BACKEND_OWN_BASE_DISK, &vm->rec.disk_path, a->rootfs,
+	    image_rootfs, &err) < 0)
+		goto fail_op;
 	if (vm->rec.disk_size_mib != 0 && vm->rec.disk_path == NULL) {
 		ember_error_set(&err, EK_INVALID_SPEC, "give --rootfs or an image with a root filesystem",
 		    "disk_size_mib needs a root disk to size");
-		vm_free(vm);
-		goto fail;
+		goto fail_op;
 	}
-	if (vm_backend_check(vm, &err) < 0 || vm_materialize(vm, NULL, uds, &err) < 0) {
-		vm_free(vm);
-		goto fail;
-	}
+	if (vm_backend_check(vm, &err) < 0)
+		goto fail_op;
 	json_decref(image_doc);
-	vm_created(vm, a->start, done, ctx);
+	create_op_run(op);
 	return;
+fail_op:
+	vm_free(vm);
+	create_op_free(op);
 fail:
 	json_decref(image_doc);
 	done(ctx, NULL, &err);
+}
+
+/* Links the source VM's own file name into the fork's directory when the
+ * source has one; field (may be NULL) then points at the fork's link. */
+static int
+fork_take(struct vm_create_op *op, const struct vm *src, const char *name, char **field,
+    struct ember_error *err)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	char *ignored = NULL;
+
+	vm_dir(src->daemon, src->rec.name, path, sizeof(path));
+	snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s", name);
+	if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	if (field != NULL && (*field == NULL || strcmp(*field, path) != 0))
+		return 0;	/* the source boots from elsewhere */
+	int r = create_op_add(op, name, field != NULL ? field : &ignored, path, -1, err);
+	free(ignored);
+	return r;
 }
 
 void
@@ -637,11 +930,17 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 			goto fail;
 		}
 	}
-	if (vm_materialize(vm, src, uds, &err) < 0) {
+	/* What the source keeps in its own directory the fork keeps in its
+	 * own, so deleting the source leaves it whole. */
+	struct vm_create_op *op = create_op_new(vm, src, uds, start, done, ctx);
+	if (fork_take(op, src, "kernel", &vm->rec.kernel_path, &err) < 0 ||
+	    fork_take(op, src, "initrd", &vm->rec.initrd_path, &err) < 0 ||
+	    fork_take(op, src, BACKEND_OWN_BASE_DISK, NULL, &err) < 0) {
 		vm_free(vm);
+		create_op_free(op);
 		goto fail;
 	}
-	vm_created(vm, start, done, ctx);
+	create_op_run(op);	/* links only: completes before it returns */
 	return;
 fail:
 	done(ctx, NULL, &err);

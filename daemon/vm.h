@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include "error.h"
 #include "backend.h"
+#include "platform.h"
 #include "vm-record.h"
 
 struct ember_daemon;
@@ -56,6 +57,10 @@ struct vm_create_args {
 	bool vsock;
 	bool start;
 	uid_t owner_uid;
+	/* Whose rights open kernel, initrd and rootfs (NULL: trusted, used
+	 * as given). A non-root caller's files are copied into the VM's
+	 * directory in the background; an image's are hard-linked there. */
+	const struct platform_caller *caller;
 };
 
 /* Loads <state>/vms and <state>/vsock/cids.json and repairs them. */

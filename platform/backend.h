@@ -22,6 +22,12 @@
 struct event_base;
 struct ember_config;
 
+/* A VM's root disk base kept in its own directory (a link to the image's,
+ * or a copy of a non-root caller's file): a fork gets its own link, and a
+ * backend's fork points the child's disk at that rather than the source's,
+ * so deleting the source or the image leaves every VM whole. */
+#define BACKEND_OWN_BASE_DISK "rootfs.base"
+
 /* What the daemon tells a backend about a VM outside any call. */
 struct backend_host {
 	/* The hypervisor process exited; wait_status as from waitpid. The

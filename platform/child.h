@@ -49,6 +49,10 @@ void child_watch_free(struct child_watch *w);
 typedef void (*child_run_fn)(void *ctx, int wait_status, const char *output);
 int child_run(struct event_base *base, const char *const *argv,
     child_run_fn done, void *ctx);
+/* child_run with keep_fds inherited (same numbers), e.g. for a helper that
+ * reads a file emberd opened through /proc/self/fd/N. */
+int child_run_keep(struct event_base *base, const char *const *argv,
+    const int *keep_fds, size_t nkeep, child_run_fn done, void *ctx);
 
 /* Last lines of a text file (at most max bytes), for error messages; only
  * a regular file of emberd's own user is read (else out is ""). */

@@ -4,7 +4,9 @@
 #ifndef EMBER_PLATFORM_H
 #define EMBER_PLATFORM_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* A non-blocking, close-on-exec stream socket connected to the Unix socket
@@ -13,11 +15,36 @@
 int platform_unix_connect(const char *path);
 /* Credentials of the peer of a connected Unix socket. 0 or -errno. */
 int platform_peer_creds(int fd, uid_t *uid, gid_t *gid, pid_t *pid);
+/* Supplementary groups of the peer of a connected Unix socket
+ * (SO_PEERGROUPS) into groups[max]: how many, or -errno (-ERANGE when
+ * there are more than max). */
+int platform_peer_groups(int fd, gid_t *groups, size_t max);
 /* Start time of pid in clock ticks since boot (/proc/<pid>/stat field 22).
  * 0 or -errno (-ESRCH when gone). */
 int platform_process_start_time(pid_t pid, uint64_t *start_time);
 /* True when pid is alive and started at start_time. */
 int platform_process_matches(pid_t pid, uint64_t start_time);
+/* A client emberd acts for when it opens a path the client named. */
+struct platform_caller {
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups;	/* supplementary groups; NULL: unknown */
+	size_t ngroups;
+};
+
+#define PLATFORM_OPEN_DIRECTORY 0x1	/* want a directory, not a regular file */
+
+/* Opens path read-only with the caller's uid, gid and groups (a short-lived
+ * child takes them on, opens, and passes the fd back), so it resolves and
+ * is permitted exactly as the caller's own open would be. Returns the fd
+ * (close-on-exec) or that open's -errno. Anything but a regular file (a
+ * directory with PLATFORM_OPEN_DIRECTORY) is refused with -EINVAL before it
+ * is opened, and *st (when not NULL) says what it is; *st is zero when the
+ * path could not be looked at. Callers whose groups are unknown are
+ * refused (-EPERM) without trying. Waits at most timeout_ms: -ETIMEDOUT then
+ * (the child is killed), -EAGAIN while too many killed children hang. */
+int platform_open_as(const struct platform_caller *c, const char *path, unsigned flags,
+    int timeout_ms, struct stat *st);
 /* Resident set size of this process in KiB, or -errno. */
 long platform_self_rss_kib(void);
 

@@ -219,9 +219,14 @@ qemu_fork(struct backend *be, const struct vm_record *src, struct vm_record *chi
 		return 0;
 	snprintf(src_dir, sizeof(src_dir), "%.*s", slash ? (int)(slash - src->disk_path) : 0,
 	    src->disk_path);
+	/* The child's own link to the base, when the daemon made one, is what
+	 * its disk stands on (see BACKEND_OWN_BASE_DISK). */
+	char own_base[PATH_MAX];
+	snprintf(own_base, sizeof(own_base), "%s/" BACKEND_OWN_BASE_DISK, vm_dir);
+	bool has_own_base = access(own_base, F_OK) == 0;
 	if (!is_own_overlay(src->disk_path, src_dir) || strcmp(slash, "/disk.qcow2") != 0) {
 		char base[PATH_MAX];
-		snprintf(base, sizeof(base), "%s", src->disk_path);
+		snprintf(base, sizeof(base), "%s", has_own_base ? own_base : src->disk_path);
 		return qemu_make_overlay(qb_of(be), child, base, vm_dir, 0, err);
 	}
 	/* The source's overlay holds everything it wrote; a copy of it over
@@ -231,6 +236,16 @@ qemu_fork(struct backend *be, const struct vm_record *src, struct vm_record *chi
 	if (r < 0)
 		return ember_error_set(err, EK_IO, NULL, "cannot copy %s to %s: %s",
 		    src->disk_path, dst, strerror(-r));
+	if (has_own_base) {
+		char out[1024];
+		const char *argv[] = { qb_of(be)->qemu_img, "rebase", "-u", "-f", "qcow2", "-F", "raw",
+		    "-b", own_base, dst, NULL };
+		if (run_sync(argv, out, sizeof(out)) < 0) {
+			unlink(dst);
+			return ember_error_set(err, EK_BACKEND_ERROR, NULL,
+			    "qemu-img could not point %s at %s: %s", dst, own_base, out);
+		}
+	}
 	log_debug("qemu: forked disk %s -> %s%s", src->disk_path, dst,
 	    reflinked ? " (reflink)" : "");
 	free(child->disk_path);

@@ -233,7 +233,14 @@ child_run_exit_cb(void *ctx, pid_t pid, int status)
 int
 child_run(struct event_base *base, const char *const *argv, child_run_fn done, void *ctx)
 {
-	struct child_spawn_opts o = { .argv = argv };
+	return child_run_keep(base, argv, NULL, 0, done, ctx);
+}
+
+int
+child_run_keep(struct event_base *base, const char *const *argv, const int *keep_fds,
+    size_t nkeep, child_run_fn done, void *ctx)
+{
+	struct child_spawn_opts o = { .argv = argv, .keep_fds = keep_fds, .nkeep = nkeep };
 	struct child_run *r;
 	int pipefd[2];
 	pid_t pid;

@@ -1,6 +1,7 @@
 /*
- * Linux OS facts: peer credentials from SO_PEERCRED, process identity from
- * /proc/<pid>/stat and this process's memory from /proc/self/statm. A pid
+ * Linux OS facts: peer credentials from SO_PEERCRED and SO_PEERGROUPS,
+ * process identity from /proc/<pid>/stat and this process's memory from
+ * /proc/self/statm. A pid
  * alone can be reused, so a process is named by its pid and its start time
  * (field 22 of stat, clock ticks since boot), which no reuse can repeat.
  */
@@ -36,6 +37,16 @@ platform_peer_creds(int fd, uid_t *uid, gid_t *gid, pid_t *pid)
 	if (pid != NULL)
 		*pid = cred.pid;
 	return 0;
+}
+
+int
+platform_peer_groups(int fd, gid_t *groups, size_t max)
+{
+	socklen_t len = (socklen_t)(max * sizeof(gid_t));
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		return -errno;	/* ERANGE: more than max */
+	return (int)(len / sizeof(gid_t));
 }
 
 /*

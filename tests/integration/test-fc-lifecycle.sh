@@ -21,13 +21,16 @@ cmp -s "$IMG/rootfs.img" "$D/rootfs.img" || fail "f1's rootfs.img is not a copy 
 pass "rootfs.img is a copy of the image's root filesystem"
 expected=$(jq -n -c --arg img "$IMG" --arg d "$D" --argjson cid "$cid" '[
 	{method: "PUT", path: "/machine-config", body: {vcpu_count: 2, mem_size_mib: 256}, status: 204},
-	{method: "PUT", path: "/boot-source", body: {kernel_image_path: "\($img)/vmlinux",
+	{method: "PUT", path: "/boot-source", body: {kernel_image_path: "\($d)/kernel",
 		boot_args: "console=ttyS0 reboot=k panic=1",	# Firecracker adds pci=off and root=
-		initrd_path: "\($img)/initrd"}, status: 204},
+		initrd_path: "\($d)/initrd"}, status: 204},
 	{method: "PUT", path: "/drives/rootfs", body: {drive_id: "rootfs", path_on_host: "\($d)/rootfs.img",
 		is_root_device: true, is_read_only: false}, status: 204},
 	{method: "PUT", path: "/vsock", body: {guest_cid: $cid, uds_path: "\($d)/vsock.sock"}, status: 204},
 	{method: "PUT", path: "/actions", body: {action_type: "InstanceStart"}, status: 204}]')
+# The VM boots from its own links to the image's vmlinux and initrd.
+[[ $D/kernel -ef $IMG/vmlinux && $D/initrd -ef $IMG/initrd ]] ||
+	fail "f1's kernel and initrd are not links to the image's vmlinux and initrd"
 got=$(jq -s -c . "$(reqlog f1)")
 [[ $(jq -c --argjson e "$expected" '. == $e' <<<"$got") == true ]] ||
 	fail "request log differs:
