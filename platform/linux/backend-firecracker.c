@@ -29,6 +29,7 @@
 #include "config.h"
 #include "fc-http.h"
 #include "fileops.h"
+#include "dir-guard.h"
 #include "log.h"
 #include "platform.h"
 #include "probe.h"
@@ -464,6 +465,12 @@ fc_start_step(struct fc_vm *fv)
 			    "uds_path", rec->uds_path);
 			break;
 		case 4:
+			/* Firecracker bound vsock.sock (as root) at PUT /vsock: let
+			 * the VM's owner connect to it, as with QEMU (dir-guard.c). */
+			if (rec->vsock && rec->uds_path != NULL &&
+			    guard_grant(rec->uds_path, rec->owner_uid, GUARD_R | GUARD_W) < 0)
+				log_debug("firecracker: %s: uid %u cannot be let into %s",
+				    rec->name, (unsigned)rec->owner_uid, rec->uds_path);
 			path = "/actions";
 			body = json_pack("{s:s}", "action_type", "InstanceStart");
 			break;
