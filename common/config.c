@@ -9,6 +9,7 @@
  * copies; config_free_string() knows which is which.
  */
 #include <errno.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,6 +60,13 @@ ember_config_init(struct ember_config *cfg)
 	cfg->default_memory_mib = 512;
 	cfg->default_backend = builtin_auto;
 	cfg->vsock_vm_to_vm = true;
+	cfg->max_batch = CONFIG_MAX_BATCH_DEFAULT;
+	cfg->quota_default = (struct ember_quota){
+		.vms = QUOTA_DEFAULT_VMS, .vcpus = QUOTA_DEFAULT_VCPUS,
+		.memory_mib = QUOTA_DEFAULT_MEMORY_MIB,
+		.disk_mib = QUOTA_DEFAULT_DISK_MIB, .cids = QUOTA_DEFAULT_CIDS,
+		.connections = QUOTA_DEFAULT_CONNECTIONS,
+	};
 	cfg->firecracker_require_kvm = true;
 }
 
@@ -74,6 +82,7 @@ ember_config_clear(struct ember_config *cfg)
 	config_free_string(&cfg->qemu_binary);
 	config_free_string(&cfg->qemu_accel);
 	config_free_string(&cfg->default_backend);
+	free(cfg->quota_users);
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->log_level = -1;
 }
@@ -94,6 +103,17 @@ config_copy(struct ember_config *dst, const struct ember_config *src)
 	*dst = *src;
 	for (size_t i = 0; i < sizeof(dfields) / sizeof(dfields[0]); i++)
 		*dfields[i] = NULL;
+	dst->quota_users = NULL;
+	if (src->nquota_users > 0) {
+		dst->quota_users = calloc(src->nquota_users, sizeof(*dst->quota_users));
+		if (dst->quota_users == NULL) {
+			dst->nquota_users = 0;
+			ember_config_clear(dst);
+			return -ENOMEM;
+		}
+		memcpy(dst->quota_users, src->quota_users,
+		    src->nquota_users * sizeof(*dst->quota_users));
+	}
 	for (size_t i = 0; i < sizeof(dfields) / sizeof(dfields[0]); i++) {
 		if (sfields[i] == builtin_auto)
 			*dfields[i] = sfields[i];
@@ -108,6 +128,9 @@ config_copy(struct ember_config *dst, const struct ember_config *src)
 struct config_parse {
 	struct ember_config *cfg;
 	const struct ydoc_node *cid_min, *cid_max;	/* where they were set */
+	const struct ydoc *doc;
+	struct ember_error *err;
+	struct ember_quota *quota;	/* the quota being walked */
 };
 
 #define CONFIG_STRING(name, field)					\
@@ -214,6 +237,152 @@ static const struct ydoc_key vsock_keys[] = {
 	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 
+static int
+set_max_connections(void *obj, const struct ydoc_value *v)
+{
+	((struct config_parse *)obj)->cfg->max_connections = (unsigned)v->u;
+	return 0;
+}
+
+static int
+set_max_batch(void *obj, const struct ydoc_value *v)
+{
+	((struct config_parse *)obj)->cfg->max_batch = (unsigned)v->u;
+	return 0;
+}
+
+static int
+set_reply_high_water(void *obj, const struct ydoc_value *v)
+{
+	((struct config_parse *)obj)->cfg->reply_high_water = v->u;
+	return 0;
+}
+
+static const struct ydoc_key limits_keys[] = {
+	{ "max_connections", YDOC_UINT, 0, 1, 1000000, NULL, set_max_connections,
+	    NULL },
+	{ "max_batch", YDOC_UINT, 0, 1, CONFIG_MAX_BATCH_MAX, NULL, set_max_batch,
+	    NULL },
+	{ "reply_high_water", YDOC_SIZE, 0, 64 * 1024, 1024ULL * 1024 * 1024,
+	    NULL, set_reply_high_water, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+#define QUOTA_SETTER(name, field)					\
+static int								\
+set_quota_##name(void *obj, const struct ydoc_value *v)		\
+{									\
+	((struct config_parse *)obj)->quota->field = v->u;		\
+	return 0;							\
+}
+QUOTA_SETTER(vms, vms)
+QUOTA_SETTER(vcpus, vcpus)
+QUOTA_SETTER(memory, memory_mib)
+QUOTA_SETTER(disk, disk_mib)
+QUOTA_SETTER(cids, cids)
+QUOTA_SETTER(connections, connections)
+#undef QUOTA_SETTER
+
+static const struct ydoc_key quota_keys[] = {
+	{ "vms", YDOC_UINT, 0, 0, 1000000, NULL, set_quota_vms, NULL },
+	{ "vcpus", YDOC_UINT, 0, 0, 1000000, NULL, set_quota_vcpus, NULL },
+	{ "memory", YDOC_SIZE_MIB, 0, 0, UINT64_MAX, NULL, set_quota_memory,
+	    NULL },
+	{ "disk", YDOC_SIZE_MIB, 0, 0, UINT64_MAX, NULL, set_quota_disk, NULL },
+	{ "cids", YDOC_UINT, 0, 0, 4294967295ULL, NULL, set_quota_cids, NULL },
+	{ "connections", YDOC_UINT, 0, 1, 1000000, NULL, set_quota_connections,
+	    NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+/* A key of quotas.users: a user name or a numeric uid. */
+static int
+quota_user_uid(struct config_parse *cp, const struct ydoc_node *key, uid_t *uid)
+{
+	char *end;
+	unsigned long n;
+	struct passwd *pw;
+
+	if (key->type != YDOC_SCALAR || key->len == 0 || strlen(key->value) != key->len)
+		return ydoc_error(cp->doc, key, cp->err,
+		    "\"quotas.users\": expected a user name or uid as the key");
+	errno = 0;
+	n = strtoul(key->value, &end, 10);
+	if (key->value[0] >= '0' && key->value[0] <= '9' && *end == '\0' && errno == 0 &&
+	    n <= 0xfffffffeUL)
+		*uid = (uid_t)n;
+	else if ((pw = getpwnam(key->value)) != NULL)
+		*uid = pw->pw_uid;
+	else
+		return ydoc_error(cp->doc, key, cp->err,
+		    "\"quotas.users\": no user \"%s\" on this host", key->value);
+	if (*uid == 0)
+		return ydoc_error(cp->doc, key, cp->err,
+		    "\"quotas.users\": root has no quota; remove \"%s\"", key->value);
+	return 0;
+}
+
+/* quotas.users replaces the whole list; unset keys are UINT64_MAX until
+ * config_from_doc fills them from quotas.default. */
+static int
+set_quota_users(void *obj, const struct ydoc_value *v)
+{
+	struct config_parse *cp = obj;
+	struct ember_config *cfg = cp->cfg;
+	const struct ydoc_node *map = v->node;
+	size_t n;
+
+	free(cfg->quota_users);
+	cfg->quota_users = NULL;
+	cfg->nquota_users = 0;
+	if (ydoc_node_is_null(map))
+		return 0;
+	if (map->type != YDOC_MAPPING) {
+		ydoc_error(cp->doc, map, cp->err,
+		    "\"quotas.users\": expected a mapping of user names to quotas");
+		return -EINVAL;
+	}
+	n = map->nitems / 2;
+	if (n > CONFIG_QUOTA_USERS_MAX) {
+		ydoc_error(cp->doc, map, cp->err,
+		    "\"quotas.users\": at most %d users", CONFIG_QUOTA_USERS_MAX);
+		return -EINVAL;
+	}
+	if (n == 0)
+		return 0;
+	if ((cfg->quota_users = calloc(n, sizeof(*cfg->quota_users))) == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct ember_user_quota *u = &cfg->quota_users[i];
+		const struct ydoc_node *key = map->items[2 * i];
+		const struct ydoc_node *val = map->items[2 * i + 1];
+
+		if (quota_user_uid(cp, key, &u->uid) < 0)
+			return -EINVAL;
+		for (size_t j = 0; j < i; j++)
+			if (cfg->quota_users[j].uid == u->uid) {
+				ydoc_error(cp->doc, key, cp->err, "\"quotas.users\": "
+				    "uid %u is listed twice", (unsigned)u->uid);
+				return -EINVAL;
+			}
+		memset(&u->quota, 0xff, sizeof(u->quota));
+		cfg->nquota_users = i + 1;
+		if (ydoc_node_is_null(val))
+			continue;
+		cp->quota = &u->quota;
+		if (ydoc_walk(cp->doc, val, quota_keys, cp, cp->err) != 0)
+			return -EINVAL;
+	}
+	cp->quota = &cfg->quota_default;	/* for a later "default:" */
+	return 0;
+}
+
+static const struct ydoc_key quotas_keys[] = {
+	{ "default", YDOC_MAP, 0, 0, 0, NULL, NULL, quota_keys },
+	{ "users", YDOC_NODE, 0, 0, 0, NULL, set_quota_users, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
 static const struct ydoc_key config_keys[] = {
 	{ "state_dir", YDOC_STRING, YDOC_ABSOLUTE, 0, 0, NULL, set_state_dir,
 	    NULL },
@@ -227,21 +396,43 @@ static const struct ydoc_key config_keys[] = {
 	{ "qemu", YDOC_MAP, 0, 0, 0, NULL, NULL, qemu_keys },
 	{ "defaults", YDOC_MAP, 0, 0, 0, NULL, NULL, defaults_keys },
 	{ "vsock", YDOC_MAP, 0, 0, 0, NULL, NULL, vsock_keys },
+	{ "limits", YDOC_MAP, 0, 0, 0, NULL, NULL, limits_keys },
+	{ "quotas", YDOC_MAP, 0, 0, 0, NULL, NULL, quotas_keys },
 	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
+
+/* Keys a quotas.users entry left out come from quotas.default. */
+static void
+config_resolve_user_quotas(struct ember_config *cfg)
+{
+	const struct ember_quota *d = &cfg->quota_default;
+
+	for (size_t i = 0; i < cfg->nquota_users; i++) {
+		struct ember_quota *q = &cfg->quota_users[i].quota;
+		if (q->vms == UINT64_MAX) q->vms = d->vms;
+		if (q->vcpus == UINT64_MAX) q->vcpus = d->vcpus;
+		if (q->memory_mib == UINT64_MAX) q->memory_mib = d->memory_mib;
+		if (q->disk_mib == UINT64_MAX) q->disk_mib = d->disk_mib;
+		if (q->cids == UINT64_MAX) q->cids = d->cids;
+		if (q->connections == UINT64_MAX) q->connections = d->connections;
+	}
+}
 
 static int
 config_from_doc(const struct ydoc *doc, struct ember_config *cfg,
     struct ember_error *err)
 {
 	struct ember_config next;
-	struct config_parse cp = { .cfg = &next };
+	struct config_parse cp = { .cfg = &next, .doc = doc, .err = err };
 
 	if (config_copy(&next, cfg) != 0)
 		return ember_error_set(err, EK_INVALID_SPEC, NULL,
 		    "%s: out of memory", doc->filename);
+	/* quotas.default is walked with the quota pointer at the default. */
+	cp.quota = &next.quota_default;
 	if (ydoc_walk(doc, doc->root, config_keys, &cp, err) != 0)
 		goto fail;
+	config_resolve_user_quotas(&next);
 	if (next.cid_min > next.cid_max) {
 		/* Blame the key the file set; cid_max when it set both. */
 		if (cp.cid_max != NULL)
@@ -289,6 +480,17 @@ ember_config_load(const char *path, struct ember_config *cfg,
 	r = config_from_doc(doc, cfg, err);
 	ydoc_free(doc);
 	return r;
+}
+
+const struct ember_quota *
+ember_config_quota(const struct ember_config *cfg, uid_t uid)
+{
+	if (uid == 0)
+		return NULL;
+	for (size_t i = 0; i < cfg->nquota_users; i++)
+		if (cfg->quota_users[i].uid == uid)
+			return &cfg->quota_users[i].quota;
+	return &cfg->quota_default;
 }
 
 int

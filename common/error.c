@@ -26,6 +26,7 @@ static const struct {
 	[EK_INVALID_SPEC] = { "invalid_spec", -32011 },
 	[EK_IO] = { "io_error", -32012 },
 	[EK_INTERNAL] = { "internal", -32013 },
+	[EK_QUOTA_EXCEEDED] = { "quota_exceeded", -32014 },
 };
 
 int

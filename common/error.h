@@ -24,6 +24,7 @@ enum ember_error_kind {
 	EK_INVALID_SPEC,	/* a YAML file or parameter value is wrong */
 	EK_IO,			/* the state directory or a file could not be used */
 	EK_INTERNAL,
+	EK_QUOTA_EXCEEDED,	/* a per-user limit of the daemon config */
 	EK__COUNT
 };
 

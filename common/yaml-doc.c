@@ -739,6 +739,7 @@ convert(const struct ydoc *doc, const struct ydoc_key *row, const char *path,
 			return range_error(doc, node, row, path, got, err);
 		break;
 	case YDOC_MAP:
+	case YDOC_NODE:
 		break;
 	}
 	if (row->set != NULL && (r = row->set(obj, &v)) != 0)

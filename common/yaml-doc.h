@@ -60,6 +60,7 @@ enum ydoc_type {
 	YDOC_SIZE,		/* size with unit; bytes in [min, max] */
 	YDOC_SIZE_MIB,		/* size with unit, whole MiB; MiB in [min, max] */
 	YDOC_MAP,		/* nested mapping walked against keys */
+	YDOC_NODE,		/* any node, handed to the setter as is (v->node) */
 };
 
 /* Row flags. */

@@ -1,19 +1,37 @@
 /*
  * Control socket transport (see control.h). Each connection owns one
  * bufferevent; lines are cut with evbuffer_search_eol so a request split
- * across reads is reassembled and many pipelined requests in one read are
- * delivered in order. A client that stops reading its replies stops being
- * read once its output passes CONTROL_OUTPUT_HIGH, so it can only slow
- * itself down.
+ * across reads is reassembled and pipelined requests are delivered in
+ * order. What bounds a connection:
+ *
+ * - its input: the bufferevent reads no further than one line limit ahead
+ *   (a read high-water mark), so a client that writes faster than it is
+ *   served waits in its own socket buffer;
+ * - its output: once its unsent replies pass the high-water mark it is not
+ *   read until they drain to a quarter of it, so a client that never reads
+ *   only slows itself down;
+ * - its share of the loop: at most lines_per_turn lines are delivered per
+ *   loop turn; the rest wait on the ready list, served round-robin from a
+ *   zero timeout (so the loop polls every socket between two turns), and a
+ *   consumer that needs several turns for one line (a batch) defers the
+ *   connection until it is done.
+ *
+ * Accepting is paced the same way (a bounded number per turn), refuses
+ * clients past the global or per-user connection limit with one reply line,
+ * and when the process runs out of descriptors pauses with a growing
+ * back-off instead of spinning, logging once per interval.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -26,17 +44,37 @@
 #include "platform.h"
 #include "rpc-codec.h"
 
-#define CONTROL_OUTPUT_HIGH	(4u * 1024 * 1024)
-#define CONTROL_OUTPUT_LOW	(1u * 1024 * 1024)
+#define ACCEPTS_PER_TURN	64
+#define ACCEPT_BACKOFF_MIN_MS	50
+#define ACCEPT_BACKOFF_MAX_MS	2000
+#define REPORT_INTERVAL_S	10	/* refusals and accept errors */
+/* A connection whose buffers held this much gives memory back when it goes. */
+#define CONN_BIG_BYTES		(256u * 1024)
 
 struct control_conn {
 	TAILQ_ENTRY(control_conn) entry;
+	TAILQ_ENTRY(control_conn) ready_entry;
 	struct control *ctl;
 	struct bufferevent *bev;
 	struct control_peer peer;
 	unsigned in_flight;	/* calls not yet answered */
 	int closing;		/* close once output is flushed */
+	int eof;		/* the peer sent EOF; what it sent is still served */
 	int read_paused;	/* by back-pressure */
+	int deferred;		/* the consumer is still busy with a line */
+	int on_ready;		/* has lines waiting for the next turn */
+	int big;		/* its buffers grew past CONN_BIG_BYTES */
+};
+
+struct control_user {
+	uid_t uid;
+	size_t count;
+};
+
+/* Rate-limited reporting of one kind of event. */
+struct control_report {
+	time_t last;
+	unsigned long unreported;
 };
 
 struct control {
@@ -45,16 +83,82 @@ struct control {
 	char *path;		/* NULL when the socket was inherited */
 	struct control_callbacks cb;
 	void *ctx;
+	struct control_limits lim;
 	TAILQ_HEAD(, control_conn) conns;
-	size_t nconns;
+	TAILQ_HEAD(, control_conn) ready;
+	size_t nconns, nready;
+	struct control_user *users;	/* one row per connected uid */
+	size_t nusers, users_cap;
 	uint64_t next_id;
 	int draining;
 	struct event *drain_check;
+	struct event *ev_ready;		/* serves the ready list */
+	struct event *ev_accept;	/* re-enables a paused listener */
+	unsigned accepts_this_turn;
+	unsigned accept_backoff_ms;
+	struct control_report refusals, accept_errors;
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* Whether to log now; counts what is not logged. */
+static int
+report_due(struct control_report *r, unsigned long *suppressed)
+{
+	time_t now = time(NULL);
+
+	if (r->last != 0 && now - r->last < REPORT_INTERVAL_S) {
+		r->unreported++;
+		return 0;
+	}
+	*suppressed = r->unreported;
+	r->unreported = 0;
+	r->last = now;
+	return 1;
+}
+
+static struct control_user *
+user_row(struct control *ctl, uid_t uid)
+{
+	for (size_t i = 0; i < ctl->nusers; i++)
+		if (ctl->users[i].uid == uid)
+			return &ctl->users[i];
+	return NULL;
+}
+
+static int
+user_add(struct control *ctl, uid_t uid)
+{
+	struct control_user *u = user_row(ctl, uid);
+
+	if (u == NULL) {
+		if (ctl->nusers == ctl->users_cap) {
+			size_t cap = ctl->users_cap ? ctl->users_cap * 2 : 8;
+			struct control_user *n = realloc(ctl->users, cap * sizeof(*n));
+			if (n == NULL)
+				return -ENOMEM;
+			ctl->users = n;
+			ctl->users_cap = cap;
+		}
+		u = &ctl->users[ctl->nusers++];
+		u->uid = uid;
+		u->count = 0;
+	}
+	u->count++;
+	return 0;
+}
+
+static void
+user_remove(struct control *ctl, uid_t uid)
+{
+	struct control_user *u = user_row(ctl, uid);
+
+	if (u == NULL || --u->count > 0)
+		return;
+	*u = ctl->users[--ctl->nusers];
+}
 
 static struct control_conn *
 conn_find(struct control *ctl, uint64_t id)
@@ -67,6 +171,12 @@ conn_find(struct control *ctl, uint64_t id)
 	return NULL;
 }
 
+static size_t
+conn_output_len(struct control_conn *c)
+{
+	return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
 static void
 control_schedule_reap(struct control *ctl)
 {
@@ -74,16 +184,35 @@ control_schedule_reap(struct control *ctl)
 		event_active(ctl->drain_check, EV_TIMEOUT, 0);
 }
 
+/* Unlinks and frees a connection; only from libevent callbacks, never
+ * while on_line runs for it. */
 static void
-conn_free(struct control_conn *c)
+conn_destroy(struct control_conn *c)
 {
 	struct control *ctl = c->ctl;
 
 	log_debug("control: connection %llu closed", (unsigned long long)c->peer.conn_id);
 	TAILQ_REMOVE(&ctl->conns, c, entry);
+	if (c->on_ready) {
+		TAILQ_REMOVE(&ctl->ready, c, ready_entry);
+		ctl->nready--;
+	}
 	ctl->nconns--;
+	user_remove(ctl, c->peer.uid);
 	bufferevent_free(c->bev);
+	/* glibc keeps freed arenas; a client that made us buffer megabytes
+	 * should not leave them held after it has gone. */
+	if (c->big)
+		malloc_trim(0);
 	free(c);
+}
+
+static void
+conn_free(struct control_conn *c)
+{
+	struct control *ctl = c->ctl;
+
+	conn_destroy(c);
 	control_schedule_reap(ctl);
 }
 
@@ -92,8 +221,7 @@ conn_free(struct control_conn *c)
 static int
 conn_finished(struct control_conn *c)
 {
-	return c->in_flight == 0 &&
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+	return c->in_flight == 0 && !c->deferred && conn_output_len(c) == 0;
 }
 
 static void
@@ -106,36 +234,92 @@ conn_close_when_flushed(struct control_conn *c)
 }
 
 static void
+conn_mark_ready(struct control_conn *c)
+{
+	struct control *ctl = c->ctl;
+
+	if (c->on_ready)
+		return;
+	c->on_ready = 1;
+	TAILQ_INSERT_TAIL(&ctl->ready, c, ready_entry);
+	ctl->nready++;
+	if (!evtimer_pending(ctl->ev_ready, NULL)) {
+		struct timeval now = { 0, 0 };
+		evtimer_add(ctl->ev_ready, &now);
+	}
+}
+
+static void
+conn_pause_reading(struct control_conn *c)
+{
+	if (c->read_paused)
+		return;
+	c->read_paused = 1;
+	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_setwatermark(c->bev, EV_WRITE, c->ctl->lim.reply_high_water / 4, 0);
+}
+
+static int
+line_is_blank(const char *line, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+			return 0;
+	return 1;
+}
+
+/* Delivers up to lines_per_turn lines; leaves the rest for the next turn.
+ * After EOF, bytes without a final newline are the last line. */
+static void
 conn_deliver_lines(struct control_conn *c)
 {
 	struct control *ctl = c->ctl;
 	struct evbuffer *in = bufferevent_get_input(c->bev);
+	unsigned budget = ctl->lim.lines_per_turn;
 
-	while (!c->closing && !c->read_paused && !ctl->draining) {
-		size_t eol_len = 0;
-		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len,
-		    EVBUFFER_EOL_LF);
+	if (evbuffer_get_length(in) >= CONN_BIG_BYTES)
+		c->big = 1;
+	while (!c->closing && !c->deferred && !ctl->draining) {
+		size_t eol_len = 0, len;
+		struct evbuffer_ptr eol;
 
-		if (eol.pos < 0) {
-			if (evbuffer_get_length(in) > RPC_MAX_LINE)
-				goto oversize;
+		if (conn_output_len(c) > ctl->lim.reply_high_water) {
+			c->big = 1;
+			conn_pause_reading(c);
 			return;
 		}
-		if ((size_t)eol.pos > RPC_MAX_LINE)
+		if (evbuffer_get_length(in) == 0)
+			return;
+		if (budget == 0) {
+			conn_mark_ready(c);
+			return;
+		}
+		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		if (eol.pos < 0) {
+			len = evbuffer_get_length(in);
+			if (len > RPC_MAX_LINE)
+				goto oversize;
+			if (!c->eof)
+				return;	/* the rest of the line is still coming */
+		} else if ((size_t)eol.pos > RPC_MAX_LINE)
 			goto oversize;
+		else
+			len = (size_t)eol.pos;
 
-		char *line = malloc((size_t)eol.pos + 1);
+		char *line = malloc(len + 1);
 		if (line == NULL) {
 			log_warnx("control: out of memory reading a request");
 			conn_close_when_flushed(c);
 			return;
 		}
-		evbuffer_remove(in, line, (size_t)eol.pos);
+		evbuffer_remove(in, line, len);
 		evbuffer_drain(in, eol_len);
-		line[eol.pos] = '\0';
+		line[len] = '\0';
+		budget--;
 		/* The callback may send replies on this connection; it cannot
-		 * free it (frees only happen from libevent callbacks below). */
-		ctl->cb.on_line(ctl->ctx, &c->peer, line, (size_t)eol.pos);
+		 * free it (frees only happen from libevent callbacks). */
+		if (!line_is_blank(line, len))
+			ctl->cb.on_line(ctl->ctx, &c->peer, line, len);
 		free(line);
 	}
 	return;
@@ -145,13 +329,44 @@ oversize:
 	    (unsigned long long)c->peer.conn_id, (unsigned)c->peer.uid, RPC_MAX_LINE);
 	evbuffer_drain(in, evbuffer_get_length(in));
 	if (ctl->cb.on_oversize != NULL) {
-		size_t len = 0;
-		char *reply = ctl->cb.on_oversize(ctl->ctx, &c->peer, &len);
+		size_t rlen = 0;
+		char *reply = ctl->cb.on_oversize(ctl->ctx, &c->peer, &rlen);
 		if (reply != NULL)
-			bufferevent_write(c->bev, reply, len);
+			bufferevent_write(c->bev, reply, rlen);
 		free(reply);
 	}
 	conn_close_when_flushed(c);
+}
+
+/* Serves a connection's buffered lines, then closes it when its peer is
+ * done and everything is answered. May free c. */
+static void
+conn_service(struct control_conn *c)
+{
+	conn_deliver_lines(c);
+	if (c->eof && !c->deferred && !c->on_ready && !c->read_paused &&
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+		c->closing = 1;
+	if ((c->closing || c->ctl->draining) && conn_finished(c))
+		conn_free(c);
+}
+
+/* One turn for each connection that was waiting when the turn began. */
+static void
+control_ready_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct control *ctl = arg;
+	size_t n = ctl->nready;
+
+	while (n-- > 0) {
+		struct control_conn *c = TAILQ_FIRST(&ctl->ready);
+		if (c == NULL)
+			break;
+		TAILQ_REMOVE(&ctl->ready, c, ready_entry);
+		ctl->nready--;
+		c->on_ready = 0;
+		conn_service(c);
+	}
 }
 
 static void
@@ -159,31 +374,25 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct control_conn *c = arg;
 
-	conn_deliver_lines(c);
-	if (evbuffer_get_length(bufferevent_get_output(bev)) > CONTROL_OUTPUT_HIGH &&
-	    !c->read_paused) {
-		c->read_paused = 1;
-		bufferevent_disable(bev, EV_READ);
-		bufferevent_setwatermark(bev, EV_WRITE, CONTROL_OUTPUT_LOW, 0);
-	}
-	if (c->closing && conn_finished(c))
-		conn_free(c);
+	if (c->on_ready)
+		return;	/* its turn comes from the ready list */
+	conn_service(c);
 }
 
 static void
 conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct control_conn *c = arg;
+	struct control *ctl = c->ctl;
 
-	if (c->read_paused &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) <= CONTROL_OUTPUT_LOW) {
+	if (c->read_paused && conn_output_len(c) <= ctl->lim.reply_high_water / 4) {
 		c->read_paused = 0;
 		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		if (!c->closing && !c->ctl->draining)
+		if (!c->closing && !c->eof && !ctl->draining)
 			bufferevent_enable(bev, EV_READ);
-		conn_deliver_lines(c);	/* lines that arrived while paused */
+		conn_mark_ready(c);	/* lines that arrived while paused */
 	}
-	if ((c->closing || c->ctl->draining) && conn_finished(c))
+	if ((c->closing || ctl->draining) && conn_finished(c))
 		conn_free(c);
 }
 
@@ -193,12 +402,12 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct control_conn *c = arg;
 
 	if (what & BEV_EVENT_EOF) {
-		/* Deliver what arrived before EOF; the client may have
-		 * half-closed and still waits for the replies. */
-		conn_deliver_lines(c);
-		c->closing = 1;
-		if (conn_finished(c))
-			conn_free(c);
+		/* Serve what arrived before EOF, including a last line
+		 * without a newline; the client may have half-closed and
+		 * still waits for the replies. */
+		c->eof = 1;
+		if (!c->on_ready)
+			conn_service(c);
 		return;
 	}
 	if (what & BEV_EVENT_ERROR) {
@@ -207,8 +416,61 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		/* Nobody can read the replies any more: drop the connection;
 		 * replies to its calls in flight will find no connection. */
 		c->in_flight = 0;
+		c->deferred = 0;
 		conn_free(c);
 	}
+}
+
+/* Sends the refusal (a fresh socket's buffer takes one line) and closes. */
+static void
+control_refuse(struct control *ctl, int fd, const struct control_peer *peer,
+    const char *limit, size_t use, size_t max)
+{
+	unsigned long suppressed = 0;
+
+	if (report_due(&ctl->refusals, &suppressed))
+		log_warnx("control: refused a connection from uid %u: %s reached "
+		    "(%zu open, max %zu)%s", (unsigned)peer->uid, limit, use, max,
+		    suppressed ? " (and others since the last report)" : "");
+	if (ctl->cb.on_refused != NULL) {
+		size_t len = 0;
+		char *reply = ctl->cb.on_refused(ctl->ctx, peer, limit, use, max, &len);
+		if (reply != NULL && write(fd, reply, len) < 0)
+			log_debug("control: cannot send the refusal: %s", strerror(errno));
+		free(reply);
+	}
+	shutdown(fd, SHUT_WR);
+	close(fd);
+}
+
+static void
+control_pause_accepting(struct control *ctl, unsigned ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	if (ctl->listener == NULL)
+		return;
+	evconnlistener_disable(ctl->listener);
+	evtimer_add(ctl->ev_accept, &tv);
+}
+
+static void
+control_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct control *ctl = arg;
+
+	ctl->accepts_this_turn = 0;
+	if (ctl->listener != NULL && !ctl->draining)
+		evconnlistener_enable(ctl->listener);
+}
+
+/* Root may use the last few connections the others cannot. */
+static size_t
+control_root_reserve(const struct control *ctl)
+{
+	size_t r = ctl->lim.max_connections / 8;
+
+	return r < CONTROL_ROOT_RESERVE ? r : CONTROL_ROOT_RESERVE;
 }
 
 static void
@@ -216,34 +478,57 @@ control_accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
     struct sockaddr *sa, int socklen, void *arg)
 {
 	struct control *ctl = arg;
+	struct control_peer peer = { 0 };
 	struct control_conn *c;
+	size_t max, ulimit;
 
+	ctl->accept_backoff_ms = 0;
+	if (++ctl->accepts_this_turn >= ACCEPTS_PER_TURN)
+		control_pause_accepting(ctl, 0);	/* let the others be served */
 	if (ctl->draining) {
 		close(fd);
 		return;
 	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		log_warnx("control: out of memory accepting a client");
+	if (platform_peer_creds(fd, &peer.uid, &peer.gid, &peer.pid) < 0) {
+		log_warnx("control: cannot read peer credentials; refusing client");
 		close(fd);
 		return;
 	}
-	c->ctl = ctl;
-	c->peer.conn_id = ++ctl->next_id;
-	if (platform_peer_creds(fd, &c->peer.uid, &c->peer.gid, &c->peer.pid) < 0) {
-		log_warnx("control: cannot read peer credentials; refusing client");
+	peer.ngroups = platform_peer_groups(fd, peer.groups, CONTROL_PEER_GROUPS_MAX);
+	max = ctl->lim.max_connections;
+	if (peer.uid != 0)
+		max -= control_root_reserve(ctl);
+	if (ctl->nconns >= max) {
+		control_refuse(ctl, fd, &peer, "max_connections", ctl->nconns, max);
+		return;
+	}
+	ulimit = ctl->cb.user_connection_limit != NULL ?
+	    ctl->cb.user_connection_limit(ctl->ctx, peer.uid) : 0;
+	if (ulimit > 0 && control_user_connection_count(ctl, peer.uid) >= ulimit) {
+		control_refuse(ctl, fd, &peer, "connections",
+		    control_user_connection_count(ctl, peer.uid), ulimit);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL || user_add(ctl, peer.uid) < 0) {
+		log_warnx("control: out of memory accepting a client");
 		free(c);
 		close(fd);
 		return;
 	}
-	c->peer.ngroups = platform_peer_groups(fd, c->peer.groups, CONTROL_PEER_GROUPS_MAX);
+	c->ctl = ctl;
+	c->peer = peer;
+	c->peer.conn_id = ++ctl->next_id;
 	c->bev = bufferevent_socket_new(ctl->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
+		user_remove(ctl, peer.uid);
 		free(c);
 		close(fd);
 		return;
 	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	/* Read at most one line limit ahead of what has been served. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, RPC_MAX_LINE + 2);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&ctl->conns, c, entry);
 	ctl->nconns++;
@@ -254,10 +539,23 @@ control_accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
 static void
 control_accept_error_cb(struct evconnlistener *listener, void *arg)
 {
+	struct control *ctl = arg;
 	int e = EVUTIL_SOCKET_ERROR();
+	unsigned long suppressed = 0;
+	unsigned ms;
 
-	/* EMFILE and friends: keep serving the clients we have. */
-	log_warnx("control: accept: %s", strerror(e));
+	/* Out of descriptors (or memory): the listening socket stays readable,
+	 * so retrying at once would spin. Pause, doubling up to a ceiling,
+	 * and keep serving the clients we have. */
+	ms = ctl->accept_backoff_ms == 0 ? ACCEPT_BACKOFF_MIN_MS : ctl->accept_backoff_ms * 2;
+	if (ms > ACCEPT_BACKOFF_MAX_MS)
+		ms = ACCEPT_BACKOFF_MAX_MS;
+	ctl->accept_backoff_ms = ms;
+	if (report_due(&ctl->accept_errors, &suppressed))
+		log_warnx("control: accept: %s; pausing new connections for %u ms "
+		    "(%zu open; %lu more failures since the last report)", strerror(e), ms,
+		    ctl->nconns, suppressed);
+	control_pause_accepting(ctl, ms);
 }
 
 /* Frees connections that finished while a callback of theirs was running,
@@ -270,12 +568,8 @@ control_reap_cb(evutil_socket_t fd, short what, void *arg)
 
 	for (c = TAILQ_FIRST(&ctl->conns); c != NULL; c = tmp) {
 		tmp = TAILQ_NEXT(c, entry);
-		if ((c->closing || ctl->draining) && conn_finished(c)) {
-			TAILQ_REMOVE(&ctl->conns, c, entry);
-			ctl->nconns--;
-			bufferevent_free(c->bev);
-			free(c);
-		}
+		if ((c->closing || ctl->draining) && conn_finished(c))
+			conn_destroy(c);
 	}
 	if (ctl->draining && ctl->nconns == 0 && ctl->cb.on_drained != NULL)
 		ctl->cb.on_drained(ctl->ctx);
@@ -357,6 +651,7 @@ control_new(struct event_base *base, const char *path, int listen_fd, gid_t grou
     const struct control_callbacks *cb, void *ctx, struct ember_error *err)
 {
 	struct control *ctl = calloc(1, sizeof(*ctl));
+	static const struct control_limits defaults = { 0 };
 
 	if (ctl == NULL) {
 		ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
@@ -366,6 +661,8 @@ control_new(struct event_base *base, const char *path, int listen_fd, gid_t grou
 	ctl->cb = *cb;
 	ctl->ctx = ctx;
 	TAILQ_INIT(&ctl->conns);
+	TAILQ_INIT(&ctl->ready);
+	control_set_limits(ctl, &defaults);
 	if (listen_fd < 0) {
 		listen_fd = control_bind(path, group, err);
 		if (listen_fd < 0) {
@@ -375,10 +672,15 @@ control_new(struct event_base *base, const char *path, int listen_fd, gid_t grou
 		ctl->path = strdup(path);
 	} else
 		evutil_make_socket_nonblocking(listen_fd);
+	/* Backlog 0: the socket listens already (control_bind's 512, or the
+	 * service manager's); -1 would make libevent shrink it to 128. */
 	ctl->listener = evconnlistener_new(base, control_accept_cb, ctl,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, listen_fd);
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
 	ctl->drain_check = event_new(base, -1, 0, control_reap_cb, ctl);
-	if (ctl->listener == NULL || ctl->drain_check == NULL) {
+	ctl->ev_ready = evtimer_new(base, control_ready_cb, ctl);
+	ctl->ev_accept = evtimer_new(base, control_accept_resume_cb, ctl);
+	if (ctl->listener == NULL || ctl->drain_check == NULL || ctl->ev_ready == NULL ||
+	    ctl->ev_accept == NULL) {
 		ember_error_set(err, EK_INTERNAL, NULL, "cannot watch the control socket");
 		if (ctl->listener == NULL)
 			close(listen_fd);
@@ -405,11 +707,43 @@ control_free(struct control *ctl)
 	}
 	if (ctl->drain_check != NULL)
 		event_free(ctl->drain_check);
+	if (ctl->ev_ready != NULL)
+		event_free(ctl->ev_ready);
+	if (ctl->ev_accept != NULL)
+		event_free(ctl->ev_accept);
 	if (ctl->path != NULL) {
 		unlink(ctl->path);
 		free(ctl->path);
 	}
+	free(ctl->users);
 	free(ctl);
+}
+
+size_t
+control_set_limits(struct control *ctl, const struct control_limits *lim)
+{
+	struct rlimit rl;
+	size_t max = lim->max_connections ? lim->max_connections :
+	    CONTROL_MAX_CONNECTIONS_DEFAULT;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		size_t fds = (size_t)rl.rlim_cur, reserve = fds / 4;
+		if (reserve < CONTROL_FD_RESERVE_MIN)
+			reserve = CONTROL_FD_RESERVE_MIN;
+		if (reserve > fds / 2)
+			reserve = fds / 2;
+		if (max > fds - reserve) {
+			log_info("control: max_connections %zu lowered to %zu to stay below "
+			    "the open file limit (%zu)", max, fds - reserve, fds);
+			max = fds - reserve;
+		}
+	}
+	ctl->lim.max_connections = max > 0 ? max : 1;
+	ctl->lim.reply_high_water = lim->reply_high_water ? lim->reply_high_water :
+	    CONTROL_REPLY_HIGH_WATER_DEFAULT;
+	ctl->lim.lines_per_turn = lim->lines_per_turn ? lim->lines_per_turn :
+	    CONTROL_LINES_PER_TURN_DEFAULT;
+	return ctl->lim.max_connections;
 }
 
 int
@@ -460,12 +794,42 @@ control_release(struct control *ctl, uint64_t conn_id)
 	c->in_flight--;
 	/* Freed from the write callback or the drain check, never here: we
 	 * may be inside this connection's read callback. */
-	if (c->in_flight == 0 && (c->closing || ctl->draining))
+	if (c->in_flight == 0 && (c->closing || c->eof || ctl->draining))
 		control_schedule_reap(ctl);
+}
+
+void
+control_defer(struct control *ctl, uint64_t conn_id)
+{
+	struct control_conn *c = conn_find(ctl, conn_id);
+
+	if (c != NULL)
+		c->deferred = 1;
+}
+
+void
+control_resume(struct control *ctl, uint64_t conn_id)
+{
+	struct control_conn *c = conn_find(ctl, conn_id);
+
+	if (c == NULL || !c->deferred)
+		return;
+	c->deferred = 0;
+	/* Served from the ready list: we may be inside its callbacks. */
+	conn_mark_ready(c);
 }
 
 size_t
 control_connection_count(const struct control *ctl)
 {
 	return ctl->nconns;
+}
+
+size_t
+control_user_connection_count(const struct control *ctl, uid_t uid)
+{
+	for (size_t i = 0; i < ctl->nusers; i++)
+		if (ctl->users[i].uid == uid)
+			return ctl->users[i].count;
+	return 0;
 }

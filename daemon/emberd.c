@@ -28,6 +28,7 @@
 #include "image.h"
 #include "log.h"
 #include "notify.h"
+#include "quota.h"
 #include "rpc.h"
 #include "validate.h"
 #include "vm.h"
@@ -136,6 +137,31 @@ on_oversize(void *ctx, const struct control_peer *peer, size_t *len)
 	return rpc_oversize_reply(len);
 }
 
+static size_t
+on_user_connection_limit(void *ctx, uid_t uid)
+{
+	return quota_connection_limit(ctx, uid);
+}
+
+static char *
+on_refused(void *ctx, const struct control_peer *peer, const char *limit, size_t use,
+    size_t max, size_t *len)
+{
+	return rpc_refused_reply(peer->uid, limit, use, max, len);
+}
+
+/* The config's limits section, applied to the transport. */
+static void
+apply_limits(struct ember_daemon *d)
+{
+	struct control_limits lim = {
+		.max_connections = d->config.max_connections,
+		.reply_high_water = (size_t)d->config.reply_high_water,
+	};
+
+	log_debug("control: at most %zu connections", control_set_limits(d->control, &lim));
+}
+
 static void
 on_drained(void *ctx)
 {
@@ -197,6 +223,7 @@ reload_config(struct ember_daemon *d)
 	/* state_dir and socket stay as they are until a restart. */
 	ember_config_clear(&d->config);
 	d->config = cfg;
+	apply_limits(d);
 	log_info("SIGHUP: configuration reloaded from %s", d->config_path);
 	daemon_probe_backends(d);
 }
@@ -273,7 +300,8 @@ main(int argc, char **argv)
 	const char *opt_state = NULL, *opt_socket = NULL, *opt_level = NULL;
 	char *def_state = NULL, *def_socket = NULL;
 	struct ember_error err = { 0 };
-	struct control_callbacks cb = { on_line, on_oversize, on_drained };
+	struct control_callbacks cb = { on_line, on_oversize, on_drained,
+	    on_user_connection_limit, on_refused };
 	int c, level = LOG_LEVEL_INFO, listen_fd;
 
 	log_init("emberd", LOG_LEVEL_INFO);
@@ -382,6 +410,7 @@ main(int argc, char **argv)
 		log_warnx("%s%s%s", err.message, err.hint[0] ? " — " : "", err.hint);
 		return 1;
 	}
+	apply_limits(d);
 
 	d->ev_sigterm = evsignal_new(d->base, SIGTERM, on_terminate, d);
 	d->ev_sigint = evsignal_new(d->base, SIGINT, on_terminate, d);

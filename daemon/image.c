@@ -26,6 +26,7 @@
 #include "fsutil.h"
 #include "image.h"
 #include "log.h"
+#include "quota.h"
 #include "validate.h"
 #include "vm.h"
 
@@ -566,6 +567,10 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 	    add_copy(im, c, "vmlinux", a->vmlinux, "vmlinux", &err) < 0 ||
 	    add_copy(im, c, "initrd", a->initrd, "initrd", &err) < 0 ||
 	    add_copy(im, c, "rootfs", a->rootfs, "rootfs.img", &err) < 0) {
+		import_free(im);
+		goto fail;
+	}
+	if (quota_check_import(d, c->uid, im->fds, im->nfds, a->rootfs_size_mib, &err) < 0) {
 		import_free(im);
 		goto fail;
 	}

@@ -7,6 +7,7 @@
 
 #include "cid-alloc.h"
 #include "daemon.h"
+#include "quota.h"
 #include "rpc.h"
 #include "vm.h"
 
@@ -54,12 +55,37 @@ rpc_daemon_info(struct rpc_call *call, json_t *params)
 	}
 	if (call->uid != 0)
 		count_visible(call, &nvms, &ncids);
-	rpc_reply(call, json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:I, s:o}",
+	rpc_reply(call, json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:I, s:o, s:o}",
 	    "version", EMBER_VERSION, "api_version", 1, "pid", (int)getpid(),
 	    "state_dir", d->state_dir, "socket", d->socket_path,
 	    "vms", (json_int_t)nvms, "cids_in_use", (json_int_t)ncids,
-	    "backends", backends));
+	    "backends", backends, "quota", quota_to_json(d, call->uid)));
 }
+
+/* A user's quota and use: its own for anyone, any user's for root. */
+static void
+rpc_quota_get(struct rpc_call *call, json_t *params)
+{
+	struct ember_error err = { 0 };
+	long long uid = rpc_param_int(params, "uid", (long long)call->uid);
+
+	if (uid < 0 || uid > 0xfffffffeLL) {
+		rpc_fail_params(call, "uid must be 0 to 4294967294, not %lld", uid);
+		return;
+	}
+	if (call->uid != 0 && (uid_t)uid != call->uid) {
+		ember_error_set(&err, EK_PERMISSION_DENIED, "leave out uid to see your own",
+		    "only root may see the quota of another user (uid %lld)", uid);
+		rpc_fail(call, &err);
+		return;
+	}
+	rpc_reply(call, quota_to_json(call->daemon, (uid_t)uid));
+}
+
+static const struct rpc_param quota_get_params[] = {
+	{ "uid", JSON_INTEGER, 0 },
+	{ NULL, 0, 0 },
+};
 
 static void
 rpc_vsock_allocations(struct rpc_call *call, json_t *params)
@@ -86,5 +112,6 @@ rpc_vsock_allocations(struct rpc_call *call, json_t *params)
 const struct rpc_method rpc_daemon_methods[] = {
 	{ "daemon.info", NULL, 0, NULL, rpc_daemon_info },
 	{ "vsock.allocations", NULL, 0, NULL, rpc_vsock_allocations },
+	{ "quota.get", quota_get_params, 0, NULL, rpc_quota_get },
 	{ NULL, NULL, 0, NULL, NULL },
 };

@@ -3,11 +3,19 @@
  * its connection; its reply is routed by connection id, so a reply for a
  * client that has left is dropped. A batch collects its replies in request
  * order and is sent as one line when the last call completes.
+ *
+ * A batch holds at most config max_batch requests (a larger one is refused
+ * whole, before any of it runs) and is dispatched RPC_BATCH_PER_TURN
+ * requests per loop turn: between two turns the loop serves everybody
+ * else, and the connection is deferred (control_defer) so its next line
+ * waits for the batch to be dispatched.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "daemon.h"
 #include "log.h"
@@ -15,8 +23,15 @@
 #include "rpc-codec.h"
 #include "vm.h"
 
+#define RPC_BATCH_PER_TURN 8
+
 struct rpc_batch {
+	struct ember_daemon *d;
+	struct control_peer peer;
 	uint64_t conn_id;
+	json_t *requests;	/* the batch array, until all are dispatched */
+	size_t next;		/* next request to dispatch */
+	struct event *ev_next;	/* dispatches the next requests */
 	json_t *replies;	/* array; null slots for notifications */
 	size_t pending;
 };
@@ -71,6 +86,8 @@ rpc_batch_put(struct ember_daemon *d, struct rpc_batch *b, size_t slot, json_t *
 		rpc_send(d, b->conn_id, out);
 	json_decref(out);
 	json_decref(b->replies);
+	if (b->ev_next != NULL)
+		event_free(b->ev_next);
 	free(b);
 }
 
@@ -275,6 +292,77 @@ rpc_dispatch(struct ember_daemon *d, const struct control_peer *peer, json_t *el
 	call->method->handler(call, params);
 }
 
+/* Dispatches the batch's next requests; once all are, lets the connection
+ * deliver its next line and drops the batch's own share of pending. */
+static void
+rpc_batch_continue(struct rpc_batch *b)
+{
+	struct ember_daemon *d = b->d;
+	size_t n = json_array_size(b->requests);
+	unsigned budget = RPC_BATCH_PER_TURN;
+
+	while (b->next < n && budget-- > 0) {
+		size_t i = b->next++;
+		rpc_dispatch(d, &b->peer, json_array_get(b->requests, i), b, i);
+	}
+	if (b->next < n) {
+		struct timeval now = { 0, 0 };
+		control_defer(d->control, b->conn_id);
+		evtimer_add(b->ev_next, &now);
+		return;
+	}
+	json_decref(b->requests);
+	b->requests = NULL;
+	control_resume(d->control, b->conn_id);
+	control_release(d->control, b->conn_id);
+	rpc_batch_put(d, b, 0, NULL);	/* may free b */
+}
+
+static void
+rpc_batch_next_cb(evutil_socket_t fd, short what, void *arg)
+{
+	rpc_batch_continue(arg);
+}
+
+static void
+rpc_batch_start(struct ember_daemon *d, const struct control_peer *peer, json_t *msg)
+{
+	size_t n = json_array_size(msg), max = d->config.max_batch;
+	struct rpc_batch *b;
+
+	if (max == 0)
+		max = CONFIG_MAX_BATCH_DEFAULT;
+	if (n > max) {
+		char reason[128];
+		json_t *reply;
+
+		snprintf(reason, sizeof(reason),
+		    "a batch holds at most %zu requests, this one %zu; split it", max, n);
+		reply = rpc_error(NULL, RPC_INVALID_REQUEST, "Invalid Request",
+		    json_pack("{s:s, s:I, s:I}", "reason", reason,
+		    "max_batch", (json_int_t)max, "size", (json_int_t)n));
+		rpc_send(d, peer->conn_id, reply);
+		json_decref(reply);
+		return;
+	}
+	b = calloc(1, sizeof(*b));
+	if (b == NULL || (b->replies = json_array()) == NULL)
+		fatalx("rpc: out of memory");
+	b->d = d;
+	b->peer = *peer;
+	b->conn_id = peer->conn_id;
+	b->requests = json_incref(msg);
+	b->pending = n + 1;	/* +1 so it completes after dispatch */
+	b->ev_next = evtimer_new(d->base, rpc_batch_next_cb, b);
+	if (b->ev_next == NULL)
+		fatalx("rpc: cannot create an event");
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(b->replies, json_null());
+	/* Shutdown waits for the whole batch to be dispatched. */
+	control_hold(d->control, peer->conn_id);
+	rpc_batch_continue(b);
+}
+
 void
 rpc_handle_line(struct ember_daemon *d, const struct control_peer *peer,
     const char *line, size_t len)
@@ -286,20 +374,9 @@ rpc_handle_line(struct ember_daemon *d, const struct control_peer *peer,
 		json_decref(reply);
 		return;
 	}
-	if (json_is_array(msg)) {
-		struct rpc_batch *b = calloc(1, sizeof(*b));
-		size_t n = json_array_size(msg);
-		if (b == NULL)
-			fatalx("rpc: out of memory");
-		b->conn_id = peer->conn_id;
-		b->replies = json_array();
-		b->pending = n + 1;	/* +1 so it completes after dispatch */
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(b->replies, json_null());
-		for (size_t i = 0; i < n; i++)
-			rpc_dispatch(d, peer, json_array_get(msg, i), b, i);
-		rpc_batch_put(d, b, 0, NULL);
-	} else
+	if (json_is_array(msg))
+		rpc_batch_start(d, peer, msg);
+	else
 		rpc_dispatch(d, peer, msg, NULL, 0);
 	json_decref(msg);
 }
@@ -323,6 +400,25 @@ rpc_caller(const struct rpc_call *call)
 	    .ngroups = call->ngroups > 0 ? (size_t)call->ngroups : 0 };
 
 	return c;
+}
+
+char *
+rpc_refused_reply(uid_t uid, const char *limit, size_t use, size_t max, size_t *len)
+{
+	char message[256];
+	json_t *e, *data;
+	char *line;
+
+	snprintf(message, sizeof(message), "too many connections: %s reached for uid %u "
+	    "(%zu open, max %zu)", limit, (unsigned)uid, use, max);
+	data = json_pack("{s:s, s:s, s:s, s:I, s:I}", "kind",
+	    ember_error_kind_name(EK_QUOTA_EXCEEDED), "hint",
+	    "close some connections to emberd and retry", "limit", limit,
+	    "use", (json_int_t)use, "max", (json_int_t)max);
+	e = rpc_error(NULL, ember_error_code(EK_QUOTA_EXCEEDED), message, data);
+	line = e != NULL ? rpc_encode(e, len) : NULL;
+	json_decref(e);
+	return line;
 }
 
 const char *

@@ -64,6 +64,9 @@ void rpc_handle_line(struct ember_daemon *d, const struct control_peer *peer,
     const char *line, size_t len);
 /* The reply sent before closing a connection whose line was too long. */
 char *rpc_oversize_reply(size_t *len);
+/* The reply sent before closing a connection refused at a connection limit
+ * (control.h on_refused): quota_exceeded naming the limit, use and maximum. */
+char *rpc_refused_reply(uid_t uid, const char *limit, size_t use, size_t max, size_t *len);
 
 /* Completes a call: exactly one of these, once. Steals result. */
 void rpc_reply(struct rpc_call *call, json_t *result);

@@ -28,6 +28,7 @@
 #include "fsutil.h"
 #include "image.h"
 #include "log.h"
+#include "quota.h"
 #include "validate.h"
 #include "vm.h"
 #include "vm-agent.h"
@@ -795,6 +796,8 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		} else if (image_doc == NULL)
 			goto fail;
 	}
+	if (quota_check_create(d, a, cpus, memory, image_doc, &err) < 0)
+		goto fail;
 	vm = vm_new(d);
 	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", a->name);
 	if (uuid_generate_v4(vm->rec.id) < 0) {
@@ -897,6 +900,8 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 		    src->load_error ? "unreadable" : vm_status_name(src->rec.status));
 		goto fail;
 	}
+	if (quota_check_fork(d, src, owner_uid, want_vsock, start, &err) < 0)
+		goto fail;
 	vm = vm_new(d);
 	if (vm_record_copy(&vm->rec, &src->rec) < 0 || uuid_generate_v4(vm->rec.id) < 0) {
 		ember_error_set(&err, EK_INTERNAL, NULL, "cannot copy the VM record");
@@ -975,6 +980,10 @@ vm_start(struct vm *vm, vm_done_fn done, void *ctx)
 	struct ember_error err = { 0 };
 	char dir[PATH_MAX];
 
+	if (quota_check_start(vm, &err) < 0) {
+		done(ctx, NULL, &err);
+		return;
+	}
 	if (vm_op_begin(vm, VM_OP_START, done, ctx, &err) < 0) {
 		done(ctx, NULL, &err);
 		return;
