@@ -146,6 +146,73 @@ START_TEST(config_file_overrides_only_what_it_sets)
 }
 END_TEST
 
+START_TEST(config_quota_defaults_and_root)
+{
+	struct ember_config cfg;
+
+	ember_config_init(&cfg);
+	ck_assert_ptr_null(ember_config_quota(&cfg, 0));
+	ck_assert_uint_eq(ember_config_quota(&cfg, 1000)->vms, QUOTA_DEFAULT_VMS);
+	ck_assert_uint_eq(ember_config_quota(&cfg, 1000)->connections,
+	    QUOTA_DEFAULT_CONNECTIONS);
+	ck_assert_uint_eq(cfg.max_batch, CONFIG_MAX_BATCH_DEFAULT);
+	ember_config_clear(&cfg);
+}
+END_TEST
+
+START_TEST(config_quota_users_inherit_default_in_any_order)
+{
+	struct ember_config cfg, copy;
+	struct ember_error err;
+	const struct ember_quota *q;
+
+	ember_config_init(&cfg);
+	/* users before default: unset keys still come from the final default */
+	ck_assert_int_eq(parse(&cfg, "quotas:\n  users:\n    \"1001\": { vms: 2 }\n"
+	    "    nobody: { memory: 2G }\n  default: { vms: 5, cids: 1 }\n"
+	    "limits: { max_batch: 7, max_connections: 50, reply_high_water: 1M }\n",
+	    &err), 0);
+	q = ember_config_quota(&cfg, 1001);
+	ck_assert_uint_eq(q->vms, 2);
+	ck_assert_uint_eq(q->cids, 1);
+	q = ember_config_quota(&cfg, 65534);
+	ck_assert_uint_eq(q->memory_mib, 2048);
+	ck_assert_uint_eq(q->vms, 5);
+	ck_assert_uint_eq(ember_config_quota(&cfg, 42)->vms, 5);
+	ck_assert_uint_eq(cfg.max_batch, 7);
+	ck_assert_uint_eq(cfg.max_connections, 50);
+	ck_assert_uint_eq(cfg.reply_high_water, 1024 * 1024);
+	/* a later parse keeps the users (deep copy) unless it sets them */
+	ck_assert_int_eq(parse(&cfg, "log_level: debug\n", &err), 0);
+	ck_assert_uint_eq(ember_config_quota(&cfg, 1001)->vms, 2);
+	ember_config_init(&copy);
+	ck_assert_int_eq(parse(&copy, "quotas: { users: {} }\n", &err), 0);
+	ck_assert_uint_eq(copy.nquota_users, 0);
+	ember_config_clear(&copy);
+	ember_config_clear(&cfg);
+}
+END_TEST
+
+START_TEST(config_quota_users_refused)
+{
+	struct ember_config cfg;
+	struct ember_error err;
+
+	ember_config_init(&cfg);
+	ck_assert_int_eq(parse(&cfg, "quotas:\n  users:\n    root: { vms: 1 }\n", &err), -1);
+	ck_assert_ptr_nonnull(strstr(err.message, "root has no quota"));
+	ck_assert_int_eq(parse(&cfg, "quotas:\n  users:\n    no-such-user-x: {}\n", &err), -1);
+	ck_assert_ptr_nonnull(strstr(err.message, "no user"));
+	ck_assert_int_eq(parse(&cfg, "quotas:\n  users:\n    \"7\": {}\n    \"7\": {}\n",
+	    &err), -1);
+	ck_assert_int_eq(parse(&cfg, "quotas:\n  users:\n    \"7\": { bogus: 1 }\n", &err), -1);
+	ck_assert_int_eq(parse(&cfg, "limits: { max_batch: 0 }\n", &err), -1);
+	ck_assert_int_eq(parse(&cfg, "quotas: { users: [1, 2] }\n", &err), -1);
+	ck_assert_uint_eq(cfg.nquota_users, 0);
+	ember_config_clear(&cfg);
+}
+END_TEST
+
 START_TEST(config_failure_leaves_config_untouched)
 {
 	struct ember_config cfg;
@@ -237,6 +304,9 @@ config_suite(void)
 	tcase_add_test(tc, config_cid_min_checked_against_existing_max);
 	tcase_add_test(tc, config_unknown_nested_key_hint);
 	tcase_add_test(tc, config_fills_only_absent_params);
+	tcase_add_test(tc, config_quota_defaults_and_root);
+	tcase_add_test(tc, config_quota_users_inherit_default_in_any_order);
+	tcase_add_test(tc, config_quota_users_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }
