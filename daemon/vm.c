@@ -397,9 +397,21 @@ struct vm_create_op {
 	struct vm_create_op *next;
 };
 
-/* Creates waiting for their copies; their names are taken. */
+/* Creates waiting for their copies; their names are taken. Each holds
+ * open files and a cp process, so a user may have only a few at once. */
+#define VM_PENDING_PER_OWNER_MAX 4
 static struct vm_create_op *pending_creates;
 static unsigned staging_counter;
+
+static size_t
+vm_pending_count(uid_t owner)
+{
+	size_t n = 0;
+
+	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
+		n += op->vm->rec.owner_uid == owner;
+	return n;
+}
 
 static bool
 vm_name_pending(const char *name)
@@ -617,8 +629,7 @@ create_op_finish(struct vm_create_op *op)
 
 	if (vm_materialize(vm, op->source, op->uds, op->nfiles > 0 ? op->staging : NULL,
 	    &err) < 0) {
-		op->staging[0] = '\0';	/* vm_materialize removed it */
-		create_op_fail(op, &err);
+		create_op_fail(op, &err);	/* staging too, unless it was moved */
 		return;
 	}
 	bool start = op->start;
@@ -689,6 +700,15 @@ create_op_run(struct vm_create_op *op)
 		create_op_finish(op);
 		return;
 	}
+	for (size_t i = 0; i < op->nfiles; i++)
+		copies |= op->files[i].link_from == NULL;
+	if (copies && vm_pending_count(op->vm->rec.owner_uid) >= VM_PENDING_PER_OWNER_MAX) {
+		ember_error_set(&err, EK_BUSY, "wait for them to finish and retry",
+		    "uid %u already has %d creates copying files", (unsigned)op->vm->rec.owner_uid,
+		    VM_PENDING_PER_OWNER_MAX);
+		create_op_fail(op, &err);
+		return;
+	}
 	snprintf(op->staging, sizeof(op->staging), "%s/vms/.create-%s-%d-%u", d->state_dir,
 	    op->vm->rec.name, (int)getpid(), ++staging_counter);
 	rm_rf(op->staging);
@@ -701,10 +721,8 @@ create_op_run(struct vm_create_op *op)
 	}
 	for (size_t i = 0; i < op->nfiles; i++) {
 		struct vm_own_file *f = &op->files[i];
-		if (f->link_from == NULL) {
-			copies = true;
+		if (f->link_from == NULL)
 			continue;
-		}
 		snprintf(dst, sizeof(dst), "%s/%s", op->staging, f->name);
 		if (link(f->link_from, dst) < 0) {
 			ember_error_set(&err, errno == ENOENT ? EK_INVALID_SPEC : EK_IO,

@@ -214,5 +214,15 @@ pass "the fork boots after its parent and the image are gone, with the parent's 
 ctl vm delete --force child >/dev/null || fail "vm delete child"
 nothing_left "the end"
 
+note "a copy that completes into a failing create leaves nothing"
+stop_emberd
+printf 'cid_min: 3\ncid_max: 3\n' >>"$CONFIG"
+start_emberd
+ctl vm create hold --vsock --no-start >/dev/null || fail "vm create hold"
+r=$(nreq vm.create "{\"name\":\"late\",\"kernel\":\"$T/pub/vmlinuz\",\"vsock\":true,\"start\":false}")
+assert_jq "$r" '.error.data.kind == "cids_exhausted"' "with every CID taken the create fails after its copy"
+ctl vm delete hold >/dev/null || fail "vm delete hold"
+nothing_left "cids_exhausted after a copy"
+
 stop_emberd
 echo "PASS"
