@@ -120,8 +120,9 @@ images_mib_of(struct ember_daemon *d, uid_t uid)
 		if (read_json_file(path, &doc, errbuf, sizeof(errbuf)) < 0)
 			continue;
 		owner = json_object_get(doc, "owner_uid");
-		json_decref(doc);
-		if (!json_is_integer(owner) || (uid_t)json_integer_value(owner) != uid)
+		bool mine = json_is_integer(owner) && (uid_t)json_integer_value(owner) == uid;
+		json_decref(doc);	/* owner belonged to doc */
+		if (!mine)
 			continue;
 		snprintf(path, sizeof(path), "%s/images/%s", d->state_dir, de->d_name);
 		if ((img = opendir(path)) == NULL)
