@@ -99,6 +99,9 @@ flood_conns(const char *path, long n)
 	    last_err ? strerror(last_err) : "");
 	fflush(stdout);
 	hold_until_stdin_eof();
+	for (long i = 0; i < held; i++)
+		close(fds[i]);
+	free(fds);
 	return 0;
 }
 

@@ -46,6 +46,19 @@ nobody_rpc() {
 	printf '%s\n' "$1" | timeout 60 setpriv --reuid=65534 --regid=65534 --groups="$GROUP" -- \
 		socat -t 50 - "UNIX-CONNECT:$SOCK"
 }
+# Under AddressSanitizer freed memory sits in its quarantine, so RSS says
+# nothing about what emberd holds: the RSS bounds are reported, not asserted.
+SANITIZED=
+ldd "$EMBERD" 2>/dev/null | grep -q libasan && SANITIZED=1
+# rss_bound RSS LIMIT WHAT: RSS (KiB) stays under LIMIT.
+rss_bound() {
+	if [[ -n $SANITIZED ]]; then
+		echo "skip: $3: $1 KiB (limit $2 KiB not checked under AddressSanitizer)"
+		return
+	fi
+	(($1 < $2)) || fail "$3: $1 KiB, over $2 KiB"
+	pass "$3: $1 KiB (limit $2 KiB)"
+}
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$EMBERD_PID/status"; }
 nfds() { find "/proc/$EMBERD_PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 req() { echo "{\"jsonrpc\":\"2.0\",\"id\":${3:-1},\"method\":\"$1\",\"params\":${2:-null}}"; }
@@ -83,9 +96,7 @@ batch=$(jq -nc '[range(23800) | {jsonrpc: "2.0", id: 1, method: "vm.list"}]')
 (( ${#batch} < 1048576 )) || fail "the amplification batch does not fit one line (${#batch} bytes)"
 r=$(nobody_rpc "$batch")
 assert_jq "$r" '.error.code == -32600 and .error.data.size == 23800' "a 23,800-call vm.list batch is refused whole"
-rss=$(rss_kib)
-((rss < base_rss + 32768)) || fail "RSS grew from $base_rss to $rss KiB after the refused batches"
-pass "RSS after the refused batches: $rss KiB (before: $base_rss KiB)"
+rss_bound "$(rss_kib)" $((base_rss + 32768)) "RSS after the refused batches (before: $base_rss KiB)"
 
 note "a batch at the limit does not hold the loop"
 batch=$(jq -nc '[range(400) | {jsonrpc: "2.0", method: "vm.create", params: {name: "f\(.)", start: false}}]')
@@ -109,17 +120,13 @@ read -r -t 120 word wrote <&"${FL[0]}" || fail "ctl-flood pipeline did not repor
 [[ $word == wrote ]] || fail "ctl-flood said: $word $wrote"
 ((wrote < 64 * 1048576)) || fail "emberd read $wrote bytes from a client that reads nothing"
 pass "emberd stopped reading the client after $wrote bytes of 256 MiB"
-during=$(rss_kib)
-((during < base_rss + 65536)) || fail "RSS grew from $base_rss to $during KiB during the pipeline"
-pass "RSS during the pipeline: $during KiB (before: $base_rss KiB)"
+rss_bound "$(rss_kib)" $((base_rss + 65536)) "RSS during the pipeline (before: $base_rss KiB)"
 assert_jq "$(call_ok vm.inspect '{"name":"f1"}')" '.name == "f1"' "root is served meanwhile"
 exec {FL[1]}>&-
 wait "$fl_pid" || true
 wait_for "the pipelining client's connection is gone" \
 	bash -c "[[ \$(printf '%s\n' '$(req quota.get '{"uid":65534}')' | socat -t 5 - UNIX-CONNECT:$SOCK | jq .result.use.connections) == 0 ]]"
-after=$(rss_kib)
-((after < base_rss + 16384)) || fail "RSS stayed at $after KiB after the client left (before: $base_rss KiB)"
-pass "RSS after the client left: $after KiB"
+rss_bound "$(rss_kib)" $((base_rss + 16384)) "RSS after the client left (before: $base_rss KiB)"
 
 note "21,000 idle connections from one user"
 fds_before=$(nfds)
