@@ -32,7 +32,10 @@ for v in m1 m2 m3; do
 	    fail "$v's console does not hold exactly its own boot"
 	grep -q "starting $v ---" "$(console_of "$v")" || fail "$v's console is not its own"
 	pid=$(field "$v" .pid)
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "path=$STATE/vms/$v/console.log" ||
+	# QEMU gets its console as an fd emberd opened (path=/dev/fd/N).
+	confd=$(tr '\0' '\n' <"/proc/$pid/cmdline" | grep -oE 'path=/dev/fd/[0-9]+' | head -n 1)
+	[[ -n $confd ]] || fail "$v's QEMU (pid $pid) has no console fd on its command line"
+	[[ $(readlink "/proc/$pid/fd/${confd##*/}") == "$STATE/vms/$v/console.log" ]] ||
 	    fail "$v's QEMU (pid $pid) does not write $v's console"
 done
 pass "each VM has its own QMP socket, console and process"
