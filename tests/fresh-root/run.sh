@@ -25,6 +25,9 @@
 #                       not-ignored files as they are now (uncommitted changes)
 #   EMBER_FRESH_REBUILD=1  debootstrap the base again
 #   EMBER_FRESH_KEEP=1  keep this run's root (its path is printed)
+#   EMBER_FRESH_ORDER   the steps to run in the one root, in order (default
+#                       "quickstart tests"); e.g. "tests quickstart
+#                       quickstart tests" checks both orders, each twice
 #   EMBER_SKIP_ASAN, EMBER_SKIP_FUZZ, FUZZ_SECONDS, CTEST_ARGS
 #                       passed to tests/run.sh in the chroot (the two skips
 #                       default to 1 here)
@@ -159,13 +162,27 @@ in_root() {
 
 total0=$SECONDS
 status=0
-# The README's commands, in its order: the quickstart first installs the
-# build packages, then the test command installs the rest.
-in_root quickstart packaging/quickstart.sh || status=1
-in_root run.sh env \
-    EMBER_SKIP_ASAN="${EMBER_SKIP_ASAN:-1}" EMBER_SKIP_FUZZ="${EMBER_SKIP_FUZZ:-1}" \
-    ${FUZZ_SECONDS:+FUZZ_SECONDS="$FUZZ_SECONDS"} ${CTEST_ARGS:+CTEST_ARGS="$CTEST_ARGS"} \
-    tests/run.sh || status=1
+# The README's commands, in its order by default: the quickstart first
+# installs the build packages, then the test command installs the rest.
+# EMBER_FRESH_ORDER runs another sequence in the same root, e.g.
+# "tests quickstart quickstart tests" for the other order and each twice.
+rm -f "$CACHE"/[0-9]*-quickstart.log "$CACHE"/[0-9]*-run.sh.log
+n=0
+for cmd in ${EMBER_FRESH_ORDER:-quickstart tests}; do
+	n=$((n + 1))
+	case $cmd in
+	quickstart)
+		in_root "$n-quickstart" packaging/quickstart.sh || status=1
+		;;
+	tests)
+		in_root "$n-run.sh" env \
+		    EMBER_SKIP_ASAN="${EMBER_SKIP_ASAN:-1}" EMBER_SKIP_FUZZ="${EMBER_SKIP_FUZZ:-1}" \
+		    ${FUZZ_SECONDS:+FUZZ_SECONDS="$FUZZ_SECONDS"} ${CTEST_ARGS:+CTEST_ARGS="$CTEST_ARGS"} \
+		    tests/run.sh || status=1
+		;;
+	*) die "EMBER_FRESH_ORDER: unknown step \"$cmd\" (use quickstart and tests)" ;;
+	esac
+done
 
 # A test that skips because a tool is missing is a missing install step too.
 skips=$(grep -h '^SKIP' "$run_root$PROJECT_IN_ROOT"/build/*/Testing/Temporary/LastTest.log \
@@ -181,8 +198,8 @@ if [ -n "$skips" ]; then
 	echo "skips in the suite:"
 	printf '%s\n' "$skips"
 fi
-if [ -e "$CACHE/run.sh.log" ]; then
-	tail -n 1 "$CACHE/run.sh.log"
-fi
+for log in "$CACHE"/[0-9]*-run.sh.log; do
+	[ -e "$log" ] && echo "$(basename "$log" .log): $(tail -n 1 "$log")"
+done
 [ "$status" -eq 0 ] && echo "fresh root: both commands passed" || echo "fresh root: FAILED"
 exit "$status"
