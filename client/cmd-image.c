@@ -59,6 +59,42 @@ absolute_path(const char *flag, const char *path, char *buf, size_t len)
 	return EXIT_OK;
 }
 
+/* An OCI source with its path (up to the first ':' after the transport, as
+ * skopeo splits it) made absolute; docker:// is passed as given. */
+static int
+oci_source(const char *src, char *buf, size_t len)
+{
+	static const char *const transports[] = { "oci:", "oci-archive:", "docker-archive:" };
+	char path[PATH_MAX], abs[PATH_MAX];
+
+	if (strncmp(src, "docker://", 9) == 0) {
+		snprintf(buf, len, "%s", src);
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++) {
+		size_t n = strlen(transports[i]);
+		const char *rest = src + n, *colon;
+		int r;
+
+		if (strncmp(src, transports[i], n) != 0)
+			continue;
+		colon = strchr(rest, ':');
+		snprintf(path, sizeof(path), "%.*s", (int)(colon ? colon - rest : (long)strlen(rest)),
+		    rest);
+		if ((r = absolute_path("--oci", path, abs, sizeof(abs))) != EXIT_OK)
+			return r;
+		if ((size_t)snprintf(buf, len, "%s%s%s", transports[i], abs, colon ? colon : "") >=
+		    len) {
+			ctl_warnx("--oci '%s': too long", src);
+			return EXIT_ERROR;
+		}
+		return EXIT_OK;
+	}
+	ctl_warnx("--oci '%s': expected oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE "
+	    "or docker://REF", src);
+	return EXIT_USAGE;
+}
+
 int
 cmd_image_import(struct ctl *ctl, struct verb_args *a)
 {
@@ -77,8 +113,12 @@ cmd_image_import(struct ctl *ctl, struct verb_args *a)
 	json_t *params, *doc;
 	int r;
 
-	if (OPTARG(a, OPT_KERNEL) == NULL)
-		return ctl_usage_error(ctl, "--kernel is required");
+	const char *oci = OPTARG(a, OPT_OCI);
+
+	if (OPTARG(a, OPT_KERNEL) == NULL && oci == NULL)
+		return ctl_usage_error(ctl, "--kernel or --oci is required");
+	if (oci != NULL && (OPTARG(a, OPT_ROOTFS) != NULL || OPTARG(a, OPT_ROOTFS_DIR) != NULL))
+		return ctl_usage_error(ctl, "--oci and --rootfs/--rootfs-dir conflict");
 	if (OPTARG(a, OPT_ROOTFS) != NULL && OPTARG(a, OPT_ROOTFS_DIR) != NULL)
 		return ctl_usage_error(ctl, "--rootfs and --rootfs-dir conflict");
 	if (size != NULL && OPTARG(a, OPT_ROOTFS_DIR) == NULL)
@@ -114,11 +154,25 @@ cmd_image_import(struct ctl *ctl, struct verb_args *a)
 	if (OPTARG(a, OPT_BOOT_ARGS) != NULL)
 		json_object_set_new(params, "boot_args",
 		    json_string(OPTARG(a, OPT_BOOT_ARGS)));
+	if (oci != NULL) {
+		char src[PATH_MAX + 64];
+		if ((r = oci_source(oci, src, sizeof(src))) != EXIT_OK)
+			goto fail;
+		json_object_set_new(params, "oci", json_string(src));
+	}
 	r = ctl_call(ctl, "image.import", params, &doc);
 	if (r != EXIT_OK)
 		return r;
 	if (ctl->json)
 		ctl_print_json(doc);
+	else if (json_is_true(json_object_get(doc, "unchanged")))
+		printf("%s: unchanged, already %s\n", name, doc_str(json_object_get(doc, "oci"),
+		    "digest"));
+	else if (json_object_get(doc, "oci") != NULL)
+		printf("%s: imported %s (%.1f MiB on disk, %.1f s)\n", name,
+		    doc_str(json_object_get(doc, "oci"), "digest"),
+		    (double)json_integer_value(json_object_get(doc, "disk_bytes")) / (1024 * 1024),
+		    json_real_value(json_object_get(doc, "import_seconds")));
 	else
 		printf("%s: imported\n", name);
 	json_decref(doc);

@@ -37,7 +37,7 @@ static const enum opt_id delete_opts[] = { OPT_FORCE, 0 };
 static const enum opt_id fork_opts[] = { OPT_VSOCK, OPT_NO_VSOCK, OPT_NO_START, 0 };
 static const enum opt_id import_opts[] = {
 	OPT_KERNEL, OPT_VMLINUX, OPT_INITRD, OPT_ROOTFS, OPT_ROOTFS_DIR,
-	OPT_ROOTFS_SIZE, OPT_BOOT_ARGS, 0
+	OPT_ROOTFS_SIZE, OPT_BOOT_ARGS, OPT_OCI, 0
 };
 static const enum opt_id no_opts[] = { 0 };
 
@@ -81,9 +81,12 @@ static const struct verb verbs[] = {
 	{ "image", "import", 1, 1, cmd_image_import,
 	  "NAME --kernel K [--vmlinux V] [--initrd I]\n"
 	  "\t[--rootfs FILE | --rootfs-dir DIR [--rootfs-size 1G]]\n"
-	  "\t[--boot-args S]",
+	  "\t[--boot-args S]\n"
+	  "\t| NAME --oci TRANSPORT:REF",
 	  "copy a kernel, initrd and root filesystem into the image store "
-	  "(--rootfs-dir builds an ext4 image)", import_opts },
+	  "(--rootfs-dir builds an ext4 image; --oci imports a container image:\n"
+	  "oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE, docker://REF)",
+	  import_opts },
 	{ "image", "list", 0, 0, cmd_image_list, "",
 	  "list images: NAME KERNEL INITRD ROOTFS", no_opts },
 	{ "image", "inspect", 1, 1, cmd_image_inspect, "NAME",
@@ -132,6 +135,7 @@ static const struct {
 	{ OPT_ROOTFS_DIR, "rootfs-dir", required_argument, 0 },
 	{ OPT_ROOTFS_SIZE, "rootfs-size", required_argument, 0 },
 	{ OPT_WAIT, "wait", optional_argument, 0 },
+	{ OPT_OCI, "oci", required_argument, 0 },
 	{ OPT_JSON, "json", no_argument, 0 },
 	{ OPT_HELP, "help", no_argument, 'h' },
 };

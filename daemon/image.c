@@ -7,6 +7,17 @@
  * measured and built into ext4 by du and mkfs.ext4 running with the
  * caller's rights (setpriv), into a file only emberd can name, which is
  * then copied to a root-owned one.
+ *
+ * An OCI import (image.h) runs skopeo, umoci, du and mkfs.ext4 the same
+ * way, in a staging directory nobody else can list (0711: the caller's
+ * skopeo reaches its own output file through it) whose unpacked bundle is
+ * root's alone (an image's layers may hold setuid files). A trusted caller's source is copied
+ * by skopeo straight into an OCI layout. Anyone else's is copied by skopeo
+ * running as the caller (setpriv, so it reads only what the caller may)
+ * into an oci-archive file emberd created and handed over as an open file;
+ * that file is copied to a root-owned one (the caller's processes may still
+ * hold it open) before a root skopeo turns it into the layout. umoci unpacks
+ * rootless, so no device node or foreign ownership reaches the host.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "caller-open.h"
@@ -26,11 +38,12 @@
 #include "fsutil.h"
 #include "image.h"
 #include "log.h"
+#include "oci.h"
 #include "quota.h"
 #include "validate.h"
 #include "vm.h"
 
-#define IMAGE_STEPS_MAX 8
+#define IMAGE_STEPS_MAX 10
 #define IMAGE_STEP_ARGS 24
 #define IMAGE_FDS_MAX 5
 
@@ -47,6 +60,10 @@ struct image_import {
 	/* A directory measured as the caller: du's two answers size mkfs. */
 	int du_bytes_step, du_inodes_step, mkfs_step, mkfs_size_arg;
 	uint64_t du_bytes, du_inodes;
+	/* OCI: after oci_layout_step the layout is read into doc's "oci". */
+	int oci_layout_step;
+	char existing_digest[80];	/* an OCI image already under this name */
+	struct timespec started;
 	image_done_fn done;
 	void *ctx;
 };
@@ -288,6 +305,53 @@ parse_du(const char *output, uint64_t *out)
 	return 0;
 }
 
+static void import_finish(struct image_import *im);
+
+/* Reads the layout skopeo wrote into doc's "oci". Returns 0 to go on, 1
+ * when it finished the import (the name already holds this digest), -1
+ * with err set. */
+static int
+oci_layout_done(struct image_import *im, struct ember_error *err)
+{
+	char layout[PATH_MAX], reason[256] = "";
+	json_t *oci = NULL;
+	const char *digest;
+	int r;
+
+	snprintf(layout, sizeof(layout), "%s/layout", im->staging);
+	if ((r = oci_layout_read(layout, "ember", &oci, reason, sizeof(reason))) < 0)
+		return ember_error_set(err, EK_IO, NULL, "image \"%s\": %s: %s", im->name,
+		    reason, strerror(-r));
+	digest = json_string_value(json_object_get(oci, "digest"));
+	if (im->existing_digest[0] != '\0' && strcmp(digest, im->existing_digest) == 0) {
+		struct ember_error none = { 0 };
+		json_t *doc = image_load_any(im->d, im->name, &none);
+		log_info("image %s: already holds %s, nothing imported", im->name, digest);
+		json_decref(oci);
+		rm_rf(im->staging);
+		if (doc == NULL) {
+			*err = none;
+			return -1;
+		}
+		json_object_set_new(doc, "unchanged", json_true());
+		im->done(im->ctx, doc, NULL);
+		import_free(im);
+		return 1;
+	}
+	if (im->existing_digest[0] != '\0') {
+		ember_error_set(err, EK_ALREADY_EXISTS, "delete it first or choose another name",
+		    "image \"%s\" already exists with another digest (%s; this one is %s)",
+		    im->name, im->existing_digest, digest);
+		json_decref(oci);
+		return -1;
+	}
+	json_object_set_new(oci, "source", json_object_get(im->doc, "oci_source") ?
+	    json_incref(json_object_get(im->doc, "oci_source")) : json_null());
+	json_object_del(im->doc, "oci_source");
+	json_object_set_new(im->doc, "oci", oci);
+	return 0;
+}
+
 static void
 import_step_done(void *ctx, int status, const char *output)
 {
@@ -302,8 +366,17 @@ import_step_done(void *ctx, int status, const char *output)
 			break;
 		}
 	if (status != 0) {
-		ember_error_set(&err, EK_IO, NULL, "%s failed: %s", tool,
-		    output[0] ? output : "no output");
+		/* skopeo logs 'time=... level=fatal msg="..."': keep the message. */
+		const char *msg = strcmp(tool, "skopeo") == 0 ? strstr(output, "msg=\"") : NULL;
+		if (msg != NULL) {
+			const char *end = strrchr(msg + 5, '"');
+			ember_error_set(&err, EK_INVALID_SPEC,
+			    "check the source (oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE)",
+			    "cannot read the OCI image: %.*s", (int)(end ? end - msg - 5 :
+			    (long)strlen(msg + 5)), msg + 5);
+		} else
+			ember_error_set(&err, EK_IO, NULL, "%s failed: %s", tool,
+			    output[0] ? output : "no output");
 		import_fail(im, &err);
 		return;
 	}
@@ -311,6 +384,11 @@ import_step_done(void *ctx, int status, const char *output)
 	    (im->step == im->du_inodes_step && parse_du(output, &im->du_inodes) < 0)) {
 		ember_error_set(&err, EK_IO, NULL, "du printed no size: %s", output);
 		import_fail(im, &err);
+		return;
+	}
+	if (im->step == im->oci_layout_step && oci_layout_done(im, &err) != 0) {
+		if (err.message[0] != '\0')
+			import_fail(im, &err);
 		return;
 	}
 	if (im->step == im->du_inodes_step) {
@@ -336,6 +414,9 @@ import_finish(struct image_import *im)
 	unlink(build);
 	snprintf(json, sizeof(json), "%s/image.json", im->staging);
 	r = atomic_write_json(json, im->doc);
+	/* An OCI import's staging was not listable while layers were unpacked. */
+	if (r == 0 && chmod(im->staging, 0755) < 0)
+		r = -errno;
 	if (r == 0 && access(im->final, F_OK) == 0)
 		r = -EEXIST;	/* imported meanwhile by another request */
 	if (r == 0 && rename(im->staging, im->final) < 0)
@@ -349,7 +430,22 @@ import_finish(struct image_import *im)
 	snprintf(images, sizeof(images), "%s/images", im->d->state_dir);
 	fsync_dir(images);
 	log_info("image %s: imported", im->name);
-	im->done(im->ctx, json_incref(im->doc), NULL);
+	json_t *reply = json_deep_copy(im->doc);
+	if (json_object_get(im->doc, "oci") != NULL) {
+		/* Size and time of an OCI import, for the caller only. */
+		struct timespec now;
+		struct stat st;
+		char rootfs[PATH_MAX];
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		snprintf(rootfs, sizeof(rootfs), "%s/rootfs.ext4", im->final);
+		json_object_set_new(reply, "import_seconds", json_real(
+		    (double)(now.tv_sec - im->started.tv_sec) +
+		    (double)(now.tv_nsec - im->started.tv_nsec) / 1e9));
+		if (stat(rootfs, &st) == 0)
+			json_object_set_new(reply, "disk_bytes",
+			    json_integer((json_int_t)st.st_blocks * 512));
+	}
+	im->done(im->ctx, reply, NULL);
 	import_free(im);
 }
 
@@ -515,6 +611,86 @@ add_mkfs(struct image_import *im, const struct platform_caller *c, const char *d
 	return 0;
 }
 
+/* The transports an OCI source may name (skopeo's syntax). */
+static bool
+oci_source_valid(const char *src)
+{
+	static const char *const transports[] = { "oci:", "oci-archive:", "docker-archive:",
+	    "docker://" };
+
+	for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++) {
+		size_t n = strlen(transports[i]);
+		if (strncmp(src, transports[i], n) == 0 && src[n] != '\0' && src[n] != '-')
+			return strlen(src) < 1024 && strpbrk(src, "\n\r") == NULL;
+	}
+	return false;
+}
+
+/* Steps that turn an OCI source into rootfs.ext4 (see the top of the file):
+ * skopeo into layout/ (as the caller, through an archive, for an untrusted
+ * one), umoci into bundle/, du twice, mkfs.ext4, then layout/ and bundle/
+ * removed. */
+static int
+add_oci(struct image_import *im, const struct platform_caller *c, const char *src,
+    struct ember_error *err)
+{
+	char layout[PATH_MAX], bundle[PATH_MAX], rootfs[PATH_MAX], dst[PATH_MAX];
+	char archive[PATH_MAX], archive_own[PATH_MAX], archive_fd[PATH_MAX + 16], bufs[3 * 1024];
+	char *prefix[7];
+
+	snprintf(layout, sizeof(layout), "oci:%s/layout:ember", im->staging);
+	if (caller_trusted(c)) {
+		const char *copy[] = { "skopeo", "copy", "--quiet", "--", src, layout, NULL };
+		im->oci_layout_step = add_step(im, NULL, copy);
+	} else {
+		snprintf(archive, sizeof(archive), "%s/source.build", im->staging);
+		int out = open(archive, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (out < 0)
+			return ember_error_set(err, EK_IO, NULL, "cannot create %s: %s", archive,
+			    strerror(errno));
+		if (fchown(out, c->uid, c->gid) < 0) {
+			int e = errno;
+			close(out);
+			return ember_error_set(err, EK_IO, NULL, "cannot hand %s to uid %u: %s",
+			    archive, (unsigned)c->uid, strerror(e));
+		}
+		im->fds[im->nfds++] = out;
+		snprintf(archive_fd, sizeof(archive_fd), "oci-archive:/proc/self/fd/%d", out);
+		caller_prefix(c, prefix, bufs, sizeof(bufs));
+		const char *as_caller[] = { "skopeo", "copy", "--quiet", "--", src, archive_fd, NULL };
+		add_step(im, prefix, as_caller);
+		snprintf(archive_own, sizeof(archive_own), "%s/source.tar", im->staging);
+		const char *own[] = { "cp", "--", archive, archive_own, NULL };
+		add_step(im, NULL, own);
+		snprintf(archive_fd, sizeof(archive_fd), "oci-archive:%s", archive_own);
+		const char *copy[] = { "skopeo", "copy", "--quiet", "--", archive_fd, layout, NULL };
+		im->oci_layout_step = add_step(im, NULL, copy);
+	}
+	snprintf(layout, sizeof(layout), "%s/layout:ember", im->staging);
+	snprintf(bundle, sizeof(bundle), "%s/bundle", im->staging);
+	const char *unpack[] = { "umoci", "unpack", "--rootless", "--image", layout, bundle, NULL };
+	add_step(im, NULL, unpack);
+	snprintf(rootfs, sizeof(rootfs), "%s/rootfs", bundle);
+	const char *du_bytes[] = { "du", "-s", "-B1", "--", rootfs, NULL };
+	const char *du_inodes[] = { "du", "-s", "--inodes", "--", rootfs, NULL };
+	im->du_bytes_step = add_step(im, NULL, du_bytes);
+	im->du_inodes_step = add_step(im, NULL, du_inodes);
+	snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->staging);
+	const char *mkfs[] = { "mkfs.ext4", "-q", "-F", "-L", "ember-root", "-E",
+	    "root_owner=0:0", "-d", rootfs, dst, "1M", NULL };
+	im->mkfs_step = add_step(im, NULL, mkfs);
+	im->mkfs_size_arg = 10;
+	snprintf(layout, sizeof(layout), "%s/layout", im->staging);
+	snprintf(archive, sizeof(archive), "%s/source.build", im->staging);
+	snprintf(archive_own, sizeof(archive_own), "%s/source.tar", im->staging);
+	const char *cleanup[] = { "rm", "-rf", "--", layout, bundle, archive, archive_own, NULL };
+	add_step(im, NULL, cleanup);
+	snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->final);
+	json_object_set_new(im->doc, "rootfs", json_string(dst));
+	json_object_set_new(im->doc, "oci_source", json_string(src));
+	return 0;
+}
+
 void
 image_import(struct ember_daemon *d, const struct image_import_args *a, image_done_fn done,
     void *ctx)
@@ -534,6 +710,21 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 		ember_error_set(&err, EK_INVALID_SPEC, NULL, "give rootfs or rootfs_dir, not both");
 		goto fail;
 	}
+	if (a->oci != NULL && (a->rootfs != NULL || a->rootfs_dir != NULL)) {
+		ember_error_set(&err, EK_INVALID_SPEC, NULL, "give oci or a root filesystem, not both");
+		goto fail;
+	}
+	if (a->oci == NULL && a->kernel == NULL) {
+		ember_error_set(&err, EK_INVALID_SPEC, "give kernel (and a root filesystem) or oci",
+		    "an image needs a kernel unless it is an OCI image");
+		goto fail;
+	}
+	if (a->oci != NULL && !oci_source_valid(a->oci)) {
+		ember_error_set(&err, EK_INVALID_SPEC,
+		    "oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE or docker://REF",
+		    "unsupported OCI source \"%.200s\"", a->oci);
+		goto fail;
+	}
 	if (c->uid != 0 && reserved != NULL && strcmp(a->name, reserved) == 0) {
 		ember_error_set(&err, EK_PERMISSION_DENIED, "choose another name",
 		    "image name \"%s\" is the daemon's default_image, reserved for root", a->name);
@@ -545,10 +736,21 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 	im->d = d;
 	im->done = done;
 	im->ctx = ctx;
-	im->du_bytes_step = im->du_inodes_step = im->mkfs_step = -1;
+	im->du_bytes_step = im->du_inodes_step = im->mkfs_step = im->oci_layout_step = -1;
+	clock_gettime(CLOCK_MONOTONIC, &im->started);
 	snprintf(im->name, sizeof(im->name), "%s", a->name);
 	image_path(d, a->name, im->final, sizeof(im->final));
-	if (access(im->final, F_OK) == 0) {
+	if (a->oci != NULL && access(im->final, F_OK) == 0) {
+		/* The same digest again is a no-op: known once skopeo has run. */
+		struct ember_error none = { 0 };
+		json_t *old = image_load_any(d, a->name, &none);
+		const char *digest = json_string_value(json_object_get(
+		    json_object_get(old, "oci"), "digest"));
+		if (digest != NULL && image_doc_owner(old) == c->uid)
+			snprintf(im->existing_digest, sizeof(im->existing_digest), "%s", digest);
+		json_decref(old);
+	}
+	if (access(im->final, F_OK) == 0 && im->existing_digest[0] == '\0') {
 		ember_error_set(&err, EK_ALREADY_EXISTS, "delete it first or choose another name",
 		    "image \"%s\" already exists", a->name);
 		import_free(im);
@@ -574,7 +776,7 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 		import_free(im);
 		goto fail;
 	}
-	if (mkdir_p(im->staging, 0755) < 0) {
+	if (mkdir_p(im->staging, a->oci != NULL ? 0711 : 0755) < 0) {
 		ember_error_set(&err, EK_IO, NULL, "cannot create %s: %s", im->staging, strerror(errno));
 		import_free(im);
 		goto fail;
@@ -588,6 +790,11 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 		}
 		snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->final);
 		json_object_set_new(im->doc, "rootfs", json_string(dst));
+	}
+	if (a->oci != NULL && add_oci(im, c, a->oci, &err) < 0) {
+		rm_rf(im->staging);
+		import_free(im);
+		goto fail;
 	}
 	log_info("image %s: importing for uid %u", a->name, (unsigned)c->uid);
 	import_next(im);

@@ -11,6 +11,12 @@
  * images are private: usable and deletable by their owner (and root) only.
  * Names are one namespace, first come first served, except that the
  * daemon config's default_image is reserved for root.
+ *
+ * An OCI image (oci = "TRANSPORT:REF", as skopeo takes it) is copied with
+ * skopeo into a local OCI layout, unpacked with umoci and built into
+ * rootfs.ext4; its manifest digest and the config a workload needs are kept
+ * in image.json under "oci". It has no kernel of its own: VMs boot it with
+ * the default image's. Importing the digest a name already holds is a no-op.
  */
 #ifndef EMBER_IMAGE_H
 #define EMBER_IMAGE_H
@@ -27,6 +33,7 @@ struct ember_daemon;
 struct image_import_args {
 	const char *name;
 	const char *kernel, *vmlinux, *initrd, *rootfs, *rootfs_dir, *boot_args;
+	const char *oci;		/* "oci:DIR[:TAG]", "oci-archive:FILE", ... */
 	uint64_t rootfs_size_mib;	/* 0: fit the directory */
 	const struct platform_caller *caller;	/* owner; whose rights read the paths */
 };

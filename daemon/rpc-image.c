@@ -29,6 +29,7 @@ rpc_image_import(struct rpc_call *call, json_t *params)
 		.rootfs = rpc_param_str(params, "rootfs", NULL),
 		.rootfs_dir = rpc_param_str(params, "rootfs_dir", NULL),
 		.boot_args = rpc_param_str(params, "boot_args", NULL),
+		.oci = rpc_param_str(params, "oci", NULL),
 		.caller = &caller,
 	};
 
@@ -74,13 +75,14 @@ rpc_image_delete(struct rpc_call *call, json_t *params)
 
 static const struct rpc_param p_import[] = {
 	{ "name", JSON_STRING, RPC_REQUIRED },
-	{ "kernel", JSON_STRING, RPC_REQUIRED },
+	{ "kernel", JSON_STRING, 0 },		/* required unless oci */
 	{ "vmlinux", JSON_STRING, 0 },
 	{ "initrd", JSON_STRING, 0 },
 	{ "rootfs", JSON_STRING, 0 },
 	{ "rootfs_dir", JSON_STRING, 0 },
 	{ "rootfs_size_mib", JSON_INTEGER, 0 },
 	{ "boot_args", JSON_STRING, 0 },
+	{ "oci", JSON_STRING, 0 },
 	{ NULL, 0, 0 },
 };
 static const struct rpc_param p_name[] = {

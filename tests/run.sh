@@ -28,6 +28,7 @@ PACKAGES=(
 	systemd libxml2-utils man-db dpkg-dev file	# service, plist, manual and .deb checks (cpack's DEB generator runs file)
 	curl python3	# the Firecracker double's HTTP checks
 	qemu-system-x86 qemu-utils e2fsprogs kmod cpio lz4	# guest images, QEMU backend (qemu-img overlays)
+	skopeo umoci busybox-static	# OCI image import, and the images its tests build
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}

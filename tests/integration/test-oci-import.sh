@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# OCI image import (no network, no VM): an image built here with umoci from
+# busybox-static is imported from oci:DIR:TAG, oci-archive:FILE and
+# docker-archive:FILE; image.json keeps the manifest digest and the config
+# (Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts, Labels); importing
+# the same digest under the same name again is a no-op that says so, a
+# different one under that name is refused; a missing tag and a corrupt
+# archive fail with skopeo's reason and leave nothing in the image store;
+# and a non-root caller (uid 65534 in the socket's group) cannot import a
+# path it cannot read, while it can import one it can.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+EMBERCTL=${EMBERCTL:?set EMBERCTL to the emberctl binary}
+. "$(dirname "$0")/oci-lib.sh"
+[[ $(id -u) == 0 ]] || { echo "SKIP: needs root (setpriv, groupadd)"; exit 77; }
+for tool in setpriv groupadd groupdel; do
+	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
+done
+
+GROUP=embo$$
+groupadd "$GROUP" || fail "groupadd $GROUP"
+GID=$(getent group "$GROUP" | cut -d: -f3)
+trap '_lib_cleanup; groupdel "$GROUP" 2>/dev/null || true' EXIT
+chmod 0711 "$T"
+mkdir -m 0755 "$T/run" "$T/pub"
+mkdir -m 0700 "$T/rootonly"
+SOCK=$T/run/emberd.sock
+printf 'socket_group: %s\n' "$GROUP" >"$T/emberd.yaml"
+EMBERD_EXTRA=(--config "$T/emberd.yaml")
+start_emberd
+
+ctl() { "$EMBERCTL" --socket "$SOCK" "$@"; }
+nctl() { setpriv --reuid=65534 --regid=65534 --groups="$GID" -- "$EMBERCTL" --socket "$SOCK" "$@"; }
+# store_names: the entries of the image store, hidden ones included.
+store_names() { find "$STATE/images" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' '; }
+
+note "building an OCI image with umoci"
+build_oci_image "$T/pub/layout" v1
+skopeo copy --quiet "oci:$T/pub/layout:v1" "oci-archive:$T/pub/hello.tar" || fail "skopeo oci-archive"
+skopeo copy --quiet "oci:$T/pub/layout:v1" "docker-archive:$T/pub/hello-docker.tar:hello:v1" ||
+    fail "skopeo docker-archive"
+chmod -R a+rX "$T/pub"
+digest=$(jq -r '.manifests[0].digest' "$T/pub/layout/index.json")
+
+note "oci:DIR:TAG"
+out=$(ctl --json image import hello --oci "oci:$T/pub/layout:v1") || fail "import oci: $out"
+assert_eq "$digest" "$(jqr "$out" .oci.digest)" "the manifest digest is kept"
+assert_jq "$out" '.oci.config.Entrypoint == ["/entry.sh"] and .oci.config.Cmd == ["first"]' \
+    "Entrypoint and Cmd kept"
+assert_jq "$out" '.oci.config.Env == ["FOO=bar","PATH=/bin"] and .oci.config.WorkingDir == "/work" and .oci.config.User == "1000:1000"' \
+    "Env, WorkingDir and User kept"
+assert_jq "$out" '.oci.config.Labels["org.example.test"] == "yes" and (.oci.config.ExposedPorts | has("8080/tcp"))' \
+    "Labels and ExposedPorts kept"
+assert_jq "$out" '.import_seconds >= 0 and .disk_bytes > 0' "size and time reported"
+assert_jq "$out" '(.kernel == null) and (.rootfs | endswith("/hello/rootfs.ext4"))' \
+    "no kernel of its own, an ext4 root disk"
+if command -v debugfs >/dev/null; then
+	assert_eq "image file" "$(debugfs -R 'cat /etc/image-marker' "$STATE/images/hello/rootfs.ext4" 2>/dev/null)" \
+	    "the image's files are in rootfs.ext4"
+fi
+assert_eq "755" "$(stat -c %a "$STATE/images/hello")" "the stored image directory is readable"
+assert_eq "hello " "$(store_names)" "no staging left behind"
+
+note "the same digest again"
+mark=$(stat -c %Y.%i "$STATE/images/hello/rootfs.ext4")
+out=$(ctl image import hello --oci "oci:$T/pub/layout:v1") || fail "re-import: $out"
+[[ $out == *unchanged* ]] || fail "re-import does not say unchanged: $out"
+pass "re-import says: $out"
+assert_eq "$mark" "$(stat -c %Y.%i "$STATE/images/hello/rootfs.ext4")" "re-import left the image alone"
+assert_eq "hello " "$(store_names)" "re-import left no staging"
+
+note "oci-archive and docker-archive"
+out=$(ctl --json image import harch --oci "oci-archive:$T/pub/hello.tar") || fail "import oci-archive: $out"
+assert_eq "$digest" "$(jqr "$out" .oci.digest)" "oci-archive: same manifest digest"
+out=$(ctl --json image import hdock --oci "docker-archive:$T/pub/hello-docker.tar") ||
+    fail "import docker-archive: $out"
+assert_jq "$out" '.oci.config.Entrypoint == ["/entry.sh"] and .oci.config.User == "1000:1000"' \
+    "docker-archive: config kept"
+
+note "another digest under an existing name"
+out=$(ctl image import hello --oci "docker-archive:$T/pub/hello-docker.tar" 2>&1) &&
+    fail "a different digest replaced image hello: $out"
+[[ $out == *"already exists"* ]] || fail "unexpected error: $out"
+pass "a different digest is refused: $out"
+
+note "errors leave nothing behind"
+before=$(store_names)
+out=$(ctl image import nope --oci "oci:$T/pub/layout:missing" 2>&1) && fail "a missing tag imported"
+[[ $out == *missing* ]] || fail "the missing-tag error does not name the tag: $out"
+pass "missing tag: $out"
+head -c 20000 "$T/pub/hello.tar" >"$T/pub/corrupt.tar"
+out=$(ctl image import corrupt --oci "oci-archive:$T/pub/corrupt.tar" 2>&1) && fail "a corrupt archive imported"
+[[ $out == *"cannot read the OCI image"* ]] || fail "unclear corrupt-archive error: $out"
+pass "corrupt archive: $out"
+out=$(ctl image import bad --oci "http://example.invalid/x" 2>&1) && fail "an unknown transport was accepted"
+pass "unknown transport: $out"
+assert_eq "$before" "$(store_names)" "the image store is as before"
+
+note "a non-root caller"
+cp "$T/pub/hello.tar" "$T/rootonly/hello.tar"
+out=$(nctl image import stolen --oci "oci-archive:$T/rootonly/hello.tar" 2>&1) &&
+    fail "nobody imported a root-only archive"
+[[ $out == *"ermission denied"* ]] || fail "unexpected error for a root-only archive: $out"
+pass "root-only archive refused: $out"
+mkdir -m 0755 "$T/rootonly/layout"
+cp -r "$T/pub/layout/." "$T/rootonly/layout/"
+out=$(nctl image import stolendir --oci "oci:$T/rootonly/layout:v1" 2>&1) &&
+    fail "nobody imported a layout under a directory it cannot search"
+[[ $out == *"ermission denied"* ]] || fail "unexpected error for a root-only layout: $out"
+pass "a layout under a root-only directory refused: $out"
+assert_eq "$before" "$(store_names)" "nothing left after the refusals"
+out=$(nctl --json image import mine --oci "oci-archive:$T/pub/hello.tar") || fail "nobody's import: $out"
+assert_jq "$out" '.owner_uid == 65534' "nobody's import is nobody's"
+assert_eq "$digest" "$(jqr "$out" .oci.digest)" "nobody's import has the same digest"
+assert_eq "root:root" "$(stat -c %U:%G "$STATE/images/mine/rootfs.ext4")" "its root disk is emberd's own file"
+echo "PASS"
