@@ -25,8 +25,10 @@ static char builtin_auto[] = "auto";
 
 static const char *const log_levels[] = { "error", "warn", "info", "debug",
     NULL };
-static const char *const accels[] = { "auto", "kvm", "tcg", NULL };
-static const char *const backends[] = { "auto", "qemu", "firecracker", NULL };
+
+const char *ember_config_backend_choices[EMBER_CONFIG_BACKENDS_MAX + 2] = { "auto", NULL };
+static struct ember_config_backend registered[EMBER_CONFIG_BACKENDS_MAX];
+static size_t nregistered;
 
 static void
 config_free_string(char **field)
@@ -55,7 +57,6 @@ ember_config_init(struct ember_config *cfg)
 	cfg->log_level = -1;
 	cfg->cid_min = CID_MIN;
 	cfg->cid_max = CID_MAX;
-	cfg->qemu_accel = builtin_auto;
 	cfg->default_cpus = 1;
 	cfg->default_memory_mib = 512;
 	cfg->default_backend = builtin_auto;
@@ -67,7 +68,6 @@ ember_config_init(struct ember_config *cfg)
 		.disk_mib = QUOTA_DEFAULT_DISK_MIB, .cids = QUOTA_DEFAULT_CIDS,
 		.connections = QUOTA_DEFAULT_CONNECTIONS,
 	};
-	cfg->firecracker_require_kvm = true;
 }
 
 void
@@ -77,11 +77,8 @@ ember_config_clear(struct ember_config *cfg)
 	config_free_string(&cfg->socket);
 	config_free_string(&cfg->socket_group);
 	config_free_string(&cfg->default_image);
-	config_free_string(&cfg->firecracker_binary);
-	config_free_string(&cfg->firecracker_kvm_device);
-	config_free_string(&cfg->qemu_binary);
-	config_free_string(&cfg->qemu_accel);
 	config_free_string(&cfg->default_backend);
+	json_decref(cfg->backend_sections);
 	free(cfg->quota_users);
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->log_level = -1;
@@ -92,18 +89,21 @@ static int
 config_copy(struct ember_config *dst, const struct ember_config *src)
 {
 	char **dfields[] = { &dst->state_dir, &dst->socket, &dst->socket_group,
-	    &dst->default_image, &dst->firecracker_binary, &dst->qemu_binary,
-	    &dst->qemu_accel, &dst->default_backend,
-	    &dst->firecracker_kvm_device };
+	    &dst->default_image, &dst->default_backend };
 	char *const sfields[] = { src->state_dir, src->socket,
-	    src->socket_group, src->default_image, src->firecracker_binary,
-	    src->qemu_binary, src->qemu_accel, src->default_backend,
-	    src->firecracker_kvm_device };
+	    src->socket_group, src->default_image, src->default_backend };
 
 	*dst = *src;
 	for (size_t i = 0; i < sizeof(dfields) / sizeof(dfields[0]); i++)
 		*dfields[i] = NULL;
 	dst->quota_users = NULL;
+	dst->backend_sections = NULL;
+	if (src->backend_sections != NULL &&
+	    (dst->backend_sections = json_deep_copy(src->backend_sections)) == NULL) {
+		dst->nquota_users = 0;
+		ember_config_clear(dst);
+		return -ENOMEM;
+	}
 	if (src->nquota_users > 0) {
 		dst->quota_users = calloc(src->nquota_users, sizeof(*dst->quota_users));
 		if (dst->quota_users == NULL) {
@@ -144,10 +144,6 @@ CONFIG_STRING(state_dir, state_dir)
 CONFIG_STRING(socket, socket)
 CONFIG_STRING(socket_group, socket_group)
 CONFIG_STRING(default_image, default_image)
-CONFIG_STRING(firecracker_binary, firecracker_binary)
-CONFIG_STRING(firecracker_kvm_device, firecracker_kvm_device)
-CONFIG_STRING(qemu_binary, qemu_binary)
-CONFIG_STRING(qemu_accel, qemu_accel)
 CONFIG_STRING(default_backend, default_backend)
 #undef CONFIG_STRING
 
@@ -201,34 +197,13 @@ set_vm_to_vm(void *obj, const struct ydoc_value *v)
 	return 0;
 }
 
-static int
-set_firecracker_require_kvm(void *obj, const struct ydoc_value *v)
-{
-	((struct config_parse *)obj)->cfg->firecracker_require_kvm = v->b;
-	return 0;
-}
-
-static const struct ydoc_key firecracker_keys[] = {
-	{ "binary", YDOC_STRING, 0, 0, 0, NULL, set_firecracker_binary, NULL },
-	{ "kvm_device", YDOC_STRING, YDOC_ABSOLUTE, 0, 0, NULL,
-	    set_firecracker_kvm_device, NULL },
-	{ "require_kvm", YDOC_BOOL, 0, 0, 0, NULL, set_firecracker_require_kvm,
-	    NULL },
-	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
-};
-
-static const struct ydoc_key qemu_keys[] = {
-	{ "binary", YDOC_STRING, 0, 0, 0, NULL, set_qemu_binary, NULL },
-	{ "accel", YDOC_ENUM, 0, 0, 0, accels, set_qemu_accel, NULL },
-	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
-};
-
 static const struct ydoc_key defaults_keys[] = {
 	{ "cpus", YDOC_UINT, 0, VM_SPEC_CPUS_MIN, VM_SPEC_CPUS_MAX, NULL,
 	    set_default_cpus, NULL },
 	{ "memory", YDOC_SIZE_MIB, 0, VM_SPEC_MEMORY_MIB_MIN,
 	    VM_SPEC_MEMORY_MIB_MAX, NULL, set_default_memory, NULL },
-	{ "backend", YDOC_ENUM, 0, 0, 0, backends, set_default_backend, NULL },
+	{ "backend", YDOC_ENUM, 0, 0, 0, ember_config_backend_choices,
+	    set_default_backend, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 
@@ -392,8 +367,6 @@ static const struct ydoc_key config_keys[] = {
 	{ "cid_min", YDOC_UINT, 0, CID_MIN, CID_MAX, NULL, set_cid_min, NULL },
 	{ "cid_max", YDOC_UINT, 0, CID_MIN, CID_MAX, NULL, set_cid_max, NULL },
 	{ "default_image", YDOC_STRING, 0, 0, 0, NULL, set_default_image, NULL },
-	{ "firecracker", YDOC_MAP, 0, 0, 0, NULL, NULL, firecracker_keys },
-	{ "qemu", YDOC_MAP, 0, 0, 0, NULL, NULL, qemu_keys },
 	{ "defaults", YDOC_MAP, 0, 0, 0, NULL, NULL, defaults_keys },
 	{ "vsock", YDOC_MAP, 0, 0, 0, NULL, NULL, vsock_keys },
 	{ "limits", YDOC_MAP, 0, 0, 0, NULL, NULL, limits_keys },
@@ -418,19 +391,108 @@ config_resolve_user_quotas(struct ember_config *cfg)
 	}
 }
 
+#define CONFIG_KEYS_COUNT	(sizeof(config_keys) / sizeof(config_keys[0]) - 1)
+
+int
+ember_config_register_backends(const struct ember_config_backend *rows, size_t n)
+{
+	if (n > EMBER_CONFIG_BACKENDS_MAX)
+		return -E2BIG;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(rows[i].name, "auto") == 0)
+			return -EINVAL;
+		for (size_t k = 0; k < CONFIG_KEYS_COUNT; k++)
+			if (strcmp(rows[i].name, config_keys[k].name) == 0)
+				return -EINVAL;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(rows[i].name, rows[j].name) == 0)
+				return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		registered[i] = rows[i];
+		ember_config_backend_choices[i + 1] = rows[i].name;
+	}
+	ember_config_backend_choices[n + 1] = NULL;
+	nregistered = n;
+	return 0;
+}
+
+size_t
+ember_config_backend_count(void)
+{
+	return nregistered;
+}
+
+int
+ember_config_backend_set(void *walk, const char *backend, const char *key, json_t *value)
+{
+	struct ember_config *cfg = ((struct config_parse *)walk)->cfg;
+	json_t *section;
+
+	if (value == NULL)
+		return -ENOMEM;
+	if (cfg->backend_sections == NULL &&
+	    (cfg->backend_sections = json_object()) == NULL)
+		goto nomem;
+	section = json_object_get(cfg->backend_sections, backend);
+	if (section == NULL) {
+		if ((section = json_object()) == NULL ||
+		    json_object_set_new(cfg->backend_sections, backend, section) != 0)
+			goto nomem;
+	}
+	return json_object_set_new(section, key, value) == 0 ? 0 : -ENOMEM;
+nomem:
+	json_decref(value);
+	return -ENOMEM;
+}
+
+static const json_t *
+config_backend_value(const struct ember_config *cfg, const char *backend, const char *key)
+{
+	if (cfg->backend_sections == NULL)
+		return NULL;
+	return json_object_get(json_object_get(cfg->backend_sections, backend), key);
+}
+
+const char *
+ember_config_backend_string(const struct ember_config *cfg, const char *backend,
+    const char *key)
+{
+	return json_string_value(config_backend_value(cfg, backend, key));
+}
+
+bool
+ember_config_backend_bool(const struct ember_config *cfg, const char *backend,
+    const char *key, bool dflt)
+{
+	const json_t *v = config_backend_value(cfg, backend, key);
+
+	return json_is_boolean(v) ? json_is_true(v) : dflt;
+}
+
 static int
 config_from_doc(const struct ydoc *doc, struct ember_config *cfg,
     struct ember_error *err)
 {
 	struct ember_config next;
 	struct config_parse cp = { .cfg = &next, .doc = doc, .err = err };
+	struct ydoc_key keys[CONFIG_KEYS_COUNT + EMBER_CONFIG_BACKENDS_MAX + 1];
+	size_t nkeys = CONFIG_KEYS_COUNT;
+
+	/* The fixed keys, then one mapping per backend that has a subtree. */
+	memcpy(keys, config_keys, CONFIG_KEYS_COUNT * sizeof(keys[0]));
+	for (size_t i = 0; i < nregistered; i++)
+		if (registered[i].keys != NULL)
+			keys[nkeys++] = (struct ydoc_key){ registered[i].name, YDOC_MAP, 0, 0, 0,
+			    NULL, NULL, registered[i].keys };
+	keys[nkeys] = (struct ydoc_key){ NULL, 0, 0, 0, 0, NULL, NULL, NULL };
 
 	if (config_copy(&next, cfg) != 0)
 		return ember_error_set(err, EK_INVALID_SPEC, NULL,
 		    "%s: out of memory", doc->filename);
 	/* quotas.default is walked with the quota pointer at the default. */
 	cp.quota = &next.quota_default;
-	if (ydoc_walk(doc, doc->root, config_keys, &cp, err) != 0)
+	if (ydoc_walk(doc, doc->root, keys, &cp, err) != 0)
 		goto fail;
 	config_resolve_user_quotas(&next);
 	if (next.cid_min > next.cid_max) {

@@ -5,15 +5,18 @@
  *   socket_group: ember              log_level: info
  *   cid_min: 3                       cid_max: 4294967294
  *   default_image: mini
- *   firecracker: { binary: /usr/bin/firecracker, kvm_device: /dev/kvm,
- *                  require_kvm: true }
- *   qemu: { binary: qemu-system-x86_64, accel: auto }
+ *   <backend>: { ... }               (each backend's own subtree)
  *   defaults: { cpus: 1, memory: 512M, backend: auto }
  *   vsock: { vm_to_vm: true }
  *   limits: { max_connections: 1024, max_batch: 128, reply_high_water: 4M }
  *   quotas: { default: { vms: 16, vcpus: 16, memory: 16G, disk: 128G,
  *                        cids: 16, connections: 32 },
  *             users: { alice: { vms: 64 }, "1001": { cids: 0 } } }
+ *
+ * The configuration names no backend: the platform's registry tells it once,
+ * before any file is parsed, which backends exist and the key table of each
+ * one's own subtree (ember_config_register_backends). A subtree's values are
+ * kept as a JSON object that only its backend reads.
  *
  * Errors carry file:line:column like VM specs; a file that fails to parse
  * leaves cfg as it was. `emberd --check-config`
@@ -63,15 +66,12 @@ struct ember_config {
 	int log_level;		/* enum log_level, -1 when unset */
 	uint32_t cid_min, cid_max;
 	char *default_image;
-	char *firecracker_binary;	/* NULL: search PATH */
-	char *firecracker_kvm_device;	/* NULL: /dev/kvm */
-	/* false only for test doubles: the probe skips the KVM check. */
-	bool firecracker_require_kvm;
-	char *qemu_binary;		/* NULL: search PATH */
-	char *qemu_accel;		/* "auto", "kvm", "tcg" */
+	/* Backends' subtrees: { "<backend>": { "<key>": value } }, as their
+	 * setters stored them; NULL while no file set any. */
+	json_t *backend_sections;
 	unsigned default_cpus;
 	uint64_t default_memory_mib;
-	char *default_backend;		/* "auto", "qemu", "firecracker" */
+	char *default_backend;		/* "auto" or a registered backend */
 	bool vsock_vm_to_vm;
 	/* limits: bounds on what one control connection may cause. */
 	unsigned max_connections;	/* 0: the transport's default */
@@ -82,6 +82,36 @@ struct ember_config {
 	struct ember_user_quota *quota_users;	/* heap array */
 	size_t nquota_users;
 };
+
+/* A backend as the configuration knows it: its name (the key of its
+ * subtree, a value of defaults.backend) and its subtree's keys, whose
+ * setters get the walk's object and store through ember_config_backend_set. */
+#define EMBER_CONFIG_BACKENDS_MAX 8
+struct ydoc_key;
+struct ember_config_backend {
+	const char *name;
+	const struct ydoc_key *keys;	/* NULL: the backend has no subtree */
+};
+
+/* Registers the backends (once, at startup, before parsing). 0, or -E2BIG
+ * past EMBER_CONFIG_BACKENDS_MAX, -EINVAL for a duplicate or a name a
+ * top-level key already has. */
+int ember_config_register_backends(const struct ember_config_backend *rows, size_t n);
+/* "auto" and every registered name, NULL-terminated: the choices of
+ * defaults.backend and of a spec's backend. */
+extern const char *ember_config_backend_choices[EMBER_CONFIG_BACKENDS_MAX + 2];
+/* How many backends are registered (0 in a client, which takes any name
+ * and lets the daemon decide). */
+size_t ember_config_backend_count(void);
+/* For a backend's key setters: stores value (taken) as <backend>.<key> in
+ * the configuration being parsed (walk is the setter's obj). 0 or -ENOMEM. */
+int ember_config_backend_set(void *walk, const char *backend, const char *key,
+    json_t *value);
+/* What a file set for <backend>.<key>, or NULL. */
+const char *ember_config_backend_string(const struct ember_config *cfg,
+    const char *backend, const char *key);
+bool ember_config_backend_bool(const struct ember_config *cfg, const char *backend,
+    const char *key, bool dflt);
 
 /* Built-in defaults (everything NULL/unset except numbers and "auto"). */
 void ember_config_init(struct ember_config *cfg);

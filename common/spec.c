@@ -3,17 +3,20 @@
  * yaml-doc.c, and the mapping from a parsed spec to vm.create parameters
  * (daemon/API.md). Limits match the API: cpus 1..64, memory 16M..1T in
  * whole MiB; disk_size is rounded up to MiB when sent.
+ *
+ * A backend is one the daemon's registry named (config.h) or "auto"; a
+ * client, which registers none, passes any name on and the daemon decides.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "spec.h"
 #include "yaml-doc.h"
 
 #define MIB	(1024ULL * 1024)
 
-static const char *const backends[] = { "auto", "qemu", "firecracker", NULL };
 static const char *const networks[] = { "none", "user", NULL };
 
 static int
@@ -96,7 +99,8 @@ static const struct ydoc_key spec_keys[] = {
 	{ "boot_args", YDOC_STRING, YDOC_EMPTY_OK, 0, 0, NULL, set_boot_args,
 	    NULL },
 	{ "vsock", YDOC_BOOL, 0, 0, 0, NULL, set_vsock, NULL },
-	{ "backend", YDOC_ENUM, 0, 0, 0, backends, set_backend, NULL },
+	{ "backend", YDOC_ENUM, 0, 0, 0, ember_config_backend_choices, set_backend,
+	    NULL },
 	{ "network", YDOC_ENUM, 0, 0, 0, networks, set_network, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
@@ -119,8 +123,14 @@ spec_from_doc(const struct ydoc *doc, struct vm_spec *spec,
     struct ember_error *err)
 {
 	struct vm_spec parsed = { 0 };
+	struct ydoc_key keys[sizeof(spec_keys) / sizeof(spec_keys[0])];
 
-	if (ydoc_walk(doc, doc->root, spec_keys, &parsed, err) != 0) {
+	/* Without a registry (a client) any backend name goes to the daemon. */
+	memcpy(keys, spec_keys, sizeof(keys));
+	for (size_t i = 0; ember_config_backend_count() == 0 && keys[i].name != NULL; i++)
+		if (keys[i].set == set_backend)
+			keys[i].type = YDOC_STRING;
+	if (ydoc_walk(doc, doc->root, keys, &parsed, err) != 0) {
 		vm_spec_clear(&parsed);
 		return -1;
 	}

@@ -54,6 +54,22 @@ int child_run(struct event_base *base, const char *const *argv,
 int child_run_keep(struct event_base *base, const char *const *argv,
     const int *keep_fds, size_t nkeep, child_run_fn done, void *ctx);
 
+/* Runs fn(arg, out, len) in a forked copy of emberd (no exec: fn must only
+ * compute and write into out, up to len bytes, then return) and hands what
+ * it wrote to done on the loop, with the child's wait status; for work that
+ * may block (a probe running `binary --version`, a disk copy and its
+ * fsync). done gets len 0 when the child died or wrote nothing. Returns a
+ * handle, or NULL with errno (EAGAIN, EMFILE, ENOMEM: the caller fails its
+ * operation). len is at most CHILD_CALL_MAX. */
+#define CHILD_CALL_MAX 4096
+struct child_call;
+typedef void (*child_call_fn)(void *arg, void *out, size_t len);
+typedef void (*child_call_done_fn)(void *ctx, int wait_status, const void *out, size_t len);
+struct child_call *child_call_start(struct event_base *base, child_call_fn fn, void *arg,
+    size_t len, child_call_done_fn done, void *ctx);
+/* Kills and reaps the child; done is not called. NULL is a no-op. */
+void child_call_cancel(struct child_call *c);
+
 /* Last lines of a text file (at most max bytes), for error messages; only
  * a regular file of emberd's own user is read (else out is ""). */
 void file_tail(const char *path, size_t max, char *out, size_t outlen);

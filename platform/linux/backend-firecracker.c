@@ -7,7 +7,13 @@
  * <vm>/vsock.sock cannot tell a Firecracker VM from a QEMU one.
  *
  * Root disks are private copies of the image's root filesystem (reflink
- * where the filesystem can, else sparse): Firecracker has no overlays.
+ * where the filesystem can, else sparse): Firecracker has no overlays. The
+ * copy runs in a child process (it may take minutes for a large disk on a
+ * filesystem without reflinks) and completes through create's done.
+ *
+ * The process itself (spawn, watch, stop ladder, adoption, the operation
+ * in flight) is hv-process.c's, shared with QEMU. Configuration subtree:
+ * firecracker: { binary, kvm_device, require_kvm }.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -29,11 +35,13 @@
 #include "config.h"
 #include "fc-http.h"
 #include "fileops.h"
+#include "hv-process.h"
 #include "dir-guard.h"
 #include "log.h"
 #include "platform.h"
 #include "probe.h"
 #include "validate.h"
+#include "yaml-doc.h"
 
 #define FC_API_TIMEOUT_MS	5000
 #define FC_SOCKET_WAIT_MS	5000
@@ -51,13 +59,12 @@
 #define FC_CMDLINE_ROOT		(sizeof(" root=/dev/vda rw") - 1)
 #define FC_CMDLINE_PER_DEVICE	(sizeof(" virtio_mmio.device=4K@0xc0001000:23") - 1)
 
-enum fc_op { FOP_NONE, FOP_START, FOP_STOP, FOP_PAUSE, FOP_RESUME };
+#define FC_NAME			"firecracker"
 
 struct fc_backend {
 	struct backend be;
 	const struct backend_env *env;
 	struct fc_http *http;
-	char binary[PATH_MAX];
 };
 
 struct fc_vm {
@@ -66,18 +73,16 @@ struct fc_vm {
 	void *vm_ctx;
 	char dir[PATH_MAX];
 	char api[PATH_MAX];
-	pid_t pid;
-	struct child_watch *watch;
-	struct event *timer;
-	enum fc_op op;
-	backend_done_fn done;
+	struct hv_process *proc;
 	int step;		/* index into the start sequence */
 	const char *step_name;	/* "PUT /boot-source", for error messages */
 	unsigned api_retries;	/* waiting for the API socket to appear */
-	int stop_stage;		/* 0 CtrlAltDel, 1 SIGTERM, 2 SIGKILL */
+	bool paused;		/* a stop need not ask a guest that cannot act */
 	struct timeval api_deadline;
 	char fault[512];	/* first failure while starting */
 };
+
+static const struct hv_process_ops fc_process_ops;
 
 static struct fc_backend *
 fb_of(struct backend *be)
@@ -92,7 +97,10 @@ fb_of(struct backend *be)
 static int
 fc_probe_kvm(const struct ember_config *cfg, struct backend_info *info)
 {
-	const char *dev = cfg->firecracker_kvm_device ? cfg->firecracker_kvm_device : "/dev/kvm";
+	const char *dev = ember_config_backend_string(cfg, FC_NAME, "kvm_device");
+
+	if (dev == NULL)
+		dev = "/dev/kvm";
 	int version, r;
 
 	r = probe_kvm_device(dev, &version);
@@ -114,31 +122,27 @@ fc_probe_kvm(const struct ember_config *cfg, struct backend_info *info)
 }
 
 static void
-fc_probe(struct backend *be, struct backend_info *info)
+fc_probe(const struct ember_config *cfg, struct backend_info *info)
 {
-	struct fc_backend *fb = fb_of(be);
-	const struct ember_config *cfg = fb->env->config;
+	const char *binary = ember_config_backend_string(cfg, FC_NAME, "binary");
 	int r;
 
 	info->available = false;
-	r = probe_find_binary(cfg->firecracker_binary, "firecracker", info->binary,
-	    sizeof(info->binary));
+	r = probe_find_binary(binary, "firecracker", info->binary, sizeof(info->binary));
 	if (r < 0) {
 		snprintf(info->reason, sizeof(info->reason), "%s not found%s",
-		    cfg->firecracker_binary ? cfg->firecracker_binary : "firecracker",
-		    cfg->firecracker_binary ? "" : " in PATH");
+		    binary ? binary : "firecracker", binary ? "" : " in PATH");
 		return;
 	}
 	if (probe_binary_version(info->binary, info->version, sizeof(info->version)) < 0) {
 		snprintf(info->reason, sizeof(info->reason), "%s --version failed", info->binary);
 		return;
 	}
-	if (!cfg->firecracker_require_kvm)
+	if (!ember_config_backend_bool(cfg, FC_NAME, "require_kvm", true))
 		snprintf(info->note, sizeof(info->note),
 		    "KVM not checked (firecracker.require_kvm: false, for test doubles)");
 	else if (fc_probe_kvm(cfg, info) < 0)
 		return;
-	snprintf(fb->binary, sizeof(fb->binary), "%s", info->binary);
 	info->available = true;
 }
 
@@ -199,61 +203,142 @@ fc_check(struct backend *be, const struct vm_record *rec, struct ember_error *er
 
 /* ---- disks ---- */
 
-static int
-fc_copy_disk(const char *src, struct vm_record *rec, const char *vm_dir,
-    struct ember_error *err)
-{
+/* A root disk copy, done in a child process: what it is given and what it
+ * writes back. */
+struct fc_copy_job {
+	char src[PATH_MAX];
 	char dst[PATH_MAX];
-	int reflinked, r;
+	uint64_t size_mib;		/* grow to this; 0: keep the image's size */
+};
 
-	snprintf(dst, sizeof(dst), "%s/rootfs.img", vm_dir);
-	unlink(dst);
-	r = file_copy_sparse(src, dst, 0640, &reflinked);
-	if (r < 0)
-		return ember_error_set(err, EK_IO, NULL, "cannot copy root disk %s: %s", src,
-		    strerror(-r));
+struct fc_copy_result {
+	int r;				/* 0 or -errno */
+	int reflinked;
+	bool too_small;			/* size_mib is below the image's size */
+	char what[64];			/* the step that failed */
+};
+
+struct fc_copy {
+	struct fc_copy_job job;
+	struct vm_record *rec;
+	void *vm_ctx;
+	backend_done_fn done;
+};
+
+/* In the child: copy (reflink or sparse, made durable), then grow. */
+static void
+fc_copy_in_child(void *arg, void *out, size_t len)
+{
+	const struct fc_copy_job *job = arg;
+	struct fc_copy_result *res = out;
+	struct stat st;
+
+	unlink(job->dst);
+	res->r = file_copy_sparse(job->src, job->dst, 0640, &res->reflinked);
+	if (res->r < 0) {
+		snprintf(res->what, sizeof(res->what), "copy");
+		return;
+	}
 	/* A larger disk_size grows the file; the guest can grow its
 	 * filesystem into it (resize2fs). */
-	struct stat st;
-	if (rec->disk_size_mib != 0 && stat(dst, &st) == 0) {
-		off_t want = (off_t)(rec->disk_size_mib * 1024 * 1024);
+	if (job->size_mib != 0 && stat(job->dst, &st) == 0) {
+		off_t want = (off_t)(job->size_mib * 1024 * 1024);
 		if (want < st.st_size) {
-			unlink(dst);
-			return ember_error_set(err, EK_INVALID_SPEC, "ask for at least the image's size",
-			    "disk_size_mib %llu is smaller than the root filesystem %s",
-			    (unsigned long long)rec->disk_size_mib, src);
+			unlink(job->dst);
+			res->too_small = true;
+			res->r = -EINVAL;
+			return;
 		}
-		if (truncate(dst, want) < 0) {
-			int e = errno;
-			unlink(dst);
-			return ember_error_set(err, EK_IO, NULL, "cannot grow %s: %s", dst, strerror(e));
+		if (truncate(job->dst, want) < 0) {
+			res->r = -errno;
+			unlink(job->dst);
+			snprintf(res->what, sizeof(res->what), "grow");
 		}
 	}
-	log_debug("firecracker: %s: root disk %s%s", rec->name, dst, reflinked ? " (reflink)" : "");
-	free(rec->disk_path);
-	rec->disk_path = strdup(dst);
+}
+
+static void
+fc_copy_done(void *ctx, int status, const void *out, size_t len)
+{
+	struct fc_copy *c = ctx;
+	const struct fc_copy_result *res = out;
+	struct ember_error err = { 0 };
+	char how[128];
+
+	if (len != sizeof(*res) || status != 0) {
+		unlink(c->job.dst);
+		ember_error_set(&err, EK_IO, NULL, "cannot copy root disk %s: the copying process %s",
+		    c->job.src, child_status_text(status, how, sizeof(how)));
+	} else if (res->too_small)
+		ember_error_set(&err, EK_INVALID_SPEC, "ask for at least the image's size",
+		    "disk_size_mib %llu is smaller than the root filesystem %s",
+		    (unsigned long long)c->job.size_mib, c->job.src);
+	else if (res->r < 0)
+		ember_error_set(&err, EK_IO, NULL, "cannot %s root disk %s to %s: %s", res->what,
+		    c->job.src, c->job.dst, strerror(-res->r));
+	else {
+		char *path = strdup(c->job.dst);
+		if (path == NULL) {
+			unlink(c->job.dst);
+			ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+		} else {
+			log_debug("firecracker: %s: root disk %s%s", c->rec->name, c->job.dst,
+			    res->reflinked ? " (reflink)" : "");
+			free(c->rec->disk_path);
+			c->rec->disk_path = path;
+		}
+	}
+	backend_done_fn done = c->done;
+	void *vm_ctx = c->vm_ctx;
+	free(c);
+	done(vm_ctx, err.message[0] ? &err : NULL);
+}
+
+/* Starts copying src to <vm_dir>/rootfs.img for rec in a child process. */
+static int
+fc_copy_disk(struct fc_backend *fb, const char *src, struct vm_record *rec, const char *vm_dir,
+    void *vm_ctx, backend_done_fn done, struct ember_error *err)
+{
+	struct fc_copy *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+	snprintf(c->job.src, sizeof(c->job.src), "%s", src);
+	snprintf(c->job.dst, sizeof(c->job.dst), "%s/rootfs.img", vm_dir);
+	c->job.size_mib = rec->disk_size_mib;
+	c->rec = rec;
+	c->vm_ctx = vm_ctx;
+	c->done = done;
+	if (child_call_start(fb->env->base, fc_copy_in_child, &c->job,
+	    sizeof(struct fc_copy_result), fc_copy_done, c) == NULL) {
+		int e = errno;
+		free(c);
+		return ember_error_set(err, EK_IO,
+		    e == EAGAIN || e == EMFILE || e == ENFILE ? "retry when the host is less busy" : NULL,
+		    "cannot start copying root disk %s: %s", src, strerror(e));
+	}
 	return 0;
 }
 
 static int
-fc_create(struct backend *be, struct vm_record *rec, const char *vm_dir,
-    struct ember_error *err)
+fc_create(struct backend *be, struct vm_record *rec, const char *vm_dir, void *vm_ctx,
+    backend_done_fn done, struct ember_error *err)
 {
 	char own[PATH_MAX];
 
 	snprintf(own, sizeof(own), "%s/rootfs.img", vm_dir);
 	if (rec->disk_path == NULL || strcmp(rec->disk_path, own) == 0)
-		return 0;
-	char src[PATH_MAX];
-	snprintf(src, sizeof(src), "%s", rec->disk_path);
-	return fc_copy_disk(src, rec, vm_dir, err);
+		return 1;
+	return fc_copy_disk(fb_of(be), rec->disk_path, rec, vm_dir, vm_ctx, done, err);
 }
 
 static int
 fc_fork(struct backend *be, const struct vm_record *src, struct vm_record *child,
-    const char *vm_dir, struct ember_error *err)
+    const char *vm_dir, void *vm_ctx, backend_done_fn done, struct ember_error *err)
 {
-	return src->disk_path == NULL ? 0 : fc_copy_disk(src->disk_path, child, vm_dir, err);
+	if (src->disk_path == NULL)
+		return 1;
+	return fc_copy_disk(fb_of(be), src->disk_path, child, vm_dir, vm_ctx, done, err);
 }
 
 /* ---- per-VM state ---- */
@@ -286,9 +371,7 @@ fc_vm_free(struct fc_vm *fv)
 	if (fv == NULL)
 		return;
 	fc_http_cancel(fv->fb->http, fv);
-	child_watch_free(fv->watch);
-	if (fv->timer != NULL)
-		event_free(fv->timer);
+	hv_process_free(fv->proc);
 	free(fv);
 }
 
@@ -299,62 +382,27 @@ fc_release(struct backend *be, void *vmstate, bool detach)
 }
 
 static void
-fc_kill(struct fc_vm *fv, int sig)
-{
-	/* Through the pidfd: never a recycled pid. */
-	if (child_watch_kill(fv->watch, sig) < 0 && errno != ESRCH)
-		log_warn("firecracker: kill %d", (int)fv->pid);
-}
-
-static void
 fc_vm_exited(void *ctx, pid_t pid, int status)
 {
 	struct fc_vm *fv = ctx;
 	const struct backend_host *host = fv->fb->env->host;
 	void *vm_ctx = fv->vm_ctx;
-	enum fc_op op = fv->op;
-	backend_done_fn done = fv->done;
-	char reason[800], fault[512];
+	struct hv_exit x = hv_process_take_exit(fv->proc, status);
+	struct ember_error err = { 0 };
+	char reason[800];
 
 	console_reason(fv->dir, reason, sizeof(reason));
-	snprintf(fault, sizeof(fault), "%s", fv->fault);
 	log_info("firecracker: %s (pid %d) exited (wait status %d)", fv->rec->name, (int)pid, status);
+	if (fv->fault[0])
+		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "%s", fv->fault);
+	else
+		ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
+		    "Firecracker exited while starting; %s", reason);
 	fc_remove_sockets(fv->dir);
 	fv->rec->pid = 0;
 	fv->rec->pid_start_time = 0;
 	fc_vm_free(fv);
-
-	if (op == FOP_START) {
-		struct ember_error err = { 0 };
-		if (fault[0])
-			ember_error_set(&err, EK_BACKEND_ERROR, NULL, "%s", fault);
-		else
-			ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
-			    "Firecracker exited while starting; %s", reason);
-		done(vm_ctx, &err);
-		return;
-	}
-	host->exited(vm_ctx, status, status == 0 || op == FOP_STOP ? NULL : reason);
-	/* A stop is done; any other operation was cut short by the exit. */
-	if (done != NULL && op == FOP_STOP)
-		done(vm_ctx, NULL);
-	else if (done != NULL) {
-		struct ember_error err = { 0 };
-		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "Firecracker exited during the operation");
-		done(vm_ctx, &err);
-	}
-}
-
-static void
-fc_finish_op(struct fc_vm *fv, const struct ember_error *err)
-{
-	backend_done_fn done = fv->done;
-
-	fv->op = FOP_NONE;
-	fv->done = NULL;
-	evtimer_del(fv->timer);
-	if (done != NULL)
-		done(fv->vm_ctx, err);
+	hv_route_exit(host, vm_ctx, &x, &err, reason, "Firecracker");
 }
 
 /* Firecracker's error bodies are {"fault_message": "..."}. */
@@ -379,6 +427,12 @@ fc_fault_text(long status, const char *body, const char *curl_err, char *out, si
 
 static void fc_start_step(struct fc_vm *fv);
 
+static void
+fc_start_tick(void *ctx)
+{
+	fc_start_step(ctx);
+}
+
 /* A start that went wrong: kill the process; its exit reports the fault. */
 static void
 fc_start_fail(struct fc_vm *fv, const char *fault)
@@ -386,7 +440,7 @@ fc_start_fail(struct fc_vm *fv, const char *fault)
 	if (!fv->fault[0])
 		snprintf(fv->fault, sizeof(fv->fault), "%s", fault);
 	log_warnx("firecracker: %s: %s", fv->rec->name, fv->fault);
-	fc_kill(fv, SIGKILL);
+	hv_process_kill(fv->proc, SIGKILL);
 }
 
 static void
@@ -404,7 +458,7 @@ fc_start_reply(void *ctx, long status, const char *body, const char *curl_err)
 			long us = 1000L << (fv->api_retries < 5 ? fv->api_retries : 5);
 			struct timeval delay = { 0, us > 20000 ? 20000 : us };
 			fv->api_retries++;
-			evtimer_add(fv->timer, &delay);
+			hv_process_start_tick(fv->proc, (unsigned)(delay.tv_usec / 1000), fc_start_tick);
 			return;
 		}
 	}
@@ -475,8 +529,9 @@ fc_start_step(struct fc_vm *fv)
 			body = json_pack("{s:s}", "action_type", "InstanceStart");
 			break;
 		default:
-			log_info("firecracker: %s running (pid %d)", rec->name, (int)fv->pid);
-			fc_finish_op(fv, NULL);
+			log_info("firecracker: %s running (pid %d)", rec->name,
+			    (int)hv_process_pid(fv->proc));
+			hv_op_finish(fv->proc, NULL);
 			return;
 		}
 		break;
@@ -491,56 +546,42 @@ fc_start_step(struct fc_vm *fv)
 		fc_start_fail(fv, "cannot send a request to the Firecracker API");
 }
 
-static void fc_timer_cb(evutil_socket_t fd, short what, void *arg);
-
 static int
 fc_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **vmstate,
     void *vm_ctx, backend_done_fn done, struct ember_error *err)
 {
 	struct fc_backend *fb = fb_of(be);
 	struct fc_vm *fv;
-	char api[PATH_MAX];
 	int console_fd;
-	pid_t pid;
 
 	/* The daemon ran fc_check (backend.check) just before. */
-	snprintf(api, sizeof(api), "%s/firecracker.sock", vm_dir);
-	fc_remove_sockets(vm_dir);	/* stale ones from an earlier run */
-	console_fd = console_open(vm_dir, rec->owner_uid, err);
-	if (console_fd < 0)
-		return -1;
-	const char *argv[] = { fb->binary, "--api-sock", api, "--id", rec->name, NULL };
-	struct child_spawn_opts o = {
-		.argv = argv, .stdout_fd = console_fd, .stderr_fd = console_fd, .new_session = true,
-	};
-	pid = child_spawn(&o);
-	close(console_fd);
-	if (pid < 0)
-		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot start %s: %s",
-		    fb->binary, strerror((int)-pid));
-	fv = calloc(1, sizeof(*fv));
-	if (fv == NULL)
-		fatalx("out of memory");
+	if ((fv = calloc(1, sizeof(*fv))) == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "cannot start Firecracker: out of memory");
 	fv->fb = fb;
 	fv->rec = rec;
 	fv->vm_ctx = vm_ctx;
-	fv->pid = pid;
-	fv->op = FOP_START;
-	fv->done = done;
 	snprintf(fv->dir, sizeof(fv->dir), "%s", vm_dir);
-	snprintf(fv->api, sizeof(fv->api), "%s", api);
-	rec->pid = pid;
-	if (platform_process_start_time(pid, &rec->pid_start_time) < 0)
-		rec->pid_start_time = 0;
-	fv->watch = child_watch_new(fb->env->base, pid, fc_vm_exited, fv);
-	if (fv->watch == NULL)
-		fatal("firecracker: cannot watch our own child %d", (int)pid);
-	fv->timer = evtimer_new(fb->env->base, fc_timer_cb, fv);
+	snprintf(fv->api, sizeof(fv->api), "%s/firecracker.sock", vm_dir);
+	fc_remove_sockets(vm_dir);	/* stale ones from an earlier run */
+	console_fd = console_open(vm_dir, rec->owner_uid, err);
+	if (console_fd < 0) {
+		free(fv);
+		return -1;
+	}
+	const char *argv[] = { be->info->binary, "--api-sock", fv->api, "--id", rec->name, NULL };
+	int r = hv_process_spawn(fb->env->base, &fc_process_ops, fv, vm_ctx, argv, console_fd,
+	    NULL, 0, rec, &fv->proc, err);
+	close(console_fd);
+	if (r < 0) {
+		free(fv);
+		return -1;
+	}
+	hv_op_begin(fv->proc, HV_OP_START, done, err);
 	struct timeval now, span = { FC_SOCKET_WAIT_MS / 1000, (FC_SOCKET_WAIT_MS % 1000) * 1000 };
 	event_base_gettimeofday_cached(fb->env->base, &now);
 	evutil_timeradd(&now, &span, &fv->api_deadline);
 	*vmstate = fv;
-	log_info("firecracker: %s spawned (pid %d)", rec->name, (int)pid);
+	log_info("firecracker: %s spawned (pid %d)", rec->name, (int)rec->pid);
 	fc_start_step(fv);
 	return 0;
 }
@@ -559,29 +600,15 @@ fc_ignore_reply(void *ctx, long status, const char *body, const char *curl_err)
 	}
 }
 
-/* Start: the API-socket retry tick. Stop: CtrlAltDel -> SIGTERM -> SIGKILL. */
-static void
-fc_timer_cb(evutil_socket_t fd, short what, void *arg)
+/* The stop ladder's first rung: Ctrl+Alt+Del, which the guest turns into
+ * a reboot and Firecracker (reboot=k) into an exit. */
+static int
+fc_ask_guest(void *ctx)
 {
-	struct fc_vm *fv = arg;
+	struct fc_vm *fv = ctx;
 
-	if (fv->op == FOP_START) {
-		fc_start_step(fv);
-		return;
-	}
-	if (fv->op != FOP_STOP)
-		return;
-	if (fv->stop_stage == 0) {
-		fv->stop_stage = 1;
-		log_info("firecracker: %s did not shut down in time; sending SIGTERM", fv->rec->name);
-		fc_kill(fv, SIGTERM);
-		struct timeval delay = { FC_TERM_GRACE_S, 0 };
-		evtimer_add(fv->timer, &delay);
-		return;
-	}
-	fv->stop_stage = 2;
-	log_info("firecracker: %s still running; killing it", fv->rec->name);
-	fc_kill(fv, SIGKILL);
+	return fc_http_request(fv->fb->http, fv->api, "PUT", "/actions",
+	    "{\"action_type\":\"SendCtrlAltDel\"}", FC_API_TIMEOUT_MS, fc_ignore_reply, fv);
 }
 
 static int
@@ -590,24 +617,9 @@ fc_stop(struct backend *be, struct vm_record *rec, void *vmstate, bool force,
 {
 	struct fc_vm *fv = vmstate;
 
-	if (fv->op != FOP_NONE)
-		return ember_error_set(err, EK_BUSY, NULL, "Firecracker is busy");
-	fv->op = FOP_STOP;
-	fv->done = done;
-	if (force || timeout_s == 0) {
-		fv->stop_stage = 2;
-		fc_kill(fv, SIGKILL);
-		return 0;
-	}
-	fv->stop_stage = 0;
-	if (fc_http_request(fv->fb->http, fv->api, "PUT", "/actions",
-	    "{\"action_type\":\"SendCtrlAltDel\"}", FC_API_TIMEOUT_MS, fc_ignore_reply, fv) < 0) {
-		fv->stop_stage = 1;
-		fc_kill(fv, SIGTERM);
-		timeout_s = FC_TERM_GRACE_S;
-	}
-	struct timeval delay = { timeout_s, 0 };
-	evtimer_add(fv->timer, &delay);
+	if (hv_op_begin(fv->proc, HV_OP_STOP, done, err) < 0)
+		return -1;
+	hv_process_stop(fv->proc, force, fv->paused, timeout_s, FC_TERM_GRACE_S);
 	return 0;
 }
 
@@ -621,27 +633,25 @@ fc_state_reply(void *ctx, long status, const char *body, const char *curl_err)
 	if (curl_err != NULL || status < 200 || status > 299) {
 		fc_fault_text(status, body, curl_err, fault, sizeof(fault));
 		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "PATCH /vm: %s", fault);
-		fc_finish_op(fv, &err);
+		hv_op_finish(fv->proc, &err);
 		return;
 	}
-	fc_finish_op(fv, NULL);
+	fv->paused = hv_op_current(fv->proc) == HV_OP_PAUSE;
+	hv_op_finish(fv->proc, NULL);
 }
 
 static int
-fc_set_state(struct fc_vm *fv, enum fc_op op, const char *state, backend_done_fn done,
+fc_set_state(struct fc_vm *fv, enum hv_op op, const char *state, backend_done_fn done,
     struct ember_error *err)
 {
 	char body[64];
 
-	if (fv->op != FOP_NONE)
-		return ember_error_set(err, EK_BUSY, NULL, "Firecracker is busy");
+	if (hv_op_begin(fv->proc, op, done, err) < 0)
+		return -1;
 	snprintf(body, sizeof(body), "{\"state\":\"%s\"}", state);
-	fv->op = op;
-	fv->done = done;
 	if (fc_http_request(fv->fb->http, fv->api, "PATCH", "/vm", body, FC_API_TIMEOUT_MS,
 	    fc_state_reply, fv) < 0) {
-		fv->op = FOP_NONE;
-		fv->done = NULL;
+		hv_process_take_exit(fv->proc, 0);	/* forget the operation, not the process */
 		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot reach the Firecracker API");
 	}
 	return 0;
@@ -651,14 +661,14 @@ static int
 fc_pause(struct backend *be, struct vm_record *rec, void *vmstate, backend_done_fn done,
     struct ember_error *err)
 {
-	return fc_set_state(vmstate, FOP_PAUSE, "Paused", done, err);
+	return fc_set_state(vmstate, HV_OP_PAUSE, "Paused", done, err);
 }
 
 static int
 fc_resume(struct backend *be, struct vm_record *rec, void *vmstate, backend_done_fn done,
     struct ember_error *err)
 {
-	return fc_set_state(vmstate, FOP_RESUME, "Resumed", done, err);
+	return fc_set_state(vmstate, HV_OP_RESUME, "Resumed", done, err);
 }
 
 /* ---- adopt ---- */
@@ -668,29 +678,21 @@ fc_adopt(struct backend *be, struct vm_record *rec, const char *vm_dir, void **v
     void *vm_ctx, struct ember_error *err)
 {
 	struct fc_backend *fb = fb_of(be);
-	struct fc_vm *fv;
+	struct fc_vm *fv = calloc(1, sizeof(*fv));
 
-	if (rec->pid <= 0 || platform_process_matches(rec->pid, rec->pid_start_time) != 1) {
-		fc_remove_sockets(vm_dir);	/* it died without removing them */
-		return ember_error_set(err, EK_BACKEND_ERROR, NULL,
-		    "Firecracker (pid %d) is gone; it ended while emberd was not running", (int)rec->pid);
-	}
-	fv = calloc(1, sizeof(*fv));
 	if (fv == NULL)
-		fatalx("out of memory");
+		return ember_error_set(err, EK_INTERNAL, NULL, "cannot re-adopt: out of memory");
 	fv->fb = fb;
 	fv->rec = rec;
 	fv->vm_ctx = vm_ctx;
-	fv->pid = rec->pid;
+	fv->paused = rec->status == VM_PAUSED;
 	snprintf(fv->dir, sizeof(fv->dir), "%s", vm_dir);
 	snprintf(fv->api, sizeof(fv->api), "%s/firecracker.sock", vm_dir);
-	fv->watch = child_watch_new(fb->env->base, rec->pid, fc_vm_exited, fv);
-	if (fv->watch == NULL) {
+	if (hv_process_adopt(fb->env->base, &fc_process_ops, fv, vm_ctx, rec, &fv->proc, err) < 0) {
 		free(fv);
-		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "Firecracker (pid %d) is gone",
-		    (int)rec->pid);
+		fc_remove_sockets(vm_dir);	/* it died without removing them */
+		return -1;
 	}
-	fv->timer = evtimer_new(fb->env->base, fc_timer_cb, fv);
 	*vmstate = fv;
 	return 0;
 }
@@ -712,8 +714,14 @@ fc_free(struct backend *be)
 	free(fb);
 }
 
-struct backend *
-backend_firecracker_new(const struct backend_env *env)
+static const struct hv_process_ops fc_process_ops = {
+	.label = "Firecracker",
+	.ask_guest = fc_ask_guest,
+	.exited = fc_vm_exited,
+};
+
+static struct backend *
+fc_new(const struct backend_env *env)
 {
 	struct fc_backend *fb = calloc(1, sizeof(*fb));
 
@@ -726,8 +734,7 @@ backend_firecracker_new(const struct backend_env *env)
 		return NULL;
 	}
 	fb->be = (struct backend){
-		.name = "firecracker",
-		.probe = fc_probe,
+		.name = FC_NAME,
 		.check = fc_check,
 		.create = fc_create,
 		.fork = fc_fork,
@@ -742,3 +749,40 @@ backend_firecracker_new(const struct backend_env *env)
 	};
 	return &fb->be;
 }
+
+/* ---- configuration and registry row ---- */
+
+static int
+fc_set_binary(void *walk, const struct ydoc_value *v)
+{
+	return ember_config_backend_set(walk, FC_NAME, "binary", json_string(v->str));
+}
+
+static int
+fc_set_kvm_device(void *walk, const struct ydoc_value *v)
+{
+	return ember_config_backend_set(walk, FC_NAME, "kvm_device", json_string(v->str));
+}
+
+/* false only for test doubles: the probe skips the KVM check. */
+static int
+fc_set_require_kvm(void *walk, const struct ydoc_value *v)
+{
+	return ember_config_backend_set(walk, FC_NAME, "require_kvm", json_boolean(v->b));
+}
+
+static const struct ydoc_key fc_config_keys[] = {
+	{ "binary", YDOC_STRING, 0, 0, 0, NULL, fc_set_binary, NULL },
+	{ "kvm_device", YDOC_STRING, YDOC_ABSOLUTE, 0, 0, NULL, fc_set_kvm_device, NULL },
+	{ "require_kvm", YDOC_BOOL, 0, 0, 0, NULL, fc_set_require_kvm, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+const struct backend_type backend_type_firecracker = {
+	.name = FC_NAME,
+	.auto_priority = 20,
+	.needs = BACKEND_NEEDS_VMLINUX,
+	.config_keys = fc_config_keys,
+	.probe = fc_probe,
+	.create = fc_new,
+};

@@ -12,7 +12,13 @@
  * name, and a root disk made later than the create is made in a private
  * subdirectory and renamed into place. Root disks are
  * qcow2 overlays on the image's root filesystem, so creating and forking a
- * VM is instant and costs no space.
+ * VM is instant and costs no space; qemu-img and the copy of a fork's
+ * overlay run in child processes, completing through create's and fork's
+ * done.
+ *
+ * The process itself (spawn, watch, stop ladder, adoption, the operation
+ * in flight) is hv-process.c's, shared with Firecracker. Configuration
+ * subtree: qemu: { binary, accel }.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,25 +40,25 @@
 #include "config.h"
 #include "dir-guard.h"
 #include "fileops.h"
+#include "hv-process.h"
 #include "log.h"
 #include "platform.h"
 #include "probe.h"
 #include "qmp.h"
 #include "validate.h"
 #include "vsock-dev.h"
+#include "yaml-doc.h"
 
 #define QEMU_START_TIMEOUT_MS	60000
 #define QEMU_QMP_TIMEOUT_MS	10000
 #define QEMU_QUIT_GRACE_S	5
 #define QEMU_DEFAULT_BOOT_ARGS	"console=ttyS0 reboot=t panic=-1"
 
-enum qemu_op { QOP_NONE, QOP_START, QOP_STOP, QOP_PAUSE, QOP_RESUME };
+#define QEMU_NAME		"qemu"
 
 struct qemu_backend {
 	struct backend be;
 	const struct backend_env *env;
-	char binary[PATH_MAX];
-	char qemu_img[PATH_MAX];
 };
 
 struct qemu_vm {
@@ -60,19 +66,15 @@ struct qemu_vm {
 	struct vm_record *rec;
 	void *vm_ctx;
 	char dir[PATH_MAX];
-	pid_t pid;
-	struct child_watch *watch;
+	struct hv_process *proc;
 	struct qmp *qmp;
 	struct vsock_dev *vsock;	/* emberd's vhost-user-vsock device */
-	struct event *timer;
-	enum qemu_op op;
-	backend_done_fn done;
 	char fault[256];	/* why a start is being abandoned */
-	int stop_stage;		/* 0 powerdown, 1 quit, 2 SIGKILL */
+	bool paused;		/* a stop need not ask a guest that cannot act */
 	bool adopted;
 };
 
-static void qemu_vm_exited(void *ctx, pid_t pid, int status);
+static const struct hv_process_ops qemu_process_ops;
 
 static struct qemu_backend *
 qb_of(struct backend *be)
@@ -83,100 +85,143 @@ qb_of(struct backend *be)
 /* ---- probe ---- */
 
 static void
-qemu_probe(struct backend *be, struct backend_info *info)
+qemu_probe(const struct ember_config *cfg, struct backend_info *info)
 {
-	struct qemu_backend *qb = qb_of(be);
-	const struct ember_config *cfg = qb->env->config;
-	int r = probe_find_binary(cfg->qemu_binary, "qemu-system-x86_64", info->binary,
+	const char *binary = ember_config_backend_string(cfg, QEMU_NAME, "binary");
+	int r = probe_find_binary(binary, "qemu-system-x86_64", info->binary,
 	    sizeof(info->binary));
 
 	info->available = false;
 	if (r < 0) {
 		snprintf(info->reason, sizeof(info->reason), "%s not found%s (install qemu-system-x86)",
-		    cfg->qemu_binary ? cfg->qemu_binary : "qemu-system-x86_64",
-		    cfg->qemu_binary ? "" : " in PATH");
+		    binary ? binary : "qemu-system-x86_64", binary ? "" : " in PATH");
 		return;
 	}
 	if (probe_binary_version(info->binary, info->version, sizeof(info->version)) < 0) {
 		snprintf(info->reason, sizeof(info->reason), "%s --version failed", info->binary);
 		return;
 	}
-	if (probe_find_binary(NULL, "qemu-img", qb->qemu_img, sizeof(qb->qemu_img)) < 0) {
+	if (probe_find_binary(NULL, "qemu-img", info->helper, sizeof(info->helper)) < 0) {
 		snprintf(info->reason, sizeof(info->reason),
 		    "qemu-img not found in PATH (install qemu-utils)");
 		return;
 	}
-	snprintf(qb->binary, sizeof(qb->binary), "%s", info->binary);
 	info->available = true;
 }
 
 /* ---- disks ---- */
 
-/* Runs a short helper (qemu-img) to completion. Disk preparation is part of
- * create/fork, which the daemon runs synchronously; qemu-img create on an
- * overlay takes milliseconds. */
-static int
-run_sync(const char *const *argv, char *out, size_t outlen)
-{
-	int pipefd[2], status;
-	struct child_spawn_opts o = { .argv = argv };
-	pid_t pid;
-	size_t got = 0;
-	ssize_t n;
+/* A create's or fork's disk, prepared in the background: qemu-img (and,
+ * for a fork of an overlay, a copy of it) runs in child processes. */
+struct qemu_disk_op {
+	struct qemu_backend *qb;
+	struct vm_record *rec;
+	void *vm_ctx;
+	backend_done_fn done;
+	char base[PATH_MAX];		/* what the overlay stands on */
+	char tmpdir[PATH_MAX];		/* root's private directory for qemu-img's output */
+	char tmp[PATH_MAX];
+	char dst[PATH_MAX];		/* <vm_dir>/disk.qcow2 */
+	char src[PATH_MAX];		/* fork: the source's overlay to copy */
+	bool rebase;			/* fork: point the copy at base */
+};
 
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return -errno;
-	o.stdout_fd = o.stderr_fd = pipefd[1];
-	pid = child_spawn(&o);
-	close(pipefd[1]);
-	if (pid < 0) {
-		close(pipefd[0]);
-		return (int)pid;
+static void
+qemu_disk_finish(struct qemu_disk_op *op, const struct ember_error *err)
+{
+	backend_done_fn done = op->done;
+	void *vm_ctx = op->vm_ctx;
+
+	if (op->tmp[0])
+		unlink(op->tmp);
+	if (op->tmpdir[0])
+		rmdir(op->tmpdir);
+	if (err == NULL) {
+		char *path = strdup(op->dst);
+		if (path == NULL) {
+			struct ember_error oom = { 0 };
+			ember_error_set(&oom, EK_INTERNAL, NULL, "out of memory");
+			unlink(op->dst);
+			free(op);
+			done(vm_ctx, &oom);
+			return;
+		}
+		free(op->rec->disk_path);
+		op->rec->disk_path = path;
 	}
-	while ((n = read(pipefd[0], out + got, outlen - 1 - got)) > 0 && got + (size_t)n < outlen - 1)
-		got += (size_t)n;
-	if (n > 0)
-		got += (size_t)n;
-	out[got] = '\0';
+	free(op);
+	done(vm_ctx, err);
+}
+
+static void
+qemu_overlay_made(void *ctx, int status, const char *output)
+{
+	struct qemu_disk_op *op = ctx;
+	struct ember_error err = { 0 };
+	char out[1024];
+
+	snprintf(out, sizeof(out), "%s", output);
 	out[strcspn(out, "\n")] = '\0';
-	close(pipefd[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+	if (status == 0 && rename(op->tmp, op->dst) < 0) {
+		snprintf(out, sizeof(out), "cannot rename it to %s: %s", op->dst, strerror(errno));
+		status = -1;
+	}
+	if (status != 0) {
+		ember_error_set(&err, EK_BACKEND_ERROR, "check that the root filesystem is readable",
+		    "qemu-img could not create an overlay on %s: %s", op->base, out);
+		qemu_disk_finish(op, &err);
+		return;
+	}
+	qemu_disk_finish(op, NULL);
 }
 
 /* qemu-img opens its target by name and follows symlinks, and the VM's
  * owner may plant names in vm_dir: the overlay is made in a fresh 0700
  * directory of root's and renamed over whatever is at disk.qcow2. */
 static int
-qemu_make_overlay(struct qemu_backend *qb, struct vm_record *rec, const char *base,
-    const char *vm_dir, uint64_t size_mib, struct ember_error *err)
+qemu_make_overlay(struct qemu_disk_op *op, const char *vm_dir, uint64_t size_mib,
+    struct ember_error *err)
 {
-	char overlay[PATH_MAX], tmpdir[PATH_MAX], tmp[PATH_MAX], size[32], out[1024];
-	const char *argv[] = { qb->qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-	    base, tmp, size_mib ? size : NULL, NULL };
+	char size[32];
 	int r;
 
-	snprintf(overlay, sizeof(overlay), "%s/disk.qcow2", vm_dir);
-	snprintf(tmpdir, sizeof(tmpdir), "%s/.disk-XXXXXX", vm_dir);
-	if (mkdtemp(tmpdir) == NULL)
+	snprintf(op->dst, sizeof(op->dst), "%s/disk.qcow2", vm_dir);
+	snprintf(op->tmpdir, sizeof(op->tmpdir), "%s/.disk-XXXXXX", vm_dir);
+	if (mkdtemp(op->tmpdir) == NULL) {
+		int e = errno;
+		op->tmpdir[0] = '\0';
 		return ember_error_set(err, EK_IO, NULL, "cannot create a directory in %s: %s",
-		    vm_dir, strerror(errno));
-	snprintf(tmp, sizeof(tmp), "%s/disk.qcow2", tmpdir);
-	snprintf(size, sizeof(size), "%lluM", (unsigned long long)size_mib);
-	r = run_sync(argv, out, sizeof(out));
-	if (r == 0 && rename(tmp, overlay) < 0) {
-		snprintf(out, sizeof(out), "cannot rename it to %s: %s", overlay, strerror(errno));
-		r = -EIO;
+		    vm_dir, strerror(e));
 	}
-	unlink(tmp);
-	rmdir(tmpdir);
-	if (r < 0)
-		return ember_error_set(err, EK_BACKEND_ERROR, "check that the root filesystem is readable",
-		    "qemu-img could not create an overlay on %s: %s", base, out);
-	free(rec->disk_path);
-	rec->disk_path = strdup(overlay);
+	snprintf(op->tmp, sizeof(op->tmp), "%s/disk.qcow2", op->tmpdir);
+	snprintf(size, sizeof(size), "%lluM", (unsigned long long)size_mib);
+	const char *argv[] = { op->qb->be.info->helper, "create", "-q", "-f", "qcow2", "-F", "raw",
+	    "-b", op->base, op->tmp, size_mib ? size : NULL, NULL };
+	r = child_run(op->qb->env->base, argv, qemu_overlay_made, op);
+	if (r < 0) {
+		rmdir(op->tmpdir);
+		op->tmpdir[0] = op->tmp[0] = '\0';
+		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot run qemu-img: %s",
+		    strerror(-r));
+	}
 	return 0;
+}
+
+static struct qemu_disk_op *
+qemu_disk_op_new(struct backend *be, struct vm_record *rec, void *vm_ctx,
+    backend_done_fn done, struct ember_error *err)
+{
+	struct qemu_disk_op *op = calloc(1, sizeof(*op));
+
+	if (op == NULL) {
+		ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+		return NULL;
+	}
+	op->qb = qb_of(be);
+	op->rec = rec;
+	op->vm_ctx = vm_ctx;
+	op->done = done;
+	return op;
 }
 
 static bool
@@ -188,68 +233,132 @@ is_own_overlay(const char *disk, const char *dir)
 }
 
 static int
-qemu_create(struct backend *be, struct vm_record *rec, const char *vm_dir,
-    struct ember_error *err)
+qemu_create(struct backend *be, struct vm_record *rec, const char *vm_dir, void *vm_ctx,
+    backend_done_fn done, struct ember_error *err)
 {
+	struct qemu_disk_op *op;
 	struct stat st;
 
 	if (rec->disk_path == NULL || is_own_overlay(rec->disk_path, vm_dir))
-		return 0;
-	char base[PATH_MAX];
-	snprintf(base, sizeof(base), "%s", rec->disk_path);
+		return 1;
 	/* An overlay may grow the disk, never shrink it under the filesystem. */
-	if (rec->disk_size_mib != 0 && stat(base, &st) == 0 &&
+	if (rec->disk_size_mib != 0 && stat(rec->disk_path, &st) == 0 &&
 	    (uint64_t)st.st_size > rec->disk_size_mib * 1024 * 1024)
 		return ember_error_set(err, EK_INVALID_SPEC, "ask for at least the image's size",
 		    "disk_size_mib %llu is smaller than the root filesystem %s (%lld MiB)",
-		    (unsigned long long)rec->disk_size_mib, base,
+		    (unsigned long long)rec->disk_size_mib, rec->disk_path,
 		    (long long)((st.st_size + 1024 * 1024 - 1) / (1024 * 1024)));
-	return qemu_make_overlay(qb_of(be), rec, base, vm_dir, rec->disk_size_mib, err);
+	if ((op = qemu_disk_op_new(be, rec, vm_ctx, done, err)) == NULL)
+		return -1;
+	snprintf(op->base, sizeof(op->base), "%s", rec->disk_path);
+	if (qemu_make_overlay(op, vm_dir, rec->disk_size_mib, err) < 0) {
+		free(op);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+qemu_rebased(void *ctx, int status, const char *output)
+{
+	struct qemu_disk_op *op = ctx;
+	struct ember_error err = { 0 };
+
+	if (status != 0) {
+		unlink(op->dst);
+		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "qemu-img could not point %s at %s: %s",
+		    op->dst, op->base, output);
+		qemu_disk_finish(op, &err);
+		return;
+	}
+	qemu_disk_finish(op, NULL);
+}
+
+/* In the child: the source's overlay copied (reflink or sparse). */
+static void
+qemu_copy_in_child(void *arg, void *out, size_t len)
+{
+	const struct qemu_disk_op *op = arg;
+	int *res = out;		/* r, reflinked */
+
+	res[0] = file_copy_sparse(op->src, op->dst, 0640, &res[1]);
+}
+
+static void
+qemu_copied(void *ctx, int status, const void *out, size_t len)
+{
+	struct qemu_disk_op *op = ctx;
+	struct ember_error err = { 0 };
+	const int *res = out;
+	char how[128];
+	int r;
+
+	if (len != 2 * sizeof(int) || status != 0) {
+		unlink(op->dst);
+		ember_error_set(&err, EK_IO, NULL, "cannot copy %s: the copying process %s", op->src,
+		    child_status_text(status, how, sizeof(how)));
+		qemu_disk_finish(op, &err);
+		return;
+	}
+	if (res[0] < 0) {
+		ember_error_set(&err, EK_IO, NULL, "cannot copy %s to %s: %s", op->src, op->dst,
+		    strerror(-res[0]));
+		qemu_disk_finish(op, &err);
+		return;
+	}
+	log_debug("qemu: forked disk %s -> %s%s", op->src, op->dst, res[1] ? " (reflink)" : "");
+	if (!op->rebase) {
+		qemu_disk_finish(op, NULL);
+		return;
+	}
+	const char *argv[] = { op->qb->be.info->helper, "rebase", "-u", "-f", "qcow2", "-F", "raw",
+	    "-b", op->base, op->dst, NULL };
+	if ((r = child_run(op->qb->env->base, argv, qemu_rebased, op)) < 0) {
+		unlink(op->dst);
+		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "cannot run qemu-img: %s", strerror(-r));
+		qemu_disk_finish(op, &err);
+	}
 }
 
 static int
 qemu_fork(struct backend *be, const struct vm_record *src, struct vm_record *child,
-    const char *vm_dir, struct ember_error *err)
+    const char *vm_dir, void *vm_ctx, backend_done_fn done, struct ember_error *err)
 {
-	char dst[PATH_MAX], src_dir[PATH_MAX];
+	char src_dir[PATH_MAX], own_base[PATH_MAX];
 	const char *slash = src->disk_path ? strrchr(src->disk_path, '/') : NULL;
-	int reflinked, r;
+	struct qemu_disk_op *op;
 
 	if (src->disk_path == NULL)
-		return 0;
+		return 1;
+	if ((op = qemu_disk_op_new(be, child, vm_ctx, done, err)) == NULL)
+		return -1;
 	snprintf(src_dir, sizeof(src_dir), "%.*s", slash ? (int)(slash - src->disk_path) : 0,
 	    src->disk_path);
 	/* The child's own link to the base, when the daemon made one, is what
 	 * its disk stands on (see BACKEND_OWN_BASE_DISK). */
-	char own_base[PATH_MAX];
 	snprintf(own_base, sizeof(own_base), "%s/" BACKEND_OWN_BASE_DISK, vm_dir);
 	bool has_own_base = access(own_base, F_OK) == 0;
 	if (!is_own_overlay(src->disk_path, src_dir) || strcmp(slash, "/disk.qcow2") != 0) {
-		char base[PATH_MAX];
-		snprintf(base, sizeof(base), "%s", has_own_base ? own_base : src->disk_path);
-		return qemu_make_overlay(qb_of(be), child, base, vm_dir, 0, err);
+		snprintf(op->base, sizeof(op->base), "%s", has_own_base ? own_base : src->disk_path);
+		if (qemu_make_overlay(op, vm_dir, 0, err) < 0) {
+			free(op);
+			return -1;
+		}
+		return 0;
 	}
 	/* The source's overlay holds everything it wrote; a copy of it over
 	 * the same base is a disk equal to the source's at this moment. */
-	snprintf(dst, sizeof(dst), "%s/disk.qcow2", vm_dir);
-	r = file_copy_sparse(src->disk_path, dst, 0640, &reflinked);
-	if (r < 0)
-		return ember_error_set(err, EK_IO, NULL, "cannot copy %s to %s: %s",
-		    src->disk_path, dst, strerror(-r));
-	if (has_own_base) {
-		char out[1024];
-		const char *argv[] = { qb_of(be)->qemu_img, "rebase", "-u", "-f", "qcow2", "-F", "raw",
-		    "-b", own_base, dst, NULL };
-		if (run_sync(argv, out, sizeof(out)) < 0) {
-			unlink(dst);
-			return ember_error_set(err, EK_BACKEND_ERROR, NULL,
-			    "qemu-img could not point %s at %s: %s", dst, own_base, out);
-		}
+	snprintf(op->src, sizeof(op->src), "%s", src->disk_path);
+	snprintf(op->dst, sizeof(op->dst), "%s/disk.qcow2", vm_dir);
+	snprintf(op->base, sizeof(op->base), "%s", own_base);
+	op->rebase = has_own_base;
+	if (child_call_start(op->qb->env->base, qemu_copy_in_child, op, 2 * sizeof(int),
+	    qemu_copied, op) == NULL) {
+		int e = errno;
+		free(op);
+		return ember_error_set(err, EK_IO, NULL, "cannot start copying %s: %s",
+		    src->disk_path, strerror(e));
 	}
-	log_debug("qemu: forked disk %s -> %s%s", src->disk_path, dst,
-	    reflinked ? " (reflink)" : "");
-	free(child->disk_path);
-	child->disk_path = strdup(dst);
 	return 0;
 }
 
@@ -260,11 +369,9 @@ qemu_vm_free(struct qemu_vm *qv)
 {
 	if (qv == NULL)
 		return;
-	child_watch_free(qv->watch);
 	qmp_free(qv->qmp);
 	vsock_dev_free(qv->vsock);
-	if (qv->timer != NULL)
-		event_free(qv->timer);
+	hv_process_free(qv->proc);
 	free(qv);
 }
 
@@ -275,66 +382,29 @@ qemu_release(struct backend *be, void *vmstate, bool detach)
 }
 
 static void
-qemu_finish_op(struct qemu_vm *qv, const struct ember_error *err)
-{
-	backend_done_fn done = qv->done;
-
-	qv->op = QOP_NONE;
-	qv->done = NULL;
-	if (qv->timer != NULL)
-		evtimer_del(qv->timer);
-	if (done != NULL)
-		done(qv->vm_ctx, err);
-}
-
-static void
 qemu_vm_exited(void *ctx, pid_t pid, int status)
 {
 	struct qemu_vm *qv = ctx;
 	char how[128], reason[800];
 	const struct backend_host *host = qv->qb->env->host;
 	void *vm_ctx = qv->vm_ctx;
-	enum qemu_op op = qv->op;
-	backend_done_fn done = qv->done;
 	struct vm_record *rec = qv->rec;
-	char fault[sizeof(qv->fault)];
+	struct hv_exit x = hv_process_take_exit(qv->proc, status);
+	struct ember_error err = { 0 };
 
-	memcpy(fault, qv->fault, sizeof(fault));
 	child_status_text(status, how, sizeof(how));
 	console_reason(qv->dir, reason, sizeof(reason));
 	log_info("qemu: %s (pid %d) %s", rec->name, (int)pid, how);
+	if (qv->fault[0])
+		ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
+		    "QEMU did not start: %s (QEMU %s); %s", qv->fault, how, reason);
+	else
+		ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
+		    "QEMU %s while starting; %s", how, reason);
 	rec->pid = 0;
 	rec->pid_start_time = 0;
 	qemu_vm_free(qv);	/* the daemon's pointer to it is cleared by the callbacks */
-
-	if (op == QOP_START) {
-		struct ember_error err = { 0 };
-		if (fault[0])
-			ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
-			    "QEMU did not start: %s (QEMU %s); %s", fault, how, reason);
-		else
-			ember_error_set(&err, EK_BACKEND_ERROR, "see console.log in the VM's directory",
-			    "QEMU %s while starting; %s", how, reason);
-		done(vm_ctx, &err);
-		return;
-	}
-	host->exited(vm_ctx, status, status == 0 || op == QOP_STOP ? NULL : reason);
-	/* A stop is done; any other operation was cut short by the exit. */
-	if (done != NULL && op == QOP_STOP)
-		done(vm_ctx, NULL);
-	else if (done != NULL) {
-		struct ember_error err = { 0 };
-		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "QEMU exited during the operation");
-		done(vm_ctx, &err);
-	}
-}
-
-static void
-qemu_kill(struct qemu_vm *qv, int sig)
-{
-	/* Through the pidfd: never a recycled pid. */
-	if (child_watch_kill(qv->watch, sig) < 0 && errno != ESRCH)
-		log_warn("qemu: kill %d", (int)qv->pid);
+	hv_route_exit(host, vm_ctx, &x, &err, reason, "QEMU");
 }
 
 /* ---- QMP events ---- */
@@ -346,12 +416,15 @@ qemu_qmp_event(void *ctx, const char *event, json_t *data)
 	const struct backend_host *host = qv->qb->env->host;
 
 	log_debug("qemu: %s: QMP event %s", qv->rec->name, event);
-	if (qv->op != QOP_NONE)
+	if (hv_op_current(qv->proc) != HV_OP_NONE)
 		return;	/* our own operation reports the outcome */
-	if (strcmp(event, "STOP") == 0)
+	if (strcmp(event, "STOP") == 0) {
+		qv->paused = true;
 		host->status(qv->vm_ctx, VM_PAUSED, "paused by QEMU");
-	else if (strcmp(event, "RESUME") == 0)
+	} else if (strcmp(event, "RESUME") == 0) {
+		qv->paused = false;
 		host->status(qv->vm_ctx, VM_RUNNING, NULL);
+	}
 	else if (strcmp(event, "SHUTDOWN") == 0)
 		host->status(qv->vm_ctx, VM_STOPPING, "guest shut down");
 }
@@ -375,7 +448,7 @@ qemu_start_fail(struct qemu_vm *qv, const char *why)
 	if (qv->fault[0] == '\0')
 		snprintf(qv->fault, sizeof(qv->fault), "%s", why);
 	log_warnx("qemu: %s did not start: %s", qv->rec->name, why);
-	qemu_kill(qv, SIGKILL);
+	hv_process_kill(qv->proc, SIGKILL);
 }
 
 static void
@@ -392,7 +465,8 @@ qemu_status_reply(void *ctx, json_t *ret, const char *err)
 		qemu_start_fail(qv, status ? status : "no status in query-status");
 		return;
 	}
-	qemu_finish_op(qv, NULL);
+	qv->paused = strcmp(status, "paused") == 0;
+	hv_op_finish(qv->proc, NULL);
 }
 
 static void
@@ -401,20 +475,23 @@ qemu_qmp_ready(void *ctx, const char *err)
 	struct qemu_vm *qv = ctx;
 
 	if (err != NULL) {
-		if (qv->op == QOP_START)
+		if (hv_op_current(qv->proc) == HV_OP_START)
 			qemu_start_fail(qv, err);
 		else
 			log_warnx("qemu: %s: QMP: %s", qv->rec->name, err);
 		return;
 	}
-	if (qv->op == QOP_START &&
+	if (hv_op_current(qv->proc) == HV_OP_START &&
 	    qmp_command(qv->qmp, "query-status", NULL, QEMU_QMP_TIMEOUT_MS,
 	    qemu_status_reply, qv) < 0)
 		qemu_start_fail(qv, "cannot send query-status");
 }
 
 static void
-qemu_timer_cb(evutil_socket_t fd, short what, void *arg);
+qemu_start_timeout(void *ctx)
+{
+	qemu_start_fail(ctx, "timed out waiting for QMP");
+}
 
 static int
 bind_qmp_socket(const char *path, struct ember_error *err)
@@ -441,10 +518,10 @@ bind_qmp_socket(const char *path, struct ember_error *err)
 static const char *
 qemu_accel(const struct ember_config *cfg)
 {
-	const char *want = cfg->qemu_accel ? cfg->qemu_accel : "auto";
+	const char *want = ember_config_backend_string(cfg, QEMU_NAME, "accel");
 	int fd;
 
-	if (strcmp(want, "auto") != 0)
+	if (want != NULL && strcmp(want, "auto") != 0)
 		return want;
 	fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
@@ -518,7 +595,7 @@ qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, int consol
 	const char *boot = rec->boot_args ? rec->boot_args : QEMU_DEFAULT_BOOT_ARGS;
 	bool has_root = rec->disk_path != NULL;
 
-	arg(a, qb->binary);
+	arg(a, qb->be.info->binary);
 	arg(a, "-name");
 	argf(a, "%s,debug-threads=off", rec->name);
 	arg(a, "-M");
@@ -639,7 +716,6 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	struct argv_buf *a = NULL;
 	char qmp_path[PATH_MAX], hdr[256];
 	int qmp_fd = -1, console_fd = -1, vsock_fd = -1, keep[3], n;
-	pid_t pid;
 
 	if (rec->kernel_path == NULL)
 		return ember_error_set(err, EK_INVALID_SPEC, "create it with --image or --kernel",
@@ -652,7 +728,7 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 		    rec->initrd_path, strerror(errno));
 	qv = calloc(1, sizeof(*qv));
 	if (qv == NULL)
-		fatalx("out of memory");
+		return ember_error_set(err, EK_INTERNAL, NULL, "cannot start QEMU: out of memory");
 	qv->qb = qb;
 	qv->rec = rec;
 	qv->vm_ctx = vm_ctx;
@@ -665,8 +741,10 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	if (rec->vsock && rec->uds_path != NULL && (vsock_fd = qemu_vsock_setup(qv, err)) < 0)
 		goto fail;
 	a = calloc(1, sizeof(*a));
-	if (a == NULL)
-		fatalx("out of memory");
+	if (a == NULL) {
+		ember_error_set(err, EK_INTERNAL, NULL, "cannot start QEMU: out of memory");
+		goto fail;
+	}
 	qemu_build_argv(qb, rec, console_fd, qmp_fd, vsock_fd, a);
 	qemu_log_argv(rec->name, a->argv);
 	n = snprintf(hdr, sizeof(hdr), "--- emberd: starting %s ---\n", rec->name);
@@ -675,16 +753,9 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	keep[0] = qmp_fd;
 	keep[1] = console_fd;
 	keep[2] = vsock_fd;
-	struct child_spawn_opts o = {
-		.argv = a->argv, .stdout_fd = console_fd, .stderr_fd = console_fd,
-		.keep_fds = keep, .nkeep = vsock_fd >= 0 ? 3 : 2, .new_session = true,
-	};
-	pid = child_spawn(&o);
-	if (pid < 0) {
-		ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot start %s: %s", qb->binary,
-		    strerror((int)-pid));
+	if (hv_process_spawn(qb->env->base, &qemu_process_ops, qv, vm_ctx, a->argv, console_fd,
+	    keep, vsock_fd >= 0 ? 3 : 2, rec, &qv->proc, err) < 0)
 		goto fail;
-	}
 	/* QEMU holds its ends now; ours close. */
 	free(a);
 	close(console_fd);
@@ -692,22 +763,15 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	if (vsock_fd >= 0)
 		close(vsock_fd);
 
-	qv->pid = pid;
-	qv->op = QOP_START;
-	qv->done = done;
-	rec->pid = pid;
-	if (platform_process_start_time(pid, &rec->pid_start_time) < 0)
-		rec->pid_start_time = 0;
-	qv->watch = child_watch_new(qb->env->base, pid, qemu_vm_exited, qv);
-	if (qv->watch == NULL)
-		fatal("qemu: cannot watch our own child %d", (int)pid);
-	qv->timer = evtimer_new(qb->env->base, qemu_timer_cb, qv);
-	struct timeval deadline = { QEMU_START_TIMEOUT_MS / 1000, 0 };
-	evtimer_add(qv->timer, &deadline);
+	hv_op_begin(qv->proc, HV_OP_START, done, err);
+	hv_process_start_deadline(qv->proc, QEMU_START_TIMEOUT_MS);
 	qv->qmp = qmp_new(qb->env->base, qemu_qmp_event, qemu_qmp_closed, qv);
-	qmp_connect(qv->qmp, qmp_path, QEMU_START_TIMEOUT_MS, qemu_qmp_ready, qv);
+	if (qv->qmp == NULL)
+		qemu_start_fail(qv, "out of memory for the QMP connection");
+	else
+		qmp_connect(qv->qmp, qmp_path, QEMU_START_TIMEOUT_MS, qemu_qmp_ready, qv);
 	*vmstate = qv;
-	log_info("qemu: %s started (pid %d, accel %s)", rec->name, (int)pid,
+	log_info("qemu: %s started (pid %d, accel %s)", rec->name, (int)rec->pid,
 	    qemu_accel(qb->env->config));
 	return 0;
 
@@ -736,33 +800,23 @@ qemu_ignore_reply(void *ctx, json_t *ret, const char *err)
 		log_debug("qemu: %s: %s", qv->rec->name, err);
 }
 
-/* Escalates a stop: powerdown -> quit -> SIGKILL; also the start deadline. */
-static void
-qemu_timer_cb(evutil_socket_t fd, short what, void *arg)
+/* The stop ladder's rungs: ACPI powerdown for the guest, then quit. */
+static int
+qemu_ask_guest(void *ctx)
 {
-	struct qemu_vm *qv = arg;
+	struct qemu_vm *qv = ctx;
 
-	if (qv->op == QOP_START) {
-		qemu_start_fail(qv, "timed out waiting for QMP");
-		return;
-	}
-	if (qv->op != QOP_STOP)
-		return;
-	if (qv->stop_stage == 0) {
-		qv->stop_stage = 1;
-		log_info("qemu: %s did not power off in time; asking QEMU to quit", qv->rec->name);
-		if (qv->qmp == NULL ||
-		    qmp_command(qv->qmp, "quit", NULL, QEMU_QMP_TIMEOUT_MS, qemu_ignore_reply, qv) < 0)
-			qemu_kill(qv, SIGTERM);
-		{
-		struct timeval delay = { QEMU_QUIT_GRACE_S, 0 };
-		evtimer_add(qv->timer, &delay);
-	}
-		return;
-	}
-	qv->stop_stage = 2;
-	log_info("qemu: %s still running; killing it", qv->rec->name);
-	qemu_kill(qv, SIGKILL);
+	return qv->qmp == NULL ? -ENOTCONN : qmp_command(qv->qmp, "system_powerdown", NULL,
+	    QEMU_QMP_TIMEOUT_MS, qemu_ignore_reply, qv);
+}
+
+static int
+qemu_ask_quit(void *ctx)
+{
+	struct qemu_vm *qv = ctx;
+
+	return qv->qmp == NULL ? -ENOTCONN : qmp_command(qv->qmp, "quit", NULL,
+	    QEMU_QMP_TIMEOUT_MS, qemu_ignore_reply, qv);
 }
 
 static int
@@ -771,28 +825,9 @@ qemu_stop(struct backend *be, struct vm_record *rec, void *vmstate, bool force,
 {
 	struct qemu_vm *qv = vmstate;
 
-	if (qv->op != QOP_NONE && qv->op != QOP_START)
-		return ember_error_set(err, EK_BUSY, NULL, "QEMU is busy");
-	qv->op = QOP_STOP;
-	qv->done = done;
-	if (force || timeout_s == 0) {
-		qv->stop_stage = 2;
-		qemu_kill(qv, SIGKILL);
-		return 0;
-	}
-	qv->stop_stage = 0;
-	if (qv->qmp == NULL || qmp_command(qv->qmp, "system_powerdown", NULL,
-	    QEMU_QMP_TIMEOUT_MS, qemu_ignore_reply, qv) < 0) {
-		qv->stop_stage = 1;
-		qemu_kill(qv, SIGTERM);
-		timeout_s = QEMU_QUIT_GRACE_S;
-	}
-	if (qv->timer == NULL)
-		qv->timer = evtimer_new(qv->qb->env->base, qemu_timer_cb, qv);
-	{
-		struct timeval delay = { timeout_s, 0 };
-		evtimer_add(qv->timer, &delay);
-	}
+	if (hv_op_begin(qv->proc, HV_OP_STOP, done, err) < 0)
+		return -1;
+	hv_process_stop(qv->proc, force, qv->paused, timeout_s, QEMU_QUIT_GRACE_S);
 	return 0;
 }
 
@@ -804,22 +839,21 @@ qemu_simple_reply(void *ctx, json_t *ret, const char *qerr)
 
 	if (qerr != NULL)
 		ember_error_set(&err, EK_BACKEND_ERROR, NULL, "QEMU: %s", qerr);
-	qemu_finish_op(qv, qerr != NULL ? &err : NULL);
+	else
+		qv->paused = hv_op_current(qv->proc) == HV_OP_PAUSE;
+	hv_op_finish(qv->proc, qerr != NULL ? &err : NULL);
 }
 
 static int
-qemu_simple_command(struct qemu_vm *qv, enum qemu_op op, const char *cmd,
+qemu_simple_command(struct qemu_vm *qv, enum hv_op op, const char *cmd,
     backend_done_fn done, struct ember_error *err)
 {
-	if (qv->op != QOP_NONE)
-		return ember_error_set(err, EK_BUSY, NULL, "QEMU is busy");
 	if (qv->qmp == NULL)
 		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "no QMP connection to QEMU");
-	qv->op = op;
-	qv->done = done;
+	if (hv_op_begin(qv->proc, op, done, err) < 0)
+		return -1;
 	if (qmp_command(qv->qmp, cmd, NULL, QEMU_QMP_TIMEOUT_MS, qemu_simple_reply, qv) < 0) {
-		qv->op = QOP_NONE;
-		qv->done = NULL;
+		hv_process_take_exit(qv->proc, 0);	/* forget the operation, not the process */
 		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "QMP is not connected");
 	}
 	return 0;
@@ -829,14 +863,14 @@ static int
 qemu_pause(struct backend *be, struct vm_record *rec, void *vmstate, backend_done_fn done,
     struct ember_error *err)
 {
-	return qemu_simple_command(vmstate, QOP_PAUSE, "stop", done, err);
+	return qemu_simple_command(vmstate, HV_OP_PAUSE, "stop", done, err);
 }
 
 static int
 qemu_resume(struct backend *be, struct vm_record *rec, void *vmstate, backend_done_fn done,
     struct ember_error *err)
 {
-	return qemu_simple_command(vmstate, QOP_RESUME, "cont", done, err);
+	return qemu_simple_command(vmstate, HV_OP_RESUME, "cont", done, err);
 }
 
 /* ---- adopt after an emberd restart ---- */
@@ -859,25 +893,20 @@ qemu_adopt(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	struct qemu_vm *qv;
 	char qmp_path[PATH_MAX];
 
-	if (rec->pid <= 0 || platform_process_matches(rec->pid, rec->pid_start_time) != 1)
-		return ember_error_set(err, EK_BACKEND_ERROR, NULL,
-		    "QEMU (pid %d) is gone; it ended while emberd was not running", (int)rec->pid);
 	qv = calloc(1, sizeof(*qv));
 	if (qv == NULL)
-		fatalx("out of memory");
+		return ember_error_set(err, EK_INTERNAL, NULL, "cannot re-adopt QEMU: out of memory");
 	qv->qb = qb;
 	qv->rec = rec;
 	qv->vm_ctx = vm_ctx;
-	qv->pid = rec->pid;
 	qv->adopted = true;
+	qv->paused = rec->status == VM_PAUSED;
 	snprintf(qv->dir, sizeof(qv->dir), "%s", vm_dir);
-	qv->watch = child_watch_new(qb->env->base, rec->pid, qemu_vm_exited, qv);
-	if (qv->watch == NULL) {
+	if (hv_process_adopt(qb->env->base, &qemu_process_ops, qv, vm_ctx, rec, &qv->proc,
+	    err) < 0) {
 		free(qv);
-		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "QEMU (pid %d) is gone",
-		    (int)rec->pid);
+		return -1;
 	}
-	qv->timer = evtimer_new(qb->env->base, qemu_timer_cb, qv);
 	if (rec->vsock && rec->uds_path != NULL) {
 		/* QEMU 7.2 never reconnects a vhost-user backend: this VM's vsock
 		 * device died with the previous emberd. Say so, don't pretend. */
@@ -887,7 +916,11 @@ qemu_adopt(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	}
 	snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", vm_dir);
 	qv->qmp = qmp_new(qb->env->base, qemu_qmp_event, qemu_qmp_closed, qv);
-	qmp_connect(qv->qmp, qmp_path, QEMU_QMP_TIMEOUT_MS, qemu_adopt_ready, qv);
+	if (qv->qmp != NULL)
+		qmp_connect(qv->qmp, qmp_path, QEMU_QMP_TIMEOUT_MS, qemu_adopt_ready, qv);
+	else
+		log_warnx("qemu: %s: re-adopted without QMP: out of memory (stop will use signals)",
+		    rec->name);
 	*vmstate = qv;
 	return 0;
 }
@@ -923,8 +956,16 @@ qemu_check(struct backend *be, const struct vm_record *rec, struct ember_error *
 	    appended, "QEMU", err);
 }
 
-struct backend *
-backend_qemu_new(const struct backend_env *env)
+static const struct hv_process_ops qemu_process_ops = {
+	.label = "QEMU",
+	.ask_guest = qemu_ask_guest,
+	.ask_quit = qemu_ask_quit,
+	.start_timeout = qemu_start_timeout,
+	.exited = qemu_vm_exited,
+};
+
+static struct backend *
+qemu_new(const struct backend_env *env)
 {
 	struct qemu_backend *qb = calloc(1, sizeof(*qb));
 
@@ -932,8 +973,7 @@ backend_qemu_new(const struct backend_env *env)
 		return NULL;
 	qb->env = env;
 	qb->be = (struct backend){
-		.name = "qemu",
-		.probe = qemu_probe,
+		.name = QEMU_NAME,
 		.check = qemu_check,
 		.create = qemu_create,
 		.fork = qemu_fork,
@@ -948,3 +988,34 @@ backend_qemu_new(const struct backend_env *env)
 	};
 	return &qb->be;
 }
+
+/* ---- configuration and registry row ---- */
+
+static const char *const qemu_accels[] = { "auto", "kvm", "tcg", NULL };
+
+static int
+qemu_set_binary(void *walk, const struct ydoc_value *v)
+{
+	return ember_config_backend_set(walk, QEMU_NAME, "binary", json_string(v->str));
+}
+
+static int
+qemu_set_accel(void *walk, const struct ydoc_value *v)
+{
+	return ember_config_backend_set(walk, QEMU_NAME, "accel", json_string(v->str));
+}
+
+static const struct ydoc_key qemu_config_keys[] = {
+	{ "binary", YDOC_STRING, 0, 0, 0, NULL, qemu_set_binary, NULL },
+	{ "accel", YDOC_ENUM, 0, 0, 0, qemu_accels, qemu_set_accel, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+const struct backend_type backend_type_qemu = {
+	.name = QEMU_NAME,
+	.auto_priority = 10,
+	.needs = 0,
+	.config_keys = qemu_config_keys,
+	.probe = qemu_probe,
+	.create = qemu_new,
+};

@@ -25,6 +25,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
 #endif
@@ -245,19 +248,22 @@ child_run_keep(struct event_base *base, const char *const *argv, const int *keep
 	int pipefd[2];
 	pid_t pid;
 
-	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
-		return -errno;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return -ENOMEM;
+	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
+		int e = errno;
+		free(r);
+		return -e;
+	}
 	o.stdout_fd = pipefd[1];
 	o.stderr_fd = pipefd[1];
 	pid = child_spawn(&o);
 	close(pipefd[1]);
 	if (pid < 0) {
 		close(pipefd[0]);
+		free(r);
 		return (int)pid;
 	}
-	r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		fatalx("out of memory");
 	r->base = base;
 	r->out_fd = pipefd[0];
 	r->done = done;
@@ -275,6 +281,165 @@ child_run_keep(struct event_base *base, const char *const *argv, const int *keep
 		child_run_finish(r);
 	}
 	return 0;
+}
+
+/* ---- child_call ---- */
+
+struct child_call {
+	struct event *out_ev;
+	struct child_watch *watch;
+	pid_t pid;
+	int out_fd;
+	unsigned char out[CHILD_CALL_MAX];
+	size_t len, max;
+	int status;
+	bool exited, eof;
+	child_call_done_fn done;
+	void *ctx;
+};
+
+static void
+child_call_free(struct child_call *c)
+{
+	if (c->out_ev != NULL)
+		event_free(c->out_ev);
+	if (c->out_fd >= 0)
+		close(c->out_fd);
+	child_watch_free(c->watch);
+	free(c);
+}
+
+static void
+child_call_finish(struct child_call *c)
+{
+	if (!c->exited || !c->eof)
+		return;
+	c->done(c->ctx, c->status, c->out, c->len);
+	child_call_free(c);
+}
+
+static void
+child_call_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct child_call *c = arg;
+	unsigned char discard[512];
+	ssize_t n;
+
+	if (c->len < c->max)
+		n = read(fd, c->out + c->len, c->max - c->len);
+	else
+		n = read(fd, discard, sizeof(discard));	/* more than promised: dropped */
+	if (n > 0) {
+		if (c->len < c->max)
+			c->len += (size_t)n;
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	c->eof = true;
+	event_del(c->out_ev);
+	child_call_finish(c);
+}
+
+static void
+child_call_exit_cb(void *ctx, pid_t pid, int status)
+{
+	struct child_call *c = ctx;
+
+	c->exited = true;
+	c->status = status;
+	child_call_finish(c);
+}
+
+struct child_call *
+child_call_start(struct event_base *base, child_call_fn fn, void *arg, size_t len,
+    child_call_done_fn done, void *ctx)
+{
+	struct child_call *c;
+	sigset_t all, old;
+	int pipefd[2], e;
+
+	if (len > CHILD_CALL_MAX) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	c->out_fd = -1;
+	c->max = len;
+	c->done = done;
+	c->ctx = ctx;
+	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
+		e = errno;
+		free(c);
+		errno = e;
+		return NULL;
+	}
+	c->out_fd = pipefd[0];
+	/* As in child_spawn: no handler of ours may run in the child. */
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	c->pid = fork();
+	if (c->pid == 0) {
+		unsigned char *out = calloc(1, len > 0 ? len : 1);
+		size_t off = 0;
+
+		for (int sig = 1; sig < NSIG; sig++)
+			signal(sig, SIG_DFL);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (out == NULL)
+			_exit(70);
+		/* Hold none of emberd's connections open meanwhile: only the
+		 * pipe back (close_range is best effort; fn opens its own). */
+		syscall(SYS_close_range, 3, (unsigned)pipefd[1] - 1, 0);
+		syscall(SYS_close_range, (unsigned)pipefd[1] + 1, ~0U, 0);
+		fcntl(pipefd[1], F_SETFL, 0);	/* blocking writes in the child */
+		fn(arg, out, len);
+		while (off < len) {
+			ssize_t n = write(pipefd[1], out + off, len - off);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				_exit(71);
+			off += (size_t)n;
+		}
+		_exit(0);
+	}
+	e = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(pipefd[1]);
+	if (c->pid < 0) {
+		child_call_free(c);
+		errno = e;
+		return NULL;
+	}
+	c->out_ev = event_new(base, c->out_fd, EV_READ | EV_PERSIST, child_call_read_cb, c);
+	c->watch = child_watch_new(base, c->pid, child_call_exit_cb, c);
+	if (c->out_ev == NULL || event_add(c->out_ev, NULL) < 0 || c->watch == NULL) {
+		e = c->watch == NULL ? errno : ENOMEM;
+		kill(c->pid, SIGKILL);
+		while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		child_call_free(c);
+		errno = e;
+		return NULL;
+	}
+	return c;
+}
+
+void
+child_call_cancel(struct child_call *c)
+{
+	if (c == NULL)
+		return;
+	if (!c->exited) {
+		child_watch_kill(c->watch, SIGKILL);
+		while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	child_call_free(c);
 }
 
 void

@@ -1,8 +1,10 @@
 /*
  * Helpers backends use to find and identify their hypervisor binaries and
  * check the KVM device they need.
- * Probing runs at startup and on SIGHUP only, so running `binary --version`
- * synchronously there is acceptable; it is never done per request.
+ * A probe blocks (it runs `binary --version`, up to 5 s): it runs before
+ * the loop serves at startup, and on SIGHUP in a child process
+ * (child_call_start) that hands its backend_info back to the loop; it is
+ * never done per request.
  */
 #ifndef EMBER_PROBE_H
 #define EMBER_PROBE_H

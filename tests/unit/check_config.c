@@ -3,14 +3,22 @@
  * tests/golden/config, the shipped packaging/emberd.yaml, parsing over an
  * existing configuration, and the vm.create defaults it fills in.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <check.h>
 
+#include "backend.h"
 #include "config.h"
+#include "yaml-doc.h"
 #include "log.h"
 #include "golden-yaml.h"
+
+/* Backends' subtrees, as the registry's rows stored them. */
+#define FC_STR(c, key)		ember_config_backend_string(&(c), "firecracker", key)
+#define FC_BOOL(c, key)		ember_config_backend_bool(&(c), "firecracker", key, true)
+#define QEMU_STR(c, key)	ember_config_backend_string(&(c), "qemu", key)
 
 #define CONFIG_DIR	EMBER_TEST_DATA "/golden/config"
 #define SHIPPED_CONFIG	EMBER_TEST_DATA "/../packaging/emberd.yaml"
@@ -57,11 +65,11 @@ START_TEST(config_init_sets_builtin_defaults)
 	ck_assert_uint_eq(cfg.cid_min, 3);
 	ck_assert_uint_eq(cfg.cid_max, 4294967294U);
 	ck_assert_ptr_null(cfg.default_image);
-	ck_assert_ptr_null(cfg.firecracker_binary);
-	ck_assert_ptr_null(cfg.firecracker_kvm_device);
-	ck_assert(cfg.firecracker_require_kvm);
-	ck_assert_ptr_null(cfg.qemu_binary);
-	ck_assert_str_eq(cfg.qemu_accel, "auto");
+	ck_assert_ptr_null(FC_STR(cfg, "binary"));
+	ck_assert_ptr_null(FC_STR(cfg, "kvm_device"));
+	ck_assert(FC_BOOL(cfg, "require_kvm"));
+	ck_assert_ptr_null(QEMU_STR(cfg, "binary"));
+	ck_assert_ptr_null(QEMU_STR(cfg, "accel"));	/* the backend's default, auto */
 	ck_assert_uint_eq(cfg.default_cpus, 1);
 	ck_assert_uint_eq(cfg.default_memory_mib, 512);
 	ck_assert_str_eq(cfg.default_backend, "auto");
@@ -87,11 +95,11 @@ START_TEST(config_full_file_sets_every_field)
 	ck_assert_uint_eq(cfg.cid_min, 100);
 	ck_assert_uint_eq(cfg.cid_max, 200);
 	ck_assert_str_eq(cfg.default_image, "mini");
-	ck_assert_str_eq(cfg.firecracker_binary, "/usr/bin/firecracker");
-	ck_assert_str_eq(cfg.firecracker_kvm_device, "/dev/kvm-other");
-	ck_assert(!cfg.firecracker_require_kvm);
-	ck_assert_str_eq(cfg.qemu_binary, "qemu-system-x86_64");
-	ck_assert_str_eq(cfg.qemu_accel, "kvm");
+	ck_assert_str_eq(FC_STR(cfg, "binary"), "/usr/bin/firecracker");
+	ck_assert_str_eq(FC_STR(cfg, "kvm_device"), "/dev/kvm-other");
+	ck_assert(!FC_BOOL(cfg, "require_kvm"));
+	ck_assert_str_eq(QEMU_STR(cfg, "binary"), "qemu-system-x86_64");
+	ck_assert_str_eq(QEMU_STR(cfg, "accel"), "kvm");
 	ck_assert_uint_eq(cfg.default_cpus, 2);
 	ck_assert_uint_eq(cfg.default_memory_mib, 1024);
 	ck_assert_str_eq(cfg.default_backend, "qemu");
@@ -115,11 +123,12 @@ START_TEST(config_shipped_file_loads)
 	ck_assert_uint_eq(cfg.default_cpus, builtin.default_cpus);
 	ck_assert_uint_eq(cfg.default_memory_mib, builtin.default_memory_mib);
 	ck_assert_str_eq(cfg.default_backend, builtin.default_backend);
-	ck_assert_str_eq(cfg.qemu_accel, builtin.qemu_accel);
+	ck_assert(QEMU_STR(cfg, "accel") == NULL ||
+	    strcmp(QEMU_STR(cfg, "accel"), "auto") == 0);	/* the backend's default */
 	ck_assert(cfg.vsock_vm_to_vm);
-	ck_assert(cfg.firecracker_require_kvm);
-	ck_assert(cfg.firecracker_kvm_device == NULL ||
-	    strcmp(cfg.firecracker_kvm_device, "/dev/kvm") == 0);
+	ck_assert(FC_BOOL(cfg, "require_kvm"));
+	ck_assert(FC_STR(cfg, "kvm_device") == NULL ||
+	    strcmp(FC_STR(cfg, "kvm_device"), "/dev/kvm") == 0);
 	ember_config_clear(&cfg);
 }
 END_TEST
@@ -134,10 +143,10 @@ START_TEST(config_file_overrides_only_what_it_sets)
 	    "qemu: {accel: tcg}\nfirecracker: {kvm_device: /dev/kvm2}\n", &err), 0);
 	ck_assert_int_eq(parse(&cfg, "log_level: warn\ndefaults: {cpus: 3}\n",
 	    &err), 0);
-	ck_assert_str_eq(cfg.firecracker_kvm_device, "/dev/kvm2");	/* copied over */
+	ck_assert_str_eq(FC_STR(cfg, "kvm_device"), "/dev/kvm2");	/* copied over */
 	ck_assert_str_eq(cfg.state_dir, "/srv/ember");	/* first file */
 	ck_assert_uint_eq(cfg.cid_max, 1000);
-	ck_assert_str_eq(cfg.qemu_accel, "tcg");
+	ck_assert_str_eq(QEMU_STR(cfg, "accel"), "tcg");
 	ck_assert_int_eq(cfg.log_level, LOG_LEVEL_WARN);	/* second file */
 	ck_assert_uint_eq(cfg.default_cpus, 3);
 	ck_assert_uint_eq(cfg.default_memory_mib, 512);	/* built-in */
@@ -289,6 +298,72 @@ START_TEST(config_fills_only_absent_params)
 }
 END_TEST
 
+/* A backend the configuration has never heard of: registering it is all
+ * it takes for its subtree and its name to be accepted. */
+static int
+set_fake_depth(void *walk, const struct ydoc_value *v)
+{
+	return ember_config_backend_set(walk, "fake", "depth", json_integer((json_int_t)v->u));
+}
+
+static const struct ydoc_key fake_keys[] = {
+	{ "depth", YDOC_UINT, 0, 1, 9, NULL, set_fake_depth, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+START_TEST(config_backend_subtrees_come_from_the_registry)
+{
+	const struct ember_config_backend rows[] = { { "fake", fake_keys }, { "bare", NULL } };
+	const struct ember_config_backend dup[] = { { "fake", NULL }, { "fake", NULL } };
+	const struct ember_config_backend clash[] = { { "quotas", NULL } };
+	const struct ember_config_backend automatic[] = { { "auto", NULL } };
+	struct ember_config cfg;
+	struct ember_error err;
+
+	ck_assert_int_eq(ember_config_register_backends(dup, 2), -EINVAL);
+	ck_assert_int_eq(ember_config_register_backends(clash, 1), -EINVAL);
+	ck_assert_int_eq(ember_config_register_backends(automatic, 1), -EINVAL);
+	ck_assert_int_eq(ember_config_register_backends(rows, 2), 0);
+	ember_config_init(&cfg);
+	ck_assert_int_eq(parse(&cfg, "fake: {depth: 3}\ndefaults: {backend: bare}\n", &err), 0);
+	ck_assert_str_eq(cfg.default_backend, "bare");
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(
+	    cfg.backend_sections, "fake"), "depth")), 3);
+	/* the subtree's own validation, with the position and the path */
+	ck_assert_int_eq(parse(&cfg, "fake:\n  depth: 10\n", &err), -1);
+	ck_assert_ptr_nonnull(strstr(err.message, "c.yaml:2:10: \"fake.depth\""));
+	/* a failed parse left the subtree alone; a later one copies it over */
+	ck_assert_int_eq(parse(&cfg, "log_level: warn\n", &err), 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(
+	    cfg.backend_sections, "fake"), "depth")), 3);
+	/* unregistered backends are unknown, in both places */
+	ck_assert_int_eq(parse(&cfg, "qemu: {accel: kvm}\n", &err), -1);
+	ck_assert_str_eq(err.message, "c.yaml:1:1: unknown key \"qemu\"");
+	ck_assert_int_eq(parse(&cfg, "defaults: {backend: qemu}\n", &err), -1);
+	ck_assert_ptr_nonnull(strstr(err.message, "expected one of auto, fake, bare"));
+	ck_assert_int_eq(parse(&cfg, "bare: {x: 1}\n", &err), -1);
+	ember_config_clear(&cfg);
+	ck_assert_int_eq(backend_types_register_config(), 0);
+}
+END_TEST
+
+START_TEST(config_backend_values_read_back)
+{
+	struct ember_config cfg;
+	struct ember_error err;
+
+	ember_config_init(&cfg);
+	ck_assert_ptr_null(cfg.backend_sections);
+	ck_assert(ember_config_backend_bool(&cfg, "firecracker", "require_kvm", true));
+	ck_assert(!ember_config_backend_bool(&cfg, "firecracker", "require_kvm", false));
+	ck_assert_int_eq(parse(&cfg, "firecracker: {require_kvm: false}\n", &err), 0);
+	ck_assert(!FC_BOOL(cfg, "require_kvm"));
+	ck_assert_ptr_null(FC_STR(cfg, "binary"));
+	ck_assert_ptr_null(QEMU_STR(cfg, "binary"));
+	ember_config_clear(&cfg);
+}
+END_TEST
+
 static Suite *
 config_suite(void)
 {
@@ -296,6 +371,8 @@ config_suite(void)
 	TCase *tc = tcase_create("config");
 
 	tcase_add_test(tc, golden_config_files);
+	tcase_add_test(tc, config_backend_subtrees_come_from_the_registry);
+	tcase_add_test(tc, config_backend_values_read_back);
 	tcase_add_test(tc, config_init_sets_builtin_defaults);
 	tcase_add_test(tc, config_full_file_sets_every_field);
 	tcase_add_test(tc, config_shipped_file_loads);
@@ -314,8 +391,12 @@ config_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(config_suite());
+	SRunner *sr;
 	int failed;
+
+	if (backend_types_register_config() != 0)
+		return EXIT_FAILURE;
+	sr = srunner_create(config_suite());
 
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);

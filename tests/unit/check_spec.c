@@ -8,6 +8,8 @@
 
 #include <check.h>
 
+#include "backend.h"
+#include "config.h"
 #include "spec.h"
 #include "golden-yaml.h"
 
@@ -295,6 +297,23 @@ START_TEST(spec_merge_flags_override_file)
 }
 END_TEST
 
+START_TEST(spec_backend_is_free_text_without_a_registry)
+{
+	struct vm_spec spec = { 0 };
+	struct ember_error err = { 0 };
+	const char *text = "backend: cloud-hypervisor\n";
+
+	ck_assert_int_eq(ember_config_register_backends(NULL, 0), 0);
+	ck_assert_msg(vm_spec_parse(text, strlen(text), "t.yaml", &spec, &err) == 0, "%s",
+	    err.message);
+	ck_assert_str_eq(spec.backend, "cloud-hypervisor");
+	vm_spec_clear(&spec);
+	ck_assert_int_eq(backend_types_register_config(), 0);
+	ck_assert_int_eq(vm_spec_parse(text, strlen(text), "t.yaml", &spec, &err), -1);
+	vm_spec_clear(&spec);
+}
+END_TEST
+
 static Suite *
 spec_suite(void)
 {
@@ -310,6 +329,7 @@ spec_suite(void)
 	tcase_add_test(tc, spec_errors_carry_position);
 	tcase_add_test(tc, spec_unknown_key_hint_suggests);
 	tcase_add_test(tc, spec_long_values_are_cut_and_escaped);
+	tcase_add_test(tc, spec_backend_is_free_text_without_a_registry);
 	tcase_add_test(tc, spec_deep_nesting_is_refused);
 	tcase_add_test(tc, spec_load_missing_file_names_it);
 	tcase_add_test(tc, spec_load_messages_name_the_path);
@@ -323,8 +343,13 @@ spec_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(spec_suite());
+	SRunner *sr;
 	int failed;
+
+	/* As in emberd; emberctl registers none (see the test below). */
+	if (backend_types_register_config() != 0)
+		return EXIT_FAILURE;
+	sr = srunner_create(spec_suite());
 
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
