@@ -1,43 +1,166 @@
 /*
- * Daemon-wide services the subsystems share: the backend table and what
- * emberd tells the service manager about itself. emberd.c creates these;
- * this file answers questions about them.
+ * The daemon's lifetime and the services its subsystems share.
+ * daemon_new() builds every subsystem in order (lock, event base, backends,
+ * state, transport, signals), daemon_run() serves until SIGTERM/SIGINT has
+ * answered every request, daemon_free() tears down in the reverse order:
+ * whatever still waits on a VM is answered before the transport goes, and
+ * VMs are released before anything they call into. It also holds the
+ * backend table and what emberd tells the service manager about itself.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <event2/event.h>
+
+#include "child.h"
 #include "cid-alloc.h"
+#include "control.h"
 #include "daemon.h"
+#include "image.h"
 #include "log.h"
 #include "notify.h"
+#include "quota.h"
+#include "rpc.h"
 #include "vm.h"
+
+#define SHUTDOWN_GRACE_S 30
+
+/* ---- backends: one per registry row ---- */
+
+void
+daemon_backends_new(struct ember_daemon *d)
+{
+	const struct backend_type *const *types;
+	size_t n;
+
+	types = backend_types(&n);
+	for (size_t i = 0; i < n && i < BACKENDS_MAX; i++) {
+		struct backend *be = types[i]->create(&d->backend_env);
+
+		if (be == NULL) {
+			log_warnx("backend %s: out of memory; it stays unavailable", types[i]->name);
+			continue;
+		}
+		be->type = types[i];
+		be->name = types[i]->name;
+		be->info = &d->backend_info[d->nbackends];
+		d->backends[d->nbackends++] = be;
+	}
+}
+
+void
+daemon_backends_free(struct ember_daemon *d)
+{
+	for (size_t i = 0; i < d->nbackends; i++) {
+		child_call_cancel(d->probes[i]);
+		d->probes[i] = NULL;
+		d->backends[i]->free(d->backends[i]);
+		d->backends[i] = NULL;
+	}
+	d->nbackends = 0;
+}
+
+static void
+daemon_backend_probed(struct ember_daemon *d, size_t i, const struct backend_info *info)
+{
+	const char *name = d->backends[i]->name;
+
+	d->backend_info[i] = *info;
+	if (info->available && info->note[0])
+		log_warnx("backend %s: %s (%s): %s", name, info->version, info->binary, info->note);
+	else if (info->available)
+		log_info("backend %s: %s (%s)", name, info->version, info->binary);
+	else
+		log_info("backend %s: unavailable: %s", name, info->reason);
+}
 
 void
 daemon_probe_backends(struct ember_daemon *d)
 {
-	for (int i = 0; i < BACKEND__COUNT; i++) {
-		struct backend_info *info = &d->backend_info[i];
+	for (size_t i = 0; i < d->nbackends; i++) {
+		struct backend_info info = { 0 };
 
-		memset(info, 0, sizeof(*info));
-		if (d->backends[i] == NULL)
-			continue;
-		d->backends[i]->probe(d->backends[i], info);
-		if (info->available && info->note[0])
-			log_warnx("backend %s: %s (%s): %s", d->backends[i]->name, info->version,
-			    info->binary, info->note);
-		else if (info->available)
-			log_info("backend %s: %s (%s)", d->backends[i]->name, info->version,
-			    info->binary);
-		else
-			log_info("backend %s: unavailable: %s", d->backends[i]->name, info->reason);
+		d->backends[i]->type->probe(&d->config, &info);
+		daemon_backend_probed(d, i, &info);
+	}
+}
+
+/* A re-probe runs in a forked child, reading the configuration as it was
+ * at the fork, and writes its backend_info back. */
+struct probe_job {
+	struct ember_daemon *d;
+	size_t index;
+};
+
+static struct probe_job probe_jobs[BACKENDS_MAX];
+
+static void
+probe_in_child(void *arg, void *out, size_t len)
+{
+	struct probe_job *job = arg;
+	struct backend_info *info = out;
+
+	job->d->backends[job->index]->type->probe(&job->d->config, info);
+	info->version[sizeof(info->version) - 1] = '\0';
+	info->binary[sizeof(info->binary) - 1] = '\0';
+	info->helper[sizeof(info->helper) - 1] = '\0';
+	info->reason[sizeof(info->reason) - 1] = '\0';
+	info->note[sizeof(info->note) - 1] = '\0';
+}
+
+static void
+probe_done(void *ctx, int status, const void *out, size_t len)
+{
+	struct probe_job *job = ctx;
+	struct ember_daemon *d = job->d;
+	struct backend_info info = { 0 };
+	char how[128];
+
+	d->probes[job->index] = NULL;
+	if (len == sizeof(info) && status == 0) {
+		memcpy(&info, out, sizeof(info));
+	} else {
+		/* Keep what the last probe found: a backend that ran a VM a
+		 * moment ago does not vanish because a probe process died. */
+		log_warnx("backend %s: re-probe failed (the probe process %s); keeping the last result",
+		    d->backends[job->index]->name, child_status_text(status, how, sizeof(how)));
+		return;
+	}
+	daemon_backend_probed(d, job->index, &info);
+}
+
+void
+daemon_reprobe_backends(struct ember_daemon *d)
+{
+	for (size_t i = 0; i < d->nbackends; i++) {
+		if (d->probes[i] != NULL) {
+			/* The configuration may have changed since it started. */
+			child_call_cancel(d->probes[i]);
+			d->probes[i] = NULL;
+		}
+		probe_jobs[i] = (struct probe_job){ d, i };
+		d->probes[i] = child_call_start(d->base, probe_in_child, &probe_jobs[i],
+		    sizeof(struct backend_info), probe_done, &probe_jobs[i]);
+		if (d->probes[i] == NULL)
+			log_warn("backend %s: cannot re-probe; keeping the last result",
+			    d->backends[i]->name);
 	}
 }
 
 struct backend *
 daemon_backend(struct ember_daemon *d, const char *name, const struct backend_info **info)
 {
-	for (int i = 0; i < BACKEND__COUNT; i++)
-		if (d->backends[i] != NULL && strcmp(d->backends[i]->name, name) == 0) {
+	for (size_t i = 0; i < d->nbackends; i++)
+		if (strcmp(d->backends[i]->name, name) == 0) {
 			if (info != NULL)
 				*info = &d->backend_info[i];
 			return d->backends[i];
@@ -69,4 +192,310 @@ daemon_status_changed(struct ember_daemon *d)
 		return;
 	daemon_status_line(d, line, sizeof(line));
 	notify_send(d->notify, "STATUS=%s", line);
+}
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static int
+take_lock(struct ember_daemon *d)
+{
+	char path[PATH_MAX], pid[32];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/emberd.lock", d->state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		log_warn("cannot open lock file %s", path);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		log_warnx("another emberd%s%s%s is already using state directory %s; "
+		    "stop it or choose another --state-dir", pid[0] ? " (pid " : "", pid,
+		    pid[0] ? ")" : "", d->state_dir);
+		close(fd);
+		return -1;
+	}
+	if (ftruncate(fd, 0) == 0) {
+		int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+		if (pwrite(fd, pid, (size_t)n, 0) != n)
+			log_warn("cannot write pid to %s", path);
+	}
+	d->lock_fd = fd;
+	return 0;
+}
+
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_debug("cannot raise the open file limit");
+	}
+}
+
+
+
+/* ---- control socket callbacks ---- */
+
+static void
+on_line(void *ctx, const struct control_peer *peer, const char *line, size_t len)
+{
+	rpc_handle_line(ctx, peer, line, len);
+}
+
+static char *
+on_oversize(void *ctx, const struct control_peer *peer, size_t *len)
+{
+	return rpc_oversize_reply(len);
+}
+
+static size_t
+on_user_connection_limit(void *ctx, uid_t uid)
+{
+	return quota_connection_limit(ctx, uid);
+}
+
+static char *
+on_refused(void *ctx, const struct control_peer *peer, const char *limit, size_t use,
+    size_t max, size_t *len)
+{
+	return rpc_refused_reply(peer->uid, limit, use, max, len);
+}
+
+/* The config's limits section, applied to the transport. */
+static void
+apply_limits(struct ember_daemon *d)
+{
+	struct control_limits lim = {
+		.max_connections = d->config.max_connections,
+		.reply_high_water = (size_t)d->config.reply_high_water,
+	};
+
+	log_debug("control: at most %zu connections", control_set_limits(d->control, &lim));
+}
+
+static void
+on_drained(void *ctx)
+{
+	struct ember_daemon *d = ctx;
+
+	log_info("all requests answered; exiting");
+	event_base_loopexit(d->base, NULL);
+}
+
+/* ---- signals ---- */
+
+static void
+on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct ember_daemon *d = arg;
+
+	log_warnx("requests still in flight after %d s; exiting anyway", SHUTDOWN_GRACE_S);
+	event_base_loopexit(d->base, NULL);
+}
+
+static void
+on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+	struct ember_daemon *d = arg;
+	struct timeval grace = { SHUTDOWN_GRACE_S, 0 };
+
+	if (d->shutting_down)
+		return;
+	d->shutting_down = true;
+	log_info("%s: no longer accepting requests; answering those in flight",
+	    strsignal((int)sig));
+	notify_stopping(d->notify, "stopping: answering requests in flight");
+	d->ev_shutdown_deadline = evtimer_new(d->base, on_shutdown_deadline, d);
+	evtimer_add(d->ev_shutdown_deadline, &grace);
+	/* Nobody is left waiting on what outlives us: operations, agent waits,
+	 * exec and cp are answered now, while the transport can send it. */
+	vms_fail_pending(d);
+	control_drain(d->control);
+}
+
+static void
+reload_config(struct ember_daemon *d)
+{
+	struct ember_config cfg;
+	struct ember_error err = { 0 };
+
+	if (d->config_path == NULL) {
+		log_info("SIGHUP: no config file; re-probing backends");
+		daemon_reprobe_backends(d);
+		return;
+	}
+	ember_config_init(&cfg);
+	if (ember_config_load(d->config_path, &cfg, &err) < 0) {
+		log_warnx("SIGHUP: keeping the old configuration: %s", err.message);
+		ember_config_clear(&cfg);
+		return;
+	}
+	if (cfg.cid_min != d->config.cid_min || cfg.cid_max != d->config.cid_max)
+		log_warnx("SIGHUP: cid_min/cid_max changes take effect at the next start");
+	if (cfg.log_level >= 0)
+		log_set_level((enum log_level)cfg.log_level);
+	/* state_dir and socket stay as they are until a restart. */
+	ember_config_clear(&d->config);
+	d->config = cfg;
+	apply_limits(d);
+	log_info("SIGHUP: configuration reloaded from %s", d->config_path);
+	daemon_reprobe_backends(d);
+}
+
+static void
+on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	struct ember_daemon *d = arg;
+
+	notify_reloading(d->notify);
+	reload_config(d);
+	notify_ready(d->notify);
+}
+
+
+
+static gid_t
+socket_group(const struct ember_config *cfg)
+{
+	struct group *gr;
+
+	if (cfg->socket_group == NULL)
+		return (gid_t)-1;
+	gr = getgrnam(cfg->socket_group);
+	if (gr == NULL) {
+		log_warnx("socket_group \"%s\" does not exist; the socket keeps emberd's group",
+		    cfg->socket_group);
+		return (gid_t)-1;
+	}
+	return gr->gr_gid;
+}
+
+
+struct ember_daemon *
+daemon_new(struct daemon_options *o, struct ember_error *err)
+{
+	struct control_callbacks cb = { on_line, on_oversize, on_drained,
+	    on_user_connection_limit, on_refused };
+	struct ember_daemon *d = calloc(1, sizeof(*d));
+
+	if (d == NULL) {
+		ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+		return NULL;
+	}
+	d->lock_fd = -1;
+	d->config = o->config;
+	ember_config_init(&o->config);
+	d->config_path = o->config_path;
+	d->state_dir = o->state_dir;
+	d->socket_path = o->socket_path;
+	o->config_path = o->state_dir = o->socket_path = NULL;
+	if (take_lock(d) < 0) {
+		ember_error_set(err, EK_BUSY, NULL, "cannot lock the state directory %s",
+		    d->state_dir);
+		goto fail;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
+	event_set_log_callback(NULL);
+	d->base = event_base_new();
+	if (d->base == NULL)
+		fatalx("cannot create the event base");
+	d->notify = notify_new(d->base, daemon_status_line, d);
+
+	d->cids = cid_alloc_new(d->config.cid_min, d->config.cid_max);
+	if (d->cids == NULL) {
+		ember_error_set(err, EK_INVALID_SPEC, NULL, "invalid CID range [%u, %u]",
+		    d->config.cid_min, d->config.cid_max);
+		goto fail;
+	}
+	d->backend_env = (struct backend_env){
+		.base = d->base, .config = &d->config, .state_dir = d->state_dir,
+		.host = &vm_backend_host,
+	};
+	if (o->install_backends != NULL)
+		o->install_backends(d);
+	daemon_probe_backends(d);
+
+	images_cleanup(d);
+	if (vms_load(d, err) < 0)
+		goto fail;
+	vms_housekeeping_start(d);
+	d->control = control_new(d->base, d->socket_path, o->listen_fd, socket_group(&d->config),
+	    &cb, d, err);
+	if (d->control == NULL)
+		goto fail;
+	apply_limits(d);
+
+	d->ev_sigterm = evsignal_new(d->base, SIGTERM, on_terminate, d);
+	d->ev_sigint = evsignal_new(d->base, SIGINT, on_terminate, d);
+	d->ev_sighup = evsignal_new(d->base, SIGHUP, on_reload, d);
+	evsignal_add(d->ev_sigterm, NULL);
+	evsignal_add(d->ev_sigint, NULL);
+	evsignal_add(d->ev_sighup, NULL);
+	if (o->listen_fd >= 0)
+		log_info("using the control socket inherited from the service manager "
+		    "(socket activation, fd %d)", o->listen_fd);
+	return d;
+fail:
+	daemon_free(d);
+	return NULL;
+}
+
+int
+daemon_run(struct ember_daemon *d)
+{
+	log_info("emberd %s serving %s (state %s, pid %d)", EMBER_VERSION, d->socket_path,
+	    d->state_dir, (int)getpid());
+	notify_ready(d->notify);
+	return event_base_dispatch(d->base) < 0 ? -1 : 0;
+}
+
+void
+daemon_free(struct ember_daemon *d)
+{
+	struct ember_error err = { 0 };
+
+	if (d == NULL)
+		return;
+	if (d->cids != NULL) {
+		/* Anyone still waiting is answered while the transport exists
+		 * (a no-op after a SIGTERM already did it). */
+		vms_fail_pending(d);
+		/* State is persisted at every change; write the CID table once
+		 * more so a clean exit always leaves it current. */
+		if (d->control != NULL && cids_save(d, &err) < 0)
+			log_warnx("%s", err.message);
+	}
+	/* VMs before the transport: releasing one may still answer a client. */
+	vms_detach_all(d);
+	control_free(d->control);
+	notify_free(d->notify);
+	daemon_backends_free(d);
+	if (d->ev_sigterm != NULL)
+		event_free(d->ev_sigterm);
+	if (d->ev_sigint != NULL)
+		event_free(d->ev_sigint);
+	if (d->ev_sighup != NULL)
+		event_free(d->ev_sighup);
+	if (d->ev_shutdown_deadline != NULL)
+		event_free(d->ev_shutdown_deadline);
+	if (d->ev_housekeeping != NULL)
+		event_free(d->ev_housekeeping);
+	cid_alloc_free(d->cids);
+	if (d->base != NULL)
+		event_base_free(d->base);
+	ember_config_clear(&d->config);
+	free(d->state_dir);
+	free(d->socket_path);
+	free(d->config_path);
+	if (d->lock_fd >= 0)
+		close(d->lock_fd);
+	free(d);
 }

@@ -18,7 +18,7 @@ struct cid_alloc;
 struct notify;
 struct vm;
 
-enum { BACKEND_FIRECRACKER, BACKEND_QEMU, BACKEND__COUNT };
+struct child_call;
 
 struct ember_daemon {
 	struct event_base *base;
@@ -34,24 +34,58 @@ struct ember_daemon {
 	struct vm **vms;		/* sorted by name */
 	size_t nvms, vms_cap;
 
+	/* One per registry row (backend.h), in the registry's order. */
 	struct backend_env backend_env;
-	struct backend *backends[BACKEND__COUNT];
-	struct backend_info backend_info[BACKEND__COUNT];
+	struct backend *backends[BACKENDS_MAX];
+	struct backend_info backend_info[BACKENDS_MAX];
+	size_t nbackends;
+	struct child_call *probes[BACKENDS_MAX];	/* re-probes under way */
 
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_shutdown_deadline;
 	struct event *ev_housekeeping;	/* vm.c's periodic chores */
+	struct vm *reap_list;		/* removed VMs vm.c frees from the loop */
+	struct event *ev_reap;
 	struct notify *notify;		/* the service manager's channel (notify.c) */
 	bool shutting_down;
 };
+
+/* What daemon_new() takes (the strings and config are taken: the
+ * daemon frees them). */
+struct daemon_options {
+	struct ember_config config;
+	char *config_path;		/* NULL: running on defaults */
+	char *state_dir;		/* absolute, exists */
+	char *socket_path;
+	int listen_fd;			/* inherited control socket, or -1 */
+	/* Fills d->backends once the event base exists. */
+	void (*install_backends)(struct ember_daemon *d);
+};
+
+/* Locks the state directory, loads and repairs state, binds the control
+ * socket: a daemon ready to run, or NULL with err. */
+struct ember_daemon *daemon_new(struct daemon_options *opts, struct ember_error *err);
+/* Serves until a SIGTERM/SIGINT shutdown has answered every request (or
+ * its grace period ran out). 0, or -1 when the loop failed. */
+int daemon_run(struct ember_daemon *d);
+/* Answers whatever still waits, detaches from running VMs (they keep
+ * running, to be adopted), then frees every subsystem. NULL is a no-op. */
+void daemon_free(struct ember_daemon *d);
 
 /* "N VMs running, M CIDs in use", for STATUS= (notify_status_fn). */
 void daemon_status_line(void *ctx, char *buf, size_t len);
 /* Tells the service manager (sd_notify STATUS=) what changed: VMs running,
  * CIDs in use. A no-op outside systemd. */
 void daemon_status_changed(struct ember_daemon *d);
-/* Re-probes every backend (startup and SIGHUP). */
+/* Makes one backend per registry row (a row that cannot be made, out of
+ * memory, is left out with a warning). */
+void daemon_backends_new(struct ember_daemon *d);
+void daemon_backends_free(struct ember_daemon *d);
+/* Probes every backend before the loop serves (startup). */
 void daemon_probe_backends(struct ember_daemon *d);
-/* Backend by name ("qemu", "firecracker"), or NULL. */
+/* Re-probes every backend in child processes (SIGHUP): the loop keeps
+ * serving, and each backend's info changes when its probe completes. */
+void daemon_reprobe_backends(struct ember_daemon *d);
+/* Backend by registry name, or NULL. */
 struct backend *daemon_backend(struct ember_daemon *d, const char *name,
     const struct backend_info **info);
 

@@ -48,6 +48,17 @@ struct vm_agent {
 	bool last_probe_reset;		/* the latest probe ended that way */
 	time_t reset_logged_at;		/* monotonic seconds; 0: never */
 	TAILQ_HEAD(, agent_waiter) waiters;
+	TAILQ_HEAD(, agent_request) requests;
+};
+
+/* A client's request to the agent (exec, cp) in flight, so that deleting
+ * the VM or stopping emberd answers it rather than leaving it pending. */
+struct agent_request {
+	TAILQ_ENTRY(agent_request) entry;
+	struct vm *vm;
+	struct agent_call *call;
+	agent_reply_fn cb;
+	void *ctx;
 };
 
 static struct vm_agent *
@@ -58,6 +69,7 @@ agent_of(struct vm *vm)
 		if (vm->agent == NULL)
 			fatalx("out of memory");
 		TAILQ_INIT(&vm->agent->waiters);
+		TAILQ_INIT(&vm->agent->requests);
 	}
 	return vm->agent;
 }
@@ -89,6 +101,34 @@ waiters_fail(struct vm *vm, const char *why)
 }
 
 static void probe_schedule(struct vm *vm);
+
+/* Answers every client request in flight with why (the call is dropped). */
+static void
+requests_fail(struct vm *vm, const char *why)
+{
+	struct agent_request *r;
+
+	if (vm->agent == NULL)
+		return;
+	while ((r = TAILQ_FIRST(&vm->agent->requests)) != NULL) {
+		TAILQ_REMOVE(&vm->agent->requests, r, entry);
+		agent_call_cancel(r->call);
+		r->cb(r->ctx, NULL, why);
+		free(r);
+	}
+}
+
+void
+vm_agent_fail_pending(struct vm *vm, const struct ember_error *err)
+{
+	struct agent_waiter *w;
+
+	if (vm->agent == NULL)
+		return;
+	while ((w = TAILQ_FIRST(&vm->agent->waiters)) != NULL)
+		waiter_finish(w, err);
+	requests_fail(vm, err->message);
+}
 
 static void
 info_reply(void *ctx, json_t *reply, const char *err)
@@ -242,6 +282,7 @@ vm_agent_free(struct vm *vm)
 	if (a == NULL)
 		return;
 	waiters_fail(vm, "was deleted");
+	requests_fail(vm, "the VM was deleted");
 	agent_stop_probing(a);
 	if (a->probe_timer != NULL)
 		event_free(a->probe_timer);
@@ -342,6 +383,16 @@ vm_agent_json(const struct vm *vm)
 	return j;
 }
 
+static void
+request_reply(void *ctx, json_t *reply, const char *why)
+{
+	struct agent_request *r = ctx;
+
+	TAILQ_REMOVE(&r->vm->agent->requests, r, entry);
+	r->cb(r->ctx, reply, why);
+	free(r);
+}
+
 int
 vm_agent_request(struct vm *vm, const json_t *request, int timeout_ms, agent_reply_fn cb,
     void *ctx, struct agent_call **call, struct ember_error *err)
@@ -354,11 +405,29 @@ vm_agent_request(struct vm *vm, const json_t *request, int timeout_ms, agent_rep
 	if (vm->rec.status != VM_RUNNING)
 		return ember_error_set(err, EK_INVALID_STATE, NULL, "VM \"%s\" is %s, not running",
 		    vm->rec.name, vm_status_name(vm->rec.status));
-	c = agent_call_start(vm->daemon->base, vm->rec.uds_path, request, timeout_ms, cb, ctx);
-	if (c == NULL)
-		return ember_error_set(err, EK_BACKEND_ERROR, NULL,
-		    "cannot reach the vsock socket of VM \"%s\"", vm->rec.name);
-	if (call != NULL)
+	if (call != NULL) {	/* the caller tracks and cancels it */
+		c = agent_call_start(vm->daemon->base, vm->rec.uds_path, request, timeout_ms,
+		    cb, ctx);
+		if (c == NULL)
+			goto unreachable;
 		*call = c;
+		return 0;
+	}
+	struct agent_request *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+	r->vm = vm;
+	r->cb = cb;
+	r->ctx = ctx;
+	r->call = agent_call_start(vm->daemon->base, vm->rec.uds_path, request, timeout_ms,
+	    request_reply, r);
+	if (r->call == NULL) {
+		free(r);
+		goto unreachable;
+	}
+	TAILQ_INSERT_TAIL(&agent_of(vm)->requests, r, entry);
 	return 0;
+unreachable:
+	return ember_error_set(err, EK_BACKEND_ERROR, NULL,
+	    "cannot reach the vsock socket of VM \"%s\"", vm->rec.name);
 }

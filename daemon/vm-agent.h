@@ -16,6 +16,9 @@
 /* Called by vm_transition: the VM started running / stopped running. */
 void vm_agent_on_running(struct vm *vm);
 void vm_agent_on_down(struct vm *vm, const char *why);
+/* Answers every agent waiter and client request of the VM with err
+ * (daemon shutdown). */
+void vm_agent_fail_pending(struct vm *vm, const struct ember_error *err);
 /* Frees the agent state (the VM is being freed). */
 void vm_agent_free(struct vm *vm);
 

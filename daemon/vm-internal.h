@@ -26,8 +26,18 @@ void vm_free(struct vm *vm);
 void vm_list_insert(struct ember_daemon *d, struct vm *vm);
 /* starting, running, paused or stopping: a hypervisor process exists. */
 bool vm_has_process(const struct vm *vm);
-/* The one place a status changes: logs, persists, notifies. */
-void vm_transition(struct vm *vm, enum vm_status status, const char *reason);
+/* The one place a status changes: the event's transition from the VM's
+ * status (see vm-lifecycle.h), then log, persist, notify. An event the
+ * table does not allow changes nothing and returns -1 with err. */
+int vm_transition(struct vm *vm, enum vm_event ev, const char *reason,
+    struct ember_error *err);
+/* Applies ev to the status alone (no log, no write): a new VM's first
+ * status, before its vm.json exists or when it was just read. */
+int vm_lifecycle_enter(struct vm *vm, enum vm_event ev, const char *reason,
+    struct ember_error *err);
+/* vm_transition for events that cannot be refused by construction; a
+ * refusal is logged as the bug it is. */
+void vm_transition_logged(struct vm *vm, enum vm_event ev, const char *reason);
 /* The backend called name ("auto" picks), or NULL with backend_unavailable. */
 struct backend *vm_resolve_backend(struct ember_daemon *d, const char *name,
     struct ember_error *err);

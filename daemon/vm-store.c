@@ -142,10 +142,12 @@ vm_placeholder(struct ember_daemon *d, const char *name, const char *why)
 {
 	struct vm *vm = vm_new(d);
 
+	struct ember_error err = { 0 };
+
 	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", name);
-	vm->rec.status = VM_FAILED;
 	vm->load_error = strdup(why);
-	vm_record_set_str(&vm->rec.reason, why);
+	if (vm_lifecycle_enter(vm, VM_EV_LOAD_UNREADABLE, why, &err) < 0)
+		fatalx("%s", err.message);	/* the table lists this one */
 	log_warnx("repair: VM \"%s\": %s; listed as failed", name, why);
 	return vm;
 }
@@ -171,6 +173,13 @@ vm_load_one(struct ember_daemon *d, const char *name)
 	if (r < 0 || strcmp(vm->rec.name, name) != 0) {
 		snprintf(why, sizeof(why), "invalid vm.json: %s",
 		    r < 0 ? errbuf : "its name does not match its directory");
+		vm_free(vm);
+		return vm_placeholder(d, name, why);
+	}
+	/* The status vm.json records becomes the VM's through the table too. */
+	struct ember_error err = { 0 };
+	if (vm_lifecycle_enter(vm, VM_EV_LOAD, NULL, &err) < 0) {
+		snprintf(why, sizeof(why), "invalid vm.json: %s", err.message);
 		vm_free(vm);
 		return vm_placeholder(d, name, why);
 	}
@@ -265,15 +274,14 @@ vm_reattach(struct vm *vm)
 	if (vm->backend != NULL && vm->backend->adopt != NULL &&
 	    vm->backend->adopt(vm->backend, &vm->rec, dir, &vm->backend_state, vm, &err) == 0) {
 		log_info("vm %s: re-adopted (pid %d)", vm->rec.name, (int)vm->rec.pid);
-		if (vm->rec.status == VM_STARTING || vm->rec.status == VM_STOPPING)
-			vm_transition(vm, VM_RUNNING, NULL);
-		else if (vm->rec.status == VM_RUNNING)
-			vm_agent_on_running(vm);	/* learn whether its agent answers */
+		/* starting or stopping when emberd went: running now; a running
+		 * VM's agent is probed again by the transition */
+		vm_transition_logged(vm, VM_EV_ADOPTED, NULL);
 		return;
 	}
 	vm->rec.pid = 0;
 	vm->rec.pid_start_time = 0;
-	vm_transition(vm, VM_FAILED, err.message[0] ? err.message :
+	vm_transition_logged(vm, VM_EV_ADOPT_FAILED, err.message[0] ? err.message :
 	    "emberd restarted and the hypervisor process was gone");
 }
 

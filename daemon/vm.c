@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <event2/event.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -31,6 +32,7 @@
 #include "quota.h"
 #include "validate.h"
 #include "vm.h"
+#include "vm-workload.h"
 #include "vm-agent.h"
 #include "vm-internal.h"
 
@@ -40,11 +42,13 @@
 
 static void vm_start_done(void *vm_ctx, const struct ember_error *err);
 static void vm_stop_done(void *vm_ctx, const struct ember_error *err);
-static void vm_stop_backend(struct vm *vm, bool force, unsigned timeout_s);
+static void vm_stop_backend(struct vm *vm);
 static void vm_stop_agent_reply(void *ctx, json_t *reply, const char *why);
 static void vm_stop_agent_timeout(evutil_socket_t fd, short what, void *arg);
 static void vm_remove(struct vm *vm);
 static void vm_created(struct vm *vm, bool start, vm_done_fn done, void *ctx);
+static void vm_start_op(struct vm *vm, bool rollback_on_failure, vm_done_fn done,
+    void *ctx);
 
 /* ---- paths -------------------------------------------------------------- */
 
@@ -167,47 +171,73 @@ vm_has_process(const struct vm *vm)
 	case VM_RUNNING:
 	case VM_PAUSED:
 	case VM_STOPPING:
-		return true;
+		return vm->has_status;
 	default:
 		return false;
 	}
 }
 
-/* The one place a VM's status changes: logs, persists. */
-void
-vm_transition(struct vm *vm, enum vm_status status, const char *reason)
+int
+vm_lifecycle_enter(struct vm *vm, enum vm_event ev, const char *reason,
+    struct ember_error *err)
 {
-	struct ember_error err = { 0 };
-	enum vm_status old = vm->rec.status;
+	unsigned from = vm->has_status ? (unsigned)vm->rec.status : VM_LIFECYCLE_NEW;
+	enum vm_status to;
 
-	vm->rec.status = status;
-	if (reason != NULL || status == VM_RUNNING || status == VM_CREATED)
+	if (vm_lifecycle_next(from, ev, vm->rec.status, &to, err) < 0) {
+		ember_error_prefix(err, "VM \"%s\"", vm->rec.name);
+		return -1;
+	}
+	vm->has_status = true;
+	vm->rec.status = to;
+	if (reason != NULL || to == VM_RUNNING || to == VM_CREATED)
 		vm_record_set_str(&vm->rec.reason, reason);
-	if (reason != NULL)
-		log_info("vm %s: %s -> %s: %s", vm->rec.name, vm_status_name(old),
-		    vm_status_name(status), reason);
-	else
-		log_info("vm %s: %s -> %s", vm->rec.name, vm_status_name(old),
-		    vm_status_name(status));
-	if (vm_save(vm, &err) < 0)
-		log_warnx("vm %s: %s", vm->rec.name, err.message);
-	if (status == VM_RUNNING)
-		vm_agent_on_running(vm);
-	else if (status != VM_PAUSED && status != VM_STARTING)
-		vm_agent_on_down(vm, vm_status_name(status));
-	daemon_status_changed(vm->daemon);
+	return 0;
 }
 
-/* Finishes the operation in progress and reports it. */
+int
+vm_transition(struct vm *vm, enum vm_event ev, const char *reason, struct ember_error *err)
+{
+	struct ember_error save_err = { 0 };
+	enum vm_status old = vm->rec.status;
+
+	if (vm_lifecycle_enter(vm, ev, reason, err) < 0) {
+		log_warnx("%s", err->message);
+		return -1;
+	}
+	if (reason != NULL)
+		log_info("vm %s: %s -> %s (%s): %s", vm->rec.name, vm_status_name(old),
+		    vm_status_name(vm->rec.status), vm_event_name(ev), reason);
+	else
+		log_info("vm %s: %s -> %s (%s)", vm->rec.name, vm_status_name(old),
+		    vm_status_name(vm->rec.status), vm_event_name(ev));
+	if (vm_save(vm, &save_err) < 0)
+		log_warnx("vm %s: %s", vm->rec.name, save_err.message);
+	if (vm->rec.status == VM_RUNNING)
+		vm_agent_on_running(vm);
+	else if (vm->rec.status != VM_PAUSED && vm->rec.status != VM_STARTING)
+		vm_agent_on_down(vm, vm_status_name(vm->rec.status));
+	daemon_status_changed(vm->daemon);
+	return 0;
+}
+
+void
+vm_transition_logged(struct vm *vm, enum vm_event ev, const char *reason)
+{
+	struct ember_error err = { 0 };
+
+	(void)vm_transition(vm, ev, reason, &err);	/* vm_transition logged the refusal */
+}
+
+/* Finishes the operation in flight and answers its client, if one still
+ * waits. */
 static void
 vm_op_finish(struct vm *vm, const struct ember_error *err)
 {
-	vm_done_fn done = vm->op_done;
-	void *ctx = vm->op_ctx;
+	vm_done_fn done = vm->op.done;
+	void *ctx = vm->op.ctx;
 
-	vm->op = VM_OP_NONE;
-	vm->op_done = NULL;
-	vm->op_ctx = NULL;
+	memset(&vm->op, 0, sizeof(vm->op));
 	if (done == NULL)
 		return;
 	if (err != NULL && ember_error_is_set(err))
@@ -217,21 +247,41 @@ vm_op_finish(struct vm *vm, const struct ember_error *err)
 }
 
 static int
-vm_op_begin(struct vm *vm, enum vm_op op, vm_done_fn done, void *ctx,
+vm_op_begin(struct vm *vm, enum vm_op_kind kind, vm_done_fn done, void *ctx,
     struct ember_error *err)
 {
-	if (vm->op != VM_OP_NONE)
+	if (vm->op.kind != VM_OP_NONE)
 		return ember_error_set(err, EK_BUSY, "wait for it to finish and retry",
-		    "VM \"%s\" is busy with another operation", vm->rec.name);
+		    "VM \"%s\" is busy with another operation (%s)", vm->rec.name,
+		    vm_op_name(vm->op.kind));
 	if (vm->load_error != NULL)
 		return ember_error_set(err, EK_INVALID_STATE,
 		    "repair or delete the VM (delete works on unreadable records)",
 		    "VM \"%s\" has an unreadable record: %s", vm->rec.name, vm->load_error);
-	vm->op = op;
-	vm->op_done = done;
-	vm->op_ctx = ctx;
+	if (vm->daemon->shutting_down)
+		return ember_error_set(err, EK_BUSY, "start emberd again",
+		    "emberd is shutting down");
+	memset(&vm->op, 0, sizeof(vm->op));
+	vm->op.kind = kind;
+	vm->op.done = done;
+	vm->op.ctx = ctx;
+	vm->op.prior = vm->rec.status;
 	return 0;
 }
+
+/* Refuses an operation before it begins: answers, leaves the VM as it was. */
+static void
+vm_op_refuse(struct vm *vm, struct ember_error *err)
+{
+	vm_done_fn done = vm->op.done;
+	void *ctx = vm->op.ctx;
+
+	memset(&vm->op, 0, sizeof(vm->op));
+	if (done != NULL)
+		done(ctx, NULL, err);
+}
+
+static void vm_stop_finish(struct vm *vm, const struct ember_error *err);
 
 /* backend_host.exited: the hypervisor process is gone. */
 static void
@@ -247,28 +297,41 @@ vm_backend_exited(void *vm_ctx, int wait_status, const char *reason)
 	vm->backend_state = NULL;
 	vm->rec.pid = 0;
 	vm->rec.pid_start_time = 0;
+	vm_workload_collect(vm);	/* persisted by the transition below */
 	child_status_text(wait_status, why, sizeof(why));
 	snprintf(full, sizeof(full), "hypervisor %s%s%s", why, reason ? ": " : "",
 	    reason ? reason : "");
-	if (vm->op == VM_OP_START)
+	if (vm->op.kind == VM_OP_START)
 		return;	/* the start's done() reports it */
-	if (vm->op == VM_OP_STOP && vm->stop_via_agent) {
-		vm_transition(vm, VM_STOPPED, "powered off by its agent");
-		vm_stop_done(vm, NULL);
-	} else if (vm->op == VM_OP_STOP)
-		vm_transition(vm, VM_STOPPED, "stopped on request");
+	if (vm->op.kind == VM_OP_STOP && vm->op.via_agent) {
+		vm_transition_logged(vm, VM_EV_EXITED, "powered off by its agent");
+		vm_stop_finish(vm, NULL);	/* no backend operation will report it */
+	} else if (vm->op.kind == VM_OP_STOP)
+		/* the backend's stop (or the resume before it) reports next */
+		vm_transition_logged(vm, VM_EV_EXITED, "stopped on request");
 	else
-		vm_transition(vm, clean ? VM_STOPPED : VM_FAILED, full);
+		vm_transition_logged(vm, clean ? VM_EV_EXITED : VM_EV_CRASHED, full);
 }
 
-/* backend_host.status: the hypervisor changed state by itself. */
+/* backend_host.status: the hypervisor changed state by itself. While an
+ * operation of ours is in flight its outcome decides; a report the table
+ * does not allow (a resume seen while stopping) is dropped. */
 static void
 vm_backend_status(void *vm_ctx, enum vm_status status, const char *reason)
 {
 	struct vm *vm = vm_ctx;
+	struct ember_error err = { 0 };
+	int ev = vm_lifecycle_event_for_report(status);
+	enum vm_status to;
 
-	if (vm->rec.status != status)
-		vm_transition(vm, status, reason);
+	if (ev < 0 || vm->rec.status == status)
+		return;
+	if (vm_lifecycle_next(vm->rec.status, (enum vm_event)ev, status, &to, &err) < 0) {
+		log_debug("vm %s: ignoring the hypervisor's report of %s: %s", vm->rec.name,
+		    vm_status_name(status), err.message);
+		return;
+	}
+	vm_transition_logged(vm, (enum vm_event)ev, reason);
 }
 
 /* backend_host.vsock_peer: a guest may reach another running VM of the
@@ -304,13 +367,13 @@ const struct backend_host vm_backend_host = {
 /* ---- backends -------------------------------------------------------- */
 
 static bool
-backend_name_valid(const char *name)
+backend_name_valid(struct ember_daemon *d, const char *name)
 {
-	return strcmp(name, "auto") == 0 || strcmp(name, "qemu") == 0 ||
-	    strcmp(name, "firecracker") == 0;
+	return strcmp(name, "auto") == 0 || daemon_backend(d, name, NULL) != NULL;
 }
 
-/* The backend a VM runs on; "auto" prefers Firecracker, then QEMU. */
+/* The backend a VM runs on; "auto" takes the available one with the
+ * highest "auto" priority (backend.h). */
 struct backend *
 vm_resolve_backend(struct ember_daemon *d, const char *name, struct ember_error *err)
 {
@@ -327,17 +390,24 @@ vm_resolve_backend(struct ember_daemon *d, const char *name, struct ember_error 
 		    be != NULL ? info->reason : "unknown backend");
 		return NULL;
 	}
-	be = daemon_backend(d, "firecracker", &info);
-	if (be != NULL && info->available)
+	be = NULL;
+	for (size_t i = 0; i < d->nbackends; i++) {
+		const struct backend_type *t = d->backends[i]->type;
+		if (d->backend_info[i].available && t->auto_priority > 0 &&
+		    (be == NULL || t->auto_priority > be->type->auto_priority))
+			be = d->backends[i];
+	}
+	if (be != NULL)
 		return be;
-	const char *fc_reason = info != NULL ? info->reason : "not built";
-	be = daemon_backend(d, "qemu", &info);
-	if (be != NULL && info->available)
-		return be;
+	char reasons[sizeof(err->message)];
+	size_t n = 0;
+	reasons[0] = '\0';
+	for (size_t i = 0; i < d->nbackends && n < sizeof(reasons); i++)
+		n += (size_t)snprintf(reasons + n, sizeof(reasons) - n, "%s%s: %s", i ? "; " : "",
+		    d->backends[i]->name, d->backend_info[i].reason);
 	ember_error_set(err, EK_BACKEND_UNAVAILABLE,
-	    "install qemu-system-x86 or firecracker, or point the daemon config at them",
-	    "no backend is available (firecracker: %s; qemu: %s)", fc_reason,
-	    info != NULL ? info->reason : "not built");
+	    "install a hypervisor, or point the daemon config at it and send SIGHUP",
+	    "no backend is available (%s)", d->nbackends ? reasons : "none built");
 	return NULL;
 }
 
@@ -385,7 +455,7 @@ struct vm_own_file {
 
 struct vm_create_op {
 	struct vm *vm;
-	const struct vm *source;	/* fork only (never asynchronous) */
+	const struct vm *source;	/* fork only; read until the backend's fork call returns */
 	struct vm_own_file files[VM_OWN_FILES_MAX];
 	size_t nfiles;
 	size_t copying;			/* index of the file being copied */
@@ -411,6 +481,18 @@ vm_pending_count(uid_t owner)
 	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
 		n += op->vm->rec.owner_uid == owner;
 	return n;
+}
+
+/* A fork whose disk the backend is still copying reads its source's: the
+ * source may neither start nor go away meanwhile. -1 with err when busy. */
+static int
+vm_fork_source_check(const struct vm *vm, struct ember_error *err)
+{
+	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
+		if (op->source == vm)
+			return ember_error_set(err, EK_BUSY, "wait for the fork to finish and retry",
+			    "VM \"%s\" is being forked to \"%s\"", vm->rec.name, op->vm->rec.name);
+	return 0;
 }
 
 static bool
@@ -527,29 +609,93 @@ vm_backend_check(const struct vm *vm, struct ember_error *err)
 	return be == NULL || be->check == NULL ? 0 : be->check(be, &vm->rec, err);
 }
 
-/* Lets the backend prepare the new VM's files: a fork copies the source's
- * disk, a create makes its own. Without a backend there is nothing to do. */
-static int
-vm_prepare_disk(struct vm *vm, const struct vm *source, const char *dir,
-    struct ember_error *err)
-{
-	struct backend *be = vm->backend;
+/* What runs once a backend has prepared a VM's disk (err NULL: done). */
+typedef void (*vm_disk_ready_fn)(struct vm *vm, void *arg, const struct ember_error *err);
 
-	if (be == NULL)
-		return 0;
-	if (source != NULL)
-		return source->rec.disk_path == NULL || be->fork == NULL ? 0 :
-		    be->fork(be, &source->rec, &vm->rec, dir, err);
-	return be->create == NULL ? 0 : be->create(be, &vm->rec, dir, err);
+struct vm_disk_prep {
+	struct vm *vm;
+	vm_disk_ready_fn then;
+	void *arg;
+};
+
+static void
+vm_disk_prepared(void *ctx, const struct ember_error *err)
+{
+	struct vm_disk_prep *p = ctx;
+	struct vm *vm = p->vm;
+	vm_disk_ready_fn then = p->then;
+	void *arg = p->arg;
+
+	free(p);
+	then(vm, arg, err != NULL && ember_error_is_set(err) ? err : NULL);
 }
 
-/* Allocates the CID, creates the directory (or renames staging, holding
- * the VM's own files, into place), prepares disks, writes vm.json and lists
- * the VM. On failure everything done so far is undone, staging included. */
-static int
-vm_materialize(struct vm *vm, const struct vm *source, const char *uds, const char *staging,
-    struct ember_error *err)
+/* Lets the backend prepare the new VM's files in the background (a fork
+ * copies the source's disk, a create makes its own: the loop never waits
+ * for a copy); then() runs exactly once, at once when there is nothing to
+ * prepare or no backend. */
+static void
+vm_prepare_disk(struct vm *vm, const struct vm *source, const char *dir,
+    vm_disk_ready_fn then, void *arg)
 {
+	struct backend *be = vm->backend;
+	struct ember_error err = { 0 };
+	struct vm_disk_prep *p;
+	int r = 1;
+
+	if (be != NULL && (source != NULL ? source->rec.disk_path != NULL && be->fork != NULL :
+	    be->create != NULL)) {
+		if ((p = calloc(1, sizeof(*p))) == NULL) {
+			ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+			then(vm, arg, &err);
+			return;
+		}
+		*p = (struct vm_disk_prep){ vm, then, arg };
+		r = source != NULL ?
+		    be->fork(be, &source->rec, &vm->rec, dir, p, vm_disk_prepared, &err) :
+		    be->create(be, &vm->rec, dir, p, vm_disk_prepared, &err);
+		if (r == 0)
+			return;
+		free(p);
+	}
+	then(vm, arg, r < 0 ? &err : NULL);
+}
+
+/* A failed materialize: the directory (or staging), then the CID. */
+static void
+vm_materialize_undo(struct vm *vm, const char *dir, const char *staging)
+{
+	struct ember_daemon *d = vm->daemon;
+
+	if (dir != NULL)
+		rm_rf(dir);
+	if (staging != NULL)
+		rm_rf(staging);
+	if (vm->rec.vsock && cid_alloc_release(d->cids, vm->rec.name) == 0) {
+		struct ember_error ignored = { 0 };
+		if (cids_save(d, &ignored) < 0)
+			log_warnx("%s", ignored.message);
+	}
+}
+
+static void create_op_fail(struct vm_create_op *op, struct ember_error *err);
+static void vm_start_refused(struct vm *vm, struct ember_error *err);
+static void vm_start_disk_ready(struct vm *vm, void *arg, const struct ember_error *disk_err);
+static void vm_start_boot(struct vm *vm);
+static void create_op_created(struct vm_create_op *op);
+static void vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *err);
+
+/* Allocates the CID, creates the directory (or renames staging, holding
+ * the VM's own files, into place) and has the backend prepare disks; then
+ * vm_materialize_disk_ready writes vm.json and lists the VM. On failure
+ * everything done so far is undone, staging included. 0, or -1 with err. */
+static int
+vm_materialize(struct vm_create_op *op, struct ember_error *err)
+{
+	struct vm *vm = op->vm;
+	const struct vm *source = op->source;
+	const char *uds = op->uds;
+	const char *staging = op->nfiles > 0 ? op->staging : NULL;
 	struct ember_daemon *d = vm->daemon;
 	char dir[PATH_MAX];
 	int r;
@@ -576,9 +722,37 @@ vm_materialize(struct vm *vm, const struct vm *source, const char *uds, const ch
 		    "cannot create %s: %s", dir, strerror(errno));
 		goto undo_cid;
 	}
-	if (vm_prepare_disk(vm, source, dir, err) < 0)
+	/* The name stays taken while the backend works on the disk. */
+	bool listed = false;
+	for (struct vm_create_op *o = pending_creates; o != NULL; o = o->next)
+		listed |= o == op;
+	if (!listed) {
+		op->next = pending_creates;
+		pending_creates = op;
+	}
+	vm_prepare_disk(vm, source, dir, vm_materialize_disk_ready, op);
+	return 0;
+
+undo_cid:
+	vm_materialize_undo(vm, NULL, staging);
+	return -1;
+}
+
+static void
+vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *disk_err)
+{
+	struct vm_create_op *op = arg;
+	struct ember_daemon *d = vm->daemon;
+	struct ember_error err = { 0 };
+	char dir[PATH_MAX];
+	int r;
+
+	vm_dir(d, vm->rec.name, dir, sizeof(dir));
+	if (disk_err != NULL) {
+		err = *disk_err;
 		goto undo_dir;
-	if (vm_save(vm, err) < 0)
+	}
+	if (vm_lifecycle_enter(vm, VM_EV_CREATE, NULL, &err) < 0 || vm_save(vm, &err) < 0)
 		goto undo_dir;
 	/* Only now, with root's files in place, may the owner write there. */
 	vm_dir_share(d, vm->rec.name, vm->rec.owner_uid);
@@ -590,22 +764,21 @@ vm_materialize(struct vm *vm, const struct vm *source, const char *uds, const ch
 		log_warnx("vm %s: fsync %s: %s", vm->rec.name, vms, strerror(-r));
 	vm_list_insert(d, vm);
 	daemon_status_changed(d);
-	return 0;
+	create_op_created(op);
+	return;
 
 undo_dir:
-	rm_rf(dir);
-undo_cid:
-	if (staging != NULL)
-		rm_rf(staging);
-	if (vm->rec.vsock && cid_alloc_release(d->cids, vm->rec.name) == 0) {
-		struct ember_error ignored = { 0 };
-		if (cids_save(d, &ignored) < 0)
-			log_warnx("%s", ignored.message);
-	}
-	return -1;
+	vm_materialize_undo(vm, dir, NULL);
+	create_op_fail(op, &err);
 }
 
 /* ---- a new VM's own files --------------------------------------------- */
+
+static void
+vm_done_ignore(void *ctx, json_t *result, const struct ember_error *err)
+{
+	json_decref(result);
+}
 
 static void
 create_op_fail(struct vm_create_op *op, struct ember_error *err)
@@ -617,7 +790,8 @@ create_op_fail(struct vm_create_op *op, struct ember_error *err)
 		rm_rf(op->staging);
 	vm_free(op->vm);
 	create_op_free(op);
-	done(ctx, NULL, err);
+	if (done != NULL)
+		done(ctx, NULL, err);
 }
 
 /* Every file is in staging: point the record there and make the VM. */
@@ -625,15 +799,19 @@ static void
 create_op_finish(struct vm_create_op *op)
 {
 	struct ember_error err = { 0 };
-	struct vm *vm = op->vm;
 
-	if (vm_materialize(vm, op->source, op->uds, op->nfiles > 0 ? op->staging : NULL,
-	    &err) < 0) {
+	if (vm_materialize(op, &err) < 0)
 		create_op_fail(op, &err);	/* staging too, unless it was moved */
-		return;
-	}
+}
+
+/* The VM is listed: answer, or start it. */
+static void
+create_op_created(struct vm_create_op *op)
+{
+	struct vm *vm = op->vm;
 	bool start = op->start;
-	vm_done_fn done = op->done;
+	/* a client answered at shutdown no longer waits for it */
+	vm_done_fn done = op->done != NULL ? op->done : vm_done_ignore;
 	void *ctx = op->ctx;
 	create_op_free(op);
 	vm_created(vm, start, done, ctx);
@@ -755,8 +933,7 @@ vm_created(struct vm *vm, bool start, vm_done_fn done, void *ctx)
 		done(ctx, vm_to_json(vm), NULL);
 		return;
 	}
-	vm->rollback_on_failure = true;
-	vm_start(vm, done, ctx);
+	vm_start_op(vm, true, done, ctx);
 }
 
 void
@@ -786,8 +963,8 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		    VM_MEMORY_MAX_MIB, (unsigned long long)memory);
 		goto fail;
 	}
-	if (!backend_name_valid(backend)) {
-		ember_error_set(&err, EK_INVALID_SPEC, "use auto, qemu or firecracker",
+	if (!backend_name_valid(d, backend)) {
+		ember_error_set(&err, EK_INVALID_SPEC, "use auto or a backend `emberctl info` lists",
 		    "unknown backend \"%s\"", backend);
 		goto fail;
 	}
@@ -814,6 +991,14 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		} else if (image_doc == NULL)
 			goto fail;
 	}
+	char *workload_word = NULL;	/* an OCI image's workload (vm-workload.h) */
+	if (image_doc != NULL && vm_workload_prepare(d, a, &image_doc, &workload_word, &err) < 0)
+		goto fail;
+	if (image_doc == NULL && (a->command || a->env || a->workdir || a->user)) {
+		ember_error_set(&err, EK_INVALID_SPEC, "use --image with an OCI image",
+		    "a command, env, workdir or user needs an OCI image");
+		goto fail;
+	}
 	if (quota_check_create(d, a, cpus, memory, image_doc, &err) < 0)
 		goto fail;
 	vm = vm_new(d);
@@ -823,7 +1008,6 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		vm_free(vm);
 		goto fail;
 	}
-	vm->rec.status = VM_CREATED;
 	vm->rec.cpus = cpus;
 	vm->rec.memory_mib = memory;
 	vm->rec.disk_size_mib = a->disk_size_mib;
@@ -838,12 +1022,16 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	const char *boot_args = a->boot_args;
 	if (image_doc != NULL && boot_args == NULL)
 		boot_args = json_string_value(json_object_get(image_doc, "boot_args"));
+	char *boot_args_own = vm_workload_boot_args(boot_args, workload_word);
+	free(workload_word);
+	boot_args = boot_args_own;
 	struct vm_create_op *op = create_op_new(vm, NULL, uds, a->start, done, ctx);
 	const char *image_kernel = NULL, *image_initrd = NULL, *image_rootfs = NULL;
 	if (image_doc != NULL) {
-		bool fc = vm->backend != NULL && strcmp(vm->backend->name, "firecracker") == 0;
+		bool needs_vmlinux = vm->backend != NULL && vm->backend->type != NULL &&
+		    (vm->backend->type->needs & BACKEND_NEEDS_VMLINUX);
 		const char *vmlinux = json_string_value(json_object_get(image_doc, "vmlinux"));
-		image_kernel = fc && vmlinux ? vmlinux :
+		image_kernel = needs_vmlinux && vmlinux ? vmlinux :
 		    json_string_value(json_object_get(image_doc, "kernel"));
 		image_initrd = json_string_value(json_object_get(image_doc, "initrd"));
 		image_rootfs = json_string_value(json_object_get(image_doc, "rootfs"));
@@ -852,9 +1040,11 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	    vm_record_set_str(&vm->rec.image, image) < 0 ||
 	    vm_record_set_str(&vm->rec.boot_args, boot_args) < 0 ||
 	    vm_record_set_str(&vm->rec.network, network) < 0) {
+		free(boot_args_own);
 		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
 		goto fail_op;
 	}
+	free(boot_args_own);
 	if (create_op_take(op, a->caller, "kernel", "kernel", &vm->rec.kernel_path, a->kernel,
 	    image_kernel, &err) < 0 ||
 	    create_op_take(op, a->caller, "initrd", "initrd", &vm->rec.initrd_path, a->initrd,
@@ -912,7 +1102,7 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 
 	if (vm_check_new_name(d, name, want_vsock, uds, sizeof(uds), &err) < 0)
 		goto fail;
-	if (src->load_error != NULL || vm_has_process(src) || src->op != VM_OP_NONE) {
+	if (src->load_error != NULL || vm_has_process(src) || src->op.kind != VM_OP_NONE) {
 		ember_error_set(&err, EK_INVALID_STATE, "stop it first",
 		    "VM \"%s\" must be stopped to be forked (it is %s)", src->rec.name,
 		    src->load_error ? "unreadable" : vm_status_name(src->rec.status));
@@ -927,7 +1117,6 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 		goto fail;
 	}
 	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", name);
-	vm->rec.status = VM_CREATED;
 	vm->rec.pid = 0;
 	vm->rec.pid_start_time = 0;
 	vm->rec.owner_uid = owner_uid;
@@ -963,7 +1152,7 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 		create_op_free(op);
 		goto fail;
 	}
-	create_op_run(op);	/* links only: completes before it returns */
+	create_op_run(op);	/* links at once; the backend copies the disk in the background */
 	return;
 fail:
 	done(ctx, NULL, &err);
@@ -971,66 +1160,98 @@ fail:
 
 /* ---- start, stop, pause, resume -------------------------------------- */
 
-/* A create whose boot failed leaves nothing behind. */
+/* A start that failed: a create+start leaves nothing behind, any other
+ * VM is marked failed. */
 static void
 vm_fail_start(struct vm *vm, const struct ember_error *err)
 {
-	vm_done_fn done = vm->op_done;
-	void *ctx = vm->op_ctx;
+	vm_done_fn done = vm->op.done;
+	void *ctx = vm->op.ctx;
+	bool rollback = vm->op.rollback_on_failure;
 
-	vm->op = VM_OP_NONE;
-	vm->op_done = NULL;
-	vm->op_ctx = NULL;
-	if (vm->rollback_on_failure) {
+	memset(&vm->op, 0, sizeof(vm->op));
+	if (rollback) {
 		log_info("vm %s: start failed, rolling back the create: %s", vm->rec.name,
 		    err->message);
 		vm_remove(vm);
-	} else
-		vm_transition(vm, VM_FAILED, err->message);
+	} else if (vm->rec.status == VM_STARTING)
+		vm_transition_logged(vm, VM_EV_START_FAILED, err->message);
 	if (done != NULL)
 		done(ctx, NULL, err);
 }
 
-void
-vm_start(struct vm *vm, vm_done_fn done, void *ctx)
+static void
+vm_start_op(struct vm *vm, bool rollback_on_failure, vm_done_fn done, void *ctx)
+{
+	struct ember_daemon *d = vm->daemon;
+	struct ember_error err = { 0 };
+	enum vm_status next;
+	char dir[PATH_MAX];
+
+	if (vm_fork_source_check(vm, &err) < 0 || quota_check_start(vm, &err) < 0 ||
+	    vm_op_begin(vm, VM_OP_START, done, ctx, &err) < 0) {
+		done(ctx, NULL, &err);
+		return;
+	}
+	vm->op.rollback_on_failure = rollback_on_failure;
+	if (vm_lifecycle_next(vm->rec.status, VM_EV_START, vm->rec.status, &next, &err) < 0) {
+		ember_error_clear(&err);
+		ember_error_set(&err, EK_INVALID_STATE, NULL, "VM \"%s\" is already %s",
+		    vm->rec.name, vm_status_name(vm->rec.status));
+		vm_op_refuse(vm, &err);
+		return;
+	}
+	if (vm->backend == NULL) {
+		/* Created while its backend was unavailable: its disk is
+		 * prepared now, in the background. */
+		vm->backend = vm_resolve_backend(d, vm->rec.backend, &err);
+		if (vm->backend == NULL) {
+			vm_start_refused(vm, &err);
+			return;
+		}
+		vm_dir(d, vm->rec.name, dir, sizeof(dir));
+		vm_prepare_disk(vm, NULL, dir, vm_start_disk_ready, NULL);
+		return;
+	}
+	vm_start_boot(vm);
+}
+
+/* A start that could not even try: a create's start rolls back, any
+ * other leaves the VM's status as it was. */
+static void
+vm_start_refused(struct vm *vm, struct ember_error *err)
+{
+	if (vm->op.rollback_on_failure) {
+		vm_fail_start(vm, err);
+		return;
+	}
+	vm_op_refuse(vm, err);
+}
+
+static void
+vm_start_disk_ready(struct vm *vm, void *arg, const struct ember_error *disk_err)
+{
+	if (disk_err != NULL) {
+		struct ember_error err = *disk_err;
+		vm->backend = NULL;
+		vm_start_refused(vm, &err);
+		return;
+	}
+	vm_start_boot(vm);
+}
+
+static void
+vm_start_boot(struct vm *vm)
 {
 	struct ember_daemon *d = vm->daemon;
 	struct ember_error err = { 0 };
 	char dir[PATH_MAX];
 
-	if (quota_check_start(vm, &err) < 0) {
-		done(ctx, NULL, &err);
-		return;
-	}
-	if (vm_op_begin(vm, VM_OP_START, done, ctx, &err) < 0) {
-		done(ctx, NULL, &err);
-		return;
-	}
-	if (vm_has_process(vm)) {
-		ember_error_set(&err, EK_INVALID_STATE, NULL, "VM \"%s\" is already %s",
-		    vm->rec.name, vm_status_name(vm->rec.status));
-		vm->op = VM_OP_NONE;
-		done(ctx, NULL, &err);
-		return;
-	}
-	if (vm->backend == NULL) {
-		vm->backend = vm_resolve_backend(d, vm->rec.backend, &err);
-		vm_dir(d, vm->rec.name, dir, sizeof(dir));
-		if (vm->backend != NULL && vm_prepare_disk(vm, NULL, dir, &err) < 0)
-			vm->backend = NULL;
-		if (vm->backend == NULL) {
-			if (vm->rollback_on_failure) {
-				vm_fail_start(vm, &err);
-				return;
-			}
-			/* Nothing was attempted: the VM keeps its status. */
-			vm->op = VM_OP_NONE;
-			done(ctx, NULL, &err);
-			return;
-		}
-	}
 	vm_record_set_str(&vm->rec.backend, vm->backend->name);
-	vm_transition(vm, VM_STARTING, NULL);
+	if (vm_transition(vm, VM_EV_START, NULL, &err) < 0) {
+		vm_op_refuse(vm, &err);
+		return;
+	}
 	vm_dir(d, vm->rec.name, dir, sizeof(dir));
 	if (vm_backend_check(vm, &err) < 0 ||
 	    vm->backend->start(vm->backend, &vm->rec, dir, &vm->backend_state, vm,
@@ -1040,8 +1261,14 @@ vm_start(struct vm *vm, vm_done_fn done, void *ctx)
 	}
 	/* The process exists now: record its pid and start time at once, so an
 	 * emberd killed before the boot completes can still find and adopt it. */
-	if (vm->rec.pid > 0 && vm->op == VM_OP_START && vm_save(vm, &err) < 0)
+	if (vm->rec.pid > 0 && vm->op.kind == VM_OP_START && vm_save(vm, &err) < 0)
 		log_warnx("vm %s: %s", vm->rec.name, err.message);
+}
+
+void
+vm_start(struct vm *vm, vm_done_fn done, void *ctx)
+{
+	vm_start_op(vm, false, done, ctx);
 }
 
 static void
@@ -1056,13 +1283,32 @@ vm_start_done(void *vm_ctx, const struct ember_error *err)
 		vm_fail_start(vm, err);
 		return;
 	}
-	vm->rollback_on_failure = false;
-	vm_transition(vm, VM_RUNNING, NULL);
+	vm_transition_logged(vm, VM_EV_STARTED, NULL);
 	vm_op_finish(vm, NULL);
 }
 
-void
-vm_stop(struct vm *vm, bool force, unsigned timeout_s, vm_done_fn done, void *ctx)
+/* Whole seconds left of the stop's graceful part (0: none left). */
+static unsigned
+vm_stop_remaining_s(const struct vm *vm)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec > vm->op.deadline.tv_sec ||
+	    (now.tv_sec == vm->op.deadline.tv_sec && now.tv_nsec >= vm->op.deadline.tv_nsec))
+		return 0;
+	time_t left = vm->op.deadline.tv_sec - now.tv_sec;
+	if (vm->op.deadline.tv_nsec > now.tv_nsec)
+		left++;
+	return (unsigned)left;
+}
+
+static void vm_stop_resumed(void *vm_ctx, const struct ember_error *err);
+
+/* A stop, and a delete's kill (remove_after: then the VM is removed). */
+static void
+vm_stop_op(struct vm *vm, bool force, unsigned timeout_s, bool remove_after, vm_done_fn done,
+    void *ctx)
 {
 	struct ember_error err = { 0 };
 
@@ -1070,52 +1316,102 @@ vm_stop(struct vm *vm, bool force, unsigned timeout_s, vm_done_fn done, void *ct
 		done(ctx, NULL, &err);
 		return;
 	}
-	if (!vm_has_process(vm) || vm->backend == NULL) {
-		ember_error_set(&err, EK_INVALID_STATE, NULL, "VM \"%s\" is not running (%s)",
-		    vm->rec.name, vm_status_name(vm->rec.status));
-		vm->op = VM_OP_NONE;
-		done(ctx, NULL, &err);
+	vm->op.remove_after = remove_after;
+	if (!vm_has_process(vm) || vm->backend == NULL || vm->rec.status == VM_STARTING ||
+	    vm->rec.status == VM_STOPPING) {
+		ember_error_set(&err, EK_INVALID_STATE,
+		    vm->rec.status == VM_STARTING ? "wait for the start to finish" : NULL,
+		    "VM \"%s\" is not running (%s)", vm->rec.name, vm_status_name(vm->rec.status));
+		vm_op_refuse(vm, &err);
+		return;
+	}
+	vm->op.force = force || timeout_s == 0;
+	clock_gettime(CLOCK_MONOTONIC, &vm->op.deadline);
+	vm->op.deadline.tv_sec += timeout_s;
+	/* A paused guest can act on no request to power off: it is resumed
+	 * first, then stopped gracefully within what is left of timeout_s. */
+	if (!vm->op.force && vm->rec.status == VM_PAUSED && vm->backend_state != NULL) {
+		if (vm_transition(vm, VM_EV_STOP, NULL, &err) < 0) {
+			vm_op_refuse(vm, &err);
+			return;
+		}
+		vm->op.resuming = true;
+		log_info("vm %s: resuming it so that it can shut down", vm->rec.name);
+		if (vm->backend->resume(vm->backend, &vm->rec, vm->backend_state,
+		    vm_stop_resumed, &err) < 0)
+			vm_stop_resumed(vm, &err);
 		return;
 	}
 	/* A guest with an agent powers itself off cleanly; the backend's own
-	 * graceful path and then a kill remain behind it. */
-	if (!force && timeout_s > 0 && vm_agent_ready(vm)) {
+	 * graceful path and then a kill remain behind it, all within
+	 * timeout_s. */
+	if (!vm->op.force && vm_agent_ready(vm)) {
 		json_t *req = json_pack("{s:s}", "op", "poweroff");
 		int r = vm_agent_request(vm, req, 3000, vm_stop_agent_reply, vm, &vm->stop_call,
 		    &err);
 		json_decref(req);
 		if (r == 0) {
 			struct timeval tv = { timeout_s, 0 };
-			vm->stop_via_agent = true;
-			vm->stop_timeout_s = timeout_s;
+			vm->op.via_agent = true;
 			if (vm->stop_timer == NULL)
 				vm->stop_timer = evtimer_new(vm->daemon->base, vm_stop_agent_timeout, vm);
 			evtimer_add(vm->stop_timer, &tv);
-			vm_transition(vm, VM_STOPPING, NULL);
+			vm_transition_logged(vm, VM_EV_STOP, NULL);
 			log_info("vm %s: asked its agent to power off", vm->rec.name);
 			return;
 		}
 		log_info("vm %s: %s; stopping through the backend", vm->rec.name, err.message);
 		ember_error_clear(&err);
 	}
-	vm_transition(vm, VM_STOPPING, NULL);
-	vm_stop_backend(vm, force, timeout_s);
-}
-
-/* The backend's stop: graceful within timeout_s, then harder. */
-static void
-vm_stop_backend(struct vm *vm, bool force, unsigned timeout_s)
-{
-	struct ember_error err = { 0 };
-
-	vm->stop_via_agent = false;
-	if (vm->backend_state == NULL) {
-		vm_stop_done(vm, NULL);	/* it already exited */
+	if (vm_transition(vm, VM_EV_STOP, NULL, &err) < 0) {
+		vm_op_refuse(vm, &err);
 		return;
 	}
-	if (vm->backend->stop(vm->backend, &vm->rec, vm->backend_state, force, timeout_s,
+	vm_stop_backend(vm);
+}
+
+void
+vm_stop(struct vm *vm, bool force, unsigned timeout_s, vm_done_fn done, void *ctx)
+{
+	vm_stop_op(vm, force, timeout_s, false, done, ctx);
+}
+
+/* The backend's stop: graceful for what is left of the timeout, then
+ * harder; at once when forced or no time is left. */
+static void
+vm_stop_backend(struct vm *vm)
+{
+	struct ember_error err = { 0 };
+	unsigned left = vm->op.force ? 0 : vm_stop_remaining_s(vm);
+
+	vm->op.via_agent = false;
+	if (vm->backend_state == NULL) {
+		vm_stop_finish(vm, NULL);	/* it already exited */
+		return;
+	}
+	if (vm->backend->stop(vm->backend, &vm->rec, vm->backend_state, left == 0, left,
 	    vm_stop_done, &err) < 0)
-		vm_stop_done(vm, &err);
+		vm_stop_finish(vm, &err);
+}
+
+/* Stop of a paused VM: the resume before the graceful stop is done. */
+static void
+vm_stop_resumed(void *vm_ctx, const struct ember_error *err)
+{
+	struct vm *vm = vm_ctx;
+
+	vm->op.resuming = false;
+	if (vm->backend_state == NULL) {
+		vm_stop_finish(vm, NULL);	/* it exited meanwhile (exited() said so) */
+		return;
+	}
+	if (err != NULL && ember_error_is_set(err)) {
+		log_info("vm %s: cannot resume it to shut down (%s); killing it", vm->rec.name,
+		    err->message);
+		vm->op.force = true;
+	} else
+		vm->op.prior = VM_RUNNING;	/* a failed stop leaves it running now */
+	vm_stop_backend(vm);
 }
 
 static void
@@ -1130,7 +1426,7 @@ vm_stop_agent_reply(void *ctx, json_t *reply, const char *why)
 	    vm->rec.name, why ? why : json_string_value(json_object_get(reply, "error")));
 	if (vm->stop_timer != NULL)
 		evtimer_del(vm->stop_timer);
-	vm_stop_backend(vm, false, vm->stop_timeout_s);
+	vm_stop_backend(vm);
 }
 
 static void
@@ -1138,21 +1434,27 @@ vm_stop_agent_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct vm *vm = arg;
 
-	if (vm->op != VM_OP_STOP || !vm->stop_via_agent)
+	if (vm->op.kind != VM_OP_STOP || !vm->op.via_agent)
 		return;
-	log_info("vm %s: still running %u s after the agent's poweroff; stopping through the backend",
-	    vm->rec.name, vm->stop_timeout_s);
+	log_info("vm %s: still running after the agent's poweroff and the whole timeout; "
+	    "killing it", vm->rec.name);
 	agent_call_cancel(vm->stop_call);
 	vm->stop_call = NULL;
-	vm_stop_backend(vm, false, vm->stop_timeout_s);
+	vm->op.force = true;
+	vm_stop_backend(vm);
 }
 
+/* backend stop's completion */
 static void
 vm_stop_done(void *vm_ctx, const struct ember_error *err)
 {
-	struct vm *vm = vm_ctx;
+	vm_stop_finish(vm_ctx, err);
+}
 
-	vm->stop_via_agent = false;
+static void
+vm_stop_finish(struct vm *vm, const struct ember_error *err)
+{
+	vm->op.via_agent = false;
 	agent_call_cancel(vm->stop_call);
 	vm->stop_call = NULL;
 	if (vm->stop_timer != NULL)
@@ -1161,20 +1463,24 @@ vm_stop_done(void *vm_ctx, const struct ember_error *err)
 	if (err != NULL && ember_error_is_set(err)) {
 		log_warnx("vm %s: stop failed: %s", vm->rec.name, err->message);
 		if (vm->rec.status == VM_STOPPING)
-			vm_transition(vm, vm->backend_state ? VM_RUNNING : VM_FAILED, err->message);
-		vm->op_remove_after = false;
+			vm_transition_logged(vm, vm->backend_state == NULL ? VM_EV_CRASHED :
+			    vm->op.prior == VM_PAUSED ? VM_EV_STOP_FAILED_PAUSED : VM_EV_STOP_FAILED,
+			    err->message);
 		vm_op_finish(vm, err);
 		return;
 	}
 	if (vm->rec.status == VM_STOPPING)	/* exited() not seen: trust done() */
-		vm_transition(vm, VM_STOPPED, "stopped on request");
-	if (vm->op_remove_after) {
-		vm_done_fn done = vm->op_done;
-		void *ctx = vm->op_ctx;
+		vm_transition_logged(vm, VM_EV_STOPPED, "stopped on request");
+	if (vm->op.remove_after) {
+		vm_done_fn done = vm->op.done;
+		void *ctx = vm->op.ctx;
 		json_t *last = vm_to_json(vm);
-		vm->op = VM_OP_NONE;
+		memset(&vm->op, 0, sizeof(vm->op));
 		vm_remove(vm);
-		done(ctx, last, NULL);
+		if (done != NULL)
+			done(ctx, last, NULL);
+		else
+			json_decref(last);
 		return;
 	}
 	vm_op_finish(vm, NULL);
@@ -1184,9 +1490,14 @@ static void
 vm_pause_resume_done(void *vm_ctx, const struct ember_error *err)
 {
 	struct vm *vm = vm_ctx;
+	struct ember_error refused = { 0 };
 
-	if (err == NULL || !ember_error_is_set(err))
-		vm_transition(vm, vm->op == VM_OP_PAUSE ? VM_PAUSED : VM_RUNNING, NULL);
+	if (err == NULL || !ember_error_is_set(err)) {
+		/* The process may have exited meanwhile: then the exit decided. */
+		if (vm_transition(vm, vm->op.kind == VM_OP_PAUSE ? VM_EV_PAUSED : VM_EV_RESUMED,
+		    NULL, &refused) < 0)
+			err = &refused;
+	}
 	vm_op_finish(vm, err);
 }
 
@@ -1201,11 +1512,10 @@ vm_pause_resume(struct vm *vm, bool pause, vm_done_fn done, void *ctx)
 		done(ctx, NULL, &err);
 		return;
 	}
-	if (vm->rec.status != need || vm->backend == NULL) {
+	if (vm->rec.status != need || vm->backend == NULL || vm->backend_state == NULL) {
 		ember_error_set(&err, EK_INVALID_STATE, NULL, "VM \"%s\" is %s, not %s",
 		    vm->rec.name, vm_status_name(vm->rec.status), vm_status_name(need));
-		vm->op = VM_OP_NONE;
-		done(ctx, NULL, &err);
+		vm_op_refuse(vm, &err);
 		return;
 	}
 	if (pause)
@@ -1232,8 +1542,23 @@ vm_resume(struct vm *vm, vm_done_fn done, void *ctx)
 
 /* ---- delete ------------------------------------------------------------ */
 
-/* Unlists the VM, deletes its state and CID, frees it. Crash-safe order:
- * rename the directory away, then release the CID, then remove the tree. */
+/* Frees the VMs vm_remove() unlisted, from the loop: never inside the
+ * callback (a backend's, an agent's) that led to the removal. */
+static void
+vm_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ember_daemon *d = arg;
+
+	while (d->reap_list != NULL) {
+		struct vm *vm = d->reap_list;
+		d->reap_list = vm->reap_next;
+		vm_free(vm);
+	}
+}
+
+/* Unlists the VM, deletes its state and CID; it is freed from the loop
+ * soon after. Crash-safe order: rename the directory away, then release
+ * the CID, then remove the tree. */
 static void
 vm_remove(struct vm *vm)
 {
@@ -1261,7 +1586,15 @@ vm_remove(struct vm *vm)
 	rm_rf(dir);
 	vm_list_remove(d, vm);
 	log_info("vm %s: deleted", vm->rec.name);
-	vm_free(vm);
+	/* Its agent's waiters and requests are answered now, while the VM
+	 * is still whole; the memory goes at the next turn of the loop. */
+	vm_agent_free(vm);
+	vm->reap_next = d->reap_list;
+	d->reap_list = vm;
+	if (d->ev_reap == NULL)
+		d->ev_reap = event_new(d->base, -1, 0, vm_reap_cb, d);
+	if (d->ev_reap != NULL)
+		event_active(d->ev_reap, EV_TIMEOUT, 0);
 	daemon_status_changed(d);
 }
 
@@ -1270,9 +1603,14 @@ vm_delete(struct vm *vm, bool force, vm_done_fn done, void *ctx)
 {
 	struct ember_error err = { 0 };
 
-	if (vm->op != VM_OP_NONE) {
+	if (vm_fork_source_check(vm, &err) < 0) {
+		done(ctx, NULL, &err);
+		return;
+	}
+	if (vm->op.kind != VM_OP_NONE) {
 		ember_error_set(&err, EK_BUSY, "wait for it to finish and retry",
-		    "VM \"%s\" is busy with another operation", vm->rec.name);
+		    "VM \"%s\" is busy with another operation (%s)", vm->rec.name,
+		    vm_op_name(vm->op.kind));
 		done(ctx, NULL, &err);
 		return;
 	}
@@ -1285,8 +1623,7 @@ vm_delete(struct vm *vm, bool force, vm_done_fn done, void *ctx)
 			return;
 		}
 		if (vm->backend != NULL && vm->backend_state != NULL) {
-			vm->op_remove_after = true;
-			vm_stop(vm, true, 0, done, ctx);
+			vm_stop_op(vm, true, 0, true, done, ctx);
 			return;
 		}
 	}
@@ -1325,8 +1662,49 @@ vms_housekeeping_start(struct ember_daemon *d)
 }
 
 void
+vms_fail_pending(struct ember_daemon *d)
+{
+	struct ember_error err = { 0 };
+
+	ember_error_set(&err, EK_BUSY,
+	    "start emberd again: it adopts the VMs still running and lists the others as they are",
+	    "emberd is shutting down");
+	/* Creates still copying files: the client is answered now; the VM
+	 * never appears (startup removes the staging directory). */
+	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next) {
+		if (op->done != NULL)
+			op->done(op->ctx, NULL, &err);
+		op->done = NULL;
+	}
+	for (size_t i = 0; i < d->nvms; i++) {
+		struct vm *vm = d->vms[i];
+		if (vm->op.done != NULL) {
+			struct ember_error op_err = { 0 };
+			ember_error_set(&op_err, EK_BUSY, err.hint,
+			    "emberd is shutting down: the %s of VM \"%s\" was not finished (it is %s)",
+			    vm_op_name(vm->op.kind), vm->rec.name, vm_status_name(vm->rec.status));
+			vm_done_fn done = vm->op.done;
+			vm->op.done = NULL;	/* the operation itself runs on */
+			done(vm->op.ctx, NULL, &op_err);
+		}
+		vm_agent_fail_pending(vm, &err);
+	}
+}
+
+void
 vms_detach_all(struct ember_daemon *d)
 {
+	while (pending_creates != NULL) {
+		struct vm_create_op *op = pending_creates;
+		/* its cp child is left to finish into a staging directory the
+		 * next start removes */
+		vm_free(op->vm);
+		create_op_free(op);
+	}
+	vm_reap_cb(-1, 0, d);
+	if (d->ev_reap != NULL)
+		event_free(d->ev_reap);
+	d->ev_reap = NULL;
 	for (size_t i = 0; i < d->nvms; i++) {
 		struct vm *vm = d->vms[i];
 		if (vm->backend != NULL && vm->backend_state != NULL)

@@ -1,9 +1,10 @@
 /*
  * VMs as emberd holds them: the registry (sorted by name), the lifecycle
- * state machine, durable state (vm.json and cids.json) and the repair pass
- * at startup. Every status change goes through vm_transition(), which logs,
- * persists and notifies. Stop (release the process and its resources) and
- * remove (unlist, delete state, free) are separate steps.
+ * (whose table is vm-lifecycle.c), durable state (vm.json and cids.json) and
+ * the repair pass at startup. Every status change is an event through
+ * vm_transition(), which checks it against the table, logs, persists and
+ * notifies. Stop (release the process and its resources) and remove
+ * (unlist, delete state, free) are separate steps.
  */
 #ifndef EMBER_VM_H
 #define EMBER_VM_H
@@ -16,6 +17,7 @@
 #include "backend.h"
 #include "platform.h"
 #include "vm-record.h"
+#include "vm-lifecycle.h"
 
 struct ember_daemon;
 struct backend;
@@ -23,28 +25,17 @@ struct vm_agent;
 struct agent_call;
 struct event;
 
-enum vm_op { VM_OP_NONE, VM_OP_START, VM_OP_STOP, VM_OP_PAUSE, VM_OP_RESUME, VM_OP_DELETE };
-
-/* Completion of an operation: vm is NULL when it no longer exists
- * (create rolled back); result is the record after the call (new ref) or
- * NULL with err set. */
-typedef void (*vm_done_fn)(void *ctx, json_t *result, const struct ember_error *err);
-
 struct vm {
 	struct vm_record rec;
 	struct ember_daemon *daemon;
 	struct backend *backend;	/* resolved at first start */
 	void *backend_state;		/* the backend's, while a process runs */
-	enum vm_op op;			/* operation in progress */
-	vm_done_fn op_done;
-	void *op_ctx;
-	bool op_remove_after;		/* delete after the current stop */
-	bool rollback_on_failure;	/* create+start: remove the VM if start fails */
+	bool has_status;		/* false until its first lifecycle event */
+	struct vm_op op;		/* the operation in flight (kind VM_OP_NONE: none) */
 	char *load_error;		/* vm.json could not be read */
 	struct vm_agent *agent;		/* vm-agent.c's, NULL until needed */
-	bool stop_via_agent;		/* the current stop asked the agent first */
-	unsigned stop_timeout_s;
-	struct event *stop_timer;
+	struct event *stop_timer;	/* stop: the agent's time is up */
+	struct vm *reap_next;		/* removed, waiting to be freed (vm.c) */
 	struct agent_call *stop_call;
 };
 
@@ -61,12 +52,20 @@ struct vm_create_args {
 	 * as given). A non-root caller's files are copied into the VM's
 	 * directory in the background; an image's are hard-linked there. */
 	const struct platform_caller *caller;
+	/* An OCI image's workload overrides (vm-workload.h); NULL: the image's. */
+	json_t *command, *env;		/* arrays of strings (env "K=V") */
+	const char *workdir, *user;
 };
 
 /* Loads <state>/vms and <state>/vsock/cids.json and repairs them. */
 int vms_load(struct ember_daemon *d, struct ember_error *err);
 /* Starts the periodic chores (keeping running VMs' consoles bounded). */
 void vms_housekeeping_start(struct ember_daemon *d);
+/* Daemon shutdown: answers every client waiting on a VM (operations,
+ * agent waits, exec and cp, creates still copying) with an error saying
+ * emberd is stopping. Operations already handed to a backend run on
+ * without a client; the VMs are left as they are, to be adopted again. */
+void vms_fail_pending(struct ember_daemon *d);
 /* Releases backends' per-VM state without touching the VMs (daemon exit). */
 void vms_detach_all(struct ember_daemon *d);
 

@@ -422,6 +422,7 @@ struct fc_double {
 
 	struct event *sigterm, *sigint;
 	struct event *shutdown_timer;	/* SendCtrlAltDel */
+	bool ctrlaltdel_held;		/* sent while paused: acted on at resume */
 	struct event *crash_timer;	/* FC_DOUBLE_EXIT_AFTER_START_MS */
 	bool shutting_down;
 	int exit_code;
@@ -1256,7 +1257,11 @@ put_action(struct fc_double *fc, struct reply *r, const json_t *b)
 	if (strcmp(action, "SendCtrlAltDel") == 0) {
 		if (fc->ctrlaltdel_ms < 0)
 			say("SendCtrlAltDel: the guest ignores it (FC_DOUBLE_CTRLALTDEL_DELAY_MS=never)");
-		else if (!evtimer_pending(fc->shutdown_timer, NULL))
+		else if (fc->state == VM_PAUSED) {
+			/* a paused guest runs no code: the key press waits for a resume */
+			say("SendCtrlAltDel: the guest is paused; nothing happens until it resumes");
+			fc->ctrlaltdel_held = true;
+		} else if (!evtimer_pending(fc->shutdown_timer, NULL))
 			arm_timer(fc->shutdown_timer, fc->ctrlaltdel_ms);
 	}
 	ok(r, NULL);	/* FlushMetrics, SendCtrlAltDel */
@@ -1273,6 +1278,9 @@ patch_vm(struct fc_double *fc, struct reply *r, const json_t *b)
 	}
 	fc->state = pause ? VM_PAUSED : VM_RUNNING;
 	vsock_set_running(fc, !pause);
+	if (!pause && fc->ctrlaltdel_held && !evtimer_pending(fc->shutdown_timer, NULL))
+		arm_timer(fc->shutdown_timer, fc->ctrlaltdel_ms);
+	fc->ctrlaltdel_held = false;
 	ok(r, NULL);
 }
 
