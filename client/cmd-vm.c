@@ -14,6 +14,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,8 +192,33 @@ apply_size(struct ctl *ctl, const char *flag, const char *value,
 	return EXIT_OK;
 }
 
-int
-cmd_vm_create(struct ctl *ctl, struct verb_args *a)
+/* An OCI image's workload overrides: the words after NAME (the command),
+ * every --env, --workdir and --user. */
+static void
+apply_workload(struct verb_args *a, json_t *params)
+{
+	if (a->argc > 1) {
+		json_t *cmd = json_array();
+		for (int i = 1; i < a->argc; i++)
+			json_array_append_new(cmd, json_string(a->argv[i]));
+		json_object_set_new(params, "command", cmd);
+	}
+	if (a->nenv > 0) {
+		json_t *env = json_array();
+		for (int i = 0; i < a->nenv; i++)
+			json_array_append_new(env, json_string(a->env[i]));
+		json_object_set_new(params, "env", env);
+	}
+	if (OPTARG(a, OPT_WORKDIR) != NULL)
+		json_object_set_new(params, "workdir", json_string(OPTARG(a, OPT_WORKDIR)));
+	if (OPTARG(a, OPT_USER) != NULL)
+		json_object_set_new(params, "user", json_string(OPTARG(a, OPT_USER)));
+}
+
+/* vm.create's parameters from the options (vm create, vm run); EXIT_OK with
+ * *out, or a printed error. */
+static int
+create_params(struct ctl *ctl, struct verb_args *a, json_t **out)
 {
 	static const struct { enum opt_id opt; const char *key; } strings[] = {
 		{ OPT_IMAGE, "image" }, { OPT_KERNEL, "kernel" },
@@ -255,10 +282,23 @@ cmd_vm_create(struct ctl *ctl, struct verb_args *a)
 		json_object_set_new(params, "start", json_false());
 	if ((r = apply_wait(ctl, a, params)) != EXIT_OK)
 		goto fail;
-	return call_lifecycle(ctl, "vm.create", params, name, "created");
+	apply_workload(a, params);
+	*out = params;
+	return EXIT_OK;
 fail:
 	json_decref(params);
 	return r;
+}
+
+int
+cmd_vm_create(struct ctl *ctl, struct verb_args *a)
+{
+	json_t *params;
+	int r = create_params(ctl, a, &params);
+
+	if (r != EXIT_OK)
+		return r;
+	return call_lifecycle(ctl, "vm.create", params, a->argv[0], "created");
 }
 
 int
@@ -712,4 +752,145 @@ cmd_vm_cp(struct ctl *ctl, struct verb_args *a)
 	if (src_remote)
 		return cp_out(ctl, src_vm, src_path, a->argv[1]);
 	return cp_in(ctl, a->argv[0], dst_vm, dst_path);
+}
+
+/* ---- vm logs, vm run -------------------------------------------------- */
+
+#define LOGS_POLL_MS 200	/* between reads of a log that has not grown */
+#define LOGS_LINE_MAX 4096	/* vm run: longer lines are cut into pieces */
+
+/* What vm run prints of the console: the workload's lines only, between
+ * the agent's START and EXIT lines, without carriage returns. */
+struct logs_filter {
+	bool on, workload_only, done;
+	char line[LOGS_LINE_MAX];
+	size_t len;
+};
+
+static void
+logs_filter_line(struct logs_filter *f)
+{
+	f->line[f->len] = '\0';
+	if (strncmp(f->line, "EMBER-WORKLOAD-START", 20) == 0)
+		f->on = true;
+	else if (strncmp(f->line, "EMBER-WORKLOAD-EXIT", 19) == 0) {
+		f->on = false;
+		f->done = true;
+	} else if (f->on) {
+		fwrite(f->line, 1, f->len, stdout);
+		fputc('\n', stdout);
+	}
+	f->len = 0;
+}
+
+static void
+logs_write(struct logs_filter *f, const unsigned char *data, size_t len)
+{
+	if (!f->workload_only) {
+		fwrite(data, 1, len, stdout);
+		return;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] == '\r')
+			continue;
+		if (data[i] == '\n' || f->len == sizeof(f->line) - 1) {
+			logs_filter_line(f);
+			if (data[i] == '\n')
+				continue;
+		}
+		f->line[f->len++] = (char)data[i];
+	}
+	fflush(stdout);
+}
+
+/* Prints name's console from offset; with follow, until the VM is no
+ * longer starting, running, paused or stopping and everything is read. */
+static int
+logs_stream(struct ctl *ctl, const char *name, int64_t offset, bool follow,
+    struct logs_filter *f)
+{
+	for (;;) {
+		json_t *res;
+		unsigned char *data = NULL;
+		size_t len = 0;
+		const char *b64, *status;
+		int r = ctl_call(ctl, "vm.logs", json_pack("{s:s, s:I}", "name", name,
+		    "offset", (json_int_t)offset), &res);
+
+		if (r != EXIT_OK)
+			return r;
+		b64 = json_string_value(json_object_get(res, "data"));
+		status = json_string_value(json_object_get(res, "status"));
+		if (b64 == NULL || status == NULL ||
+		    base64_decode(b64, strlen(b64), &data, &len) < 0) {
+			json_decref(res);
+			ctl_warnx("malformed reply from emberd to vm.logs");
+			return EXIT_ERROR;
+		}
+		logs_write(f, data, len);
+		free(data);
+		offset = json_integer_value(json_object_get(res, "next_offset"));
+		bool live = strcmp(status, "starting") == 0 || strcmp(status, "running") == 0 ||
+		    strcmp(status, "paused") == 0 || strcmp(status, "stopping") == 0;
+		json_decref(res);
+		fflush(stdout);
+		if (len > 0)
+			continue;
+		if (!follow || !live)
+			return EXIT_OK;
+		poll(NULL, 0, LOGS_POLL_MS);	/* the log has not grown: ask again soon */
+	}
+}
+
+int
+cmd_vm_logs(struct ctl *ctl, struct verb_args *a)
+{
+	struct logs_filter f = { 0 };
+
+	return logs_stream(ctl, a->argv[0], 0, OPTARG(a, OPT_FOLLOW) != NULL, &f);
+}
+
+/* vm run: create and start, print the workload's output while it runs,
+ * exit with its status (128+N for signal N); --rm deletes the VM after. */
+int
+cmd_vm_run(struct ctl *ctl, struct verb_args *a)
+{
+	const char *name = a->argv[0];
+	struct logs_filter f = { .workload_only = true };
+	json_t *params, *rec = NULL, *wexit;
+	int r = create_params(ctl, a, &params), status = EXIT_ERROR;
+
+	if (r != EXIT_OK)
+		return r;
+	json_object_del(params, "wait");
+	r = ctl_call(ctl, "vm.create", params, &rec);
+	if (r != EXIT_OK)
+		return r;
+	json_decref(rec);
+	r = logs_stream(ctl, name, 0, true, &f);
+	if (f.len > 0)
+		logs_filter_line(&f);
+	if (r == EXIT_OK && (r = ctl_call(ctl, "vm.inspect", json_pack("{s:s}", "name", name),
+	    &rec)) == EXIT_OK) {
+		wexit = json_object_get(rec, "workload_exit");
+		if (json_is_integer(json_object_get(wexit, "code")))
+			status = (int)json_integer_value(json_object_get(wexit, "code"));
+		else if (json_is_integer(json_object_get(wexit, "signal")))
+			status = 128 + (int)json_integer_value(json_object_get(wexit, "signal"));
+		else
+			ctl_warnx("%s: %s without a workload exit status (%s)", name,
+			    json_string_value(json_object_get(rec, "status")),
+			    json_string_value(json_object_get(rec, "reason")) ?
+			    json_string_value(json_object_get(rec, "reason")) : "no reason");
+		json_decref(rec);
+	} else
+		status = r;
+	if (OPTARG(a, OPT_RM) != NULL) {
+		if (ctl_call(ctl, "vm.delete", json_pack("{s:s, s:b}", "name", name, "force", 1),
+		    &rec) == EXIT_OK)
+			json_decref(rec);
+		else if (status == EXIT_OK)
+			status = EXIT_ERROR;
+	}
+	return status;
 }

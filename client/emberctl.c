@@ -28,9 +28,15 @@
 static const enum opt_id create_opts[] = {
 	OPT_FILE, OPT_IMAGE, OPT_KERNEL, OPT_INITRD, OPT_ROOTFS, OPT_CPUS,
 	OPT_MEMORY, OPT_DISK_SIZE, OPT_BOOT_ARGS, OPT_VSOCK, OPT_NO_VSOCK,
-	OPT_BACKEND, OPT_NETWORK, OPT_NO_START, OPT_WAIT, 0
+	OPT_BACKEND, OPT_NETWORK, OPT_NO_START, OPT_WAIT, OPT_ENV, OPT_WORKDIR, OPT_USER, 0
 };
 static const enum opt_id start_opts[] = { OPT_WAIT, 0 };
+static const enum opt_id logs_opts[] = { OPT_FOLLOW, 0 };
+static const enum opt_id run_opts[] = {
+	OPT_IMAGE, OPT_KERNEL, OPT_INITRD, OPT_ROOTFS, OPT_CPUS, OPT_MEMORY, OPT_DISK_SIZE,
+	OPT_BOOT_ARGS, OPT_VSOCK, OPT_NO_VSOCK, OPT_BACKEND, OPT_NETWORK, OPT_ENV, OPT_WORKDIR,
+	OPT_USER, OPT_RM, 0
+};
 static const enum opt_id stop_opts[] = { OPT_FORCE, OPT_TIMEOUT, 0 };
 static const enum opt_id exec_opts[] = { OPT_TIMEOUT, 0 };
 static const enum opt_id delete_opts[] = { OPT_FORCE, 0 };
@@ -42,14 +48,16 @@ static const enum opt_id import_opts[] = {
 static const enum opt_id no_opts[] = { 0 };
 
 static const struct verb verbs[] = {
-	{ "vm", "create", 1, 1, cmd_vm_create,
+	{ "vm", "create", 1, -1, cmd_vm_create,
 	  "NAME [-f SPEC.yaml] [--image I] [--kernel K]\n"
 	  "\t[--initrd I] [--rootfs R] [--cpus N] [--memory 512M]\n"
 	  "\t[--disk-size 2G] [--boot-args S] [--vsock | --no-vsock]\n"
 	  "\t[--backend B] [--network none|user] [--no-start]\n"
-	  "\t[--wait [SECONDS]]",
+	  "\t[--wait [SECONDS]] [--env K=V]... [--workdir D] [--user U]\n"
+	  "\t[-- CMD [ARGS...]]",
 	  "create a VM and boot it (flags override -f, which overrides defaults;\n"
-	  "--wait also waits, default 120 s, until its agent answers)",
+	  "--wait also waits, default 120 s, until its agent answers); with an OCI\n"
+	  "image, CMD replaces its Cmd and --env/--workdir/--user its settings",
 	  create_opts },
 	{ "vm", "list", 0, 0, cmd_vm_list, "",
 	  "list VMs: NAME STATUS BACKEND CPUS MEMORY CID", no_opts },
@@ -72,6 +80,14 @@ static const struct verb verbs[] = {
 	  "run a command in the guest through its agent (default timeout 60 s);\n"
 	  "its output is printed and its status is emberctl's (128+N for signal N,\n"
 	  "124 for a timeout)", exec_opts },
+	{ "vm", "logs", 1, 1, cmd_vm_logs, "NAME [--follow]",
+	  "print a VM's console output (--follow: until the VM stops)", logs_opts },
+	{ "vm", "run", 1, -1, cmd_vm_run,
+	  "NAME --image OCI-IMAGE [vm create options] [--env K=V]...\n"
+	  "\t[--workdir D] [--user U] [--rm] [-- CMD [ARGS...]]",
+	  "create and start a VM from an OCI image, print its workload's output and\n"
+	  "exit with its status (128+N for signal N); --rm deletes the VM after",
+	  run_opts },
 	{ "vm", "cp", 2, 2, cmd_vm_cp, "SRC DST",
 	  "copy a file into or out of a guest through its agent; one of SRC and\n"
 	  "DST is NAME:/path (a path ending in / names a directory)", no_opts },
@@ -136,6 +152,11 @@ static const struct {
 	{ OPT_ROOTFS_SIZE, "rootfs-size", required_argument, 0 },
 	{ OPT_WAIT, "wait", optional_argument, 0 },
 	{ OPT_OCI, "oci", required_argument, 0 },
+	{ OPT_ENV, "env", required_argument, 'e' },
+	{ OPT_WORKDIR, "workdir", required_argument, 'w' },
+	{ OPT_USER, "user", required_argument, 'u' },
+	{ OPT_RM, "rm", no_argument, 0 },
+	{ OPT_FOLLOW, "follow", no_argument, 0 },
 	{ OPT_JSON, "json", no_argument, 0 },
 	{ OPT_HELP, "help", no_argument, 'h' },
 };
@@ -511,6 +532,10 @@ parse_verb_args(struct ctl *ctl, int argc, char **argv, struct verb_args *a)
 			    strlen(argv[optind]))
 				optarg = argv[optind++];
 		a->opt[c - OPT_FIRST] = optarg != NULL ? optarg : "";
+		if (c == OPT_ENV && a->nenv == VERB_ENV_MAX)
+			return ctl_usage_error(ctl, "at most %d --env options", VERB_ENV_MAX);
+		if (c == OPT_ENV)
+			a->env[a->nenv++] = optarg;
 	}
 	if (OPTARG(a, OPT_HELP) != NULL)
 		return -1;

@@ -42,15 +42,24 @@ enum opt_id {
 	OPT_ROOTFS_SIZE,
 	OPT_WAIT,
 	OPT_OCI,
+	OPT_ENV,
+	OPT_WORKDIR,
+	OPT_USER,
+	OPT_RM,
+	OPT_FOLLOW,
 	OPT_JSON,
 	OPT_HELP,
 	OPT_END
 };
 
+#define VERB_ENV_MAX 64	/* --env options a command takes */
+
 struct verb_args {
 	int argc;			/* positional arguments after the verb words */
 	char **argv;
 	const char *opt[OPT_END - OPT_FIRST];	/* NULL absent, "" for a flag */
+	const char *env[VERB_ENV_MAX];	/* every --env K=V, in order */
+	int nenv;
 };
 
 #define OPTARG(a, id) ((a)->opt[(id) - OPT_FIRST])
@@ -120,6 +129,8 @@ int cmd_vm_resume(struct ctl *, struct verb_args *);
 int cmd_vm_delete(struct ctl *, struct verb_args *);
 int cmd_vm_fork(struct ctl *, struct verb_args *);
 int cmd_vm_exec(struct ctl *, struct verb_args *);
+int cmd_vm_logs(struct ctl *, struct verb_args *);
+int cmd_vm_run(struct ctl *, struct verb_args *);
 int cmd_vm_cp(struct ctl *, struct verb_args *);
 int cmd_image_import(struct ctl *, struct verb_args *);
 int cmd_image_list(struct ctl *, struct verb_args *);

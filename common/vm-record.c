@@ -174,6 +174,10 @@ vm_record_to_json(const struct vm_record *rec)
 			r |= json_object_set_new(obj, "vsock", vsock);
 		}
 	}
+	if (rec->workload_exit != WORKLOAD_EXIT_NONE)
+		r |= json_object_set_new(obj, "workload_exit", json_pack("{s:i}",
+		    rec->workload_exit == WORKLOAD_EXIT_CODE ? "code" : "signal",
+		    rec->workload_exit_value));
 	if (r != 0) {
 		json_decref(obj);
 		return NULL;
@@ -350,6 +354,20 @@ from_json(struct vm_record *rec, const json_t *json, char *errbuf,
 		if (vm_record_set_str(&rec->uds_path, s) < 0)
 			goto nomem;
 		rec->vsock = true;
+	}
+	const json_t *wexit = json_object_get(json, "workload_exit");
+	if (json_is_object(wexit)) {
+		const json_t *code = json_object_get(wexit, "code");
+		const json_t *sig = json_object_get(wexit, "signal");
+		if (json_is_integer(code) && json_integer_value(code) >= 0 &&
+		    json_integer_value(code) <= 255) {
+			rec->workload_exit = WORKLOAD_EXIT_CODE;
+			rec->workload_exit_value = (int)json_integer_value(code);
+		} else if (json_is_integer(sig) && json_integer_value(sig) > 0 &&
+		    json_integer_value(sig) < 128) {
+			rec->workload_exit = WORKLOAD_EXIT_SIGNAL;
+			rec->workload_exit_value = (int)json_integer_value(sig);
+		}
 	}
 	return 0;
 

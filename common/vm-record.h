@@ -51,6 +51,10 @@ struct vm_record {
 	bool vsock;
 	uint32_t guest_cid;	/* valid when vsock */
 	char *uds_path;		/* valid when vsock */
+	/* An OCI image's workload, as its guest reported it when the VM
+	 * last ended: "workload_exit": {"code": N} or {"signal": N}. */
+	enum { WORKLOAD_EXIT_NONE, WORKLOAD_EXIT_CODE, WORKLOAD_EXIT_SIGNAL } workload_exit;
+	int workload_exit_value;
 };
 
 void vm_record_init(struct vm_record *rec);

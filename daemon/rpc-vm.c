@@ -10,6 +10,7 @@
 #include "rpc.h"
 #include "vm.h"
 #include "vm-agent.h"
+#include "vm-logs.h"
 
 /* vm_done_fn adapter: the call is the context. */
 static void
@@ -107,6 +108,25 @@ rpc_find_vm(struct rpc_call *call, const char *name)
 	return vm;
 }
 
+/* NULL, or an array of at most 256 strings (with kv, each "K=V", K not empty). */
+static bool
+rpc_strings_ok(json_t *array, bool kv)
+{
+	json_t *v;
+	size_t i;
+
+	if (array == NULL)
+		return true;
+	if (json_array_size(array) > 256)
+		return false;
+	json_array_foreach(array, i, v) {
+		const char *s = json_string_value(v);
+		if (s == NULL || (kv && (s[0] == '=' || strchr(s, '=') == NULL)))
+			return false;
+	}
+	return true;
+}
+
 static void
 rpc_vm_create(struct rpc_call *call, json_t *params)
 {
@@ -127,8 +147,17 @@ rpc_vm_create(struct rpc_call *call, json_t *params)
 		.start = rpc_param_bool(params, "start", true),
 		.owner_uid = call->uid,
 		.caller = &caller,
+		.command = json_object_get(params, "command"),
+		.env = json_object_get(params, "env"),
+		.workdir = rpc_param_str(params, "workdir", NULL),
+		.user = rpc_param_str(params, "user", NULL),
 	};
 
+	if (!rpc_strings_ok(a.command, false) || !rpc_strings_ok(a.env, true)) {
+		rpc_fail_params(call, "command and env are arrays of at most 256 strings "
+		    "(env entries K=V)");
+		return;
+	}
 	if (json_object_get(params, "cpus") != NULL && !json_is_null(json_object_get(params, "cpus")) &&
 	    (cpus < 1 || cpus > 64)) {
 		rpc_fail_params(call, "cpus must be 1 to 64, not %lld", cpus);
@@ -176,6 +205,27 @@ rpc_vm_inspect(struct rpc_call *call, json_t *params)
 
 	if (vm != NULL)
 		rpc_reply(call, vm_to_json(vm));
+}
+
+static void
+rpc_vm_logs(struct rpc_call *call, json_t *params)
+{
+	struct vm *vm = rpc_find_vm(call, rpc_param_str(params, "name", ""));
+	long long max = rpc_param_int(params, "max_bytes", VM_LOGS_CHUNK_MAX);
+	struct ember_error err = { 0 };
+	json_t *out;
+
+	if (vm == NULL)
+		return;
+	if (max < 1 || max > VM_LOGS_CHUNK_MAX) {
+		rpc_fail_params(call, "max_bytes must be 1 to %d", VM_LOGS_CHUNK_MAX);
+		return;
+	}
+	out = vm_logs_read(vm, rpc_param_int(params, "offset", 0), (size_t)max, &err);
+	if (out == NULL)
+		rpc_fail(call, &err);
+	else
+		rpc_reply(call, out);
 }
 
 static void
@@ -392,6 +442,16 @@ static const struct rpc_param p_create[] = {
 	{ "start", JSON_TRUE, 0 },
 	{ "wait", JSON_TRUE, 0 },
 	{ "wait_timeout_s", JSON_INTEGER, 0 },
+	{ "command", JSON_ARRAY, 0 },		/* an OCI image's workload overrides */
+	{ "env", JSON_ARRAY, 0 },
+	{ "workdir", JSON_STRING, 0 },
+	{ "user", JSON_STRING, 0 },
+	{ NULL, 0, 0 },
+};
+static const struct rpc_param p_logs[] = {
+	{ "name", JSON_STRING, RPC_REQUIRED },
+	{ "offset", JSON_INTEGER, 0 },		/* negative: from the end */
+	{ "max_bytes", JSON_INTEGER, 0 },
 	{ NULL, 0, 0 },
 };
 static const struct rpc_param p_name[] = {
@@ -421,6 +481,7 @@ const struct rpc_method rpc_vm_methods[] = {
 	{ "vm.create", p_create, RPC_MUTATES | RPC_ASYNC, NULL, rpc_vm_create },
 	{ "vm.list", NULL, 0, NULL, rpc_vm_list },
 	{ "vm.inspect", p_name, 0, "name", rpc_vm_inspect },
+	{ "vm.logs", p_logs, 0, "name", rpc_vm_logs },
 	{ "vm.fork", p_fork, RPC_MUTATES | RPC_ASYNC, "source", rpc_vm_fork },
 	{ "vm.start", p_start, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_start },
 	{ "vm.stop", p_stop, RPC_MUTATES | RPC_ASYNC, "name", rpc_vm_stop },

@@ -142,6 +142,16 @@ exec_child(const struct exec_req *r, int in, int out, int errfd, int report)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (dup2(in, 0) == -1 || dup2(out, 1) == -1 || dup2(errfd, 2) == -1)
 		goto fail;
+	if (agent_exec_root != NULL) {
+		/* An OCI image's VM: inside the image's root, with its Env. */
+		struct agent_error aerr = { { 0 } };
+		if (agent_enter_root(agent_exec_root, agent_exec_workload, false, &aerr) != 0) {
+			e = EACCES;
+			fprintf(stderr, "%s\n", aerr.msg);
+			(void)!write(report, &e, sizeof(e));
+			_exit(127);
+		}
+	}
 	if (r->env != NULL) {
 		json_object_foreach(r->env, key, v) {
 			if (setenv(key, json_string_value(v), 1) != 0)

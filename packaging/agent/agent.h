@@ -13,6 +13,7 @@
 #ifndef EMBER_AGENT_H
 #define EMBER_AGENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -121,5 +122,20 @@ size_t agent_parse_echo_ports(const char *cmdline, uint32_t *ports, size_t max);
 
 /* This machine's vsock CID from /dev/vsock, or -errno (-ENODEV: no CID yet). */
 int64_t agent_local_cid(void);
+
+/* Workloads (agent-workload.c). The workload in a kernel command line's
+ * ember.workload= word, checked (new reference), or NULL with err. */
+json_t *agent_workload_parse(const char *cmdline, struct agent_error *err);
+/* In a child about to exec: chroot into root, the workload's env (and, with
+ * as_user, its user) and working directory. 0, or -1 with err. */
+int agent_enter_root(const char *root, json_t *workload, bool as_user,
+    struct agent_error *err);
+/* `ember-agent workload ROOT`: runs the workload, prints its exit line on
+ * stderr and signals init to power off. */
+int agent_workload_main(const char *root, const char *cmdline);
+/* Set by `ember-agent --root DIR`: exec runs commands chrooted into DIR
+ * with agent_exec_workload's env (both NULL otherwise). */
+extern const char *agent_exec_root;
+extern json_t *agent_exec_workload;
 
 #endif

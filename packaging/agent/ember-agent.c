@@ -858,8 +858,9 @@ usage(FILE *f)
 	fprintf(f,
 	    "usage: ember-agent [--port PORT] [--listen-unix PATH] "
 	    "[--echo-unix PATH] [--cmdline FILE]\n"
-	    "                   [--poweroff-command CMD]\n"
+	    "                   [--poweroff-command CMD] [--root DIR]\n"
 	    "       ember-agent cid\n"
+	    "       ember-agent workload ROOT\n"
 	    "       ember-agent connect CID PORT\n"
 	    "       ember-agent --version\n"
 	    "Serves the ember agent protocol on vsock port %d (or PATH with "
@@ -915,6 +916,8 @@ run_daemon(int argc, char **argv)
 			cmdline_path = argv[++a];
 		else if (strcmp(argv[a], "--poweroff-command") == 0)
 			poweroff_command = argv[++a];
+		else if (strcmp(argv[a], "--root") == 0)
+			agent_exec_root = argv[++a];
 		else
 			return usage(stderr);
 	}
@@ -928,6 +931,14 @@ run_daemon(int argc, char **argv)
 	if ((cmdline = read_cmdline(cmdline_path)) != NULL) {
 		necho = agent_parse_echo_ports(cmdline, echo_ports,
 		    AGENT_MAX_ECHO_PORTS);
+		if (agent_exec_root != NULL) {
+			struct agent_error	werr = { { 0 } };
+
+			agent_exec_workload = agent_workload_parse(cmdline, &werr);
+			if (agent_exec_workload == NULL)
+				logx("--root %s: %s; exec keeps the root's own environment",
+				    agent_exec_root, werr.msg);
+		}
 		free(cmdline);
 	} else if (strcmp(cmdline_path, "/proc/cmdline") != 0) {
 		logw("%s", cmdline_path);
@@ -1104,6 +1115,22 @@ run_connect(int argc, char **argv)
 	return 1;
 }
 
+/* ember-agent workload ROOT: the OCI workload of /proc/cmdline. */
+static int
+run_workload(int argc, char **argv)
+{
+	char	*cmdline = read_cmdline("/proc/cmdline");
+	int	 r;
+
+	if (cmdline == NULL) {
+		logw("/proc/cmdline");
+		return 1;
+	}
+	r = agent_workload_main(argv[2], cmdline);
+	free(cmdline);
+	return r;
+}
+
 static const struct {
 	const char	*name;
 	int		 argc;	/* including argv[0] and the verb */
@@ -1111,6 +1138,7 @@ static const struct {
 } verbs[] = {
 	{ "cid", 2, run_cid },
 	{ "connect", 4, run_connect },
+	{ "workload", 3, run_workload },
 };
 
 int

@@ -13,6 +13,16 @@
 #   rootfstype=TYPE                       filesystem type (default ext4)
 #   ember.hostname=NAME                   hostname (default /etc/hostname)
 #   ember.debug=1                         print modules, devices and timings
+#   ember.workload=BASE64                 an OCI image's workload (emberd's):
+#                                          the root disk is the image, left as
+#                                          it is; proc, sys and dev are mounted
+#                                          in it (where it has those
+#                                          directories), its ember-rc is not
+#                                          run, the agent's exec runs inside
+#                                          it, and `ember-agent workload`
+#                                          runs the entrypoint there, prints
+#                                          EMBER-WORKLOAD-EXIT and powers off;
+#                                          the agent logs to /run/ember-agent.log
 # shellcheck shell=sh
 
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
@@ -34,6 +44,7 @@ krel=$(uname -r)
 debug=0
 root=
 rootfstype=ext4
+workload=0
 hostname=$(cat /etc/hostname 2>/dev/null)
 # shellcheck disable=SC2013 # the command line is a list of words
 for arg in $(cat /proc/cmdline); do
@@ -43,6 +54,7 @@ for arg in $(cat /proc/cmdline); do
 	root=* | ember.root=*) root=${arg#*=} ;;
 	rootfstype=*) rootfstype=${arg#*=} ;;
 	ember.hostname=*) hostname=${arg#*=} ;;
+	ember.workload=*) workload=1 ;;
 	esac
 done
 
@@ -109,8 +121,30 @@ if [ -n "$root" ]; then
 	fi
 fi
 
+# An OCI image's root: the kernel's file systems inside it, for the
+# workload and exec, which run chrooted there.
+rc_hooks="/etc/ember/rc.local /mnt/root/ember-rc"
+agent_root=
+if [ "$workload" = 1 ]; then
+	rc_hooks=/etc/ember/rc.local
+	if grep -q ' /mnt/root ' /proc/mounts; then
+		agent_root=/mnt/root
+		[ -d /mnt/root/proc ] && mount -t proc proc /mnt/root/proc
+		[ -d /mnt/root/sys ] && mount -t sysfs sysfs /mnt/root/sys
+		if [ -d /mnt/root/dev ]; then
+			mount -t devtmpfs devtmpfs /mnt/root/dev &&
+			    mkdir -p /mnt/root/dev/pts &&
+			    mount -t devpts devpts /mnt/root/dev/pts
+		fi
+	else
+		say "the workload's root disk is not mounted; powering off"
+		echo "EMBER-WORKLOAD-EXIT code=127"
+		shutdown_now poweroff
+	fi
+fi
+
 # Hooks: first the image's own, then the root disk's.
-for rc in /etc/ember/rc.local /mnt/root/ember-rc; do
+for rc in $rc_hooks; do
 	[ -f "$rc" ] || continue
 	debug "running $rc"
 	EMBER_ROOT=/mnt/root sh "$rc" || say "$rc exited with status $?"
@@ -118,7 +152,12 @@ done
 sync
 
 if [ -x /sbin/ember-agent ]; then
-	/sbin/ember-agent &
+	if [ -n "$agent_root" ]; then
+		# The console is the workload's output: the agent logs aside.
+		/sbin/ember-agent --root "$agent_root" 2>>/run/ember-agent.log &
+	else
+		/sbin/ember-agent &
+	fi
 	echo $! >/run/ember-agent.pid
 	debug "started /sbin/ember-agent (pid $!)"
 else
@@ -126,6 +165,16 @@ else
 fi
 
 echo "EMBER-MINI READY $krel"
+
+if [ -n "$agent_root" ]; then
+	if [ -x /sbin/ember-agent ]; then
+		/sbin/ember-agent workload "$agent_root" &
+	else
+		say "no /sbin/ember-agent to run the workload; powering off"
+		echo "EMBER-WORKLOAD-EXIT code=127"
+		shutdown_now poweroff
+	fi
+fi
 
 # Wait in the background so that the traps run as soon as a signal arrives;
 # wait also reaps orphans that the kernel reparents to PID 1.

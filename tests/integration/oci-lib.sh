@@ -2,8 +2,8 @@
 # qemu-lib.sh). build_oci_image makes a small OCI image in the test's own
 # directory with umoci: busybox-static as /bin/busybox (and its applets) plus
 # /entry.sh, a script that prints what it sees (arguments, $FOO, the working
-# directory, uid:gid) and exits with $EXIT_WITH, or kills itself with
-# $KILL_WITH. Nothing comes from the network.
+# directory, uid:gid), sleeps $SLEEP_FOR seconds if set, and exits with
+# $EXIT_WITH, or kills itself with $KILL_WITH. Nothing comes from the network.
 
 for tool in skopeo umoci busybox; do
 	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed (apt-get install skopeo umoci busybox-static)"; exit 77; }
@@ -31,6 +31,7 @@ build_oci_image() {
 	cat >"$root/entry.sh" <<'SCRIPT'
 #!/bin/sh
 echo "entry: args=[$*] FOO=$FOO pwd=$(pwd) id=$(id -u):$(id -g)"
+if [ -n "$SLEEP_FOR" ]; then sleep "$SLEEP_FOR"; fi
 if [ -n "$KILL_WITH" ]; then kill -"$KILL_WITH" $$; fi
 exit "${EXIT_WITH:-0}"
 SCRIPT

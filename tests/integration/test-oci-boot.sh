@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# OCI images boot under TCG with ember-mini's kernel and initramfs (the
+# daemon's default_image) and run their entrypoint as the workload: an
+# image built here with umoci (oci-lib.sh) is imported, and VMs created from
+# it print the entrypoint's output on the console with the image's Cmd, Env,
+# WorkingDir and User, or with the overrides of vm create (-- CMD, --env,
+# --workdir, --user); the guest powers off when the workload exits and
+# vm inspect records its exit status: 0, non-zero and a signal. vm logs shows
+# the console through emberd, vm exec runs inside the image's root with its
+# Env, and vm run --rm prints only the workload's output, exits with its
+# status and deletes the VM. The image's root disk is left as it was (the
+# agent comes from the initramfs).
+set -euo pipefail
+. "$(dirname "$0")/qemu-lib.sh"
+. "$(dirname "$0")/oci-lib.sh"
+
+ensure_image
+printf 'default_image: mini\n' >>"$CONFIG"
+start_emberd
+import_image mini
+build_oci_image "$T/layout" v1
+ctl image import app --oci "oci:$T/layout:v1" >/dev/null || fail "image import app"
+pass "OCI image app imported"
+base_sum=$(sha256sum <"$STATE/images/app/rootfs.ext4")
+
+# run_workload NAME EXPECTED-STATUS-JSON CREATE-ARGS...: creates NAME from
+# app, waits (with retries for TCG boot hangs) until it has stopped, and
+# checks the recorded workload_exit.
+run_workload() {
+	local name=$1 want=$2 try
+	shift 2
+	for try in 1 2; do
+		ctl vm create "$name" --image app "$@" >/dev/null || fail "vm create $name $*"
+		if wait_console "$name" 0 'EMBER-WORKLOAD-EXIT' "$((READY_TIMEOUT + 30))"; then
+			break
+		fi
+		[[ $try == 2 ]] && fail "$name: no EMBER-WORKLOAD-EXIT line on its console, twice"
+		echo "RETRY: $name printed no exit line (console: $(tail -n 1 "$(console_of "$name")"))"
+		ctl vm delete --force "$name" >/dev/null || fail "vm delete --force $name"
+	done
+	wait_status "$name" stopped 60
+	pass "$name powered off when its workload ended"
+	assert_eq "$want" "$(field "$name" '.workload_exit | tojson')" "$name: workload_exit recorded"
+}
+
+note "the image's entrypoint, Cmd, Env, WorkingDir and User"
+run_workload plain '{"code":0}'
+console_since plain 0 | grep -F 'entry: args=[first] FOO=bar pwd=/work id=1000:1000' >/dev/null ||
+    fail "plain: the entrypoint's output is not on the console: $(grep entry: "$(console_of plain)")"
+pass "plain: entrypoint output with the image's settings"
+
+note "overrides: command, env, workdir, user; a non-zero status"
+run_workload over '{"code":3}' --env FOO=baz --env EXIT_WITH=3 --workdir /tmp --user 0:0 -- second third
+console_since over 0 | grep -F 'entry: args=[second third] FOO=baz pwd=/tmp id=0:0' >/dev/null ||
+    fail "over: overrides not honoured: $(grep entry: "$(console_of over)")"
+pass "over: command, env, workdir and user overridden"
+
+note "a workload killed by a signal"
+run_workload killed '{"signal":9}' --env KILL_WITH=KILL
+pass "killed: signal recorded"
+
+note "a working directory the image does not have"
+run_workload missing '{"code":127}' --workdir /no/such/dir
+grep -F 'working directory /no/such/dir' "$(console_of missing)" >/dev/null ||
+    fail "missing: no reason on the console"
+pass "missing: exit 127 with the reason on the console"
+
+note "vm logs: the console through emberd"
+ctl vm logs plain | grep -F 'entry: args=[first]' >/dev/null || fail "vm logs plain lacks the output"
+assert_eq "$(cat "$(console_of plain)")" "$(ctl vm logs plain)" "vm logs prints console.log as it is"
+
+note "vm exec inside the image's root, with its Env"
+for try in 1 2; do
+	ctl vm create ex --image app --vsock --wait 150 --env SLEEP_FOR=900 >/dev/null && break
+	[[ $try == 2 ]] && fail "vm create ex --wait failed twice"
+	echo "RETRY: ex did not get ready; deleting it"
+	ctl vm delete --force ex >/dev/null || fail "vm delete ex"
+done
+assert_eq "image file" "$(ctl vm exec ex -- cat /etc/image-marker)" "exec sees the image's files"
+assert_eq "bar" "$(ctl vm exec ex -- sh -c 'echo $FOO')" "exec has the image's Env"
+assert_eq "/bin" "$(ctl vm exec ex -- sh -c 'echo $PATH')" "exec has the image's PATH"
+ctl vm delete --force ex >/dev/null || fail "vm delete --force ex"
+
+note "vm run --rm"
+set +e
+out=$(ctl vm run r1 --image app --rm --env EXIT_WITH=5 -- hello run 2>&1)
+status=$?
+set -e
+if ! grep -F 'EMBER-MINI READY' <<<"$out" >/dev/null && [[ $status == 5 ]]; then
+	pass "vm run exits with the workload's status (5)"
+else
+	fail "vm run: status $status, output: $out"
+fi
+assert_eq "entry: args=[hello run] FOO=bar pwd=/work id=1000:1000" "$out" "vm run prints the workload's output only"
+ctl vm inspect r1 >/dev/null 2>&1 && fail "vm run --rm left r1"
+pass "vm run --rm deleted r1"
+
+assert_eq "$base_sum" "$(sha256sum <"$STATE/images/app/rootfs.ext4")" "the image's root disk is unchanged"
+echo "PASS"
