@@ -292,7 +292,7 @@ virtq_pop(struct virtq *vq, const struct guest_mem *mem, struct virtq_elem *elem
 }
 
 void
-virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+virtq_fill(struct virtq *vq, uint16_t head, uint32_t len)
 {
 	struct vring_used_elem *e;
 
@@ -302,7 +302,21 @@ virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
 	__atomic_store_n(&e->id, htole32((uint32_t)head), __ATOMIC_RELAXED);
 	__atomic_store_n(&e->len, htole32(len), __ATOMIC_RELAXED);
 	vq->used_idx++;
+}
+
+void
+virtq_publish(struct virtq *vq)
+{
+	if (vq->used == NULL)
+		return;
 	__atomic_store_n(&vq->used->idx, htole16(vq->used_idx), __ATOMIC_RELEASE);
+}
+
+void
+virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+{
+	virtq_fill(vq, head, len);
+	virtq_publish(vq);
 }
 
 /* linux virtio_ring.h vring_need_event, restated. */

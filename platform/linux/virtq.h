@@ -136,6 +136,11 @@ int virtq_pop(struct virtq *vq, const struct guest_mem *mem, struct virtq_elem *
 const char *virtq_new_breakage(struct virtq *vq);
 /* Returns head as used with len bytes written; publishes used->idx. */
 void virtq_push(struct virtq *vq, uint16_t head, uint32_t len);
+/* Writes a used element without publishing it, so a pass returns all its
+ * chains with one used->idx store (virtq_publish). */
+void virtq_fill(struct virtq *vq, uint16_t head, uint32_t len);
+/* Publishes every element filled so far (release store of used->idx). */
+void virtq_publish(struct virtq *vq);
 /*
  * Signals the call eventfd if the driver wants to hear about the entries
  * pushed since the last signal (EVENT_IDX used_event, or NO_INTERRUPT).

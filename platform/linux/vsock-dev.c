@@ -1,13 +1,16 @@
 /*
  * The vsock device pump (see vsock-dev.h).
  *
- * tx (ring 1, guest -> host): pop a chain, copy the 44-byte header out of
- * guest memory, check it (size, source CID, destination, payload length
- * against the chain), give the header and the payload iovecs to the mux,
- * return the chain with length 0.
+ * tx (ring 1, guest -> host): pop up to BATCH chains, copy each 44-byte
+ * header out of guest memory, check it (size, source CID, destination,
+ * payload length against the chain), give the headers and payload iovecs
+ * to the mux in one call, return the chains with length 0.
  * rx (ring 0, host -> guest): while the mux has something to say and the
- * guest has posted a buffer, let the mux fill the payload part in place,
- * write the header in front, return the chain with 44 + payload bytes.
+ * guest has posted buffers, let the mux fill the payload parts in place
+ * (one readv may span many buffers), write the headers in front, return
+ * the chains with 44 + payload bytes.
+ * Either way a batch's chains become visible with one used->idx store, and
+ * the guest is interrupted at most once per pass (EVENT_IDX permitting).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@
 #define RX_QUEUE 0
 #define TX_QUEUE 1
 #define PASS_BUDGET 256		/* chains per pump pass before yielding */
+#define BATCH 128		/* chains handed to the mux at once */
 
 struct vsock_dev {
 	struct event_base *base;
@@ -72,33 +76,36 @@ iov_trim(struct iovec *iov, int n, size_t len)
 	return k;
 }
 
-static void
-dev_tx_packet(struct vsock_dev *dev, const struct virtq_elem *e)
+/* Checks the chain's packet (header copied out of guest memory once) into
+ * pkt, its payload segments into payload; false when it is dropped. */
+static bool
+dev_tx_decode(struct vsock_dev *dev, const struct virtq_elem *e, struct vsock_tx_pkt *pkt,
+    struct iovec *payload)
 {
 	uint8_t raw[VSOCK_HDR_SIZE];
-	struct vsock_hdr h;
-	struct iovec payload[VIRTQ_MAX_IOV];
+	struct vsock_hdr *h = &pkt->hdr;
 	int n;
 
 	if (e->out_len < VSOCK_HDR_SIZE ||
 	    iov_to_buf(e->out, e->out_num, 0, raw, sizeof(raw)) != sizeof(raw)) {
 		dev->st.dropped++;
-		return;
+		return false;
 	}
-	vsock_hdr_decode(raw, &h);	/* our copy: the guest can't change it now */
-	if (h.len > VSOCK_MAX_PAYLOAD || h.len > e->out_len - VSOCK_HDR_SIZE ||
-	    h.src_cid != dev->guest_cid) {
+	vsock_hdr_decode(raw, h);	/* our copy: the guest can't change it now */
+	if (h->len > VSOCK_MAX_PAYLOAD || h->len > e->out_len - VSOCK_HDR_SIZE ||
+	    h->src_cid != dev->guest_cid) {
 		dev->st.dropped++;
 		log_debug("vsock %s: dropped a malformed packet (op %u, len %u, src cid %llu)",
-		    dev->name, h.op, h.len, (unsigned long long)h.src_cid);
-		return;
+		    dev->name, h->op, h->len, (unsigned long long)h->src_cid);
+		return false;
 	}
 	/* Another CID: the mux asks on_mux_peer, and resets a REQUEST that
 	 * reaches nobody at once rather than letting connect() time out. */
 	n = iov_skip(e->out, e->out_num, VSOCK_HDR_SIZE, payload, VIRTQ_MAX_IOV);
-	n = iov_trim(payload, n, h.len);
+	pkt->payload = payload;
+	pkt->niov = iov_trim(payload, n, h->len);
 	dev->st.tx_packets++;
-	vsock_mux_guest_packet(dev->mux, &h, payload, n);
+	return true;
 }
 
 /* Logs a ring's breakage once, whichever ring it is (the ring stays dead
@@ -112,22 +119,50 @@ dev_log_broken(struct vsock_dev *dev, struct virtq *vq, const char *ring)
 		log_warnx("vsock %s: %s ring broken: %s", dev->name, ring, why);
 }
 
+/* One tx batch: pop up to BATCH chains, hand their packets to the mux in
+ * one call (a flow's consecutive data goes out in one writev), then return
+ * every chain with one used->idx update. Returns the chains popped; *r is
+ * virtq_pop's last result. */
+static int
+dev_tx_batch(struct vsock_dev *dev, struct virtq *vq, const struct guest_mem *mem, int max,
+    int *r)
+{
+	static struct virtq_elem e[BATCH];	/* large; the loop is single-threaded */
+	static struct vsock_tx_pkt pkts[BATCH];
+	static struct iovec payload[BATCH][VIRTQ_MAX_IOV];
+	int n = 0, np = 0;
+
+	if (max > BATCH)
+		max = BATCH;
+	while (n < max && (*r = virtq_pop(vq, mem, &e[n])) == 1)
+		n++;
+	for (int i = 0; i < n; i++)
+		if (dev_tx_decode(dev, &e[i], &pkts[np], payload[np]))
+			np++;
+	if (np > 0)
+		vsock_mux_guest_packets(dev->mux, pkts, np);
+	for (int i = 0; i < n; i++)
+		virtq_fill(vq, e[i].head, 0);
+	virtq_publish(vq);
+	return n;
+}
+
 static void
 dev_tx_pump(struct vsock_dev *dev)
 {
 	struct virtq *vq = vu_dev_vq(dev->vu, TX_QUEUE);
 	const struct guest_mem *mem = vu_dev_mem(dev->vu);
-	static struct virtq_elem e;	/* large; the loop is single-threaded */
-	int budget = PASS_BUDGET, r;
+	int budget = PASS_BUDGET, r = 0;
 
 	if (vq == NULL || !vu_dev_ring_running(dev->vu, TX_QUEUE))
 		return;
 	do {
 		virtq_disable_notify(vq);
-		while (budget > 0 && (r = virtq_pop(vq, mem, &e)) == 1) {
-			dev_tx_packet(dev, &e);
-			virtq_push(vq, e.head, 0);
-			budget--;
+		while (budget > 0) {
+			int n = dev_tx_batch(dev, vq, mem, budget, &r);
+			budget -= n;
+			if (r != 1)
+				break;
 		}
 		if (vq->broken) {
 			dev_log_broken(dev, vq, "tx");
@@ -141,51 +176,91 @@ dev_tx_pump(struct vsock_dev *dev)
 	virtq_notify(vq);
 }
 
+/* The rx ring as the mux's buffer source during one batch. */
+struct rx_batch {
+	struct vsock_dev *dev;
+	struct virtq *vq;
+	const struct guest_mem *mem;
+	bool ring_error;
+};
+
+static struct virtq_elem rx_elem[BATCH];
+static uint16_t rx_pos[BATCH];		/* last_avail_idx right after the pop */
+static struct iovec rx_payload[BATCH][VIRTQ_MAX_IOV];
+
+static int
+rx_take(void *ctx, int slot, const struct iovec **iov, int *niov)
+{
+	struct rx_batch *b = ctx;
+	struct virtq_elem *e = &rx_elem[slot];
+
+	if (slot >= BATCH)
+		return -1;
+	for (;;) {
+		int r = virtq_pop(b->vq, b->mem, e);
+		if (r == 0 && virtq_enable_notify(b->vq))
+			continue;	/* the guest posted buffers meanwhile */
+		if (r != 1) {
+			/* No buffer: the guest kicks when it posts one. */
+			b->ring_error = r < 0;
+			return -1;
+		}
+		if (e->in_len >= VSOCK_HDR_SIZE)
+			break;
+		virtq_push(b->vq, e->head, 0);
+		b->dev->st.dropped++;
+	}
+	rx_pos[slot] = b->vq->last_avail_idx;
+	*niov = iov_skip(e->in, e->in_num, VSOCK_HDR_SIZE, rx_payload[slot], VIRTQ_MAX_IOV);
+	*iov = rx_payload[slot];
+	return 0;
+}
+
+/* Only a chain popped last can go back on the avail ring (one dropped
+ * after it would be popped twice). */
+static bool
+rx_untake(void *ctx, int slot)
+{
+	struct rx_batch *b = ctx;
+
+	if (rx_pos[slot] != b->vq->last_avail_idx)
+		return false;
+	b->vq->last_avail_idx--;
+	return true;
+}
+
 static void
 dev_rx_pump(struct vsock_dev *dev)
 {
 	struct virtq *vq = vu_dev_vq(dev->vu, RX_QUEUE);
-	const struct guest_mem *mem = vu_dev_mem(dev->vu);
-	static struct virtq_elem e;
-	struct iovec payload[VIRTQ_MAX_IOV];
+	struct rx_batch b = { dev, vq, vu_dev_mem(dev->vu), false };
+	struct vsock_rx_source src = { rx_take, rx_untake, &b };
+	static struct vsock_rx_done done[BATCH];
 	uint8_t raw[VSOCK_HDR_SIZE];
-	struct vsock_hdr h;
 	int budget = PASS_BUDGET, pushed = 0;
 
 	if (vq == NULL || !vu_dev_ring_running(dev->vu, RX_QUEUE))
 		return;
-	while (vsock_mux_has_rx(dev->mux) && budget-- > 0) {
-		int r = virtq_pop(vq, mem, &e);
-		if (r != 1) {
-			/* No buffer: ask for a kick when the guest posts one,
-			 * and go on if it did so meanwhile. */
-			if (r == 0 && virtq_enable_notify(vq))
-				continue;
-			if (r < 0)
-				dev_log_broken(dev, vq, "rx");
+	while (budget > 0 && vsock_mux_has_rx(dev->mux)) {
+		int n = vsock_mux_fill_rx_batch(dev->mux, &src, done,
+		    budget < BATCH ? budget : BATCH);
+		for (int i = 0; i < n; i++) {
+			vsock_hdr_encode(&done[i].hdr, raw);
+			buf_to_iov(rx_elem[i].in, rx_elem[i].in_num, 0, raw, sizeof(raw));
+			virtq_fill(vq, rx_elem[i].head, VSOCK_HDR_SIZE + done[i].len);
+		}
+		virtq_publish(vq);
+		dev->st.rx_packets += (uint64_t)n;
+		pushed += n;
+		budget -= n;
+		if (b.ring_error) {
+			dev_log_broken(dev, vq, "rx");
 			break;
 		}
-		if (e.in_len < VSOCK_HDR_SIZE) {
-			virtq_push(vq, e.head, 0);
-			dev->st.dropped++;
-			pushed++;
-			continue;
-		}
-		int n = iov_skip(e.in, e.in_num, VSOCK_HDR_SIZE, payload, VIRTQ_MAX_IOV);
-		int len = vsock_mux_fill_rx(dev->mux, &h, payload, n);
-		if (len < 0) {
-			/* Nothing to say after all: give the buffer back. */
-			vq->last_avail_idx--;
-			break;
-		}
-		h.len = (uint32_t)len;
-		vsock_hdr_encode(&h, raw);
-		buf_to_iov(e.in, e.in_num, 0, raw, sizeof(raw));
-		virtq_push(vq, e.head, VSOCK_HDR_SIZE + (uint32_t)len);
-		dev->st.rx_packets++;
-		pushed++;
+		if (n == 0 || n < BATCH)
+			break;	/* out of buffers or of things to say */
 	}
-	if (budget < 0 && vsock_mux_has_rx(dev->mux))
+	if (budget <= 0 && vsock_mux_has_rx(dev->mux))
 		event_active(dev->rx_again, EV_TIMEOUT, 0);
 	if (pushed > 0)
 		virtq_notify(vq);

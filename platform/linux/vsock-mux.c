@@ -2,14 +2,18 @@
  * vsock connection multiplexer (see vsock-mux.h).
  *
  * Each connection pairs one guest flow (local_port on the host CID, the
- * guest's peer_port) with one Unix socket. Packets the connection owes the
- * guest are flags in `pending`; connections with something pending wait in
- * a FIFO served one packet at a time, so a busy connection never starves
- * the others. Host data is read from a Unix socket only when the device
- * has an rx buffer for it and the guest has credit, straight into guest
- * memory; guest data goes to the Unix socket directly, and what the socket
- * cannot take waits in a buffer bounded by our advertised buf_alloc, so a
- * slow host reader pauses only its own connection.
+ * guest's peer_port) with one Unix socket, and is found by a hash on that
+ * pair (keyed with a per-mux random seed, since the guest picks the ports).
+ * Packets the connection owes the guest are flags in `pending`; connections
+ * with something pending wait in a FIFO served one turn at a time, so a busy
+ * connection never starves the others. Host data is read from a Unix socket
+ * only when the device has rx buffers for it and the guest has credit, with
+ * one readv straight into as many guest buffers as the credit covers; a
+ * connection whose read filled them all keeps its turn in the FIFO instead
+ * of waiting for the event loop. Guest data goes to the Unix socket
+ * directly (consecutive packets of one flow in one writev), and what the
+ * socket cannot take waits in a buffer bounded by our advertised buf_alloc,
+ * so a slow host reader pauses only its own connection.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -34,6 +39,14 @@
 #define RST_FIFO_MAX		256
 #define LOCAL_PORT_FIRST	(1u << 30)
 #define LOCAL_PORT_END		(1u << 31)
+#define HASH_BUCKETS_MAX	65536u
+/* One readv: segments, buffers, and bytes (the guest's credit is a u32
+ * it chooses). */
+#define RX_IOV_MAX		256
+#define RX_SLOTS_MAX		128
+#define RX_READ_MAX		(512u * 1024)
+/* One coalesced guest write: segments. */
+#define TX_IOV_MAX		256
 
 /* What a connection owes the guest, in the order it is sent. */
 #define P_RST		0x01
@@ -54,6 +67,9 @@ enum conn_state {
 struct vconn {
 	TAILQ_ENTRY(vconn) all;
 	TAILQ_ENTRY(vconn) rxq;
+	LIST_ENTRY(vconn) by_flow;	/* hashed on (local_port, peer_port) */
+	LIST_ENTRY(vconn) by_local;	/* hashed on local_port */
+	bool hashed;			/* ports set and in both tables */
 	bool queued;
 	struct vsock_mux *mux;
 	enum conn_state state;
@@ -95,6 +111,8 @@ struct vsock_mux {
 	struct event *rx_kick;		/* defers ops.rx_ready out of our own calls */
 	TAILQ_HEAD(, vconn) conns;
 	TAILQ_HEAD(, vconn) rx_queue;
+	LIST_HEAD(conn_bucket, vconn) *flow_hash, *local_hash;
+	uint32_t hash_mask, hash_seed;
 	size_t nconns;
 	uint32_t next_local_port;
 	struct rst_entry rsts[RST_FIFO_MAX];
@@ -168,12 +186,35 @@ vsock_hdr_encode(const struct vsock_hdr *h, uint8_t raw[VSOCK_HDR_SIZE])
 
 /* ---- connection table ---- */
 
+static uint32_t
+hash_mix(uint32_t x)
+{
+	x ^= x >> 16;
+	x *= 0x7feb352du;
+	x ^= x >> 15;
+	x *= 0x846ca68bu;
+	x ^= x >> 16;
+	return x;
+}
+
+static struct conn_bucket *
+flow_bucket(const struct vsock_mux *mux, uint32_t local, uint32_t peer)
+{
+	return &mux->flow_hash[hash_mix(hash_mix(local ^ mux->hash_seed) + peer) & mux->hash_mask];
+}
+
+static struct conn_bucket *
+local_bucket(const struct vsock_mux *mux, uint32_t local)
+{
+	return &mux->local_hash[hash_mix(local ^ mux->hash_seed) & mux->hash_mask];
+}
+
 static struct vconn *
 conn_find(struct vsock_mux *mux, uint32_t local, uint32_t peer)
 {
 	struct vconn *c;
 
-	TAILQ_FOREACH(c, &mux->conns, all)
+	LIST_FOREACH(c, flow_bucket(mux, local, peer), by_flow)
 		if (c->local_port == local && c->peer_port == peer)
 			return c;
 	return NULL;
@@ -184,10 +225,47 @@ local_port_used(struct vsock_mux *mux, uint32_t port)
 {
 	struct vconn *c;
 
-	TAILQ_FOREACH(c, &mux->conns, all)
+	LIST_FOREACH(c, local_bucket(mux, port), by_local)
 		if (c->local_port == port)
 			return true;
 	return false;
+}
+
+/* Names the flow and makes it findable; a connection still reading its
+ * CONNECT line has no ports and is in neither table. */
+static void
+conn_set_ports(struct vconn *c, uint32_t local, uint32_t peer)
+{
+	struct vsock_mux *mux = c->mux;
+
+	c->local_port = local;
+	c->peer_port = peer;
+	LIST_INSERT_HEAD(flow_bucket(mux, local, peer), c, by_flow);
+	LIST_INSERT_HEAD(local_bucket(mux, local), c, by_local);
+	c->hashed = true;
+}
+
+/* Table sizes: a power of two near max_connections, so chains stay short. */
+static int
+conn_tables_new(struct vsock_mux *mux)
+{
+	uint32_t n = 16;
+
+	while (n < mux->cfg.max_connections && n < HASH_BUCKETS_MAX)
+		n <<= 1;
+	mux->flow_hash = calloc(n, sizeof(*mux->flow_hash));
+	mux->local_hash = calloc(n, sizeof(*mux->local_hash));
+	if (mux->flow_hash == NULL || mux->local_hash == NULL)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++) {
+		LIST_INIT(&mux->flow_hash[i]);
+		LIST_INIT(&mux->local_hash[i]);
+	}
+	mux->hash_mask = n - 1;
+	if (getrandom(&mux->hash_seed, sizeof(mux->hash_seed), GRND_NONBLOCK) !=
+	    sizeof(mux->hash_seed))
+		mux->hash_seed = hash_mix((uint32_t)(uintptr_t)mux ^ (uint32_t)getpid());
+	return 0;
 }
 
 /* Host-initiated flows get local ports round-robin from 2^30, as
@@ -254,6 +332,10 @@ conn_free(struct vconn *c)
 	conn_close_fd(c);
 	if (c->queued)
 		TAILQ_REMOVE(&mux->rx_queue, c, rxq);
+	if (c->hashed) {
+		LIST_REMOVE(c, by_flow);
+		LIST_REMOVE(c, by_local);
+	}
 	TAILQ_REMOVE(&mux->conns, c, all);
 	mux->nconns--;
 	event_free(c->rev);
@@ -377,8 +459,11 @@ tx_append(struct vconn *c, const struct iovec *iov, int niov, size_t skip)
 		skip = 0;
 		if (c->tx_len + n > cap)
 			return -ENOBUFS;	/* the guest ignored our credit */
-		for (size_t k = 0; k < n; k++)
-			c->txbuf[(c->tx_head + c->tx_len + k) % cap] = p[k];
+		/* At most two pieces: up to the end of the ring, then from 0. */
+		size_t tail = (c->tx_head + c->tx_len) % cap;
+		size_t first = n < cap - tail ? n : cap - tail;
+		memcpy(c->txbuf + tail, p, first);
+		memcpy(c->txbuf, p + first, n - first);
 		c->tx_len += n;
 	}
 	return 0;
@@ -491,12 +576,12 @@ conn_host_line(struct vconn *c)
 		conn_free(c);
 		return;
 	}
-	c->local_port = alloc_local_port(c->mux);
-	c->peer_port = port;
-	if (c->local_port == 0) {
+	uint32_t local = alloc_local_port(c->mux);
+	if (local == 0) {
 		conn_free(c);
 		return;
 	}
+	conn_set_ports(c, local, port);
 	event_del(c->rev);	/* nothing more is read before the guest accepts */
 	c->read_armed = false;
 	c->state = CS_HOST_REQUESTING;
@@ -633,8 +718,7 @@ guest_request(struct vsock_mux *mux, const struct vsock_hdr *h)
 		mux_queue_rst(mux, h);
 		return;
 	}
-	c->local_port = h->dst_port;
-	c->peer_port = h->src_port;
+	conn_set_ports(c, h->dst_port, h->src_port);
 	c->local_cid = h->dst_cid;	/* a guest drops packets from any other CID */
 	c->peer_buf_alloc = h->buf_alloc;
 	c->peer_fwd_cnt = h->fwd_cnt;
@@ -746,41 +830,65 @@ vsock_mux_guest_packet(struct vsock_mux *mux, const struct vsock_hdr *h,
 	conn_update_read(c);
 }
 
+/* A data packet that may share a writev with the one before it. */
+static bool
+same_flow_data(const struct vsock_hdr *a, const struct vsock_hdr *b)
+{
+	return b->op == VSOCK_OP_RW && b->type == VSOCK_TYPE_STREAM && b->len > 0 &&
+	    a->dst_port == b->dst_port && a->src_port == b->src_port &&
+	    a->dst_cid == b->dst_cid && a->src_cid == b->src_cid;
+}
+
+/*
+ * Consecutive data packets of one flow are one write of their summed
+ * length, carrying the last packet's credit fields: per packet, nothing in
+ * between could change the outcome (a failed write resets the flow, and a
+ * flow being reset ignores the rest of the run either way).
+ */
+void
+vsock_mux_guest_packets(struct vsock_mux *mux, const struct vsock_tx_pkt *pkts, int n)
+{
+	struct iovec vec[TX_IOV_MAX];
+
+	for (int i = 0; i < n;) {
+		const struct vsock_hdr *first = &pkts[i].hdr;
+		struct vsock_hdr merged;
+		int j = i + 1, nvec;
+
+		if (first->op != VSOCK_OP_RW || first->type != VSOCK_TYPE_STREAM ||
+		    first->len == 0 || j == n || !same_flow_data(first, &pkts[j].hdr)) {
+			vsock_mux_guest_packet(mux, first, pkts[i].payload, pkts[i].niov);
+			i = j;
+			continue;
+		}
+		merged = *first;
+		merged.len = 0;
+		nvec = 0;
+		for (j = i; j < n && same_flow_data(first, &pkts[j].hdr) &&
+		    nvec + pkts[j].niov <= TX_IOV_MAX &&
+		    merged.len + pkts[j].hdr.len >= merged.len; j++) {
+			memcpy(vec + nvec, pkts[j].payload, (size_t)pkts[j].niov * sizeof(*vec));
+			nvec += pkts[j].niov;
+			merged.len += pkts[j].hdr.len;
+			merged.buf_alloc = pkts[j].hdr.buf_alloc;
+			merged.fwd_cnt = pkts[j].hdr.fwd_cnt;
+			merged.flags = pkts[j].hdr.flags;
+		}
+		if (j == i) {	/* one packet with more segments than fit */
+			vsock_mux_guest_packet(mux, first, pkts[i].payload, pkts[i].niov);
+			j = i + 1;
+		} else
+			vsock_mux_guest_packet(mux, &merged, vec, nvec);
+		i = j;
+	}
+}
+
 /* ---- packets for the guest ---- */
 
 bool
 vsock_mux_has_rx(const struct vsock_mux *mux)
 {
 	return mux->rst_count > 0 || !TAILQ_EMPTY(&mux->rx_queue);
-}
-
-/* Reads host data into the guest buffer (at most the guest's credit).
- * Returns bytes, 0 at EOF, -1 when nothing is there after all. */
-static ssize_t
-conn_read_host(struct vconn *c, const struct iovec *iov, int niov)
-{
-	struct iovec lim[16];
-	size_t want = peer_credit(c), got = 0;
-	int n = 0;
-	ssize_t r;
-
-	if (want > VSOCK_MAX_PAYLOAD)
-		want = VSOCK_MAX_PAYLOAD;
-	for (int i = 0; i < niov && n < 16 && got < want; i++) {
-		size_t len = iov[i].iov_len;
-		if (len > want - got)
-			len = want - got;
-		lim[n++] = (struct iovec){ iov[i].iov_base, len };
-		got += len;
-	}
-	if (got == 0)
-		return -1;
-	do
-		r = readv(c->fd, lim, n);
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return errno == EAGAIN ? -1 : -2;
-	return r;
 }
 
 static void
@@ -800,8 +908,123 @@ hdr_for(const struct vsock_mux *mux, const struct vconn *c, uint32_t local, uint
 	}
 }
 
-int
-vsock_mux_fill_rx(struct vsock_mux *mux, struct vsock_hdr *h, const struct iovec *iov, int niov)
+static void
+done_ctl(struct vsock_mux *mux, struct vconn *c, struct vsock_rx_done *d, uint16_t op)
+{
+	hdr_for(mux, c, c->local_port, c->peer_port, &d->hdr, op);
+	d->len = 0;
+}
+
+/*
+ * Gives back the taken slots [from, to) of a data turn that carried no
+ * data, last first. A slot the source cannot take back (the device only
+ * guarantees that for the latest) carries a CREDIT_UPDATE instead, and so
+ * do the slots before it. Returns how many slots from `from` were filled.
+ */
+static int
+give_back(struct vsock_mux *mux, struct vconn *c, const struct vsock_rx_source *src,
+    struct vsock_rx_done *done, int from, int to)
+{
+	int k = to;
+
+	while (k > from && src->untake(src->ctx, k - 1))
+		k--;
+	for (int i = from; i < k; i++)
+		done_ctl(mux, c, &done[i], VSOCK_OP_CREDIT_UPDATE);
+	return k - from;
+}
+
+/*
+ * A data turn: one readv from c's socket into the payload parts of the
+ * buffer in slot `first` and of as many more as the guest's credit covers
+ * (taken from src as needed), then one RW packet per buffer that got
+ * bytes. *rr is readv's result (-1 would block, -2 failed, 0 EOF); returns
+ * the slots filled from `first`, 0 when none (slot `first` is still taken,
+ * the ones after it were given back).
+ */
+static int
+conn_rx_data(struct vsock_mux *mux, struct vconn *c, const struct vsock_rx_source *src,
+    struct vsock_rx_done *done, int first, int max, const struct iovec *iov, int niov,
+    ssize_t *rr)
+{
+	static struct iovec vec[RX_IOV_MAX];	/* the loop is single-threaded */
+	size_t room[RX_SLOTS_MAX];
+	size_t want = peer_credit(c), got = 0, left;
+	int nvec = 0, slots = 0, k;
+	ssize_t r;
+
+	if (want > RX_READ_MAX)
+		want = RX_READ_MAX;
+	if (max - first > RX_SLOTS_MAX)
+		max = first + RX_SLOTS_MAX;
+	for (;;) {
+		size_t slot_room = 0;
+
+		for (int i = 0; i < niov && nvec < RX_IOV_MAX && got < want &&
+		    slot_room < VSOCK_MAX_PAYLOAD; i++) {
+			size_t len = iov[i].iov_len;
+			if (len > want - got)
+				len = want - got;
+			if (len > VSOCK_MAX_PAYLOAD - slot_room)
+				len = VSOCK_MAX_PAYLOAD - slot_room;
+			if (len == 0)
+				continue;
+			vec[nvec++] = (struct iovec){ iov[i].iov_base, len };
+			got += len;
+			slot_room += len;
+		}
+		if (slot_room == 0 && slots > 0) {
+			/* A buffer with no payload room ends the run; it is
+			 * the latest taken, so it always goes back. */
+			src->untake(src->ctx, first + slots);
+			break;
+		}
+		room[slots++] = slot_room;
+		if (got >= want || nvec >= RX_IOV_MAX || first + slots >= max ||
+		    src->take(src->ctx, first + slots, &iov, &niov) < 0)
+			break;
+	}
+	if (got == 0) {
+		*rr = -1;
+		return 0;
+	}
+	do
+		r = readv(c->fd, vec, nvec);
+	while (r < 0 && errno == EINTR);
+	*rr = r < 0 ? (errno == EAGAIN ? -1 : -2) : r;
+	if (r <= 0) {
+		/* Nothing read: slot `first` may still carry SHUTDOWN or RST. */
+		k = give_back(mux, c, src, done, first + 1, first + slots);
+		if (k > 0) {
+			/* Stuck slots after `first`: it must be filled too. */
+			done_ctl(mux, c, &done[first], VSOCK_OP_CREDIT_UPDATE);
+			*rr = -3;
+			return k + 1;
+		}
+		return 0;
+	}
+	left = (size_t)r;
+	for (k = 0; k < slots && left > 0; k++) {
+		size_t len = left < room[k] ? left : room[k];
+		done_ctl(mux, c, &done[first + k], VSOCK_OP_RW);
+		done[first + k].hdr.len = (uint32_t)len;
+		done[first + k].len = (uint32_t)len;
+		c->rx_cnt += (uint32_t)len;
+		left -= len;
+	}
+	k += give_back(mux, c, src, done, first + k, first + slots);
+	/* All it asked for: more is likely waiting; keep the turn. */
+	if ((size_t)r == got && peer_credit(c) > 0)
+		c->pending |= P_RW;
+	return k;
+}
+
+/* Fills slot n (and, for host data, the slots after it) with the next
+ * packets for the guest. Returns the slots filled; 0 when nothing was
+ * produced after all (slot n is still taken). */
+static int
+mux_rx_next(struct vsock_mux *mux, const struct vsock_rx_source *src, struct vsock_rx_done *done,
+    int n, int max, const struct iovec *iov, int niov)
 {
 	struct vconn *c;
 
@@ -809,71 +1032,136 @@ vsock_mux_fill_rx(struct vsock_mux *mux, struct vsock_hdr *h, const struct iovec
 		struct rst_entry e = mux->rsts[mux->rst_head];
 		mux->rst_head = (mux->rst_head + 1) % RST_FIFO_MAX;
 		mux->rst_count--;
-		hdr_for(mux, NULL, e.local_port, e.peer_port, h, VSOCK_OP_RST);
-		h->src_cid = e.local_cid;
-		return 0;
+		hdr_for(mux, NULL, e.local_port, e.peer_port, &done[n].hdr, VSOCK_OP_RST);
+		done[n].hdr.src_cid = e.local_cid;
+		done[n].len = 0;
+		return 1;
 	}
 	while ((c = TAILQ_FIRST(&mux->rx_queue)) != NULL) {
-		int len = -1;
+		struct vsock_rx_done *d = &done[n];
+		int filled = 0;
 
 		TAILQ_REMOVE(&mux->rx_queue, c, rxq);
 		c->queued = false;
 		if (c->pending & P_RST) {
-			hdr_for(mux, c, c->local_port, c->peer_port, h, VSOCK_OP_RST);
+			done_ctl(mux, c, d, VSOCK_OP_RST);
 			conn_free(c);
-			return 0;
+			return 1;
 		}
 		if (c->pending & P_RESPONSE) {
 			c->pending &= ~(unsigned)P_RESPONSE;
-			hdr_for(mux, c, c->local_port, c->peer_port, h, VSOCK_OP_RESPONSE);
+			done_ctl(mux, c, d, VSOCK_OP_RESPONSE);
 			c->state = CS_ESTABLISHED;
-			len = 0;
+			filled = 1;
 		} else if (c->pending & P_REQUEST) {
 			c->pending &= ~(unsigned)P_REQUEST;
-			hdr_for(mux, c, c->local_port, c->peer_port, h, VSOCK_OP_REQUEST);
-			len = 0;
+			done_ctl(mux, c, d, VSOCK_OP_REQUEST);
+			filled = 1;
 		} else if (c->pending & P_RW) {
-			ssize_t r = c->fd >= 0 ? conn_read_host(c, iov, niov) : -1;
+			ssize_t r = -1;
+
 			c->pending &= ~(unsigned)P_RW;
-			if (r > 0) {
-				hdr_for(mux, c, c->local_port, c->peer_port, h, VSOCK_OP_RW);
-				h->len = (uint32_t)r;
-				c->rx_cnt += (uint32_t)r;
-				len = (int)r;
+			if (c->fd >= 0)
+				filled = conn_rx_data(mux, c, src, done, n, max, iov, niov, &r);
+			if (filled > 0) {
+				/* data, or credit updates in slots that could not go back */
 			} else if (r == 0 && c->guest_no_send && c->tx_len == 0) {
 				/* Both directions are finished: end the flow. */
-				hdr_for(mux, c, c->local_port, c->peer_port, h, VSOCK_OP_RST);
+				done_ctl(mux, c, d, VSOCK_OP_RST);
 				conn_free(c);
-				return 0;
+				return 1;
 			} else if (r == 0) {
 				/* Host EOF: tell the guest we send no more. */
 				c->host_eof = true;
-				hdr_for(mux, c, c->local_port, c->peer_port, h, VSOCK_OP_SHUTDOWN);
-				h->flags = VSOCK_SHUTDOWN_SEND;
-				len = 0;
+				done_ctl(mux, c, d, VSOCK_OP_SHUTDOWN);
+				d->hdr.flags = VSOCK_SHUTDOWN_SEND;
+				filled = 1;
 			} else if (r == -2) {
 				conn_reset(c);
 				continue;
 			}
 		} else if (c->pending & P_CREDIT) {
 			c->pending &= ~(unsigned)P_CREDIT;
-			hdr_for(mux, c, c->local_port, c->peer_port, h, VSOCK_OP_CREDIT_UPDATE);
-			len = 0;
+			done_ctl(mux, c, d, VSOCK_OP_CREDIT_UPDATE);
+			filled = 1;
 		}
-		if (c->pending & P_CREDIT && len >= 0)
-			c->pending &= ~(unsigned)P_CREDIT;	/* this packet carries fwd_cnt too */
+		if (filled > 0)
+			c->pending &= ~(unsigned)P_CREDIT;	/* these packets carry fwd_cnt too */
 		if (c->pending != 0) {
 			TAILQ_INSERT_TAIL(&mux->rx_queue, c, rxq);
 			c->queued = true;
 		}
-		if (len >= 0) {
+		if (filled > 0)
 			c->last_fwd_cnt_sent = c->fwd_cnt;
-			conn_update_read(c);
-			return len;
-		}
 		conn_update_read(c);
+		if (filled > 0)
+			return filled;
 	}
-	return -1;
+	return 0;
+}
+
+int
+vsock_mux_fill_rx_batch(struct vsock_mux *mux, const struct vsock_rx_source *src,
+    struct vsock_rx_done *done, int max)
+{
+	int n = 0;
+
+	while (n < max && vsock_mux_has_rx(mux)) {
+		const struct iovec *iov;
+		int niov, k;
+
+		if (src->take(src->ctx, n, &iov, &niov) < 0)
+			break;
+		k = mux_rx_next(mux, src, done, n, max, iov, niov);
+		if (k == 0) {
+			src->untake(src->ctx, n);	/* the latest: always possible */
+			break;
+		}
+		n += k;
+	}
+	return n;
+}
+
+/* A source of exactly one buffer, for vsock_mux_fill_rx. */
+struct one_buffer {
+	const struct iovec *iov;
+	int niov;
+	bool taken;
+};
+
+static int
+one_take(void *ctx, int slot, const struct iovec **iov, int *niov)
+{
+	struct one_buffer *b = ctx;
+
+	if (b->taken)
+		return -1;
+	b->taken = true;
+	*iov = b->iov;
+	*niov = b->niov;
+	return 0;
+}
+
+static bool
+one_untake(void *ctx, int slot)
+{
+	struct one_buffer *b = ctx;
+
+	b->taken = false;
+	return true;
+}
+
+int
+vsock_mux_fill_rx(struct vsock_mux *mux, struct vsock_hdr *h, const struct iovec *iov, int niov)
+{
+	struct one_buffer b = { iov, niov, false };
+	struct vsock_rx_source src = { one_take, one_untake, &b };
+	struct vsock_rx_done done;
+
+	if (vsock_mux_fill_rx_batch(mux, &src, &done, 1) != 1)
+		return -1;
+	*h = done.hdr;
+	return (int)done.len;
 }
 
 /* ---- lifetime ---- */
@@ -947,8 +1235,11 @@ vsock_mux_new(struct event_base *base, const struct vsock_mux_config *cfg,
 	mux->next_local_port = LOCAL_PORT_FIRST;
 	TAILQ_INIT(&mux->conns);
 	TAILQ_INIT(&mux->rx_queue);
-	if (mux->uds_path == NULL || (r = mux_listen(mux)) < 0) {
+	if (mux->uds_path == NULL || (r = conn_tables_new(mux)) < 0 ||
+	    (r = mux_listen(mux)) < 0) {
 		r = mux->uds_path == NULL ? -ENOMEM : r;
+		free(mux->flow_hash);
+		free(mux->local_hash);
 		free(mux->uds_path);
 		free(mux);
 		errno = -r;
@@ -983,6 +1274,8 @@ vsock_mux_free(struct vsock_mux *mux)
 	if (mux->listen_fd >= 0)
 		close(mux->listen_fd);
 	unlink(mux->uds_path);
+	free(mux->flow_hash);
+	free(mux->local_hash);
 	free(mux->uds_path);
 	free(mux);
 }

@@ -78,11 +78,45 @@ void vsock_mux_free(struct vsock_mux *mux);
  * caller against the chain). */
 void vsock_mux_guest_packet(struct vsock_mux *mux, const struct vsock_hdr *hdr,
     const struct iovec *payload, int niov);
+
+/* A guest packet in a batch: what the device took from one tx chain. */
+struct vsock_tx_pkt {
+	struct vsock_hdr hdr;
+	const struct iovec *payload;	/* hdr.len bytes */
+	int niov;
+};
+/* The packets of one tx ring pass, in order. Consecutive data packets of
+ * one flow go to its socket in one writev; the payload memory only has to
+ * stay valid for the call. */
+void vsock_mux_guest_packets(struct vsock_mux *mux, const struct vsock_tx_pkt *pkts, int n);
+
 bool vsock_mux_has_rx(const struct vsock_mux *mux);
-/* Produces the next packet for the guest into a buffer of room payload
- * bytes (iov, after the header the caller writes from *hdr). Returns the
- * payload length, or -1 when nothing was produced after all (the caller
- * gives the buffer back). */
+
+/* Where the guest's rx buffers come from during vsock_mux_fill_rx_batch:
+ * take() hands out the payload part of the next buffer (after the header
+ * the caller writes later) as slot `slot`, or returns -1 when there is
+ * none; untake() gives a taken one back, newest first. Giving back the
+ * newest must always work; an older one may fail (false), and the mux then
+ * puts a CREDIT_UPDATE in it instead. */
+struct vsock_rx_source {
+	int (*take)(void *ctx, int slot, const struct iovec **iov, int *niov);
+	bool (*untake)(void *ctx, int slot);
+	void *ctx;
+};
+/* A packet produced into slot i: its header (len set) and payload bytes. */
+struct vsock_rx_done {
+	struct vsock_hdr hdr;
+	uint32_t len;
+};
+/* Produces packets for the guest into at most max buffers taken from src;
+ * host data is read with one readv across as many buffers as the guest's
+ * credit allows. done[i] describes slot i. Returns the number of slots
+ * filled (slots 0..n-1; every taken slot is filled or given back). */
+int vsock_mux_fill_rx_batch(struct vsock_mux *mux, const struct vsock_rx_source *src,
+    struct vsock_rx_done *done, int max);
+/* One packet into one buffer of room payload bytes (iov, after the header
+ * the caller writes from *hdr). Returns the payload length, or -1 when
+ * nothing was produced after all (the caller gives the buffer back). */
 int vsock_mux_fill_rx(struct vsock_mux *mux, struct vsock_hdr *hdr, const struct iovec *iov,
     int niov);
 /* The guest's driver reset: drop every connection without a word. */

@@ -1,12 +1,14 @@
 /*
  * libFuzzer harness for the vsock connection multiplexer: the input is a
  * stream of guest packets (44-byte headers, each followed by as much payload
- * as the header claims and the input holds), fed to the mux the way the
- * device feeds tx packets, with rx buffers drained between them. A guest
+ * as the header claims and the input holds), fed to the mux in batches the
+ * way the device feeds a tx ring pass, with rx buffers drained in batches
+ * between them (some refused on give-back, as a real ring may). A guest
  * port listener exists for port 5000 so REQUESTs can also establish flows.
  * The CONNECT line parser gets the first bytes too. Nothing a guest sends
  * may crash, hang or leak.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,16 +75,62 @@ init_once(void)
 		abort();
 }
 
-static void
-drain_rx(void)
-{
-	static uint8_t buf[4096];
-	struct vsock_hdr h;
+/* A fake rx ring for fill_rx_batch: buffers of mixed sizes; when refuse is
+ * set, only the newest buffer taken can go back (as on a real ring with a
+ * dropped chain in between). */
+struct ring {
+	uint8_t mem[8][4096];
+	struct iovec iov[8];
+	int taken, untakes;
+	bool refuse;
+};
 
+static int
+ring_take(void *ctx, int slot, const struct iovec **iov, int *niov)
+{
+	struct ring *r = ctx;
+
+	if (slot >= 8)
+		return -1;
+	r->iov[slot] = (struct iovec){ r->mem[slot], slot % 3 == 2 ? 60 : 4096 };
+	*iov = &r->iov[slot];
+	*niov = 1;
+	r->taken = slot + 1;
+	r->untakes = 0;
+	return 0;
+}
+
+static bool
+ring_untake(void *ctx, int slot)
+{
+	struct ring *r = ctx;
+
+	if (slot != r->taken - 1)
+		abort();	/* the mux gives back newest first */
+	if (r->refuse && r->untakes > 0)
+		return false;
+	r->taken--;
+	r->untakes++;
+	return true;
+}
+
+static void
+drain_rx(bool refuse)
+{
+	static struct ring r;
+	struct vsock_rx_source src = { ring_take, ring_untake, &r };
+	struct vsock_rx_done done[8];
+
+	r.refuse = refuse;
 	event_base_loop(base, EVLOOP_NONBLOCK);
-	for (int i = 0; i < 64 && vsock_mux_has_rx(mux); i++) {
-		struct iovec iov = { buf, sizeof(buf) };
-		if (vsock_mux_fill_rx(mux, &h, &iov, 1) < 0)
+	for (int i = 0; i < 16 && vsock_mux_has_rx(mux); i++) {
+		int n = vsock_mux_fill_rx_batch(mux, &src, done, 8);
+		if (n != r.taken)
+			abort();	/* every taken buffer is filled or given back */
+		for (int k = 0; k < n; k++)
+			if (done[k].len > r.iov[k].iov_len || done[k].len != done[k].hdr.len)
+				abort();
+		if (n == 0)
 			break;
 	}
 }
@@ -90,27 +138,34 @@ drain_rx(void)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	struct vsock_tx_pkt pkts[8];
+	struct iovec iov[8];
 	size_t off = 0;
 	uint32_t port;
-	int fd;
+	bool refuse = size > 0 && (data[0] & 1);
+	int np = 0, fd;
 
 	if (mux == NULL)
 		init_once();
 	hybrid_parse_connect((const char *)data, size < 40 ? size : 40, &port);
+	/* Packets go in batches of up to 8, as a tx ring pass hands them over. */
 	while (size - off >= VSOCK_HDR_SIZE) {
-		struct vsock_hdr h;
-		struct iovec iov;
+		struct vsock_hdr *h = &pkts[np].hdr;
 
-		vsock_hdr_decode(data + off, &h);
+		vsock_hdr_decode(data + off, h);
 		off += VSOCK_HDR_SIZE;
-		h.src_cid = 3;	/* the device drops anything else before the mux */
-		if (h.len > VSOCK_MAX_PAYLOAD || h.len > size - off)
-			h.len = (uint32_t)(size - off);
-		iov.iov_base = (void *)(data + off);
-		iov.iov_len = h.len;
-		vsock_mux_guest_packet(mux, &h, &iov, h.len ? 1 : 0);
-		off += h.len;
-		drain_rx();
+		h->src_cid = 3;	/* the device drops anything else before the mux */
+		if (h->len > VSOCK_MAX_PAYLOAD || h->len > size - off)
+			h->len = (uint32_t)(size - off);
+		iov[np] = (struct iovec){ (void *)(data + off), h->len };
+		pkts[np].payload = &iov[np];
+		pkts[np].niov = h->len ? 1 : 0;
+		off += h->len;
+		if (++np == 8 || size - off < VSOCK_HDR_SIZE || (h->flags & 0x80000000u)) {
+			vsock_mux_guest_packets(mux, pkts, np);
+			np = 0;
+			drain_rx(refuse);
+		}
 	}
 	/* Forget this input's flows and the host ends they opened. */
 	vsock_mux_reset(mux);

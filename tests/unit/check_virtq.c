@@ -281,6 +281,38 @@ START_TEST(event_idx_signals_only_past_used_event)
 }
 END_TEST
 
+/* A pass's chains become visible to the driver together: fill writes the
+ * elements, only publish moves used->idx, and one interrupt covers them. */
+START_TEST(filled_entries_appear_at_publish_with_one_interrupt)
+{
+	uint16_t *used_event;
+
+	drv_setup(16, 0);
+	d.vq.event_idx = true;
+	used_event = &d.avail->ring[16];
+	*used_event = htole16(0);
+	for (uint16_t h = 0; h < 5; h++) {
+		set_desc(d.desc, h, 0x20000 + h * 0x100u, 0x100, VRING_DESC_F_WRITE, 0);
+		post(h);
+	}
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(virtq_pop(&d.vq, &d.mem, &elem), 1);
+		virtq_fill(&d.vq, elem.head, 44 + (uint32_t)i);
+		ck_assert_uint_eq(le16toh(d.used->idx), 0);	/* not yet visible */
+	}
+	virtq_publish(&d.vq);
+	ck_assert_uint_eq(le16toh(d.used->idx), 5);
+	for (uint16_t i = 0; i < 5; i++) {
+		ck_assert_uint_eq(le32toh(d.used->ring[i].id), i);
+		ck_assert_uint_eq(le32toh(d.used->ring[i].len), 44u + i);
+	}
+	ck_assert_int_eq(virtq_notify(&d.vq), 1);
+	ck_assert(called());
+	ck_assert(!called());
+	drv_teardown();
+}
+END_TEST
+
 START_TEST(no_interrupt_flag_is_honoured)
 {
 	drv_setup(16, 0);
@@ -574,6 +606,7 @@ virtq_suite(void)
 	tcase_add_test(tc, indices_wrap_at_65535);
 	tcase_add_test(tc, event_idx_signals_only_past_used_event);
 	tcase_add_test(tc, no_interrupt_flag_is_honoured);
+	tcase_add_test(tc, filled_entries_appear_at_publish_with_one_interrupt);
 	tcase_add_test(tc, notify_without_call_fd_is_not_counted_as_sent);
 	tcase_add_test(tc, failed_call_write_is_not_counted_as_sent);
 	tcase_add_test(tc, notify_without_event_idx_is_retried_after_no_call_fd);
