@@ -33,6 +33,7 @@
 #include "vm.h"
 
 #define SHUTDOWN_GRACE_S 30
+#define SHUTDOWN_FLUSH_S 5
 
 /* ---- backends: one per registry row ---- */
 
@@ -295,9 +296,23 @@ static void
 on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct ember_daemon *d = arg;
+	struct timeval flush = { SHUTDOWN_FLUSH_S, 0 };
 
-	log_warnx("requests still in flight after %d s; exiting anyway", SHUTDOWN_GRACE_S);
-	event_base_loopexit(d->base, NULL);
+	if (d->shutdown_answered) {
+		log_warnx("answers still unsent %d s after failing the requests in flight; "
+		    "exiting anyway", SHUTDOWN_FLUSH_S);
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
+	/* Nobody is left waiting on what outlives us: operations, agent waits,
+	 * exec and cp are answered now, while the transport can send it; the
+	 * operations themselves are left to the hypervisors (adopted at the
+	 * next start). on_drained ends the loop once the answers are out. */
+	log_warnx("requests still in flight after %d s; answering them with an error",
+	    SHUTDOWN_GRACE_S);
+	d->shutdown_answered = true;
+	vms_fail_pending(d);
+	evtimer_add(d->ev_shutdown_deadline, &flush);
 }
 
 static void
@@ -314,9 +329,8 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	notify_stopping(d->notify, "stopping: answering requests in flight");
 	d->ev_shutdown_deadline = evtimer_new(d->base, on_shutdown_deadline, d);
 	evtimer_add(d->ev_shutdown_deadline, &grace);
-	/* Nobody is left waiting on what outlives us: operations, agent waits,
-	 * exec and cp are answered now, while the transport can send it. */
-	vms_fail_pending(d);
+	/* What is in flight may finish within the grace period (a create
+	 * --wait whose agent comes up); see on_shutdown_deadline. */
 	control_drain(d->control);
 }
 

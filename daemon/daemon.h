@@ -47,6 +47,7 @@ struct ember_daemon {
 	struct event *ev_reap;
 	struct notify *notify;		/* the service manager's channel (notify.c) */
 	bool shutting_down;
+	bool shutdown_answered;		/* the grace period ended: waiters were failed */
 };
 
 /* What daemon_new() takes (the strings and config are taken: the
@@ -64,8 +65,10 @@ struct daemon_options {
 /* Locks the state directory, loads and repairs state, binds the control
  * socket: a daemon ready to run, or NULL with err. */
 struct ember_daemon *daemon_new(struct daemon_options *opts, struct ember_error *err);
-/* Serves until a SIGTERM/SIGINT shutdown has answered every request (or
- * its grace period ran out). 0, or -1 when the loop failed. */
+/* Serves until SIGTERM/SIGINT. Then no new request is read; those in
+ * flight get a grace period to finish, after which whatever still waits
+ * (operations, agent waits, exec, cp) is answered with an error; the loop
+ * ends once every answer is sent. 0, or -1 when the loop failed. */
 int daemon_run(struct ember_daemon *d);
 /* Answers whatever still waits, detaches from running VMs (they keep
  * running, to be adopted), then frees every subsystem. NULL is a no-op. */
