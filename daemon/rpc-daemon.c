@@ -35,7 +35,7 @@ rpc_daemon_info(struct rpc_call *call, json_t *params)
 	json_t *backends = json_array();
 	size_t nvms = d->nvms, ncids = cid_alloc_count(d->cids);
 
-	for (int i = 0; i < BACKEND__COUNT; i++) {
+	for (size_t i = 0; i < d->nbackends; i++) {
 		const struct backend_info *info = &d->backend_info[i];
 		json_t *b;
 
