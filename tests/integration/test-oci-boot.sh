@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # OCI images boot under TCG with ember-mini's kernel and initramfs (the
 # daemon's default_image) and run their entrypoint as the workload: an
-# image built here with umoci (oci-lib.sh) is imported, and VMs created from
+# image built here with umoci (oci-lib.sh) is imported (from oci:, and from
+# oci-archive: and docker-archive: copies of it), and VMs created from
 # it print the entrypoint's output on the console with the image's Cmd, Env,
 # WorkingDir and User, or with the overrides of vm create (-- CMD, --env,
 # --workdir, --user); the guest powers off when the workload exits and
@@ -43,6 +44,23 @@ run_workload() {
 	assert_eq "$want" "$(field "$name" '.workload_exit | tojson')" "$name: workload_exit recorded"
 }
 
+# vm_run NAME ARGS...: emberctl vm run, once more after a TCG boot hang;
+# sets RUN_STATUS and RUN_OUT (its output, stderr included).
+vm_run() {
+	local name=$1 try
+	shift
+	for try in 1 2; do
+		set +e
+		RUN_OUT=$(timeout 150 "$EMBERCTL" --socket "$SOCK" vm run "$name" "$@" 2>&1)
+		RUN_STATUS=$?
+		set -e
+		[[ $RUN_STATUS != 124 ]] && return 0
+		echo "RETRY: vm run $name did not end within 150 s"
+		ctl vm delete --force "$name" >/dev/null 2>&1 || true
+	done
+	fail "vm run $name did not end within 150 s, twice"
+}
+
 note "the image's entrypoint, Cmd, Env, WorkingDir and User"
 run_workload plain '{"code":0}'
 console_since plain 0 | grep -F 'entry: args=[first] FOO=bar pwd=/work id=1000:1000' >/dev/null ||
@@ -65,6 +83,17 @@ grep -F 'working directory /no/such/dir' "$(console_of missing)" >/dev/null ||
     fail "missing: no reason on the console"
 pass "missing: exit 127 with the reason on the console"
 
+note "images imported from oci-archive and docker-archive boot too"
+skopeo copy --quiet "oci:$T/layout:v1" "oci-archive:$T/app.tar" || fail "skopeo oci-archive"
+skopeo copy --quiet "oci:$T/layout:v1" "docker-archive:$T/app-docker.tar:app:v1" || fail "skopeo docker-archive"
+ctl image import apparch --oci "oci-archive:$T/app.tar" >/dev/null || fail "import oci-archive"
+ctl image import appdock --oci "docker-archive:$T/app-docker.tar" >/dev/null || fail "import docker-archive"
+for img in apparch appdock; do
+	vm_run "r-$img" --image "$img" --rm --env EXIT_WITH=4 -- from "$img"
+	assert_eq "4 entry: args=[from $img] FOO=bar pwd=/work id=1000:1000" "$RUN_STATUS $RUN_OUT" \
+	    "$img: boots and runs its entrypoint"
+done
+
 note "vm logs: the console through emberd"
 ctl vm logs plain | grep -F 'entry: args=[first]' >/dev/null || fail "vm logs plain lacks the output"
 assert_eq "$(cat "$(console_of plain)")" "$(ctl vm logs plain)" "vm logs prints console.log as it is"
@@ -82,16 +111,9 @@ assert_eq "/bin" "$(ctl vm exec ex -- sh -c 'echo $PATH')" "exec has the image's
 ctl vm delete --force ex >/dev/null || fail "vm delete --force ex"
 
 note "vm run --rm"
-set +e
-out=$(ctl vm run r1 --image app --rm --env EXIT_WITH=5 -- hello run 2>&1)
-status=$?
-set -e
-if ! grep -F 'EMBER-MINI READY' <<<"$out" >/dev/null && [[ $status == 5 ]]; then
-	pass "vm run exits with the workload's status (5)"
-else
-	fail "vm run: status $status, output: $out"
-fi
-assert_eq "entry: args=[hello run] FOO=bar pwd=/work id=1000:1000" "$out" "vm run prints the workload's output only"
+vm_run r1 --image app --rm --env EXIT_WITH=5 -- hello run
+assert_eq 5 "$RUN_STATUS" "vm run exits with the workload's status"
+assert_eq "entry: args=[hello run] FOO=bar pwd=/work id=1000:1000" "$RUN_OUT" "vm run prints the workload's output only"
 ctl vm inspect r1 >/dev/null 2>&1 && fail "vm run --rm left r1"
 pass "vm run --rm deleted r1"
 
