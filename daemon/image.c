@@ -307,6 +307,19 @@ parse_du(const char *output, uint64_t *out)
 
 static void import_finish(struct image_import *im);
 
+/* The program the current step runs (steps run as the caller go through
+ * setpriv: the word after its "--"). */
+static const char *
+step_tool(const struct image_import *im)
+{
+	char *const *argv = im->steps[im->step];
+
+	for (int j = 0; strcmp(argv[0], "setpriv") == 0 && argv[j] != NULL; j++)
+		if (strcmp(argv[j], "--") == 0 && argv[j + 1] != NULL)
+			return argv[j + 1];
+	return argv[0];
+}
+
 /* Reads the layout skopeo wrote into doc's "oci". Returns 0 to go on, 1
  * when it finished the import (the name already holds this digest), -1
  * with err set. */
@@ -357,14 +370,8 @@ import_step_done(void *ctx, int status, const char *output)
 {
 	struct image_import *im = ctx;
 	struct ember_error err = { 0 };
-	const char *tool = im->steps[im->step][0];
+	const char *tool = step_tool(im);
 
-	/* Steps run as the caller go through setpriv; name the real tool. */
-	for (int j = 0; strcmp(tool, "setpriv") == 0 && im->steps[im->step][j] != NULL; j++)
-		if (strcmp(im->steps[im->step][j], "--") == 0 && im->steps[im->step][j + 1] != NULL) {
-			tool = im->steps[im->step][j + 1];
-			break;
-		}
 	if (status != 0) {
 		/* skopeo logs 'time=... level=fatal msg="..."': keep the message. */
 		const char *msg = strcmp(tool, "skopeo") == 0 ? strstr(output, "msg=\"") : NULL;
@@ -459,6 +466,9 @@ import_next(struct image_import *im)
 		import_finish(im);
 		return;
 	}
+	/* Progress, for the log: a large OCI image takes a while. */
+	log_info("image %s: step %d of %d: %s", im->name, im->step + 1, im->nsteps,
+	    step_tool(im));
 	r = child_run_keep(im->d->base, (const char *const *)im->steps[im->step], im->fds, im->nfds,
 	    import_step_done, im);
 	if (r < 0) {
