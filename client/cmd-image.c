@@ -239,6 +239,25 @@ cmd_image_inspect(struct ctl *ctl, struct verb_args *a)
 		snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT,
 		    json_integer_value(owner));
 	ctl_kv("owner uid", json_is_integer(owner) ? buf : NULL, IMAGE_KV_WIDTH);
+	json_t *oci = json_object_get(doc, "oci");
+	if (oci != NULL) {
+		/* An OCI image: where it came from and what it runs. */
+		json_t *cfg = json_object_get(oci, "config");
+		static const char *const keys[] = { "Entrypoint", "Cmd", "Env" };
+		ctl_kv("oci source", doc_str(oci, "source"), IMAGE_KV_WIDTH);
+		ctl_kv("oci digest", doc_str(oci, "digest"), IMAGE_KV_WIDTH);
+		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+			char *v = json_dumps(json_object_get(cfg, keys[i]), JSON_COMPACT |
+			    JSON_ENCODE_ANY);
+			char label[16];
+			snprintf(label, sizeof(label), "%c%s", keys[i][0] + 32, keys[i] + 1);
+			ctl_kv(label, v != NULL && strcmp(v, "null") != 0 ? v : NULL,
+			    IMAGE_KV_WIDTH);
+			free(v);
+		}
+		ctl_kv("workdir", doc_str(cfg, "WorkingDir"), IMAGE_KV_WIDTH);
+		ctl_kv("user", doc_str(cfg, "User"), IMAGE_KV_WIDTH);
+	}
 	json_decref(doc);
 	return EXIT_OK;
 }
