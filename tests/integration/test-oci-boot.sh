@@ -9,14 +9,31 @@
 # vm inspect records its exit status: 0, non-zero and a signal. vm logs shows
 # the console through emberd, vm exec runs inside the image's root with its
 # Env, and vm run --rm prints only the workload's output, exits with its
-# status and deletes the VM. The image's root disk is left as it was (the
-# agent comes from the initramfs).
+# status and deletes the VM. An unprivileged user (uid 65534 in the socket's
+# group) imports and runs its own OCI image, and cannot read root's VM's
+# logs. The image's root disk is left as it was (the agent comes from the
+# initramfs).
 set -euo pipefail
 . "$(dirname "$0")/qemu-lib.sh"
 . "$(dirname "$0")/oci-lib.sh"
 
+for tool in setpriv groupadd groupdel; do
+	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
+done
+[[ $(id -u) == 0 ]] || { echo "SKIP: needs root (setpriv, groupadd)"; exit 77; }
+
+# uid 65534 in the socket's group is a second, unprivileged user.
+GROUP=embb$$
+groupadd "$GROUP" || fail "groupadd $GROUP"
+GID=$(getent group "$GROUP" | cut -d: -f3)
+trap '_qemu_cleanup; groupdel "$GROUP" 2>/dev/null || true' EXIT
+chmod 0711 "$T"
+mkdir -m 0755 "$T/run"
+SOCK=$T/run/emberd.sock
+nctl() { setpriv --reuid=65534 --regid=65534 --groups="$GID" -- "$EMBERCTL" --socket "$SOCK" "$@"; }
+
 ensure_image
-printf 'default_image: mini\n' >>"$CONFIG"
+printf 'default_image: mini\nsocket_group: %s\n' "$GROUP" >>"$CONFIG"
 start_emberd
 import_image mini
 build_oci_image "$T/layout" v1
@@ -116,6 +133,25 @@ assert_eq 5 "$RUN_STATUS" "vm run exits with the workload's status"
 assert_eq "entry: args=[hello run] FOO=bar pwd=/work id=1000:1000" "$RUN_OUT" "vm run prints the workload's output only"
 ctl vm inspect r1 >/dev/null 2>&1 && fail "vm run --rm left r1"
 pass "vm run --rm deleted r1"
+
+note "an unprivileged user"
+chmod 0644 "$T/app.tar"
+nctl image import napp --oci "oci-archive:$T/app.tar" >/dev/null || fail "nobody's import"
+for try in 1 2; do
+	set +e
+	out=$(timeout 150 setpriv --reuid=65534 --regid=65534 --groups="$GID" -- \
+	    "$EMBERCTL" --socket "$SOCK" vm run nrun --image napp --rm -- by nobody 2>&1)
+	status=$?
+	set -e
+	[[ $status != 124 ]] && break
+	[[ $try == 2 ]] && fail "nobody's vm run did not end within 150 s, twice"
+	echo "RETRY: nobody's vm run did not end"
+	ctl vm delete --force nrun >/dev/null 2>&1 || true
+done
+assert_eq "0 entry: args=[by nobody] FOO=bar pwd=/work id=1000:1000" "$status $out" \
+    "nobody runs an OCI workload with the default image's kernel"
+out=$(nctl vm logs plain 2>&1) && fail "nobody read root's VM's console: ${out:0:200}"
+pass "nobody cannot read another user's VM's logs: $out"
 
 assert_eq "$base_sum" "$(sha256sum <"$STATE/images/app/rootfs.ext4")" "the image's root disk is unchanged"
 echo "PASS"
