@@ -979,6 +979,11 @@ conn_rx_data(struct vsock_mux *mux, struct vconn *c, const struct vsock_rx_sourc
 			src->untake(src->ctx, first + slots);
 			break;
 		}
+		if (slot_room == 0) {
+			/* No room (or no credit) in the first: no data turn. */
+			*rr = -1;
+			return 0;
+		}
 		room[slots++] = slot_room;
 		if (got >= want || nvec >= RX_IOV_MAX || first + slots >= max ||
 		    src->take(src->ctx, first + slots, &iov, &niov) < 0)
