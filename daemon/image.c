@@ -22,7 +22,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,15 +248,6 @@ images_cleanup(struct ember_daemon *d)
 }
 
 /* ---- import ---- */
-
-static uint64_t dir_bytes;
-
-static int
-add_size(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	dir_bytes += (uint64_t)st->st_blocks * 512 + 4096;	/* + an inode's share */
-	return 0;
-}
 
 /* The size mkfs.ext4 gets for a directory's contents: half as much again,
  * plus 64 MiB. */
@@ -571,15 +561,20 @@ add_mkfs(struct image_import *im, const struct platform_caller *c, const char *d
 		    !S_ISDIR(st.st_mode))
 			return ember_error_set(err, EK_INVALID_SPEC, NULL,
 			    "rootfs_dir %s is not a directory", dir);
+		/* Measured by du in a child like anyone else's: a big tree
+		 * is never walked on the event loop. */
 		if (size_mib == 0) {
-			dir_bytes = 0;
-			nftw(resolved, add_size, 32, FTW_PHYS);
-			size_mib = fit_mib(dir_bytes);
+			const char *du_bytes[] = { "du", "-s", "-B1", "--", resolved, NULL };
+			const char *du_inodes[] = { "du", "-s", "--inodes", "--", resolved, NULL };
+			im->du_bytes_step = add_step(im, NULL, du_bytes);
+			im->du_inodes_step = add_step(im, NULL, du_inodes);
 		}
-		snprintf(size, sizeof(size), "%lluM", (unsigned long long)size_mib);
+		snprintf(size, sizeof(size), "%lluM",
+		    (unsigned long long)(size_mib ? size_mib : 1));
 		const char *argv[] = { "mkfs.ext4", "-q", "-F", "-L", "ember-root", "-E",
 		    "root_owner=0:0", "-d", resolved, dst, size, NULL };
-		add_step(im, NULL, argv);
+		im->mkfs_step = add_step(im, NULL, argv);
+		im->mkfs_size_arg = 10;	/* argv[10], the size */
 		return 0;
 	}
 	/* The open proves the caller may read the directory, with the error
