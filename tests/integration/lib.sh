@@ -21,6 +21,7 @@ LOG=$T/emberd.log
 EMBERD_PID=
 EMBERD_EXTRA=()		# extra emberd flags, e.g. (--config FILE)
 _ember_pids=()		# background processes to kill at exit (if still ours)
+_ember_groups=()	# groups socket_group_setup made, removed at exit
 
 # alive PID: PID is still a running child of this shell. pid_max may be
 # small and pids are reused quickly, so a bare kill -0 (or kill) of a child
@@ -58,11 +59,37 @@ kill_test_processes() {
 }
 
 _lib_cleanup() {
+	local g
 	kill_mine -KILL "${_ember_pids[@]}"
 	kill_test_processes
 	rm -rf "$T"
+	for g in "${_ember_groups[@]}"; do
+		groupdel "$g" 2>/dev/null || true
+	done
 }
 trap _lib_cleanup EXIT
+
+# socket_group_setup PREFIX [TOOL...]: for tests where root's emberd
+# serves other uids through its socket group. Skips unless running as root
+# with setpriv, groupadd, groupdel and the TOOLs; creates the group
+# $GROUP (PREFIX and this shell's pid, so parallel tests never share one),
+# removed at exit; lets other uids pass through $T (not list it) and moves
+# the control socket to $SOCK=$T/run/emberd.sock, outside the state
+# directory. The test still writes socket_group: $GROUP into its config.
+socket_group_setup() {
+	local prefix=$1 tool
+	shift
+	if [[ $(id -u) -ne 0 ]]; then echo "SKIP: needs root (acts as other uids)"; exit 77; fi
+	for tool in setpriv groupadd groupdel "$@"; do
+		command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
+	done
+	GROUP=$prefix$$
+	groupadd "$GROUP" || fail "groupadd $GROUP"
+	_ember_groups+=("$GROUP")
+	chmod 0711 "$T"
+	mkdir -m 0755 "$T/run"
+	SOCK=$T/run/emberd.sock
+}
 
 note() { echo "--- $*"; }
 pass() { echo "ok: $*"; }

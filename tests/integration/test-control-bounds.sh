@@ -19,19 +19,10 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $(id -u) -ne 0 ]]; then echo "SKIP: needs root"; exit 77; fi
-for tool in setpriv groupadd groupdel prlimit; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
-done
+socket_group_setup emberb prlimit
 FLOOD=${EMBER_BUILD_DIR:?}/tests/fakes/ctl-flood
 [[ -x $FLOOD ]] || fail "ctl-flood is not built ($FLOOD)"
 
-GROUP=emberb$$
-groupadd "$GROUP"
-trap '_lib_cleanup; groupdel "$GROUP" 2>/dev/null || true' EXIT
-chmod 0711 "$T"
-mkdir -m 0755 "$T/run"
-SOCK=$T/run/emberd.sock
 cat >"$T/emberd.yaml" <<EOF2
 socket_group: $GROUP
 limits: { max_batch: 400 }

@@ -17,19 +17,10 @@ set -euo pipefail
 . "$(dirname "$0")/qemu-lib.sh"
 . "$(dirname "$0")/oci-lib.sh"
 
-for tool in setpriv groupadd groupdel; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
-done
-[[ $(id -u) == 0 ]] || { echo "SKIP: needs root (setpriv, groupadd)"; exit 77; }
+socket_group_setup embb
 
 # uid 65534 in the socket's group is a second, unprivileged user.
-GROUP=embb$$
-groupadd "$GROUP" || fail "groupadd $GROUP"
 GID=$(getent group "$GROUP" | cut -d: -f3)
-trap '_qemu_cleanup; groupdel "$GROUP" 2>/dev/null || true' EXIT
-chmod 0711 "$T"
-mkdir -m 0755 "$T/run"
-SOCK=$T/run/emberd.sock
 nctl() { setpriv --reuid=65534 --regid=65534 --groups="$GID" -- "$EMBERCTL" --socket "$SOCK" "$@"; }
 
 ensure_image

@@ -12,19 +12,11 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 EMBERCTL=${EMBERCTL:?set EMBERCTL to the emberctl binary}
 . "$(dirname "$0")/oci-lib.sh"
-[[ $(id -u) == 0 ]] || { echo "SKIP: needs root (setpriv, groupadd)"; exit 77; }
-for tool in setpriv groupadd groupdel; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
-done
+socket_group_setup embo
 
-GROUP=embo$$
-groupadd "$GROUP" || fail "groupadd $GROUP"
 GID=$(getent group "$GROUP" | cut -d: -f3)
-trap '_lib_cleanup; groupdel "$GROUP" 2>/dev/null || true' EXIT
-chmod 0711 "$T"
-mkdir -m 0755 "$T/run" "$T/pub"
+mkdir -m 0755 "$T/pub"
 mkdir -m 0700 "$T/rootonly"
-SOCK=$T/run/emberd.sock
 printf 'socket_group: %s\n' "$GROUP" >"$T/emberd.yaml"
 EMBERD_EXTRA=(--config "$T/emberd.yaml")
 start_emberd

@@ -9,17 +9,8 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $(id -u) -ne 0 ]]; then echo "SKIP: needs root"; exit 77; fi
-for tool in setpriv groupadd groupdel; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
-done
+socket_group_setup emberq
 
-GROUP=emberq$$
-groupadd "$GROUP"
-trap '_lib_cleanup; groupdel "$GROUP" 2>/dev/null || true' EXIT
-chmod 0711 "$T"
-mkdir -m 0755 "$T/run"
-SOCK=$T/run/emberd.sock
 NOBODY=$(id -un 65534)
 cat >"$T/emberd.yaml" <<EOF2
 socket_group: $GROUP

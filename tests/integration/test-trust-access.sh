@@ -16,20 +16,11 @@
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/vsock-lib.sh"
 
-if [[ $(id -u) -ne 0 ]]; then echo "SKIP: needs root (acts as two other uids)"; exit 77; fi
-for tool in setpriv groupadd groupdel sha256sum; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
-done
+socket_group_setup embertac sha256sum
 
 UA=65534
 UB=65533
-GROUP=embertac$$
-groupadd "$GROUP" || fail "groupadd $GROUP"
-trap 'groupdel "$GROUP" 2>/dev/null || true; _qemu_cleanup' EXIT
 
-chmod 0711 "$T"
-mkdir -m 0755 "$T/run"
-SOCK=$T/run/emberd.sock
 printf 'socket_group: %s\n' "$GROUP" >>"$CONFIG"
 
 # as UID CMD...: CMD as UID, a member of the socket group only.

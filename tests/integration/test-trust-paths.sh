@@ -20,26 +20,14 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/qemu-lib.sh"
 
-if [[ $(id -u) -ne 0 ]]; then echo "SKIP: needs root"; exit 77; fi
-for tool in setpriv groupadd groupdel debugfs; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
-done
+socket_group_setup embt debugfs
 
-GROUP=embt$$
-groupadd "$GROUP" || fail "groupadd $GROUP"
 GID=$(getent group "$GROUP" | cut -d: -f3)
-_trust_cleanup() {
-	_qemu_cleanup
-	groupdel "$GROUP" 2>/dev/null || true
-}
-trap _trust_cleanup EXIT
 
 ensure_image
 # nobody reaches the socket (not the 0700-by-default state directory) and
 # the public files; $T itself can be passed through, not listed.
-chmod 0711 "$T"
-mkdir -m 0755 "$T/run" "$T/pub"
-SOCK=$T/run/emberd.sock
+mkdir -m 0755 "$T/pub"
 cp "$IMAGE_DIR/vmlinuz" "$T/pub/vmlinuz"
 cp "$IMAGE_DIR/initrd.gz" "$T/pub/initrd.gz"
 chmod 0644 "$T/pub/"*

@@ -16,20 +16,11 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $(id -u) -ne 0 ]]; then echo "SKIP: needs root (acts as two other uids)"; exit 77; fi
-for tool in setpriv groupadd groupdel; do
-	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
-done
+socket_group_setup embertp
 
 UA=65534
 UB=65533
-GROUP=embertp$$
-groupadd "$GROUP" || fail "groupadd $GROUP"
-trap 'groupdel "$GROUP" 2>/dev/null || true; _lib_cleanup' EXIT
 
-chmod 0711 "$T"
-mkdir -m 0755 "$T/run"
-SOCK=$T/run/emberd.sock
 printf 'socket_group: %s\n' "$GROUP" >"$T/emberd.yaml"
 EMBERD_EXTRA=(--config "$T/emberd.yaml")
 start_emberd
