@@ -11,12 +11,28 @@
  *    cids.json.lock, reading cids.json, picking the lowest free CID and
  *    writing a temp file that is renamed over it, and the ratio of the two,
  *  - what one durable write (temp file, fsync, rename, fsync of the
- *    directory) costs on this file system, since both sides are made of them.
+ *    directory) costs on this file system, since both sides are made of them,
+ *  - the fsync and fdatasync calls emberd makes per create+delete pair,
+ *    counted by strace attached to emberd over a measured loop,
+ *  - vm.inspect latency (p50, p99, max) from an idle client while the loop
+ *    is busy elsewhere: (a) 8 clients create and delete, (b) a Firecracker
+ *    root disk is copied from a 2 GiB file on a filesystem without reflink
+ *    (the Firecracker double, tests/fakes/fc-double), (c) a batch of 2 000
+ *    vm.create runs, (d) 8 QEMU guests boot under TCG and their agents
+ *    answer (about 25 s on 2 cores); each beside the Unix-socket round-trip
+ *    floor measured in the same run (a child echoing a line of an inspect
+ *    reply's size).
  * Prints figures only; asserts nothing.
  *
- * usage: bench-control [--emberd PATH] [--seconds N]
+ * usage: bench-control [--emberd PATH] [--fc-double PATH] [--seconds N]
+ *                      [--disk-mib N] [--qemu-image DIR | --no-qemu]
  * emberd defaults to $EMBERD, else ../../daemon/emberd or ../daemon/emberd
- * next to this binary.
+ * next to this binary; fc-double to $FC_DOUBLE, else ../fakes/fc-double;
+ * without it scenario (b) is skipped (and said so). (d) boots the image
+ * that packaging/image/build-mini.sh built in --qemu-image DIR, else
+ * $EMBER_IMAGE_DIR, else ../../image-mini next to this binary (where the
+ * QEMU tests build it); without one, or with --no-qemu, it is skipped (and
+ * said so).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,8 +44,12 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <linux/fs.h>
+#include <poll.h>
+#include <dirent.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,8 +62,15 @@
 #define INSPECTS	5000
 #define CLIENTS		8
 
-static char state_dir[PATH_MAX], sock_path[PATH_MAX];
+#define PROBE_SAMPLES	200000	/* vm.inspect latencies kept per scenario */
+#define PROBE_GAP_NS	1000000	/* the idle client's pause between calls */
+#define BATCH_CREATES	2000
+#define QEMU_GUESTS	8
+#define BIG_REPLY_MAX	(64u << 20)
+
+static char state_dir[PATH_MAX], sock_path[PATH_MAX], config_path[PATH_MAX];
 static pid_t emberd_pid = -1;
+static int in_child;		/* a forked worker: emberd and the directory are not its */
 
 static double
 now_s(void)
@@ -57,6 +84,8 @@ now_s(void)
 static void
 cleanup(void)
 {
+	if (in_child)
+		return;
 	if (emberd_pid > 0) {
 		kill(emberd_pid, SIGTERM);
 		waitpid(emberd_pid, NULL, 0);
@@ -208,7 +237,7 @@ start_emberd(const char *emberd)
 		if (fd >= 0)
 			dup2(fd, STDERR_FILENO);
 		execl(emberd, emberd, "--state-dir", state_dir, "--socket", sock_path,
-		    "--log-level", "warn", (char *)NULL);
+		    "--config", config_path, "--log-level", "warn", (char *)NULL);
 		_exit(127);
 	}
 	/* Poll until it accepts a connection. */
@@ -247,7 +276,7 @@ emberd_rss_kib(void)
 
 /* create+delete pairs on one connection until `until`; returns the count. */
 static long
-create_delete_loop(int client_no, double until)
+create_delete_loop(int client_no, double until, long max_pairs)
 {
 	struct client c;
 	char line[512];
@@ -255,7 +284,7 @@ create_delete_loop(int client_no, double until)
 
 	if (client_connect(&c) < 0)
 		die("connect: %s", strerror(errno));
-	while (now_s() < until) {
+	while (now_s() < until && pairs < max_pairs) {
 		snprintf(line, sizeof(line), "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"vm.create\","
 		    "\"params\":{\"name\":\"c%d-%ld\",\"vsock\":true,\"start\":false}}\n",
 		    client_no, pairs);
@@ -280,6 +309,7 @@ bench_create_delete(int n, double seconds, long *total_out)
 
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		die("pipe: %s", strerror(errno));
+	fflush(stdout);
 	t0 = now_s();
 	until = t0 + seconds;
 	for (int i = 0; i < n; i++) {
@@ -287,7 +317,8 @@ bench_create_delete(int n, double seconds, long *total_out)
 		if (pids[i] < 0)
 			die("fork: %s", strerror(errno));
 		if (pids[i] == 0) {
-			long pairs = create_delete_loop(i, until);
+			in_child = 1;
+			long pairs = create_delete_loop(i, until, LONG_MAX);
 			if (write(fds[1], &pairs, sizeof(pairs)) != sizeof(pairs))
 				_exit(1);
 			_exit(0);
@@ -361,6 +392,529 @@ bench_inspect(int count, double *p50, double *p99)
 	qsort(lat, INSPECTS, sizeof(lat[0]), cmp_double);
 	*p50 = lat[INSPECTS / 2];
 	*p99 = lat[INSPECTS * 99 / 100];
+}
+
+/* ---- vm.inspect from an idle client while the daemon is busy ------------ */
+
+/* One call with JSON params; dies unless the reply is a result. */
+static void
+client_call_json(struct client *c, const char *method, json_t *params)
+{
+	json_t *req = json_pack("{s:s, s:i, s:s, s:o}", "jsonrpc", "2.0", "id", 1, "method",
+	    method, "params", params);
+	char *line = json_dumps(req, JSON_COMPACT);
+
+	json_decref(req);
+	if (line == NULL)
+		die("out of memory");
+	size_t n = strlen(line);
+	char *framed = malloc(n + 2);
+	if (framed == NULL)
+		die("out of memory");
+	memcpy(framed, line, n);
+	framed[n] = '\n';
+	framed[n + 1] = '\0';
+	free(line);
+	client_call(c, framed);
+	free(framed);
+}
+
+/* Reads one reply line of up to BIG_REPLY_MAX bytes on a connection that has
+ * nothing buffered yet (a batch reply); returns it, owned. */
+static char *
+client_recv_big(struct client *c)
+{
+	size_t cap = 1 << 20, len = c->len;
+	char *buf = malloc(cap), *nl;
+
+	if (buf == NULL)
+		die("out of memory");
+	memcpy(buf, c->buf, c->len);
+	c->len = 0;
+	while ((nl = memchr(buf, '\n', len)) == NULL) {
+		if (len == cap) {
+			if (cap >= BIG_REPLY_MAX)
+				die("batch reply longer than %u bytes", BIG_REPLY_MAX);
+			cap *= 2;
+			if ((buf = realloc(buf, cap)) == NULL)
+				die("out of memory");
+		}
+		ssize_t r = read(c->fd, buf + len, cap - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			die("emberd closed the connection during a batch");
+		len += (size_t)r;
+	}
+	*nl = '\0';
+	return buf;
+}
+
+static const char probe_request[] =
+    "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"vm.inspect\",\"params\":{\"name\":\"probe\"}}\n";
+
+struct latency {
+	double p50, p99, max;	/* microseconds */
+	long calls;
+};
+
+static void
+latency_summary(double *lat, long n, struct latency *out)
+{
+	qsort(lat, (size_t)n, sizeof(lat[0]), cmp_double);
+	out->calls = n;
+	out->p50 = n > 0 ? lat[n / 2] : 0;
+	out->p99 = n > 0 ? lat[n * 99 / 100] : 0;
+	out->max = n > 0 ? lat[n - 1] : 0;
+}
+
+/* The floor: the same request and a reply of reply_len bytes over a Unix
+ * stream socket to a child that only echoes, no daemon in between. */
+static void
+bench_floor(size_t reply_len, struct latency *out)
+{
+	static double lat[INSPECTS];
+	char reply[1 << 16], req[sizeof(probe_request)];
+	int sv[2];
+	pid_t pid;
+
+	if (reply_len < 2 || reply_len > sizeof(reply))
+		reply_len = 600;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		die("socketpair: %s", strerror(errno));
+	if ((pid = fork()) < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		size_t got = 0;
+		memset(reply, 'x', reply_len - 1);
+		reply[reply_len - 1] = '\n';
+		close(sv[0]);
+		for (;;) {
+			ssize_t r = read(sv[1], req + got, sizeof(req) - got);
+			if (r <= 0)
+				_exit(0);
+			got += (size_t)r;
+			if (memchr(req, '\n', got) == NULL && got < sizeof(req))
+				continue;
+			got = 0;
+			for (size_t off = 0; off < reply_len;) {
+				ssize_t w = write(sv[1], reply + off, reply_len - off);
+				if (w <= 0)
+					_exit(1);
+				off += (size_t)w;
+			}
+		}
+	}
+	close(sv[1]);
+	struct client c = { .fd = sv[0] };
+	for (int i = 0; i < INSPECTS; i++) {
+		double t0 = now_s();
+		client_send(&c, probe_request, strlen(probe_request));
+		client_recv(&c, reply, sizeof(reply));
+		lat[i] = (now_s() - t0) * 1e6;
+	}
+	close(sv[0]);
+	waitpid(pid, NULL, 0);
+	latency_summary(lat, INSPECTS, out);
+}
+
+/* A scenario's load: runs in a forked child and returns one figure (its
+ * own duration, a rate) that the parent prints. */
+typedef double (*load_fn)(void *arg);
+
+struct load {
+	pid_t pid;
+	int fd;			/* the figure comes back here */
+};
+
+static void
+load_start(struct load *l, load_fn fn, void *arg)
+{
+	int fds[2];
+
+	fflush(stdout);
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		die("pipe: %s", strerror(errno));
+	if ((l->pid = fork()) < 0)
+		die("fork: %s", strerror(errno));
+	if (l->pid == 0) {
+		in_child = 1;
+		close(fds[0]);
+		double figure = fn(arg);
+		if (write(fds[1], &figure, sizeof(figure)) != sizeof(figure))
+			_exit(1);
+		_exit(0);
+	}
+	close(fds[1]);
+	l->fd = fds[0];
+}
+
+/* Inspects the VM "probe" from one connection, pausing PROBE_GAP_NS between
+ * calls, until the load's process exits or limit_s passes (then the load
+ * is killed and the bench stops). Returns the load's figure. */
+static double
+probe_during(struct load *l, const char *what, double limit_s, struct latency *out)
+{
+	static double lat[PROBE_SAMPLES];
+	struct timespec gap = { 0, PROBE_GAP_NS };
+	struct client c;
+	char reply[1 << 16];
+	double deadline = now_s() + limit_s, figure = -1;
+	long n = 0;
+	int status;
+
+	if (client_connect(&c) < 0)
+		die("connect: %s", strerror(errno));
+	for (;;) {
+		pid_t w = waitpid(l->pid, &status, WNOHANG);
+		if (w == l->pid)
+			break;
+		if (now_s() > deadline) {
+			kill(l->pid, SIGKILL);
+			waitpid(l->pid, &status, 0);
+			die("%s did not finish within %.0f s", what, limit_s);
+		}
+		double t0 = now_s();
+		client_send(&c, probe_request, strlen(probe_request));
+		client_recv(&c, reply, sizeof(reply));
+		if (strstr(reply, "\"result\"") == NULL)
+			die("vm.inspect probe -> %s", reply);
+		if (n < PROBE_SAMPLES)
+			lat[n++] = (now_s() - t0) * 1e6;
+		nanosleep(&gap, NULL);
+	}
+	close(c.fd);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+	    read(l->fd, &figure, sizeof(figure)) != sizeof(figure))
+		die("%s failed (see above and %s/emberd.log)", what, state_dir);
+	close(l->fd);
+	latency_summary(lat, n, out);
+	return figure;
+}
+
+static struct latency floor_lat;
+
+static void
+print_probe(const char *what, const struct latency *l, const char *load)
+{
+	printf("  %-30s p50 %7.1f us  p99 %8.1f us  max %9.1f us  %6ld calls  "
+	    "(floor p50 %.1f, p99 %.1f)  %s\n", what, l->p50, l->p99, l->max, l->calls,
+	    floor_lat.p50, floor_lat.p99, load);
+	fflush(stdout);
+}
+
+/* idle: the load is a wait of the given seconds */
+static double
+load_idle(void *arg)
+{
+	double seconds = *(double *)arg;
+	struct timespec ts = { (time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9) };
+
+	nanosleep(&ts, NULL);
+	return seconds;
+}
+
+/* (a) */
+static double
+load_create_delete(void *arg)
+{
+	long total;
+
+	return bench_create_delete(CLIENTS, *(double *)arg, &total);
+}
+
+/* (b): one vm.create whose Firecracker root disk is copied from a big file;
+ * returns the seconds it took. */
+static double
+load_disk_copy(void *arg)
+{
+	struct client c;
+	double t0 = now_s();
+
+	if (client_connect(&c) < 0)
+		die("connect: %s", strerror(errno));
+	client_call_json(&c, "vm.create", json_pack("{s:s, s:s, s:s, s:s, s:b}", "name",
+	    "bigdisk", "image", "fc", "backend", "firecracker", "rootfs", (const char *)arg,
+	    "start", 0));
+	close(c.fd);
+	return now_s() - t0;
+}
+
+/* (c): one batch of BATCH_CREATES vm.create; returns the seconds to its
+ * reply. */
+static double
+load_batch(void *arg)
+{
+	size_t cap = (size_t)BATCH_CREATES * 128 + 16, len = 0;
+	char *batch = malloc(cap), *reply;
+	struct client c;
+	double t0;
+	json_t *doc;
+	size_t i;
+	json_t *v;
+
+	(void)arg;
+	if (batch == NULL)
+		die("out of memory");
+	batch[len++] = '[';
+	for (int k = 0; k < BATCH_CREATES; k++)
+		len += (size_t)snprintf(batch + len, cap - len, "%s{\"jsonrpc\":\"2.0\",\"id\":%d,"
+		    "\"method\":\"vm.create\",\"params\":{\"name\":\"batch%04d\",\"vsock\":true,"
+		    "\"start\":false}}", k ? "," : "", k, k);
+	len += (size_t)snprintf(batch + len, cap - len, "]\n");
+	if (client_connect(&c) < 0)
+		die("connect: %s", strerror(errno));
+	t0 = now_s();
+	client_send(&c, batch, len);
+	reply = client_recv_big(&c);
+	t0 = now_s() - t0;
+	close(c.fd);
+	doc = json_loads(reply, 0, NULL);
+	if (json_array_size(doc) != BATCH_CREATES)
+		die("batch reply is not %d replies: %.200s", BATCH_CREATES, reply);
+	json_array_foreach(doc, i, v)
+		if (json_object_get(v, "result") == NULL)
+			die("batch create %zu failed: %.300s", i, reply);
+	json_decref(doc);
+	free(reply);
+	free(batch);
+	return t0;
+}
+
+/* (d): QEMU_GUESTS creates that boot and wait for the guest agent, one
+ * connection each; returns the seconds until the last is up. */
+static double
+load_qemu_boots(void *arg)
+{
+	pid_t pids[QEMU_GUESTS];
+	double t0 = now_s();
+	int status, failed = 0;
+
+	(void)arg;
+	for (int i = 0; i < QEMU_GUESTS; i++) {
+		if ((pids[i] = fork()) < 0)
+			die("fork: %s", strerror(errno));
+		if (pids[i] == 0) {
+			struct client c;
+			char name[16];
+			snprintf(name, sizeof(name), "tcg%d", i);
+			if (client_connect(&c) < 0)
+				die("connect: %s", strerror(errno));
+			client_call_json(&c, "vm.create", json_pack("{s:s, s:s, s:s, s:b, s:b, s:i, "
+			    "s:i}", "name", name, "image", "mini", "backend", "qemu", "vsock", 1,
+			    "wait", 1, "wait_timeout_s", 900, "memory_mib", 256));
+			_exit(0);
+		}
+	}
+	for (int i = 0; i < QEMU_GUESTS; i++)
+		if (waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
+		    WEXITSTATUS(status) != 0)
+			failed++;
+	if (failed)
+		die("%d of %d QEMU boots failed", failed, QEMU_GUESTS);
+	return now_s() - t0;
+}
+
+static void
+rpc_simple(const char *method, json_t *params)
+{
+	struct client c;
+
+	if (client_connect(&c) < 0)
+		die("connect: %s", strerror(errno));
+	client_call_json(&c, method, params);
+	close(c.fd);
+}
+
+/* Deletes batch0000..: one batch, unmeasured. */
+static void
+delete_batch(void)
+{
+	size_t cap = (size_t)BATCH_CREATES * 96 + 16, len = 0;
+	char *batch = malloc(cap), *reply;
+	struct client c;
+
+	if (batch == NULL)
+		die("out of memory");
+	batch[len++] = '[';
+	for (int k = 0; k < BATCH_CREATES; k++)
+		len += (size_t)snprintf(batch + len, cap - len, "%s{\"jsonrpc\":\"2.0\",\"id\":%d,"
+		    "\"method\":\"vm.delete\",\"params\":{\"name\":\"batch%04d\"}}", k ? "," : "",
+		    k, k);
+	len += (size_t)snprintf(batch + len, cap - len, "]\n");
+	if (client_connect(&c) < 0)
+		die("connect: %s", strerror(errno));
+	client_send(&c, batch, len);
+	reply = client_recv_big(&c);
+	if (strstr(reply, "\"error\"") != NULL)
+		die("batch delete: %.300s", reply);
+	close(c.fd);
+	free(reply);
+	free(batch);
+}
+
+/* 1 if dir's filesystem clones files (FICLONE), 0 if not. */
+static int
+fs_reflinks(const char *dir)
+{
+	char a[PATH_MAX], b[PATH_MAX];
+	int fa, fb, ok;
+
+	snprintf(a, sizeof(a), "%s/reflink-a", dir);
+	snprintf(b, sizeof(b), "%s/reflink-b", dir);
+	fa = open(a, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fb = open(b, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fa < 0 || fb < 0)
+		die("%s: %s", dir, strerror(errno));
+	if (write(fa, "reflink probe\n", 14) != 14 || fsync(fa) < 0)
+		die("%s: %s", a, strerror(errno));
+	ok = ioctl(fb, FICLONE, fa) == 0;
+	close(fa);
+	close(fb);
+	unlink(a);
+	unlink(b);
+	return ok;
+}
+
+/* A file of mib MiB, every byte written (a repeating pattern, each MiB
+ * stamped with its index so no block is a copy of another), synced. */
+static void
+write_big_file(const char *path, long mib)
+{
+	size_t chunk = 1 << 20;
+	unsigned char *buf = malloc(chunk);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (buf == NULL || fd < 0)
+		die("%s: %s", path, strerror(errno));
+	for (size_t i = 0; i < chunk; i++)
+		buf[i] = (unsigned char)(i * 2654435761u >> 24);
+	for (long m = 0; m < mib; m++) {
+		memcpy(buf, &m, sizeof(m));
+		for (size_t off = 0; off < chunk;) {
+			ssize_t w = write(fd, buf + off, chunk - off);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				die("write %s: %s", path, strerror(errno));
+			off += (size_t)w;
+		}
+	}
+	if (fsync(fd) < 0)
+		die("fsync %s: %s", path, strerror(errno));
+	close(fd);
+	free(buf);
+}
+
+static void
+write_text(const char *name, const char *text)
+{
+	char path[PATH_MAX];
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/%s", state_dir, name);
+	if ((fp = fopen(path, "we")) == NULL || fputs(text, fp) < 0 || fclose(fp) != 0)
+		die("%s: %s", path, strerror(errno));
+}
+
+/* ---- fsyncs per create+delete, counted by strace ------------------------ */
+
+/* Attaches strace -c to every thread of emberd, runs `pairs` create+delete
+ * pairs on one connection, and returns fsync+fdatasync calls per pair
+ * (fsync and fdatasync apart in *fsyncs, *fdatasyncs), or -1 without strace. */
+static double
+count_fsyncs(long pairs, long *fsyncs, long *fdatasyncs)
+{
+	char out[PATH_MAX], task[64], line[512], *argv[80];
+	int argc = 0, errp[2];
+	char pids[64][16];
+	int npids = 0;
+	pid_t pid;
+	DIR *d;
+	struct dirent *e;
+
+	if (access("/usr/bin/strace", X_OK) != 0)
+		return -1;
+	snprintf(out, sizeof(out), "%s/strace.out", state_dir);
+	snprintf(task, sizeof(task), "/proc/%d/task", (int)emberd_pid);
+	argv[argc++] = "strace";
+	argv[argc++] = "-f";
+	argv[argc++] = "-c";
+	argv[argc++] = "-e";
+	argv[argc++] = "trace=fsync,fdatasync";
+	argv[argc++] = "-o";
+	argv[argc++] = out;
+	if ((d = opendir(task)) == NULL)
+		die("%s: %s", task, strerror(errno));
+	while ((e = readdir(d)) != NULL && npids < 64) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(pids[npids], sizeof(pids[npids]), "%s", e->d_name);
+		argv[argc++] = "-p";
+		argv[argc++] = pids[npids++];
+	}
+	closedir(d);
+	argv[argc] = NULL;
+	if (pipe2(errp, O_CLOEXEC) < 0)
+		die("pipe: %s", strerror(errno));
+	if ((pid = fork()) < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		dup2(errp[1], STDERR_FILENO);
+		execv("/usr/bin/strace", argv);
+		_exit(127);
+	}
+	close(errp[1]);
+	/* Wait until strace says it attached to all of them. */
+	{
+		char buf[4096];
+		size_t len = 0;
+		int attached = 0;
+		double deadline = now_s() + 20;
+		while (attached < npids) {
+			struct pollfd pfd = { .fd = errp[0], .events = POLLIN };
+			int left = (int)((deadline - now_s()) * 1000);
+			if (left <= 0 || poll(&pfd, 1, left) <= 0)
+				die("strace did not attach to emberd within 20 s");
+			ssize_t r = read(errp[0], buf + len, sizeof(buf) - 1 - len);
+			if (r <= 0)
+				die("strace exited before attaching");
+			len += (size_t)r;
+			buf[len] = '\0';
+			char *nl;
+			while ((nl = strchr(buf, '\n')) != NULL) {
+				if (strstr(buf, "attached") != NULL && nl > strstr(buf, "attached"))
+					attached++;
+				len -= (size_t)(nl + 1 - buf);
+				memmove(buf, nl + 1, len + 1);
+			}
+			if (len == sizeof(buf) - 1)
+				len = 0;
+		}
+	}
+	create_delete_loop(99, now_s() + 600, pairs);
+	kill(pid, SIGINT);
+	waitpid(pid, NULL, 0);
+	close(errp[0]);
+
+	FILE *fp = fopen(out, "re");
+	*fsyncs = *fdatasyncs = 0;
+	if (fp == NULL)
+		die("%s: %s", out, strerror(errno));
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		double pct, secs;
+		long usecs, calls;
+		char *name = strrchr(line, ' ');
+		if (name == NULL || sscanf(line, "%lf %lf %ld %ld", &pct, &secs, &usecs, &calls) != 4)
+			continue;
+		name[strcspn(name, "\n")] = '\0';
+		if (strcmp(name + 1, "fsync") == 0)
+			*fsyncs = calls;
+		else if (strcmp(name + 1, "fdatasync") == 0)
+			*fdatasyncs = calls;
+	}
+	fclose(fp);
+	return (double)(*fsyncs + *fdatasyncs) / (double)pairs;
 }
 
 /* ---- the original way: a process per operation ------------------------- */
@@ -481,13 +1035,181 @@ bench_durable_write(const char *dir)
 	return (now_s() - t0) / 20 * 1e3;
 }
 
+/* fc-double: given, $FC_DOUBLE, else ../fakes/fc-double next to this binary;
+ * empty when there is none. */
+static void
+find_fc_double(const char *given, char *out, size_t len)
+{
+	char self[PATH_MAX], *slash;
+	ssize_t n;
+
+	if (given == NULL)
+		given = getenv("FC_DOUBLE");
+	if (given != NULL) {
+		snprintf(out, len, "%s", given);
+		return;
+	}
+	out[0] = '\0';
+	if ((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) < 0)
+		return;
+	self[n] = '\0';
+	if ((slash = strrchr(self, '/')) != NULL)
+		*slash = '\0';
+	snprintf(out, len, "%s/../fakes/fc-double", self);
+	if (access(out, X_OK) != 0)
+		out[0] = '\0';
+}
+
+/* The mini image's directory: $EMBER_IMAGE_DIR, else ../../image-mini next
+ * to this binary; 0 if it holds an image.json, else -ENOENT. */
+static int
+find_mini_image(char *out, size_t len)
+{
+	char self[PATH_MAX], meta[PATH_MAX + 16], *slash;
+	ssize_t n;
+
+	if (getenv("EMBER_IMAGE_DIR") != NULL)
+		snprintf(out, len, "%s", getenv("EMBER_IMAGE_DIR"));
+	else {
+		if ((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) < 0)
+			return -errno;
+		self[n] = '\0';
+		if ((slash = strrchr(self, '/')) != NULL)
+			*slash = '\0';
+		snprintf(out, len, "%s/../../image-mini", self);
+	}
+	snprintf(meta, sizeof(meta), "%s/image.json", out);
+	return access(meta, R_OK) == 0 ? 0 : -ENOENT;
+}
+
+/* The Firecracker image "fc" (tiny files; (b) overrides its rootfs). */
+static void
+import_fc_image(void)
+{
+	char k[PATH_MAX], v[PATH_MAX], i[PATH_MAX], r[PATH_MAX];
+
+	write_text("fc-kernel", "bzImage\n");
+	write_text("fc-vmlinux", "vmlinux\n");
+	write_text("fc-initrd", "initrd\n");
+	write_text("fc-rootfs", "rootfs\n");
+	snprintf(k, sizeof(k), "%s/fc-kernel", state_dir);
+	snprintf(v, sizeof(v), "%s/fc-vmlinux", state_dir);
+	snprintf(i, sizeof(i), "%s/fc-initrd", state_dir);
+	snprintf(r, sizeof(r), "%s/fc-rootfs", state_dir);
+	rpc_simple("image.import", json_pack("{s:s, s:s, s:s, s:s, s:s}", "name", "fc",
+	    "kernel", k, "vmlinux", v, "initrd", i, "rootfs", r));
+}
+
+/* The mini image "mini" from a build-mini.sh directory. */
+static void
+import_mini_image(const char *dir)
+{
+	char k[PATH_MAX], i[PATH_MAX], meta[PATH_MAX];
+	json_error_t jerr;
+	json_t *image;
+
+	snprintf(meta, sizeof(meta), "%s/image.json", dir);
+	if ((image = json_load_file(meta, 0, &jerr)) == NULL)
+		die("%s: %s (build it with packaging/image/build-mini.sh)", meta, jerr.text);
+	snprintf(k, sizeof(k), "%s/vmlinuz", dir);
+	snprintf(i, sizeof(i), "%s/initrd.gz", dir);
+	rpc_simple("image.import", json_pack("{s:s, s:s, s:s, s:O?}", "name", "mini", "kernel",
+	    k, "initrd", i, "boot_args", json_object_get(image, "boot_args")));
+	json_decref(image);
+}
+
+/* The four scenarios of vm.inspect under load, each beside the floor. */
+static void
+bench_inspect_under_load(double seconds, int have_fc, long disk_mib, const char *qemu_image)
+{
+	struct latency lat;
+	struct load l;
+	char load[160], big[PATH_MAX];
+	double figure, t0;
+
+	rpc_simple("vm.create", json_pack("{s:s, s:b, s:b}", "name", "probe", "vsock", 1, "start",
+	    0));
+	{
+		/* An inspect reply's size, for the floor's echo. */
+		struct client c;
+		char reply[1 << 16];
+		if (client_connect(&c) < 0)
+			die("connect: %s", strerror(errno));
+		client_send(&c, probe_request, strlen(probe_request));
+		client_recv(&c, reply, sizeof(reply));
+		close(c.fd);
+		bench_floor(strlen(reply) + 1, &floor_lat);
+	}
+	printf("vm.inspect from an idle client (a %d us pause between calls), each beside the "
+	    "Unix-socket round trip floor (p50 %.1f us, p99 %.1f us, max %.1f us):\n",
+	    PROBE_GAP_NS / 1000, floor_lat.p50, floor_lat.p99, floor_lat.max);
+
+	load_start(&l, load_idle, &seconds);
+	figure = probe_during(&l, "idle", seconds + 60, &lat);
+	snprintf(load, sizeof(load), "nothing else for %.1f s", figure);
+	print_probe("idle", &lat, load);
+
+	load_start(&l, load_create_delete, &seconds);
+	figure = probe_during(&l, "(a) create+delete load", seconds + 120, &lat);
+	snprintf(load, sizeof(load), "%d clients: %.0f create+delete pairs/s", CLIENTS, figure);
+	print_probe("(a) 8 clients create+delete", &lat, load);
+
+	if (!have_fc)
+		printf("  %-30s SKIPPED: no fc-double (give --fc-double or build tests/fakes)\n",
+		    "(b) 2 GiB disk copy");
+	else {
+		int reflinks = fs_reflinks(state_dir);
+		snprintf(big, sizeof(big), "%s/big-rootfs", state_dir);
+		t0 = now_s();
+		write_big_file(big, disk_mib);
+		printf("  (b) wrote %ld MiB in %.1f s; %s %s reflinks\n", disk_mib, now_s() - t0,
+		    state_dir, reflinks ? "DOES (the copy will be a clone, not the case asked for)" :
+		    "does not do");
+		fflush(stdout);
+		load_start(&l, load_disk_copy, big);
+		figure = probe_during(&l, "(b) disk copy", 600, &lat);
+		snprintf(load, sizeof(load), "vm.create copied %ld MiB in %.1f s (%.0f MiB/s)",
+		    disk_mib, figure, (double)disk_mib / figure);
+		print_probe("(b) Firecracker disk copy", &lat, load);
+		rpc_simple("vm.delete", json_pack("{s:s}", "name", "bigdisk"));
+		unlink(big);
+	}
+
+	load_start(&l, load_batch, NULL);
+	figure = probe_during(&l, "(c) batch of creates", 600, &lat);
+	snprintf(load, sizeof(load), "batch of %d vm.create answered in %.2f s (%.0f creates/s)",
+	    BATCH_CREATES, figure, BATCH_CREATES / figure);
+	print_probe("(c) batch of 2000 creates", &lat, load);
+	delete_batch();
+
+	if (qemu_image == NULL)
+		printf("  %-30s SKIPPED: no image (give --qemu-image DIR, a build-mini.sh output)\n",
+		    "(d) 8 QEMU guests boot (TCG)");
+	else {
+		char name[16];
+		import_mini_image(qemu_image);
+		load_start(&l, load_qemu_boots, NULL);
+		figure = probe_during(&l, "(d) QEMU boots", 1200, &lat);
+		snprintf(load, sizeof(load), "%d guests up (agent answering) in %.1f s", QEMU_GUESTS,
+		    figure);
+		print_probe("(d) 8 QEMU guests boot (TCG)", &lat, load);
+		for (int i = 0; i < QEMU_GUESTS; i++) {
+			snprintf(name, sizeof(name), "tcg%d", i);
+			rpc_simple("vm.delete", json_pack("{s:s, s:b}", "name", name, "force", 1));
+		}
+	}
+	rpc_simple("vm.delete", json_pack("{s:s}", "name", "probe"));
+}
+
 int
 main(int argc, char **argv)
 {
-	const char *given = NULL;
-	char emberd[PATH_MAX], tmpl[] = "/tmp/bench-control.XXXXXX";
-	double seconds = 3, rate1, rate8, legacy, p50, p99;
-	long pairs1, pairs8, legacy_pairs;
+	const char *given = NULL, *given_fc = NULL, *qemu_image = NULL;
+	char emberd[PATH_MAX], fc[PATH_MAX], text[2 * PATH_MAX], tmpl[] = "/tmp/bench-control.XXXXXX";
+	double seconds = 3, rate1, rate8, legacy, p50, p99, per_pair;
+	long pairs1, pairs8, legacy_pairs, disk_mib = 2048, fsyncs, fdatasyncs;
+	char image_dir[PATH_MAX];
+	int no_qemu = 0;
 
 	if (argc == 5 && strcmp(argv[1], "--legacy-op") == 0)
 		return legacy_op(argv[2], argv[3], argv[4]);
@@ -496,18 +1218,47 @@ main(int argc, char **argv)
 			given = argv[++i];
 		else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
 			seconds = atof(argv[++i]);
+		else if (strcmp(argv[i], "--fc-double") == 0 && i + 1 < argc)
+			given_fc = argv[++i];
+		else if (strcmp(argv[i], "--disk-mib") == 0 && i + 1 < argc)
+			disk_mib = atol(argv[++i]);
+		else if (strcmp(argv[i], "--qemu-image") == 0 && i + 1 < argc)
+			qemu_image = argv[++i];
+		else if (strcmp(argv[i], "--no-qemu") == 0)
+			no_qemu = 1;
 		else {
-			fprintf(stderr, "usage: bench-control [--emberd PATH] [--seconds N]\n");
+			fprintf(stderr, "usage: bench-control [--emberd PATH] [--fc-double PATH] "
+			    "[--seconds N] [--disk-mib N] [--qemu-image DIR | --no-qemu]\n");
 			return 2;
 		}
 	}
+	if (seconds <= 0 || seconds > 600 || disk_mib < 1 || disk_mib > 64 * 1024) {
+		fprintf(stderr, "bench-control: --seconds is 0..600, --disk-mib 1..65536\n");
+		return 2;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	find_emberd(given, emberd, sizeof(emberd));
+	find_fc_double(given_fc, fc, sizeof(fc));
+	if (no_qemu)
+		qemu_image = NULL;
+	else if (qemu_image == NULL && find_mini_image(image_dir, sizeof(image_dir)) == 0)
+		qemu_image = image_dir;
 	if (mkdtemp(tmpl) == NULL)
 		die("mkdtemp: %s", strerror(errno));
 	snprintf(state_dir, sizeof(state_dir), "%s", tmpl);
 	snprintf(sock_path, sizeof(sock_path), "%s/emberd.sock", state_dir);
+	snprintf(config_path, sizeof(config_path), "%s/emberd.yaml", state_dir);
+	/* The batch scenario needs max_batch 2000 (default 128); the Firecracker
+	 * double needs no KVM; image-less creates stay QEMU's (auto would pick
+	 * Firecracker once it is available, which wants a kernel). */
+	snprintf(text, sizeof(text), "limits:\n  max_batch: %d\ndefaults:\n  backend: qemu\n"
+	    "%s%s%s%s", BATCH_CREATES,
+	    fc[0] ? "firecracker:\n  binary: " : "", fc, fc[0] ? "\n  require_kvm: false\n" : "",
+	    qemu_image != NULL ? "qemu:\n  accel: tcg\n" : "");
+	write_text("emberd.yaml", text);
 	start_emberd(emberd);
+	if (fc[0])
+		import_fc_image();
 	printf("emberd %s, state %s\n", emberd, state_dir);
 	printf("one durable write:        %8.2f ms (temp file, fsync, rename, fsync dir)\n",
 	    bench_durable_write(state_dir));
@@ -520,6 +1271,16 @@ main(int argc, char **argv)
 	printf("create+delete, %d clients: %8.0f pairs/s (%ld pairs in %.0f s)\n", CLIENTS,
 	    rate8, pairs8, seconds);
 	fflush(stdout);
+
+	per_pair = count_fsyncs(200, &fsyncs, &fdatasyncs);
+	if (per_pair < 0)
+		printf("fsyncs per create+delete:  not counted (no /usr/bin/strace)\n");
+	else
+		printf("fsyncs per create+delete: %8.1f (strace -f -c on emberd over 200 pairs, "
+		    "1 client: %ld fsync, %ld fdatasync)\n", per_pair, fsyncs, fdatasyncs);
+	fflush(stdout);
+
+	bench_inspect_under_load(seconds, fc[0] != '\0', disk_mib, qemu_image);
 
 	fill_vms(FILL_VMS);
 	bench_inspect(FILL_VMS, &p50, &p99);
@@ -536,6 +1297,8 @@ main(int argc, char **argv)
 	    "flock, read, rename)\n", legacy, legacy_pairs);
 	printf("emberd / process-per-op:  %8.1fx with 1 client, %.1fx with %d clients\n",
 	    rate1 / legacy, rate8 / legacy, CLIENTS);
+	printf("%d clients / 1 client:     %8.2fx (group commit would raise this)\n", CLIENTS,
+	    rate8 / rate1);
 	cleanup();
 	return 0;
 }
