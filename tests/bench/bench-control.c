@@ -1183,8 +1183,8 @@ bench_inspect_under_load(double seconds, int have_fc, long disk_mib, const char 
 	delete_batch();
 
 	if (qemu_image == NULL)
-		printf("  %-30s SKIPPED: no image (give --qemu-image DIR, a build-mini.sh output)\n",
-		    "(d) 8 QEMU guests boot (TCG)");
+		printf("  %-30s SKIPPED: --no-qemu, or no image (give --qemu-image DIR, a "
+		    "build-mini.sh output)\n", "(d) 8 QEMU guests boot (TCG)");
 	else {
 		char name[16];
 		import_mini_image(qemu_image);
