@@ -45,20 +45,6 @@ file_size(const char *path)
 	    (uint64_t)st.st_size : 0;
 }
 
-static bool
-vm_counts_as_running(const struct vm *vm)
-{
-	switch (vm->rec.status) {
-	case VM_STARTING:
-	case VM_RUNNING:
-	case VM_PAUSED:
-	case VM_STOPPING:
-		return true;
-	default:
-		return false;
-	}
-}
-
 /* The size of the root filesystem image_doc names, in bytes. */
 static uint64_t
 image_rootfs_bytes(json_t *image_doc)
@@ -153,7 +139,7 @@ quota_use_of(struct ember_daemon *d, uid_t uid, struct quota_use *use)
 		use->vms++;
 		if (vm->rec.vsock)
 			use->cids++;
-		if (vm_counts_as_running(vm)) {
+		if (vm_status_has_process(vm->rec.status)) {
 			use->vcpus += vm->rec.cpus;
 			use->memory_mib += vm->rec.memory_mib;
 		}
@@ -245,7 +231,7 @@ quota_check_start(struct vm *vm, struct ember_error *err)
 {
 	struct quota_use more = { .vcpus = vm->rec.cpus, .memory_mib = vm->rec.memory_mib };
 
-	if (vm_counts_as_running(vm))
+	if (vm_status_has_process(vm->rec.status))
 		return 0;	/* already counted; vm_start refuses it anyway */
 	return quota_check(vm->daemon, vm->rec.owner_uid, &more, err);
 }

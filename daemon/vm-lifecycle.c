@@ -127,6 +127,20 @@ vm_lifecycle_next(unsigned from, enum vm_event ev, enum vm_status recorded,
 	    from < VM_STATUS__COUNT ? vm_status_name((enum vm_status)from) : "an unknown status");
 }
 
+bool
+vm_status_has_process(enum vm_status status)
+{
+	switch (status) {
+	case VM_STARTING:
+	case VM_RUNNING:
+	case VM_PAUSED:
+	case VM_STOPPING:
+		return true;
+	default:
+		return false;
+	}
+}
+
 int
 vm_lifecycle_event_for_report(enum vm_status status)
 {

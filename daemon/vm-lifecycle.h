@@ -73,6 +73,10 @@ const char *vm_op_name(enum vm_op_kind kind);
 int vm_lifecycle_next(unsigned from, enum vm_event ev, enum vm_status recorded,
     enum vm_status *to, struct ember_error *err);
 
+/* True for the statuses in which a hypervisor process exists (starting,
+ * running, paused, stopping): what runs, and what counts as running. */
+bool vm_status_has_process(enum vm_status status);
+
 /* The event a backend's unprompted report of `status` means, or -1. */
 int vm_lifecycle_event_for_report(enum vm_status status);
 

@@ -166,15 +166,7 @@ vm_to_json(const struct vm *vm)
 bool
 vm_has_process(const struct vm *vm)
 {
-	switch (vm->rec.status) {
-	case VM_STARTING:
-	case VM_RUNNING:
-	case VM_PAUSED:
-	case VM_STOPPING:
-		return vm->has_status;
-	default:
-		return false;
-	}
+	return vm->has_status && vm_status_has_process(vm->rec.status);
 }
 
 int
