@@ -47,5 +47,7 @@ int platform_open_as(const struct platform_caller *c, const char *path, unsigned
     int timeout_ms, struct stat *st);
 /* Resident set size of this process in KiB, or -errno. */
 long platform_self_rss_kib(void);
+/* The same for another process (0: this one), or -errno. */
+long platform_process_rss_kib(pid_t pid);
 
 #endif

@@ -124,12 +124,22 @@ platform_process_matches(pid_t pid, uint64_t start_time)
 long
 platform_self_rss_kib(void)
 {
+	return platform_process_rss_kib(0);
+}
+
+long
+platform_process_rss_kib(pid_t pid)
+{
 	unsigned long long size, resident;
+	char path[64], *text;
 	long page;
-	char *text;
 	int r;
 
-	if ((r = read_file("/proc/self/statm", STAT_FILE_MAX, &text, NULL)) < 0)
+	if (pid == 0)
+		snprintf(path, sizeof(path), "/proc/self/statm");
+	else
+		snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+	if ((r = read_file(path, STAT_FILE_MAX, &text, NULL)) < 0)
 		return r;
 	r = sscanf(text, "%llu %llu", &size, &resident);
 	free(text);

@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "platform.h"
+
 #define PROBES		300
 #define IDLE_CONNS	20000
 
@@ -83,18 +85,7 @@ roundtrip(int fd, const char *line)
 static long
 rss_kib(void)
 {
-	char path[64], line[256];
-	long kib = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)emberd_pid);
-	if ((f = fopen(path, "re")) == NULL)
-		return -1;
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "VmRSS: %ld", &kib) == 1)
-			break;
-	fclose(f);
-	return kib;
+	return platform_process_rss_kib(emberd_pid);
 }
 
 static int

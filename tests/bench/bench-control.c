@@ -57,6 +57,7 @@
 #include <jansson.h>
 
 #include "fsutil.h"
+#include "platform.h"
 
 #define FILL_VMS	1000
 #define INSPECTS	5000
@@ -258,18 +259,7 @@ start_emberd(const char *emberd)
 static long
 emberd_rss_kib(void)
 {
-	char path[64], line[256];
-	long kib = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)emberd_pid);
-	if ((f = fopen(path, "re")) == NULL)
-		return -1;
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-			break;
-	fclose(f);
-	return kib;
+	return platform_process_rss_kib(emberd_pid);
 }
 
 /* ---- workloads ---------------------------------------------------------- */
