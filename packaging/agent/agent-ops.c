@@ -1,6 +1,7 @@
 /*
  * The basic ops: ping (liveness and the agent's version), info (facts
- * about the guest a host wants right after boot) and poweroff. None takes
+ * about the guest a host wants right after boot, its network interfaces
+ * from agent-net.c included) and poweroff. None takes
  * parameters. poweroff only answers and raises a flag: the transport
  * flushes the reply first and then calls agent_poweroff().
  */
@@ -85,7 +86,7 @@ agent_op_info(json_t *params, json_t *reply, struct agent_error *err)
 	    json_object_set_new(reply, "hostname",
 	    agent_string_or_null(host)) != 0)
 		return agent_error_set(err, "out of memory");
-	return 0;
+	return agent_net_info(reply, err);
 }
 
 static int agent_poweroff_pending;

@@ -123,6 +123,18 @@ size_t agent_parse_echo_ports(const char *cmdline, uint32_t *ports, size_t max);
 /* This machine's vsock CID from /dev/vsock, or -errno (-ENODEV: no CID yet). */
 int64_t agent_local_cid(void);
 
+/* Network interfaces (agent-net.c), for info. */
+#define AGENT_NET_IFACES_MAX	16
+#define AGENT_NET_ADDRS_MAX	16
+struct ifaddrs;
+/* The interfaces of a getifaddrs() list as a JSON array
+ * [{"name", "up", "mac", "addresses": [{"family", "address", "prefix"}]}],
+ * bounded as above (*truncated says whether anything was dropped); NULL
+ * when memory runs out. */
+json_t *agent_net_from_ifaddrs(const struct ifaddrs *list, bool *truncated);
+/* Adds "interfaces" (and "interfaces_truncated" when bounded) to reply. */
+int agent_net_info(json_t *reply, struct agent_error *err);
+
 /* Workloads (agent-workload.c). The workload in a kernel command line's
  * ember.workload= word, checked (new reference), or NULL with err. */
 json_t *agent_workload_parse(const char *cmdline, struct agent_error *err);

@@ -13,6 +13,17 @@
 #   rootfstype=TYPE                       filesystem type (default ext4)
 #   ember.hostname=NAME                   hostname (default /etc/hostname)
 #   ember.debug=1                         print modules, devices and timings
+#   ember.net=ADDR/PREFIX,GW[,DNS1[,DNS2[,DNS3]]]
+#                                         emberd's network for the first
+#                                         virtio-net device (eth0): IPv4
+#                                         address and prefix, default
+#                                         gateway (inside that subnet), and
+#                                         up to three DNS servers (IPv4 or
+#                                         IPv6) for /etc/resolv.conf (and,
+#                                         with ember.workload, bind-mounted
+#                                         over the image's own regular
+#                                         /etc/resolv.conf). A malformed
+#                                         value is logged and ignored.
 #   ember.workload=BASE64                 an OCI image's workload (emberd's):
 #                                          the root disk is the image, left as
 #                                          it is; proc, sys and dev are mounted
@@ -45,6 +56,7 @@ debug=0
 root=
 rootfstype=ext4
 workload=0
+net=
 hostname=$(cat /etc/hostname 2>/dev/null)
 # shellcheck disable=SC2013 # the command line is a list of words
 for arg in $(cat /proc/cmdline); do
@@ -55,6 +67,7 @@ for arg in $(cat /proc/cmdline); do
 	rootfstype=*) rootfstype=${arg#*=} ;;
 	ember.hostname=*) hostname=${arg#*=} ;;
 	ember.workload=*) workload=1 ;;
+	ember.net=*) net=${arg#*=} ;;
 	esac
 done
 
@@ -88,6 +101,119 @@ fi
 
 [ -n "$hostname" ] && hostname "$hostname"
 ip link set lo up 2>/dev/null
+
+# --- ember.net= ---------------------------------------------------------------
+# Every field is checked before anything is configured, so a value emberd
+# did not write (or wrote wrong) leaves eth0 down instead of half set up.
+
+# is_ipv4 TEXT: dotted quad, each part 0-255 without leading zeros.
+is_ipv4() {
+	case $1 in
+	'' | *[!0-9.]* | .* | *. | *..*) return 1 ;;
+	esac
+	# shellcheck disable=SC2046 # split on the dots
+	set -- $(echo "$1" | tr . ' ')
+	[ $# -eq 4 ] || return 1
+	for octet; do
+		case $octet in
+		[0-9] | [1-9][0-9] | [12][0-9][0-9]) ;;
+		*) return 1 ;;
+		esac
+		[ "$octet" -le 255 ] || return 1
+	done
+}
+
+# ipv4_int A.B.C.D: the address as a 32-bit number.
+ipv4_int() {
+	# shellcheck disable=SC2046
+	set -- $(echo "$1" | tr . ' ')
+	echo $((($1 << 24) | ($2 << 16) | ($3 << 8) | $4))
+}
+
+# is_ipv6 TEXT: hex groups and colons (an IPv4 tail allowed), one "::" at
+# most, no zone; the kernel's parser has the last word.
+is_ipv6() {
+	case $1 in
+	*[!0-9a-fA-F:.]* | *:::* | *::*::*) return 1 ;;
+	*:*) ;;
+	*) return 1 ;;
+	esac
+	[ ${#1} -le 45 ]
+}
+
+# parse_net VALUE: sets net_addr, net_prefix, net_gw and net_dns (a list),
+# or returns 1 with net_error saying what is wrong.
+parse_net() {
+	net_addr='' net_prefix='' net_gw='' net_dns='' net_error=''
+	case $1 in
+	'' | ,* | *, | *,,*) net_error="empty field"; return 1 ;;
+	*[!0-9a-fA-F:.,/]*) net_error="unexpected character"; return 1 ;;
+	esac
+	# shellcheck disable=SC2046 # split on the commas
+	set -- $(echo "$1" | tr , ' ')
+	[ $# -ge 2 ] || { net_error="no gateway"; return 1; }
+	[ $# -le 5 ] || { net_error="more than three DNS servers"; return 1; }
+	case $1 in
+	*/*/* | */ | /*) net_error="address is not ADDR/PREFIX"; return 1 ;;
+	*/*) ;;
+	*) net_error="address has no /PREFIX"; return 1 ;;
+	esac
+	net_addr=${1%/*}
+	net_prefix=${1#*/}
+	is_ipv4 "$net_addr" || { net_error="bad address $net_addr"; return 1; }
+	case $net_prefix in
+	[1-9] | [12][0-9] | 3[0-2]) ;;
+	*) net_error="bad prefix $net_prefix"; return 1 ;;
+	esac
+	net_gw=$2
+	is_ipv4 "$net_gw" || { net_error="bad gateway $net_gw"; return 1; }
+	a=$(ipv4_int "$net_addr")
+	g=$(ipv4_int "$net_gw")
+	mask=$(((0xffffffff << (32 - net_prefix)) & 0xffffffff))
+	[ "$a" != "$g" ] || { net_error="gateway is the address"; return 1; }
+	[ $((a & mask)) = $((g & mask)) ] ||
+	    { net_error="gateway $net_gw is outside $net_addr/$net_prefix"; return 1; }
+	shift 2
+	for dns; do
+		is_ipv4 "$dns" || is_ipv6 "$dns" ||
+		    { net_error="bad DNS server $dns"; return 1; }
+		net_dns="$net_dns $dns"
+	done
+}
+
+# net_apply: eth0 up with the address and the default route, and
+# /etc/resolv.conf. The driver publishes eth0 asynchronously.
+net_apply() {
+	n=0
+	while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 200 ]; do
+		sleep 0.05
+		n=$((n + 1))
+	done
+	if [ ! -e /sys/class/net/eth0 ]; then
+		say "ember.net: no eth0 appeared (is there a virtio-net device?)"
+		return 1
+	fi
+	if ! { ip addr add "$net_addr/$net_prefix" dev eth0 &&
+	    ip link set eth0 up &&
+	    ip route add default via "$net_gw" dev eth0; }; then
+		say "ember.net: configuring eth0 failed"
+		return 1
+	fi
+	: >/etc/resolv.conf
+	for dns in $net_dns; do
+		echo "nameserver $dns" >>/etc/resolv.conf
+	done
+	debug "eth0 $net_addr/$net_prefix via $net_gw, DNS:${net_dns:- none}"
+}
+
+net_ok=0
+if [ -n "$net" ]; then
+	if parse_net "$net"; then
+		net_apply && net_ok=1
+	else
+		say "ignoring malformed ember.net=$net: $net_error"
+	fi
+fi
 
 # The power button: button.ko registers it as an input device; acpid reads
 # /dev/input/event* (it scans them once, at start) and runs
@@ -135,6 +261,18 @@ if [ "$workload" = 1 ]; then
 			mount -t devtmpfs devtmpfs /mnt/root/dev &&
 			    mkdir -p /mnt/root/dev/pts &&
 			    mount -t devpts devpts /mnt/root/dev/pts
+		fi
+		# The DNS servers, shown over the image's own resolv.conf
+		# without writing to the image. A symlink (to a resolver's
+		# runtime file) or a missing file cannot be covered this way.
+		if [ "$net_ok" = 1 ]; then
+			if [ -f /mnt/root/etc/resolv.conf ] &&
+			    [ ! -L /mnt/root/etc/resolv.conf ]; then
+				mount --bind /etc/resolv.conf /mnt/root/etc/resolv.conf ||
+				    say "ember.net: cannot bind /etc/resolv.conf into the image"
+			else
+				say "ember.net: the image has no regular /etc/resolv.conf; its workload gets no DNS servers"
+			fi
 		fi
 	else
 		say "the workload's root disk is not mounted; powering off"

@@ -21,6 +21,7 @@
 #include "../../packaging/agent/agent-ops.c"
 #include "../../packaging/agent/agent-exec.c"
 #include "../../packaging/agent/agent-files.c"
+#include "../../packaging/agent/agent-net.c"
 #include "../../packaging/agent/agent-workload.c"
 
 static void

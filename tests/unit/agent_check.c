@@ -1,13 +1,18 @@
 /*
  * Unit tests for ember-agent's core (packaging/agent/agent.c, agent-ops.c,
- * agent-exec.c, agent-files.c): the request parser, every op, the error
+ * agent-exec.c, agent-files.c, agent-net.c): the request parser, every op, the error
  * replies, base64 and the ember.echo command-line parser. exec and the file
  * ops run for real, in a temporary directory. Built by packaging/agent/CMakeLists.txt (it links
  * ember-agent-core), run as unit_agent.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netpacket/packet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +121,122 @@ START_TEST(info_reports_kernel_uptime_cid_hostname)
 		ck_assert_int_eq(json_integer_value(cid), agent_local_cid());
 	ck_assert(json_is_string(json_object_get(r, "hostname")));
 	json_decref(r);
+}
+END_TEST
+
+/* The host's own interfaces: lo, when it is up, shows 127.0.0.1/8. */
+START_TEST(info_lists_interfaces_and_their_addresses)
+{
+	json_t	*r = ask("{\"op\":\"info\"}");
+	json_t	*ifaces = json_object_get(r, "interfaces"), *i, *a;
+	size_t	 k, m;
+	int	 saw_lo_v4 = 0, lo_up = 0;
+
+	ck_assert(json_is_array(ifaces));
+	ck_assert_uint_le(json_array_size(ifaces), AGENT_NET_IFACES_MAX);
+	json_array_foreach(ifaces, k, i) {
+		ck_assert(json_is_string(json_object_get(i, "name")));
+		ck_assert(json_is_boolean(json_object_get(i, "up")));
+		ck_assert(json_is_array(json_object_get(i, "addresses")));
+		if (strcmp(json_string_value(json_object_get(i, "name")),
+		    "lo") == 0)
+			lo_up = json_is_true(json_object_get(i, "up"));
+		json_array_foreach(json_object_get(i, "addresses"), m, a) {
+			if (strcmp(json_string_value(json_object_get(i,
+			    "name")), "lo") == 0 &&
+			    strcmp(json_string_value(json_object_get(a,
+			    "address")), "127.0.0.1") == 0) {
+				ck_assert_str_eq(json_string_value(
+				    json_object_get(a, "family")), "inet");
+				ck_assert_int_eq(json_integer_value(
+				    json_object_get(a, "prefix")), 8);
+				saw_lo_v4 = 1;
+			}
+		}
+	}
+	/* The kernel gives lo 127.0.0.1/8 when it is brought up. */
+	if (lo_up)
+		ck_assert_msg(saw_lo_v4, "lo is up without 127.0.0.1/8");
+	json_decref(r);
+}
+END_TEST
+
+/* A made-up getifaddrs list: one interface with a MAC, an IPv4 /30 and an
+ * IPv6 /64, then more interfaces and addresses than the bounds allow. */
+START_TEST(interfaces_are_reported_with_prefixes_and_bounded)
+{
+	enum { EXTRA = AGENT_NET_IFACES_MAX + 4, ADDRS = AGENT_NET_ADDRS_MAX + 3 };
+	static struct ifaddrs	 nodes[3 + ADDRS + EXTRA];
+	static struct sockaddr_ll ll;
+	static struct sockaddr_in v4, v4mask, many[ADDRS];
+	static struct sockaddr_in6 v6, v6mask;
+	static char		 names[EXTRA][IF_NAMESIZE];
+	json_t			*ifaces, *eth0, *addrs, *a;
+	size_t			 n = 0, i;
+	bool			 truncated;
+
+	memset(nodes, 0, sizeof(nodes));
+	ll.sll_family = AF_PACKET;
+	ll.sll_halen = 6;
+	memcpy(ll.sll_addr, "\x52\x54\x00\xab\xcd\xef", 6);
+	v4.sin_family = v4mask.sin_family = AF_INET;
+	inet_pton(AF_INET, "10.100.0.2", &v4.sin_addr);
+	inet_pton(AF_INET, "255.255.255.252", &v4mask.sin_addr);
+	v6.sin6_family = v6mask.sin6_family = AF_INET6;
+	inet_pton(AF_INET6, "fe80::5054:ff:feab:cdef", &v6.sin6_addr);
+	inet_pton(AF_INET6, "ffff:ffff:ffff:ffff::", &v6mask.sin6_addr);
+	nodes[n].ifa_name = "eth0";
+	nodes[n].ifa_flags = IFF_UP;
+	nodes[n++].ifa_addr = (struct sockaddr *)&ll;
+	nodes[n].ifa_name = "eth0";
+	nodes[n].ifa_addr = (struct sockaddr *)&v4;
+	nodes[n++].ifa_netmask = (struct sockaddr *)&v4mask;
+	nodes[n].ifa_name = "eth0";
+	nodes[n].ifa_addr = (struct sockaddr *)&v6;
+	nodes[n++].ifa_netmask = (struct sockaddr *)&v6mask;
+	for (i = 0; i < ADDRS; i++) {
+		many[i].sin_family = AF_INET;
+		many[i].sin_addr.s_addr = htonl(0xc0000200 + (uint32_t)i);
+		nodes[n].ifa_name = "eth0";
+		nodes[n++].ifa_addr = (struct sockaddr *)&many[i];
+	}
+	for (i = 0; i < EXTRA; i++) {
+		snprintf(names[i], sizeof(names[i]), "dummy%zu", i);
+		nodes[n].ifa_name = names[i];
+		n++;
+	}
+	for (i = 0; i + 1 < n; i++)
+		nodes[i].ifa_next = &nodes[i + 1];
+
+	ifaces = agent_net_from_ifaddrs(nodes, &truncated);
+	ck_assert_ptr_nonnull(ifaces);
+	ck_assert(truncated);
+	ck_assert_uint_eq(json_array_size(ifaces), AGENT_NET_IFACES_MAX);
+	eth0 = json_array_get(ifaces, 0);
+	ck_assert_str_eq(json_string_value(json_object_get(eth0, "name")), "eth0");
+	ck_assert(json_is_true(json_object_get(eth0, "up")));
+	ck_assert_str_eq(json_string_value(json_object_get(eth0, "mac")),
+	    "52:54:00:ab:cd:ef");
+	addrs = json_object_get(eth0, "addresses");
+	ck_assert_uint_eq(json_array_size(addrs), AGENT_NET_ADDRS_MAX);
+	a = json_array_get(addrs, 0);
+	ck_assert_str_eq(json_string_value(json_object_get(a, "family")), "inet");
+	ck_assert_str_eq(json_string_value(json_object_get(a, "address")),
+	    "10.100.0.2");
+	ck_assert_int_eq(json_integer_value(json_object_get(a, "prefix")), 30);
+	a = json_array_get(addrs, 1);
+	ck_assert_str_eq(json_string_value(json_object_get(a, "family")), "inet6");
+	ck_assert_str_eq(json_string_value(json_object_get(a, "address")),
+	    "fe80::5054:ff:feab:cdef");
+	ck_assert_int_eq(json_integer_value(json_object_get(a, "prefix")), 64);
+	/* No netmask: the prefix is unknown, not 0. */
+	ck_assert(json_is_null(json_object_get(json_array_get(addrs, 2),
+	    "prefix")));
+	a = json_array_get(ifaces, 1);
+	ck_assert_str_eq(json_string_value(json_object_get(a, "name")), "dummy0");
+	ck_assert(json_is_false(json_object_get(a, "up")));
+	ck_assert(json_is_null(json_object_get(a, "mac")));
+	json_decref(ifaces);
 }
 END_TEST
 
@@ -847,6 +968,8 @@ main(void)
 	tcase_add_test(tc, id_is_echoed_whatever_its_type);
 	tcase_add_test(tc, id_is_echoed_on_errors);
 	tcase_add_test(tc, info_reports_kernel_uptime_cid_hostname);
+	tcase_add_test(tc, info_lists_interfaces_and_their_addresses);
+	tcase_add_test(tc, interfaces_are_reported_with_prefixes_and_bounded);
 	tcase_add_test(tc, unknown_op_names_the_known_ones);
 	tcase_add_test(tc, malformed_requests_get_errors);
 	tcase_add_test(tc, parameters_are_checked_strictly);
