@@ -160,7 +160,9 @@ cmd_image_import(struct ctl *ctl, struct verb_args *a)
 			goto fail;
 		json_object_set_new(params, "oci", json_string(src));
 	}
+	struct ctl_progress *progress = ctl_progress_start(ctl, NULL, name);
 	r = ctl_call(ctl, "image.import", params, &doc);
+	ctl_progress_stop(progress);
 	if (r != EXIT_OK)
 		return r;
 	if (ctl->json)

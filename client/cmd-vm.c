@@ -111,8 +111,18 @@ call_lifecycle(struct ctl *ctl, const char *method, json_t *params,
     const char *name, const char *did)
 {
 	json_t *rec;
-	int r = ctl_call(ctl, method, params, &rec);
+	struct ctl_progress *progress = NULL;
+	int r;
 
+	/* A boot, a disk copy or an agent wait may take a while: a progress
+	 * line on a terminal, and plain progress lines for --wait elsewhere. */
+	if ((strcmp(method, "vm.create") == 0 || strcmp(method, "vm.start") == 0 ||
+	    strcmp(method, "vm.fork") == 0) &&
+	    (isatty(STDERR_FILENO) || json_is_true(json_object_get(params, "wait"))) &&
+	    !json_is_false(json_object_get(params, "start")))
+		progress = ctl_progress_start(ctl, name, NULL);
+	r = ctl_call(ctl, method, params, &rec);
+	ctl_progress_stop(progress);
 	if (r != EXIT_OK)
 		return r;
 	if (ctl->json)
@@ -208,6 +218,12 @@ apply_workload(struct verb_args *a, json_t *params)
 		for (int i = 0; i < a->nenv; i++)
 			json_array_append_new(env, json_string(a->env[i]));
 		json_object_set_new(params, "env", env);
+	}
+	if (a->npublish > 0) {
+		json_t *pub = json_array();
+		for (int i = 0; i < a->npublish; i++)
+			json_array_append_new(pub, json_string(a->publish[i]));
+		json_object_set_new(params, "publish", pub);
 	}
 	if (OPTARG(a, OPT_WORKDIR) != NULL)
 		json_object_set_new(params, "workdir", json_string(OPTARG(a, OPT_WORKDIR)));
@@ -338,6 +354,37 @@ cmd_vm_list(struct ctl *ctl, struct verb_args *a)
 	return ctl_print_table(t);
 }
 
+/* The network lines of vm inspect: the mode (a string in records from
+ * before "nat"), then a nat VM's TAP, addresses, MAC and published ports. */
+static void
+inspect_network(const json_t *net)
+{
+	const json_t *pub, *p;
+	char line[96];
+	size_t i;
+
+	if (json_is_string(net) || net == NULL) {
+		ctl_kv("network", json_string_value(net), VM_KV_WIDTH);
+		return;
+	}
+	ctl_kv("network", rec_str(net, "mode"), VM_KV_WIDTH);
+	if (rec_str(net, "guest_addr") == NULL)
+		return;
+	ctl_kv("tap", rec_str(net, "tap") ? rec_str(net, "tap") : "- (not running)",
+	    VM_KV_WIDTH);
+	ctl_kv("host addr", rec_str(net, "host_addr"), VM_KV_WIDTH);
+	ctl_kv("guest addr", rec_str(net, "guest_addr"), VM_KV_WIDTH);
+	ctl_kv("mac", rec_str(net, "mac"), VM_KV_WIDTH);
+	pub = json_object_get(net, "publish");
+	json_array_foreach(pub, i, p) {
+		snprintf(line, sizeof(line), "%s:%lld -> %lld/%s", rec_str(p, "host_addr"),
+		    (long long)json_integer_value(json_object_get(p, "host_port")),
+		    (long long)json_integer_value(json_object_get(p, "guest_port")),
+		    rec_str(p, "proto") ? rec_str(p, "proto") : "tcp");
+		ctl_kv("publish", line, VM_KV_WIDTH);
+	}
+}
+
 int
 cmd_vm_inspect(struct ctl *ctl, struct verb_args *a)
 {
@@ -345,7 +392,6 @@ cmd_vm_inspect(struct ctl *ctl, struct verb_args *a)
 		{ "backend", "backend" }, { "image", "image" },
 		{ "kernel", "kernel_path" }, { "initrd", "initrd_path" },
 		{ "disk", "disk_path" }, { "boot args", "boot_args" },
-		{ "network", "network" },
 	};
 	char buf[64];
 	const char *s;
@@ -362,6 +408,7 @@ cmd_vm_inspect(struct ctl *ctl, struct verb_args *a)
 		ctl_kv("reason", s, VM_KV_WIDTH);
 	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
 		ctl_kv(strings[i].label, rec_str(rec, strings[i].key), VM_KV_WIDTH);
+	inspect_network(json_object_get(rec, "network"));
 	ctl_kv("cpus", rec_int(rec, "cpus", buf, sizeof(buf)), VM_KV_WIDTH);
 	ctl_kv("memory", rec_memory(rec, buf, sizeof(buf)), VM_KV_WIDTH);
 	s = rec_int(rec, "pid", buf, sizeof(buf));

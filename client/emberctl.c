@@ -28,14 +28,15 @@
 static const enum opt_id create_opts[] = {
 	OPT_FILE, OPT_IMAGE, OPT_KERNEL, OPT_INITRD, OPT_ROOTFS, OPT_CPUS,
 	OPT_MEMORY, OPT_DISK_SIZE, OPT_BOOT_ARGS, OPT_VSOCK, OPT_NO_VSOCK,
-	OPT_BACKEND, OPT_NETWORK, OPT_NO_START, OPT_WAIT, OPT_ENV, OPT_WORKDIR, OPT_USER, 0
+	OPT_BACKEND, OPT_NETWORK, OPT_PUBLISH, OPT_NO_START, OPT_WAIT, OPT_ENV, OPT_WORKDIR,
+	OPT_USER, 0
 };
 static const enum opt_id start_opts[] = { OPT_WAIT, 0 };
 static const enum opt_id logs_opts[] = { OPT_FOLLOW, 0 };
 static const enum opt_id run_opts[] = {
 	OPT_IMAGE, OPT_KERNEL, OPT_INITRD, OPT_ROOTFS, OPT_CPUS, OPT_MEMORY, OPT_DISK_SIZE,
-	OPT_BOOT_ARGS, OPT_VSOCK, OPT_NO_VSOCK, OPT_BACKEND, OPT_NETWORK, OPT_ENV, OPT_WORKDIR,
-	OPT_USER, OPT_RM, 0
+	OPT_BOOT_ARGS, OPT_VSOCK, OPT_NO_VSOCK, OPT_BACKEND, OPT_NETWORK, OPT_PUBLISH, OPT_ENV,
+	OPT_WORKDIR, OPT_USER, OPT_RM, 0
 };
 static const enum opt_id stop_opts[] = { OPT_FORCE, OPT_TIMEOUT, 0 };
 static const enum opt_id exec_opts[] = { OPT_TIMEOUT, 0 };
@@ -45,6 +46,8 @@ static const enum opt_id import_opts[] = {
 	OPT_KERNEL, OPT_VMLINUX, OPT_INITRD, OPT_ROOTFS, OPT_ROOTFS_DIR,
 	OPT_ROOTFS_SIZE, OPT_BOOT_ARGS, OPT_OCI, 0
 };
+static const enum opt_id events_opts[] = { OPT_VM, OPT_TYPE, OPT_SINCE, 0 };
+static const enum opt_id stats_opts[] = { OPT_WATCH, 0 };
 static const enum opt_id no_opts[] = { 0 };
 
 static const struct verb verbs[] = {
@@ -52,7 +55,8 @@ static const struct verb verbs[] = {
 	  "NAME [-f SPEC.yaml] [--image I] [--kernel K]\n"
 	  "\t[--initrd I] [--rootfs R] [--cpus N] [--memory 512M]\n"
 	  "\t[--disk-size 2G] [--boot-args S] [--vsock | --no-vsock]\n"
-	  "\t[--backend B] [--network none|user] [--no-start]\n"
+	  "\t[--backend B] [--network none|user|nat] [--no-start]\n"
+	  "\t[--publish [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]]...\n"
 	  "\t[--wait [SECONDS]] [--env K=V]... [--workdir D] [--user U]\n"
 	  "\t[-- CMD [ARGS...]]",
 	  "create a VM and boot it (flags override -f, which overrides defaults;\n"
@@ -63,6 +67,10 @@ static const struct verb verbs[] = {
 	  "list VMs: NAME STATUS BACKEND CPUS MEMORY CID", no_opts },
 	{ "vm", "inspect", 1, 1, cmd_vm_inspect, "NAME",
 	  "show a VM's record", no_opts },
+	{ "vm", "stats", 0, 1, cmd_vm_stats, "[NAME] [--watch]",
+	  "what VMs use: uptime, hypervisor CPU time and RSS, vsock bytes each way\n"
+	  "and connections, disk allocated, agent ping (--watch: every second)",
+	  stats_opts },
 	{ "vm", "start", 1, 1, cmd_vm_start, "NAME [--wait [SECONDS]]",
 	  "boot a created, stopped or failed VM (--wait: until its agent answers)",
 	  start_opts },
@@ -111,8 +119,15 @@ static const struct verb verbs[] = {
 	  "delete an image (--force even while VMs use it)", delete_opts },
 	{ "vsock", "allocations", 0, 0, cmd_vsock_allocations, "",
 	  "list allocated vsock CIDs: CID OWNER", no_opts },
+	{ "events", NULL, 0, 0, cmd_events, "[--vm NAME]... [--type T]... [--since SEQ] [--json]",
+	  "print emberd's events as they happen (status changes, exits, agent,\n"
+	  "vsock, progress); --since resumes after a sequence number", events_opts },
 	{ "daemon", "info", 0, 0, cmd_daemon_info, "",
 	  "show emberd's version, paths and hypervisor backends", no_opts },
+	{ "daemon", "upgrade", 0, 0, cmd_daemon_upgrade, "",
+	  "re-execute emberd's binary in place; QEMU VMs keep their vsock (root)", no_opts },
+	{ "metrics", NULL, 0, 0, cmd_metrics, "",
+	  "print emberd's metrics in Prometheus text format", no_opts },
 	{ "rpc", NULL, 1, 2, cmd_rpc, "METHOD [JSON-PARAMS]",
 	  "call any method and print its raw result", no_opts },
 	{ "version", NULL, 0, 0, cmd_version, "",
@@ -144,6 +159,7 @@ static const struct {
 	{ OPT_NO_VSOCK, "no-vsock", no_argument, 0 },
 	{ OPT_BACKEND, "backend", required_argument, 0 },
 	{ OPT_NETWORK, "network", required_argument, 0 },
+	{ OPT_PUBLISH, "publish", required_argument, 'p' },
 	{ OPT_NO_START, "no-start", no_argument, 0 },
 	{ OPT_FORCE, "force", no_argument, 0 },
 	{ OPT_TIMEOUT, "timeout", required_argument, 0 },
@@ -158,6 +174,10 @@ static const struct {
 	{ OPT_RM, "rm", no_argument, 0 },
 	{ OPT_FOLLOW, "follow", no_argument, 0 },
 	{ OPT_JSON, "json", no_argument, 0 },
+	{ OPT_WATCH, "watch", no_argument, 0 },
+	{ OPT_VM, "vm", required_argument, 0 },
+	{ OPT_TYPE, "type", required_argument, 0 },
+	{ OPT_SINCE, "since", required_argument, 0 },
 	{ OPT_HELP, "help", no_argument, 'h' },
 };
 
@@ -536,6 +556,18 @@ parse_verb_args(struct ctl *ctl, int argc, char **argv, struct verb_args *a)
 			return ctl_usage_error(ctl, "at most %d --env options", VERB_ENV_MAX);
 		if (c == OPT_ENV)
 			a->env[a->nenv++] = optarg;
+		if (c == OPT_PUBLISH && a->npublish == VERB_PUBLISH_MAX)
+			return ctl_usage_error(ctl, "at most %d --publish options", VERB_PUBLISH_MAX);
+		if (c == OPT_PUBLISH)
+			a->publish[a->npublish++] = optarg;
+		if ((c == OPT_VM && a->nvms == VERB_MULTI_MAX) ||
+		    (c == OPT_TYPE && a->ntypes == VERB_MULTI_MAX))
+			return ctl_usage_error(ctl, "at most %d --vm and --type options",
+			    VERB_MULTI_MAX);
+		if (c == OPT_VM)
+			a->vms[a->nvms++] = optarg;
+		if (c == OPT_TYPE)
+			a->types[a->ntypes++] = optarg;
 	}
 	if (OPTARG(a, OPT_HELP) != NULL)
 		return -1;

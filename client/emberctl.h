@@ -33,6 +33,7 @@ enum opt_id {
 	OPT_NO_VSOCK,
 	OPT_BACKEND,
 	OPT_NETWORK,
+	OPT_PUBLISH,
 	OPT_NO_START,
 	OPT_FILE,
 	OPT_FORCE,
@@ -48,11 +49,17 @@ enum opt_id {
 	OPT_RM,
 	OPT_FOLLOW,
 	OPT_JSON,
+	OPT_VM,
+	OPT_TYPE,
+	OPT_SINCE,
+	OPT_WATCH,
 	OPT_HELP,
 	OPT_END
 };
 
 #define VERB_ENV_MAX 64	/* --env options a command takes */
+#define VERB_PUBLISH_MAX 16	/* --publish options (VM_PUBLISH_MAX) */
+#define VERB_MULTI_MAX 64	/* --vm or --type options a command takes */
 
 struct verb_args {
 	int argc;			/* positional arguments after the verb words */
@@ -60,6 +67,12 @@ struct verb_args {
 	const char *opt[OPT_END - OPT_FIRST];	/* NULL absent, "" for a flag */
 	const char *env[VERB_ENV_MAX];	/* every --env K=V, in order */
 	int nenv;
+	const char *publish[VERB_PUBLISH_MAX];	/* every --publish, in order */
+	int npublish;
+	const char *vms[VERB_MULTI_MAX];	/* every --vm NAME */
+	int nvms;
+	const char *types[VERB_MULTI_MAX];	/* every --type T */
+	int ntypes;
 };
 
 #define OPTARG(a, id) ((a)->opt[(id) - OPT_FIRST])
@@ -138,8 +151,22 @@ int cmd_image_inspect(struct ctl *, struct verb_args *);
 int cmd_image_delete(struct ctl *, struct verb_args *);
 int cmd_vsock_allocations(struct ctl *, struct verb_args *);
 int cmd_daemon_info(struct ctl *, struct verb_args *);
+int cmd_daemon_upgrade(struct ctl *, struct verb_args *);
+int cmd_vm_stats(struct ctl *, struct verb_args *);	/* cmd-stats.c */
+int cmd_metrics(struct ctl *, struct verb_args *);
 int cmd_rpc(struct ctl *, struct verb_args *);
 int cmd_version(struct ctl *, struct verb_args *);
 int cmd_completion_bash(struct ctl *, struct verb_args *);
+int cmd_events(struct ctl *, struct verb_args *);
+
+/* A progress line for a long operation (cmd-events.c): a child process
+ * subscribed on its own connection prints image.progress, disk.progress
+ * and, on a terminal, the VM's status and agent events to stderr (one
+ * line rewritten with \r on a terminal, plain lines otherwise). vm and
+ * image may be NULL. NULL when it could not start: the operation goes on
+ * without it. */
+struct ctl_progress;
+struct ctl_progress *ctl_progress_start(struct ctl *ctl, const char *vm, const char *image);
+void ctl_progress_stop(struct ctl_progress *p);
 
 #endif

@@ -333,3 +333,25 @@ rpc_client_call(struct rpc_client *c, const char *method, json_t *params,
 		return *error != NULL ? RPC_CALL_ERROR : RPC_CALL_OK;
 	}
 }
+
+int
+rpc_client_next(struct rpc_client *c, int timeout_ms, json_t **msg)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	json_error_t jerr;
+	char *line;
+	int r;
+
+	*msg = NULL;
+	r = read_line(c, deadline, &line);
+	if (r < 0)
+		return r;
+	*msg = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+	free(line);
+	if (*msg == NULL || !json_is_object(*msg)) {
+		json_decref(*msg);
+		*msg = NULL;
+		return -EBADMSG;
+	}
+	return 0;
+}

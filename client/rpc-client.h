@@ -35,4 +35,12 @@ enum rpc_call_status rpc_client_call(struct rpc_client *c, const char *method,
     json_t *params, int timeout_ms, json_t **result, json_t **error,
     char *msg, size_t msglen);
 
+/*
+ * Reads the next line the daemon sends on its own (a notification of a
+ * stream such as events.subscribe) into *msg (an object, new reference).
+ * 0, -ETIMEDOUT, -EPIPE when emberd closed the connection, -EBADMSG for a
+ * line that is not a JSON object, or -errno.
+ */
+int rpc_client_next(struct rpc_client *c, int timeout_ms, json_t **msg);
+
 #endif

@@ -8,13 +8,17 @@
  * String fields either point at the built-in "auto" below or are heap
  * copies; config_free_string() knows which is which.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include "config.h"
 #include "log.h"
+#include "net-pool.h"
 #include "spec.h"
 #include "yaml-doc.h"
 
@@ -61,6 +65,7 @@ ember_config_init(struct ember_config *cfg)
 	cfg->default_memory_mib = 512;
 	cfg->default_backend = builtin_auto;
 	cfg->vsock_vm_to_vm = true;
+	net_cidr_parse(NET_POOL_DEFAULT, &cfg->net_pool_base, &cfg->net_pool_prefix);
 	cfg->max_batch = CONFIG_MAX_BATCH_DEFAULT;
 	cfg->quota_default = (struct ember_quota){
 		.vms = QUOTA_DEFAULT_VMS, .vcpus = QUOTA_DEFAULT_VCPUS,
@@ -78,6 +83,7 @@ ember_config_clear(struct ember_config *cfg)
 	config_free_string(&cfg->socket_group);
 	config_free_string(&cfg->default_image);
 	config_free_string(&cfg->default_backend);
+	config_free_string(&cfg->metrics_listen);
 	json_decref(cfg->backend_sections);
 	free(cfg->quota_users);
 	memset(cfg, 0, sizeof(*cfg));
@@ -89,9 +95,10 @@ static int
 config_copy(struct ember_config *dst, const struct ember_config *src)
 {
 	char **dfields[] = { &dst->state_dir, &dst->socket, &dst->socket_group,
-	    &dst->default_image, &dst->default_backend };
+	    &dst->default_image, &dst->default_backend, &dst->metrics_listen };
 	char *const sfields[] = { src->state_dir, src->socket,
-	    src->socket_group, src->default_image, src->default_backend };
+	    src->socket_group, src->default_image, src->default_backend,
+	    src->metrics_listen };
 
 	*dst = *src;
 	for (size_t i = 0; i < sizeof(dfields) / sizeof(dfields[0]); i++)
@@ -146,6 +153,67 @@ CONFIG_STRING(socket_group, socket_group)
 CONFIG_STRING(default_image, default_image)
 CONFIG_STRING(default_backend, default_backend)
 #undef CONFIG_STRING
+
+int
+ember_listen_parse(const char *text, struct ember_listen_addr *out)
+{
+	char host[64], *end;
+	const char *colon;
+	unsigned long port;
+	size_t n;
+
+	memset(out, 0, sizeof(*out));
+	if (strncmp(text, "unix:", 5) == 0) {
+		text += 5;
+		if (text[0] != '/' || strlen(text) >= sizeof(out->path))
+			return -EINVAL;
+		out->family = AF_UNIX;
+		snprintf(out->path, sizeof(out->path), "%s", text);
+		return 0;
+	}
+	if ((colon = strrchr(text, ':')) == NULL || colon[1] < '0' || colon[1] > '9')
+		return -EINVAL;
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || port < 1 || port > 65535)
+		return -EINVAL;
+	n = (size_t)(colon - text);
+	if (n >= 2 && text[0] == '[' && text[n - 1] == ']') {
+		text++;
+		n -= 2;
+		out->family = AF_INET6;
+	} else {
+		out->family = AF_INET;
+	}
+	if (n == 0 || n >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, text, n);
+	host[n] = '\0';
+	if (inet_pton(out->family, host, out->addr) != 1)
+		return -EINVAL;
+	out->port = (unsigned)port;
+	return 0;
+}
+
+static int
+set_metrics_listen(void *obj, const struct ydoc_value *v)
+{
+	struct config_parse *cp = obj;
+	struct ember_listen_addr addr;
+
+	if (ember_listen_parse(v->str, &addr) < 0) {
+		ydoc_error(cp->doc, v->node, cp->err, "\"metrics.listen\": \"%s\" is not "
+		    "ADDRESS:PORT with a numeric IPv4 or [IPv6] address, nor unix:/ABSOLUTE/PATH "
+		    "(at most 107 bytes)", v->str);
+		return -EINVAL;
+	}
+	return config_set_string(&cp->cfg->metrics_listen, v->str);
+}
+
+static const struct ydoc_key metrics_keys[] = {
+	{ "listen", YDOC_STRING, 0, 0, 0, NULL, set_metrics_listen, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
 
 static int
 set_log_level(void *obj, const struct ydoc_value *v)
@@ -213,6 +281,92 @@ static const struct ydoc_key vsock_keys[] = {
 };
 
 static int
+set_net_pool(void *obj, const struct ydoc_value *v)
+{
+	struct config_parse *cp = obj;
+
+	if (net_cidr_parse(v->str, &cp->cfg->net_pool_base, &cp->cfg->net_pool_prefix) < 0) {
+		ydoc_error(cp->doc, v->node, cp->err, "\"network.pool\": expected an IPv4 "
+		    "network A.B.C.D/P with P from %d to %d and no host bits, got \"%.64s\"",
+		    NET_POOL_PREFIX_MIN, NET_POOL_PREFIX_MAX, v->str);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int
+set_net_same_owner(void *obj, const struct ydoc_value *v)
+{
+	((struct config_parse *)obj)->cfg->net_allow_same_owner = v->b;
+	return 0;
+}
+
+static int
+set_net_resolv_conf(void *obj, const struct ydoc_value *v)
+{
+	return config_set_string(&((struct config_parse *)obj)->cfg->net_resolv_conf, v->str);
+}
+
+/* allow_host_ports: a list of ports, each N (TCP and UDP), N/tcp or N/udp. */
+static int
+set_net_host_ports(void *obj, const struct ydoc_value *v)
+{
+	struct config_parse *cp = obj;
+	struct ember_config *cfg = cp->cfg;
+	const struct ydoc_node *seq = v->node;
+
+	cfg->net_nhost_ports = 0;
+	if (ydoc_node_is_null(seq))
+		return 0;
+	if (seq->type != YDOC_SEQUENCE) {
+		ydoc_error(cp->doc, seq, cp->err,
+		    "\"network.allow_host_ports\": expected a list of ports");
+		return -EINVAL;
+	}
+	if (seq->nitems > CONFIG_HOST_PORTS_MAX) {
+		ydoc_error(cp->doc, seq, cp->err,
+		    "\"network.allow_host_ports\": at most %d ports", CONFIG_HOST_PORTS_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < seq->nitems; i++) {
+		const struct ydoc_node *n = seq->items[i];
+		struct ember_host_port *hp = &cfg->net_host_ports[i];
+		unsigned long port = 0;
+		size_t d = 0;
+
+		if (n->type != YDOC_SCALAR)
+			goto bad;
+		for (; d < n->len && d < 6 && n->value[d] >= '0' && n->value[d] <= '9'; d++)
+			port = port * 10 + (unsigned long)(n->value[d] - '0');
+		if (d == 0 || d > 5 || n->value[0] == '0' || port < 1 || port > 65535)
+			goto bad;
+		hp->port = (uint16_t)port;
+		hp->tcp = hp->udp = true;
+		if (strcmp(n->value + d, "/tcp") == 0)
+			hp->udp = false;
+		else if (strcmp(n->value + d, "/udp") == 0)
+			hp->tcp = false;
+		else if (n->value[d] != '\0' || !n->plain)
+			goto bad;
+		cfg->net_nhost_ports = i + 1;
+		continue;
+bad:
+		ydoc_error(cp->doc, n, cp->err, "\"network.allow_host_ports\": expected a "
+		    "port 1-65535, optionally with /tcp or /udp");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static const struct ydoc_key network_keys[] = {
+	{ "pool", YDOC_STRING, 0, 0, 0, NULL, set_net_pool, NULL },
+	{ "allow_same_owner", YDOC_BOOL, 0, 0, 0, NULL, set_net_same_owner, NULL },
+	{ "allow_host_ports", YDOC_NODE, 0, 0, 0, NULL, set_net_host_ports, NULL },
+	{ "resolv_conf", YDOC_STRING, YDOC_ABSOLUTE, 0, 0, NULL, set_net_resolv_conf, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
+};
+
+static int
 set_max_connections(void *obj, const struct ydoc_value *v)
 {
 	((struct config_parse *)obj)->cfg->max_connections = (unsigned)v->u;
@@ -233,6 +387,13 @@ set_reply_high_water(void *obj, const struct ydoc_value *v)
 	return 0;
 }
 
+static int
+set_events_ring(void *obj, const struct ydoc_value *v)
+{
+	((struct config_parse *)obj)->cfg->events_ring = (unsigned)v->u;
+	return 0;
+}
+
 static const struct ydoc_key limits_keys[] = {
 	{ "max_connections", YDOC_UINT, 0, 1, 1000000, NULL, set_max_connections,
 	    NULL },
@@ -240,6 +401,7 @@ static const struct ydoc_key limits_keys[] = {
 	    NULL },
 	{ "reply_high_water", YDOC_SIZE, 0, 64 * 1024, 1024ULL * 1024 * 1024,
 	    NULL, set_reply_high_water, NULL },
+	{ "events_ring", YDOC_UINT, 0, 16, 1048576, NULL, set_events_ring, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 
@@ -369,8 +531,10 @@ static const struct ydoc_key config_keys[] = {
 	{ "default_image", YDOC_STRING, 0, 0, 0, NULL, set_default_image, NULL },
 	{ "defaults", YDOC_MAP, 0, 0, 0, NULL, NULL, defaults_keys },
 	{ "vsock", YDOC_MAP, 0, 0, 0, NULL, NULL, vsock_keys },
+	{ "network", YDOC_MAP, 0, 0, 0, NULL, NULL, network_keys },
 	{ "limits", YDOC_MAP, 0, 0, 0, NULL, NULL, limits_keys },
 	{ "quotas", YDOC_MAP, 0, 0, 0, NULL, NULL, quotas_keys },
+	{ "metrics", YDOC_MAP, 0, 0, 0, NULL, NULL, metrics_keys },
 	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 

@@ -8,7 +8,10 @@
  *   <backend>: { ... }               (each backend's own subtree)
  *   defaults: { cpus: 1, memory: 512M, backend: auto }
  *   vsock: { vm_to_vm: true }
+ *   network: { pool: 10.100.0.0/16, allow_same_owner: false,
+ *              allow_host_ports: [53, 8125/udp], resolv_conf: /etc/resolv.conf }
  *   limits: { max_connections: 1024, max_batch: 128, reply_high_water: 4M }
+ *   metrics: { listen: "127.0.0.1:9464" }   (or "unix:/run/ember/metrics.sock")
  *   quotas: { default: { vms: 16, vcpus: 16, memory: 16G, disk: 128G,
  *                        cids: 16, connections: 32 },
  *             users: { alice: { vms: 64 }, "1001": { cids: 0 } } }
@@ -50,6 +53,7 @@ struct ember_quota {
 #define CONFIG_MAX_BATCH_DEFAULT	128
 #define CONFIG_MAX_BATCH_MAX		100000
 #define CONFIG_QUOTA_USERS_MAX		1024
+#define CONFIG_HOST_PORTS_MAX		64
 
 /* A quotas.users entry: keys it does not give come from quotas.default. */
 struct ember_user_quota {
@@ -73,10 +77,22 @@ struct ember_config {
 	uint64_t default_memory_mib;
 	char *default_backend;		/* "auto" or a registered backend */
 	bool vsock_vm_to_vm;
+	/* network: VMs with network "nat" (vm-network.c). */
+	uint32_t net_pool_base;		/* IPv4, host byte order */
+	unsigned net_pool_prefix;
+	bool net_allow_same_owner;	/* a guest may reach its owner's other guests */
+	struct ember_host_port {
+		uint16_t port;
+		bool tcp, udp;
+	} net_host_ports[CONFIG_HOST_PORTS_MAX];	/* host ports guests may reach */
+	size_t net_nhost_ports;
+	char *net_resolv_conf;		/* NULL: /etc/resolv.conf */
 	/* limits: bounds on what one control connection may cause. */
 	unsigned max_connections;	/* 0: the transport's default */
 	unsigned max_batch;		/* requests in one batch */
 	uint64_t reply_high_water;	/* bytes; 0: the transport's default */
+	char *metrics_listen;		/* metrics.listen; NULL: no HTTP listener */
+	unsigned events_ring;		/* events kept for resume; 0: the default */
 	/* quotas: */
 	struct ember_quota quota_default;
 	struct ember_user_quota *quota_users;	/* heap array */
@@ -122,6 +138,16 @@ int ember_config_parse(const char *text, size_t len, const char *filename,
     struct ember_config *cfg, struct ember_error *err);
 int ember_config_load(const char *path, struct ember_config *cfg,
     struct ember_error *err);
+/* A metrics.listen address: "unix:/absolute/path", "a.b.c.d:port" or
+ * "[v6]:port" (numeric only: nothing is resolved). */
+struct ember_listen_addr {
+	int family;			/* AF_UNIX, AF_INET, AF_INET6 */
+	char path[108];			/* AF_UNIX */
+	unsigned char addr[16];		/* AF_INET (4 bytes), AF_INET6 */
+	unsigned port;
+};
+/* 0 or -EINVAL. */
+int ember_listen_parse(const char *text, struct ember_listen_addr *out);
 /* The quota that applies to uid; NULL for root (no quota). */
 const struct ember_quota *ember_config_quota(const struct ember_config *cfg,
     uid_t uid);

@@ -64,6 +64,7 @@ struct control_conn {
 	int deferred;		/* the consumer is still busy with a line */
 	int on_ready;		/* has lines waiting for the next turn */
 	int big;		/* its buffers grew past CONN_BIG_BYTES */
+	int watch_output;	/* on_writable when its output drains */
 };
 
 struct control_user {
@@ -199,6 +200,8 @@ conn_destroy(struct control_conn *c)
 	}
 	ctl->nconns--;
 	user_remove(ctl, c->peer.uid);
+	if (ctl->cb.on_closed != NULL)
+		ctl->cb.on_closed(ctl->ctx, c->peer.conn_id);
 	bufferevent_free(c->bev);
 	/* glibc keeps freed arenas; a client that made us buffer megabytes
 	 * should not leave them held after it has gone. */
@@ -392,6 +395,8 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 			bufferevent_enable(bev, EV_READ);
 		conn_mark_ready(c);	/* lines that arrived while paused */
 	}
+	if (c->watch_output && ctl->cb.on_writable != NULL)
+		ctl->cb.on_writable(ctl->ctx, c->peer.conn_id);
 	if ((c->closing || ctl->draining) && conn_finished(c))
 		conn_free(c);
 }
@@ -646,6 +651,13 @@ control_bind(const char *path, gid_t group, struct ember_error *err)
 	return fd;
 }
 
+int
+control_listen_fd(const struct control *ctl)
+{
+	return ctl != NULL && ctl->listener != NULL ?
+	    (int)evconnlistener_get_fd(ctl->listener) : -1;
+}
+
 struct control *
 control_new(struct event_base *base, const char *path, int listen_fd, gid_t group,
     const struct control_callbacks *cb, void *ctx, struct ember_error *err)
@@ -756,6 +768,23 @@ control_send(struct control *ctl, uint64_t conn_id, const char *buf, size_t len)
 	if (bufferevent_write(c->bev, buf, len) < 0)
 		return -ENOMEM;
 	return 0;
+}
+
+long long
+control_pending_output(struct control *ctl, uint64_t conn_id)
+{
+	struct control_conn *c = conn_find(ctl, conn_id);
+
+	return c != NULL ? (long long)conn_output_len(c) : -ENOENT;
+}
+
+void
+control_watch_output(struct control *ctl, uint64_t conn_id)
+{
+	struct control_conn *c = conn_find(ctl, conn_id);
+
+	if (c != NULL)
+		c->watch_output = 1;
 }
 
 void

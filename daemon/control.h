@@ -50,6 +50,12 @@ struct control_callbacks {
 	 * bytes to send before it is closed (malloc'd, taken), or NULL. */
 	char *(*on_refused)(void *ctx, const struct control_peer *peer,
 	    const char *limit, size_t use, size_t max, size_t *len);
+	/* A connection has gone (NULL: not told). No control_* call on it
+	 * from here. */
+	void (*on_closed)(void *ctx, uint64_t conn_id);
+	/* A connection marked with control_watch_output() wrote out its
+	 * pending output (NULL: not told). */
+	void (*on_writable)(void *ctx, uint64_t conn_id);
 };
 
 /* Bounds on the work one connection may cause (see control_set_limits). */
@@ -73,6 +79,8 @@ struct control_limits {
 struct control *control_new(struct event_base *base, const char *path,
     int listen_fd, gid_t group, const struct control_callbacks *cb, void *ctx,
     struct ember_error *err);
+/* The listening socket (kept across an in-place upgrade), or -1. */
+int control_listen_fd(const struct control *ctl);
 /* Closes the listener and all connections; removes the socket file when
  * emberd created it. */
 void control_free(struct control *ctl);
@@ -83,6 +91,11 @@ void control_free(struct control *ctl);
 size_t control_set_limits(struct control *ctl, const struct control_limits *lim);
 /* Queues bytes for a connection; 0, or -ENOENT when it has gone. */
 int control_send(struct control *ctl, uint64_t conn_id, const char *buf, size_t len);
+/* Bytes queued for a connection and not yet written, or -ENOENT. */
+long long control_pending_output(struct control *ctl, uint64_t conn_id);
+/* Calls on_writable each time the connection's output drains (a stream
+ * that writes only while the client keeps up). */
+void control_watch_output(struct control *ctl, uint64_t conn_id);
 /* Stops accepting and reading new requests; on_drained fires once every
  * connection has no pending calls (control_hold/release) and output left. */
 void control_drain(struct control *ctl);

@@ -25,8 +25,11 @@
 #include "cid-alloc.h"
 #include "control.h"
 #include "daemon.h"
+#include "events.h"
 #include "image.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics-http.h"
 #include "notify.h"
 #include "quota.h"
 #include "rpc.h"
@@ -269,6 +272,39 @@ on_refused(void *ctx, const struct control_peer *peer, const char *limit, size_t
 	return rpc_refused_reply(peer->uid, limit, use, max, len);
 }
 
+static void
+on_closed(void *ctx, uint64_t conn_id)
+{
+	struct ember_daemon *d = ctx;
+
+	events_unsubscribe(d->events, conn_id);
+}
+
+static void
+on_writable(void *ctx, uint64_t conn_id)
+{
+	struct ember_daemon *d = ctx;
+
+	events_writable(d->events, conn_id);
+}
+
+/* events.c's sink: subscriber lines go out through the transport. */
+static int
+events_sink_send(void *ctx, uint64_t conn_id, const char *buf, size_t len)
+{
+	struct ember_daemon *d = ctx;
+
+	return d->control != NULL ? control_send(d->control, conn_id, buf, len) : -ENOENT;
+}
+
+static long long
+events_sink_pending(void *ctx, uint64_t conn_id)
+{
+	struct ember_daemon *d = ctx;
+
+	return d->control != NULL ? control_pending_output(d->control, conn_id) : -ENOENT;
+}
+
 /* The config's limits section, applied to the transport. */
 static void
 apply_limits(struct ember_daemon *d)
@@ -327,6 +363,9 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	log_info("%s: no longer accepting requests; answering those in flight",
 	    strsignal((int)sig));
 	notify_stopping(d->notify, "stopping: answering requests in flight");
+	events_emit(d->events, EVENT_DAEMON_SHUTDOWN, NULL, EVENTS_NO_OWNER,
+	    json_pack("{s:s}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
+	events_flush(d->events);	/* before the drain closes idle subscribers */
 	d->ev_shutdown_deadline = evtimer_new(d->base, on_shutdown_deadline, d);
 	evtimer_add(d->ev_shutdown_deadline, &grace);
 	/* What is in flight may finish within the grace period (a create
@@ -353,6 +392,9 @@ reload_config(struct ember_daemon *d)
 	}
 	if (cfg.cid_min != d->config.cid_min || cfg.cid_max != d->config.cid_max)
 		log_warnx("SIGHUP: cid_min/cid_max changes take effect at the next start");
+	if ((cfg.metrics_listen == NULL) != (d->config.metrics_listen == NULL) ||
+	    (cfg.metrics_listen != NULL && strcmp(cfg.metrics_listen, d->config.metrics_listen) != 0))
+		log_warnx("SIGHUP: metrics.listen changes take effect at the next start");
 	if (cfg.log_level >= 0)
 		log_set_level((enum log_level)cfg.log_level);
 	/* state_dir and socket stay as they are until a restart. */
@@ -370,6 +412,8 @@ on_reload(evutil_socket_t sig, short what, void *arg)
 
 	notify_reloading(d->notify);
 	reload_config(d);
+	events_emit(d->events, EVENT_DAEMON_RELOAD, NULL, EVENTS_NO_OWNER,
+	    json_pack("{s:b}", "config", d->config_path != NULL));
 	notify_ready(d->notify);
 }
 
@@ -396,7 +440,7 @@ struct ember_daemon *
 daemon_new(struct daemon_options *o, struct ember_error *err)
 {
 	struct control_callbacks cb = { on_line, on_oversize, on_drained,
-	    on_user_connection_limit, on_refused };
+	    on_user_connection_limit, on_refused, on_closed, on_writable };
 	struct ember_daemon *d = calloc(1, sizeof(*d));
 
 	if (d == NULL) {
@@ -422,6 +466,12 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 	if (d->base == NULL)
 		fatalx("cannot create the event base");
 	d->notify = notify_new(d->base, daemon_status_line, d);
+	{
+		struct events_limits elim = { .ring_events = d->config.events_ring };
+		struct events_sink sink = { events_sink_send, events_sink_pending, d };
+		if ((d->events = events_new(d->base, &elim, &sink)) == NULL)
+			fatalx("out of memory");
+	}
 
 	d->cids = cid_alloc_new(d->config.cid_min, d->config.cid_max);
 	if (d->cids == NULL) {
@@ -446,6 +496,10 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 	if (d->control == NULL)
 		goto fail;
 	apply_limits(d);
+	if (d->config.metrics_listen != NULL &&
+	    (d->metrics_http = metrics_http_new(d, d->config.metrics_listen, err)) == NULL)
+		goto fail;
+	d->lag_timer = metrics_lag_timer_new(d->base);
 
 	d->ev_sigterm = evsignal_new(d->base, SIGTERM, on_terminate, d);
 	d->ev_sigint = evsignal_new(d->base, SIGINT, on_terminate, d);
@@ -489,7 +543,11 @@ daemon_free(struct ember_daemon *d)
 	}
 	/* VMs before the transport: releasing one may still answer a client. */
 	vms_detach_all(d);
+	metrics_http_free(d->metrics_http);
+	metrics_lag_timer_free(d->lag_timer);
 	control_free(d->control);
+	d->control = NULL;
+	events_free(d->events);
 	notify_free(d->notify);
 	daemon_backends_free(d);
 	if (d->ev_sigterm != NULL)

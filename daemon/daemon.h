@@ -15,7 +15,12 @@ struct event_base;
 struct event;
 struct control;
 struct cid_alloc;
+struct vm_networks;
+struct durable;
 struct notify;
+struct metrics_http;
+struct metrics_lag_timer;
+struct events;
 struct vm;
 
 struct child_call;
@@ -30,6 +35,8 @@ struct ember_daemon {
 
 	struct control *control;
 	struct cid_alloc *cids;
+	struct vm_networks *net;	/* VM networks: pool, firewall (vm-network.c) */
+	struct durable *durable;	/* the state directory's group-commit writer (vm-store.c) */
 
 	struct vm **vms;		/* sorted by name */
 	size_t nvms, vms_cap;
@@ -46,6 +53,9 @@ struct ember_daemon {
 	struct vm *reap_list;		/* removed VMs vm.c frees from the loop */
 	struct event *ev_reap;
 	struct notify *notify;		/* the service manager's channel (notify.c) */
+	struct metrics_http *metrics_http;	/* metrics.listen, or NULL */
+	struct metrics_lag_timer *lag_timer;	/* ember_event_loop_lag_seconds */
+	struct events *events;		/* the event stream (events.c) */
 	bool shutting_down;
 	bool shutdown_answered;		/* the grace period ended: waiters were failed */
 };

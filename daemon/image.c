@@ -34,6 +34,7 @@
 #include "caller-open.h"
 #include "child.h"
 #include "daemon.h"
+#include "events.h"
 #include "fsutil.h"
 #include "image.h"
 #include "log.h"
@@ -68,6 +69,21 @@ struct image_import {
 };
 
 static unsigned import_counter;
+
+/* image.progress for the importing user (and root): phase is the step's
+ * tool, or "done" / "failed". */
+static void
+import_progress(struct image_import *im, const char *phase, json_t *extra)
+{
+	json_t *data = json_pack("{s:s, s:s, s:i, s:i}", "image", im->name, "phase", phase,
+	    "step", im->step, "steps", im->nsteps);
+
+	if (data != NULL && extra != NULL)
+		json_object_update(data, extra);
+	json_decref(extra);
+	events_emit(im->d->events, EVENT_IMAGE_PROGRESS, NULL,
+	    (int64_t)image_doc_owner(im->doc), data);
+}
 
 static void
 image_path(struct ember_daemon *d, const char *name, char *buf, size_t len)
@@ -273,6 +289,7 @@ static void
 import_fail(struct image_import *im, struct ember_error *err)
 {
 	log_warnx("image %s: import failed: %s", im->name, err->message);
+	import_progress(im, "failed", json_pack("{s:s}", "error", err->message));
 	rm_rf(im->staging);
 	im->done(im->ctx, NULL, err);
 	import_free(im);
@@ -427,6 +444,7 @@ import_finish(struct image_import *im)
 	snprintf(images, sizeof(images), "%s/images", im->d->state_dir);
 	fsync_dir(images);
 	log_info("image %s: imported", im->name);
+	import_progress(im, "done", NULL);
 	json_t *reply = json_deep_copy(im->doc);
 	if (json_object_get(im->doc, "oci") != NULL) {
 		/* Size and time of an OCI import, for the caller only. */
@@ -459,6 +477,7 @@ import_next(struct image_import *im)
 	/* Progress, for the log: a large OCI image takes a while. */
 	log_info("image %s: step %d of %d: %s", im->name, im->step + 1, im->nsteps,
 	    step_tool(im));
+	import_progress(im, step_tool(im), NULL);
 	r = child_run_keep(im->d->base, (const char *const *)im->steps[im->step], im->fds, im->nfds,
 	    import_step_done, im);
 	if (r < 0) {

@@ -19,6 +19,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "metrics.h"
 #include "rpc.h"
 #include "rpc-codec.h"
 #include "vm.h"
@@ -40,6 +41,8 @@ static const struct rpc_method *const rpc_tables[] = {
 	rpc_daemon_methods,
 	rpc_vm_methods,
 	rpc_image_methods,
+	rpc_stats_methods,
+	rpc_events_methods,
 };
 
 static const struct rpc_method *
@@ -91,11 +94,34 @@ rpc_batch_put(struct ember_daemon *d, struct rpc_batch *b, size_t slot, json_t *
 	free(b);
 }
 
+/* What a reply says, for ember_rpc_requests_total: "ok", the protocol
+ * error, or the error kind. */
+static const char *
+rpc_outcome(json_t *reply)
+{
+	json_t *error = json_object_get(reply, "error");
+
+	if (error == NULL)
+		return "ok";
+	switch (json_integer_value(json_object_get(error, "code"))) {
+	case RPC_PARSE_ERROR: return "parse_error";
+	case RPC_INVALID_REQUEST: return "invalid_request";
+	case RPC_METHOD_NOT_FOUND: return "method_not_found";
+	case RPC_INVALID_PARAMS: return "invalid_params";
+	default:
+		return ember_error_kind_name(ember_error_kind_from_code(
+		    (int)json_integer_value(json_object_get(error, "code"))));
+	}
+}
+
 /* Delivers a finished reply (NULL for a notification) and frees the call. */
 static void
 rpc_complete(struct rpc_call *call, json_t *reply)
 {
 	struct ember_daemon *d = call->daemon;
+
+	metrics_rpc_done(call->method->handler != NULL ? call->method->name : NULL,
+	    rpc_outcome(reply), metrics_now() - call->started);
 
 	if (call->id == NULL) {	/* notifications get no reply */
 		json_decref(reply);
@@ -275,6 +301,7 @@ rpc_dispatch(struct ember_daemon *d, const struct control_peer *peer, json_t *el
 	call->id = req.id != NULL ? json_deep_copy(req.id) : NULL;
 	call->batch = batch;
 	call->batch_slot = slot;
+	call->started = metrics_now();
 	control_hold(d->control, peer->conn_id);
 
 	call->method = rpc_lookup(req.method);

@@ -53,11 +53,14 @@ struct rpc_call {
 	const struct rpc_method *method;
 	struct rpc_batch *batch;
 	size_t batch_slot;
+	double started;			/* metrics_now() when it was read */
 };
 
 extern const struct rpc_method rpc_daemon_methods[];
 extern const struct rpc_method rpc_vm_methods[];
 extern const struct rpc_method rpc_image_methods[];
+extern const struct rpc_method rpc_stats_methods[];
+extern const struct rpc_method rpc_events_methods[];
 
 /* Handles one line from a client (control.c on_line). */
 void rpc_handle_line(struct ember_daemon *d, const struct control_peer *peer,

@@ -19,11 +19,13 @@
 #include "daemon.h"
 #include "log.h"
 #include "vm-agent.h"
+#include "vm-events.h"
 
 #define AGENT_PROBE_INTERVAL_MS	250
 #define AGENT_PING_TIMEOUT_MS	2000
 #define AGENT_PROBE_WINDOW_S	600
 #define AGENT_RESET_LOG_S	30
+#define AGENT_LATENCY_STALE_S	5	/* vm.stats re-pings a ready agent this old */
 
 enum agent_state { AGENT_DOWN, AGENT_WAITING, AGENT_READY, AGENT_UNREACHABLE };
 
@@ -47,6 +49,12 @@ struct vm_agent {
 	unsigned long resets_logged;
 	bool last_probe_reset;		/* the latest probe ended that way */
 	time_t reset_logged_at;		/* monotonic seconds; 0: never */
+	/* Round trip of the last ping answered (vm.stats): the readiness
+	 * ping, then one in the background when vm.stats finds it stale. */
+	struct timespec ping_sent;
+	double latency_ms;		/* < 0: none yet this boot */
+	time_t latency_at;		/* monotonic seconds of latency_ms */
+	struct agent_call *latency_ping;
 	TAILQ_HEAD(, agent_waiter) waiters;
 	TAILQ_HEAD(, agent_request) requests;
 };
@@ -70,6 +78,7 @@ agent_of(struct vm *vm)
 			fatalx("out of memory");
 		TAILQ_INIT(&vm->agent->waiters);
 		TAILQ_INIT(&vm->agent->requests);
+		vm->agent->latency_ms = -1;
 	}
 	return vm->agent;
 }
@@ -175,6 +184,18 @@ agent_count_reset(struct vm *vm)
 	a->reset_logged_at = now != 0 ? now : 1;
 }
 
+/* The round trip of the ping sent at a->ping_sent, just answered. */
+static void
+agent_note_latency(struct vm_agent *a)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	a->latency_ms = (double)(now.tv_sec - a->ping_sent.tv_sec) * 1e3 +
+	    (double)(now.tv_nsec - a->ping_sent.tv_nsec) / 1e6;
+	a->latency_at = now.tv_sec;
+}
+
 static void
 ping_reply(void *ctx, json_t *reply, const char *err)
 {
@@ -189,9 +210,12 @@ ping_reply(void *ctx, json_t *reply, const char *err)
 		probe_schedule(vm);
 		return;
 	}
-	if (a->state != AGENT_READY)
+	agent_note_latency(a);
+	if (a->state != AGENT_READY) {
 		log_info("vm %s: agent ready", vm->rec.name);
-	a->state = AGENT_READY;
+		a->state = AGENT_READY;
+		vm_events_agent_ready(vm);
+	}
 	json_t *req = json_pack("{s:s}", "op", "info");
 	a->probe = agent_call_start(vm->daemon->base, vm->rec.uds_path, req,
 	    AGENT_PING_TIMEOUT_MS, info_reply, vm);
@@ -210,6 +234,7 @@ probe_cb(evutil_socket_t fd, short what, void *arg)
 	if (a->state != AGENT_WAITING)
 		return;
 	req = json_pack("{s:s}", "op", "ping");
+	clock_gettime(CLOCK_MONOTONIC, &a->ping_sent);
 	a->probe = agent_call_start(vm->daemon->base, vm->rec.uds_path, req,
 	    AGENT_PING_TIMEOUT_MS, ping_reply, vm);
 	json_decref(req);
@@ -253,6 +278,8 @@ agent_stop_probing(struct vm_agent *a)
 {
 	agent_call_cancel(a->probe);
 	a->probe = NULL;
+	agent_call_cancel(a->latency_ping);
+	a->latency_ping = NULL;
 	if (a->probe_timer != NULL)
 		evtimer_del(a->probe_timer);
 }
@@ -265,12 +292,15 @@ vm_agent_on_down(struct vm *vm, const char *why)
 	if (a == NULL)
 		return;
 	agent_stop_probing(a);
+	if (a->state == AGENT_READY)
+		vm_events_agent_lost(vm, why);
 	a->state = AGENT_DOWN;
 	json_decref(a->info);
 	a->info = NULL;
 	a->resets = a->resets_logged = 0;
 	a->last_probe_reset = false;
 	a->reset_logged_at = 0;
+	a->latency_ms = -1;
 	waiters_fail(vm, why);
 }
 
@@ -430,4 +460,33 @@ vm_agent_request(struct vm *vm, const json_t *request, int timeout_ms, agent_rep
 unreachable:
 	return ember_error_set(err, EK_BACKEND_ERROR, NULL,
 	    "cannot reach the vsock socket of VM \"%s\"", vm->rec.name);
+}
+
+static void
+latency_ping_reply(void *ctx, json_t *reply, const char *err)
+{
+	struct vm_agent *a = ((struct vm *)ctx)->agent;
+
+	a->latency_ping = NULL;
+	if (reply != NULL && json_is_true(json_object_get(reply, "ok")))
+		agent_note_latency(a);
+}
+
+bool
+vm_agent_latency_ms(struct vm *vm, double *ms)
+{
+	struct vm_agent *a = vm->agent;
+	json_t *req;
+
+	if (a == NULL || a->state != AGENT_READY || a->latency_ms < 0)
+		return false;
+	*ms = a->latency_ms;
+	if (a->latency_ping == NULL && monotonic_s() - a->latency_at >= AGENT_LATENCY_STALE_S) {
+		req = json_pack("{s:s}", "op", "ping");
+		clock_gettime(CLOCK_MONOTONIC, &a->ping_sent);
+		a->latency_ping = agent_call_start(vm->daemon->base, vm->rec.uds_path, req,
+		    AGENT_PING_TIMEOUT_MS, latency_ping_reply, vm);
+		json_decref(req);
+	}
+	return true;
 }

@@ -2,12 +2,18 @@
  * VM registry and lifecycle (see vm.h); writing state and the repair at
  * startup are in vm-store.c.
  *
- * On-disk ordering is what makes a kill -9 at any point recoverable:
- *  - create: cids.json (with the new CID) -> vms/<name>/ -> vm.json. A
+ * On-disk ordering is what makes a kill -9 at any point recoverable. The
+ * writes are queued to the group-commit writer (durable.c keeps them in
+ * this order on disk) and a reply waits until its operation's last write
+ * is durable:
+ *  - create: vms/<name>/ (made on the loop) -> cids.json (with the new
+ *    CID) -> vm.json -> sync of vms/; listed and answered once durable. A
  *    directory without vm.json is a create that never finished; startup
  *    removes it and releases the CID nobody names.
  *  - delete: vms/<name> is renamed to vms/.trash-<id> (one atomic step),
- *    then the CID is released in cids.json, then the tree is removed.
+ *    then the CID is released in cids.json, then the tree is removed. The
+ *    CID is free in memory at once (a create reusing it writes its vm.json
+ *    after this rename); the name stays taken until the rename is durable.
  *    Startup finishes any of these steps that a crash interrupted.
  */
 #include <errno.h>
@@ -32,9 +38,11 @@
 #include "quota.h"
 #include "validate.h"
 #include "vm.h"
+#include "vm-events.h"
 #include "vm-workload.h"
 #include "vm-agent.h"
 #include "vm-internal.h"
+#include "vm-network.h"
 
 #define VM_CPUS_MAX		64
 #define VM_MEMORY_MIN_MIB	16
@@ -141,6 +149,7 @@ vm_free(struct vm *vm)
 	if (vm == NULL)
 		return;
 	vm_agent_free(vm);
+	vm_network_detach(vm);
 	agent_call_cancel(vm->stop_call);
 	if (vm->stop_timer != NULL)
 		event_free(vm->stop_timer);
@@ -184,6 +193,8 @@ vm_lifecycle_enter(struct vm *vm, enum vm_event ev, const char *reason,
 	vm->rec.status = to;
 	if (reason != NULL || to == VM_RUNNING || to == VM_CREATED)
 		vm_record_set_str(&vm->rec.reason, reason);
+	if (ev != VM_EV_LOAD)	/* loading at startup changes nothing */
+		vm_events_status(vm, from, ev, reason);
 	return 0;
 }
 
@@ -203,6 +214,8 @@ vm_transition(struct vm *vm, enum vm_event ev, const char *reason, struct ember_
 	else
 		log_info("vm %s: %s -> %s (%s)", vm->rec.name, vm_status_name(old),
 		    vm_status_name(vm->rec.status), vm_event_name(ev));
+	if (!vm_status_has_process(vm->rec.status))
+		vm_network_down(vm);	/* no process: its TAP and rules go (saved below) */
 	if (vm_save(vm, &save_err) < 0)
 		log_warnx("vm %s: %s", vm->rec.name, save_err.message);
 	if (vm->rec.status == VM_RUNNING)
@@ -221,8 +234,53 @@ vm_transition_logged(struct vm *vm, enum vm_event ev, const char *reason)
 	(void)vm_transition(vm, ev, reason, &err);	/* vm_transition logged the refusal */
 }
 
+/* An answer held until the state it reports is durable. */
+struct vm_answer {
+	vm_done_fn done;
+	void *ctx;
+	json_t *result;
+	bool failed;
+	struct ember_error err;
+};
+
+static void
+vm_answer_now(void *arg, int ignored)
+{
+	struct vm_answer *a = arg;
+
+	a->done(a->ctx, a->result, a->failed ? &a->err : NULL);
+	free(a);
+}
+
+/* Answers (result taken, or err) once every state write up to seq, the
+ * operation's last, is durable: never before. */
+static void
+vm_answer(struct ember_daemon *d, uint64_t seq, vm_done_fn done, void *ctx, json_t *result,
+    const struct ember_error *err)
+{
+	struct ember_error wait_err = { 0 };
+	struct vm_answer *a = calloc(1, sizeof(*a));
+
+	if (a == NULL) {
+		json_decref(result);
+		ember_error_set(&wait_err, EK_INTERNAL, NULL, "out of memory");
+		done(ctx, NULL, &wait_err);
+		return;
+	}
+	*a = (struct vm_answer){ .done = done, .ctx = ctx, .result = result };
+	if (err != NULL && ember_error_is_set(err)) {
+		a->failed = true;
+		a->err = *err;
+	}
+	if (vm_store_wait(d, seq, vm_answer_now, a, &wait_err) < 0) {
+		json_decref(result);
+		done(ctx, NULL, &wait_err);
+		free(a);
+	}
+}
+
 /* Finishes the operation in flight and answers its client, if one still
- * waits. */
+ * waits, once the VM's state is durable. */
 static void
 vm_op_finish(struct vm *vm, const struct ember_error *err)
 {
@@ -233,9 +291,9 @@ vm_op_finish(struct vm *vm, const struct ember_error *err)
 	if (done == NULL)
 		return;
 	if (err != NULL && ember_error_is_set(err))
-		done(ctx, NULL, err);
+		vm_answer(vm->daemon, vm->durable_seq, done, ctx, NULL, err);
 	else
-		done(ctx, vm_to_json(vm), NULL);
+		vm_answer(vm->daemon, vm->durable_seq, done, ctx, vm_to_json(vm), NULL);
 }
 
 static int
@@ -293,6 +351,7 @@ vm_backend_exited(void *vm_ctx, int wait_status, const char *reason)
 	child_status_text(wait_status, why, sizeof(why));
 	snprintf(full, sizeof(full), "hypervisor %s%s%s", why, reason ? ": " : "",
 	    reason ? reason : "");
+	vm_events_exited(vm, wait_status, reason);
 	if (vm->op.kind == VM_OP_START)
 		return;	/* the start's done() reports it */
 	if (vm->op.kind == VM_OP_STOP && vm->op.via_agent) {
@@ -350,10 +409,22 @@ vm_backend_vsock_peer(void *vm_ctx, uint64_t cid, char *path, size_t len)
 	return -ENOENT;
 }
 
+static void vm_backend_disk_progress(void *vm_ctx, uint64_t done, uint64_t total);
+
+/* backend_host.vsock_flow: a connection through the VM's vsock device. */
+static void
+vm_backend_vsock_flow(void *vm_ctx, bool opened, uint32_t host_port, uint32_t guest_port,
+    size_t open)
+{
+	vm_events_vsock(vm_ctx, opened, host_port, guest_port, open);
+}
+
 const struct backend_host vm_backend_host = {
 	.exited = vm_backend_exited,
 	.status = vm_backend_status,
 	.vsock_peer = vm_backend_vsock_peer,
+	.disk_progress = vm_backend_disk_progress,
+	.vsock_flow = vm_backend_vsock_flow,
 };
 
 /* ---- backends -------------------------------------------------------- */
@@ -487,13 +558,15 @@ vm_fork_source_check(const struct vm *vm, struct ember_error *err)
 	return 0;
 }
 
+static bool vm_name_deleting(const char *name);
+
 static bool
 vm_name_pending(const char *name)
 {
 	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
 		if (strcmp(op->vm->rec.name, name) == 0)
 			return true;
-	return false;
+	return vm_name_deleting(name);
 }
 
 static struct vm_create_op *
@@ -622,6 +695,15 @@ vm_disk_prepared(void *ctx, const struct ember_error *err)
 	then(vm, arg, err != NULL && ember_error_is_set(err) ? err : NULL);
 }
 
+/* backend_host.disk_progress: vm_ctx is the vm_disk_prep of the copy. */
+static void
+vm_backend_disk_progress(void *vm_ctx, uint64_t done, uint64_t total)
+{
+	struct vm_disk_prep *p = vm_ctx;
+
+	vm_events_disk_progress(p->vm, done, total);
+}
+
 /* Lets the backend prepare the new VM's files in the background (a fork
  * copies the source's disk, a create makes its own: the loop never waits
  * for a copy); then() runs exactly once, at once when there is nothing to
@@ -663,6 +745,7 @@ vm_materialize_undo(struct vm *vm, const char *dir, const char *staging)
 		rm_rf(dir);
 	if (staging != NULL)
 		rm_rf(staging);
+	vm_network_release(vm);
 	if (vm->rec.vsock && cid_alloc_release(d->cids, vm->rec.name) == 0) {
 		struct ember_error ignored = { 0 };
 		if (cids_save(d, &ignored) < 0)
@@ -703,9 +786,14 @@ vm_materialize(struct vm_create_op *op, struct ember_error *err)
 		if (r < 0)
 			return ember_error_set(err, EK_INTERNAL, NULL, "CID allocation: %s",
 			    strerror(-r));
-		if (vm_record_set_str(&vm->rec.uds_path, uds) < 0 || cids_save(d, err) < 0)
+		/* cids.json is queued with vm.json, once the disk is ready */
+		if (vm_record_set_str(&vm->rec.uds_path, uds) < 0) {
+			ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
 			goto undo_cid;
+		}
 	}
+	if (vm_network_allocate(vm, err) < 0)
+		goto undo_cid;
 	/* A leftover directory of this name is not a VM (it is not listed). */
 	rm_rf(dir);
 	r = staging != NULL ? rename(staging, dir) : mkdir(dir, 0750);
@@ -730,6 +818,8 @@ undo_cid:
 	return -1;
 }
 
+static void vm_materialize_durable(void *arg, int result);
+
 static void
 vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *disk_err)
 {
@@ -737,31 +827,49 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 	struct ember_daemon *d = vm->daemon;
 	struct ember_error err = { 0 };
 	char dir[PATH_MAX];
-	int r;
 
 	vm_dir(d, vm->rec.name, dir, sizeof(dir));
 	if (disk_err != NULL) {
 		err = *disk_err;
 		goto undo_dir;
 	}
-	if (vm_lifecycle_enter(vm, VM_EV_CREATE, NULL, &err) < 0 || vm_save(vm, &err) < 0)
+	if (vm_lifecycle_enter(vm, VM_EV_CREATE, NULL, &err) < 0)
 		goto undo_dir;
 	/* Only now, with root's files in place, may the owner write there. */
 	vm_dir_share(d, vm->rec.name, vm->rec.owner_uid);
-	/* The new directory's entry must be durable before the create is
-	 * acknowledged, as vm.json inside it already is. */
-	char vms[PATH_MAX];
-	snprintf(vms, sizeof(vms), "%s/vms", vm->daemon->state_dir);
-	if ((r = fsync_dir(vms)) < 0)
-		log_warnx("vm %s: fsync %s: %s", vm->rec.name, vms, strerror(-r));
-	vm_list_insert(d, vm);
-	daemon_status_changed(d);
-	create_op_created(op);
+	/* The CID, then the record, then the directory's entry in vms/; the
+	 * VM is listed (its name stays taken meanwhile) and the create
+	 * acknowledged once all three are durable. */
+	if ((vm->rec.vsock && cids_save(d, &err) < 0) || vms_dir_sync(d, &err) < 0 ||
+	    vm_save_then(vm, vm_materialize_durable, op, &err) < 0)
+		goto undo_dir;
 	return;
 
 undo_dir:
 	vm_materialize_undo(vm, dir, NULL);
 	create_op_fail(op, &err);
+}
+
+static void
+vm_materialize_durable(void *arg, int result)
+{
+	struct vm_create_op *op = arg;
+	struct vm *vm = op->vm;
+	struct ember_daemon *d = vm->daemon;
+	struct ember_error err = { 0 };
+	char dir[PATH_MAX];
+
+	if (result < 0) {
+		vm_dir(d, vm->rec.name, dir, sizeof(dir));
+		ember_error_set(&err, EK_IO, "check the state directory's disk and permissions",
+		    "cannot write %s/vm.json: %s", dir, strerror(-result));
+		vm_materialize_undo(vm, dir, NULL);
+		create_op_fail(op, &err);
+		return;
+	}
+	vm_list_insert(d, vm);
+	daemon_status_changed(d);
+	create_op_created(op);
 }
 
 /* ---- a new VM's own files --------------------------------------------- */
@@ -922,7 +1030,7 @@ vm_created(struct vm *vm, bool start, vm_done_fn done, void *ctx)
 	else
 		log_info("vm %s: created", vm->rec.name);
 	if (!start) {
-		done(ctx, vm_to_json(vm), NULL);
+		vm_answer(vm->daemon, vm->durable_seq, done, ctx, vm_to_json(vm), NULL);
 		return;
 	}
 	vm_start_op(vm, true, done, ctx);
@@ -958,11 +1066,6 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	if (!backend_name_valid(d, backend)) {
 		ember_error_set(&err, EK_INVALID_SPEC, "use auto or a backend `emberctl info` lists",
 		    "unknown backend \"%s\"", backend);
-		goto fail;
-	}
-	if (strcmp(network, "none") != 0 && strcmp(network, "user") != 0) {
-		ember_error_set(&err, EK_INVALID_SPEC, "use none or user",
-		    "unknown network \"%s\"", network);
 		goto fail;
 	}
 	if (image != NULL) {
@@ -1037,6 +1140,8 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		goto fail_op;
 	}
 	free(boot_args_own);
+	if (vm_network_prepare(vm, network, a->publish, &err) < 0)
+		goto fail_op;
 	if (create_op_take(op, a->caller, "kernel", "kernel", &vm->rec.kernel_path, a->kernel,
 	    image_kernel, &err) < 0 ||
 	    create_op_take(op, a->caller, "initrd", "initrd", &vm->rec.initrd_path, a->initrd,
@@ -1118,6 +1223,7 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 	vm_record_set_str(&vm->rec.reason, NULL);
 	vm_record_set_str(&vm->rec.uds_path, NULL);
 	vm_record_set_str(&vm->rec.disk_path, NULL);
+	vm_network_forget(vm);
 	if (vm_record_set_str(&vm->rec.parent_vm, src->rec.name) < 0) {
 		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
 		vm_free(vm);
@@ -1169,7 +1275,7 @@ vm_fail_start(struct vm *vm, const struct ember_error *err)
 	} else if (vm->rec.status == VM_STARTING)
 		vm_transition_logged(vm, VM_EV_START_FAILED, err->message);
 	if (done != NULL)
-		done(ctx, NULL, err);
+		vm_answer(vm->daemon, vm->durable_seq, done, ctx, NULL, err);
 }
 
 static void
@@ -1232,22 +1338,48 @@ vm_start_disk_ready(struct vm *vm, void *arg, const struct ember_error *disk_err
 	vm_start_boot(vm);
 }
 
+static void vm_start_launch(struct vm *vm, const struct ember_error *net_err);
+
 static void
 vm_start_boot(struct vm *vm)
 {
-	struct ember_daemon *d = vm->daemon;
 	struct ember_error err = { 0 };
-	char dir[PATH_MAX];
+	int r;
 
 	vm_record_set_str(&vm->rec.backend, vm->backend->name);
 	if (vm_transition(vm, VM_EV_START, NULL, &err) < 0) {
 		vm_op_refuse(vm, &err);
 		return;
 	}
-	vm_dir(d, vm->rec.name, dir, sizeof(dir));
+	/* network "nat": TAP, address and rules before the hypervisor */
 	if (vm_backend_check(vm, &err) < 0 ||
-	    vm->backend->start(vm->backend, &vm->rec, dir, &vm->backend_state, vm,
-	    vm_start_done, &err) < 0) {
+	    (r = vm_network_up(vm, vm_start_launch, &err)) < 0) {
+		vm_fail_start(vm, &err);
+		return;
+	}
+	if (r == 1)
+		vm_start_launch(vm, NULL);
+}
+
+/* The VM's network is up (or it has none): the hypervisor goes. */
+static void
+vm_start_launch(struct vm *vm, const struct ember_error *net_err)
+{
+	struct ember_daemon *d = vm->daemon;
+	struct ember_error err = { 0 };
+	char dir[PATH_MAX];
+	int r;
+
+	if (net_err != NULL) {
+		err = *net_err;
+		vm_fail_start(vm, &err);
+		return;
+	}
+	vm_dir(d, vm->rec.name, dir, sizeof(dir));
+	r = vm->backend->start(vm->backend, &vm->rec, dir, &vm->backend_state, vm,
+	    vm_start_done, &err);
+	vm_network_started(vm);
+	if (r < 0) {
 		vm_fail_start(vm, &err);
 		return;
 	}
@@ -1470,7 +1602,7 @@ vm_stop_finish(struct vm *vm, const struct ember_error *err)
 		memset(&vm->op, 0, sizeof(vm->op));
 		vm_remove(vm);
 		if (done != NULL)
-			done(ctx, last, NULL);
+			vm_answer(vm->daemon, vm->durable_seq, done, ctx, last, NULL);
 		else
 			json_decref(last);
 		return;
@@ -1548,36 +1680,80 @@ vm_reap_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* A deleted VM's name until its directory's move is durable. */
+struct vm_deleting {
+	char name[sizeof(((struct vm_record *)0)->name)];
+	struct vm_deleting *next;
+};
+static struct vm_deleting *deleting;
+
+static bool
+vm_name_deleting(const char *name)
+{
+	for (struct vm_deleting *x = deleting; x != NULL; x = x->next)
+		if (strcmp(x->name, name) == 0)
+			return true;
+	return false;
+}
+
+static void
+vm_dir_discarded(void *arg, int result)
+{
+	struct vm_deleting *x = arg;
+
+	if (result < 0)
+		log_warnx("vm %s: cannot move its directory away: %s (it was removed instead)",
+		    x->name, strerror(-result));
+	for (struct vm_deleting **p = &deleting; *p != NULL; p = &(*p)->next)
+		if (*p == x) {
+			*p = x->next;
+			break;
+		}
+	free(x);
+}
+
 /* Unlists the VM, deletes its state and CID; it is freed from the loop
- * soon after. Crash-safe order: rename the directory away, then release
- * the CID, then remove the tree. */
+ * soon after. Crash-safe order, kept by the writer: rename the directory
+ * away, then release the CID in cids.json, then remove the tree. */
 static void
 vm_remove(struct vm *vm)
 {
 	struct ember_daemon *d = vm->daemon;
 	struct ember_error err = { 0 };
-	char dir[PATH_MAX], trash[PATH_MAX], vms[PATH_MAX];
+	char dir[PATH_MAX], trash[PATH_MAX];
+	struct vm_deleting *x;
 
 	vm_dir(d, vm->rec.name, dir, sizeof(dir));
+	vm_network_down(vm);
+	vm_network_release(vm);
 	if (vm->backend != NULL && vm->backend->remove != NULL &&
 	    vm->backend->remove(vm->backend, &vm->rec, dir, &err) < 0)
 		log_warnx("vm %s: %s (removing the directory anyway)", vm->rec.name, err.message);
 	snprintf(trash, sizeof(trash), "%s/vms/.trash-%s-%s", d->state_dir, vm->rec.name,
 	    vm->rec.id[0] ? vm->rec.id : "x");
-	snprintf(vms, sizeof(vms), "%s/vms", d->state_dir);
-	if (rename(dir, trash) == 0)
-		fsync_dir(vms);
-	else if (errno != ENOENT)
-		log_warn("vm %s: rename %s", vm->rec.name, dir);
+	ember_error_clear(&err);
+	if ((x = calloc(1, sizeof(*x))) == NULL) {
+		/* cannot keep the name taken: move it away here and now */
+		if (rename(dir, trash) < 0 && errno != ENOENT)
+			log_warn("vm %s: rename %s", vm->rec.name, dir);
+		rm_rf(trash);
+		rm_rf(dir);
+	} else {
+		snprintf(x->name, sizeof(x->name), "%s", vm->rec.name);
+		x->next = deleting;
+		deleting = x;
+		if (vm_dir_discard(d, dir, trash, vm_dir_discarded, x, &err) < 0)
+			log_warnx("vm %s: %s", vm->rec.name, err.message);
+	}
 	if (cid_alloc_release(d->cids, vm->rec.name) == 0) {
 		ember_error_clear(&err);
 		if (cids_save(d, &err) < 0)
 			log_warnx("%s", err.message);
 	}
-	rm_rf(trash);
-	rm_rf(dir);
+	vm->durable_seq = vm_store_last_seq(d);
 	vm_list_remove(d, vm);
 	log_info("vm %s: deleted", vm->rec.name);
+	vm_events_deleted(vm);
 	/* Its agent's waiters and requests are answered now, while the VM
 	 * is still whole; the memory goes at the next turn of the loop. */
 	vm_agent_free(vm);
@@ -1621,7 +1797,7 @@ vm_delete(struct vm *vm, bool force, vm_done_fn done, void *ctx)
 	}
 	json_t *last = vm_to_json(vm);
 	vm_remove(vm);
-	done(ctx, last, NULL);
+	vm_answer(vm->daemon, vm->durable_seq, done, ctx, last, NULL);
 }
 
 #define HOUSEKEEPING_INTERVAL_S 10
@@ -1686,6 +1862,9 @@ vms_fail_pending(struct ember_daemon *d)
 void
 vms_detach_all(struct ember_daemon *d)
 {
+	/* Queued state writes first: their callbacks name creates and
+	 * deletes still pending here. */
+	vm_store_close(d);
 	while (pending_creates != NULL) {
 		struct vm_create_op *op = pending_creates;
 		/* its cp child is left to finish into a staging directory the
@@ -1707,4 +1886,5 @@ vms_detach_all(struct ember_daemon *d)
 	free(d->vms);
 	d->vms = NULL;
 	d->nvms = d->vms_cap = 0;
+	vm_network_free(d);
 }

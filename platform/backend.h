@@ -71,6 +71,13 @@ struct backend_host {
 	/* VM to VM vsock: the hybrid socket of the VM holding cid, if the
 	 * guest of vm_ctx may reach it. 0, or -ENOENT. */
 	int (*vsock_peer)(void *vm_ctx, uint64_t cid, char *path, size_t len);
+	/* A disk copy made progress (bytes done of total), at most every
+	 * 250 ms and once at its end. NULL: nobody is told. */
+	void (*disk_progress)(void *vm_ctx, uint64_t done, uint64_t total);
+	/* A vsock connection through emberd's device got its ports (opened)
+	 * or went away; open is how many the VM has now. NULL: not told. */
+	void (*vsock_flow)(void *vm_ctx, bool opened, uint32_t host_port, uint32_t guest_port,
+	    size_t open);
 };
 
 /* Completion of an asynchronous operation: err is NULL on success. */
@@ -99,6 +106,13 @@ struct backend_info {
 #define BACKEND_NEEDS_VMLINUX	0x1	/* an uncompressed kernel (an image's "vmlinux") */
 
 struct backend;
+
+/* What a backend counts for a running VM beyond its process (vm.stats). */
+struct backend_vm_stats {
+	bool vsock_counted;	/* the backend serves vsock itself and counts it */
+	uint64_t vsock_bytes_to_guest, vsock_bytes_from_guest;
+	uint64_t vsock_connections;
+};
 
 /* One registry row. */
 struct backend_type {
@@ -176,6 +190,9 @@ struct backend {
 	 * daemon removes the directory. */
 	int (*remove)(struct backend *be, struct vm_record *rec, const char *vm_dir,
 	    struct ember_error *err);
+	/* Fills st for a VM whose process runs (vmstate); synchronous and
+	 * cheap (it runs on the loop for every vm.stats). Optional. */
+	void (*stats)(struct backend *be, void *vmstate, struct backend_vm_stats *st);
 	void (*free)(struct backend *be);
 };
 

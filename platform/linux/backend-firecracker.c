@@ -198,6 +198,8 @@ fc_check(struct backend *be, const struct vm_record *rec, struct ember_error *er
 		appended += FC_CMDLINE_ROOT + FC_CMDLINE_PER_DEVICE;
 	if (rec->vsock)
 		appended += FC_CMDLINE_PER_DEVICE;
+	if (rec->network != NULL && strcmp(rec->network, "nat") == 0)
+		appended += FC_CMDLINE_PER_DEVICE + 1 + VM_NET_KERNEL_ARG_MAX;
 	return kernel_cmdline_check(args, appended, "Firecracker", err);
 }
 
@@ -223,7 +225,52 @@ struct fc_copy {
 	struct vm_record *rec;
 	void *vm_ctx;
 	backend_done_fn done;
+	const struct backend_host *host;
+	struct event *tick;		/* measures the copy for disk_progress */
+	uint64_t total;			/* the source's allocated bytes */
+	int last_percent;
 };
+
+#define FC_COPY_TICK_MS 250
+
+/* The copy's progress: what the destination holds of what the source does
+ * (both allocated bytes, so a sparse copy counts what it writes). */
+static void
+fc_copy_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct fc_copy *c = arg;
+	struct stat st;
+	uint64_t done;
+	int percent;
+
+	if (stat(c->job.dst, &st) < 0 || c->total == 0)
+		return;
+	done = (uint64_t)st.st_blocks * 512;
+	if (done > c->total)
+		done = c->total;
+	percent = (int)(done * 100 / c->total);
+	if (percent == c->last_percent)
+		return;
+	c->last_percent = percent;
+	c->host->disk_progress(c->vm_ctx, done, c->total);
+}
+
+static void
+fc_copy_watch(struct fc_copy *c, struct event_base *base)
+{
+	struct timeval tv = { 0, FC_COPY_TICK_MS * 1000 };
+	struct stat st;
+
+	if (c->host == NULL || c->host->disk_progress == NULL || stat(c->job.src, &st) < 0)
+		return;
+	c->total = (uint64_t)st.st_blocks * 512;
+	c->last_percent = -1;
+	c->tick = event_new(base, -1, EV_PERSIST, fc_copy_tick, c);
+	if (c->tick != NULL) {
+		c->host->disk_progress(c->vm_ctx, 0, c->total);
+		evtimer_add(c->tick, &tv);
+	}
+}
 
 /* In the child: copy (reflink or sparse, made durable), then grow. */
 static void
@@ -290,6 +337,11 @@ fc_copy_done(void *ctx, int status, const void *out, size_t len)
 	}
 	backend_done_fn done = c->done;
 	void *vm_ctx = c->vm_ctx;
+	if (c->tick != NULL) {
+		event_free(c->tick);
+		if (!err.message[0])
+			c->host->disk_progress(vm_ctx, c->total, c->total);
+	}
 	free(c);
 	done(vm_ctx, err.message[0] ? &err : NULL);
 }
@@ -309,6 +361,7 @@ fc_copy_disk(struct fc_backend *fb, const char *src, struct vm_record *rec, cons
 	c->rec = rec;
 	c->vm_ctx = vm_ctx;
 	c->done = done;
+	c->host = fb->env->host;
 	if (child_call_start(fb->env->base, fc_copy_in_child, &c->job,
 	    sizeof(struct fc_copy_result), fc_copy_done, c) == NULL) {
 		int e = errno;
@@ -317,6 +370,7 @@ fc_copy_disk(struct fc_backend *fb, const char *src, struct vm_record *rec, cons
 		    e == EAGAIN || e == EMFILE || e == ENFILE ? "retry when the host is less busy" : NULL,
 		    "cannot start copying root disk %s: %s", src, strerror(e));
 	}
+	fc_copy_watch(c, fb->env->base);
 	return 0;
 }
 
@@ -495,8 +549,14 @@ fc_start_step(struct fc_vm *fv)
 			/* No root=: Firecracker appends "root=/dev/vda rw" for the
 			 * root drive itself (fc_check counts it). */
 			path = "/boot-source";
-			body = json_pack("{s:s, s:s}", "kernel_image_path", rec->kernel_path,
-			    "boot_args", rec->boot_args ? rec->boot_args : FC_DEFAULT_BOOT_ARGS);
+			{
+				char args[4096];
+				snprintf(args, sizeof(args), "%s%s%s",
+				    rec->boot_args ? rec->boot_args : FC_DEFAULT_BOOT_ARGS,
+				    rec->net.kernel_arg[0] ? " " : "", rec->net.kernel_arg);
+				body = json_pack("{s:s, s:s}", "kernel_image_path",
+				    rec->kernel_path, "boot_args", args);
+			}
 			if (rec->initrd_path != NULL)
 				json_object_set_new(body, "initrd_path", json_string(rec->initrd_path));
 			break;
@@ -519,6 +579,16 @@ fc_start_step(struct fc_vm *fv)
 			    "uds_path", rec->uds_path);
 			break;
 		case 4:
+			/* network "nat": the TAP emberd made, by name */
+			if (rec->net.tap[0] == '\0') {
+				fv->step++;
+				continue;
+			}
+			path = "/network-interfaces/eth0";
+			body = json_pack("{s:s, s:s, s:s}", "iface_id", "eth0",
+			    "host_dev_name", rec->net.tap, "guest_mac", rec->net.mac);
+			break;
+		case 5:
 			/* Firecracker bound vsock.sock (as root) at PUT /vsock: let
 			 * the VM's owner connect to it, as with QEMU (dir-guard.c). */
 			if (rec->vsock && rec->uds_path != NULL &&

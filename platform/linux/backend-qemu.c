@@ -378,7 +378,15 @@ qemu_vm_free(struct qemu_vm *qv)
 static void
 qemu_release(struct backend *be, void *vmstate, bool detach)
 {
-	qemu_vm_free(vmstate);
+	struct qemu_vm *qv = vmstate;
+
+	/* emberd goes, the VM stays: a service manager may keep the vsock
+	 * device's fds for the next emberd (vsock-handover.c). */
+	if (qv != NULL && detach) {
+		vsock_dev_detach(qv->vsock);
+		qv->vsock = NULL;
+	}
+	qemu_vm_free(qv);
 }
 
 static void
@@ -646,6 +654,13 @@ qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, int consol
 		arg(a, "-device");
 		arg(a, "virtio-net-device,netdev=net0");
 	}
+	if (rec->net.tap_fd >= 0) {
+		/* network "nat": the TAP emberd made, inherited as an fd */
+		arg(a, "-netdev");
+		argf(a, "tap,id=net0,fd=%d", rec->net.tap_fd);
+		arg(a, "-device");
+		argf(a, "virtio-net-device,netdev=net0,mac=%s", rec->net.mac);
+	}
 	if (vsock_fd >= 0) {
 		/* The CID reaches the guest through GET_CONFIG from emberd. */
 		arg(a, "-chardev");
@@ -659,8 +674,8 @@ qemu_build_argv(struct qemu_backend *qb, const struct vm_record *rec, int consol
 	if (tsc_khz > 0)
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu", tsc_khz);
 	arg(a, "-append");
-	argf(a, "%s%s%s", boot, has_root && strstr(boot, "root=") == NULL ? " root=/dev/vda rw" : "",
-	    tsc);
+	argf(a, "%s%s%s%s%s", boot, has_root && strstr(boot, "root=") == NULL ?
+	    " root=/dev/vda rw" : "", tsc, rec->net.kernel_arg[0] ? " " : "", rec->net.kernel_arg);
 	a->argv[a->n] = NULL;
 }
 
@@ -672,6 +687,17 @@ qemu_vsock_peer(void *ctx, uint64_t cid, char *path, size_t len)
 	const struct backend_host *host = qv->qb->env->host;
 
 	return host->vsock_peer != NULL ? host->vsock_peer(qv->vm_ctx, cid, path, len) : -ENOENT;
+}
+
+/* The vsock device's connections opened and closed, for the daemon. */
+static void
+qemu_vsock_flow(void *ctx, bool opened, uint32_t host_port, uint32_t guest_port, size_t open)
+{
+	struct qemu_vm *qv = ctx;
+	const struct backend_host *host = qv->qb->env->host;
+
+	if (host->vsock_flow != NULL)
+		host->vsock_flow(qv->vm_ctx, opened, host_port, guest_port, open);
 }
 
 /* Serves the VM's vhost-user-vsock device on one end of a socketpair and
@@ -686,6 +712,8 @@ qemu_vsock_setup(struct qemu_vm *qv, struct ember_error *err)
 		return ember_error_set(err, EK_IO, NULL, "socketpair: %s", strerror(errno));
 	qv->vsock = vsock_dev_new(qv->qb->env->base, sv[0], rec->guest_cid, rec->uds_path,
 	    rec->owner_uid, rec->name, qemu_vsock_peer, qv);
+	if (qv->vsock != NULL)
+		vsock_dev_set_flow_hook(qv->vsock, qemu_vsock_flow, qv);
 	if (qv->vsock == NULL) {
 		int e = errno;
 		close(sv[1]);
@@ -715,7 +743,7 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 	struct qemu_vm *qv;
 	struct argv_buf *a = NULL;
 	char qmp_path[PATH_MAX], hdr[256];
-	int qmp_fd = -1, console_fd = -1, vsock_fd = -1, keep[3], n;
+	int qmp_fd = -1, console_fd = -1, vsock_fd = -1, keep[4], nkeep, n;
 
 	if (rec->kernel_path == NULL)
 		return ember_error_set(err, EK_INVALID_SPEC, "create it with --image or --kernel",
@@ -752,9 +780,13 @@ qemu_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 		log_debug("qemu: cannot write to console.log");
 	keep[0] = qmp_fd;
 	keep[1] = console_fd;
-	keep[2] = vsock_fd;
+	nkeep = 2;
+	if (vsock_fd >= 0)
+		keep[nkeep++] = vsock_fd;
+	if (rec->net.tap_fd >= 0)
+		keep[nkeep++] = rec->net.tap_fd;	/* the daemon closes its own copy */
 	if (hv_process_spawn(qb->env->base, &qemu_process_ops, qv, vm_ctx, a->argv, console_fd,
-	    keep, vsock_fd >= 0 ? 3 : 2, rec, &qv->proc, err) < 0)
+	    keep, (size_t)nkeep, rec, &qv->proc, err) < 0)
 		goto fail;
 	/* QEMU holds its ends now; ours close. */
 	free(a);
@@ -908,11 +940,25 @@ qemu_adopt(struct backend *be, struct vm_record *rec, const char *vm_dir, void *
 		return -1;
 	}
 	if (rec->vsock && rec->uds_path != NULL) {
-		/* QEMU 7.2 never reconnects a vhost-user backend: this VM's vsock
-		 * device died with the previous emberd. Say so, don't pretend. */
-		unlink(rec->uds_path);
-		log_warnx("qemu: %s: vsock is unavailable until the VM restarts "
-		    "(QEMU cannot reconnect its vhost-user device to a new emberd)", rec->name);
+		/* QEMU 7.2 never reconnects a vhost-user backend: the device
+		 * lives on only if the previous emberd handed its fds over
+		 * (service manager's fd store, or exec). */
+		qv->vsock = vsock_dev_adopt(qb->env->base, rec->guest_cid, rec->uds_path,
+		    rec->owner_uid, rec->name, qemu_vsock_peer, qv);
+		if (qv->vsock != NULL) {
+			vsock_dev_set_flow_hook(qv->vsock, qemu_vsock_flow, qv);
+			log_info("qemu: %s: vsock device taken over from the previous emberd",
+			    rec->name);
+		}
+		else {
+			if (errno != ENOENT)
+				log_warnx("qemu: %s: cannot take over the vsock device: %s",
+				    rec->name, strerror(errno));
+			unlink(rec->uds_path);
+			log_warnx("qemu: %s: vsock is unavailable until the VM restarts "
+			    "(QEMU cannot reconnect its vhost-user device to a new emberd)",
+			    rec->name);
+		}
 	}
 	snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", vm_dir);
 	qv->qmp = qmp_new(qb->env->base, qemu_qmp_event, qemu_qmp_closed, qv);
@@ -930,6 +976,22 @@ qemu_remove(struct backend *be, struct vm_record *rec, const char *vm_dir,
     struct ember_error *err)
 {
 	return 0;	/* everything lives in vm_dir, which the daemon removes */
+}
+
+/* vsock counters of emberd's own device (QEMU has no other vsock). */
+static void
+qemu_stats(struct backend *be, void *vmstate, struct backend_vm_stats *st)
+{
+	struct qemu_vm *qv = vmstate;
+	struct vsock_dev_stats ds;
+
+	if (qv == NULL || qv->vsock == NULL)
+		return;
+	vsock_dev_stats(qv->vsock, &ds);
+	st->vsock_counted = true;
+	st->vsock_bytes_to_guest = ds.bytes_to_guest;
+	st->vsock_bytes_from_guest = ds.bytes_from_guest;
+	st->vsock_connections = ds.connections;
 }
 
 static void
@@ -951,6 +1013,8 @@ qemu_check(struct backend *be, const struct vm_record *rec, struct ember_error *
 	if (rec->disk_path != NULL)
 		appended += sizeof(" root=/dev/vda rw") - 1 + per_device;
 	appended += (rec->network != NULL && strcmp(rec->network, "user") == 0) * per_device;
+	if (rec->network != NULL && strcmp(rec->network, "nat") == 0)
+		appended += per_device + 1 + VM_NET_KERNEL_ARG_MAX;
 	appended += rec->vsock * per_device;
 	return kernel_cmdline_check(rec->boot_args ? rec->boot_args : QEMU_DEFAULT_BOOT_ARGS,
 	    appended, "QEMU", err);
@@ -984,6 +1048,7 @@ qemu_new(const struct backend_env *env)
 		.adopt = qemu_adopt,
 		.release = qemu_release,
 		.remove = qemu_remove,
+		.stats = qemu_stats,
 		.free = qemu_free,
 	};
 	return &qb->be;

@@ -13,16 +13,19 @@
  * the guest is interrupted at most once per pass (EVENT_IDX permitting).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "fd-keep.h"
 #include "log.h"
 #include "vhost-user.h"
 #include "virtq.h"
 #include "vsock-dev.h"
+#include "vsock-handover.h"
 #include "vsock-mux.h"
 
 #define RX_QUEUE 0
@@ -41,6 +44,9 @@ struct vsock_dev {
 	struct event *tx_again, *rx_again;	/* continue a pass that hit its budget */
 	struct vsock_dev_stats st;
 	bool warned_legacy;
+	struct vsock_handover *ho;	/* what the next emberd needs; may be NULL */
+	vsock_flow_fn flow_hook;	/* vsock_dev_set_flow_hook */
+	void *flow_hook_ctx;
 };
 
 /* The payload part of a chain's segments: everything after the header. */
@@ -328,11 +334,25 @@ on_disconnect(void *ctx)
 	vsock_mux_reset(dev->mux);
 }
 
+/* Negotiation moved on: the next emberd must know (vsock-handover.c). */
+static void
+on_change(void *ctx)
+{
+	struct vsock_dev *dev = ctx;
+	struct vu_dev_state st;
+
+	if (dev->ho == NULL || dev->vu == NULL)
+		return;
+	vu_dev_get_state(dev->vu, &st);
+	vsock_handover_save(dev->ho, &st);
+}
+
 static const struct vu_dev_ops dev_vu_ops = {
 	.on_ring_start = on_ring_start,
 	.on_kick = on_kick,
 	.on_reset = on_reset,
 	.on_disconnect = on_disconnect,
+	.on_change = on_change,
 };
 
 static void
@@ -351,10 +371,53 @@ on_mux_peer(void *ctx, uint64_t cid, char *path, size_t len)
 	return dev->peer(dev->peer_ctx, cid, path, len);
 }
 
+static int
+on_flow_open(void *ctx, uint64_t local_cid, uint32_t local_port, uint32_t peer_port)
+{
+	struct vsock_dev *dev = ctx;
+
+	return dev->ho != NULL ? vsock_handover_flow_open(dev->ho, local_cid, local_port,
+	    peer_port) : -1;
+}
+
+static void
+on_flow_close(void *ctx, int slot)
+{
+	struct vsock_dev *dev = ctx;
+
+	if (dev->ho != NULL)
+		vsock_handover_flow_close(dev->ho, slot);
+}
+
+static void
+on_flow_changed(void *ctx, bool opened, uint32_t host_port, uint32_t guest_port, size_t open)
+{
+	struct vsock_dev *dev = ctx;
+
+	if (dev->flow_hook != NULL)
+		dev->flow_hook(dev->flow_hook_ctx, opened, host_port, guest_port, open);
+}
+
 static const struct vsock_mux_ops dev_mux_ops = {
 	.rx_ready = on_mux_rx_ready,
 	.peer_socket = on_mux_peer,
+	.flow_open = on_flow_open,
+	.flow_close = on_flow_close,
+	.flow_changed = on_flow_changed,
 };
+
+/* <dir> of <dir>/vsock.sock, in buf. */
+static void
+vm_dir_of(const char *uds_path, char *buf, size_t len)
+{
+	const char *slash = strrchr(uds_path, '/');
+	size_t n = slash != NULL ? (size_t)(slash - uds_path) : 0;
+
+	if (slash == NULL)
+		snprintf(buf, len, ".");
+	else
+		snprintf(buf, len, "%.*s", (int)n, uds_path);
+}
 
 struct vsock_dev *
 vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid, const char *uds_path,
@@ -377,6 +440,13 @@ vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid, const char
 	dev->peer_ctx = peer_ctx;
 	dev->tx_again = event_new(base, -1, 0, on_tx_again, dev);
 	dev->rx_again = event_new(base, -1, 0, on_rx_again, dev);
+	{
+		char dir[4096];
+
+		vm_dir_of(uds_path, dir, sizeof(dir));
+		if ((dev->ho = vsock_handover_new(name, dir)) == NULL)
+			log_warn("vsock %s: the device will not survive an emberd restart", name);
+	}
 	dev->mux = vsock_mux_new(base, &cfg, &dev_mux_ops, dev);
 	if (dev->mux == NULL) {
 		e = errno;
@@ -392,7 +462,94 @@ vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid, const char
 		errno = e;
 		return NULL;
 	}
+	vsock_handover_hold_fixed(dev->ho, vu_dev_fd(dev->vu), vsock_mux_listen_fd(dev->mux),
+	    false);
 	return dev;
+}
+
+struct vsock_dev *
+vsock_dev_adopt(struct event_base *base, uint64_t guest_cid, const char *uds_path,
+    uid_t owner_uid, const char *name, vsock_peer_fn peer, void *peer_ctx)
+{
+	struct vsock_mux_config cfg = { .guest_cid = guest_cid, .uds_path = uds_path,
+	    .owner_uid = owner_uid, .take_listen_fd = true };
+	struct vsock_handover_fds fds;
+	struct vsock_flow *flows = NULL;
+	struct vsock_dev *dev;
+	char dir[4096];
+	unsigned nflows = 0;
+	int r, e;
+
+	vm_dir_of(uds_path, dir, sizeof(dir));
+	if ((dev = calloc(1, sizeof(*dev))) == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	r = vsock_handover_adopt(name, dir, owner_uid, uds_path, &dev->ho, &fds, &flows, &nflows);
+	if (r <= 0) {
+		free(dev);
+		errno = r == 0 ? ENOENT : -r;
+		return NULL;
+	}
+	dev->base = base;
+	dev->guest_cid = guest_cid;
+	dev->name = strdup(name);
+	dev->peer = peer;
+	dev->peer_ctx = peer_ctx;
+	dev->tx_again = event_new(base, -1, 0, on_tx_again, dev);
+	dev->rx_again = event_new(base, -1, 0, on_rx_again, dev);
+	cfg.listen_fd = fds.listen_fd;
+	dev->mux = vsock_mux_new(base, &cfg, &dev_mux_ops, dev);
+	if (dev->mux == NULL) {
+		e = errno;
+		close(fds.listen_fd);
+		close(fds.vu_fd);
+		fds.listen_fd = fds.vu_fd = -1;
+		vu_dev_state_close(&fds.state);
+		free(flows);
+		vsock_dev_free(dev);
+		errno = e;
+		return NULL;
+	}
+	dev->vu = vu_dev_restore(base, fds.vu_fd, guest_cid, &fds.state, &dev_vu_ops, dev);
+	if (dev->vu == NULL) {
+		e = errno;
+		free(flows);
+		vsock_dev_free(dev);
+		errno = e;
+		return NULL;
+	}
+	vsock_handover_hold_fixed(dev->ho, vu_dev_fd(dev->vu), vsock_mux_listen_fd(dev->mux),
+	    true);
+	/* The store has these fds already; record the new numbers. */
+	on_change(dev);
+	for (unsigned i = 0; i < nflows; i++)
+		vsock_mux_reset_flow(dev->mux, flows[i].local_cid, flows[i].local_port,
+		    flows[i].peer_port);
+	if (nflows > 0)
+		log_info("vsock %s: resetting %u connection%s open before the restart", name,
+		    nflows, nflows == 1 ? "" : "s");
+	free(flows);
+	return dev;
+}
+
+void
+vsock_dev_detach(struct vsock_dev *dev)
+{
+	if (dev == NULL)
+		return;
+	if (dev->ho == NULL || !fd_keep_persistent()) {
+		vsock_dev_free(dev);
+		return;
+	}
+	on_change(dev);
+	vsock_handover_detach(dev->ho);
+	dev->ho = NULL;
+	vu_dev_free(dev->vu);
+	dev->vu = NULL;
+	vsock_mux_detach(dev->mux);
+	dev->mux = NULL;
+	vsock_dev_free(dev);
 }
 
 void
@@ -401,6 +558,9 @@ vsock_dev_free(struct vsock_dev *dev)
 	if (dev == NULL)
 		return;
 	vu_dev_free(dev->vu);
+	dev->vu = NULL;
+	vsock_handover_free(dev->ho);
+	dev->ho = NULL;
 	vsock_mux_free(dev->mux);
 	if (dev->tx_again != NULL)
 		event_free(dev->tx_again);
@@ -413,6 +573,18 @@ vsock_dev_free(struct vsock_dev *dev)
 void
 vsock_dev_stats(const struct vsock_dev *dev, struct vsock_dev_stats *st)
 {
+	struct vsock_mux_stats ms;
+
 	*st = dev->st;
-	st->connections = vsock_mux_connection_count(dev->mux);
+	vsock_mux_stats(dev->mux, &ms);
+	st->connections = ms.connections;
+	st->bytes_from_guest = ms.bytes_from_guest;
+	st->bytes_to_guest = ms.bytes_to_guest;
+}
+
+void
+vsock_dev_set_flow_hook(struct vsock_dev *dev, vsock_flow_fn fn, void *ctx)
+{
+	dev->flow_hook = fn;
+	dev->flow_hook_ctx = ctx;
 }

@@ -70,6 +70,7 @@ struct vconn {
 	LIST_ENTRY(vconn) by_flow;	/* hashed on (local_port, peer_port) */
 	LIST_ENTRY(vconn) by_local;	/* hashed on local_port */
 	bool hashed;			/* ports set and in both tables */
+	int flow_slot;			/* ops.flow_open's slot, or -1 */
 	bool queued;
 	struct vsock_mux *mux;
 	enum conn_state state;
@@ -114,6 +115,8 @@ struct vsock_mux {
 	LIST_HEAD(conn_bucket, vconn) *flow_hash, *local_hash;
 	uint32_t hash_mask, hash_seed;
 	size_t nconns;
+	size_t nflows;			/* connections with ports (ops.flow_changed) */
+	uint64_t bytes_from_guest, bytes_to_guest;	/* payload, for stats */
 	uint32_t next_local_port;
 	struct rst_entry rsts[RST_FIFO_MAX];
 	size_t rst_head, rst_count;
@@ -243,6 +246,20 @@ conn_set_ports(struct vconn *c, uint32_t local, uint32_t peer)
 	LIST_INSERT_HEAD(flow_bucket(mux, local, peer), c, by_flow);
 	LIST_INSERT_HEAD(local_bucket(mux, local), c, by_local);
 	c->hashed = true;
+	mux->nflows++;
+	if (mux->ops.flow_changed != NULL)
+		mux->ops.flow_changed(mux->ctx, true, local, peer, mux->nflows);
+}
+
+/* Records the flow for a later emberd to reset (ops.flow_open). */
+static void
+conn_record_flow(struct vconn *c)
+{
+	struct vsock_mux *mux = c->mux;
+
+	if (mux->ops.flow_open != NULL && c->flow_slot < 0)
+		c->flow_slot = mux->ops.flow_open(mux->ctx, c->local_cid, c->local_port,
+		    c->peer_port);
 }
 
 /* Table sizes: a power of two near max_connections, so chains stay short. */
@@ -294,6 +311,7 @@ conn_new(struct vsock_mux *mux, int fd, enum conn_state state)
 	c->fd = fd;
 	c->state = state;
 	c->local_cid = VSOCK_HOST_CID;
+	c->flow_slot = -1;
 	c->rev = event_new(mux->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
 	c->wev = event_new(mux->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
 	c->timer = evtimer_new(mux->base, conn_timer_cb, c);
@@ -330,11 +348,17 @@ conn_free(struct vconn *c)
 	struct vsock_mux *mux = c->mux;
 
 	conn_close_fd(c);
+	if (c->flow_slot >= 0 && mux->ops.flow_close != NULL)
+		mux->ops.flow_close(mux->ctx, c->flow_slot);
 	if (c->queued)
 		TAILQ_REMOVE(&mux->rx_queue, c, rxq);
 	if (c->hashed) {
 		LIST_REMOVE(c, by_flow);
 		LIST_REMOVE(c, by_local);
+		mux->nflows--;
+		if (mux->ops.flow_changed != NULL)
+			mux->ops.flow_changed(mux->ctx, false, c->local_port, c->peer_port,
+			    mux->nflows);
 	}
 	TAILQ_REMOVE(&mux->conns, c, all);
 	mux->nconns--;
@@ -503,6 +527,7 @@ conn_write_guest(struct vconn *c, const struct iovec *iov, int niov, uint32_t le
 	size_t sent = 0;
 
 	c->tx_cnt += len;
+	c->mux->bytes_from_guest += len;
 	if (c->fd < 0)
 		return;
 	if (c->tx_len == 0) {
@@ -582,6 +607,7 @@ conn_host_line(struct vconn *c)
 		return;
 	}
 	conn_set_ports(c, local, port);
+	conn_record_flow(c);
 	event_del(c->rev);	/* nothing more is read before the guest accepts */
 	c->read_armed = false;
 	c->state = CS_HOST_REQUESTING;
@@ -720,6 +746,7 @@ guest_request(struct vsock_mux *mux, const struct vsock_hdr *h)
 	}
 	conn_set_ports(c, h->dst_port, h->src_port);
 	c->local_cid = h->dst_cid;	/* a guest drops packets from any other CID */
+	conn_record_flow(c);
 	c->peer_buf_alloc = h->buf_alloc;
 	c->peer_fwd_cnt = h->fwd_cnt;
 	if (to_peer) {
@@ -1009,6 +1036,7 @@ conn_rx_data(struct vsock_mux *mux, struct vconn *c, const struct vsock_rx_sourc
 		return 0;
 	}
 	left = (size_t)r;
+	mux->bytes_to_guest += (uint64_t)r;
 	for (k = 0; k < slots && left > 0; k++) {
 		size_t len = left < room[k] ? left : room[k];
 		done_ctl(mux, c, &done[first + k], VSOCK_OP_RW);
@@ -1187,6 +1215,12 @@ mux_listen(struct vsock_mux *mux)
 	mode_t old;
 	int fd, r;
 
+	if (mux->cfg.take_listen_fd) {
+		/* An earlier emberd's listener: clients queued in its backlog
+		 * meanwhile are served now. */
+		mux->listen_fd = mux->cfg.listen_fd;
+		return 0;
+	}
 	if (strlen(mux->uds_path) >= sizeof(sun.sun_path))
 		return -ENAMETOOLONG;
 	memcpy(sun.sun_path, mux->uds_path, strlen(mux->uds_path) + 1);
@@ -1267,6 +1301,45 @@ vsock_mux_reset(struct vsock_mux *mux)
 }
 
 void
+vsock_mux_reset_flow(struct vsock_mux *mux, uint64_t local_cid, uint32_t local_port,
+    uint32_t peer_port)
+{
+	struct vsock_hdr h = { .src_cid = mux->cfg.guest_cid, .dst_cid = local_cid,
+	    .src_port = peer_port, .dst_port = local_port };
+
+	mux_queue_rst(mux, &h);
+}
+
+int
+vsock_mux_listen_fd(const struct vsock_mux *mux)
+{
+	return mux->listen_fd;
+}
+
+void
+vsock_mux_detach(struct vsock_mux *mux)
+{
+	struct vconn *c;
+
+	if (mux == NULL)
+		return;
+	/* The flows stay recorded: the next emberd resets them. */
+	TAILQ_FOREACH(c, &mux->conns, all)
+		c->flow_slot = -1;
+	vsock_mux_reset(mux);
+	if (mux->accept_ev != NULL)
+		event_free(mux->accept_ev);
+	if (mux->rx_kick != NULL)
+		event_free(mux->rx_kick);
+	if (mux->listen_fd >= 0)
+		close(mux->listen_fd);
+	free(mux->flow_hash);
+	free(mux->local_hash);
+	free(mux->uds_path);
+	free(mux);
+}
+
+void
 vsock_mux_free(struct vsock_mux *mux)
 {
 	if (mux == NULL)
@@ -1289,4 +1362,12 @@ size_t
 vsock_mux_connection_count(const struct vsock_mux *mux)
 {
 	return mux->nconns;
+}
+
+void
+vsock_mux_stats(const struct vsock_mux *mux, struct vsock_mux_stats *st)
+{
+	st->bytes_from_guest = mux->bytes_from_guest;
+	st->bytes_to_guest = mux->bytes_to_guest;
+	st->connections = mux->nconns;
 }

@@ -53,6 +53,17 @@ struct vsock_mux_ops {
 	/* VM to VM: the hybrid socket of the VM holding cid, if the guest may
 	 * reach it. 0, or -ENOENT. NULL: never. */
 	int (*peer_socket)(void *ctx, uint64_t cid, char *path, size_t len);
+	/* A flow got its ports, and went away: a record kept outside the
+	 * mux so an emberd that restarts can reset the guest's end
+	 * (vsock-dev.c). flow_open returns a slot (>= 0) or -1; flow_close
+	 * gets it back. NULL: not recorded. */
+	int (*flow_open)(void *ctx, uint64_t local_cid, uint32_t local_port,
+	    uint32_t peer_port);
+	void (*flow_close)(void *ctx, int slot);
+	/* A flow got its ports (opened) or went away (closed); open is how
+	 * many have ports now. NULL: nobody is told. */
+	void (*flow_changed)(void *ctx, bool opened, uint32_t host_port, uint32_t guest_port,
+	    size_t open);
 };
 
 struct vsock_mux_config {
@@ -65,6 +76,9 @@ struct vsock_mux_config {
 	unsigned connect_line_timeout_ms;	/* 0: 5000 */
 	unsigned max_connections;	/* 0: 1023 */
 	uint32_t buf_alloc;		/* 0: 64 KiB */
+	bool take_listen_fd;		/* listen_fd is an earlier emberd's listener
+					 * on uds_path: taken, nothing is bound */
+	int listen_fd;
 };
 
 /* Binds uds_path (replacing a stale socket), 0600 plus an ACL entry for
@@ -73,6 +87,13 @@ struct vsock_mux *vsock_mux_new(struct event_base *base, const struct vsock_mux_
     const struct vsock_mux_ops *ops, void *ctx);
 /* Closes every connection and the listener, and removes uds_path. */
 void vsock_mux_free(struct vsock_mux *mux);
+/* Like free, but uds_path stays and flows are not reported closed: a
+ * service manager keeps the listener for the next emberd. */
+void vsock_mux_detach(struct vsock_mux *mux);
+int vsock_mux_listen_fd(const struct vsock_mux *mux);
+/* Sends the guest an RST for a flow an earlier emberd had open. */
+void vsock_mux_reset_flow(struct vsock_mux *mux, uint64_t local_cid, uint32_t local_port,
+    uint32_t peer_port);
 
 /* One packet from the guest; payload is hdr->len bytes (validated by the
  * caller against the chain). */
@@ -122,5 +143,12 @@ int vsock_mux_fill_rx(struct vsock_mux *mux, struct vsock_hdr *hdr, const struct
 /* The guest's driver reset: drop every connection without a word. */
 void vsock_mux_reset(struct vsock_mux *mux);
 size_t vsock_mux_connection_count(const struct vsock_mux *mux);
+/* Stream payload bytes each way since the mux was made, and the
+ * connections open now. */
+struct vsock_mux_stats {
+	uint64_t bytes_from_guest, bytes_to_guest;
+	size_t connections;
+};
+void vsock_mux_stats(const struct vsock_mux *mux, struct vsock_mux_stats *st);
 
 #endif
