@@ -339,7 +339,7 @@ fc_copy_done(void *ctx, int status, const void *out, size_t len)
 	void *vm_ctx = c->vm_ctx;
 	if (c->tick != NULL) {
 		event_free(c->tick);
-		if (!err.message[0])
+		if (!err.message[0] && c->last_percent != 100)
 			c->host->disk_progress(vm_ctx, c->total, c->total);
 	}
 	free(c);

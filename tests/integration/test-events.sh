@@ -2,7 +2,8 @@
 # The event stream (events.subscribe, emberctl events) against a private
 # emberd running QEMU under TCG. Checks:
 # - the events of create -> start -> agent ready -> stop -> delete of a
-#   real guest, in order, with increasing sequence numbers;
+#   real guest, in order, with increasing sequence numbers, and the vsock
+#   connections of its agent's pings;
 # - a hypervisor killed from outside (kill -9 of QEMU): vm.exited with
 #   signal 9, then vm.status to failed with the reason;
 # - resume: a subscriber with --since gets exactly the events after that
@@ -112,6 +113,9 @@ assert_jq "$steps" '. as $s | ["status:created", "status:starting", "status:runn
     [.[] as $want | $s | index($want)] | . == sort and all(.[]; . != null)' \
     "created, starting, running, agent.ready, stopping, agent.lost, vm.exited, stopped, deleted, in order"
 assert_jq "$life" '[.[] | select(.type == "vm.exited")][0].data.code == 0' "vm.exited: exit code 0"
+assert_jq "$life" 'any(.[]; .type == "vsock.opened" and .data.guest_port == 1024 and .data.open >= 1) and
+    any(.[]; .type == "vsock.closed" and .data.guest_port == 1024)' \
+    "vsock.opened/closed for the agent's port 1024, with the open count"
 assert_jq "$life" '[.[] | select(.type == "vm.status" and .data.to == "starting")][0].data.from == "created"' \
     "vm.status carries from"
 kill_mine "$FOLLOW_PID"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# disk.progress and the Firecracker backend's events, on the fc-double (no
+# KVM needed): a VM created from an image with a 256 MiB root filesystem
+# copies it, and a subscriber sees disk.progress from 0 to 100 % with
+# non-decreasing figures and the image's allocated size as the total, then
+# the VM's status changes; vm create --wait with stderr not a terminal
+# prints the copy's progress as plain lines. Killing the double from
+# outside gives vm.exited with its signal.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/fc-lib.sh"
+
+# wait_for WHAT SECONDS CMD...: polls CMD until it succeeds.
+wait_for() {
+	local what=$1 deadline=$((SECONDS + $2))
+	shift 2
+	until "$@"; do
+		((SECONDS < deadline)) || fail "timed out waiting until $what"
+		sleep 0.05	# poll interval
+	done
+}
+has_event() { jq -e -s "any(.[]; $2)" "$1" >/dev/null 2>&1; }
+
+fc_start_emberd FC_DOUBLE_AGENT_PORTS=1024
+make_image mini
+# A root filesystem with 256 MiB of random data (no holes: every block is copied).
+head -c $((256 * 1024 * 1024)) /dev/urandom >"$T/big-rootfs"
+call_ok image.import "{\"name\":\"big\",\"kernel\":\"$T/img-src/kernel\",\"vmlinux\":\"$T/img-src/vmlinux\",\"rootfs\":\"$T/big-rootfs\"}" >/dev/null
+rm -f "$T/big-rootfs"
+total=$(( $(stat -c %b "$STATE/images/big/rootfs.img") * $(stat -c %B "$STATE/images/big/rootfs.img") ))
+
+since=$(call_ok events.subscribe | jq -r .seq)
+"$EMBERCTL" --socket "$SOCK" events --json --since "$since" --vm d1 >"$T/ev" 2>"$T/ev.err" &
+fpid=$!
+_ember_pids+=("$fpid")
+
+note "disk copy progress"
+ctl vm create d1 --image big --no-start >/dev/null || fail "vm create d1"
+wait_for "d1 created" 30 has_event "$T/ev" '.type == "vm.status" and .data.to == "created"'
+ev=$(jq -s '[.[] | select(.type == "disk.progress")]' "$T/ev")
+echo "    $(jq -c '[.[] | .data.percent]' <<<"$ev") (total $total bytes)"
+assert_jq "$ev" "length >= 2 and .[0].data.done_bytes == 0 and .[-1].data.percent == 100 and
+    all(.[]; .data.total_bytes == $total and .vm == \"d1\" and .owner == 0)" \
+    "disk.progress: 0 first, 100 % last, the image's allocated size as total"
+assert_jq "$ev" '[.[].data.done_bytes] | . == sort' "done_bytes never goes back"
+assert_jq "$(jq -s . "$T/ev")" '([.[] | select(.type == "disk.progress")] | last.seq) <
+    ([.[] | select(.type == "vm.status" and .data.to == "created")] | first.seq)' \
+    "the copy ends before the VM is created"
+
+note "vm create --wait prints the copy's progress (not a terminal: plain lines)"
+ctl vm create d2 --image big --vsock --wait 30 >/dev/null 2>"$T/create.err" ||
+    fail "vm create d2 --wait: $(cat "$T/create.err")"
+grep -E '^d2: disk copy [0-9]+% ' "$T/create.err" >/dev/null ||
+    fail "no progress line on stderr: $(head -c 500 "$T/create.err")"
+pass "vm create --wait printed disk copy progress lines"
+
+note "the hypervisor killed from outside"
+ctl vm start d1 >/dev/null || fail "vm start d1"
+pid=$(jq -r .pid "$STATE/vms/d1/vm.json")
+kill_double -KILL "$pid"
+wait_for "d1 failed" 30 has_event "$T/ev" '.type == "vm.status" and .data.to == "failed"'
+assert_jq "$(jq -s . "$T/ev")" 'any(.[]; .type == "vm.exited" and .data.signal == 9)' \
+    "vm.exited with signal 9"
+kill_mine "$fpid"
