@@ -29,6 +29,10 @@ bool vm_agent_ready(const struct vm *vm);
 /* {"state": "waiting"|"ready"|"unreachable", "info": {...}}, or NULL when
  * the VM has no agent to speak of (not running, or no vsock). */
 json_t *vm_agent_json(const struct vm *vm);
+/* The round trip of the last ping a ready agent answered, in ms; false
+ * when it is not ready. A value older than a few seconds sends another
+ * ping in the background, so that the next call sees a fresh one. */
+bool vm_agent_latency_ms(struct vm *vm, double *ms);
 /* One request to a running VM's agent. 0, or -1 with err (no vsock, not
  * running). */
 int vm_agent_request(struct vm *vm, const json_t *request, int timeout_ms,

@@ -22,6 +22,13 @@ int platform_peer_groups(int fd, gid_t *groups, size_t max);
 /* Start time of pid in clock ticks since boot (/proc/<pid>/stat field 22).
  * 0 or -errno (-ESRCH when gone). */
 int platform_process_start_time(pid_t pid, uint64_t *start_time);
+/* What a process has used: CPU time (user plus system, /proc/<pid>/stat)
+ * and how long it has run. 0 or -errno (-ESRCH when gone or a zombie). */
+struct platform_process_usage {
+	double cpu_seconds;
+	double uptime_seconds;
+};
+int platform_process_usage(pid_t pid, struct platform_process_usage *u);
 /* True when pid is alive and started at start_time. */
 int platform_process_matches(pid_t pid, uint64_t start_time);
 /* A client emberd acts for when it opens a path the client named. */

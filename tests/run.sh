@@ -29,6 +29,7 @@ PACKAGES=(
 	curl python3	# the Firecracker double's HTTP checks
 	qemu-system-x86 qemu-utils e2fsprogs kmod cpio lz4	# guest images, QEMU backend (qemu-img overlays)
 	skopeo umoci busybox-static	# OCI image import, and the images its tests build
+	prometheus	# promtool checks emberd's /metrics (about 19 MB download, 96 MB installed)
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}

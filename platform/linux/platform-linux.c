@@ -1,8 +1,7 @@
 /*
  * Linux OS facts: peer credentials from SO_PEERCRED and SO_PEERGROUPS,
- * process identity from /proc/<pid>/stat and this process's memory from
- * /proc/self/statm. A pid
- * alone can be reused, so a process is named by its pid and its start time
+ * process identity and CPU time from /proc/<pid>/stat and memory from
+ * /proc/<pid>/statm. A pid alone can be reused, so a process is named by its pid and its start time
  * (field 22 of stat, clock ticks since boot), which no reuse can repeat.
  */
 #include <sys/socket.h>
@@ -13,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -50,15 +50,16 @@ platform_peer_groups(int fd, gid_t *groups, size_t max)
 }
 
 /*
- * Reads the state letter (field 3) and start time (field 22) of pid. comm
- * (field 2) is in parentheses and may itself hold spaces and ')', so the
- * fields are counted from the last ')' in the line.
+ * Reads the state letter (field 3), user plus system CPU time (fields 14
+ * and 15, clock ticks; cpu_ticks may be NULL) and start time (field 22) of
+ * pid. comm (field 2) is in parentheses and may itself hold spaces and ')',
+ * so the fields are counted from the last ')' in the line.
  */
 static int
-proc_stat(pid_t pid, char *state, uint64_t *start_time)
+proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *start_time)
 {
 	char path[64], *text, *p, *end;
-	unsigned long long v;
+	unsigned long long v, cpu = 0;
 	int r, field;
 
 	if (pid <= 0)
@@ -77,6 +78,13 @@ proc_stat(pid_t pid, char *state, uint64_t *start_time)
 			goto bad;
 		if (field == 3)
 			*state = *p;
+		if (field == 14 || field == 15) {
+			errno = 0;
+			v = strtoull(p, &end, 10);
+			if (errno != 0 || end == p)
+				goto bad;
+			cpu += v;
+		}
 		while (*p != ' ' && *p != '\0')
 			p++;
 	}
@@ -90,6 +98,8 @@ proc_stat(pid_t pid, char *state, uint64_t *start_time)
 		goto bad;
 	free(text);
 	*start_time = v;
+	if (cpu_ticks != NULL)
+		*cpu_ticks = cpu;
 	return 0;
 
 bad:
@@ -102,7 +112,7 @@ platform_process_start_time(pid_t pid, uint64_t *start_time)
 {
 	char state;
 
-	return proc_stat(pid, &state, start_time);
+	return proc_stat(pid, &state, NULL, start_time);
 }
 
 int
@@ -113,12 +123,36 @@ platform_process_matches(pid_t pid, uint64_t start_time)
 
 	if (pid <= 0 || start_time == 0)
 		return 0;
-	if (proc_stat(pid, &state, &actual) < 0)
+	if (proc_stat(pid, &state, NULL, &actual) < 0)
 		return 0;
 	/* A zombie has finished; only its exit status is left. */
 	if (state == 'Z' || state == 'X' || state == 'x')
 		return 0;
 	return actual == start_time;
+}
+
+int
+platform_process_usage(pid_t pid, struct platform_process_usage *u)
+{
+	uint64_t ticks, start;
+	struct timespec now;
+	long hz = sysconf(_SC_CLK_TCK);
+	char state;
+	int r;
+
+	if (hz <= 0)
+		return -EINVAL;
+	if ((r = proc_stat(pid, &state, &ticks, &start)) < 0)
+		return r;
+	if (state == 'Z' || state == 'X' || state == 'x')
+		return -ESRCH;
+	u->cpu_seconds = (double)ticks / (double)hz;
+	u->uptime_seconds = 0;
+	if (clock_gettime(CLOCK_BOOTTIME, &now) == 0) {
+		double up = (double)now.tv_sec + (double)now.tv_nsec / 1e9 - (double)start / (double)hz;
+		u->uptime_seconds = up > 0 ? up : 0;
+	}
+	return 0;
 }
 
 long
