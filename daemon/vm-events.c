@@ -4,6 +4,7 @@
  * their fields stay the ones daemon/API.md lists.
  */
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 
 #include "child.h"
@@ -82,9 +83,26 @@ void
 vm_events_vsock(struct vm *vm, bool opened, uint32_t host_port, uint32_t guest_port,
     size_t open)
 {
-	emit(vm, opened ? EVENT_VSOCK_OPENED : EVENT_VSOCK_CLOSED,
-	    json_pack("{s:I, s:I, s:I}", "host_port", (json_int_t)host_port,
-	    "guest_port", (json_int_t)guest_port, "open", (json_int_t)open));
+	struct vm_events_rate *rate = &vm->vsock_events;
+	struct timespec now;
+	json_t *data;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec != rate->second) {
+		rate->second = now.tv_sec;
+		rate->sent = 0;
+	}
+	if (rate->sent >= VM_EVENTS_VSOCK_PER_S) {
+		rate->suppressed++;
+		return;
+	}
+	rate->sent++;
+	data = json_pack("{s:I, s:I, s:I}", "host_port", (json_int_t)host_port,
+	    "guest_port", (json_int_t)guest_port, "open", (json_int_t)open);
+	if (data != NULL && rate->suppressed > 0)
+		json_object_set_new(data, "suppressed", json_integer((json_int_t)rate->suppressed));
+	rate->suppressed = 0;
+	emit(vm, opened ? EVENT_VSOCK_OPENED : EVENT_VSOCK_CLOSED, data);
 }
 
 void

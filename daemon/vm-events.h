@@ -11,9 +11,22 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include "vm-lifecycle.h"
 
 struct vm;
+
+/* vsock.opened/closed a VM may send per second: a guest opening and
+ * closing connections in a loop must not flush everybody's events out of
+ * the ring. Those over it are counted and reported as "suppressed" in the
+ * VM's next vsock event. */
+#define VM_EVENTS_VSOCK_PER_S	20
+
+struct vm_events_rate {
+	time_t second;		/* CLOCK_MONOTONIC second being counted */
+	unsigned sent;		/* events sent in it */
+	unsigned long suppressed;	/* not sent since the last one that was */
+};
 
 /* vm.status: from (a status, or VM_LIFECYCLE_NEW) to the VM's status now. */
 void vm_events_status(struct vm *vm, unsigned from, enum vm_event ev, const char *reason);

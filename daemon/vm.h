@@ -18,12 +18,14 @@
 #include "platform.h"
 #include "vm-record.h"
 #include "vm-lifecycle.h"
+#include "vm-events.h"
 
 struct ember_daemon;
 struct backend;
 struct vm_agent;
 struct agent_call;
 struct event;
+struct vm_netstate;
 
 struct vm {
 	struct vm_record rec;
@@ -37,6 +39,9 @@ struct vm {
 	struct event *stop_timer;	/* stop: the agent's time is up */
 	struct vm *reap_next;		/* removed, waiting to be freed (vm.c) */
 	struct agent_call *stop_call;
+	struct vm_events_rate vsock_events;	/* vm-events.c's bound on vsock.* */
+	struct vm_netstate *net;	/* vm-network.c's, while its network is up */
+	uint64_t durable_seq;		/* its last state write (vm-store.c, durable.h) */
 };
 
 struct vm_create_args {
@@ -45,6 +50,7 @@ struct vm_create_args {
 	unsigned cpus;			/* 0: default */
 	uint64_t memory_mib;		/* 0: default */
 	uint64_t disk_size_mib;		/* 0: image size */
+	json_t *publish;		/* network "nat": array of strings, or NULL */
 	bool vsock;
 	bool start;
 	uid_t owner_uid;

@@ -5,7 +5,7 @@
  * filters (owner, VM, type), resume from a sequence number, a subscriber
  * that stops reading (its output stays within the window, it gets one
  * events.dropped with the right count and then the stream goes on), and a
- * connection that went away.
+ * connection that went away, and the per-VM bound on vsock events.
  */
 #include <check.h>
 #include <errno.h>
@@ -15,7 +15,10 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "daemon.h"
 #include "events.h"
+#include "vm.h"
+#include "vm-events.h"
 
 #define MAX_LINES 20000
 
@@ -292,6 +295,38 @@ START_TEST(events_forgets_a_subscriber_whose_connection_went)
 }
 END_TEST
 
+START_TEST(events_vsock_of_one_vm_are_rate_limited)
+{
+	struct ember_daemon d = { 0 };
+	struct vm vm = { 0 };
+	struct events_filter all = { .uid = 0 };
+	size_t sent;
+	long long suppressed;
+
+	d.events = events_new(base, NULL, &sink);
+	vm.daemon = &d;
+	snprintf(vm.rec.name, sizeof(vm.rec.name), "g");
+	vm.rec.owner_uid = 1000;
+	ck_assert_int_eq(events_subscribe(d.events, 1, &all, false, 0), 0);
+	for (int i = 0; i < 50; i++)
+		vm_events_vsock(&vm, i % 2 == 0, 1024, (uint32_t)(3000 + i), (size_t)(i % 2));
+	turn();
+	sent = conns[1].nlines;
+	/* at most the limit per second (the loop may cross one boundary) */
+	ck_assert_uint_ge(sent, VM_EVENTS_VSOCK_PER_S);
+	ck_assert_uint_le(sent, 2 * VM_EVENTS_VSOCK_PER_S);
+	vm.vsock_events.second = 0;	/* a later second */
+	vm_events_vsock(&vm, false, 1024, 4000, 0);
+	turn();
+	ck_assert_uint_eq(conns[1].nlines, sent + 1);
+	suppressed = json_integer_value(json_object_get(json_object_get(params(1, sent), "data"),
+	    "suppressed"));
+	ck_assert_int_eq((long long)sent + suppressed, 50);
+	ck_assert_str_eq(type_of(1, sent), "vsock.closed");
+	events_free(d.events);
+}
+END_TEST
+
 START_TEST(events_type_names_round_trip)
 {
 	for (int t = 0; t < EVENT__COUNT; t++)
@@ -316,6 +351,7 @@ main(void)
 	tcase_add_test(tc, events_ring_keeps_its_byte_budget);
 	tcase_add_test(tc, events_long_payload_strings_are_cut);
 	tcase_add_test(tc, events_forgets_a_subscriber_whose_connection_went);
+	tcase_add_test(tc, events_vsock_of_one_vm_are_rate_limited);
 	tcase_add_test(tc, events_type_names_round_trip);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
