@@ -66,7 +66,7 @@ _emberctl()
 		case $word in
 		-f|--file|--image|--kernel|--vmlinux|--initrd|--rootfs|--rootfs-dir|\
 		--rootfs-size|--cpus|--memory|--disk-size|--boot-args|--backend|\
-		--network|--timeout)
+		--network|--timeout|--vm|--type|--since)
 			((i++)); continue ;;
 		-*) continue ;;
 		esac
@@ -87,6 +87,15 @@ _emberctl()
 		COMPREPLY=($(compgen -d -- "$cur")); return ;;
 	--image)
 		COMPREPLY=($(compgen -W "$(_emberctl_names "$ctl" "${global[@]}" image)" -- "$cur"))
+		return ;;
+	--vm)
+		COMPREPLY=($(compgen -W "$(_emberctl_names "$ctl" "${global[@]}" vm)" -- "$cur"))
+		return ;;
+	--type)
+		COMPREPLY=($(compgen -W "vm.status vm.exited vm.deleted agent.ready agent.lost
+		    vsock.opened vsock.closed image.progress disk.progress daemon.reload
+		    daemon.shutdown" -- "$cur")); return ;;
+	--since)
 		return ;;
 	--backend)
 		COMPREPLY=($(compgen -W "auto qemu firecracker" -- "$cur")); return ;;
