@@ -177,6 +177,24 @@ cmd_rpc(struct ctl *ctl, struct verb_args *a)
 	return EXIT_OK;
 }
 
+/* daemon.upgrade: emberd re-executes its binary, keeping VMs' vsock. */
+int
+cmd_daemon_upgrade(struct ctl *ctl, struct verb_args *a)
+{
+	json_t *res;
+	int r = ctl_call(ctl, "daemon.upgrade", NULL, &res);
+
+	if (r != EXIT_OK)
+		return r;
+	if (ctl->json)
+		ctl_print_json(res);
+	else
+		printf("emberd (pid %" JSON_INTEGER_FORMAT ") is re-executing its binary\n",
+		    json_integer_value(json_object_get(res, "pid")));
+	json_decref(res);
+	return EXIT_OK;
+}
+
 int
 cmd_version(struct ctl *ctl, struct verb_args *a)
 {

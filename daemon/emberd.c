@@ -14,9 +14,11 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "fd-keep.h"
 #include "fsutil.h"
 #include "log.h"
 #include "notify.h"
+#include "upgrade.h"
 #include "validate.h"
 
 static void
@@ -115,7 +117,9 @@ main(int argc, char **argv)
 	char *def_state = NULL, *def_socket = NULL;
 	struct ember_error err = { 0 };
 	struct ember_daemon *d;
+	struct notify *fdstore = NULL;
 	int c, level = LOG_LEVEL_INFO, r;
+	size_t dropped;
 
 	log_init("emberd", LOG_LEVEL_INFO);
 	/* Before any configuration is parsed: backends own their subtrees. */
@@ -153,8 +157,18 @@ main(int argc, char **argv)
 	}
 	log_set_level((enum log_level)level);
 
-	/* Before anything is spawned: the passed fds become close-on-exec. */
-	o.listen_fd = notify_listen_fd(&err);
+	/* The fd store's channel first: VMs adopted in daemon_new may
+	 * already need it. */
+	fdstore = notify_fdstore_new();
+	if (fdstore != NULL) {
+		struct fd_keep_sink sink = { notify_store_fd, notify_remove_fd, fdstore };
+
+		fd_keep_set_sink(&sink);
+	}
+	upgrade_init(argv, fdstore);
+	/* Before anything is spawned: the passed fds become close-on-exec;
+	 * a vsock device's go to fd-keep for its VM's adoption. */
+	o.listen_fd = notify_take_fds(&err);
 	if (o.listen_fd < 0 && ember_error_is_set(&err)) {
 		log_warnx("%s — %s", err.message, err.hint);
 		return 1;
@@ -196,8 +210,16 @@ main(int argc, char **argv)
 		log_warnx("%s%s%s", err.message, err.hint[0] ? " — " : "", err.hint);
 		return 1;
 	}
+	/* Every VM that could claim its fds has: the rest are stale. */
+	if ((dropped = fd_keep_drop_unclaimed()) > 0)
+		log_info("closed %zu handed-over fds no running VM claimed", dropped);
+	if (upgrade_signal_install(d) < 0)
+		log_warnx("cannot watch SIGUSR2; emberctl daemon upgrade still works");
 	r = daemon_run(d);
+	upgrade_free();
 	daemon_free(d);
+	fd_keep_set_sink(NULL);
+	notify_free(fdstore);
 	if (r == 0)
 		log_info("exited cleanly");
 	return r == 0 ? 0 : 1;

@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "fd-keep.h"
 #include "log.h"
 #include "notify.h"
 
@@ -38,6 +39,7 @@ struct notify {
 	notify_status_fn status_fn;
 	void *status_ctx;
 	char last_status[256];
+	char *env_socket, *env_watchdog_usec;	/* for an exec of our successor */
 };
 
 /* Parses a decimal unsigned value; 0 or -EINVAL. */
@@ -199,6 +201,8 @@ notify_free(struct notify *n)
 		event_free(n->ev_watchdog);
 	if (n->fd >= 0)
 		close(n->fd);
+	free(n->env_socket);
+	free(n->env_watchdog_usec);
 	free(n);
 }
 
@@ -365,4 +369,176 @@ notify_socket_path(int fd)
 	if (n > sizeof(sun.sun_path))
 		n = sizeof(sun.sun_path);
 	return strndup(sun.sun_path, n);
+}
+
+/* ---- the fd store ---- */
+
+struct notify *
+notify_fdstore_new(void)
+{
+	const char *sock = getenv("NOTIFY_SOCKET"), *wd = getenv("WATCHDOG_USEC");
+	struct notify *n;
+
+	if (sock == NULL || sock[0] == '\0' || (n = calloc(1, sizeof(*n))) == NULL)
+		return NULL;
+	n->fd = -1;
+	if (notify_address(sock, &n->addr, &n->addrlen) < 0 ||
+	    (n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    (n->env_socket = strdup(sock)) == NULL) {
+		notify_free(n);
+		return NULL;
+	}
+	if (wd != NULL)
+		n->env_watchdog_usec = strdup(wd);
+	return n;
+}
+
+/* One datagram, with fd attached when >= 0. Blocking: the manager reads
+ * promptly, and an fd it never gets is a device lost at the next restart. */
+static int
+send_with_fd(struct notify *n, const char *text, int fd)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cbuf;
+	struct iovec iov = { .iov_base = (void *)text, .iov_len = strlen(text) };
+	struct msghdr msg = { .msg_name = &n->addr, .msg_namelen = n->addrlen,
+	    .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t r;
+
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&cbuf, 0, sizeof(cbuf));
+		msg.msg_control = cbuf.buf;
+		msg.msg_controllen = sizeof(cbuf.buf);
+		cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	do
+		r = sendmsg(n->fd, &msg, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : 0;
+}
+
+int
+notify_store_fd(void *ctx, const char *name, int fd)
+{
+	struct notify *n = ctx;
+	char text[64 + FD_KEEP_NAME_MAX];
+	int r;
+
+	snprintf(text, sizeof(text), "FDSTORE=1\nFDNAME=%s", name);
+	if ((r = send_with_fd(n, text, fd)) < 0)
+		log_warnx("cannot hand %s to the service manager's fd store: %s", name,
+		    strerror(-r));
+	else
+		log_debug("notify: FDSTORE %s (fd %d)", name, fd);
+	return r;
+}
+
+void
+notify_remove_fd(void *ctx, const char *name)
+{
+	struct notify *n = ctx;
+	char text[64 + FD_KEEP_NAME_MAX];
+
+	snprintf(text, sizeof(text), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	if (send_with_fd(n, text, -1) < 0)
+		log_debug("notify: FDSTOREREMOVE %s: %s", name, strerror(errno));
+}
+
+void
+notify_export_env(const struct notify *n)
+{
+	char pid[32];
+
+	if (n == NULL || n->env_socket == NULL)
+		return;
+	setenv("NOTIFY_SOCKET", n->env_socket, 1);
+	if (n->env_watchdog_usec != NULL) {
+		snprintf(pid, sizeof(pid), "%d", (int)getpid());
+		setenv("WATCHDOG_USEC", n->env_watchdog_usec, 1);
+		setenv("WATCHDOG_PID", pid, 1);
+	}
+}
+
+/* The i-th name of LISTEN_FDNAMES ("" when absent). */
+static void
+fd_name(const char *names, uint64_t i, char *buf, size_t len)
+{
+	const char *p = names;
+
+	buf[0] = '\0';
+	if (names == NULL)
+		return;
+	for (uint64_t k = 0; k < i; k++) {
+		p = strchr(p, ':');
+		if (p == NULL)
+			return;
+		p++;
+	}
+	snprintf(buf, len, "%.*s", (int)strcspn(p, ":"), p);
+}
+
+int
+notify_take_fds(struct ember_error *err)
+{
+	const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+	const char *names = getenv("LISTEN_FDNAMES");
+	uint64_t pid, nfds, kept = 0;
+	int control = -1;
+
+	if (pid_s == NULL && fds_s == NULL)
+		return -1;
+	if (parse_u64(pid_s, &pid) < 0 || pid != (uint64_t)getpid()) {
+		log_debug("ignoring LISTEN_FDS: LISTEN_PID is %s, we are %d",
+		    pid_s ? pid_s : "unset", (int)getpid());
+		goto out;
+	}
+	if (parse_u64(fds_s, &nfds) < 0 || nfds > FD_KEEP_MAX + 16) {
+		ember_error_set(err, EK_IO, "check the socket unit",
+		    "LISTEN_FDS=\"%s\" is not a count (at most %d)", fds_s ? fds_s : "",
+		    FD_KEEP_MAX + 16);
+		goto out;
+	}
+	for (uint64_t i = 0; i < nfds; i++) {
+		int fd = LISTEN_FDS_START + (int)i, flags = fcntl(fd, F_GETFD);
+		char name[FD_KEEP_NAME_MAX + 2];
+		struct ember_error lerr = { 0 };
+
+		if (flags < 0)
+			continue;
+		/* Ours now: none of them may leak into a hypervisor. */
+		fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+		fd_name(names, i, name, sizeof(name));
+		if (strncmp(name, "vsock/", 6) == 0) {
+			if (fd_keep_inherit(name, fd) == 0)
+				kept++;
+			continue;
+		}
+		if (control < 0 && (strcmp(name, "control") == 0 || strncmp(name, "vsock/", 6) != 0)) {
+			/* The control socket: ours across exec, or the socket
+			 * unit's (named after it, or unnamed). */
+			if (check_listener(fd, control < 0 && i == 0 ? err : &lerr) == 0) {
+				control = fd;
+				continue;
+			}
+		}
+		log_warnx("closing inherited fd %d (\"%s\"): not one emberd knows", fd, name);
+		close(fd);
+	}
+	if (kept > 0)
+		log_info("%" PRIu64 " fds handed over by the previous emberd", kept);
+	if (control >= 0 && ember_error_is_set(err))
+		memset(err, 0, sizeof(*err));
+out:
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return control;
 }

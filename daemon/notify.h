@@ -54,4 +54,28 @@ int notify_listen_fd(struct ember_error *err);
  * NULL for an abstract or unnamed one. */
 char *notify_socket_path(int fd);
 
+/*
+ * The fd store (sd_pid_notify_with_fds(3) FDSTORE=1). notify_fdstore_new
+ * reads $NOTIFY_SOCKET (and the watchdog variables) without unsetting
+ * them, before daemon_new, so VMs adopted at start can already talk to
+ * the store; NULL when there is no manager. It is the fd_keep sink
+ * (platform/linux/fd-keep.h): store sends "FDSTORE=1\nFDNAME=<name>" with
+ * the fd attached, remove "FDSTOREREMOVE=1\nFDNAME=<name>".
+ */
+struct notify *notify_fdstore_new(void);
+int notify_store_fd(void *n, const char *name, int fd);
+void notify_remove_fd(void *n, const char *name);
+/* Puts NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID (our pid) back in
+ * the environment for an exec of our successor. NULL is a no-op. */
+void notify_export_env(const struct notify *n);
+
+/*
+ * The fds handed over at start (sd_listen_fds_with_names(3)): those named
+ * "vsock/..." go to fd_keep_inherit, the one named "control" or, failing
+ * that, the first unnamed listening socket (socket activation) is the
+ * control socket returned; anything else is closed. Like
+ * notify_listen_fd otherwise (which it replaces in emberd.c).
+ */
+int notify_take_fds(struct ember_error *err);
+
 #endif

@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "quota.h"
 #include "rpc.h"
+#include "upgrade.h"
 #include "vm.h"
 
 /* How many VMs, and vsock CIDs held by VMs, the caller may see. */
@@ -109,7 +110,27 @@ rpc_vsock_allocations(struct rpc_call *call, json_t *params)
 	    "allocations", mine));
 }
 
+/* Re-executes emberd in place (upgrade.c); the reply goes out first. */
+static void
+rpc_daemon_upgrade(struct rpc_call *call, json_t *params)
+{
+	struct ember_error err = { 0 };
+
+	if (call->uid != 0) {
+		ember_error_set(&err, EK_PERMISSION_DENIED, "run it as root",
+		    "only root may upgrade emberd");
+		rpc_fail(call, &err);
+		return;
+	}
+	if (daemon_upgrade_schedule(call->daemon, &err) < 0) {
+		rpc_fail(call, &err);
+		return;
+	}
+	rpc_reply(call, json_pack("{s:i}", "pid", (int)getpid()));
+}
+
 const struct rpc_method rpc_daemon_methods[] = {
+	{ "daemon.upgrade", NULL, RPC_MUTATES, NULL, rpc_daemon_upgrade },
 	{ "daemon.info", NULL, 0, NULL, rpc_daemon_info },
 	{ "vsock.allocations", NULL, 0, NULL, rpc_vsock_allocations },
 	{ "quota.get", quota_get_params, 0, NULL, rpc_quota_get },

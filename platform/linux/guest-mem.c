@@ -4,7 +4,9 @@
  * hugetlbfs's alignment rules hold, and the region starts mmap_offset in.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -14,6 +16,8 @@ void
 guest_mem_init(struct guest_mem *mem)
 {
 	memset(mem, 0, sizeof(*mem));
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+		mem->region[i].fd = -1;
 }
 
 static void
@@ -24,6 +28,9 @@ unmap_regions(struct guest_mem_region *r, unsigned n)
 			munmap(r[i].map, r[i].map_len);
 		r[i].map = NULL;
 		r[i].hva = NULL;
+		if (r[i].fd >= 0)
+			close(r[i].fd);
+		r[i].fd = -1;
 	}
 }
 
@@ -32,6 +39,8 @@ guest_mem_clear(struct guest_mem *mem)
 {
 	unmap_regions(mem->region, mem->nregions);
 	memset(mem->region, 0, sizeof(mem->region));
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+		mem->region[i].fd = -1;
 	mem->nregions = 0;
 	mem->generation++;
 }
@@ -67,6 +76,8 @@ guest_mem_set_table(struct guest_mem *mem, const struct guest_mem_desc *desc,
 	if (n > GUEST_MEM_MAX_REGIONS)
 		return -E2BIG;
 	memset(r, 0, sizeof(r));
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+		r[i].fd = -1;
 	for (unsigned i = 0; i < n; i++) {
 		size_t len;
 
@@ -90,6 +101,10 @@ guest_mem_set_table(struct guest_mem *mem, const struct guest_mem_desc *desc,
 			goto fail;
 		}
 		r[i].map_len = len;
+		if ((r[i].fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3)) < 0) {
+			rc = -errno;
+			goto fail;
+		}
 		r[i].hva = (uint8_t *)r[i].map + desc[i].mmap_offset;
 		r[i].gpa = desc[i].gpa;
 		r[i].size = desc[i].size;

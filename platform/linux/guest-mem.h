@@ -6,7 +6,9 @@
  * Both are translated here, with every range checked against one region so
  * nothing a guest or QEMU writes can make emberd touch memory outside the
  * mappings. The generation counter changes whenever the table is replaced,
- * so holders of translated pointers know to translate again.
+ * so holders of translated pointers know to translate again. Each region
+ * keeps its own copy of the file descriptor, so the table can be handed
+ * to a later emberd (fd-keep.h) and mapped again there.
  */
 #ifndef EMBER_GUEST_MEM_H
 #define EMBER_GUEST_MEM_H
@@ -33,6 +35,7 @@ struct guest_mem_region {
 	void		*map;		/* mmap result, map_len bytes */
 	size_t		 map_len;
 	uint8_t		*hva;		/* map + mmap_offset */
+	int		 fd;		/* owned copy; -1 when unused */
 };
 
 struct guest_mem {
@@ -43,15 +46,16 @@ struct guest_mem {
 
 void guest_mem_init(struct guest_mem *mem);
 /*
- * Replaces the table: maps each fds[i] (borrowed; the caller closes them)
- * with MAP_SHARED from offset 0 for size + mmap_offset bytes. Checks that
+ * Replaces the table: maps each fds[i] (borrowed; the caller closes them,
+ * the table keeps its own close-on-exec copy) with MAP_SHARED from offset
+ * 0 for size + mmap_offset bytes. Checks that
  * regions are non-empty, do not wrap, do not overlap in gpa, and fit in
  * their file. On failure the previous table stays in place and -errno is
  * returned; on success the old regions are unmapped and generation moves.
  */
 int guest_mem_set_table(struct guest_mem *mem, const struct guest_mem_desc *desc,
     const int *fds, unsigned n);
-/* Unmaps everything (teardown); generation moves. */
+/* Unmaps everything and closes the fds (teardown); generation moves. */
 void guest_mem_clear(struct guest_mem *mem);
 
 /*

@@ -9,6 +9,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -37,6 +38,7 @@ struct vu_vring {
 	bool		 started;	/* has a kick fd */
 	bool		 enabled;	/* SET_VRING_ENABLE 1 */
 	bool		 running;	/* started && enabled, owner told */
+	uint64_t	 kick_gen, call_gen;	/* fd replaced */
 };
 
 struct vu_dev {
@@ -68,6 +70,8 @@ struct vu_dev {
 	struct guest_mem	 mem;
 	struct vu_vring		 vring[VU_NUM_QUEUES];
 	bool			 ever_running;
+	uint64_t		 mem_gen;	/* memory table replaced */
+	struct event		*restart_ev;	/* a restored session's first pass */
 	const char		*last_error;
 
 	int			 busy;		/* inside one of our callbacks */
@@ -229,6 +233,9 @@ vu_teardown(struct vu_dev *dev, const char *why)
 	}
 	guest_mem_clear(&dev->mem);
 	close_msg_fds(dev);
+	if (dev->restart_ev != NULL)
+		event_free(dev->restart_ev);
+	dev->restart_ev = NULL;
 	if (dev->read_ev != NULL)
 		event_free(dev->read_ev);
 	if (dev->write_ev != NULL)
@@ -310,6 +317,16 @@ vu_get_features(struct vu_dev *dev)
 	return 0;
 }
 
+static void
+apply_features(struct vu_dev *dev, uint64_t v)
+{
+	dev->features = v;
+	for (unsigned q = 0; q < VU_NUM_QUEUES; q++) {
+		dev->vring[q].vq.event_idx = (v & (1ull << VIRTIO_RING_F_EVENT_IDX)) != 0;
+		dev->vring[q].vq.indirect = (v & (1ull << VIRTIO_RING_F_INDIRECT_DESC)) != 0;
+	}
+}
+
 static int
 vu_set_features(struct vu_dev *dev)
 {
@@ -317,13 +334,9 @@ vu_set_features(struct vu_dev *dev)
 
 	if (v & ~VU_OFFERED_FEATURES)
 		return -EINVAL;
-	dev->features = v;
 	if (!(v & (1ull << VIRTIO_F_VERSION_1)))
 		log_debug("vhost-user: VERSION_1 not acked (legacy virtio-mmio?)");
-	for (unsigned q = 0; q < VU_NUM_QUEUES; q++) {
-		dev->vring[q].vq.event_idx = (v & (1ull << VIRTIO_RING_F_EVENT_IDX)) != 0;
-		dev->vring[q].vq.indirect = (v & (1ull << VIRTIO_RING_F_INDIRECT_DESC)) != 0;
-	}
+	apply_features(dev, v);
 	return 0;
 }
 
@@ -391,6 +404,7 @@ vu_set_mem_table(struct vu_dev *dev)
 	/* The fds stay in dev->fds and are closed after dispatch. */
 	if ((rc = guest_mem_set_table(&dev->mem, desc, dev->fds, mh.nregions)) != 0)
 		return rc;
+	dev->mem_gen++;
 	for (unsigned q = 0; q < VU_NUM_QUEUES; q++) {
 		struct virtq *vq = &dev->vring[q].vq;
 
@@ -498,6 +512,7 @@ vu_set_vring_kick(struct vu_dev *dev)
 	}
 	vring_close_kick(vr);
 	vr->kick_fd = fd;
+	vr->kick_gen++;
 	vr->kick_ev = event_new(dev->base, fd, EV_READ | EV_PERSIST, kick_cb, vr);
 	if (vr->kick_ev == NULL || event_add(vr->kick_ev, NULL) != 0) {
 		vring_close_kick(vr);
@@ -519,6 +534,7 @@ vu_set_vring_call(struct vu_dev *dev)
 	if ((q = payload_vring_fd(dev, &fd)) < 0)
 		return q;
 	virtq_set_call_fd(&dev->vring[q].vq, fd);
+	dev->vring[q].call_gen++;
 	return 0;
 }
 
@@ -596,27 +612,28 @@ static const struct vu_handler {
 	int		(*fn)(struct vu_dev *);
 	uint32_t	 size;		/* exact payload size, or VU_SIZE_ANY */
 	bool		 has_reply;	/* answers itself, even on error */
+	bool		 changes;	/* success changes vu_dev_get_state */
 } handlers[] = {
-	[VU_GET_FEATURES] = { "GET_FEATURES", vu_get_features, VU_SIZE_ANY, true },
-	[VU_SET_FEATURES] = { "SET_FEATURES", vu_set_features, 8, false },
-	[VU_SET_OWNER] = { "SET_OWNER", vu_set_owner, VU_SIZE_ANY, false },
-	[VU_RESET_OWNER] = { "RESET_OWNER", vu_reset_owner, VU_SIZE_ANY, false },
-	[VU_SET_MEM_TABLE] = { "SET_MEM_TABLE", vu_set_mem_table, VU_SIZE_ANY, false },
-	[VU_SET_VRING_NUM] = { "SET_VRING_NUM", vu_set_vring_num, 8, false },
-	[VU_SET_VRING_ADDR] = { "SET_VRING_ADDR", vu_set_vring_addr, 40, false },
-	[VU_SET_VRING_BASE] = { "SET_VRING_BASE", vu_set_vring_base, 8, false },
-	[VU_GET_VRING_BASE] = { "GET_VRING_BASE", vu_get_vring_base, VU_SIZE_ANY, true },
-	[VU_SET_VRING_KICK] = { "SET_VRING_KICK", vu_set_vring_kick, 8, false },
-	[VU_SET_VRING_CALL] = { "SET_VRING_CALL", vu_set_vring_call, 8, false },
-	[VU_SET_VRING_ERR] = { "SET_VRING_ERR", vu_set_vring_err, 8, false },
+	[VU_GET_FEATURES] = { "GET_FEATURES", vu_get_features, VU_SIZE_ANY, true, false },
+	[VU_SET_FEATURES] = { "SET_FEATURES", vu_set_features, 8, false, true },
+	[VU_SET_OWNER] = { "SET_OWNER", vu_set_owner, VU_SIZE_ANY, false, true },
+	[VU_RESET_OWNER] = { "RESET_OWNER", vu_reset_owner, VU_SIZE_ANY, false, false },
+	[VU_SET_MEM_TABLE] = { "SET_MEM_TABLE", vu_set_mem_table, VU_SIZE_ANY, false, true },
+	[VU_SET_VRING_NUM] = { "SET_VRING_NUM", vu_set_vring_num, 8, false, true },
+	[VU_SET_VRING_ADDR] = { "SET_VRING_ADDR", vu_set_vring_addr, 40, false, true },
+	[VU_SET_VRING_BASE] = { "SET_VRING_BASE", vu_set_vring_base, 8, false, true },
+	[VU_GET_VRING_BASE] = { "GET_VRING_BASE", vu_get_vring_base, VU_SIZE_ANY, true, true },
+	[VU_SET_VRING_KICK] = { "SET_VRING_KICK", vu_set_vring_kick, 8, false, true },
+	[VU_SET_VRING_CALL] = { "SET_VRING_CALL", vu_set_vring_call, 8, false, true },
+	[VU_SET_VRING_ERR] = { "SET_VRING_ERR", vu_set_vring_err, 8, false, false },
 	[VU_GET_PROTOCOL_FEATURES] = { "GET_PROTOCOL_FEATURES", vu_get_protocol_features,
-	    VU_SIZE_ANY, true },
+	    VU_SIZE_ANY, true, false },
 	[VU_SET_PROTOCOL_FEATURES] = { "SET_PROTOCOL_FEATURES", vu_set_protocol_features,
-	    8, false },
-	[VU_GET_QUEUE_NUM] = { "GET_QUEUE_NUM", vu_get_queue_num, VU_SIZE_ANY, true },
-	[VU_SET_VRING_ENABLE] = { "SET_VRING_ENABLE", vu_set_vring_enable, 8, false },
-	[VU_GET_CONFIG] = { "GET_CONFIG", vu_get_config, VU_SIZE_ANY, true },
-	[VU_SET_CONFIG] = { "SET_CONFIG", vu_set_config, VU_SIZE_ANY, false },
+	    8, false, true },
+	[VU_GET_QUEUE_NUM] = { "GET_QUEUE_NUM", vu_get_queue_num, VU_SIZE_ANY, true, false },
+	[VU_SET_VRING_ENABLE] = { "SET_VRING_ENABLE", vu_set_vring_enable, 8, false, true },
+	[VU_GET_CONFIG] = { "GET_CONFIG", vu_get_config, VU_SIZE_ANY, true, false },
+	[VU_SET_CONFIG] = { "SET_CONFIG", vu_set_config, VU_SIZE_ANY, false, false },
 };
 
 static void
@@ -648,6 +665,8 @@ vu_dispatch(struct vu_dev *dev)
 	}
 	if (need_reply && !h->has_reply)
 		vu_reply_u64(dev, rc == 0 ? 0 : 1);
+	if (h->changes && (rc == 0 || req == VU_GET_VRING_BASE))
+		call_void(dev, dev->ops->on_change);
 }
 
 /* recvmsg into buf, collecting SCM_RIGHTS fds; bytes, 0 at EOF, or -errno. */
@@ -825,6 +844,190 @@ vu_dev_new(struct event_base *base, int fd, uint64_t guest_cid,
 		return NULL;
 	}
 	return dev;
+}
+
+/* ---- a session handed over by an earlier emberd ---- */
+
+/* Whether fd is an eventfd (what QEMU passes for kick and call). */
+static bool
+fd_is_eventfd(int fd)
+{
+	char link[64], target[64];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+void
+vu_dev_state_close(struct vu_dev_state *st)
+{
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+		close_fd(&st->mem_fd[i]);
+	for (unsigned q = 0; q < VU_NUM_QUEUES; q++) {
+		close_fd(&st->ring[q].kick_fd);
+		close_fd(&st->ring[q].call_fd);
+	}
+}
+
+/* The first pass of a restored session: rings start as they had, and the
+ * guest hears once about whatever was published before the handover. */
+static void
+restart_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vu_dev *dev = arg;
+
+	dev->busy++;
+	for (unsigned q = 0; q < VU_NUM_QUEUES && !dev->free_pending; q++)
+		vring_update(dev, q);
+	for (unsigned q = 0; q < VU_NUM_QUEUES && !dev->free_pending; q++)
+		if (dev->vring[q].running)
+			virtq_notify(&dev->vring[q].vq);
+	dev->busy--;
+	if (dev->free_pending && dev->busy == 0)
+		vu_dev_free(dev);
+}
+
+/* Rebuilds ring q from st; 0 or -errno. Takes the ring's fds. */
+static int
+restore_ring(struct vu_dev *dev, unsigned q, struct vu_ring_state *rs)
+{
+	struct vu_vring *vr = &dev->vring[q];
+	int flags, rc;
+
+	if (rs->num != 0 && (rc = virtq_set_num(&vr->vq, rs->num)) != 0)
+		return rc;
+	if (rs->addr_set)
+		virtq_set_addr(&vr->vq, rs->desc, rs->used, rs->avail);
+	if (rs->call_fd >= 0) {
+		if (!fd_is_eventfd(rs->call_fd))
+			return -EBADF;
+		virtq_set_call_fd(&vr->vq, rs->call_fd);
+		rs->call_fd = -1;
+	}
+	if (rs->kick_fd >= 0) {
+		if (!fd_is_eventfd(rs->kick_fd) || (flags = fcntl(rs->kick_fd, F_GETFL)) == -1 ||
+		    fcntl(rs->kick_fd, F_SETFL, flags | O_NONBLOCK) == -1)
+			return -EBADF;
+		vr->kick_fd = rs->kick_fd;
+		rs->kick_fd = -1;
+		vr->kick_ev = event_new(dev->base, vr->kick_fd, EV_READ | EV_PERSIST, kick_cb, vr);
+		if (vr->kick_ev == NULL || event_add(vr->kick_ev, NULL) != 0)
+			return -ENOMEM;
+		vr->started = true;
+	}
+	vr->enabled = rs->enabled;
+	if (rs->num != 0 && rs->addr_set && dev->mem.nregions > 0) {
+		if ((rc = virtq_map(&vr->vq, &dev->mem, true)) != 0)
+			return rc;
+		/* Every chain emberd pops goes back within its pass, so what
+		 * it had consumed is exactly what it had returned. */
+		vr->vq.last_avail_idx = vr->vq.used_idx;
+		vr->vq.signalled_used_valid = false;
+	}
+	return 0;
+}
+
+struct vu_dev *
+vu_dev_restore(struct event_base *base, int fd, uint64_t guest_cid, struct vu_dev_state *st,
+    const struct vu_dev_ops *ops, void *ctx)
+{
+	struct vu_dev *dev;
+	int rc = 0;
+
+	if (st->nregions > GUEST_MEM_MAX_REGIONS ||
+	    (st->features & ~VU_OFFERED_FEATURES) != 0 ||
+	    (st->protocol_features & ~VU_OFFERED_PROTOCOL_FEATURES) != 0) {
+		vu_dev_state_close(st);
+		close(fd);
+		errno = EINVAL;
+		return NULL;
+	}
+	if ((dev = vu_dev_new(base, fd, guest_cid, ops, ctx)) == NULL) {
+		int e = errno;
+
+		vu_dev_state_close(st);
+		errno = e;
+		return NULL;
+	}
+	apply_features(dev, st->features);
+	dev->protocol_features = st->protocol_features;
+	dev->owner = st->owner;
+	dev->ever_running = st->ever_running;
+	if (st->nregions > 0) {
+		rc = guest_mem_set_table(&dev->mem, st->region, st->mem_fd, st->nregions);
+		dev->mem_gen++;
+	}
+	for (unsigned q = 0; q < VU_NUM_QUEUES && rc == 0; q++)
+		rc = restore_ring(dev, q, &st->ring[q]);
+	vu_dev_state_close(st);
+	if (rc == 0) {
+		dev->restart_ev = event_new(base, -1, 0, restart_cb, dev);
+		if (dev->restart_ev == NULL)
+			rc = -ENOMEM;
+		else
+			event_active(dev->restart_ev, EV_TIMEOUT, 0);
+	}
+	if (rc != 0) {
+		dev->ops = &null_ops;
+		vu_dev_free(dev);
+		errno = -rc;
+		return NULL;
+	}
+	return dev;
+}
+
+void
+vu_dev_get_state(const struct vu_dev *dev, struct vu_dev_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->features = dev->features;
+	st->protocol_features = dev->protocol_features;
+	st->owner = dev->owner;
+	st->ever_running = dev->ever_running;
+	st->nregions = dev->mem.nregions;
+	st->mem_gen = dev->mem_gen;
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++) {
+		const struct guest_mem_region *r = &dev->mem.region[i];
+
+		st->mem_fd[i] = i < dev->mem.nregions ? r->fd : -1;
+		if (i < dev->mem.nregions)
+			st->region[i] = (struct guest_mem_desc){ r->gpa, r->size, r->uva,
+			    r->mmap_offset };
+	}
+	for (unsigned q = 0; q < VU_NUM_QUEUES; q++) {
+		const struct vu_vring *vr = &dev->vring[q];
+		struct vu_ring_state *rs = &st->ring[q];
+
+		rs->num = vr->vq.num;
+		rs->desc = vr->vq.desc_uva;
+		rs->avail = vr->vq.avail_uva;
+		rs->used = vr->vq.used_uva;
+		rs->addr_set = vr->vq.addr_set;
+		rs->started = vr->started;
+		rs->enabled = vr->enabled;
+		rs->last_avail_idx = vr->vq.last_avail_idx;
+		rs->kick_fd = vr->kick_fd;
+		rs->call_fd = vr->vq.call_fd;
+		rs->kick_gen = vr->kick_gen;
+		rs->call_gen = vr->call_gen;
+	}
+}
+
+int
+vu_dev_fd(const struct vu_dev *dev)
+{
+	return dev->connected ? dev->fd : -1;
+}
+
+bool
+vu_dev_mid_message(const struct vu_dev *dev)
+{
+	return dev->hdr_got > 0 || dev->out_len > 0;
 }
 
 void

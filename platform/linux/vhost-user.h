@@ -43,6 +43,36 @@ struct vu_dev_ops {
 	void	(*on_kick)(void *ctx, unsigned q);
 	void	(*on_reset)(void *ctx);
 	void	(*on_disconnect)(void *ctx);
+	/* Negotiated state changed (features, memory table, a ring's
+	 * size, addresses, fds or enable): what vu_dev_get_state returns
+	 * is different. Runs after the request was handled. */
+	void	(*on_change)(void *ctx);
+};
+
+/*
+ * What a later emberd needs to serve the same session without QEMU
+ * noticing (see vsock-dev.c for how it is kept): everything QEMU told us
+ * that guest memory cannot tell. fds are borrowed from the session by
+ * vu_dev_get_state and taken by vu_dev_restore; the *_gen counters move
+ * whenever the matching fd is replaced, so a holder knows to re-store it.
+ */
+struct vu_ring_state {
+	unsigned	num;
+	uint64_t	desc, avail, used;	/* QEMU virtual addresses */
+	bool		addr_set, started, enabled;
+	uint16_t	last_avail_idx;
+	int		kick_fd, call_fd;
+	uint64_t	kick_gen, call_gen;
+};
+
+struct vu_dev_state {
+	uint64_t		features, protocol_features;
+	bool			owner, ever_running;
+	unsigned		nregions;
+	struct guest_mem_desc	region[GUEST_MEM_MAX_REGIONS];
+	int			mem_fd[GUEST_MEM_MAX_REGIONS];
+	uint64_t		mem_gen;
+	struct vu_ring_state	ring[VU_NUM_QUEUES];
 };
 
 /*
@@ -52,6 +82,26 @@ struct vu_dev_ops {
  */
 struct vu_dev *vu_dev_new(struct event_base *base, int fd, uint64_t guest_cid,
     const struct vu_dev_ops *ops, void *ctx);
+/*
+ * Serves a session an earlier emberd negotiated: fd is its socket, st what
+ * it had agreed (fds taken, closed on failure too). The memory table is
+ * mapped again and each ring rebuilt from guest memory: last_avail_idx is
+ * used->idx, since emberd returns every chain it pops within the pass that
+ * popped it (a pass cut short by kill -9 is simply done again). The rings
+ * start, and the guest is interrupted once, from the loop after this
+ * returns. NULL with errno when the state does not fit the memory.
+ */
+struct vu_dev *vu_dev_restore(struct event_base *base, int fd, uint64_t guest_cid,
+    struct vu_dev_state *st, const struct vu_dev_ops *ops, void *ctx);
+/* Closes the fds in st (those >= 0) and marks them -1. */
+void vu_dev_state_close(struct vu_dev_state *st);
+/* The session's state, fds borrowed (valid until the next request). */
+void vu_dev_get_state(const struct vu_dev *dev, struct vu_dev_state *st);
+/* The session socket, or -1 after the session ended. */
+int vu_dev_fd(const struct vu_dev *dev);
+/* Whether a request is half read or a reply half sent: an exec now would
+ * cut a message in two. */
+bool vu_dev_mid_message(const struct vu_dev *dev);
 /* Closes the session and every fd, unmaps memory; no callbacks. NULL is ok. */
 void vu_dev_free(struct vu_dev *dev);
 

@@ -521,8 +521,13 @@ vsock_dev_adopt(struct event_base *base, uint64_t guest_cid, const char *uds_pat
 	}
 	vsock_handover_hold_fixed(dev->ho, vu_dev_fd(dev->vu), vsock_mux_listen_fd(dev->mux),
 	    true);
-	/* The store has these fds already; record the new numbers. */
-	on_change(dev);
+	/* The store has these fds already; record their numbers here. */
+	{
+		struct vu_dev_state st;
+
+		vu_dev_get_state(dev->vu, &st);
+		vsock_handover_restored(dev->ho, &st);
+	}
 	for (unsigned i = 0; i < nflows; i++)
 		vsock_mux_reset_flow(dev->mux, flows[i].local_cid, flows[i].local_port,
 		    flows[i].peer_port);

@@ -43,7 +43,7 @@ make_memfd(size_t size)
 /* Two regions in one memfd like microvm: [0, 0xf000) and [0x10000, 0x30000)
  * at file offset 0x10000, with uvas that are not the gpas. */
 static void
-two_regions(struct guest_mem *mem, int fd)
+two_regions_replace(struct guest_mem *mem, int fd)
 {
 	struct guest_mem_desc d[2] = {
 		{ .gpa = 0, .size = 0xf000, .uva = 0x7f0000000000, .mmap_offset = 0 },
@@ -51,8 +51,14 @@ two_regions(struct guest_mem *mem, int fd)
 	};
 	int fds[2] = { fd, fd };
 
-	guest_mem_init(mem);
 	ck_assert_int_eq(guest_mem_set_table(mem, d, fds, 2), 0);
+}
+
+static void
+two_regions(struct guest_mem *mem, int fd)
+{
+	guest_mem_init(mem);
+	two_regions_replace(mem, fd);
 }
 
 START_TEST(translates_gpa_and_uva_with_offsets)
@@ -225,7 +231,8 @@ START_TEST(no_fd_or_mapping_leaks)
 		int fd = make_memfd(0x30000);
 
 		two_regions(&mem, fd);
-		two_regions(&mem, fd);	/* replaced without clear would leak maps */
+		/* replaced without clear would leak maps and the kept fds */
+		two_regions_replace(&mem, fd);
 		guest_mem_clear(&mem);
 		close(fd);
 	}

@@ -76,7 +76,7 @@ on_disconnect(void *ctx)
 }
 
 static const struct vu_dev_ops ops = {
-	on_ring_start, on_ring_stop, on_kick, on_reset, on_disconnect,
+	on_ring_start, on_ring_stop, on_kick, on_reset, on_disconnect, NULL,
 };
 
 static int
@@ -595,7 +595,8 @@ START_TEST(bad_requests_are_refused_without_ending_the_session)
 		send_msg(VU_SET_VRING_ADDR, ack, &a, sizeof(a), NULL, 0);
 		ck_assert_uint_ne(expect_u64(VU_SET_VRING_ADDR), 0);
 	}
-	ck_assert_int_eq(count_fds(), before);
+	/* The table keeps its own copy of each region's fd (fd-keep.h). */
+	ck_assert_int_eq(count_fds(), before + 2);
 	ck_assert_int_eq(rec.disconnect, 0);
 	send_msg(VU_GET_QUEUE_NUM, VU_FLAG_VERSION, NULL, 0, NULL, 0);
 	ck_assert_uint_eq(expect_u64(VU_GET_QUEUE_NUM), 2);
