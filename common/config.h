@@ -10,7 +10,8 @@
  *   vsock: { vm_to_vm: true }
  *   network: { pool: 10.100.0.0/16, allow_same_owner: false,
  *              allow_host_ports: [53, 8125/udp], resolv_conf: /etc/resolv.conf }
- *   limits: { max_connections: 1024, max_batch: 128, reply_high_water: 4M }
+ *   limits: { max_connections: 1024, max_batch: 128, reply_high_water: 4M,
+ *             events_ring: 4096 }
  *   metrics: { listen: "127.0.0.1:9464" }   (or "unix:/run/ember/metrics.sock")
  *   quotas: { default: { vms: 16, vcpus: 16, memory: 16G, disk: 128G,
  *                        cids: 16, connections: 32 },

@@ -13,11 +13,12 @@
 
 #include "config.h"
 #include "spec.h"
+#include "vm-record.h"
 #include "yaml-doc.h"
 
 #define MIB	(1024ULL * 1024)
 
-static const char *const networks[] = { "none", "user", NULL };
+static const char *const networks[] = { "none", "user", "nat", NULL };
 
 static int
 set_string(char **field, const char *value)
@@ -86,6 +87,48 @@ set_vsock(void *obj, const struct ydoc_value *v)
 	return 0;
 }
 
+/* publish: a list of "[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]", checked
+ * here so that a bad entry is reported at its line. */
+struct spec_parse {
+	struct vm_spec spec;	/* first: the other setters take it as obj */
+	const struct ydoc *doc;
+	struct ember_error *err;
+};
+
+static int
+set_publish(void *obj, const struct ydoc_value *v)
+{
+	struct spec_parse *sp = obj;
+	struct vm_spec *spec = &sp->spec;
+	const struct ydoc_node *seq = v->node;
+	struct vm_publish p;
+	json_t *arr;
+
+	if (seq->type != YDOC_SEQUENCE || seq->nitems > VM_PUBLISH_MAX) {
+		ydoc_error(sp->doc, seq, sp->err, "\"publish\": expected "
+		    "a list of at most %d \"[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]\"",
+		    VM_PUBLISH_MAX);
+		return -EINVAL;
+	}
+	if ((arr = json_array()) == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < seq->nitems; i++) {
+		const struct ydoc_node *n = seq->items[i];
+		if (n->type != YDOC_SCALAR || strlen(n->value) != n->len ||
+		    vm_publish_parse(n->value, &p) < 0) {
+			json_decref(arr);
+			ydoc_error(sp->doc, n, sp->err, "\"publish\": "
+			    "expected \"[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]\" with ports "
+			    "1-65535");
+			return -EINVAL;
+		}
+		json_array_append_new(arr, json_string(n->value));
+	}
+	json_decref(spec->publish);
+	spec->publish = arr;
+	return 0;
+}
+
 static const struct ydoc_key spec_keys[] = {
 	{ "image", YDOC_STRING, 0, 0, 0, NULL, set_image, NULL },
 	{ "kernel", YDOC_STRING, 0, 0, 0, NULL, set_kernel, NULL },
@@ -102,6 +145,7 @@ static const struct ydoc_key spec_keys[] = {
 	{ "backend", YDOC_ENUM, 0, 0, 0, ember_config_backend_choices, set_backend,
 	    NULL },
 	{ "network", YDOC_ENUM, 0, 0, 0, networks, set_network, NULL },
+	{ "publish", YDOC_NODE, 0, 0, 0, NULL, set_publish, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 
@@ -115,6 +159,7 @@ vm_spec_clear(struct vm_spec *spec)
 	free(spec->boot_args);
 	free(spec->backend);
 	free(spec->network);
+	json_decref(spec->publish);
 	memset(spec, 0, sizeof(*spec));
 }
 
@@ -122,7 +167,8 @@ static int
 spec_from_doc(const struct ydoc *doc, struct vm_spec *spec,
     struct ember_error *err)
 {
-	struct vm_spec parsed = { 0 };
+	struct spec_parse walk = { .doc = doc, .err = err };
+	struct vm_spec parsed;
 	struct ydoc_key keys[sizeof(spec_keys) / sizeof(spec_keys[0])];
 
 	/* Without a registry (a client) any backend name goes to the daemon. */
@@ -130,10 +176,11 @@ spec_from_doc(const struct ydoc *doc, struct vm_spec *spec,
 	for (size_t i = 0; ember_config_backend_count() == 0 && keys[i].name != NULL; i++)
 		if (keys[i].set == set_backend)
 			keys[i].type = YDOC_STRING;
-	if (ydoc_walk(doc, doc->root, keys, &parsed, err) != 0) {
-		vm_spec_clear(&parsed);
+	if (ydoc_walk(doc, doc->root, keys, &walk, err) != 0) {
+		vm_spec_clear(&walk.spec);
 		return -1;
 	}
+	parsed = walk.spec;
 	vm_spec_clear(spec);
 	*spec = parsed;
 	return 0;
@@ -183,6 +230,12 @@ vm_spec_merge(struct vm_spec *dst, const struct vm_spec *src)
 	    merge_string(&dst->backend, src->backend) != 0 ||
 	    merge_string(&dst->network, src->network) != 0)
 		return -ENOMEM;
+	if (src->publish != NULL) {
+		json_decref(dst->publish);
+		dst->publish = json_deep_copy(src->publish);
+		if (dst->publish == NULL)
+			return -ENOMEM;
+	}
 	if (src->has_cpus) {
 		dst->cpus = src->cpus;
 		dst->has_cpus = true;
@@ -241,7 +294,9 @@ vm_spec_to_params(const struct vm_spec *spec)
 	    (spec->has_vsock && json_object_set_new(params, "vsock",
 	    json_boolean(spec->vsock)) != 0) ||
 	    params_string(params, "backend", spec->backend) != 0 ||
-	    params_string(params, "network", spec->network) != 0) {
+	    params_string(params, "network", spec->network) != 0 ||
+	    (spec->publish != NULL && json_object_set_new(params, "publish",
+	    json_deep_copy(spec->publish)) != 0)) {
 		json_decref(params);
 		return NULL;
 	}

@@ -1,7 +1,8 @@
 /*
  * VM specs from YAML (`emberctl vm create NAME -f spec.yaml`). Keys: image,
  * kernel, initrd, rootfs, cpus, memory ("512M"), disk_size, boot_args, vsock,
- * backend, network. Unknown keys, wrong types and bad sizes are errors
+ * backend, network (none, user, nat), publish (a list of
+ * "[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]"). Unknown keys, wrong types and bad sizes are errors
  * that carry file:line:column. Built on yaml-doc.h.
  */
 #ifndef EMBER_SPEC_H
@@ -24,6 +25,7 @@ struct vm_spec {
 	uint64_t memory_mib;	bool has_memory;
 	uint64_t disk_size;	bool has_disk_size;	/* bytes */
 	bool vsock;		bool has_vsock;
+	json_t *publish;	/* array of strings, NULL: not given */
 };
 
 void vm_spec_clear(struct vm_spec *spec);

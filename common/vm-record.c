@@ -4,6 +4,7 @@
  * contents of vm.json. Reading is strict about types and lenient about keys:
  * a newer ember may add fields, but a field we know must have the right type.
  */
+#include <arpa/inet.h>
 #include <sys/random.h>
 
 #include <errno.h>
@@ -78,6 +79,7 @@ vm_record_init(struct vm_record *rec)
 {
 	memset(rec, 0, sizeof(*rec));
 	rec->status = VM_CREATED;
+	rec->net.tap_fd = -1;
 }
 
 void
@@ -109,6 +111,7 @@ vm_record_copy(struct vm_record *dst, const struct vm_record *src)
 	if (dst == src)
 		return 0;
 	memcpy(dst, src, sizeof(*dst));
+	dst->net.tap_fd = -1;		/* the source's, never shared */
 	for (size_t i = 0; i < N_STR_FIELDS; i++)
 		STR_AT(dst, i) = NULL;
 	for (size_t i = 0; i < N_STR_FIELDS; i++) {
@@ -136,6 +139,160 @@ set_int(json_t *obj, const char *key, json_int_t value)
 	return json_object_set_new(obj, key, json_integer(value));
 }
 
+int
+vm_publish_parse(const char *s, struct vm_publish *p)
+{
+	char buf[64], *parts[3], *proto, *save = NULL, *tok;
+	size_t n = 0;
+	unsigned long v[2];
+	struct in_addr in;
+
+	if (s == NULL || strlen(s) >= sizeof(buf))
+		return -EINVAL;
+	snprintf(buf, sizeof(buf), "%s", s);
+	memset(p, 0, sizeof(*p));
+	if ((proto = strchr(buf, '/')) != NULL) {
+		*proto++ = '\0';
+		if (strcmp(proto, "udp") == 0)
+			p->udp = true;
+		else if (strcmp(proto, "tcp") != 0)
+			return -EINVAL;
+	}
+	for (tok = strtok_r(buf, ":", &save); tok != NULL; tok = strtok_r(NULL, ":", &save)) {
+		if (n == 3)
+			return -EINVAL;
+		parts[n++] = tok;
+	}
+	if (n < 2 || buf[0] == ':' || strstr(s, "::") != NULL)
+		return -EINVAL;
+	if (n == 3) {
+		if (inet_pton(AF_INET, parts[0], &in) != 1)
+			return -EINVAL;
+		p->host_addr = ntohl(in.s_addr);
+	}
+	for (size_t i = 0; i < 2; i++) {
+		const char *d = parts[n - 2 + i];
+		char *end;
+		if (d[0] < '1' || d[0] > '9' || strlen(d) > 5)
+			return -EINVAL;
+		v[i] = strtoul(d, &end, 10);
+		if (*end != '\0' || v[i] < 1 || v[i] > 65535)
+			return -EINVAL;
+	}
+	p->host_port = (uint16_t)v[0];
+	p->guest_port = (uint16_t)v[1];
+	return 0;
+}
+
+static void
+ipv4_text(uint32_t a, char *buf, size_t len)
+{
+	snprintf(buf, len, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+}
+
+json_t *
+vm_publish_to_json(const struct vm_publish *p)
+{
+	char addr[16];
+
+	ipv4_text(p->host_addr, addr, sizeof(addr));
+	return json_pack("{s:s, s:i, s:i, s:s}", "host_addr", addr, "host_port",
+	    (int)p->host_port, "guest_port", (int)p->guest_port, "proto", p->udp ? "udp" : "tcp");
+}
+
+/* "network": {"mode": ..., and for "nat" tap (while up), mac, addresses,
+ * publish}. */
+static json_t *
+net_to_json(const struct vm_record *rec)
+{
+	json_t *o = json_pack("{s:s}", "mode", rec->network ? rec->network : "none"), *pub;
+	char a[24];
+
+	if (o == NULL || rec->net.subnet == 0)
+		return o;
+	if (rec->net.tap[0] != '\0')
+		json_object_set_new(o, "tap", json_string(rec->net.tap));
+	if (rec->net.mac[0] != '\0')
+		json_object_set_new(o, "mac", json_string(rec->net.mac));
+	ipv4_text(rec->net.subnet + 1, a, sizeof(a));
+	strcat(a, "/30");
+	json_object_set_new(o, "host_addr", json_string(a));
+	ipv4_text(rec->net.subnet + 2, a, sizeof(a));
+	strcat(a, "/30");
+	json_object_set_new(o, "guest_addr", json_string(a));
+	if ((pub = json_array()) != NULL) {
+		for (size_t i = 0; i < rec->net.npublish; i++)
+			json_array_append_new(pub, vm_publish_to_json(&rec->net.publish[i]));
+		json_object_set_new(o, "publish", pub);
+	}
+	return o;
+}
+
+/* Reads net_to_json's object back (a record from before "nat" has a plain
+ * string). Malformed parts are errors: the file is emberd's own. */
+static int
+net_from_json(struct vm_record *rec, const json_t *o, const char **mode, char *errbuf,
+    size_t errlen)
+{
+	const char *tap, *mac, *addr;
+	const json_t *pub, *e;
+	struct in_addr in;
+	size_t i;
+
+	*mode = json_string_value(json_object_get(o, "mode"));
+	if (*mode == NULL) {
+		snprintf(errbuf, errlen, "field \"network.mode\": expected string");
+		return -1;
+	}
+	tap = json_string_value(json_object_get(o, "tap"));
+	mac = json_string_value(json_object_get(o, "mac"));
+	addr = json_string_value(json_object_get(o, "host_addr"));
+	if (tap != NULL && (strlen(tap) >= sizeof(rec->net.tap) || strncmp(tap, "em-", 3) != 0)) {
+		snprintf(errbuf, errlen, "field \"network.tap\": not an ember TAP name");
+		return -1;
+	}
+	if (mac != NULL && strlen(mac) != 17) {
+		snprintf(errbuf, errlen, "field \"network.mac\": not a MAC address");
+		return -1;
+	}
+	if (addr != NULL) {
+		char buf[20];
+		snprintf(buf, sizeof(buf), "%s", addr);
+		char *slash = strchr(buf, '/');
+		if (slash == NULL || strcmp(slash, "/30") != 0)
+			goto bad_addr;
+		*slash = '\0';
+		if (inet_pton(AF_INET, buf, &in) != 1 || (ntohl(in.s_addr) & 3) != 1)
+			goto bad_addr;
+		rec->net.subnet = ntohl(in.s_addr) - 1;
+	}
+	snprintf(rec->net.tap, sizeof(rec->net.tap), "%s", tap ? tap : "");
+	snprintf(rec->net.mac, sizeof(rec->net.mac), "%s", mac ? mac : "");
+	pub = json_object_get(o, "publish");
+	json_array_foreach(pub, i, e) {
+		struct vm_publish *p = &rec->net.publish[rec->net.npublish];
+		const char *ha = json_string_value(json_object_get(e, "host_addr"));
+		json_int_t hp = json_integer_value(json_object_get(e, "host_port"));
+		json_int_t gp = json_integer_value(json_object_get(e, "guest_port"));
+		const char *proto = json_string_value(json_object_get(e, "proto"));
+		if (i >= VM_PUBLISH_MAX || ha == NULL || inet_pton(AF_INET, ha, &in) != 1 ||
+		    hp < 1 || hp > 65535 || gp < 1 || gp > 65535 || proto == NULL ||
+		    (strcmp(proto, "tcp") != 0 && strcmp(proto, "udp") != 0)) {
+			snprintf(errbuf, errlen, "field \"network.publish\": entry %zu is invalid", i);
+			return -1;
+		}
+		p->host_addr = ntohl(in.s_addr);
+		p->host_port = (uint16_t)hp;
+		p->guest_port = (uint16_t)gp;
+		p->udp = strcmp(proto, "udp") == 0;
+		rec->net.npublish++;
+	}
+	return 0;
+bad_addr:
+	snprintf(errbuf, errlen, "field \"network.host_addr\": not the host end of a /30");
+	return -1;
+}
+
 json_t *
 vm_record_to_json(const struct vm_record *rec)
 {
@@ -158,7 +315,7 @@ vm_record_to_json(const struct vm_record *rec)
 	r |= set_str(obj, "initrd_path", rec->initrd_path);
 	r |= set_str(obj, "disk_path", rec->disk_path);
 	r |= set_str(obj, "boot_args", rec->boot_args);
-	r |= set_str(obj, "network", rec->network);
+	r |= json_object_set_new(obj, "network", net_to_json(rec));
 	r |= set_int(obj, "pid", rec->pid);
 	r |= set_int(obj, "pid_start_time", (json_int_t)rec->pid_start_time);
 	if (rec->created_at[0] != '\0')
@@ -305,7 +462,12 @@ from_json(struct vm_record *rec, const json_t *json, char *errbuf,
 	}
 
 	for (size_t i = 0; i < N_STR_FIELDS - 1; i++) {
-		if (get_str(json, str_fields[i].key, false, &s, errbuf,
+		const json_t *net = json_object_get(json, "network");
+		if (str_fields[i].off == offsetof(struct vm_record, network) &&
+		    json_is_object(net)) {
+			if (net_from_json(rec, net, &s, errbuf, errlen) < 0)
+				return -1;
+		} else if (get_str(json, str_fields[i].key, false, &s, errbuf,
 		    errlen) < 0)
 			return -1;
 		if (vm_record_set_str(&STR_AT(rec, i), s) < 0)

@@ -25,6 +25,38 @@ enum vm_status {
 };
 
 const char *vm_status_name(enum vm_status status);
+
+/* A published port: host_addr:host_port on the host reaches guest_port on
+ * the guest (network "nat"). */
+#define VM_PUBLISH_MAX 16
+/* "ember.net=ADDR/30,GATEWAY,DNS1,DNS2,DNS3" with IPv6 DNS servers at most. */
+#define VM_NET_KERNEL_ARG_MAX 200
+struct vm_publish {
+	uint32_t host_addr;	/* IPv4, host byte order; 0: every address */
+	uint16_t host_port, guest_port;
+	bool udp;
+};
+
+/* A "nat" VM's network. subnet is held from create to delete; tap names
+ * the TAP while one exists (a process runs), "" otherwise. */
+struct vm_net {
+	uint32_t subnet;	/* its /30 (host byte order), 0: none */
+	char tap[16];
+	char mac[18];		/* "02:eb:0a:64:00:02" */
+	struct vm_publish publish[VM_PUBLISH_MAX];
+	size_t npublish;
+	/* While it starts (not stored): the TAP's fd for a backend that takes
+	 * one (-1: none; the daemon closes it once start returns), and
+	 * "ember.net=..." for the kernel command line ("" : none). */
+	int tap_fd;
+	char kernel_arg[VM_NET_KERNEL_ARG_MAX + 1];
+};
+
+/* "[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]" (ports 1..65535, HOSTADDR a
+ * dotted IPv4 address). 0 or -EINVAL. */
+int vm_publish_parse(const char *s, struct vm_publish *p);
+/* {"host_addr": "0.0.0.0", "host_port": N, "guest_port": N, "proto": "tcp"}. */
+json_t *vm_publish_to_json(const struct vm_publish *p);
 /* 0 or -EINVAL. */
 int vm_status_parse(const char *name, enum vm_status *status);
 
@@ -42,7 +74,8 @@ struct vm_record {
 	char *initrd_path;
 	char *disk_path;
 	char *boot_args;
-	char *network;		/* "none" or "user" */
+	char *network;		/* "none", "user" or "nat" */
+	struct vm_net net;	/* network "nat": what emberd set up for it */
 	pid_t pid;		/* 0 when no process */
 	uint64_t pid_start_time;	/* /proc/<pid>/stat field 22, 0 when none */
 	char created_at[32];	/* RFC 3339 UTC */

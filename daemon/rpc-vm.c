@@ -143,6 +143,7 @@ rpc_vm_create(struct rpc_call *call, json_t *params)
 		.boot_args = rpc_param_str(params, "boot_args", NULL),
 		.backend = rpc_param_str(params, "backend", NULL),
 		.network = rpc_param_str(params, "network", NULL),
+		.publish = json_object_get(params, "publish"),
 		.vsock = rpc_param_bool(params, "vsock", false),
 		.start = rpc_param_bool(params, "start", true),
 		.owner_uid = call->uid,
@@ -439,6 +440,7 @@ static const struct rpc_param p_create[] = {
 	{ "vsock", JSON_TRUE, 0 },
 	{ "backend", JSON_STRING, 0 },
 	{ "network", JSON_STRING, 0 },
+	{ "publish", JSON_ARRAY, 0 },		/* "[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]" */
 	{ "start", JSON_TRUE, 0 },
 	{ "wait", JSON_TRUE, 0 },
 	{ "wait_timeout_s", JSON_INTEGER, 0 },

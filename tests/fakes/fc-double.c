@@ -42,11 +42,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -169,6 +172,15 @@ static const struct schema vsock_schema = { "VsockDeviceConfig", (const struct f
 	{ "vsock_id", T_STRING, F_OPTION, NULL, NULL },
 	{ "guest_cid", T_U32, F_REQUIRED, NULL, NULL },
 	{ "uds_path", T_STRING, F_REQUIRED, NULL, NULL },
+	{ NULL, 0, 0, NULL, NULL } } };
+
+static const struct schema net_iface_schema = { "NetworkInterfaceConfig", (const struct field[]){
+	{ "iface_id", T_STRING, F_REQUIRED, NULL, NULL },
+	{ "host_dev_name", T_STRING, F_REQUIRED, NULL, NULL },
+	{ "guest_mac", T_STRING, F_OPTION, NULL, NULL },
+	{ "mtu", T_U32, F_OPTION, NULL, NULL },
+	{ "rx_rate_limiter", T_OBJECT, F_OPTION, NULL, &rate_limiter_schema },
+	{ "tx_rate_limiter", T_OBJECT, F_OPTION, NULL, &rate_limiter_schema },
 	{ NULL, 0, 0, NULL, NULL } } };
 
 static const struct schema action_schema = { "ActionBody", (const struct field[]){
@@ -395,6 +407,14 @@ struct owned_socket {
 	ino_t ino;
 };
 
+/* A PUT /network-interfaces: the TAP is held open as Firecracker holds it. */
+struct net_iface {
+	char *id;
+	char host_dev_name[IFNAMSIZ];
+	int tap_fd;
+	struct net_iface *next;
+};
+
 struct fc_double {
 	struct event_base *base;
 	struct evhttp *http;
@@ -412,6 +432,7 @@ struct fc_double {
 	char huge_pages[8];
 	char cpu_template[8];
 	struct drive *drives;
+	struct net_iface *ifaces;
 
 	struct evconnlistener *vsock_listener;	/* owns the fd */
 	struct owned_socket vsock;
@@ -1072,6 +1093,12 @@ build_cmdline(const struct fc_double *fc, char *line)
 		if (!cmdline_insert(line, piece))
 			return false;
 	}
+	for (const struct net_iface *n = fc->ifaces; n; n = n->next, slot++) {
+		snprintf(piece, sizeof(piece), "virtio_mmio.device=4K@0x%x:%u",
+			 FC_MMIO32_MEM_START + (slot + 1) * 0x1000u, FC_GSI_LEGACY_START + slot);
+		if (!cmdline_insert(line, piece))
+			return false;
+	}
 	if (fc->vsock_listener) {
 		snprintf(piece, sizeof(piece), "virtio_mmio.device=4K@0x%x:%u",
 			 FC_MMIO32_MEM_START + (slot + 1) * 0x1000u, FC_GSI_LEGACY_START + slot);
@@ -1284,6 +1311,88 @@ patch_vm(struct fc_double *fc, struct reply *r, const json_t *b)
 	ok(r, NULL);
 }
 
+/* MacAddr's deserializer: six two-digit hex bytes separated by ':'. */
+static bool
+mac_valid(const char *mac)
+{
+	if (strlen(mac) != 17)
+		return false;
+	for (int i = 0; i < 17; i++) {
+		if (i % 3 == 2 ? mac[i] != ':' : !isxdigit((unsigned char)mac[i]))
+			return false;
+	}
+	return true;
+}
+
+/* PUT /network-interfaces/{id}: the TAP named host_dev_name must exist and
+ * be a TAP nobody else holds; it is opened as Firecracker opens it
+ * (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) and kept open until exit. */
+static void
+put_net_iface(struct fc_double *fc, struct reply *r, const json_t *b)
+{
+	const char *id = jstr(b, "iface_id"), *dev = jstr(b, "host_dev_name");
+	const char *mac = jstr(b, "guest_mac");
+	const json_t *mtu = json_object_get(b, "mtu");
+	struct net_iface *n;
+	struct ifreq ifr;
+	int fd;
+
+	if (mac && !mac_valid(mac)) {
+		fault(r, SERDE_PREFIX "Invalid MAC address: %s", mac);
+		return;
+	}
+	if (json_is_integer(mtu) && (json_integer_value(mtu) < 68 || json_integer_value(mtu) > 65535)) {
+		fault(r, "Could not create the network device: MTU %" JSON_INTEGER_FORMAT
+			 " is outside 68 to 65535.", json_integer_value(mtu));
+		return;
+	}
+	if (strlen(dev) >= IFNAMSIZ || if_nametoindex(dev) == 0) {
+		fault(r, "Could not create the network device: Open tap device failed: no "
+			 "interface %s (fc-double does not create TAPs). Invalid TUN/TAP Backend "
+			 "provided by %s. Check our documentation on preparing your tap device.", dev, dev);
+		return;
+	}
+	for (n = fc->ifaces; n; n = n->next) {
+		if (strcmp(n->id, id) != 0 && strcmp(n->host_dev_name, dev) == 0) {
+			fault(r, "Could not create the network device: The host device name %s is "
+				 "already in use.", dev);
+			return;
+		}
+	}
+	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", dev);
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+	if (fd < 0 || ioctl(fd, TUNSETIFF, &ifr) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		fault(r, "Could not create the network device: Open tap device failed: Error while "
+			 "creating ifreq structure: %s (os error %d). Invalid TUN/TAP Backend provided "
+			 "by %s. Check our documentation on preparing your tap device.", strerror(e), e,
+		      dev);
+		return;
+	}
+	for (n = fc->ifaces; n && strcmp(n->id, id) != 0; n = n->next)
+		;
+	if (!n) {
+		n = calloc(1, sizeof(*n));
+		if (!n || !(n->id = strdup(id))) {
+			free(n);
+			close(fd);
+			fault(r, "fc-double: out of memory");
+			return;
+		}
+		n->next = fc->ifaces;
+		fc->ifaces = n;
+	} else
+		close(n->tap_fd);
+	snprintf(n->host_dev_name, sizeof(n->host_dev_name), "%s", dev);
+	n->tap_fd = fd;
+	say("network interface %s on TAP %s, guest_mac %s", id, dev, mac ? mac : "(none)");
+	ok(r, NULL);
+}
+
 /* ---- routing ----------------------------------------------------------- */
 
 struct route {
@@ -1293,6 +1402,7 @@ struct route {
 	bool preboot_only;
 	const struct schema *schema;	/* NULL: GET, no body */
 	void (*handler)(struct fc_double *, struct reply *, const json_t *);
+	const char *id_field;		/* takes_id: the body's field that must equal it */
 };
 
 static void
@@ -1315,16 +1425,18 @@ get_version(struct fc_double *fc, struct reply *r, const json_t *b)
 }
 
 static const struct route routes[] = {
-	{ EVHTTP_REQ_GET, "", false, false, NULL, get_instance },
-	{ EVHTTP_REQ_GET, "machine-config", false, false, NULL, get_machine_config },
-	{ EVHTTP_REQ_GET, "version", false, false, NULL, get_version },
-	{ EVHTTP_REQ_PUT, "machine-config", false, true, &machine_config_schema, put_machine_config },
-	{ EVHTTP_REQ_PATCH, "machine-config", false, true, &machine_config_update_schema, patch_machine_config },
-	{ EVHTTP_REQ_PUT, "boot-source", false, true, &boot_source_schema, put_boot_source },
-	{ EVHTTP_REQ_PUT, "drives", true, true, &drive_schema, put_drive },
-	{ EVHTTP_REQ_PUT, "vsock", false, true, &vsock_schema, put_vsock },
-	{ EVHTTP_REQ_PUT, "actions", false, false, &action_schema, put_action },
-	{ EVHTTP_REQ_PATCH, "vm", false, false, &vm_schema, patch_vm },
+	{ EVHTTP_REQ_GET, "", false, false, NULL, get_instance, NULL },
+	{ EVHTTP_REQ_GET, "machine-config", false, false, NULL, get_machine_config, NULL },
+	{ EVHTTP_REQ_GET, "version", false, false, NULL, get_version, NULL },
+	{ EVHTTP_REQ_PUT, "machine-config", false, true, &machine_config_schema, put_machine_config, NULL },
+	{ EVHTTP_REQ_PATCH, "machine-config", false, true, &machine_config_update_schema, patch_machine_config, NULL },
+	{ EVHTTP_REQ_PUT, "boot-source", false, true, &boot_source_schema, put_boot_source, NULL },
+	{ EVHTTP_REQ_PUT, "drives", true, true, &drive_schema, put_drive, "drive_id" },
+	{ EVHTTP_REQ_PUT, "network-interfaces", true, true, &net_iface_schema, put_net_iface,
+	  "iface_id" },
+	{ EVHTTP_REQ_PUT, "vsock", false, true, &vsock_schema, put_vsock, NULL },
+	{ EVHTTP_REQ_PUT, "actions", false, false, &action_schema, put_action, NULL },
+	{ EVHTTP_REQ_PATCH, "vm", false, false, &vm_schema, patch_vm, NULL },
 };
 
 static const char *
@@ -1384,7 +1496,7 @@ dispatch(struct fc_double *fc, struct reply *r, enum evhttp_cmd_type method, con
 			return;
 		if (rt->schema && !parse_body(r, body, parse_error, rt->schema))
 			return;
-		if (rt->takes_id && strcmp(id, jstr(body, "drive_id")) != 0) {
+		if (rt->takes_id && strcmp(id, jstr(body, rt->id_field)) != 0) {
 			fault(r, "The id from the path does not match the id from the body!");
 			return;
 		}
