@@ -20,8 +20,9 @@
 #                                         gateway (inside that subnet), and
 #                                         up to three DNS servers (IPv4 or
 #                                         IPv6) for /etc/resolv.conf (and,
-#                                         with ember.workload, bind-mounted
-#                                         over the image's own regular
+#                                         with ember.workload and servers
+#                                         given, bind-mounted over the
+#                                         image's own regular
 #                                         /etc/resolv.conf). A malformed
 #                                         value is logged and ignored.
 #   ember.workload=BASE64                 an OCI image's workload (emberd's):
@@ -265,7 +266,8 @@ if [ "$workload" = 1 ]; then
 		# The DNS servers, shown over the image's own resolv.conf
 		# without writing to the image. A symlink (to a resolver's
 		# runtime file) or a missing file cannot be covered this way.
-		if [ "$net_ok" = 1 ]; then
+		# Without servers from emberd the image keeps its own.
+		if [ "$net_ok" = 1 ] && [ -n "$net_dns" ]; then
 			if [ -f /mnt/root/etc/resolv.conf ] &&
 			    [ ! -L /mnt/root/etc/resolv.conf ]; then
 				mount --bind /etc/resolv.conf /mnt/root/etc/resolv.conf ||
