@@ -27,6 +27,7 @@
 #include "net-nft.h"
 #include "net-pool.h"
 #include "net-tap.h"
+#include "resolv.h"
 #include "vm.h"
 #include "vm-internal.h"
 #include "vm-network.h"
@@ -551,16 +552,32 @@ nft_queue_reset(struct vm_networks *n, const char *vm)
 
 /* ---- up and down -------------------------------------------------------- */
 
-/* ember.net=GUEST/30,GATEWAY[,DNS...] for the guest's init. */
+/* ember.net=GUEST/30,GATEWAY[,DNS...] for the guest's init: the DNS
+ * servers are the host's (network.resolv_conf, loopback stubs replaced by
+ * their upstreams; the guest has IPv4 only, so IPv6 servers are left out). */
 static void
-kernel_arg(struct ember_daemon *d, struct vm_net *net)
+kernel_arg(struct ember_daemon *d, struct vm_net *net, bool with_dns)
 {
-	char g[NET_ADDR_STRLEN], h[NET_ADDR_STRLEN];
+	char g[NET_ADDR_STRLEN], h[NET_ADDR_STRLEN], dns[RESOLV_NAMESERVERS_MAX][INET6_ADDRSTRLEN];
+	size_t ndns = 0, len;
+	int r;
 
 	net_cidr_format(net->subnet + 2, NET_SUBNET_PREFIX, g, sizeof(g));
 	net_cidr_format(net->subnet + 1, 32, h, sizeof(h));
 	*strchr(h, '/') = '\0';
-	snprintf(net->kernel_arg, sizeof(net->kernel_arg), "ember.net=%s,%s", g, h);
+	len = (size_t)snprintf(net->kernel_arg, sizeof(net->kernel_arg), "ember.net=%s,%s", g, h);
+	if (!with_dns)
+		return;
+	r = resolv_upstreams(d->config.net_resolv_conf, dns, RESOLV_NAMESERVERS_MAX, &ndns);
+	if (r < 0) {
+		log_warnx("network: no DNS servers for guests: %s: %s", d->config.net_resolv_conf ?
+		    d->config.net_resolv_conf : RESOLV_CONF_DEFAULT, strerror(-r));
+		return;
+	}
+	for (size_t i = 0; i < ndns && len < sizeof(net->kernel_arg); i++)
+		if (strchr(dns[i], ':') == NULL)
+			len += (size_t)snprintf(net->kernel_arg + len, sizeof(net->kernel_arg) - len,
+			    ",%s", dns[i]);
 }
 
 /* A name "em-" + 8 hex digits of the VM's id no interface has. */
@@ -652,7 +669,7 @@ vm_network_up(struct vm *vm, vm_network_done_fn done, struct ember_error *err)
 		}
 		log_info("network: net.ipv4.ip_forward turned on (VMs with network \"nat\")");
 	}
-	kernel_arg(d, &vm->rec.net);
+	kernel_arg(d, &vm->rec.net, true);
 	vm->net->up_done = done;
 	if (!n->tables_ready) {
 		r = nft_queue_reset(n, vm->rec.name);	/* includes this VM: its TAP is named */
@@ -765,7 +782,6 @@ vm_network_reconcile(struct ember_daemon *d)
 			continue;
 		}
 		any = true;
-		kernel_arg(d, &vm->rec.net);
 		if ((vm->net = calloc(1, sizeof(*vm->net))) == NULL)
 			fatalx("out of memory");
 		ember_error_clear(&err);
