@@ -12,7 +12,10 @@
 #      returns once the hypervisor runs) and vm start --wait (until the
 #      agent answers) with --network nat against --network none, RUNS each.
 # TCG makes the guest the bottleneck: the throughput figures measure the
-# emulated CPU as much as the path; compare them with each other.
+# emulated CPU as much as the path; compare them with each other. The
+# guest sends with busybox nc, which writes in small chunks (guest ->
+# outside was 0.7-1.0 MiB/s both through the TAP and in user mode on a
+# loaded 2-core host, outside -> guest 3-6 MiB/s).
 #
 # Usage (as root, from a build directory's environment):
 #   EMBERD=build/x/daemon/emberd EMBERCTL=build/x/client/emberctl \
