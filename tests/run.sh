@@ -30,6 +30,7 @@ PACKAGES=(
 	qemu-system-x86 qemu-utils e2fsprogs kmod cpio lz4	# guest images, QEMU backend (qemu-img overlays)
 	skopeo umoci busybox-static	# OCI image import, and the images its tests build
 	prometheus	# promtool checks emberd's /metrics (about 19 MB download, 96 MB installed)
+	iproute2 nftables	# network nat: the tests' namespaces and checks; emberd runs nft
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
