@@ -68,6 +68,8 @@ struct events {
 	TAILQ_HEAD(, ev_sub) subs;
 	size_t nsubs;
 	struct event *ev_pump;
+	char *out;		/* what one pump writes to one subscriber */
+	size_t out_cap;
 	char stream_id[17];
 };
 
@@ -112,7 +114,9 @@ events_new(struct event_base *base, const struct events_limits *lim,
 	TAILQ_INIT(&ev->subs);
 	ev->ring = calloc(ev->cap, sizeof(*ev->ring));
 	ev->ev_pump = event_new(base, -1, 0, events_pump_cb, ev);
-	if (ev->ring == NULL || ev->ev_pump == NULL) {
+	ev->out_cap = ev->window + 2 * EVENTS_LINE_MAX;
+	ev->out = malloc(ev->out_cap);
+	if (ev->ring == NULL || ev->ev_pump == NULL || ev->out == NULL) {
 		events_free(ev);
 		return NULL;
 	}
@@ -156,6 +160,7 @@ events_free(struct events *ev)
 	free(ev->ring);
 	if (ev->ev_pump != NULL)
 		event_free(ev->ev_pump);
+	free(ev->out);
 	free(ev);
 }
 
@@ -300,6 +305,12 @@ events_emit(struct events *ev, enum event_type type, const char *vm, int64_t own
 		data_shorten(data, 256);
 		rec.line = encode_line(ev->next_seq, type, vm, owner, data, &rec.len);
 	}
+	if (rec.line != NULL && rec.len > EVENTS_LINE_MAX) {	/* many long fields */
+		free(rec.line);
+		json_decref(data);
+		data = json_pack("{s:b}", "truncated", 1);
+		rec.line = encode_line(ev->next_seq, type, vm, owner, data, &rec.len);
+	}
 	json_decref(data);
 	if (rec.line == NULL)
 		return 0;
@@ -320,54 +331,74 @@ events_emit(struct events *ev, enum event_type type, const char *vm, int64_t own
 	return rec.seq;
 }
 
-static int
-sub_send_dropped(struct events *ev, struct ev_sub *s)
+/* The events.dropped line telling s what it lost; NULL when out of memory. */
+static char *
+dropped_line(const struct ev_sub *s, size_t *len)
 {
 	json_t *data = json_pack("{s:I, s:I, s:I}", "count", (json_int_t)s->dropped,
 	    "first_seq", (json_int_t)s->dropped_first, "last_seq", (json_int_t)s->dropped_last);
-	size_t len = 0;
 	char *line = data != NULL ? encode_line(s->dropped_last, EVENT_EVENTS_DROPPED, NULL,
-	    EVENTS_NO_OWNER, data, &len) : NULL;
-	int r;
+	    EVENTS_NO_OWNER, data, len) : NULL;
 
 	json_decref(data);
-	if (line == NULL)
-		return 0;	/* told with the next pump */
-	r = ev->sink.send(ev->sink.ctx, s->conn_id, line, len);
-	free(line);
-	if (r == 0)
-		s->dropped = 0;
-	return r;
+	return line;
 }
 
-/* Writes what s has not been sent while its connection has room. */
+/* Writes what s has not been sent, in one piece, while its connection
+ * holds less than the window; nothing moves unless the write succeeds. */
 static void
 sub_pump(struct events *ev, struct ev_sub *s)
 {
-	while (!s->dead) {
-		long long pending = ev->sink.pending(ev->sink.ctx, s->conn_id);
-		int r = 0;
+	uint64_t cursor = s->cursor;
+	bool told_dropped = false;
+	size_t used = 0;
+	long long pending;
+	int r;
 
-		if (pending < 0) {
-			s->dead = true;
-			return;
-		}
-		if ((size_t)pending >= ev->window)
-			return;	/* events_writable() brings it back */
-		if (s->dropped > 0)
-			r = sub_send_dropped(ev, s);
-		else if (s->cursor < ev->next_seq) {
-			struct ev_rec *rec = slot(ev, s->cursor);
-			s->cursor++;
-			if (sub_sees(s, rec))
-				r = ev->sink.send(ev->sink.ctx, s->conn_id, rec->line, rec->len);
-		} else
-			return;
-		if (r == -ENOENT)
-			s->dead = true;
-		else if (r < 0)
-			return;	/* out of memory: try at the next event */
+	if (s->dead)
+		return;
+	pending = ev->sink.pending(ev->sink.ctx, s->conn_id);
+	if (pending < 0) {
+		s->dead = true;
+		return;
 	}
+	while ((size_t)pending + used < ev->window) {
+		const char *line;
+		char *own = NULL;
+		size_t len = 0;
+
+		if (s->dropped > 0 && !told_dropped) {
+			if ((line = own = dropped_line(s, &len)) == NULL)
+				break;
+			told_dropped = true;
+		} else if (cursor < ev->next_seq) {
+			struct ev_rec *rec = slot(ev, cursor++);
+			if (!sub_sees(s, rec))
+				continue;
+			line = rec->line;
+			len = rec->len;
+		} else
+			break;
+		if (used + len > ev->out_cap) {	/* cannot happen: lines are bounded */
+			free(own);
+			break;
+		}
+		memcpy(ev->out + used, line, len);
+		used += len;
+		free(own);
+	}
+	if (used == 0) {
+		s->cursor = cursor;	/* past events it does not see */
+		return;
+	}
+	r = ev->sink.send(ev->sink.ctx, s->conn_id, ev->out, used);
+	if (r == -ENOENT)
+		s->dead = true;
+	if (r < 0)
+		return;	/* out of memory: the same again at the next pump */
+	s->cursor = cursor;
+	if (told_dropped)
+		s->dropped = 0;
 }
 
 static void

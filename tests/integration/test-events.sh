@@ -205,8 +205,15 @@ for round in 1 2 3; do
 done
 rss1=$(rss_kib)
 echo "    emberd RSS ${rss0} KiB after 2,000 events, ${rss1} KiB after 6,000 more"
-((rss1 - rss0 < 4096)) || fail "RSS grew by $((rss1 - rss0)) KiB while a subscriber did not read"
-pass "RSS stays flat while a subscriber does not read ($((rss1 - rss0)) KiB)"
+# Under AddressSanitizer freed memory sits in its quarantine, so RSS says
+# nothing about what emberd holds: reported, not asserted. (grep reads all
+# of ldd's output: with grep -q, ldd could die of SIGPIPE under pipefail.)
+if ldd "$EMBERD" 2>/dev/null | grep libasan >/dev/null; then
+	echo "skip: RSS growth $((rss1 - rss0)) KiB not checked under AddressSanitizer"
+else
+	((rss1 - rss0 < 4096)) || fail "RSS grew by $((rss1 - rss0)) KiB while a subscriber did not read"
+	pass "RSS stays flat while a subscriber does not read ($((rss1 - rss0)) KiB)"
+fi
 after=$(current_seq)
 kill -HUP "$EMBERD_PID"
 touch "$T/go"

@@ -5,7 +5,8 @@
  * filters (owner, VM, type), resume from a sequence number, a subscriber
  * that stops reading (its output stays within the window, it gets one
  * events.dropped with the right count and then the stream goes on), and a
- * connection that went away, and the per-VM bound on vsock events.
+ * connection that went away, a write that fails (retried, nothing lost),
+ * and the per-VM bound on vsock events.
  */
 #include <check.h>
 #include <errno.h>
@@ -24,6 +25,7 @@
 
 struct fake_conn {
 	bool gone;
+	int fail_sends;		/* refuse this many writes (-ENOMEM) */
 	long long pending;	/* bytes "not yet written" */
 	size_t nlines;
 	json_t *lines[MAX_LINES];
@@ -32,19 +34,29 @@ struct fake_conn {
 static struct fake_conn conns[4];
 static struct event_base *base;
 
+/* A write holds one or more whole lines. */
 static int
 fake_send(void *ctx, uint64_t id, const char *buf, size_t len)
 {
 	struct fake_conn *c = &conns[id];
 	json_error_t jerr;
+	size_t at = 0;
 
 	if (c->gone)
 		return -ENOENT;
-	ck_assert_msg(len > 0 && buf[len - 1] == '\n', "a line ends with a newline");
-	ck_assert_uint_lt(c->nlines, MAX_LINES);
-	c->lines[c->nlines] = json_loadb(buf, len, 0, &jerr);
-	ck_assert_msg(c->lines[c->nlines] != NULL, "line is JSON: %s", jerr.text);
-	c->nlines++;
+	if (c->fail_sends > 0) {
+		c->fail_sends--;
+		return -ENOMEM;
+	}
+	ck_assert_msg(len > 0 && buf[len - 1] == '\n', "a write ends with a newline");
+	while (at < len) {
+		const char *nl = memchr(buf + at, '\n', len - at);
+		ck_assert_uint_lt(c->nlines, MAX_LINES);
+		c->lines[c->nlines] = json_loadb(buf + at, (size_t)(nl - (buf + at)), 0, &jerr);
+		ck_assert_msg(c->lines[c->nlines] != NULL, "line is JSON: %s", jerr.text);
+		c->nlines++;
+		at = (size_t)(nl - buf) + 1;
+	}
 	c->pending += (long long)len;
 	return 0;
 }
@@ -327,6 +339,26 @@ START_TEST(events_vsock_of_one_vm_are_rate_limited)
 }
 END_TEST
 
+START_TEST(events_a_failed_write_loses_nothing)
+{
+	struct events *ev = events_new(base, NULL, &sink);
+	struct events_filter all = { .uid = 0 };
+
+	ck_assert_int_eq(events_subscribe(ev, 1, &all, false, 0), 0);
+	conns[1].fail_sends = 1;
+	events_emit(ev, EVENT_VM_STATUS, "a", 0, NULL);
+	events_emit(ev, EVENT_VM_DELETED, "a", 0, NULL);
+	turn();
+	ck_assert_uint_eq(conns[1].nlines, 0);
+	events_emit(ev, EVENT_DAEMON_RELOAD, NULL, EVENTS_NO_OWNER, NULL);
+	turn();
+	ck_assert_uint_eq(conns[1].nlines, 3);
+	ck_assert_int_eq(seq_of(1, 0), 1);
+	ck_assert_int_eq(seq_of(1, 2), 3);
+	events_free(ev);
+}
+END_TEST
+
 START_TEST(events_type_names_round_trip)
 {
 	for (int t = 0; t < EVENT__COUNT; t++)
@@ -352,6 +384,7 @@ main(void)
 	tcase_add_test(tc, events_long_payload_strings_are_cut);
 	tcase_add_test(tc, events_forgets_a_subscriber_whose_connection_went);
 	tcase_add_test(tc, events_vsock_of_one_vm_are_rate_limited);
+	tcase_add_test(tc, events_a_failed_write_loses_nothing);
 	tcase_add_test(tc, events_type_names_round_trip);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
