@@ -2,7 +2,8 @@
  * Reading the host's resolv.conf for the DNS servers handed to guests.
  * The syntax followed is the one glibc's resolver reads: one directive per
  * line, a line starting with '#' or ';' is a comment, "nameserver" then
- * blanks then one address, anything after the address ignored. The text is
+ * blanks then one address (ended by a blank, '#' or ';'), anything after
+ * the address ignored. The text is
  * untrusted in the sense that it may be anything (it is fuzzed): every line
  * is bounded by the buffer, and an address is only accepted after
  * inet_pton() has parsed it, so what leaves this file is always a canonical
@@ -120,7 +121,9 @@ parse_line(const char *p, size_t len, char out[][INET6_ADDRSTRLEN],
 	while (i < len && is_blank(p[i]))
 		i++;
 	start = i;
-	while (i < len && !is_blank(p[i]) && p[i] != '\r')
+	/* As glibc: the address ends at a blank or a comment character. */
+	while (i < len && !is_blank(p[i]) && p[i] != '\r' && p[i] != '#' &&
+	    p[i] != ';')
 		i++;
 	kind = parse_address(p + start, i - start, canon);
 	if (kind < 0)

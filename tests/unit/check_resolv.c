@@ -80,14 +80,17 @@ END_TEST
 
 START_TEST(resolv_accepts_tabs_crlf_and_trailing_words)
 {
-	char out[4][INET6_ADDRSTRLEN];
+	char out[6][INET6_ADDRSTRLEN];
 
 	ck_assert_uint_eq(parse("nameserver\t198.51.100.7  # x\r\n"
-	    "nameserver 198.51.100.8\r\nnameserver 198.51.100.9 junk",
-	    out, 4, NULL), 3);
+	    "nameserver 198.51.100.8\r\nnameserver 198.51.100.9 junk\n"
+	    "nameserver 198.51.100.10#c\nnameserver 198.51.100.11;c",
+	    out, 6, NULL), 5);
 	ck_assert_str_eq(out[0], "198.51.100.7");
 	ck_assert_str_eq(out[1], "198.51.100.8");
 	ck_assert_str_eq(out[2], "198.51.100.9");
+	ck_assert_str_eq(out[3], "198.51.100.10");
+	ck_assert_str_eq(out[4], "198.51.100.11");
 }
 END_TEST
 
