@@ -210,6 +210,8 @@ main(int argc, char **argv)
 		log_warnx("%s%s%s", err.message, err.hint[0] ? " — " : "", err.hint);
 		return 1;
 	}
+	if (notify_fdstore_attach(fdstore, d->base) < 0)
+		log_warnx("fd store updates will block the loop: out of memory");
 	/* Every VM that could claim its fds has: the rest are stale. */
 	if ((dropped = fd_keep_drop_unclaimed()) > 0)
 		log_info("closed %zu handed-over fds no running VM claimed", dropped);
@@ -217,7 +219,10 @@ main(int argc, char **argv)
 		log_warnx("cannot watch SIGUSR2; emberctl daemon upgrade still works");
 	r = daemon_run(d);
 	upgrade_free();
+	/* Before the base goes: removals of VMs freed now are sent blocking. */
+	notify_fdstore_flush(fdstore);
 	daemon_free(d);
+	notify_fdstore_flush(fdstore);
 	fd_keep_set_sink(NULL);
 	notify_free(fdstore);
 	if (r == 0)

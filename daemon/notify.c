@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -373,6 +374,32 @@ notify_socket_path(int fd)
 
 /* ---- the fd store ---- */
 
+/*
+ * A burst of store updates (a VM's device: about a dozen datagrams) can
+ * exceed the manager's receive queue (net.unix.max_dgram_qlen, often 10),
+ * and a lost FDSTOREREMOVE leaves a stale fd in the store. So the channel
+ * is a connected socket, whose writability follows the manager's queue,
+ * and what does not fit waits in a bounded queue, in order, sent when the
+ * socket is writable; never blocking the loop. Before the loop exists
+ * (start-up) and before an exec or exit, the queue is flushed with a
+ * deadline instead.
+ */
+#define FDSTORE_QUEUE_MAX	8192
+#define FDSTORE_FLUSH_MS	2000
+
+struct fdstore_msg {
+	char	*text;
+	int	 fd;		/* our copy, -1 for none */
+};
+
+struct fdstore_queue {
+	struct fdstore_msg	*m;
+	size_t			 head, len;
+	struct event		*wev;
+};
+
+static struct fdstore_queue fsq;
+
 struct notify *
 notify_fdstore_new(void)
 {
@@ -383,8 +410,10 @@ notify_fdstore_new(void)
 		return NULL;
 	n->fd = -1;
 	if (notify_address(sock, &n->addr, &n->addrlen) < 0 ||
-	    (n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    (n->env_socket = strdup(sock)) == NULL) {
+	    (n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0 ||
+	    connect(n->fd, (struct sockaddr *)&n->addr, n->addrlen) < 0 ||
+	    (n->env_socket = strdup(sock)) == NULL ||
+	    (fsq.m = calloc(FDSTORE_QUEUE_MAX, sizeof(*fsq.m))) == NULL) {
 		notify_free(n);
 		return NULL;
 	}
@@ -393,8 +422,7 @@ notify_fdstore_new(void)
 	return n;
 }
 
-/* One datagram, with fd attached when >= 0. Blocking: the manager reads
- * promptly, and an fd it never gets is a device lost at the next restart. */
+/* One datagram, with fd attached when >= 0: 0, -EAGAIN, or -errno. */
 static int
 send_with_fd(struct notify *n, const char *text, int fd)
 {
@@ -403,8 +431,7 @@ send_with_fd(struct notify *n, const char *text, int fd)
 		char buf[CMSG_SPACE(sizeof(int))];
 	} cbuf;
 	struct iovec iov = { .iov_base = (void *)text, .iov_len = strlen(text) };
-	struct msghdr msg = { .msg_name = &n->addr, .msg_namelen = n->addrlen,
-	    .msg_iov = &iov, .msg_iovlen = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t r;
 
 	if (fd >= 0) {
@@ -420,9 +447,122 @@ send_with_fd(struct notify *n, const char *text, int fd)
 		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
 	}
 	do
-		r = sendmsg(n->fd, &msg, MSG_NOSIGNAL);
+		r = sendmsg(n->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 	while (r < 0 && errno == EINTR);
 	return r < 0 ? -errno : 0;
+}
+
+static void
+queue_pop(void)
+{
+	struct fdstore_msg *m = &fsq.m[fsq.head];
+
+	free(m->text);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->text = NULL;
+	m->fd = -1;
+	fsq.head = (fsq.head + 1) % FDSTORE_QUEUE_MAX;
+	fsq.len--;
+}
+
+/* Sends what is queued while the manager takes it; 0, -EAGAIN, -errno. */
+static int
+queue_drain(struct notify *n)
+{
+	while (fsq.len > 0) {
+		struct fdstore_msg *m = &fsq.m[fsq.head];
+		int r = send_with_fd(n, m->text, m->fd);
+
+		if (r == -EAGAIN)
+			return r;
+		if (r < 0)
+			log_warnx("service manager fd store (%.*s): %s",
+			    (int)strcspn(m->text, "\n"), m->text, strerror(-r));
+		queue_pop();
+	}
+	return 0;
+}
+
+static void
+on_writable(evutil_socket_t fd, short what, void *arg)
+{
+	if (queue_drain(arg) == 0)
+		event_del(fsq.wev);
+}
+
+/* Waits for the queue to empty, at most ms (no loop needed). */
+static void
+queue_flush_blocking(struct notify *n, int ms)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (queue_drain(n) == -EAGAIN) {
+		struct pollfd pfd = { n->fd, POLLOUT, 0 };
+		long spent;
+
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		spent = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+		if (spent >= ms) {
+			log_warnx("the service manager did not take %zu fd store updates "
+			    "within %d ms", fsq.len, ms);
+			return;
+		}
+		poll(&pfd, 1, (int)(ms - spent));
+	}
+}
+
+/* Queues (or sends at once) one update; fd is copied. */
+static int
+fdstore_send(struct notify *n, const char *text, int fd)
+{
+	struct fdstore_msg *m;
+	int r;
+
+	if (fsq.len == 0 && (r = send_with_fd(n, text, fd)) != -EAGAIN)
+		return r;
+	if (fsq.len == FDSTORE_QUEUE_MAX)
+		return -ENOBUFS;
+	m = &fsq.m[(fsq.head + fsq.len) % FDSTORE_QUEUE_MAX];
+	m->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
+	if ((m->text = strdup(text)) == NULL || (fd >= 0 && m->fd < 0)) {
+		free(m->text);
+		m->text = NULL;
+		if (m->fd >= 0)
+			close(m->fd);
+		return -ENOMEM;
+	}
+	fsq.len++;
+	if (fsq.wev != NULL)
+		event_add(fsq.wev, NULL);
+	else
+		queue_flush_blocking(n, FDSTORE_FLUSH_MS);	/* start-up: no loop yet */
+	return 0;
+}
+
+int
+notify_fdstore_attach(struct notify *n, struct event_base *base)
+{
+	if (n == NULL)
+		return 0;
+	fsq.wev = event_new(base, n->fd, EV_WRITE | EV_PERSIST, on_writable, n);
+	return fsq.wev != NULL ? 0 : -ENOMEM;
+}
+
+void
+notify_fdstore_flush(struct notify *n)
+{
+	if (n == NULL)
+		return;
+	if (fsq.wev != NULL)
+		event_del(fsq.wev);
+	queue_flush_blocking(n, FDSTORE_FLUSH_MS);
+	while (fsq.len > 0)
+		queue_pop();
+	if (fsq.wev != NULL)
+		event_free(fsq.wev);
+	fsq.wev = NULL;
 }
 
 int
@@ -433,7 +573,7 @@ notify_store_fd(void *ctx, const char *name, int fd)
 	int r;
 
 	snprintf(text, sizeof(text), "FDSTORE=1\nFDNAME=%s", name);
-	if ((r = send_with_fd(n, text, fd)) < 0)
+	if ((r = fdstore_send(n, text, fd)) < 0)
 		log_warnx("cannot hand %s to the service manager's fd store: %s", name,
 		    strerror(-r));
 	else
@@ -446,10 +586,12 @@ notify_remove_fd(void *ctx, const char *name)
 {
 	struct notify *n = ctx;
 	char text[64 + FD_KEEP_NAME_MAX];
+	int r;
 
 	snprintf(text, sizeof(text), "FDSTOREREMOVE=1\nFDNAME=%s", name);
-	if (send_with_fd(n, text, -1) < 0)
-		log_debug("notify: FDSTOREREMOVE %s: %s", name, strerror(errno));
+	if ((r = fdstore_send(n, text, -1)) < 0)
+		log_warnx("cannot remove %s from the service manager's fd store: %s", name,
+		    strerror(-r));
 }
 
 void

@@ -65,6 +65,12 @@ char *notify_socket_path(int fd);
 struct notify *notify_fdstore_new(void);
 int notify_store_fd(void *n, const char *name, int fd);
 void notify_remove_fd(void *n, const char *name);
+/* Sends what waits from base's loop from now on (before: blocking, with
+ * a deadline, as at start-up). 0 or -ENOMEM. */
+int notify_fdstore_attach(struct notify *n, struct event_base *base);
+/* Sends what still waits, within a deadline, and detaches from the loop:
+ * before an exec or exit. NULL is a no-op. */
+void notify_fdstore_flush(struct notify *n);
 /* Puts NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID (our pid) back in
  * the environment for an exec of our successor. NULL is a no-op. */
 void notify_export_env(const struct notify *n);

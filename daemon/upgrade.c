@@ -68,6 +68,8 @@ on_upgrade(evutil_socket_t fd, short what, void *arg)
 		fd_keep_hold("control", cfd, true);
 	log_info("upgrade: executing %s with %zu fds handed over", path, fd_keep_held_count());
 	notify_reloading(d->notify);
+	/* What the manager has not taken yet would be lost with us. */
+	notify_fdstore_flush(saved_fdstore);
 	notify_export_env(saved_fdstore);
 	if ((r = fd_keep_prepare_exec()) < 0) {
 		log_warnx("upgrade: cannot hand the fds over: %s; not upgrading", strerror(-r));
@@ -75,6 +77,7 @@ on_upgrade(evutil_socket_t fd, short what, void *arg)
 		unsetenv("WATCHDOG_USEC");
 		unsetenv("WATCHDOG_PID");
 		fd_keep_forget("control");
+		notify_fdstore_attach(saved_fdstore, d->base);
 		notify_ready(d->notify);
 		return;
 	}

@@ -9,6 +9,7 @@
 #     reset the guest's end; a guest->host stream open across the restart
 #     is reset in the guest, and the guest's next connection works;
 #   - a client connecting to vsock.sock during the restart is served;
+#   - SIGTERM (a graceful stop the manager restarts) keeps the device too;
 #   - RESTARTS kill -9 restarts in a row (default 5; EMBER_RESTARTS=20 for
 #     the figure) leave emberd's and QEMU's fd counts unchanged;
 #   - the same for in-place upgrades (emberctl daemon upgrade, SIGUSR2).
@@ -178,6 +179,17 @@ qfd=$(fd_count "$QEMU_PID")
 stored2=$(svc_field stored)
 [[ $stored2 == "$stored" ]] || fail "svc-manager holds $stored2 fds now, $stored before"
 pass "$RESTARTS restarts: emberd $efd fds, QEMU $qfd fds, store $stored2 fds, unchanged; slowest back in $worst ms"
+
+note "SIGTERM: a graceful stop under the manager leaves the device to the next emberd"
+starts=$(svc_field starts)
+mark=$(log_mark)
+kill -TERM "$EMBERD_PID"
+wait_service_ready "$starts"
+check_back "after SIGTERM"
+log_since "$mark" | grep -q 'vsock device taken over from the previous emberd' ||
+    fail "the device was not taken over after SIGTERM"
+[[ $(svc_field stored) == "$stored" ]] || fail "the store holds $(svc_field stored) fds after SIGTERM, $stored before"
+pass "after SIGTERM the next emberd (pid $EMBERD_PID) took the device over; back in $BACK_LAST_MS ms"
 
 note "$RESTARTS in-place upgrades (emberctl daemon upgrade, SIGUSR2)"
 pid0=$EMBERD_PID

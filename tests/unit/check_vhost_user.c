@@ -449,6 +449,76 @@ START_TEST(restart_with_preserved_base_is_not_a_reset)
 }
 END_TEST
 
+/* A later emberd (vsock-handover.c): the state and copies of the fds of a
+ * running session serve the same rings on, from what guest memory says. */
+START_TEST(restored_session_continues_from_guest_memory)
+{
+	struct vu_dev_state st;
+	struct vu_dev *old;
+	struct vring_used *used = (void *)(mem + RING_GPA(1) + 0x2000);
+	int sfd;
+
+	init_sequence();
+	start_sequence(0, 0);
+	guest_post(1, 4);
+	guest_kick(1);
+	ck_assert_uint_eq(le16toh(used->idx), 4);
+	vu_dev_get_state(dev, &st);
+	ck_assert_uint_eq(st.nregions, 2);
+	ck_assert(st.ring[1].enabled && st.ring[1].started);
+	/* What a service manager would keep: copies of every fd. */
+	sfd = fcntl(vu_dev_fd(dev), F_DUPFD_CLOEXEC, 3);
+	for (unsigned i = 0; i < st.nregions; i++)
+		st.mem_fd[i] = fcntl(st.mem_fd[i], F_DUPFD_CLOEXEC, 3);
+	for (unsigned q = 0; q < 2; q++) {
+		st.ring[q].kick_fd = fcntl(st.ring[q].kick_fd, F_DUPFD_CLOEXEC, 3);
+		st.ring[q].call_fd = fcntl(st.ring[q].call_fd, F_DUPFD_CLOEXEC, 3);
+	}
+	/* The saved index may be stale (kill -9): used->idx is the truth. */
+	st.ring[1].last_avail_idx = 1;
+	old = dev;
+	dev = NULL;
+	vu_dev_free(old);
+	memset(&rec, 0, sizeof(rec));
+	dev = vu_dev_restore(base, sfd, 0x1234, &st, &ops, &rec);
+	ck_assert_ptr_nonnull(dev);
+	rec.dev = dev;
+	ck_assert_int_eq(st.mem_fd[0], -1);	/* taken */
+	step();
+	ck_assert(vu_dev_ring_running(dev, 0));
+	ck_assert(vu_dev_ring_running(dev, 1));
+	ck_assert_int_eq(rec.start[1], 1);
+	ck_assert_int_eq(rec.reset, 0);
+	ck_assert_uint_eq(vu_dev_vq(dev, 1)->last_avail_idx, 4);
+	ck_assert(vu_dev_vq(dev, 1)->event_idx);
+	guest_post(1, 2);
+	guest_kick(1);
+	ck_assert_int_eq(rec.kick[1], 1);
+	ck_assert_uint_eq(le16toh(used->idx), 6);
+	/* The session socket is the same one: requests still work. */
+	send_msg(VU_GET_QUEUE_NUM, VU_FLAG_VERSION, NULL, 0, NULL, 0);
+	ck_assert_uint_eq(expect_u64(VU_GET_QUEUE_NUM), 2);
+}
+END_TEST
+
+START_TEST(restore_refuses_a_kick_fd_that_is_no_eventfd)
+{
+	struct vu_dev_state st;
+	int sv[2], before = count_fds();
+
+	memset(&st, 0, sizeof(st));
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+		st.mem_fd[i] = -1;
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	st.ring[0].kick_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	st.ring[0].call_fd = -1;
+	st.ring[1].kick_fd = st.ring[1].call_fd = -1;
+	ck_assert_ptr_null(vu_dev_restore(base, sv[0], 0x1234, &st, &ops, &rec));
+	close(sv[1]);
+	ck_assert_int_eq(count_fds(), before);
+}
+END_TEST
+
 START_TEST(eof_tears_down_and_closes_every_fd)
 {
 	int before;
@@ -665,6 +735,8 @@ vhost_user_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, qemu72_sequence_start_kick_stop);
 	tcase_add_test(tc, restart_with_preserved_base_is_not_a_reset);
+	tcase_add_test(tc, restored_session_continues_from_guest_memory);
+	tcase_add_test(tc, restore_refuses_a_kick_fd_that_is_no_eventfd);
 	tcase_add_test(tc, eof_tears_down_and_closes_every_fd);
 	tcase_add_test(tc, free_from_on_disconnect_is_deferred);
 	tcase_add_test(tc, fragmented_delivery_is_reassembled);
