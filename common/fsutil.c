@@ -2,7 +2,10 @@
  * File-system helpers for the state directory. A state file is replaced, never
  * rewritten in place: the new contents go to ".<name>.tmp.XXXXXX" beside it,
  * are fsync'd and given their mode, then renamed over the old file, and the
- * directory is fsync'd so the rename itself survives a crash. rm_rf walks
+ * directory is fsync'd so the rename itself survives a crash. The steps are
+ * also exported one by one (atomic_temp_write, atomic_temp_sync, rename,
+ * fsync_dir) for a writer that shares the fsyncs of many files (the daemon's
+ * group commit, daemon/durable.c). rm_rf walks
  * with openat/unlinkat and never follows a symbolic link out of the tree.
  */
 #include <sys/stat.h>
@@ -173,83 +176,134 @@ write_all(int fd, const void *buf, size_t len)
 }
 
 int
-atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode)
+path_parent(const char *path, char *dir, size_t len)
 {
-	const char *slash, *base;
-	char dir[PATH_MAX], tmp[PATH_MAX];
-	int fd, r;
+	const char *slash;
 
-	if (path == NULL || (buf == NULL && len != 0))
+	if (path == NULL || len < 2)
 		return -EINVAL;
 	slash = strrchr(path, '/');
 	if (slash == NULL) {
 		strcpy(dir, ".");
-		base = path;
-	} else {
-		if ((size_t)(slash - path) >= sizeof(dir))
-			return -ENAMETOOLONG;
-		if (slash == path)
-			strcpy(dir, "/");
-		else {
-			memcpy(dir, path, (size_t)(slash - path));
-			dir[slash - path] = '\0';
-		}
-		base = slash + 1;
+		return 0;
 	}
-	if (*base == '\0')
+	if (slash[1] == '\0')
 		return -EISDIR;
-	r = snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.XXXXXX", dir, base);
-	if (r < 0 || (size_t)r >= sizeof(tmp))
+	if (slash == path) {
+		strcpy(dir, "/");
+		return 0;
+	}
+	if ((size_t)(slash - path) >= len)
 		return -ENAMETOOLONG;
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	return 0;
+}
 
+int
+atomic_temp_write(const char *path, const void *buf, size_t len, mode_t mode,
+    char *tmp, size_t tmplen)
+{
+	const char *base;
+	char dir[PATH_MAX];
+	int fd, r;
+
+	if (path == NULL || tmp == NULL || (buf == NULL && len != 0))
+		return -EINVAL;
+	if ((r = path_parent(path, dir, sizeof(dir))) < 0)
+		return r;
+	base = strrchr(path, '/');
+	base = base != NULL ? base + 1 : path;
+	r = snprintf(tmp, tmplen, "%s/.%s.tmp.XXXXXX", dir, base);
+	if (r < 0 || (size_t)r >= tmplen)
+		return -ENAMETOOLONG;
 	if ((fd = mkostemp(tmp, O_CLOEXEC)) == -1)
 		return -errno;
 	if ((r = write_all(fd, buf, len)) < 0)
 		goto fail;
-	if (fchmod(fd, mode) == -1 || fsync(fd) == -1) {
+	if (fchmod(fd, mode) == -1) {
 		r = -errno;
 		goto fail;
 	}
-	if (close(fd) == -1) {
-		fd = -1;
-		r = -errno;
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, path) == -1) {
-		r = -errno;
-		goto fail;
-	}
-	return fsync_dir(dir);
+	return fd;
 
 fail:
-	if (fd != -1)
-		close(fd);
+	close(fd);
 	unlink(tmp);
 	return r;
 }
 
 int
-atomic_write_json(const char *path, const json_t *json)
+atomic_temp_sync(int fd, const char *tmp)
+{
+	int r = 0;
+
+	if (fsync(fd) == -1)
+		r = -errno;
+	if (close(fd) == -1 && r == 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+int
+atomic_write_file(const char *path, const void *buf, size_t len, mode_t mode)
+{
+	char dir[PATH_MAX], tmp[PATH_MAX];
+	int fd, r;
+
+	if (path == NULL)
+		return -EINVAL;
+	if ((r = path_parent(path, dir, sizeof(dir))) < 0)
+		return r;
+	if ((fd = atomic_temp_write(path, buf, len, mode, tmp, sizeof(tmp))) < 0)
+		return fd;
+	if ((r = atomic_temp_sync(fd, tmp)) < 0)
+		return r;
+	if (rename(tmp, path) == -1) {
+		r = -errno;
+		unlink(tmp);
+		return r;
+	}
+	return fsync_dir(dir);
+}
+
+char *
+json_state_text(const json_t *json, size_t *lenp)
 {
 	char *text, *grown;
+	size_t len;
+
+	if (json == NULL)
+		return NULL;
+	text = json_dumps(json, JSON_INDENT(2) | JSON_SORT_KEYS);
+	if (text == NULL)
+		return NULL;
+	len = strlen(text);
+	/* json_dumps allocates exactly; make room for the newline. */
+	if ((grown = realloc(text, len + 2)) == NULL) {
+		free(text);
+		return NULL;
+	}
+	text = grown;
+	text[len++] = '\n';
+	text[len] = '\0';
+	*lenp = len;
+	return text;
+}
+
+int
+atomic_write_json(const char *path, const json_t *json)
+{
+	char *text;
 	size_t len;
 	int r;
 
 	if (json == NULL)
 		return -EINVAL;
-	text = json_dumps(json, JSON_INDENT(2) | JSON_SORT_KEYS);
-	if (text == NULL)
+	if ((text = json_state_text(json, &len)) == NULL)
 		return -ENOMEM;
-	len = strlen(text);
-	/* json_dumps allocates exactly; make room for the newline. */
-	if ((grown = realloc(text, len + 2)) == NULL) {
-		free(text);
-		return -ENOMEM;
-	}
-	text = grown;
-	text[len++] = '\n';
-	text[len] = '\0';
 	r = atomic_write_file(path, text, len, 0644);
 	free(text);
 	return r;

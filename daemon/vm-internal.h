@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include "durable.h"
 #include "error.h"
 #include "vm.h"
 
@@ -18,8 +19,26 @@ void vm_dir(const struct ember_daemon *d, const char *name, char *buf, size_t le
 /* Lets the VM's owner (alone) into its directory: sticky, plus an ACL
  * entry; logs when the filesystem keeps no ACLs. */
 void vm_dir_share(struct ember_daemon *d, const char *name, uid_t owner);
-/* Writes vm.json atomically (never over a record that could not be read). */
+/* Queues vm.json's atomic replacement with the record as it is now (never
+ * over a record that could not be read) and sets vm->durable_seq. */
 int vm_save(struct vm *vm, struct ember_error *err);
+/* vm_save, then done(ctx, 0 or -errno) on the loop once vm.json is durable. */
+int vm_save_then(struct vm *vm, durable_done_fn done, void *ctx, struct ember_error *err);
+/* Queues the sync of <state>/vms (a VM directory was made there). */
+int vms_dir_sync(struct ember_daemon *d, struct ember_error *err);
+/* Queues a deleted VM's directory's move to trash (vms/.trash-*), the sync
+ * of vms/ and then the removal of trash; done(ctx, result) once the move
+ * is durable. */
+int vm_dir_discard(struct ember_daemon *d, const char *dir, const char *trash,
+    durable_done_fn done, void *ctx, struct ember_error *err);
+/* The sequence number of the last state write queued (durable.h). */
+uint64_t vm_store_last_seq(const struct ember_daemon *d);
+/* done(ctx, 0) once every state write up to seq is durable. */
+int vm_store_wait(struct ember_daemon *d, uint64_t seq, durable_done_fn done, void *ctx,
+    struct ember_error *err);
+/* Finishes the queued state writes (their callbacks too) and stops the
+ * writer; vms_detach_all calls it before freeing anything they name. */
+void vm_store_close(struct ember_daemon *d);
 struct vm *vm_new(struct ember_daemon *d);
 void vm_free(struct vm *vm);
 /* Lists vm in name order. */

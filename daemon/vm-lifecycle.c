@@ -90,6 +90,7 @@ static const char *const op_names[] = {
 	[VM_OP_PAUSE] = "pause",
 	[VM_OP_RESUME] = "resume",
 	[VM_OP_DELETE] = "delete",
+	[VM_OP_CREATE] = "create",
 };
 
 const char *

@@ -41,7 +41,8 @@ enum vm_event {
 
 /* The operations a client can have in flight on a VM. */
 enum vm_op_kind {
-	VM_OP_NONE, VM_OP_START, VM_OP_STOP, VM_OP_PAUSE, VM_OP_RESUME, VM_OP_DELETE
+	VM_OP_NONE, VM_OP_START, VM_OP_STOP, VM_OP_PAUSE, VM_OP_RESUME, VM_OP_DELETE,
+	VM_OP_CREATE		/* listed, its record not yet durable (vm.c) */
 };
 
 /* Completion of an operation: result is the record after the call (new

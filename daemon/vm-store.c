@@ -2,6 +2,9 @@
  * VM state on disk: writing vm.json and cids.json, and the pass at startup
  * that loads both and makes them agree again after whatever a crash left
  * (see vm.c for the write ordering this relies on). Every repair is logged.
+ * The writes go to the group-commit writer (durable.c), which vms_load
+ * starts and vm_store_close stops: the loop queues snapshots and never
+ * fsyncs.
  * It also sets who may reach what: <state> and vms/ can be passed through
  * by anyone (0711, never listed), each VM directory is sticky and open to
  * its owner alone through an ACL entry (the reasoning is in
@@ -19,12 +22,15 @@
 #include "cid-alloc.h"
 #include "daemon.h"
 #include "dir-guard.h"
+#include "durable.h"
 #include "fsutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "validate.h"
 #include "vm.h"
 #include "vm-agent.h"
 #include "vm-internal.h"
+#include "vm-network.h"
 
 /* ---- who may reach a VM's directory ------------------------------------ */
 
@@ -67,42 +73,130 @@ dir_passable(const char *path, struct ember_error *err)
 
 /* ---- writing ------------------------------------------------------------ */
 
+/* Through the group-commit writer (durable.c) when there is one; without
+ * one (unit tests build a daemon by hand) at once, on the calling thread.
+ * done, when given, gets 0 or -errno once the write is durable. */
+static int
+state_write_json(struct ember_daemon *d, const char *path, json_t *doc,
+    durable_done_fn done, void *ctx, struct ember_error *err)
+{
+	char *text;
+	size_t len;
+	int r;
+
+	if (doc == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+	if (d->durable == NULL) {
+		r = atomic_write_json(path, doc);
+		json_decref(doc);
+		if (done != NULL)
+			done(ctx, r);
+		if (r < 0)
+			return ember_error_set(err, EK_IO,
+			    "check the state directory's disk and permissions",
+			    "cannot write %s: %s", path, strerror(-r));
+		return 0;
+	}
+	text = json_state_text(doc, &len);
+	json_decref(doc);
+	if (text == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+	return durable_write_take(d->durable, path, text, len, 0644, done, ctx, err);
+}
+
 int
-vm_save(struct vm *vm, struct ember_error *err)
+vm_save_then(struct vm *vm, durable_done_fn done, void *ctx, struct ember_error *err)
 {
 	char path[PATH_MAX];
 	json_t *doc;
-	int r;
 
-	if (vm->load_error != NULL)
+	if (vm->load_error != NULL) {
+		if (done != NULL)
+			done(ctx, 0);
 		return 0;	/* never overwrite a record we could not read */
+	}
 	snprintf(path, sizeof(path), "%s/vms/%s/vm.json", vm->daemon->state_dir, vm->rec.name);
 	doc = vm_record_to_json(&vm->rec);
-	if (doc == NULL)
-		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
-	json_object_set_new(doc, "version", json_integer(VM_RECORD_VERSION));
-	r = atomic_write_json(path, doc);
-	json_decref(doc);
-	if (r < 0)
-		return ember_error_set(err, EK_IO, "check the state directory's disk and permissions",
-		    "cannot write %s: %s", path, strerror(-r));
+	if (doc != NULL)
+		json_object_set_new(doc, "version", json_integer(VM_RECORD_VERSION));
+	if (state_write_json(vm->daemon, path, doc, done, ctx, err) < 0)
+		return -1;
+	vm->durable_seq = vm_store_last_seq(vm->daemon);
 	return 0;
+}
+
+int
+vm_save(struct vm *vm, struct ember_error *err)
+{
+	return vm_save_then(vm, NULL, NULL, err);
 }
 
 int
 cids_save(struct ember_daemon *d, struct ember_error *err)
 {
 	char path[PATH_MAX];
-	json_t *doc = cid_alloc_to_json(d->cids);
-	int r;
 
 	snprintf(path, sizeof(path), "%s/vsock/cids.json", d->state_dir);
-	r = doc != NULL ? atomic_write_json(path, doc) : -ENOMEM;
-	json_decref(doc);
-	if (r < 0)
-		return ember_error_set(err, EK_IO, "check the state directory's disk and permissions",
-		    "cannot write %s: %s", path, strerror(-r));
+	return state_write_json(d, path, cid_alloc_to_json(d->cids), NULL, NULL, err);
+}
+
+int
+vms_dir_sync(struct ember_daemon *d, struct ember_error *err)
+{
+	char vms[PATH_MAX];
+	int r;
+
+	snprintf(vms, sizeof(vms), "%s/vms", d->state_dir);
+	if (d->durable != NULL)
+		return durable_sync_dir(d->durable, vms, NULL, NULL, err);
+	if ((r = fsync_dir(vms)) < 0)
+		return ember_error_set(err, EK_IO, NULL, "cannot sync %s: %s", vms, strerror(-r));
 	return 0;
+}
+
+int
+vm_dir_discard(struct ember_daemon *d, const char *dir, const char *trash,
+    durable_done_fn done, void *ctx, struct ember_error *err)
+{
+	char vms[PATH_MAX];
+	int r = 0;
+
+	if (d->durable != NULL)
+		return durable_rename_dir(d->durable, dir, trash, true, done, ctx, err);
+	snprintf(vms, sizeof(vms), "%s/vms", d->state_dir);
+	if (rename(dir, trash) == 0)
+		r = fsync_dir(vms);
+	else if (errno != ENOENT)
+		r = -errno;
+	rm_rf(trash);
+	rm_rf(dir);
+	if (done != NULL)
+		done(ctx, r);
+	return 0;
+}
+
+uint64_t
+vm_store_last_seq(const struct ember_daemon *d)
+{
+	return d->durable != NULL ? durable_last_seq(d->durable) : 0;
+}
+
+int
+vm_store_wait(struct ember_daemon *d, uint64_t seq, durable_done_fn done, void *ctx,
+    struct ember_error *err)
+{
+	if (d->durable == NULL) {
+		done(ctx, 0);
+		return 0;
+	}
+	return durable_wait(d->durable, seq, done, ctx, err);
+}
+
+void
+vm_store_close(struct ember_daemon *d)
+{
+	durable_free(d->durable);	/* finishes what is queued, callbacks included */
+	d->durable = NULL;
 }
 
 /* ---- startup: load and repair ------------------------------------------ */
@@ -315,6 +409,8 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 	bool cids_changed = false;
 	DIR *dir;
 
+	if (d->durable == NULL && (d->durable = durable_new(d->base, err)) == NULL)
+		return -1;
 	snprintf(path, sizeof(path), "%s/vms", d->state_dir);
 	if (mkdir_p(path, 0711) < 0)
 		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
@@ -383,8 +479,11 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 			cids_changed = true;
 	if (cids_changed && cids_save(d, err) < 0)
 		return -1;
+	if (vm_network_load(d, err) < 0)	/* network/allocations.json, repaired alike */
+		return -1;
 	for (size_t i = 0; i < d->nvms; i++)
 		vm_reattach(d->vms[i]);
+	vm_network_reconcile(d);	/* TAPs and rules of what runs now, nothing else */
 	log_info("loaded %zu VMs, %zu vsock CIDs in use", d->nvms, cid_alloc_count(d->cids));
 	return 0;
 }

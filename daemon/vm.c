@@ -7,7 +7,8 @@
  * this order on disk) and a reply waits until its operation's last write
  * is durable:
  *  - create: vms/<name>/ (made on the loop) -> cids.json (with the new
- *    CID) -> vm.json -> sync of vms/; listed and answered once durable. A
+ *    CID) -> vm.json -> sync of vms/; listed at once (busy with its
+ *    create, so nothing else may act on it) and answered once durable. A
  *    directory without vm.json is a create that never finished; startup
  *    removes it and releases the CID nobody names.
  *  - delete: vms/<name> is renamed to vms/.trash-<id> (one atomic step),
@@ -525,6 +526,7 @@ struct vm_create_op {
 	char staging[PATH_MAX];
 	char uds[PATH_MAX];
 	bool start;
+	bool durable_wait;		/* listed; waiting for its record to be durable */
 	vm_done_fn done;
 	void *ctx;
 	struct vm_create_op *next;
@@ -542,7 +544,7 @@ vm_pending_count(uid_t owner)
 	size_t n = 0;
 
 	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
-		n += op->vm->rec.owner_uid == owner;
+		n += op->vm->rec.owner_uid == owner && !op->durable_wait;
 	return n;
 }
 
@@ -837,12 +839,16 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 		goto undo_dir;
 	/* Only now, with root's files in place, may the owner write there. */
 	vm_dir_share(d, vm->rec.name, vm->rec.owner_uid);
-	/* The CID, then the record, then the directory's entry in vms/; the
-	 * VM is listed (its name stays taken meanwhile) and the create
-	 * acknowledged once all three are durable. */
+	/* The CID, then the record, then the directory's entry in vms/. The
+	 * VM is listed at once (requests after this one see it), busy with
+	 * its create until all three are durable; then it is answered. */
 	if ((vm->rec.vsock && cids_save(d, &err) < 0) || vms_dir_sync(d, &err) < 0 ||
 	    vm_save_then(vm, vm_materialize_durable, op, &err) < 0)
 		goto undo_dir;
+	op->durable_wait = true;
+	vm->op.kind = VM_OP_CREATE;
+	vm_list_insert(d, vm);
+	daemon_status_changed(d);
 	return;
 
 undo_dir:
@@ -859,16 +865,17 @@ vm_materialize_durable(void *arg, int result)
 	struct ember_error err = { 0 };
 	char dir[PATH_MAX];
 
+	memset(&vm->op, 0, sizeof(vm->op));
 	if (result < 0) {
 		vm_dir(d, vm->rec.name, dir, sizeof(dir));
 		ember_error_set(&err, EK_IO, "check the state directory's disk and permissions",
 		    "cannot write %s/vm.json: %s", dir, strerror(-result));
+		vm_list_remove(d, vm);
 		vm_materialize_undo(vm, dir, NULL);
+		daemon_status_changed(d);
 		create_op_fail(op, &err);
 		return;
 	}
-	vm_list_insert(d, vm);
-	daemon_status_changed(d);
 	create_op_created(op);
 }
 
@@ -1868,8 +1875,9 @@ vms_detach_all(struct ember_daemon *d)
 	while (pending_creates != NULL) {
 		struct vm_create_op *op = pending_creates;
 		/* its cp child is left to finish into a staging directory the
-		 * next start removes */
-		vm_free(op->vm);
+		 * next start removes; a listed one is freed with the list */
+		if (!op->durable_wait)
+			vm_free(op->vm);
 		create_op_free(op);
 	}
 	vm_reap_cb(-1, 0, d);

@@ -1,0 +1,755 @@
+/*
+ * The group-commit writer (see durable.h). The loop queues jobs under a
+ * mutex; one writer thread takes the whole queue as a batch, runs it and
+ * posts it back through a pipe, and the loop runs the callbacks. The loop
+ * never fsyncs; the writer never touches daemon state, only the paths and
+ * bytes a job carries (snapshots taken on the loop, which stays the
+ * authority: a later change of the same file is a later job).
+ *
+ * A batch runs in four steps:
+ *   1. every file's contents go to a temp file beside it, and every temp
+ *      file is fsync'd (written all first, then synced, so the file system
+ *      commits them together);
+ *   2. in submission order: each temp file is renamed over its file, each
+ *      directory rename (a delete moving vms/<name> to .trash-*) is done;
+ *   3. every distinct directory touched (the files' parents, the renames'
+ *      parents, directories the loop asked to sync) is fsync'd once;
+ *   4. the batch is posted to the loop, which sets the completed sequence
+ *      number, runs each job's callbacks and answers durable_wait()s; then
+ *      the writer removes the trees of renamed directories marked so.
+ * A write of a path still queued is replaced and moved to the tail, so
+ * step 2 equals the submission order with superseded versions of a file
+ * left out. Batches run strictly one after another.
+ *
+ * What crash recovery relies on (vm.c and vm-store.c name the files):
+ *  - Killed at any point, the disk holds a prefix of the submitted changes
+ *    in submission order (minus superseded writes) plus temp files, which
+ *    startup removes. So the orders vm.c submits in are kept on disk:
+ *    create: cids.json with the new CID, then vm.json, then the sync of
+ *    vms/ (the directory itself was made on the loop; without vm.json it
+ *    is a create that never finished); delete: vms/<name> renamed to
+ *    .trash-*, then cids.json without the CID.
+ *  - A reply waits (durable_wait) for its operation's last job; every
+ *    earlier job is in the same batch or an earlier one, whose fsyncs are
+ *    done by then. So an acknowledged create or delete survives power
+ *    loss too.
+ *  - The loop releases a deleted VM's CID at once. A later create reusing
+ *    it writes its vm.json after the delete's rename, in the same batch or
+ *    a later one, so two records never name one CID on disk.
+ *  - vm.c keeps a name taken until its delete is durable, so no job for a
+ *    new VM of that name can meet the old one's queued rename.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "durable.h"
+#include "fsutil.h"
+#include "log.h"
+#include "metrics.h"
+
+/* Temp files open at once in step 1 (the rest wait for the next round). */
+#define DURABLE_OPEN_MAX 64
+
+enum durable_kind {
+	DJ_WRITE,
+	DJ_SYNC_DIR,
+	DJ_RENAME_DIR,
+};
+
+struct durable_cb {
+	durable_done_fn done;
+	void *ctx;
+	struct durable_cb *next;
+};
+
+struct durable_job {
+	enum durable_kind kind;
+	char *path;			/* the file, the directory or the rename's source */
+	char *to;			/* DJ_RENAME_DIR */
+	char *text;			/* DJ_WRITE */
+	size_t len;
+	mode_t mode;
+	bool remove_after;		/* DJ_RENAME_DIR: remove `to` after the batch */
+	bool moved;			/* DJ_RENAME_DIR: the source existed */
+	uint64_t seq;
+	double submitted;		/* durable_now() at the last submission */
+	int result;
+	/* the writer's, during a batch */
+	int fd;
+	char *tmp;
+	size_t dir[2];			/* indexes into the batch's directories */
+	size_t ndirs;
+	struct durable_cb *cbs, **cbs_tail;
+	struct durable_job *prev, *next;
+};
+
+struct durable_wait_rec {
+	uint64_t seq;
+	durable_done_fn done;
+	void *ctx;
+	struct durable_wait_rec *next;
+};
+
+struct durable {
+	struct event_base *base;
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;		/* the writer: work queued, or stop */
+	pthread_cond_t room;		/* the loop: the writer took the queue or went idle */
+	/* under lock */
+	struct durable_job *pending_head, *pending_tail;
+	size_t npending, pending_bytes;
+	bool busy;			/* the writer holds a batch */
+	bool stopping;
+	struct durable_job *done_head, *done_tail;
+	struct durable_stats stats;
+	/* the loop's */
+	int pipe_rd, pipe_wr;
+	struct event *ev;
+	uint64_t last_seq, completed_seq;
+	struct durable_wait_rec *waits, **waits_tail;	/* in the order asked */
+	bool warned_full;
+};
+
+static double
+durable_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+job_free(struct durable_job *j)
+{
+	while (j->cbs != NULL) {
+		struct durable_cb *cb = j->cbs;
+		j->cbs = cb->next;
+		free(cb);
+	}
+	free(j->path);
+	free(j->to);
+	free(j->text);
+	free(j->tmp);
+	free(j);
+}
+
+/* ---- the writer thread -------------------------------------------------- */
+
+struct dir_set {
+	char **names;
+	int *results;
+	size_t n, cap;
+};
+
+/* Index of dir in the set, added when new; SIZE_MAX when out of memory. */
+static size_t
+dir_set_add(struct dir_set *s, const char *dir)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->names[i], dir) == 0)
+			return i;
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		char **names = realloc(s->names, cap * sizeof(*names));
+		if (names == NULL)
+			return SIZE_MAX;
+		s->names = names;
+		int *results = realloc(s->results, cap * sizeof(*results));
+		if (results == NULL)
+			return SIZE_MAX;
+		s->results = results;
+		s->cap = cap;
+	}
+	if ((s->names[s->n] = strdup(dir)) == NULL)
+		return SIZE_MAX;
+	s->results[s->n] = 0;
+	return s->n++;
+}
+
+static void
+job_add_dir(struct dir_set *s, struct durable_job *j, const char *path, bool is_dir)
+{
+	char dir[PATH_MAX];
+	size_t i;
+	int r = is_dir ? 0 : path_parent(path, dir, sizeof(dir));
+
+	if (r == 0 && (i = dir_set_add(s, is_dir ? path : dir)) != SIZE_MAX)
+		j->dir[j->ndirs++] = i;
+	else if (j->result == 0)
+		j->result = r < 0 ? r : -ENOMEM;
+}
+
+/* Step 1 for up to DURABLE_OPEN_MAX files from *from on; returns where
+ * the next round starts. */
+static struct durable_job *
+write_temps(struct durable *dw, struct durable_job *from)
+{
+	struct durable_job *j, *open[DURABLE_OPEN_MAX];
+	size_t n = 0;
+	uint64_t synced = 0;
+
+	for (j = from; j != NULL && n < DURABLE_OPEN_MAX; j = j->next) {
+		if (j->kind != DJ_WRITE)
+			continue;
+		size_t tmplen = strlen(j->path) + 32;
+		if ((j->tmp = malloc(tmplen)) == NULL) {
+			j->result = -ENOMEM;
+			continue;
+		}
+		j->fd = atomic_temp_write(j->path, j->text, j->len, j->mode, j->tmp, tmplen);
+		if (j->fd < 0) {
+			j->result = j->fd;
+			free(j->tmp);
+			j->tmp = NULL;
+			continue;
+		}
+		open[n++] = j;
+	}
+	for (size_t i = 0; i < n; i++) {
+		open[i]->result = atomic_temp_sync(open[i]->fd, open[i]->tmp);
+		open[i]->fd = -1;
+		synced++;
+		if (open[i]->result < 0) {
+			free(open[i]->tmp);
+			open[i]->tmp = NULL;
+		}
+	}
+	pthread_mutex_lock(&dw->lock);
+	dw->stats.fsyncs += synced;
+	pthread_mutex_unlock(&dw->lock);
+	return j;
+}
+
+static void
+run_batch(struct durable *dw, struct durable_job *head)
+{
+	struct dir_set dirs = { 0 };
+	struct durable_job *j;
+	uint64_t synced = 0;
+
+	/* 1. contents */
+	for (j = head; j != NULL; )
+		j = write_temps(dw, j);
+	/* 2. names, in submission order */
+	for (j = head; j != NULL; j = j->next) {
+		switch (j->kind) {
+		case DJ_WRITE:
+			if (j->result < 0)
+				break;
+			if (rename(j->tmp, j->path) < 0) {
+				j->result = -errno;
+				unlink(j->tmp);
+				break;
+			}
+			job_add_dir(&dirs, j, j->path, false);
+			break;
+		case DJ_RENAME_DIR:
+			if (rename(j->path, j->to) == 0) {
+				j->moved = true;
+				job_add_dir(&dirs, j, j->path, false);
+				job_add_dir(&dirs, j, j->to, false);
+			} else if (errno != ENOENT)
+				j->result = -errno;
+			break;
+		case DJ_SYNC_DIR:
+			job_add_dir(&dirs, j, j->path, true);
+			break;
+		}
+	}
+	/* 3. directories, once each */
+	for (size_t i = 0; i < dirs.n; i++) {
+		dirs.results[i] = fsync_dir(dirs.names[i]);
+		synced++;
+	}
+	for (j = head; j != NULL; j = j->next)
+		for (size_t k = 0; k < j->ndirs && j->result == 0; k++)
+			j->result = dirs.results[j->dir[k]];
+	for (size_t i = 0; i < dirs.n; i++)
+		free(dirs.names[i]);
+	free(dirs.names);
+	free(dirs.results);
+	pthread_mutex_lock(&dw->lock);
+	dw->stats.fsyncs += synced;
+	pthread_mutex_unlock(&dw->lock);
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct durable *dw = arg;
+
+	pthread_mutex_lock(&dw->lock);
+	for (;;) {
+		while (dw->pending_head == NULL && !dw->stopping)
+			pthread_cond_wait(&dw->wake, &dw->lock);
+		if (dw->pending_head == NULL)
+			break;
+		struct durable_job *batch = dw->pending_head, *tail = dw->pending_tail;
+		dw->pending_head = dw->pending_tail = NULL;
+		dw->npending = dw->pending_bytes = 0;
+		dw->busy = true;
+		pthread_cond_broadcast(&dw->room);
+		pthread_mutex_unlock(&dw->lock);
+
+		run_batch(dw, batch);
+		/* What to remove once the loop has the batch (it frees the jobs). */
+		char *trash[DURABLE_OPEN_MAX];
+		size_t ntrash = 0;
+		for (struct durable_job *j = batch; j != NULL; j = j->next) {
+			if (j->kind != DJ_RENAME_DIR || !j->remove_after)
+				continue;
+			char *t = NULL;
+			if (!j->moved && j->result < 0)
+				rm_rf(j->path);	/* could not move it: remove it where it is */
+			else if (j->moved && (ntrash == DURABLE_OPEN_MAX ||
+			    (t = strdup(j->to)) == NULL))
+				rm_rf(j->to);
+			else if (t != NULL)
+				trash[ntrash++] = t;
+		}
+
+		pthread_mutex_lock(&dw->lock);
+		batch->prev = dw->done_tail;
+		if (dw->done_tail != NULL)
+			dw->done_tail->next = batch;
+		else
+			dw->done_head = batch;
+		dw->done_tail = tail;
+		dw->stats.batches++;
+		dw->busy = false;
+		pthread_cond_broadcast(&dw->room);
+		pthread_mutex_unlock(&dw->lock);
+		/* A full pipe already holds a wake-up. */
+		char one = 1;
+		ssize_t ignored = write(dw->pipe_wr, &one, 1);
+		(void)ignored;
+		for (size_t i = 0; i < ntrash; i++) {
+			rm_rf(trash[i]);
+			free(trash[i]);
+		}
+		pthread_mutex_lock(&dw->lock);
+	}
+	pthread_mutex_unlock(&dw->lock);
+	return NULL;
+}
+
+/* ---- the loop's side ---------------------------------------------------- */
+
+static void
+run_ready_waits(struct durable *dw)
+{
+	struct durable_wait_rec *ready = NULL, **tail = &ready, **p = &dw->waits;
+
+	while (*p != NULL) {
+		struct durable_wait_rec *w = *p;
+		if (w->seq <= dw->completed_seq) {
+			*p = w->next;
+			w->next = NULL;
+			*tail = w;
+			tail = &w->next;
+		} else
+			p = &w->next;
+	}
+	dw->waits_tail = p;
+	while (ready != NULL) {
+		struct durable_wait_rec *w = ready;
+		ready = w->next;
+		w->done(w->ctx, 0);
+		free(w);
+	}
+}
+
+static void
+job_report(struct durable_job *j)
+{
+	const char *what = j->kind == DJ_WRITE ? "write" : j->kind == DJ_SYNC_DIR ?
+	    "sync the directory" : "move away";
+
+	if (j->result < 0 && j->cbs == NULL)
+		log_warnx("durable state: cannot %s %s: %s", what, j->path, strerror(-j->result));
+	while (j->cbs != NULL) {
+		struct durable_cb *cb = j->cbs;
+		j->cbs = cb->next;
+		cb->done(cb->ctx, j->result);
+		free(cb);
+	}
+}
+
+/* Runs the callbacks of every batch the writer finished. */
+static void
+complete_done(struct durable *dw)
+{
+	struct durable_job *list, *j;
+
+	pthread_mutex_lock(&dw->lock);
+	list = dw->done_head;
+	dw->done_head = dw->done_tail = NULL;
+	pthread_mutex_unlock(&dw->lock);
+	if (list == NULL)
+		return;
+	/* Whole batches only, in order: everything up to the highest number
+	 * taken is durable. */
+	double now = durable_now();
+	for (j = list; j != NULL; j = j->next) {
+		if (j->seq > dw->completed_seq)
+			dw->completed_seq = j->seq;
+		metrics_observe_durable_write(now - j->submitted);
+	}
+	while (list != NULL) {
+		j = list;
+		list = j->next;
+		job_report(j);
+		job_free(j);
+	}
+	run_ready_waits(dw);
+}
+
+static void
+on_wakeup(evutil_socket_t fd, short what, void *arg)
+{
+	struct durable *dw = arg;
+	char buf[64];
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	complete_done(dw);
+}
+
+struct durable *
+durable_new(struct event_base *base, struct ember_error *err)
+{
+	struct durable *dw = calloc(1, sizeof(*dw));
+	int fds[2], r;
+	sigset_t all, old;
+
+	if (dw == NULL) {
+		ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+		return NULL;
+	}
+	dw->base = base;
+	dw->pipe_rd = dw->pipe_wr = -1;
+	dw->waits_tail = &dw->waits;
+	pthread_mutex_init(&dw->lock, NULL);
+	pthread_cond_init(&dw->wake, NULL);
+	pthread_cond_init(&dw->room, NULL);
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+		ember_error_set(err, EK_INTERNAL, NULL, "cannot make the durable writer's pipe: %s",
+		    strerror(errno));
+		goto fail;
+	}
+	dw->pipe_rd = fds[0];
+	dw->pipe_wr = fds[1];
+	dw->ev = event_new(base, dw->pipe_rd, EV_READ | EV_PERSIST, on_wakeup, dw);
+	if (dw->ev == NULL || event_add(dw->ev, NULL) < 0) {
+		ember_error_set(err, EK_INTERNAL, NULL, "cannot watch the durable writer's pipe");
+		goto fail;
+	}
+	/* Signals stay with the loop's thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r = pthread_create(&dw->thread, NULL, writer_main, dw);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0) {
+		ember_error_set(err, EK_INTERNAL, "raise the process's thread limit",
+		    "cannot start the durable writer thread: %s", strerror(r));
+		goto fail;
+	}
+	dw->thread_started = true;
+	return dw;
+fail:
+	durable_free(dw);
+	return NULL;
+}
+
+void
+durable_flush(struct durable *dw)
+{
+	if (dw == NULL || !dw->thread_started)
+		return;
+	for (;;) {
+		pthread_mutex_lock(&dw->lock);
+		while (dw->pending_head != NULL || dw->busy)
+			pthread_cond_wait(&dw->room, &dw->lock);
+		bool more = dw->done_head != NULL;
+		pthread_mutex_unlock(&dw->lock);
+		if (!more)
+			break;
+		complete_done(dw);	/* callbacks may queue more */
+	}
+	run_ready_waits(dw);
+}
+
+void
+durable_free(struct durable *dw)
+{
+	if (dw == NULL)
+		return;
+	if (dw->thread_started) {
+		durable_flush(dw);
+		pthread_mutex_lock(&dw->lock);
+		dw->stopping = true;
+		pthread_cond_signal(&dw->wake);
+		pthread_mutex_unlock(&dw->lock);
+		pthread_join(dw->thread, NULL);
+		/* A callback run by the flush cannot queue after it: nothing does
+		 * at shutdown, but never leave a job unanswered. */
+		complete_done(dw);
+		while (dw->pending_head != NULL) {
+			struct durable_job *j = dw->pending_head;
+			dw->pending_head = j->next;
+			j->result = -ESHUTDOWN;
+			job_report(j);
+			job_free(j);
+		}
+		dw->completed_seq = dw->last_seq;
+		run_ready_waits(dw);
+	}
+	if (dw->ev != NULL)
+		event_free(dw->ev);
+	if (dw->pipe_rd >= 0)
+		close(dw->pipe_rd);
+	if (dw->pipe_wr >= 0)
+		close(dw->pipe_wr);
+	pthread_cond_destroy(&dw->wake);
+	pthread_cond_destroy(&dw->room);
+	pthread_mutex_destroy(&dw->lock);
+	free(dw);
+}
+
+/* Called with the lock held: waits while the queue is full. */
+static void
+wait_for_room(struct durable *dw, size_t bytes)
+{
+	if (dw->npending < DURABLE_PENDING_MAX &&
+	    dw->pending_bytes + bytes <= DURABLE_PENDING_BYTES_MAX)
+		return;
+	dw->stats.waited_for_room++;
+	if (!dw->warned_full) {
+		dw->warned_full = true;
+		log_warnx("durable state: %zu writes queued; the loop waits for the disk "
+		    "(logged once)", dw->npending);
+	}
+	while (dw->pending_head != NULL && (dw->npending >= DURABLE_PENDING_MAX ||
+	    dw->pending_bytes + bytes > DURABLE_PENDING_BYTES_MAX))
+		pthread_cond_wait(&dw->room, &dw->lock);
+}
+
+static int
+job_add_cb(struct durable_job *j, durable_done_fn done, void *ctx)
+{
+	struct durable_cb *cb;
+
+	if (done == NULL)
+		return 0;
+	if ((cb = calloc(1, sizeof(*cb))) == NULL)
+		return -ENOMEM;
+	cb->done = done;
+	cb->ctx = ctx;
+	*j->cbs_tail = cb;
+	j->cbs_tail = &cb->next;
+	return 0;
+}
+
+static void
+pending_unlink(struct durable *dw, struct durable_job *j)
+{
+	if (j->prev != NULL)
+		j->prev->next = j->next;
+	else
+		dw->pending_head = j->next;
+	if (j->next != NULL)
+		j->next->prev = j->prev;
+	else
+		dw->pending_tail = j->prev;
+	j->prev = j->next = NULL;
+}
+
+static void
+pending_append(struct durable *dw, struct durable_job *j)
+{
+	j->prev = dw->pending_tail;
+	j->next = NULL;
+	if (dw->pending_tail != NULL)
+		dw->pending_tail->next = j;
+	else
+		dw->pending_head = j;
+	dw->pending_tail = j;
+}
+
+/* A queued job of kind for path that a new one may join, or NULL. */
+static struct durable_job *
+pending_find(struct durable *dw, enum durable_kind kind, const char *path)
+{
+	for (struct durable_job *j = dw->pending_tail; j != NULL; j = j->prev)
+		if (j->kind == kind && strcmp(j->path, path) == 0)
+			return j;
+	return NULL;
+}
+
+static int
+submit_failed(struct ember_error *err, const char *path, int r)
+{
+	return ember_error_set(err, r == -ESHUTDOWN ? EK_BUSY : EK_INTERNAL, NULL,
+	    "cannot queue the durable write of %s: %s", path,
+	    r == -ESHUTDOWN ? "emberd is shutting down" : strerror(-r));
+}
+
+/* Queues j (or joins a queued job for the same path when join is set). */
+static int
+submit(struct durable *dw, struct durable_job *j, bool join, durable_done_fn done, void *ctx,
+    struct ember_error *err)
+{
+	struct durable_job *q;
+	int r = 0;
+
+	j->cbs_tail = &j->cbs;
+	j->fd = -1;
+	j->submitted = durable_now();
+	pthread_mutex_lock(&dw->lock);
+	if (dw->stopping || !dw->thread_started) {
+		pthread_mutex_unlock(&dw->lock);
+		r = submit_failed(err, j->path, -ESHUTDOWN);
+		job_free(j);
+		return r;
+	}
+	wait_for_room(dw, j->len);
+	if (join && (q = pending_find(dw, j->kind, j->path)) != NULL) {
+		if ((r = job_add_cb(q, done, ctx)) == 0) {
+			dw->stats.coalesced++;
+			q->seq = ++dw->last_seq;
+			q->submitted = j->submitted;
+			if (j->kind == DJ_WRITE) {
+				/* the latest contents, at the latest position */
+				dw->pending_bytes += j->len;
+				dw->pending_bytes -= q->len;
+				free(q->text);
+				q->text = j->text;
+				q->len = j->len;
+				q->mode = j->mode;
+				j->text = NULL;
+				pending_unlink(dw, q);
+				pending_append(dw, q);
+			}
+		}
+		pthread_mutex_unlock(&dw->lock);
+		job_free(j);
+		return r < 0 ? submit_failed(err, "a state file", r) : 0;
+	}
+	if ((r = job_add_cb(j, done, ctx)) < 0) {
+		pthread_mutex_unlock(&dw->lock);
+		job_free(j);
+		return submit_failed(err, "a state file", r);
+	}
+	j->seq = ++dw->last_seq;
+	pending_append(dw, j);
+	dw->npending++;
+	dw->pending_bytes += j->len;
+	dw->stats.jobs++;
+	pthread_cond_signal(&dw->wake);
+	pthread_mutex_unlock(&dw->lock);
+	return 0;
+}
+
+static struct durable_job *
+job_new(enum durable_kind kind, const char *path, struct ember_error *err)
+{
+	struct durable_job *j = calloc(1, sizeof(*j));
+
+	if (j == NULL || (j->path = strdup(path)) == NULL) {
+		free(j);
+		ember_error_set(err, EK_INTERNAL, NULL, "out of memory queueing a state write");
+		return NULL;
+	}
+	j->kind = kind;
+	return j;
+}
+
+int
+durable_write_take(struct durable *dw, const char *path, char *text, size_t len, mode_t mode,
+    durable_done_fn done, void *ctx, struct ember_error *err)
+{
+	struct durable_job *j = job_new(DJ_WRITE, path, err);
+
+	if (j == NULL) {
+		free(text);
+		return -1;
+	}
+	j->text = text;
+	j->len = len;
+	j->mode = mode;
+	return submit(dw, j, true, done, ctx, err);
+}
+
+int
+durable_sync_dir(struct durable *dw, const char *dir, durable_done_fn done, void *ctx,
+    struct ember_error *err)
+{
+	struct durable_job *j = job_new(DJ_SYNC_DIR, dir, err);
+
+	return j != NULL ? submit(dw, j, true, done, ctx, err) : -1;
+}
+
+int
+durable_rename_dir(struct durable *dw, const char *from, const char *to, bool remove_after,
+    durable_done_fn done, void *ctx, struct ember_error *err)
+{
+	struct durable_job *j = job_new(DJ_RENAME_DIR, from, err);
+
+	if (j == NULL)
+		return -1;
+	if ((j->to = strdup(to)) == NULL) {
+		job_free(j);
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory queueing a state write");
+	}
+	j->remove_after = remove_after;
+	return submit(dw, j, false, done, ctx, err);
+}
+
+uint64_t
+durable_last_seq(const struct durable *dw)
+{
+	return dw->last_seq;
+}
+
+int
+durable_wait(struct durable *dw, uint64_t seq, durable_done_fn done, void *ctx,
+    struct ember_error *err)
+{
+	struct durable_wait_rec *w;
+
+	if (seq <= dw->completed_seq) {
+		done(ctx, 0);
+		return 0;
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+	w->seq = seq;
+	w->done = done;
+	w->ctx = ctx;
+	if (dw->waits_tail == NULL)
+		dw->waits_tail = &dw->waits;
+	*dw->waits_tail = w;
+	dw->waits_tail = &w->next;
+	return 0;
+}
+
+void
+durable_get_stats(struct durable *dw, struct durable_stats *out)
+{
+	pthread_mutex_lock(&dw->lock);
+	*out = dw->stats;
+	pthread_mutex_unlock(&dw->lock);
+}

@@ -1,0 +1,71 @@
+/*
+ * Group-committed durable writes: the event loop hands "make this state
+ * durable" jobs (replace a file, sync a directory, move a directory away)
+ * to one writer thread, which takes everything queued as one batch, shares
+ * the batch's fsyncs and completes each job through a callback on the loop.
+ * The ordering rules are in durable.c's header.
+ *
+ * Every job gets a sequence number; durable_wait(seq) answers once every
+ * job up to seq is durable, which is how a reply is held back until the
+ * state its operation changed is on disk.
+ */
+#ifndef EMBER_DURABLE_H
+#define EMBER_DURABLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+struct event_base;
+struct durable;
+
+/* Jobs queued and not yet taken by the writer; past this (or
+ * DURABLE_PENDING_BYTES_MAX bytes of file contents) a submission waits for
+ * the writer to take the queue: back-pressure instead of unbounded memory. */
+#define DURABLE_PENDING_MAX		4096
+#define DURABLE_PENDING_BYTES_MAX	(64u << 20)
+
+/* result: 0, or -errno of the step that failed. Runs on the loop. */
+typedef void (*durable_done_fn)(void *ctx, int result);
+
+struct durable *durable_new(struct event_base *base, struct ember_error *err);
+/* Finishes every job queued (running their callbacks, which may queue
+ * more), then stops the writer. NULL is a no-op. */
+void durable_free(struct durable *dw);
+
+/* Replaces path with the len bytes at text (taken: freed by durable) and
+ * mode: temp file, fsync, rename, fsync of the directory. A write of the
+ * same path still queued is replaced (the latest contents win, every
+ * waiter is answered). done may be NULL; a failure is then logged. */
+int durable_write_take(struct durable *dw, const char *path, char *text, size_t len,
+    mode_t mode, durable_done_fn done, void *ctx, struct ember_error *err);
+/* Makes the entries of dir (created or renamed on the loop) durable. */
+int durable_sync_dir(struct durable *dw, const char *dir, durable_done_fn done, void *ctx,
+    struct ember_error *err);
+/* Renames the directory from to `to` (a missing from is success), syncs
+ * their parents, and when remove_after, removes `to` once the batch is
+ * acknowledged. */
+int durable_rename_dir(struct durable *dw, const char *from, const char *to,
+    bool remove_after, durable_done_fn done, void *ctx, struct ember_error *err);
+
+/* The sequence number of the last job submitted (0: none yet). */
+uint64_t durable_last_seq(const struct durable *dw);
+/* Calls done(ctx, 0) once every job up to seq is durable: at once when it
+ * already is, else from the loop when its batch completes. 0, or -1 with
+ * err (out of memory; nothing is called). */
+int durable_wait(struct durable *dw, uint64_t seq, durable_done_fn done, void *ctx,
+    struct ember_error *err);
+/* Blocks until everything queued is durable and runs the callbacks
+ * (shutdown, tests). */
+void durable_flush(struct durable *dw);
+
+/* Batches and fsyncs so far (benchmarks, logs). */
+struct durable_stats {
+	uint64_t jobs, batches, fsyncs, coalesced, waited_for_room;
+};
+void durable_get_stats(struct durable *dw, struct durable_stats *out);
+
+#endif
