@@ -1,8 +1,9 @@
 /*
  * Linux OS facts: peer credentials from SO_PEERCRED and SO_PEERGROUPS,
  * process identity and CPU time from /proc/<pid>/stat and memory from
- * /proc/<pid>/statm. A pid alone can be reused, so a process is named by its pid and its start time
- * (field 22 of stat, clock ticks since boot), which no reuse can repeat.
+ * /proc/<pid>/statm. A pid alone can be reused, so a process is named by
+ * its pid and its start time (field 22 of stat, clock ticks since boot),
+ * which no reuse can repeat.
  */
 #include <sys/socket.h>
 #include <sys/types.h>

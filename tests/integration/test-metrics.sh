@@ -211,6 +211,15 @@ pass "/metrics carries g1's CPU, RSS, uptime, vsock bytes and connections, agent
 out=$(ctl vm stats g1) || fail "emberctl vm stats g1: $out"
 echo "$out"
 grep -qE '^g1 +running ' <<<"$out" || fail "emberctl vm stats g1: $out"
+out=$(ctl vm stats g1 --json) || fail "emberctl vm stats g1 --json: $out"
+jq -e '.vms[0].name == "g1" and .vms[0].cpu_seconds > 0' <<<"$out" >/dev/null ||
+    fail "emberctl vm stats g1 --json: $out"
+# --watch redraws until interrupted: stopped by timeout after 3.5 s, it
+# has printed more than one table.
+timeout -s INT 3.5 "$EMBERCTL" --socket "$SOCK" vm stats --watch >"$T/watch.out" 2>&1
+tables=$(grep -c '^NAME ' "$T/watch.out")
+((tables >= 2)) || fail "vm stats --watch printed $tables tables in 3.5 s: $(cat "$T/watch.out")"
+pass "emberctl vm stats: table, --json, --watch ($tables tables in 3.5 s)"
 
 ctl vm stop g1 >/dev/null || fail "vm stop g1"
 s3=$(stats)
