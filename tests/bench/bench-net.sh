@@ -10,7 +10,9 @@
 #      so outside -> guest has no user-mode figure.
 #   2. The time network setup adds to a VM start: vm start (the RPC, which
 #      returns once the hypervisor runs) and vm start --wait (until the
-#      agent answers) with --network nat against --network none, RUNS each.
+#      agent answers) with --network nat against --network none: RUNS
+#      plain starts each (interleaved), and the first WAIT_RUNS of them also
+#      with --wait.
 # TCG makes the guest the bottleneck: the throughput figures measure the
 # emulated CPU as much as the path; compare them with each other. The
 # guest sends with busybox nc, which writes in small chunks (guest ->
@@ -25,14 +27,15 @@ here=$(cd "$(dirname "$0")/../integration" && pwd)
 . "$here/qemu-lib.sh"
 . "$here/net-lib.sh"
 MIB=${1:-32}		# bytes per throughput run, in MiB
-RUNS=${2:-3}		# starts per network mode
+RUNS=${2:-10}		# starts per network mode
+WAIT_RUNS=${WAIT_RUNS:-3}	# of which also timed to the agent (a TCG boot each)
 BYTES=$((MIB * 1024 * 1024))
 PY=$(command -v python3) || { echo "SKIP: python3 (the bench's TCP sink and source)"; exit 77; }
 SINK_PORT=5001		# sinks outside (nat) and on emberd's loopback (user)
 GUEST_PORT=5201		# the guest's sink; published on the same host port
 
 now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 # A one-connection TCP sink: reads BYTES bytes, prints "bytes seconds"
 # timed from the first byte to the last.
@@ -153,7 +156,7 @@ printf '%-34s %s\n' "user mode  outside -> guest:" "not available (no host forwa
 ctl vm delete --force tap >/dev/null
 ctl vm delete --force user >/dev/null
 
-echo "== network setup's share of vm start ($RUNS runs each, medians)"
+echo "== network setup's share of vm start ($RUNS starts, $WAIT_RUNS with --wait, each mode; medians)"
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else printf "%.3f", v[int((NR + 1) / 2)] }'; }
 for mode in none nat; do
 	ctl vm create "s-$mode" --image mini --vsock --network "$mode" --no-start >/dev/null ||
@@ -168,6 +171,7 @@ for i in $(seq "$RUNS"); do
 		secs "$t0" "$t1" >>"$T/start-$mode"
 		echo >>"$T/start-$mode"
 		ctl vm stop --force "s-$mode" >/dev/null
+		((i <= WAIT_RUNS)) || continue
 		t0=$(now)
 		if ctl vm start "s-$mode" --wait 300 >/dev/null; then
 			secs "$t0" "$(now)" >>"$T/wait-$mode"
