@@ -29,12 +29,21 @@ ip link set lo up
 nft list ruleset >/dev/null 2>&1 || { echo "SKIP: nft cannot list the ruleset here"; exit 77; }
 
 . "$(dirname "${BASH_SOURCE[0]}")/fc-lib.sh"
+# A socket group, when the tools for it exist: uid 65534 creates nat VMs too.
+GROUP=
+if command -v setpriv >/dev/null && command -v groupadd >/dev/null &&
+    command -v groupdel >/dev/null; then
+	socket_group_setup emnet
+	trap '_fc_cleanup; groupdel "$GROUP" 2>/dev/null || true' EXIT
+fi
+as_nobody() { setpriv --reuid=65534 --regid=65534 --groups="$GROUP" -- "$EMBERCTL" --socket "$SOCK" "$@"; }
 
 # The guests' DNS servers come from this file, never the host's.
 printf 'nameserver 192.0.2.53\nnameserver 2001:db8::53\n' >"$T/resolv.conf"
 write_config() {	# write_config [POOL]
 	printf 'firecracker:\n  binary: %s\n  require_kvm: false\nnetwork:\n  pool: %s\n  resolv_conf: %s\n' \
 		"$FC_DOUBLE" "${1:-10.100.0.0/16}" "$T/resolv.conf" >"$CONFIG"
+	[[ -z $GROUP ]] || printf 'socket_group: %s\n' "$GROUP" >>"$CONFIG"
 }
 write_config
 fc_start_emberd
@@ -119,6 +128,22 @@ out=$(ctl vm create f4 --image mini --network nat --publish 80:80x 2>&1) && fail
 assert_eq "$before" "$(allocs)" "allocations.json unchanged by the refused creates"
 [[ $(call_ok vm.list | jq -c '[.vms[].name] | sort') == '["f1"]' ]] || fail "a refused VM was listed"
 pass "refused: port published by another VM, port in use, malformed; none listed"
+
+note "a socket_group user creates a nat VM; a privileged host port is root's"
+if [[ -n $GROUP ]]; then
+	out=$(as_nobody vm create u1 --image mini --network nat --publish 80:80 2>&1) &&
+		fail "uid 65534 published host port 80"
+	grep -q 'only root may publish ports below 1024' <<<"$out" || fail "unexpected error: $out"
+	as_nobody vm create u1 --image mini --network nat --publish 18090:80 >/dev/null ||
+		fail "uid 65534: vm create --network nat"
+	assert_jq "$(inspect u1)" '.owner_uid == 65534 and .status == "running" and
+		(.network.tap | length) > 0 and .network.publish[0].host_port == 18090' \
+		"uid 65534's VM runs with a TAP and its published port"
+	as_nobody vm delete u1 --force >/dev/null || fail "uid 65534: vm delete"
+	pass "uid 65534: port 80 refused, 18090 published, VM deleted"
+else
+	echo "SKIP (part): setpriv, groupadd or groupdel missing; no socket_group user"
+fi
 
 note "20 VMs get 20 distinct /30s"
 for i in $(seq -w 1 20); do
