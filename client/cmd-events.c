@@ -82,7 +82,13 @@ describe(json_t *ev, char *buf, size_t len)
 		if (strcmp(phase, "done") == 0 || strcmp(phase, "failed") == 0)
 			snprintf(buf, len, "image %s: %s%s%s", str(data, "image", "?"), phase,
 			    json_object_get(data, "error") ? ": " : "", str(data, "error", ""));
-		else
+		else if (json_object_get(data, "percent") != NULL) {
+			human_bytes(num(data, "done_bytes"), a, sizeof(a));
+			human_bytes(num(data, "total_bytes"), b, sizeof(b));
+			snprintf(buf, len, "image %s: step %lld of %lld: %s %lld%% (%s of %s)",
+			    str(data, "image", "?"), num(data, "step") + 1, num(data, "steps"), phase,
+			    num(data, "percent"), a, b);
+		} else
 			snprintf(buf, len, "image %s: step %lld of %lld: %s", str(data, "image", "?"),
 			    num(data, "step") + 1, num(data, "steps"), phase);
 	} else if (strcmp(type, "disk.progress") == 0) {

@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "caller-open.h"
 #include "child.h"
 #include "daemon.h"
@@ -66,7 +68,15 @@ struct image_import {
 	struct timespec started;
 	image_done_fn done;
 	void *ctx;
+	/* A copy step's progress (image.progress with bytes): what it copies
+	 * to, the source's allocated bytes, the last percentage sent. */
+	struct event *copy_tick;
+	char copy_dst[PATH_MAX];
+	uint64_t copy_total;
+	int copy_percent;
 };
+
+#define IMAGE_COPY_TICK_MS 250
 
 static unsigned import_counter;
 
@@ -281,8 +291,52 @@ import_free(struct image_import *im)
 			free(im->steps[i][j]);
 	for (size_t i = 0; i < im->nfds; i++)
 		close(im->fds[i]);
+	if (im->copy_tick != NULL)
+		event_free(im->copy_tick);
 	json_decref(im->doc);
 	free(im);
+}
+
+/* A copy step's bytes so far, sent when the percentage changed. */
+static void
+import_copy_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct image_import *im = arg;
+	struct stat st;
+	uint64_t done;
+	int percent;
+
+	if (stat(im->copy_dst, &st) < 0)
+		return;
+	done = (uint64_t)st.st_blocks * 512;
+	if (done > im->copy_total)
+		done = im->copy_total;
+	percent = (int)(done * 100 / im->copy_total);
+	if (percent == im->copy_percent)
+		return;
+	im->copy_percent = percent;
+	import_progress(im, "cp", json_pack("{s:I, s:I, s:i}", "done_bytes", (json_int_t)done,
+	    "total_bytes", (json_int_t)im->copy_total, "percent", percent));
+}
+
+/* Measures the step starting now when it is a copy (cp SRC DST). */
+static void
+import_copy_watch(struct image_import *im)
+{
+	char *const *argv = im->steps[im->step];
+	struct timeval tv = { 0, IMAGE_COPY_TICK_MS * 1000 };
+	struct stat st;
+
+	if (strcmp(argv[0], "cp") != 0 || argv[4] == NULL || argv[5] == NULL ||
+	    stat(argv[4], &st) < 0 || st.st_blocks == 0)
+		return;
+	snprintf(im->copy_dst, sizeof(im->copy_dst), "%s", argv[5]);
+	im->copy_total = (uint64_t)st.st_blocks * 512;
+	im->copy_percent = 0;
+	if (im->copy_tick == NULL)
+		im->copy_tick = event_new(im->d->base, -1, EV_PERSIST, import_copy_tick, im);
+	if (im->copy_tick != NULL)
+		event_add(im->copy_tick, &tv);
 }
 
 static void
@@ -378,6 +432,9 @@ import_step_done(void *ctx, int status, const char *output)
 	struct image_import *im = ctx;
 	struct ember_error err = { 0 };
 	const char *tool = step_tool(im);
+
+	if (im->copy_tick != NULL)
+		event_del(im->copy_tick);
 
 	if (status != 0) {
 		/* skopeo logs 'time=... level=fatal msg="..."': keep the message. */
@@ -478,6 +535,7 @@ import_next(struct image_import *im)
 	log_info("image %s: step %d of %d: %s", im->name, im->step + 1, im->nsteps,
 	    step_tool(im));
 	import_progress(im, step_tool(im), NULL);
+	import_copy_watch(im);
 	r = child_run_keep(im->d->base, (const char *const *)im->steps[im->step], im->fds, im->nfds,
 	    import_step_done, im);
 	if (r < 0) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # disk.progress and the Firecracker backend's events, on the fc-double (no
-# KVM needed): a VM created from an image with a 256 MiB root filesystem
+# KVM needed): image.progress of a 256 MiB import (copy bytes, if a tick
+# falls inside the copy, within the total); a VM created from an image with a 256 MiB root filesystem
 # copies it, and a subscriber sees disk.progress from 0 to 100 % with
 # non-decreasing figures and the image's allocated size as the total, then
 # the VM's status changes; vm create --wait with stderr not a terminal
@@ -24,8 +25,20 @@ fc_start_emberd FC_DOUBLE_AGENT_PORTS=1024
 make_image mini
 # A root filesystem with 256 MiB of random data (no holes: every block is copied).
 head -c $((256 * 1024 * 1024)) /dev/urandom >"$T/big-rootfs"
+since=$(call_ok events.subscribe | jq -r .seq)
+"$EMBERCTL" --socket "$SOCK" events --json --since "$since" --type image.progress >"$T/ev.import" \
+    2>"$T/ev.err" &
+ipid=$!
+_ember_pids+=("$ipid")
 call_ok image.import "{\"name\":\"big\",\"kernel\":\"$T/img-src/kernel\",\"vmlinux\":\"$T/img-src/vmlinux\",\"rootfs\":\"$T/big-rootfs\"}" >/dev/null
 rm -f "$T/big-rootfs"
+wait_for "the import's done event" 30 has_event "$T/ev.import" '.data.image == "big" and .data.phase == "done"'
+kill_mine "$ipid"
+imp=$(jq -s '[.[] | select(.data.image == "big")]' "$T/ev.import")
+echo "    import: $(jq -c '[.[] | .data.phase + (if .data.percent then " \(.data.percent)%" else "" end)]' <<<"$imp")"
+assert_jq "$imp" 'all(.[]; (.data.done_bytes // 0) <= (.data.total_bytes // 0) and
+    (.data.percent // 0) <= 100) and .[-1].data.phase == "done"' \
+    "image.progress of a 256 MiB import: steps, copy bytes within the total, then done"
 total=$(( $(stat -c %b "$STATE/images/big/rootfs.img") * $(stat -c %B "$STATE/images/big/rootfs.img") ))
 
 since=$(call_ok events.subscribe | jq -r .seq)
