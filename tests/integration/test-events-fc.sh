@@ -5,7 +5,8 @@
 # copies it, and a subscriber sees disk.progress from 0 to 100 % with
 # non-decreasing figures and the image's allocated size as the total, then
 # the VM's status changes; vm create --wait with stderr not a terminal
-# prints the copy's progress as plain lines. Killing the double from
+# prints the copy's progress as plain lines, and on a terminal (script(1))
+# as one line rewritten with \r. Killing the double from
 # outside gives vm.exited with its signal.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/fc-lib.sh"
@@ -65,6 +66,19 @@ ctl vm create d2 --image big --vsock --wait 30 >/dev/null 2>"$T/create.err" ||
 grep -E '^d2: disk copy [0-9]+% ' "$T/create.err" >/dev/null ||
     fail "no progress line on stderr: $(head -c 500 "$T/create.err")"
 pass "vm create --wait printed disk copy progress lines"
+
+note "on a terminal: one progress line, rewritten in place"
+if command -v script >/dev/null; then
+	# script(1) gives emberctl a pseudo-terminal; its output lands in the file.
+	script -qec "$EMBERCTL --socket $SOCK vm create d3 --image big --no-vsock" "$T/tty.out" \
+	    >/dev/null </dev/null || fail "vm create d3 on a terminal: $(tail -c 500 "$T/tty.out")"
+	grep -a $'\rd3: disk copy [0-9]*% .*\e\[K' "$T/tty.out" >/dev/null ||
+	    fail "no \\r-rewritten progress line on the terminal: $(od -c "$T/tty.out" | head -20)"
+	grep -a 'd3: created' "$T/tty.out" >/dev/null || fail "no confirmation after the progress line"
+	pass "a terminal gets the progress line rewritten with \\r, cleared before the confirmation"
+else
+	echo "SKIP: script(1) not installed; the terminal progress line is not checked"
+fi
 
 note "the hypervisor killed from outside"
 ctl vm start d1 >/dev/null || fail "vm start d1"
