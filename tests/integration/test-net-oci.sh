@@ -72,7 +72,9 @@ pass "the workload fetches the outside page through NAT"
 
 disk=$(field w .disk_path)
 [[ -f $disk ]] || fail "w has no disk at '$disk'"
-on_disk=$("$DEBUGFS" -R 'cat /etc/resolv.conf' "$disk" 2>/dev/null)
+# The disk may be a qcow2 overlay on the image: read the merged view.
+qemu-img convert -O raw "$disk" "$T/disk.raw" || fail "qemu-img convert $disk"
+on_disk=$("$DEBUGFS" -R 'cat /etc/resolv.conf' "$T/disk.raw" 2>/dev/null)
 assert_eq "$IMAGE_RESOLV" "$on_disk" "the VM's disk still holds the image's own resolv.conf"
 ctl vm delete --force w >/dev/null || fail "vm delete w"
 stop_emberd
