@@ -247,11 +247,13 @@ net_from_json(struct vm_record *rec, const json_t *o, const char **mode, char *e
 	tap = json_string_value(json_object_get(o, "tap"));
 	mac = json_string_value(json_object_get(o, "mac"));
 	addr = json_string_value(json_object_get(o, "host_addr"));
-	if (tap != NULL && (strlen(tap) >= sizeof(rec->net.tap) || strncmp(tap, "em-", 3) != 0)) {
+	/* the name goes into firewall scripts: "em-" and hex digits only */
+	if (tap != NULL && (strlen(tap) >= sizeof(rec->net.tap) || strncmp(tap, "em-", 3) != 0 ||
+	    strlen(tap) == 3 || strspn(tap + 3, "0123456789abcdef") != strlen(tap) - 3)) {
 		snprintf(errbuf, errlen, "field \"network.tap\": not an ember TAP name");
 		return -1;
 	}
-	if (mac != NULL && strlen(mac) != 17) {
+	if (mac != NULL && (strlen(mac) != 17 || strspn(mac, "0123456789abcdef:") != 17)) {
 		snprintf(errbuf, errlen, "field \"network.mac\": not a MAC address");
 		return -1;
 	}

@@ -39,6 +39,7 @@ struct nft_job {
 	char *script;
 	char vm[64];			/* whose start waits on it, or "" */
 	bool reset_on_failure;
+	bool quiet;			/* a failure is logged at debug level only */
 	struct nft_job *next;
 };
 
@@ -437,7 +438,10 @@ nft_done(void *ctx, int status, const char *output)
 	if (status != 0) {
 		char why[96];
 		child_status_text(status, why, sizeof(why));
-		log_warnx("network: nft %s: %s", why, output[0] ? output : "(no output)");
+		if (j->quiet)
+			log_debug("network: nft %s: %s", why, output[0] ? output : "(no output)");
+		else
+			log_warnx("network: nft %s: %s", why, output[0] ? output : "(no output)");
 		if (j->reset_on_failure) {
 			log_info("network: rebuilding emberd's firewall tables from the VM table");
 			nft_queue_reset(n, NULL);
@@ -793,8 +797,10 @@ vm_network_reconcile(struct ember_daemon *d)
 	}
 	if (net_tap_foreach_ours(remove_stray_tap, d) < 0)
 		log_warnx("repair: cannot list network interfaces");
-	if (any || nft_available())
-		nft_queue_reset(d->net, NULL);
+	/* Also without a VM up: tables a crash left behind go. Nothing to
+	 * report when that fails (an emberd without CAP_NET_ADMIN has none). */
+	if ((any || nft_available()) && nft_queue_reset(d->net, NULL) == 0 && !any)
+		d->net->tail->quiet = true;
 }
 
 void
