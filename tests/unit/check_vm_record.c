@@ -455,6 +455,75 @@ START_TEST(rfc3339_now_is_utc_with_z)
 }
 END_TEST
 
+START_TEST(publish_parse_accepts_and_refuses)
+{
+	static const char *const bad[] = { "", "80", ":80:80", "80:", "0:80", "80:0",
+	    "65536:80", "80:80/sctp", "80:80/", "1.2.3:80:80", "1.2.3.4:80:80:80",
+	    "01:80", "80:+80", " 80:80", "80::80", "1.2.3.4::80", "80:80/tcp/udp" };
+	struct vm_publish p;
+
+	ck_assert_int_eq(vm_publish_parse("8080:80", &p), 0);
+	ck_assert_uint_eq(p.host_addr, 0);
+	ck_assert_uint_eq(p.host_port, 8080);
+	ck_assert_uint_eq(p.guest_port, 80);
+	ck_assert(!p.udp);
+	ck_assert_int_eq(vm_publish_parse("127.0.0.1:5353:53/udp", &p), 0);
+	ck_assert_uint_eq(p.host_addr, 0x7f000001u);
+	ck_assert(p.udp);
+	ck_assert_int_eq(vm_publish_parse("65535:1/tcp", &p), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(vm_publish_parse(bad[i], &p) == -EINVAL, "accepted \"%s\"", bad[i]);
+}
+END_TEST
+
+START_TEST(network_nat_roundtrips_and_old_string_reads)
+{
+	struct vm_record rec, back;
+	json_t *json, *net;
+	char err[256];
+
+	fill_sample(&rec);
+	vm_record_set_str(&rec.network, "nat");
+	rec.net.subnet = 0x0a640004u;
+	snprintf(rec.net.tap, sizeof(rec.net.tap), "em-0b6f5c1e");
+	snprintf(rec.net.mac, sizeof(rec.net.mac), "02:eb:0a:64:00:06");
+	vm_publish_parse("127.0.0.1:8080:80", &rec.net.publish[0]);
+	vm_publish_parse("5353:53/udp", &rec.net.publish[1]);
+	rec.net.npublish = 2;
+	json = vm_record_to_json(&rec);
+	net = json_object_get(json, "network");
+	ck_assert_str_eq(json_string_value(json_object_get(net, "mode")), "nat");
+	ck_assert_str_eq(json_string_value(json_object_get(net, "host_addr")), "10.100.0.5/30");
+	ck_assert_str_eq(json_string_value(json_object_get(net, "guest_addr")), "10.100.0.6/30");
+	ck_assert_uint_eq(json_array_size(json_object_get(net, "publish")), 2);
+	ck_assert_int_eq(vm_record_from_json(&back, json, err, sizeof(err)), 0);
+	ck_assert_str_eq(back.network, "nat");
+	ck_assert_uint_eq(back.net.subnet, rec.net.subnet);
+	ck_assert_str_eq(back.net.tap, rec.net.tap);
+	ck_assert_int_eq(back.net.tap_fd, -1);
+	ck_assert_uint_eq(back.net.npublish, 2);
+	ck_assert(back.net.publish[1].udp);
+	ck_assert_uint_eq(back.net.publish[0].host_addr, 0x7f000001u);
+	vm_record_clear(&back);
+
+	/* a TAP name that is not "em-" and hex could reach a firewall script */
+	json_object_set_new(net, "tap", json_string("em-x\"; flush ruleset"));
+	ck_assert_int_eq(vm_record_from_json(&back, json, err, sizeof(err)), -EINVAL);
+	json_object_set_new(net, "tap", json_string("em-0b6f5c1e"));
+	json_object_set_new(net, "host_addr", json_string("10.100.0.6/30"));
+	ck_assert_int_eq(vm_record_from_json(&back, json, err, sizeof(err)), -EINVAL);
+
+	/* a record from before "nat": a plain string */
+	json_object_set_new(json, "network", json_string("user"));
+	ck_assert_int_eq(vm_record_from_json(&back, json, err, sizeof(err)), 0);
+	ck_assert_str_eq(back.network, "user");
+	ck_assert_uint_eq(back.net.subnet, 0);
+	vm_record_clear(&back);
+	json_decref(json);
+	vm_record_clear(&rec);
+}
+END_TEST
+
 static Suite *
 vm_record_suite(void)
 {
@@ -486,6 +555,8 @@ vm_record_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("memory");
+	tcase_add_test(tc, publish_parse_accepts_and_refuses);
+	tcase_add_test(tc, network_nat_roundtrips_and_old_string_reads);
 	tcase_add_test(tc, record_copy_is_deep);
 	tcase_add_test(tc, record_clear_leaves_it_initialised);
 	tcase_add_test(tc, set_str_replaces_and_clears);
