@@ -312,49 +312,6 @@ check_listener(int fd, struct ember_error *err)
 	return 0;
 }
 
-int
-notify_listen_fd(struct ember_error *err)
-{
-	const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
-	uint64_t pid, nfds;
-	int r = -1;
-
-	if (pid_s == NULL && fds_s == NULL)
-		return -1;
-	if (parse_u64(pid_s, &pid) < 0 || pid != (uint64_t)getpid()) {
-		/* Meant for another process (e.g. the one that exec'd us
-		 * without clearing them); not ours to use. */
-		log_debug("ignoring LISTEN_FDS: LISTEN_PID is %s, we are %d",
-		    pid_s ? pid_s : "unset", (int)getpid());
-		goto out;
-	}
-	if (parse_u64(fds_s, &nfds) < 0 || nfds > INT_MAX - LISTEN_FDS_START) {
-		ember_error_set(err, EK_IO, "check the socket unit",
-		    "socket activation: LISTEN_FDS=\"%s\" is not a count", fds_s ? fds_s : "");
-		goto out;
-	}
-	if (nfds == 0)
-		goto out;
-	/* Ours now: none of them may leak into a hypervisor. */
-	for (int fd = LISTEN_FDS_START; fd < LISTEN_FDS_START + (int)nfds; fd++) {
-		int flags = fcntl(fd, F_GETFD);
-
-		if (flags >= 0)
-			fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-	}
-	if (nfds > 1)
-		log_warnx("socket activation passed %" PRIu64 " sockets; using the first "
-		    "(fd %d) and ignoring the rest", nfds, LISTEN_FDS_START);
-	if (check_listener(LISTEN_FDS_START, err) < 0)
-		goto out;
-	r = LISTEN_FDS_START;
-out:
-	unsetenv("LISTEN_PID");
-	unsetenv("LISTEN_FDS");
-	unsetenv("LISTEN_FDNAMES");
-	return r;
-}
-
 char *
 notify_socket_path(int fd)
 {
@@ -663,10 +620,12 @@ notify_take_fds(struct ember_error *err)
 				kept++;
 			continue;
 		}
-		if (control < 0 && (strcmp(name, "control") == 0 || strncmp(name, "vsock/", 6) != 0)) {
-			/* The control socket: ours across exec, or the socket
-			 * unit's (named after it, or unnamed). */
-			if (check_listener(fd, control < 0 && i == 0 ? err : &lerr) == 0) {
+		if (control < 0) {
+			/* The control socket: "control" across our exec, or
+			 * the socket unit's (named after it, or unnamed).
+			 * Only plain socket activation (no names) makes an
+			 * unusable fd 3 fatal; a stale store entry must not. */
+			if (check_listener(fd, names == NULL && i == 0 ? err : &lerr) == 0) {
 				control = fd;
 				continue;
 			}

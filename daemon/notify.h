@@ -1,8 +1,10 @@
 /*
  * The service manager's side channels, spoken without libsystemd: readiness
  * and status datagrams to $NOTIFY_SOCKET (READY=1, RELOADING=1, STOPPING=1,
- * STATUS=, WATCHDOG=1 on a timer), and the listening socket handed over by
- * socket activation ($LISTEN_PID/$LISTEN_FDS, first fd 3). Both read their
+ * STATUS=, WATCHDOG=1 on a timer), the fd store (FDSTORE=1 with FDNAME=,
+ * FDSTOREREMOVE=1), and the fds handed over at start ($LISTEN_PID,
+ * $LISTEN_FDS, $LISTEN_FDNAMES from fd 3: the control socket of socket
+ * activation, and what the fd store or our own exec kept). They read their
  * variables once and remove them from the environment so the hypervisors
  * emberd spawns never see them. Without a service manager every call here
  * is a cheap no-op, so emberd calls them unconditionally.
@@ -42,14 +44,6 @@ void notify_reloading(struct notify *n);
 /* STOPPING=1 with a STATUS= saying why. */
 void notify_stopping(struct notify *n, const char *why);
 
-/*
- * Socket activation (sd_listen_fds(3)): when LISTEN_PID is our pid and
- * LISTEN_FDS >= 1, returns fd 3 after checking that it is a listening
- * AF_UNIX stream socket, and marks every passed fd close-on-exec. Returns
- * -1 with err clear when nothing was passed, -1 with err set when what was
- * passed is unusable. Unsets LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES.
- */
-int notify_listen_fd(struct ember_error *err);
 /* The filesystem path a listening Unix socket is bound to (malloc'd), or
  * NULL for an abstract or unnamed one. */
 char *notify_socket_path(int fd);
@@ -76,11 +70,14 @@ void notify_fdstore_flush(struct notify *n);
 void notify_export_env(const struct notify *n);
 
 /*
- * The fds handed over at start (sd_listen_fds_with_names(3)): those named
- * "vsock/..." go to fd_keep_inherit, the one named "control" or, failing
- * that, the first unnamed listening socket (socket activation) is the
- * control socket returned; anything else is closed. Like
- * notify_listen_fd otherwise (which it replaces in emberd.c).
+ * The fds handed over at start (sd_listen_fds_with_names(3)), when
+ * LISTEN_PID is our pid: those named "vsock/..." go to fd_keep_inherit
+ * (for their VM's adoption); the first other one that is a listening
+ * AF_UNIX stream socket (named "control" after our own exec, or after the
+ * socket unit) is the control socket, returned; anything else is closed.
+ * Every fd is made close-on-exec. -1 with err clear when no control socket
+ * was passed, -1 with err set when fd 3 is not one emberd can use. Unsets
+ * LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES.
  */
 int notify_take_fds(struct ember_error *err);
 

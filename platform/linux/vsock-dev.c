@@ -485,7 +485,7 @@ vsock_dev_adopt(struct event_base *base, uint64_t guest_cid, const char *uds_pat
 		errno = ENOMEM;
 		return NULL;
 	}
-	r = vsock_handover_adopt(name, dir, owner_uid, uds_path, &dev->ho, &fds, &flows, &nflows);
+	r = vsock_handover_adopt(name, dir, uds_path, &dev->ho, &fds, &flows, &nflows);
 	if (r <= 0) {
 		free(dev);
 		errno = r == 0 ? ENOENT : -r;

@@ -565,14 +565,13 @@ adopt_fds(struct vsock_handover *ho, const char *uds_path, struct vsock_handover
 }
 
 int
-vsock_handover_adopt(const char *vm_name, const char *vm_dir, uid_t owner_uid,
-    const char *uds_path, struct vsock_handover **hop, struct vsock_handover_fds *out,
+vsock_handover_adopt(const char *vm_name, const char *vm_dir, const char *uds_path,
+    struct vsock_handover **hop, struct vsock_handover_fds *out,
     struct vsock_flow **flows, unsigned *nflows)
 {
 	struct vsock_handover *ho;
 	int r;
 
-	(void)owner_uid;
 	*hop = NULL;
 	*flows = NULL;
 	memset(out, 0, sizeof(*out));

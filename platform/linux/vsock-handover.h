@@ -38,8 +38,8 @@ struct vsock_handover *vsock_handover_new(const char *vm_name, const char *vm_di
  * was handed over for this VM; -errno when what was is unusable (every fd
  * found is closed then).
  */
-int vsock_handover_adopt(const char *vm_name, const char *vm_dir, uid_t owner_uid,
-    const char *uds_path, struct vsock_handover **hop, struct vsock_handover_fds *out,
+int vsock_handover_adopt(const char *vm_name, const char *vm_dir, const char *uds_path,
+    struct vsock_handover **hop, struct vsock_handover_fds *out,
     struct vsock_flow **flows, unsigned *nflows);
 /* Holds the session socket and the listener (fd-keep) once, at start. */
 void vsock_handover_hold_fixed(struct vsock_handover *ho, int vu_fd, int listen_fd,

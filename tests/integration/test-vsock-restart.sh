@@ -12,7 +12,9 @@
 #   - SIGTERM (a graceful stop the manager restarts) keeps the device too;
 #   - RESTARTS kill -9 restarts in a row (default 5; EMBER_RESTARTS=20 for
 #     the issue's figure) leave emberd's and QEMU's fd counts unchanged;
-#   - the same for in-place upgrades (emberctl daemon upgrade, SIGUSR2).
+#   - the same for in-place upgrades (emberctl daemon upgrade, SIGUSR2);
+#   - a VM that dies while emberd is down: the next emberd closes its fds
+#     and removes them from the store; stopping a VM empties the store.
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/vsock-lib.sh"
 
@@ -117,6 +119,8 @@ lpid=$!
 wait_file_line "$T/listen.out" 'listening on' 10 || fail "listener: $(cat "$T/listen.out")"
 start_booted v1
 QEMU_PID=$(field v1 .pid)
+# v2 only dies while emberd is down, at the end.
+create_booted v2 --image rs --vsock
 wait_agent v1 "$READY_TIMEOUT"
 "$VSOCK_CLIENT" connect "$S" 5000 --bytes 65536 --timeout 30 >"$T/echo.out" 2>&1 ||
     fail "echo before the restart: $(cat "$T/echo.out")"
@@ -212,6 +216,25 @@ qfd=$(fd_count "$QEMU_PID")
 [[ $efd == "$efd1" ]] || fail "emberd holds $efd fds after $RESTARTS upgrades, $efd1 after the first"
 [[ $qfd == "$qfd0" ]] || fail "QEMU holds $qfd fds after the upgrades, $qfd0 before"
 pass "$RESTARTS upgrades in pid $pid0: emberd $efd fds, QEMU $qfd fds, unchanged; slowest back in $worst ms"
+
+note "a VM that dies while emberd is down: its fds are closed and leave the store"
+v2_pid=$(field v2 .pid)
+before=$(svc_field stored)
+kill -STOP "$SVC_PID"	# no restart until v2 is gone
+kill -9 "$EMBERD_PID"
+kill -9 "$v2_pid"
+wait_gone "$v2_pid" 10
+wait_gone "$EMBERD_PID" 10
+mark=$(log_mark)
+starts=$(svc_field starts)
+kill -CONT "$SVC_PID"
+wait_service_ready "$starts"
+log_since "$mark" | grep -qE 'closed [0-9]+ handed-over fds no running VM claimed' ||
+    fail "the new emberd did not drop v2's fds"
+after=$(svc_field stored)
+((after < before)) || fail "the store holds $after fds, $before before v2 died"
+check_back "after v2 died"
+pass "v2's fds dropped from the store ($before -> $after); v1 still answers"
 
 note "the VM stops cleanly and its fds leave the store"
 ctl vm stop v1 >/dev/null || fail "vm stop v1"
