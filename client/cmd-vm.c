@@ -317,15 +317,39 @@ cmd_vm_create(struct ctl *ctl, struct verb_args *a)
 	return call_lifecycle(ctl, "vm.create", params, a->argv[0], "created");
 }
 
+/* "10.100.0.2 8080->80/tcp,..." for a nat VM, NULL otherwise. */
+static const char *
+rec_network(const json_t *rec, char *buf, size_t len)
+{
+	const json_t *net = json_object_get(rec, "network"), *p;
+	const char *addr = rec_str(net, "guest_addr");
+	size_t i, n;
+
+	if (!json_is_object(net) || addr == NULL)
+		return NULL;
+	n = (size_t)snprintf(buf, len, "%.*s", (int)strcspn(addr, "/"), addr);
+	json_array_foreach(json_object_get(net, "publish"), i, p) {
+		if (n >= len)
+			break;
+		n += (size_t)snprintf(buf + n, len - n, "%s%lld->%lld/%s", i == 0 ? " " : ",",
+		    (long long)json_integer_value(json_object_get(p, "host_port")),
+		    (long long)json_integer_value(json_object_get(p, "guest_port")),
+		    rec_str(p, "proto") ? rec_str(p, "proto") : "tcp");
+	}
+	return buf;
+}
+
 int
 cmd_vm_list(struct ctl *ctl, struct verb_args *a)
 {
 	static const char *const headers[] = {
-		"NAME", "STATUS", "BACKEND", "CPUS", "MEMORY", "CID",
+		"NAME", "STATUS", "BACKEND", "CPUS", "MEMORY", "CID", "NETWORK",
 	};
 	json_t *result, *vms, *rec;
 	struct table *t;
 	size_t i;
+	int ncols = 6;
+	char scratch[160];
 	int r = ctl_query(ctl, "vm.list", NULL, &result);
 
 	if (r != EXIT_OK || result == NULL)
@@ -334,17 +358,24 @@ cmd_vm_list(struct ctl *ctl, struct verb_args *a)
 		json_decref(result);
 		return EXIT_ERROR;
 	}
-	t = table_new(6, headers);
+	/* The NETWORK column (address, published ports) only when a VM has one. */
+	json_array_foreach(vms, i, rec)
+		if (rec_network(rec, scratch, sizeof(scratch)) != NULL)
+			ncols = 7;
+	t = table_new(ncols, headers);
 	json_array_foreach(vms, i, rec) {
-		char cpus[32], mem[32], cid[32];
-		const char *row[6] = {
+		char cpus[32], mem[32], cid[32], net[160];
+		const char *row[7] = {
 			rec_str(rec, "name"), rec_str(rec, "status"),
 			rec_str(rec, "backend"),
 			rec_int(rec, "cpus", cpus, sizeof(cpus)),
 			rec_memory(rec, mem, sizeof(mem)),
 			rec_cid(rec, cid, sizeof(cid)),
+			rec_network(rec, net, sizeof(net)),
 		};
 
+		if (row[6] == NULL)
+			row[6] = "-";
 		if (t != NULL && table_add_row(t, row) < 0) {
 			table_free(t);
 			t = NULL;

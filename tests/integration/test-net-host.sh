@@ -68,6 +68,9 @@ assert_jq "$rec" '.network.tap | test("^em-[0-9a-f]{8}$")' "TAP named em-<8 hex>
 assert_jq "$rec" '.network.publish == [
 	{host_addr: "0.0.0.0", host_port: 18080, guest_port: 80, proto: "tcp"},
 	{host_addr: "127.0.0.1", host_port: 15353, guest_port: 53, proto: "udp"}]' "inspect shows the published ports"
+ctl vm list | grep -q '^f1 .*10\.100\.0\.2 18080->80/tcp,15353->53/udp$' ||
+	fail "vm list lacks f1's address and ports: $(ctl vm list)"
+pass "vm list shows the guest address and published ports"
 ip -d link show "$tap" | grep -q 'tun type tap' || fail "$tap is not a TAP: $(ip -d link show "$tap")"
 ip link show "$tap" | grep -q 'alias ember:f1' || fail "$tap has no alias ember:f1"
 ip -o -4 addr show dev "$tap" | grep -q 'inet 10.100.0.1/30' || fail "$tap lacks 10.100.0.1/30"
