@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # disk.progress and the Firecracker backend's events, on the fc-double (no
 # KVM needed): image.progress of a 256 MiB import (copy bytes, if a tick
-# falls inside the copy, within the total); a VM created from an image with a 256 MiB root filesystem
-# copies it, and a subscriber sees disk.progress from 0 to 100 % with
-# non-decreasing figures and the image's allocated size as the total, then
-# the VM's status changes; vm create --wait with stderr not a terminal
-# prints the copy's progress as plain lines, and on a terminal (script(1))
-# as one line rewritten with \r. Killing the double from
-# outside gives vm.exited with its signal.
+# falls inside the copy, within the total); a VM created from that image
+# copies its root filesystem, and a subscriber sees disk.progress from 0 to
+# 100 % with non-decreasing figures and the image's allocated size as the
+# total, then the VM's status changes; vm create --wait with stderr not a
+# terminal prints the copy's progress as plain lines, and on a terminal
+# (script(1)) as one line rewritten with \r. Killing the double from
+# outside gives vm.exited with its signal. SIGTERM sends daemon.shutdown
+# and ends emberctl events with status 0.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/fc-lib.sh"
 
@@ -88,3 +89,20 @@ wait_for "d1 failed" 30 has_event "$T/ev" '.type == "vm.status" and .data.to == 
 assert_jq "$(jq -s . "$T/ev")" 'any(.[]; .type == "vm.exited" and .data.signal == 9)' \
     "vm.exited with signal 9"
 kill_mine "$fpid"
+
+note "SIGTERM: daemon.shutdown, then the stream ends"
+since=$(call_ok events.subscribe | jq -r .seq)
+"$EMBERCTL" --socket "$SOCK" events --since "$since" >"$T/ev.end" 2>"$T/ev.end.err" &
+epid=$!
+_ember_pids+=("$epid")
+# (--since: nothing is missed; seeing the reload shows the subscriber is
+# connected before SIGTERM stops emberd accepting)
+kill -HUP "$EMBERD_PID"
+wait_for "the subscriber sees daemon.reload" 30 grep -q 'daemon.reload' "$T/ev.end"
+kill -TERM "$EMBERD_PID"
+wait_exit "$epid" 40
+assert_eq 0 "$EXIT_STATUS" "emberctl events exits 0 when emberd shuts down"
+grep -E '^[0-9]+ +[0-9:.]+Z daemon.shutdown +\{"signal":"SIGTERM"\}' "$T/ev.end" >/dev/null ||
+    fail "no daemon.shutdown line: $(cat "$T/ev.end")"
+pass "the stream carries daemon.shutdown {signal: SIGTERM}"
+wait_exit "$EMBERD_PID" 40
