@@ -84,6 +84,7 @@ ember_config_clear(struct ember_config *cfg)
 	config_free_string(&cfg->default_image);
 	config_free_string(&cfg->default_backend);
 	config_free_string(&cfg->metrics_listen);
+	config_free_string(&cfg->net_resolv_conf);
 	json_decref(cfg->backend_sections);
 	free(cfg->quota_users);
 	memset(cfg, 0, sizeof(*cfg));
@@ -95,10 +96,11 @@ static int
 config_copy(struct ember_config *dst, const struct ember_config *src)
 {
 	char **dfields[] = { &dst->state_dir, &dst->socket, &dst->socket_group,
-	    &dst->default_image, &dst->default_backend, &dst->metrics_listen };
+	    &dst->default_image, &dst->default_backend, &dst->metrics_listen,
+	    &dst->net_resolv_conf };
 	char *const sfields[] = { src->state_dir, src->socket,
 	    src->socket_group, src->default_image, src->default_backend,
-	    src->metrics_listen };
+	    src->metrics_listen, src->net_resolv_conf };
 
 	*dst = *src;
 	for (size_t i = 0; i < sizeof(dfields) / sizeof(dfields[0]); i++)
