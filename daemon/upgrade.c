@@ -24,11 +24,16 @@
 #include "upgrade.h"
 
 #define UPGRADE_DELAY_MS 200
+/* A vhost-user exchange in progress delays the exec by this much, this
+ * many times at most (QEMU answers within microseconds). */
+#define UPGRADE_RETRY_MS 10
+#define UPGRADE_RETRIES 300
 #define DELETED_SUFFIX " (deleted)"
 
 static char **saved_argv;
 static struct notify *saved_fdstore;
 static struct event *ev_upgrade, *ev_sigusr2;
+static int retries;
 
 void
 upgrade_init(char **argv, struct notify *fdstore)
@@ -64,6 +69,19 @@ on_upgrade(evutil_socket_t fd, short what, void *arg)
 		log_warnx("upgrade: cannot find our binary: %s; not upgrading", strerror(-r));
 		return;
 	}
+	if (fd_keep_busy()) {
+		struct timeval tv = { 0, UPGRADE_RETRY_MS * 1000 };
+
+		if (++retries <= UPGRADE_RETRIES) {
+			evtimer_add(ev_upgrade, &tv);
+			return;
+		}
+		log_warnx("upgrade: a vhost-user exchange is still under way after %d ms; "
+		    "not upgrading (try again)", UPGRADE_RETRY_MS * UPGRADE_RETRIES);
+		retries = 0;
+		return;
+	}
+	retries = 0;
 	if ((cfd = control_listen_fd(d->control)) >= 0)
 		fd_keep_hold("control", cfd, true);
 	log_info("upgrade: executing %s with %zu fds handed over", path, fd_keep_held_count());

@@ -74,6 +74,15 @@ void fd_keep_release(const char *name);
 void fd_keep_forget(const char *name);
 size_t fd_keep_held_count(void);
 
+/* A holder in the middle of an exchange an exec would cut in two (a
+ * vhost-user request half read, a reply half sent): true while busy. */
+typedef bool (*fd_keep_busy_fn)(void *ctx);
+/* Registers (ctx unique) and unregisters such a check; 0 or -errno. */
+int fd_keep_add_busy_check(fd_keep_busy_fn fn, void *ctx);
+void fd_keep_remove_busy_check(void *ctx);
+/* Whether any registered holder is busy now: an exec should wait. */
+bool fd_keep_busy(void);
+
 /*
  * Before execve of a successor: moves every held fd to 3, 4, ... in the
  * order held, inheritable, and sets LISTEN_FDS, LISTEN_FDNAMES and

@@ -28,7 +28,14 @@ struct fd_table {
 	size_t		 n, cap;
 };
 
+struct busy_check {
+	fd_keep_busy_fn	 fn;
+	void		*ctx;
+};
+
 static struct fd_table inherited, held;
+static struct busy_check *busy;
+static size_t nbusy, busy_cap;
 static struct fd_keep_sink sink;
 static bool have_sink;
 
@@ -201,6 +208,43 @@ fd_keep_release(const char *name)
 		table_remove(&held, (size_t)i);
 	if (have_sink && sink.remove != NULL)
 		sink.remove(sink.ctx, name);
+}
+
+int
+fd_keep_add_busy_check(fd_keep_busy_fn fn, void *ctx)
+{
+	if (nbusy == FD_KEEP_MAX)
+		return -EMFILE;
+	if (nbusy == busy_cap) {
+		size_t cap = busy_cap ? busy_cap * 2 : 16;
+		struct busy_check *b = realloc(busy, cap * sizeof(*b));
+
+		if (b == NULL)
+			return -ENOMEM;
+		busy = b;
+		busy_cap = cap;
+	}
+	busy[nbusy++] = (struct busy_check){ fn, ctx };
+	return 0;
+}
+
+void
+fd_keep_remove_busy_check(void *ctx)
+{
+	for (size_t i = 0; i < nbusy; i++)
+		if (busy[i].ctx == ctx) {
+			busy[i] = busy[--nbusy];
+			return;
+		}
+}
+
+bool
+fd_keep_busy(void)
+{
+	for (size_t i = 0; i < nbusy; i++)
+		if (busy[i].fn(busy[i].ctx))
+			return true;
+	return false;
 }
 
 size_t

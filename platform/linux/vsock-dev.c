@@ -406,6 +406,15 @@ static const struct vsock_mux_ops dev_mux_ops = {
 	.flow_changed = on_flow_changed,
 };
 
+/* An exec now would cut a vhost-user message in two (fd_keep_busy). */
+static bool
+dev_mid_message(void *ctx)
+{
+	struct vsock_dev *dev = ctx;
+
+	return dev->vu != NULL && vu_dev_mid_message(dev->vu);
+}
+
 /* <dir> of <dir>/vsock.sock, in buf. */
 static void
 vm_dir_of(const char *uds_path, char *buf, size_t len)
@@ -464,6 +473,8 @@ vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid, const char
 	}
 	vsock_handover_hold_fixed(dev->ho, vu_dev_fd(dev->vu), vsock_mux_listen_fd(dev->mux),
 	    false);
+	if (fd_keep_add_busy_check(dev_mid_message, dev) < 0)
+		log_debug("vsock %s: an upgrade will not wait for vhost-user messages", name);
 	return dev;
 }
 
@@ -521,6 +532,8 @@ vsock_dev_adopt(struct event_base *base, uint64_t guest_cid, const char *uds_pat
 	}
 	vsock_handover_hold_fixed(dev->ho, vu_dev_fd(dev->vu), vsock_mux_listen_fd(dev->mux),
 	    true);
+	if (fd_keep_add_busy_check(dev_mid_message, dev) < 0)
+		log_debug("vsock %s: an upgrade will not wait for vhost-user messages", name);
 	/* The store has these fds already; record their numbers here. */
 	{
 		struct vu_dev_state st;
@@ -562,6 +575,7 @@ vsock_dev_free(struct vsock_dev *dev)
 {
 	if (dev == NULL)
 		return;
+	fd_keep_remove_busy_check(dev);
 	vu_dev_free(dev->vu);
 	dev->vu = NULL;
 	vsock_handover_free(dev->ho);

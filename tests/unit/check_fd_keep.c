@@ -137,6 +137,28 @@ START_TEST(hold_announces_and_release_removes)
 }
 END_TEST
 
+static bool
+flag_busy(void *ctx)
+{
+	return *(bool *)ctx;
+}
+
+START_TEST(busy_holders_delay_an_exec)
+{
+	bool a = false, b = false;
+
+	ck_assert(!fd_keep_busy());
+	ck_assert_int_eq(fd_keep_add_busy_check(flag_busy, &a), 0);
+	ck_assert_int_eq(fd_keep_add_busy_check(flag_busy, &b), 0);
+	ck_assert(!fd_keep_busy());
+	b = true;
+	ck_assert(fd_keep_busy());
+	fd_keep_remove_busy_check(&b);
+	ck_assert(!fd_keep_busy());
+	fd_keep_remove_busy_check(&a);
+}
+END_TEST
+
 START_TEST(exec_layout_starts_at_3_with_names)
 {
 	int p[2];
@@ -192,6 +214,7 @@ fd_keep_suite(void)
 	tcase_add_test(tc, inherited_fds_are_taken_once_and_the_rest_dropped);
 	tcase_add_test(tc, a_bad_name_closes_the_fd);
 	tcase_add_test(tc, hold_announces_and_release_removes);
+	tcase_add_test(tc, busy_holders_delay_an_exec);
 	tcase_add_test(tc, exec_layout_starts_at_3_with_names);
 	suite_add_tcase(s, tc);
 	return s;
