@@ -17,6 +17,13 @@
  * and poweroff (answered, then the "guest" shuts down like after
  * SendCtrlAltDel).
  *
+ * PUT /network-interfaces/{id} is checked like the others (iface_id equal to
+ * the path's id, host_dev_name required, guest_mac six hex bytes) and then
+ * as Firecracker would use it: host_dev_name must be an existing TAP that
+ * TUNSETIFF (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) attaches to, so a TAP that
+ * is missing, not a TAP, or still held by someone else is refused; the
+ * double keeps it open until it exits.
+ *
  * At InstanceStart the double builds the guest's kernel command line the way
  * Firecracker does (boot_args, then " pci=off", the root drive's
  * "root=/dev/vda rw|ro" and one virtio_mmio.device= per device), refuses it

@@ -165,8 +165,20 @@ assert_eq 20 "$(ember_links | wc -l)" "n01's TAP is gone"
 ip -o -4 addr | grep -q 10.100.0.5/30 && fail "n01's host address is still on some interface"
 assert_eq 20 "$(ruleset | grep -c '^	chain vm-em-')" "n01's chain is gone"
 ruleset | grep -qw '10\.100\.0\.6' && fail "n01's guest address is still in the ruleset"
+ctl vm fork n01 n01f --no-start >/dev/null || fail "fork n01"
+assert_jq "$(inspect n01f)" '.network.mode == "nat" and .network.guest_addr != "10.100.0.6/30" and
+	.network.publish == []' "a fork of a nat VM gets a /30 of its own, no published ports"
+ctl vm delete n01f >/dev/null
 ctl vm start n01 >/dev/null || fail "start n01"
 assert_jq "$(inspect n01)" '.network.guest_addr == "10.100.0.6/30" and (.network.tap | length) > 0' "n01 restarts on its /30"
+
+note "a hypervisor that dies takes its network with it"
+t03=$(tap_of n03)
+kill_double -KILL "$(pid_of n03)"
+wait_until 10 "n03 to be seen gone" bash -c "[[ \$('$EMBERCTL' --socket '$SOCK' --json vm inspect n03 | jq -r .status) != running ]]"
+ip link show "$t03" >/dev/null 2>&1 && fail "n03's TAP $t03 outlived its hypervisor"
+wait_until 10 "n03's rules to go" bash -c "! nft list ruleset | grep -q 'vm-$t03'"
+pass "n03 crashed: its TAP and rules are gone"
 
 note "delete gives the /30 back; the lowest free one is reused"
 ctl vm delete n02 --force >/dev/null || fail "delete n02"
