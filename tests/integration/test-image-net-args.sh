@@ -64,6 +64,7 @@ refuse 10.100.0.2/30,10.100.0.2 "gateway is the address"
 refuse 10.100.0.2/30,10.100.0.5 "gateway 10.100.0.5 is outside 10.100.0.2/30"
 refuse 10.100.0.2/30,10.100.0.1,example.org "unexpected character"
 refuse '10.100.0.2/30,10.100.0.1;reboot' "unexpected character"
+# shellcheck disable=SC2016 # a literal $(...) is the point
 refuse '10.100.0.2/30,10.100.0.1,$(reboot)' "unexpected character"
 refuse 10.100.0.2/30,10.100.0.1,fe80::1%eth0 "unexpected character"
 refuse 10.100.0.2/30,10.100.0.1,1:2:::3 "bad DNS server 1:2:::3"

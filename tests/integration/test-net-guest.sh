@@ -53,8 +53,8 @@ gexec() {
 # reaches VM ADDR: one ping from VM answered, within three tries (the
 # first may wait for ARP on a loaded host).
 reaches() {
-	local try
-	for try in 1 2 3; do
+	local _
+	for _ in 1 2 3; do
 		gexec "$1" ping -c1 -W5 "$2" >/dev/null 2>&1 && return 0
 	done
 	return 1
