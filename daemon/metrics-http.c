@@ -5,6 +5,10 @@
  * unauthenticated, so requests are kept small (headers, no body, a short
  * timeout) and the socket is made here, close-on-exec and non-blocking,
  * from a numeric address or a Unix path (mode 0600: root's to share).
+ * libevent 2.1's evhttp cannot cap open connections (it has no hook when it
+ * frees one, and counting through a filter bufferevent made by
+ * evhttp_set_bevcb breaks its request limits and crashed 2.1.12 on a
+ * refused request), so idle ones are only bounded by the timeout.
  */
 #include <errno.h>
 #include <netinet/in.h>

@@ -3,7 +3,8 @@
 # whose config sets metrics.listen to 127.0.0.1:<free port> and a socket
 # group this test creates; uid 65534 (A) and 65533 (B) are its members:
 #   - GET /metrics over HTTP (curl) is text format 0.0.4 that promtool
-#     accepts; any other path is 404, POST is refused;
+#     accepts; any other path is 404, POST and a 9000-byte header are
+#     refused;
 #   - ember_vms by status matches vm list, CIDs in use and free match
 #     vsock.allocations, RPC counters grow by the calls made (ok,
 #     not_found, invalid_name, unknown method), durable writes and the
@@ -18,7 +19,8 @@
 #     through vm exec; vsock bytes grow by >= 1 MiB each way across a 1 MiB
 #     echo; an open connection is counted while it lasts; the agent's
 #     latency is measured again once stale; /metrics carries the same
-#     per-VM series; once stopped, the process figures are null.
+#     per-VM series; once stopped, the process figures are null;
+#   - emberd exits cleanly with an HTTP client still connected.
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/vsock-lib.sh"
 
@@ -78,6 +80,9 @@ assert_eq 404 "$code" "GET /"
 code=$(curl -s --max-time 20 -o /dev/null -w '%{http_code}' -X POST --data x "$URL/metrics")
 [[ $code == 405 || $code == 400 || $code == 413 ]] || fail "POST /metrics answered $code"
 pass "other paths 404, POST refused ($code)"
+code=$(curl -s --max-time 20 -o /dev/null -w '%{http_code}' -H "X-Long: $(head -c 9000 /dev/zero | tr '\0' a)" "$URL/metrics")
+[[ $code == 400 || $code == 413 || $code == 431 ]] || fail "a 9000-byte header was answered $code"
+pass "a request with a 9000-byte header is refused ($code)"
 
 note "VMs of three owners"
 mkdir -m 0755 "$T/rootdir"
@@ -238,5 +243,9 @@ jq -e '.status == "stopped" and .pid == null and .cpu_seconds == null and .rss_b
     .vsock == null and .agent_latency_ms == null and .disk_allocated_bytes > 0' <<<"$s3" >/dev/null ||
     fail "g1's stats once stopped: $s3"
 pass "stopped: no process figures, the disk still counted"
+
+note "emberd stops cleanly with an HTTP client still connected"
+exec 7<>"/dev/tcp/127.0.0.1/$PORT"
 stop_emberd
+exec 7>&-
 echo "PASS"
