@@ -111,6 +111,7 @@ struct durable {
 	struct durable_job *pending_head, *pending_tail;
 	size_t npending, pending_bytes;
 	bool busy;			/* the writer holds a batch */
+	unsigned plugged;		/* durable_plug depth: the writer waits */
 	bool stopping;
 	struct durable_job *done_head, *done_tail;
 	struct durable_stats stats;
@@ -293,7 +294,7 @@ writer_main(void *arg)
 
 	pthread_mutex_lock(&dw->lock);
 	for (;;) {
-		while (dw->pending_head == NULL && !dw->stopping)
+		while ((dw->pending_head == NULL || dw->plugged > 0) && !dw->stopping)
 			pthread_cond_wait(&dw->wake, &dw->lock);
 		if (dw->pending_head == NULL)
 			break;
@@ -533,9 +534,9 @@ durable_free(struct durable *dw)
 static void
 wait_for_room(struct durable *dw, size_t bytes)
 {
-	if (dw->npending < DURABLE_PENDING_MAX &&
-	    dw->pending_bytes + bytes <= DURABLE_PENDING_BYTES_MAX)
-		return;
+	if (dw->plugged > 0 || (dw->npending < DURABLE_PENDING_MAX &&
+	    dw->pending_bytes + bytes <= DURABLE_PENDING_BYTES_MAX))
+		return;	/* plugged: a few jobs past the bound, never a deadlock */
 	dw->stats.waited_for_room++;
 	if (!dw->warned_full) {
 		dw->warned_full = true;
@@ -716,6 +717,23 @@ durable_rename_dir(struct durable *dw, const char *from, const char *to, bool re
 	}
 	j->remove_after = remove_after;
 	return submit(dw, j, false, done, ctx, err);
+}
+
+void
+durable_plug(struct durable *dw)
+{
+	pthread_mutex_lock(&dw->lock);
+	dw->plugged++;
+	pthread_mutex_unlock(&dw->lock);
+}
+
+void
+durable_unplug(struct durable *dw)
+{
+	pthread_mutex_lock(&dw->lock);
+	if (dw->plugged > 0 && --dw->plugged == 0 && dw->pending_head != NULL)
+		pthread_cond_signal(&dw->wake);
+	pthread_mutex_unlock(&dw->lock);
 }
 
 uint64_t

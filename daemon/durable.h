@@ -51,6 +51,13 @@ int durable_sync_dir(struct durable *dw, const char *dir, durable_done_fn done, 
 int durable_rename_dir(struct durable *dw, const char *from, const char *to,
     bool remove_after, durable_done_fn done, void *ctx, struct ember_error *err);
 
+/* Between plug and unplug the writer takes nothing new, so the jobs of one
+ * change (a create's cids.json, vm.json and directory sync) go to disk in
+ * one batch rather than the first alone. Nests; never across a return to
+ * the loop. */
+void durable_plug(struct durable *dw);
+void durable_unplug(struct durable *dw);
+
 /* The sequence number of the last job submitted (0: none yet). */
 uint64_t durable_last_seq(const struct durable *dw);
 /* Calls done(ctx, 0) once every job up to seq is durable: at once when it

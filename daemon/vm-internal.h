@@ -31,6 +31,10 @@ int vms_dir_sync(struct ember_daemon *d, struct ember_error *err);
  * is durable. */
 int vm_dir_discard(struct ember_daemon *d, const char *dir, const char *trash,
     durable_done_fn done, void *ctx, struct ember_error *err);
+/* The writes queued between plug and unplug go to disk in one batch
+ * (durable_plug). */
+void vm_store_plug(struct ember_daemon *d);
+void vm_store_unplug(struct ember_daemon *d);
 /* The sequence number of the last state write queued (durable.h). */
 uint64_t vm_store_last_seq(const struct ember_daemon *d);
 /* done(ctx, 0) once every state write up to seq is durable. */

@@ -175,6 +175,20 @@ vm_dir_discard(struct ember_daemon *d, const char *dir, const char *trash,
 	return 0;
 }
 
+void
+vm_store_plug(struct ember_daemon *d)
+{
+	if (d->durable != NULL)
+		durable_plug(d->durable);
+}
+
+void
+vm_store_unplug(struct ember_daemon *d)
+{
+	if (d->durable != NULL)
+		durable_unplug(d->durable);
+}
+
 uint64_t
 vm_store_last_seq(const struct ember_daemon *d)
 {

@@ -829,6 +829,7 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 	struct ember_daemon *d = vm->daemon;
 	struct ember_error err = { 0 };
 	char dir[PATH_MAX];
+	int r;
 
 	vm_dir(d, vm->rec.name, dir, sizeof(dir));
 	if (disk_err != NULL) {
@@ -842,8 +843,11 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 	/* The CID, then the record, then the directory's entry in vms/. The
 	 * VM is listed at once (requests after this one see it), busy with
 	 * its create until all three are durable; then it is answered. */
-	if ((vm->rec.vsock && cids_save(d, &err) < 0) || vms_dir_sync(d, &err) < 0 ||
-	    vm_save_then(vm, vm_materialize_durable, op, &err) < 0)
+	vm_store_plug(d);
+	r = (vm->rec.vsock && cids_save(d, &err) < 0) || vms_dir_sync(d, &err) < 0 ||
+	    vm_save_then(vm, vm_materialize_durable, op, &err) < 0 ? -1 : 0;
+	vm_store_unplug(d);
+	if (r < 0)
 		goto undo_dir;
 	op->durable_wait = true;
 	vm->op.kind = VM_OP_CREATE;
@@ -1739,6 +1743,7 @@ vm_remove(struct vm *vm)
 	snprintf(trash, sizeof(trash), "%s/vms/.trash-%s-%s", d->state_dir, vm->rec.name,
 	    vm->rec.id[0] ? vm->rec.id : "x");
 	ember_error_clear(&err);
+	vm_store_plug(d);	/* the move and cids.json in one batch */
 	if ((x = calloc(1, sizeof(*x))) == NULL) {
 		/* cannot keep the name taken: move it away here and now */
 		if (rename(dir, trash) < 0 && errno != ENOENT)
@@ -1757,6 +1762,7 @@ vm_remove(struct vm *vm)
 		if (cids_save(d, &err) < 0)
 			log_warnx("%s", err.message);
 	}
+	vm_store_unplug(d);
 	vm->durable_seq = vm_store_last_seq(d);
 	vm_list_remove(d, vm);
 	log_info("vm %s: deleted", vm->rec.name);

@@ -13,7 +13,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CLIENTS=8
-PER_CLIENT=60		# creates per client per round
+PER_CLIENT=40		# creates per client per round
 ROUNDS=5
 
 # check_state WHAT: the state directory and the API agree, CIDs are sane.
@@ -119,7 +119,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		_ember_pids+=($!)
 	done
 	# Kill after a random number of answers over all clients.
-	after=$((RANDOM % 300 + 40))
+	after=$((RANDOM % 200 + 40))
 	deadline=$((SECONDS + 30))
 	while (($(cat "$T"/out.* | wc -l) < after)); do
 		((SECONDS < deadline)) || fail "round $round: only $(cat "$T"/out.* | wc -l) answers in 30 s"

@@ -216,6 +216,32 @@ START_TEST(durable_free_answers_everything_queued)
 }
 END_TEST
 
+START_TEST(durable_plugged_jobs_share_one_batch)
+{
+	struct ember_error err = { 0 };
+	struct result r[3] = { 0 };
+	struct durable_stats st;
+	char path[PATH_MAX], sub[PATH_MAX];
+
+	snprintf(sub, sizeof(sub), "%s/vms", dir);
+	ck_assert_int_eq(mkdir(sub, 0750), 0);
+	durable_plug(dw);
+	snprintf(path, sizeof(path), "%s/cids.json", dir);
+	ck_assert_int_eq(durable_write_take(dw, path, text("1"), 1, 0644, record, &r[0], &err), 0);
+	ck_assert_int_eq(durable_sync_dir(dw, sub, record, &r[1], &err), 0);
+	snprintf(path, sizeof(path), "%s/vm.json", sub);
+	ck_assert_int_eq(durable_write_take(dw, path, text("2"), 1, 0644, record, &r[2], &err), 0);
+	durable_unplug(dw);
+	durable_flush(dw);
+	durable_get_stats(dw, &st);
+	ck_assert_uint_eq(st.batches, 1);
+	/* two files, two distinct directories (dir and dir/vms) */
+	ck_assert_uint_eq(st.fsyncs, 4);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(r[i].last, 0);
+}
+END_TEST
+
 START_TEST(durable_completes_through_the_loop)
 {
 	struct ember_error err = { 0 };
@@ -249,6 +275,7 @@ durable_suite(void)
 	tcase_add_test(tc, durable_failure_goes_to_its_own_job);
 	tcase_add_test(tc, durable_wait_answers_in_order_once_durable);
 	tcase_add_test(tc, durable_free_answers_everything_queued);
+	tcase_add_test(tc, durable_plugged_jobs_share_one_batch);
 	tcase_add_test(tc, durable_completes_through_the_loop);
 	suite_add_tcase(s, tc);
 	return s;
