@@ -47,6 +47,10 @@ struct vsock_dev {
 	struct vsock_handover *ho;	/* what the next emberd needs; may be NULL */
 	vsock_flow_fn flow_hook;	/* vsock_dev_set_flow_hook */
 	void *flow_hook_ctx;
+	/* Flows an earlier emberd had open, still to be reset (the mux's
+	 * RST queue is bounded; more go after each rx pass). */
+	struct vsock_flow *old_flows;
+	unsigned nold_flows, old_flows_done;
 };
 
 /* The payload part of a chain's segments: everything after the header. */
@@ -235,6 +239,22 @@ rx_untake(void *ctx, int slot)
 	return true;
 }
 
+/* Queues RSTs for the flows of the previous emberd, as room allows. */
+static void
+dev_reset_old_flows(struct vsock_dev *dev)
+{
+	while (dev->old_flows_done < dev->nold_flows) {
+		const struct vsock_flow *f = &dev->old_flows[dev->old_flows_done];
+
+		if (vsock_mux_reset_flow(dev->mux, f->local_cid, f->local_port, f->peer_port) < 0)
+			return;
+		dev->old_flows_done++;
+	}
+	free(dev->old_flows);
+	dev->old_flows = NULL;
+	dev->nold_flows = dev->old_flows_done = 0;
+}
+
 static void
 dev_rx_pump(struct vsock_dev *dev)
 {
@@ -270,6 +290,8 @@ dev_rx_pump(struct vsock_dev *dev)
 		event_active(dev->rx_again, EV_TIMEOUT, 0);
 	if (pushed > 0)
 		virtq_notify(vq);
+	if (dev->nold_flows > 0)
+		dev_reset_old_flows(dev);
 }
 
 static void
@@ -541,13 +563,12 @@ vsock_dev_adopt(struct event_base *base, uint64_t guest_cid, const char *uds_pat
 		vu_dev_get_state(dev->vu, &st);
 		vsock_handover_restored(dev->ho, &st);
 	}
-	for (unsigned i = 0; i < nflows; i++)
-		vsock_mux_reset_flow(dev->mux, flows[i].local_cid, flows[i].local_port,
-		    flows[i].peer_port);
 	if (nflows > 0)
 		log_info("vsock %s: resetting %u connection%s open before the restart", name,
 		    nflows, nflows == 1 ? "" : "s");
-	free(flows);
+	dev->old_flows = flows;
+	dev->nold_flows = nflows;
+	dev_reset_old_flows(dev);
 	return dev;
 }
 
@@ -580,6 +601,7 @@ vsock_dev_free(struct vsock_dev *dev)
 	dev->vu = NULL;
 	vsock_handover_free(dev->ho);
 	dev->ho = NULL;
+	free(dev->old_flows);
 	vsock_mux_free(dev->mux);
 	if (dev->tx_again != NULL)
 		event_free(dev->tx_again);

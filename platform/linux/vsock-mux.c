@@ -1300,14 +1300,17 @@ vsock_mux_reset(struct vsock_mux *mux)
 	mux->rst_count = 0;
 }
 
-void
+int
 vsock_mux_reset_flow(struct vsock_mux *mux, uint64_t local_cid, uint32_t local_port,
     uint32_t peer_port)
 {
 	struct vsock_hdr h = { .src_cid = mux->cfg.guest_cid, .dst_cid = local_cid,
 	    .src_port = peer_port, .dst_port = local_port };
 
+	if (mux->rst_count == RST_FIFO_MAX)
+		return -ENOBUFS;
 	mux_queue_rst(mux, &h);
+	return 0;
 }
 
 int

@@ -91,8 +91,9 @@ void vsock_mux_free(struct vsock_mux *mux);
  * service manager keeps the listener for the next emberd. */
 void vsock_mux_detach(struct vsock_mux *mux);
 int vsock_mux_listen_fd(const struct vsock_mux *mux);
-/* Sends the guest an RST for a flow an earlier emberd had open. */
-void vsock_mux_reset_flow(struct vsock_mux *mux, uint64_t local_cid, uint32_t local_port,
+/* Sends the guest an RST for a flow an earlier emberd had open; 0, or
+ * -ENOBUFS while the RST queue is full (try again after an rx pass). */
+int vsock_mux_reset_flow(struct vsock_mux *mux, uint64_t local_cid, uint32_t local_port,
     uint32_t peer_port);
 
 /* One packet from the guest; payload is hdr->len bytes (validated by the

@@ -424,6 +424,30 @@ START_TEST(unknown_flow_gets_rst_but_rst_gets_nothing)
 }
 END_TEST
 
+/* An emberd that restarted resets the flows its predecessor had open:
+ * RSTs from the host's address, as many as the bounded queue takes. */
+START_TEST(old_flows_are_reset_as_the_queue_allows)
+{
+	struct vsock_hdr h;
+	char buf[64];
+	int queued = 0;
+
+	while (vsock_mux_reset_flow(mux, VSOCK_HOST_CID, 1073741824u + (uint32_t)queued,
+	    5000) == 0)
+		queued++;
+	ck_assert_int_eq(queued, 256);
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 0);
+	ck_assert_uint_eq(h.op, VSOCK_OP_RST);
+	ck_assert_uint_eq(h.src_cid, VSOCK_HOST_CID);
+	ck_assert_uint_eq(h.dst_cid, GUEST_CID);
+	ck_assert_uint_eq(h.src_port, 1073741824u);
+	ck_assert_uint_eq(h.dst_port, 5000);
+	/* One sent: room for one more. */
+	ck_assert_int_eq(vsock_mux_reset_flow(mux, VSOCK_HOST_CID, 7, 8), 0);
+	ck_assert_int_eq(vsock_mux_reset_flow(mux, VSOCK_HOST_CID, 7, 9), -ENOBUFS);
+}
+END_TEST
+
 START_TEST(non_stream_type_gets_rst)
 {
 	struct vsock_hdr in = {
@@ -816,6 +840,7 @@ main(void)
 	tcase_add_test(tc, host_sends_credit_updates_as_it_forwards);
 	tcase_add_test(tc, guest_half_close_reaches_host_as_eof);
 	tcase_add_test(tc, unknown_flow_gets_rst_but_rst_gets_nothing);
+	tcase_add_test(tc, old_flows_are_reset_as_the_queue_allows);
 	tcase_add_test(tc, non_stream_type_gets_rst);
 	tcase_add_test(tc, connection_limit_refuses_more);
 	tcase_add_test(tc, reset_drops_every_connection_and_fd);
