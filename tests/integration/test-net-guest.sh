@@ -16,7 +16,8 @@
 #   allow_same_owner: true, and a deleted: nothing of a or b is left in
 #   ip link / ip addr / ip route / nft list ruleset.
 #   c, d (allow_same_owner): c reaches d and d reaches c; after deleting
-#   both, nothing of them is left either.
+#   both, nothing of them is left either. e (user mode, a malformed
+#   ember.net= in its boot args): its init logs why and leaves eth0 down.
 #
 # Skips (77) when the host side is missing (emberd or emberctl refuses
 # --network nat), without root, or without QEMU, busybox, ip or nft.
@@ -244,7 +245,11 @@ assert_clean "after kill -9, restart and deleting a" "${A_TRACES[@]}"
 note "allow_same_owner: true"
 create_net c
 create_net d
-start_all c d
+# e: a NIC (user mode) and a malformed ember.net= (prefix 33) of its own.
+ctl vm create e --image mini --vsock --network user --no-start \
+    --boot-args "$BOOT_ARGS ember.net=10.100.9.2/33,10.100.9.1" >/dev/null ||
+    fail "vm create e"
+start_all c d e
 C_GUEST=$(addr_of c guest_addr)
 D_GUEST=$(addr_of d guest_addr)
 reaches c "$D_GUEST" || fail "c cannot ping d ($D_GUEST) with allow_same_owner"
@@ -256,6 +261,14 @@ gexec d sh -c 'mkdir -p /tmp/www && echo "served-by-d" >/tmp/www/index.html && h
 out=$(gexec c sh -c "timeout 10 wget -q -O /tmp/x http://$D_GUEST:80/ && cat /tmp/x") ||
     fail "c cannot fetch d's httpd with allow_same_owner"
 assert_eq served-by-d "$out" "c fetches d's httpd with allow_same_owner"
+grep -q 'ignoring malformed ember.net=10.100.9.2/33,10.100.9.1: bad prefix 33' "$(console_of e)" ||
+    fail "e's console does not say that its ember.net= was ignored"
+pass "e's init logged the malformed ember.net= and why"
+out=$(gexec e ip -o -4 addr show) || fail "vm exec e ip addr"
+[[ $out != *eth0* && $out != *10.100.9.2* ]] || fail "e configured eth0 from a malformed ember.net=: $out"
+out=$(gexec e cat /sys/class/net/eth0/operstate) || fail "e has no eth0"
+assert_eq down "$out" "e's eth0 stays down"
+ctl vm delete --force e >/dev/null || fail "vm delete --force e"
 mapfile -t C_TRACES < <(vm_traces c)
 mapfile -t D_TRACES < <(vm_traces d)
 ctl vm delete --force c >/dev/null || fail "vm delete --force c"
