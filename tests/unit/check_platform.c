@@ -1,7 +1,8 @@
 /*
  * Unit tests for platform/linux: peer credentials, process start times
- * (including a comm with spaces and parentheses) and the pid-plus-start-time
- * identity check, with children that are alive, zombies and reaped.
+ * (including a comm with spaces and parentheses), the pid-plus-start-time
+ * identity check, with children that are alive, zombies and reaped, and
+ * CPU time and uptime (platform_process_usage).
  */
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "platform.h"
@@ -204,6 +206,46 @@ START_TEST(process_matches_rejects_no_pid)
 }
 END_TEST
 
+START_TEST(process_usage_grows_with_cpu_spent)
+{
+	struct platform_process_usage u0, u1;
+	struct timespec start, now;
+	volatile unsigned long spin = 0;
+
+	ck_assert_int_eq(platform_process_usage(getpid(), &u0), 0);
+	ck_assert(u0.uptime_seconds > 0);
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &start);
+	do {	/* burn 300 ms of CPU (the kernel counts in clock ticks) */
+		for (int i = 0; i < 100000; i++)
+			spin++;
+		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+	} while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < 300);
+	ck_assert_int_eq(platform_process_usage(getpid(), &u1), 0);
+	ck_assert_msg(u1.cpu_seconds - u0.cpu_seconds >= 0.2, "CPU seconds %f -> %f",
+	    u0.cpu_seconds, u1.cpu_seconds);
+	ck_assert(u1.uptime_seconds >= u0.uptime_seconds);
+}
+END_TEST
+
+START_TEST(process_usage_reads_past_an_odd_comm_and_refuses_zombies)
+{
+	struct platform_process_usage u;
+	siginfo_t info;
+	pid_t pid;
+	int wfd;
+
+	pid = spawn_waiting_child(&wfd, "a) 1 2 (b");
+	ck_assert_int_eq(platform_process_usage(pid, &u), 0);
+	ck_assert(u.cpu_seconds >= 0 && u.uptime_seconds >= 0);
+	close(wfd);
+	ck_assert_int_eq(waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT), 0);
+	ck_assert_int_eq(platform_process_usage(pid, &u), -ESRCH);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	ck_assert_int_eq(platform_process_usage(pid, &u), -ESRCH);
+	ck_assert_int_eq(platform_process_usage(0, &u), -EINVAL);
+}
+END_TEST
+
 START_TEST(self_rss_is_positive_and_grows_with_touched_memory)
 {
 	long before, after;
@@ -243,6 +285,8 @@ platform_suite(void)
 	tcase_add_test(tc, process_matches_rejects_other_start_time);
 	tcase_add_test(tc, process_matches_rejects_zombie);
 	tcase_add_test(tc, process_matches_rejects_no_pid);
+	tcase_add_test(tc, process_usage_grows_with_cpu_spent);
+	tcase_add_test(tc, process_usage_reads_past_an_odd_comm_and_refuses_zombies);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("memory");
