@@ -227,6 +227,29 @@ START_TEST(bytes_after_connect_line_are_forwarded)
 }
 END_TEST
 
+START_TEST(stats_count_payload_each_way_and_open_connections)
+{
+	struct vsock_mux_stats st;
+	struct vsock_hdr h;
+	uint32_t local;
+	char buf[64];
+	int fd;
+
+	vsock_mux_stats(mux, &st);
+	ck_assert_uint_eq(st.bytes_to_guest + st.bytes_from_guest + st.connections, 0);
+	fd = host_connect(1024, &local, "hello");
+	host_read_exact(fd, buf, 14);	/* the OK line: not payload */
+	ck_assert_int_eq(guest_recv(&h, buf, sizeof(buf)), 5);
+	guest_send(VSOCK_OP_RW, 1024, local, "world!", 6, 0, 65536, 0);
+	host_read_exact(fd, buf, 6);
+	vsock_mux_stats(mux, &st);
+	ck_assert_uint_eq(st.bytes_to_guest, 5);	/* the CONNECT line is not counted */
+	ck_assert_uint_eq(st.bytes_from_guest, 6);
+	ck_assert_uint_eq(st.connections, 1);
+	close(fd);
+}
+END_TEST
+
 START_TEST(each_host_connection_gets_its_own_port)
 {
 	uint32_t a, b;
@@ -831,6 +854,7 @@ main(void)
 	tcase_add_test(tc, host_connect_gets_ok_after_guest_response);
 	tcase_add_test(tc, bytes_after_connect_line_are_forwarded);
 	tcase_add_test(tc, each_host_connection_gets_its_own_port);
+	tcase_add_test(tc, stats_count_payload_each_way_and_open_connections);
 	tcase_add_test(tc, guest_rst_closes_host_socket_without_ok);
 	tcase_add_test(tc, bad_connect_line_closes_socket);
 	tcase_add_test(tc, unanswered_request_times_out_with_rst);
