@@ -22,6 +22,7 @@
 
 #include "child.h"
 #include "daemon.h"
+#include "durable.h"
 #include "fsutil.h"
 #include "log.h"
 #include "net-nft.h"
@@ -72,14 +73,24 @@ alloc_path(const struct ember_daemon *d, char *buf, size_t len)
 	snprintf(buf, len, "%s/network/allocations.json", d->state_dir);
 }
 
+/* Through the daemon's group-commit writer (durable.h) when it runs, in
+ * order with vm.json and cids.json; at once otherwise (startup, tests). */
 static int
 allocations_save(struct ember_daemon *d, struct ember_error *err)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], *text;
 	json_t *doc = net_pool_to_json(d->net->pool);
+	size_t len;
 	int r;
 
 	alloc_path(d, path, sizeof(path));
+	if (doc != NULL && d->durable != NULL) {
+		text = json_state_text(doc, &len);
+		json_decref(doc);
+		if (text == NULL)
+			return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+		return durable_write_take(d->durable, path, text, len, 0644, NULL, NULL, err);
+	}
 	r = doc != NULL ? atomic_write_json(path, doc) : -ENOMEM;
 	json_decref(doc);
 	if (r < 0)
