@@ -20,7 +20,9 @@
 #     echo; an open connection is counted while it lasts; the agent's
 #     latency is measured again once stale; /metrics carries the same
 #     per-VM series; once stopped, the process figures are null;
-#   - emberd exits cleanly with an HTTP client still connected.
+#   - emberd exits cleanly with an HTTP client still connected;
+#   - metrics.listen: unix:PATH makes a 0600 socket that serves /metrics
+#     and is removed at exit.
 set -u
 # shellcheck source=tests/integration/vsock-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/vsock-lib.sh"
@@ -251,4 +253,16 @@ note "emberd stops cleanly with an HTTP client still connected"
 exec 7<>"/dev/tcp/127.0.0.1/$PORT"
 stop_emberd
 exec 7>&-
+
+note "the listener on a Unix socket"
+sed -i "s|listen: \"127.0.0.1:$PORT\"|listen: \"unix:$T/metrics.sock\"|" "$CONFIG"
+grep -q "unix:$T/metrics.sock" "$CONFIG" || fail "config not rewritten: $(cat "$CONFIG")"
+start_emberd
+assert_eq "srw-------" "$(stat -c %A "$T/metrics.sock")" "mode of metrics.sock"
+curl -sS --max-time 20 --unix-socket "$T/metrics.sock" -o "$T/m5" http://localhost/metrics ||
+    fail "GET /metrics on the Unix socket"
+grep -q '^ember_vms{status="stopped"} 1$' "$T/m5" || fail "Unix socket scrape: $(grep ember_vms "$T/m5")"
+stop_emberd
+[[ ! -e $T/metrics.sock ]] || fail "metrics.sock left behind"
+pass "unix:$T/metrics.sock: mode 0600, serves /metrics, removed at exit"
 echo "PASS"
