@@ -9,7 +9,9 @@
 # nothing allocated; stop removes TAP, address and rules (the /30 stays),
 # delete gives the /30 back; after kill -9 of emberd a restart re-adopts the
 # running VM's network, removes a stopped VM's and a stray ember TAP (and
-# leaves a foreign em-* interface alone); a pool of one /30 refuses the
+# leaves a foreign em-* interface alone); QEMU gets the TAP as -netdev
+# tap,fd=N and a failed create+start gives everything back; a socket_group
+# user creates nat VMs but not on a port below 1024; a pool of one /30 refuses the
 # second VM with nothing allocated. At the end `ip link`, `ip addr` and
 # `nft list ruleset` show nothing of emberd.
 set -euo pipefail
@@ -44,6 +46,7 @@ write_config() {	# write_config [POOL]
 	printf 'firecracker:\n  binary: %s\n  require_kvm: false\nnetwork:\n  pool: %s\n  resolv_conf: %s\n' \
 		"$FC_DOUBLE" "${1:-10.100.0.0/16}" "$T/resolv.conf" >"$CONFIG"
 	[[ -z $GROUP ]] || printf 'socket_group: %s\n' "$GROUP" >>"$CONFIG"
+	printf 'log_level: debug\n' >>"$CONFIG"	# QEMU's command line is logged at debug
 }
 write_config
 fc_start_emberd
@@ -213,9 +216,25 @@ wait_until 10 "the ruleset to be rebuilt" bash -c "nft list ruleset | grep -q 'c
 ruleset | grep -q "$k2tap" && fail "k2's rules survived the restart"
 listening 127.0.0.1 18081 || fail "k1's published port is not served after the restart"
 pass "restart: k1's network intact (TAP, rules, port), k2's and the stray TAP removed"
-ctl vm delete k1 --force >/dev/null
 ctl vm delete k2 >/dev/null
 ctl vm delete f1 --force >/dev/null
+
+note "QEMU gets the TAP as an fd; a start that fails takes the network back"
+if command -v qemu-system-x86_64 >/dev/null; then
+	before=$(allocs)
+	# The image's kernel is a dummy: QEMU is spawned with the TAP, then fails.
+	out=$(ctl vm create q1 --image mini --backend qemu --network nat 2>&1) &&
+		fail "QEMU booted a dummy kernel?"
+	grep -q -- "qemu: q1: .* -netdev tap,id=net0,fd=[0-9]* -device virtio-net-device,netdev=net0,mac=02:eb:0a:64:.* -append .* ember.net=10.100.0.[0-9]*/30,10.100.0.[0-9]*,192.0.2.53" "$LOG" ||
+		fail "QEMU's command line lacks -netdev tap,fd=N, virtio-net-device or ember.net= in -append"
+	pass "QEMU: -netdev tap,id=net0,fd=N -device virtio-net-device,...,mac=02:eb:..., ember.net= in -append"
+	call vm.inspect '{"name":"q1"}' | jq -e '.error' >/dev/null || fail "q1 survived its failed create+start"
+	assert_eq "$before" "$(allocs)" "the failed create+start released its /30"
+	assert_eq 1 "$(ember_links | wc -l)" "only k1's TAP is left (q1's is gone)"
+else
+	echo "SKIP (part): qemu-system-x86_64 not installed; QEMU's TAP fd is not checked"
+fi
+ctl vm delete k1 --force >/dev/null
 
 note "nothing left"
 assert_eq "" "$(ember_links)" "no em-* link"
