@@ -63,9 +63,23 @@ else
 fi
 trap _net_cleanup EXIT
 
+# _net_reap_stale: deletes the namespaces of earlier runs whose test process
+# is gone (a test killed with SIGKILL runs no trap). A name whose pid is
+# alive is left alone, whoever has that pid now.
+_net_reap_stale() {
+	local ns pid
+	while read -r ns _; do
+		[[ $ns =~ ^et([0-9]+)-[do]$ ]] || continue
+		pid=${BASH_REMATCH[1]}
+		[[ $pid != "$$" && ! -e /proc/$pid ]] || continue
+		ip netns del "$ns" 2>/dev/null && echo "--- removed $ns, left by a test that was killed"
+	done < <(ip netns list 2>/dev/null)
+}
+
 # net_setup: both namespaces, the veth between them, addresses and routes.
 net_setup() {
 	local ns
+	_net_reap_stale
 	for ns in "$NS_EMBERD" "$NS_OUTSIDE"; do
 		ip netns add "$ns" || fail "ip netns add $ns"
 		_net_namespaces+=("$ns")
