@@ -242,6 +242,24 @@ ip -o -4 addr | grep -q ' 10\.100\.' && fail "an address of the pool is left: $(
 wait_until 10 "emberd's tables to go" bash -c "! nft list ruleset | grep -q 'table .* ember'"
 assert_eq '{}' "$(allocs)" "allocations.json is empty"
 
+note "a tampered allocations.json is repaired at start"
+ctl vm create t1 --image mini --network nat --no-start >/dev/null || fail "create t1"
+assert_eq '{"10.100.0.0/30":"t1"}' "$(allocs)" "t1 holds 10.100.0.0/30"
+kill_mine -TERM "$EMBERD_PID"
+wait_exit "$EMBERD_PID"
+printf '{"version":1,"allocations":{"10.100.0.0/30":"ghost","10.100.0.4/30":"t1","10.100.0.9/30":"x","junk":"y"}}\n' \
+	>"$STATE/network/allocations.json"
+fc_start_emberd
+assert_eq '{"10.100.0.0/30":"t1"}' "$(allocs)" "ghost released, malformed entries dropped, t1 has its recorded /30 back"
+grep -q 'repair: network 10.100.0.0/30 belonged to "ghost"' "$LOG" || fail "the orphan's release was not logged"
+ctl vm delete t1 >/dev/null
+kill_mine -TERM "$EMBERD_PID"
+wait_exit "$EMBERD_PID"
+printf 'not json' >"$STATE/network/allocations.json"
+fc_start_emberd
+[[ -f $STATE/network/allocations.json.corrupt ]] || fail "an unreadable allocations.json was not moved aside"
+pass "an unreadable allocations.json is moved aside as .corrupt"
+
 note "a pool of one /30 refuses the second VM with nothing allocated"
 kill_mine -TERM "$EMBERD_PID"
 wait_exit "$EMBERD_PID"
