@@ -213,6 +213,9 @@ vring_stop(struct vu_dev *dev, unsigned q)
 	vring_update(dev, q);
 	vring_close_kick(vr);
 	virtq_set_call_fd(&vr->vq, -1);
+	/* Closed: whoever keeps copies for a successor must drop them. */
+	vr->kick_gen++;
+	vr->call_gen++;
 }
 
 /* Ends the session: rings stopped, fds closed, memory unmapped. */

@@ -354,6 +354,11 @@ on_disconnect(void *ctx)
 	log_info("vsock %s: vhost-user session ended: %s", dev->name,
 	    vu_dev_last_error(dev->vu) ? vu_dev_last_error(dev->vu) : "EOF");
 	vsock_mux_reset(dev->mux);
+	/* Nothing left for a successor: its fds are closed (and the numbers
+	 * may be reused), so the store and our table let them go. */
+	fd_keep_remove_busy_check(dev);
+	vsock_handover_free(dev->ho);
+	dev->ho = NULL;
 }
 
 /* Negotiation moved on: the next emberd must know (vsock-handover.c). */
