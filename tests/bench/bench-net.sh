@@ -3,7 +3,8 @@
 # network namespaces of its own (tests/integration/net-lib.sh; no traffic
 # leaves them):
 #   1. TCP throughput guest -> outside and outside -> guest through the TAP
-#      (network nat: NAT out, a published port in), next to QEMU user mode
+#      (network nat: NAT out, a published port in; guest -> outside also
+#      from an httpd in the guest through a published port), next to QEMU user mode
 #      (network user) in the same run. User mode's outside is 127.0.0.1 in
 #      emberd's namespace (QEMU's slirp connects from there, as 10.0.2.2
 #      in the guest); the qemu backend gives user mode no host forwarding,
@@ -15,9 +16,11 @@
 #      with --wait.
 # TCG makes the guest the bottleneck: the throughput figures measure the
 # emulated CPU as much as the path; compare them with each other. The
-# guest sends with busybox nc, which writes in small chunks (guest ->
-# outside was 0.7-1.0 MiB/s both through the TAP and in user mode on a
-# loaded 2-core host, outside -> guest 3-6 MiB/s).
+# guest sends with busybox nc, which writes in small chunks: 0.6-2.8 MiB/s
+# both through the TAP and in user mode on a 2-core host (busier to
+# quieter); busybox httpd's sendfile through the TAP and a published port
+# gave 43 MiB/s guest -> outside, and outside -> guest (nc -e head in the
+# guest) 3-12 MiB/s.
 #
 # Usage (as root, from a build directory's environment):
 #   EMBERD=build/x/daemon/emberd EMBERCTL=build/x/client/emberctl \
@@ -33,6 +36,7 @@ BYTES=$((MIB * 1024 * 1024))
 PY=$(command -v python3) || { echo "SKIP: python3 (the bench's TCP sink and source)"; exit 77; }
 SINK_PORT=5001		# sinks outside (nat) and on emberd's loopback (user)
 GUEST_PORT=5201		# the guest's sink; published on the same host port
+HTTP_PORT=8080		# the guest's httpd (port 80), published
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
@@ -88,6 +92,26 @@ while b"done" not in reply:
 print(sent if b"done" in reply else 0, time.monotonic() - t0, flush=True)
 EOF
 
+# An HTTP GET of /blob that prints "body-bytes seconds", timed from the
+# first byte of the reply to its end.
+cat >"$T/fetch.py" <<'EOF'
+import socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+c = socket.create_connection((host, port), timeout=60)
+c.settimeout(600)
+c.sendall(b"GET /blob HTTP/1.0\r\nHost: guest\r\n\r\n")
+data, t0 = bytearray(), None
+while True:
+    b = c.recv(1 << 20)
+    if not b:
+        break
+    if t0 is None:
+        t0 = time.monotonic()
+    data += b
+head, _, body = bytes(data).partition(b"\r\n\r\n")
+print(len(body), time.monotonic() - (t0 or time.monotonic()), flush=True)
+EOF
+
 # rate BYTES SECONDS: MiB/s and Mbit/s.
 rate() {
 	awk -v b="$1" -v s="$2" 'BEGIN { if (s <= 0 || b <= 0) { print "n/a"; exit }
@@ -110,6 +134,19 @@ guest_to() {
 	fi
 	wait "$sink" || true
 	read -r got s <"$T/sink.out" || { echo "no figure"; return 0; }
+	[[ $got == "$BYTES" ]] || { echo "incomplete ($got of $BYTES bytes)"; return 0; }
+	rate "$got" "$s"
+}
+
+# from_guest_httpd NAME ADDR PORT: busybox httpd in the guest serves BYTES
+# (sendfile from tmpfs, so the guest spends little CPU per byte); the
+# outside namespace fetches them through the published PORT.
+from_guest_httpd() {
+	local name=$1 addr=$2 port=$3 got s
+	ctl vm exec "$name" -- sh -c "mkdir -p /tmp/www && dd if=/dev/zero of=/tmp/www/blob bs=65536 count=$((BYTES / 65536)) 2>/dev/null && httpd -p 80 -h /tmp/www" ||
+	    { echo "cannot start the guest's httpd"; return 0; }
+	read -r got s < <(in_outside "$PY" "$T/fetch.py" "$addr" "$port" 2>/dev/null) ||
+	    { echo "no figure"; return 0; }
 	[[ $got == "$BYTES" ]] || { echo "incomplete ($got of $BYTES bytes)"; return 0; }
 	rate "$got" "$s"
 }
@@ -139,6 +176,7 @@ ctl vm delete probe >/dev/null
 
 echo "== throughput, $MIB MiB per run, TCG guest ($(nproc) host cores)"
 ctl vm create tap --image mini --vsock --network nat --publish "$GUEST_PORT:$GUEST_PORT" \
+    --publish "$HTTP_PORT:80" \
     --wait 300 >/dev/null || fail "vm create tap"
 ctl vm create user --image mini --vsock --network user --wait 300 >/dev/null ||
     fail "vm create user"
@@ -150,6 +188,8 @@ printf '%-34s %s\n' "nat (TAP)  guest -> outside:" \
     "$(guest_to tap "$NS_OUTSIDE" "$NET_OUTSIDE_ADDR" "$NET_OUTSIDE_ADDR")"
 printf '%-34s %s\n' "user mode  guest -> outside:" \
     "$(guest_to user "$NS_EMBERD" 127.0.0.1 10.0.2.2)"
+printf '%-34s %s\n' "nat (TAP)  guest -> outside, httpd:" \
+    "$(from_guest_httpd tap "$NET_EMBERD_ADDR" "$HTTP_PORT")"
 printf '%-34s %s\n' "nat (TAP)  outside -> guest:" \
     "$(to_guest tap "$NET_EMBERD_ADDR" "$GUEST_PORT")"
 printf '%-34s %s\n' "user mode  outside -> guest:" "not available (no host forwarding in the qemu backend's user mode)"
