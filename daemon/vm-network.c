@@ -57,6 +57,7 @@ struct vm_networks {
 struct vm_netstate {
 	struct vm_publish_set *publish;
 	vm_network_done_fn up_done;	/* non-NULL while the start waits on nft */
+	bool taken_down;		/* vm_network_down ran while up_done waited */
 };
 
 static bool
@@ -425,10 +426,20 @@ nft_up_finished(struct vm_networks *n, const char *name, const struct ember_erro
 	struct vm *vm = vm_find(n->d, name);
 	vm_network_done_fn done;
 
+	struct ember_error gone = { 0 };
+
 	if (vm == NULL || vm->net == NULL || vm->net->up_done == NULL)
 		return;
 	done = vm->net->up_done;
 	vm->net->up_done = NULL;
+	if (vm->net->taken_down) {
+		/* vm_network_down ran meanwhile: the start fails, nothing is up */
+		free(vm->net);
+		vm->net = NULL;
+		ember_error_set(&gone, EK_INVALID_STATE, NULL,
+		    "the network of VM \"%s\" was taken down while it started", vm->rec.name);
+		err = &gone;
+	}
 	done(vm, err);
 }
 
@@ -726,10 +737,6 @@ vm_network_down(struct vm *vm)
 	if (n == NULL || (vm->rec.net.tap[0] == '\0' && vm->net == NULL))
 		return;
 	snprintf(tap, sizeof(tap), "%s", vm->rec.net.tap);
-	if (vm->net != NULL && vm->net->up_done != NULL) {
-		/* its start waits on nft: it will find nothing to answer */
-		vm->net->up_done = NULL;
-	}
 	if (tap[0] != '\0') {
 		struct nft_vm *one;
 		size_t c = up_vms(d, vm, &one);
@@ -746,7 +753,13 @@ vm_network_down(struct vm *vm)
 	if (vm->rec.net.tap_fd >= 0)
 		close(vm->rec.net.tap_fd);
 	vm->rec.net.tap_fd = -1;
-	netstate_free(vm);
+	if (vm->net != NULL && vm->net->up_done != NULL) {
+		/* its start waits on nft: answered (failed) when nft is done */
+		vm_publish_close(vm->net->publish);
+		vm->net->publish = NULL;
+		vm->net->taken_down = true;
+	} else
+		netstate_free(vm);
 	if (tap[0] != '\0' && !others)
 		nft_queue_reset(n, NULL);	/* the last one: emberd's tables go */
 	if (tap[0] != '\0')
