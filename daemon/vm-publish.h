@@ -20,7 +20,7 @@ struct vm_publish_set;
 /* Connections spliced at once per VM; more are refused (closed). */
 #define VM_PUBLISH_CONNS_MAX	256
 /* Bytes buffered per direction before the sending side stops being read. */
-#define VM_PUBLISH_HIGH_WATER	(256 * 1024)
+#define VM_PUBLISH_HIGH_WATER	(64 * 1024)
 
 /* Binds every published port of net (guest at net->subnet + 2). NULL with
  * err naming the port that is taken. */
