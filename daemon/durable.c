@@ -9,11 +9,13 @@
  * A batch runs in four steps:
  *   1. every file's contents go to a temp file beside it, and every temp
  *      file is fsync'd (written all first, then synced, so the file system
- *      commits them together);
+ *      commits them together; from DURABLE_SYNCFS_MIN files on, one
+ *      syncfs per file system instead);
  *   2. in submission order: each temp file is renamed over its file, each
  *      directory rename (a delete moving vms/<name> to .trash-*) is done;
  *   3. every distinct directory touched (the files' parents, the renames'
- *      parents, directories the loop asked to sync) is fsync'd once;
+ *      parents, directories the loop asked to sync) is fsync'd once (or,
+ *      from DURABLE_SYNCFS_MIN on, one syncfs per file system);
  *   4. the batch is posted to the loop, which sets the completed sequence
  *      number, runs each job's callbacks and answers durable_wait()s; then
  *      the writer removes the trees of renamed directories marked so.
@@ -47,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +62,10 @@
 
 /* Temp files open at once in step 1 (the rest wait for the next round). */
 #define DURABLE_OPEN_MAX 64
+/* From this many files (step 1) or directories (step 3) on, one syncfs per
+ * file system replaces their fsyncs: it costs about one fsync here, and a
+ * batch of k creates would otherwise make 2k + 3 of them. */
+#define DURABLE_SYNCFS_MIN 4
 
 enum durable_kind {
 	DJ_WRITE,
@@ -193,6 +200,57 @@ job_add_dir(struct dir_set *s, struct durable_job *j, const char *path, bool is_
 		j->result = r < 0 ? r : -ENOMEM;
 }
 
+/* Syncs the file systems of fds[0..n): one syncfs per distinct one; each
+ * results[i] gets its file system's outcome. Returns the syncfs calls. */
+static uint64_t
+sync_by_fs(const int *fds, int *results, size_t n)
+{
+	dev_t devs[DURABLE_OPEN_MAX];
+	int dev_result[DURABLE_OPEN_MAX];
+	size_t ndevs = 0, k;
+	struct stat st;
+
+	for (size_t i = 0; i < n; i++) {
+		if (fstat(fds[i], &st) < 0) {
+			results[i] = -errno;
+			continue;
+		}
+		for (k = 0; k < ndevs && devs[k] != st.st_dev; k++)
+			;
+		if (k == ndevs) {
+			devs[ndevs] = st.st_dev;
+			dev_result[ndevs++] = syncfs(fds[i]) < 0 ? -errno : 0;
+		}
+		results[i] = dev_result[k];
+	}
+	return ndevs;
+}
+
+/* Step 3 for dirs[from..from+n), n <= DURABLE_OPEN_MAX, through syncfs. */
+static uint64_t
+sync_dirs_by_fs(struct dir_set *dirs, size_t from, size_t n)
+{
+	int fds[DURABLE_OPEN_MAX], results[DURABLE_OPEN_MAX];
+	size_t idx[DURABLE_OPEN_MAX], nopen = 0;
+	uint64_t calls;
+
+	for (size_t i = from; i < from + n; i++) {
+		int fd = open(dirs->names[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0) {
+			dirs->results[i] = -errno;
+			continue;
+		}
+		idx[nopen] = i;
+		fds[nopen++] = fd;
+	}
+	calls = sync_by_fs(fds, results, nopen);
+	for (size_t i = 0; i < nopen; i++) {
+		dirs->results[idx[i]] = results[i];
+		close(fds[i]);
+	}
+	return calls;
+}
+
 /* Step 1 for up to DURABLE_OPEN_MAX files from *from on; returns where
  * the next round starts. */
 static struct durable_job *
@@ -219,15 +277,30 @@ write_temps(struct durable *dw, struct durable_job *from)
 		}
 		open[n++] = j;
 	}
-	for (size_t i = 0; i < n; i++) {
-		open[i]->result = atomic_temp_sync(open[i]->fd, open[i]->tmp);
-		open[i]->fd = -1;
-		synced++;
+	if (n >= DURABLE_SYNCFS_MIN) {
+		int fds[DURABLE_OPEN_MAX], results[DURABLE_OPEN_MAX];
+		for (size_t i = 0; i < n; i++)
+			fds[i] = open[i]->fd;
+		synced += sync_by_fs(fds, results, n);
+		for (size_t i = 0; i < n; i++) {
+			open[i]->result = results[i];
+			if (close(open[i]->fd) < 0 && open[i]->result == 0)
+				open[i]->result = -errno;
+			open[i]->fd = -1;
+			if (open[i]->result < 0)
+				unlink(open[i]->tmp);
+		}
+	} else
+		for (size_t i = 0; i < n; i++) {
+			open[i]->result = atomic_temp_sync(open[i]->fd, open[i]->tmp);
+			open[i]->fd = -1;
+			synced++;
+		}
+	for (size_t i = 0; i < n; i++)
 		if (open[i]->result < 0) {
 			free(open[i]->tmp);
 			open[i]->tmp = NULL;
 		}
-	}
 	pthread_mutex_lock(&dw->lock);
 	dw->stats.fsyncs += synced;
 	pthread_mutex_unlock(&dw->lock);
@@ -271,10 +344,15 @@ run_batch(struct durable *dw, struct durable_job *head)
 		}
 	}
 	/* 3. directories, once each */
-	for (size_t i = 0; i < dirs.n; i++) {
-		dirs.results[i] = fsync_dir(dirs.names[i]);
-		synced++;
-	}
+	if (dirs.n >= DURABLE_SYNCFS_MIN)
+		for (size_t i = 0; i < dirs.n; i += DURABLE_OPEN_MAX)
+			synced += sync_dirs_by_fs(&dirs, i, dirs.n - i < DURABLE_OPEN_MAX ?
+			    dirs.n - i : DURABLE_OPEN_MAX);
+	else
+		for (size_t i = 0; i < dirs.n; i++) {
+			dirs.results[i] = fsync_dir(dirs.names[i]);
+			synced++;
+		}
 	for (j = head; j != NULL; j = j->next)
 		for (size_t k = 0; k < j->ndirs && j->result == 0; k++)
 			j->result = dirs.results[j->dir[k]];

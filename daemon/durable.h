@@ -69,7 +69,7 @@ int durable_wait(struct durable *dw, uint64_t seq, durable_done_fn done, void *c
  * (shutdown, tests). */
 void durable_flush(struct durable *dw);
 
-/* Batches and fsyncs so far (benchmarks, logs). */
+/* Batches and fsyncs (syncfs calls included) so far (benchmarks, tests). */
 struct durable_stats {
 	uint64_t jobs, batches, fsyncs, coalesced, waited_for_room;
 };

@@ -55,6 +55,8 @@ static void vm_stop_backend(struct vm *vm);
 static void vm_stop_agent_reply(void *ctx, json_t *reply, const char *why);
 static void vm_stop_agent_timeout(evutil_socket_t fd, short what, void *arg);
 static void vm_remove(struct vm *vm);
+static void vm_reap_later(struct vm *vm);
+static void vm_done_ignore(void *ctx, json_t *result, const struct ember_error *err);
 static void vm_created(struct vm *vm, bool start, vm_done_fn done, void *ctx);
 static void vm_start_op(struct vm *vm, bool rollback_on_failure, vm_done_fn done,
     void *ctx);
@@ -527,6 +529,7 @@ struct vm_create_op {
 	char uds[PATH_MAX];
 	bool start;
 	bool durable_wait;		/* listed; waiting for its record to be durable */
+	bool removed;			/* deleted meanwhile: unlisted, freed by the callback */
 	vm_done_fn done;
 	void *ctx;
 	struct vm_create_op *next;
@@ -569,6 +572,16 @@ vm_name_pending(const char *name)
 		if (strcmp(op->vm->rec.name, name) == 0)
 			return true;
 	return vm_name_deleting(name);
+}
+
+/* The create of a listed VM whose record is not durable yet, or NULL. */
+static struct vm_create_op *
+vm_create_op_listed(const struct vm *vm)
+{
+	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
+		if (op->vm == vm && op->durable_wait)
+			return op;
+	return NULL;
 }
 
 static struct vm_create_op *
@@ -870,6 +883,22 @@ vm_materialize_durable(void *arg, int result)
 	char dir[PATH_MAX];
 
 	memset(&vm->op, 0, sizeof(vm->op));
+	if (op->removed) {
+		/* deleted before this: answered as created (or failed), then
+		 * freed; the delete's own answer waits for its later writes */
+		vm_done_fn done = op->done != NULL ? op->done : vm_done_ignore;
+		void *ctx = op->ctx;
+		create_op_free(op);
+		if (result < 0) {
+			ember_error_set(&err, EK_IO, "check the state directory's disk and permissions",
+			    "cannot write the record of VM \"%s\": %s", vm->rec.name,
+			    strerror(-result));
+			done(ctx, NULL, &err);
+		} else
+			done(ctx, vm_to_json(vm), NULL);
+		vm_reap_later(vm);
+		return;
+	}
 	if (result < 0) {
 		vm_dir(d, vm->rec.name, dir, sizeof(dir));
 		ember_error_set(&err, EK_IO, "check the state directory's disk and permissions",
@@ -1723,6 +1752,19 @@ vm_dir_discarded(void *arg, int result)
 	free(x);
 }
 
+static void
+vm_reap_later(struct vm *vm)
+{
+	struct ember_daemon *d = vm->daemon;
+
+	vm->reap_next = d->reap_list;
+	d->reap_list = vm;
+	if (d->ev_reap == NULL)
+		d->ev_reap = event_new(d->base, -1, 0, vm_reap_cb, d);
+	if (d->ev_reap != NULL)
+		event_active(d->ev_reap, EV_TIMEOUT, 0);
+}
+
 /* Unlists the VM, deletes its state and CID; it is freed from the loop
  * soon after. Crash-safe order, kept by the writer: rename the directory
  * away, then release the CID in cids.json, then remove the tree. */
@@ -1770,12 +1812,13 @@ vm_remove(struct vm *vm)
 	/* Its agent's waiters and requests are answered now, while the VM
 	 * is still whole; the memory goes at the next turn of the loop. */
 	vm_agent_free(vm);
-	vm->reap_next = d->reap_list;
-	d->reap_list = vm;
-	if (d->ev_reap == NULL)
-		d->ev_reap = event_new(d->base, -1, 0, vm_reap_cb, d);
-	if (d->ev_reap != NULL)
-		event_active(d->ev_reap, EV_TIMEOUT, 0);
+	/* A create whose record is not durable yet still names the VM: its
+	 * callback answers it and frees the VM (vm_materialize_durable). */
+	struct vm_create_op *creating = vm_create_op_listed(vm);
+	if (creating != NULL)
+		creating->removed = true;
+	else
+		vm_reap_later(vm);
 	daemon_status_changed(d);
 }
 
@@ -1788,13 +1831,16 @@ vm_delete(struct vm *vm, bool force, vm_done_fn done, void *ctx)
 		done(ctx, NULL, &err);
 		return;
 	}
-	if (vm->op.kind != VM_OP_NONE) {
+	if (vm->op.kind != VM_OP_NONE && vm->op.kind != VM_OP_CREATE) {
 		ember_error_set(&err, EK_BUSY, "wait for it to finish and retry",
 		    "VM \"%s\" is busy with another operation (%s)", vm->rec.name,
 		    vm_op_name(vm->op.kind));
 		done(ctx, NULL, &err);
 		return;
 	}
+	/* A create not yet durable may be deleted (a client pipelining create
+	 * and delete): the writer keeps the two in order on disk and the
+	 * create is answered first. */
 	if (vm_has_process(vm) && vm->load_error == NULL) {
 		if (!force) {
 			ember_error_set(&err, EK_INVALID_STATE,

@@ -837,12 +837,12 @@ run_clients_pairs(int n, long pairs)
 }
 
 struct fsync_count {
-	long calls;		/* fsync + fdatasync, every thread */
+	long calls;		/* fsync + fdatasync + syncfs, every thread */
 	long on_loop;		/* of those, on emberd's main (event loop) thread */
 };
 
 /* Attaches strace -f to every thread of emberd, runs `pairs` create+delete
- * pairs with each of n clients, and counts fsync and fdatasync calls, all
+ * pairs with each of n clients, and counts fsync, fdatasync and syncfs calls, all
  * and on the loop's thread (whose tid is emberd's pid). -1 without strace. */
 static int
 count_fsyncs(int n, long pairs, struct fsync_count *c)
@@ -861,7 +861,7 @@ count_fsyncs(int n, long pairs, struct fsync_count *c)
 	argv[argc++] = "strace";
 	argv[argc++] = "-f";
 	argv[argc++] = "-e";
-	argv[argc++] = "trace=fsync,fdatasync";
+	argv[argc++] = "trace=fsync,fdatasync,syncfs";
 	argv[argc++] = "-o";
 	argv[argc++] = out;
 	argv[argc++] = "-p";
@@ -920,7 +920,8 @@ count_fsyncs(int n, long pairs, struct fsync_count *c)
 		int at;
 		if (sscanf(line, "%ld %n", &tid, &at) != 1 || strstr(line, "resumed>") != NULL)
 			continue;
-		if (strncmp(line + at, "fsync(", 6) != 0 && strncmp(line + at, "fdatasync(", 10) != 0)
+		if (strncmp(line + at, "fsync(", 6) != 0 && strncmp(line + at, "fdatasync(", 10) != 0 &&
+		    strncmp(line + at, "syncfs(", 7) != 0)
 			continue;
 		c->calls++;
 		if (tid == (long)emberd_pid)
@@ -1291,7 +1292,8 @@ main(int argc, char **argv)
 		printf("fsyncs per create+delete:  not counted (no /usr/bin/strace)\n");
 	else {
 		printf("fsyncs per create+delete: %8.2f with 1 client, %.2f with %d clients "
-		    "(strace -f on emberd over 200 pairs each)\n", one.calls / 200.0,
+		    "(fsync, fdatasync and syncfs calls; strace -f on emberd over 200 pairs each)\n",
+		    one.calls / 200.0,
 		    eight.calls / 200.0, CLIENTS);
 		printf("  on the event loop's thread: %ld and %ld (the rest on the durable writer's); "
 		    "before group commit: 8 per pair (create 5, delete 3), all on the loop\n",

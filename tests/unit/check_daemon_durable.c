@@ -242,6 +242,35 @@ START_TEST(durable_plugged_jobs_share_one_batch)
 }
 END_TEST
 
+START_TEST(durable_many_files_share_one_syncfs)
+{
+	struct ember_error err = { 0 };
+	struct result r[8] = { 0 };
+	struct durable_stats st;
+	char path[PATH_MAX], body[8];
+
+	durable_plug(dw);
+	for (int i = 0; i < 8; i++) {
+		snprintf(path, sizeof(path), "%s/m%d.json", dir, i);
+		snprintf(body, sizeof(body), "%d", i);
+		ck_assert_int_eq(durable_write_take(dw, path, text(body), strlen(body), 0644,
+		    record, &r[i], &err), 0);
+	}
+	durable_unplug(dw);
+	durable_flush(dw);
+	durable_get_stats(dw, &st);
+	ck_assert_uint_eq(st.batches, 1);
+	/* one syncfs for the eight files, one fsync of their directory */
+	ck_assert_uint_eq(st.fsyncs, 2);
+	for (int i = 0; i < 8; i++) {
+		ck_assert_int_eq(r[i].last, 0);
+		snprintf(path, sizeof(path), "%s/m%d.json", dir, i);
+		snprintf(body, sizeof(body), "%d", i);
+		assert_file(path, body);
+	}
+}
+END_TEST
+
 START_TEST(durable_completes_through_the_loop)
 {
 	struct ember_error err = { 0 };
@@ -276,6 +305,7 @@ durable_suite(void)
 	tcase_add_test(tc, durable_wait_answers_in_order_once_durable);
 	tcase_add_test(tc, durable_free_answers_everything_queued);
 	tcase_add_test(tc, durable_plugged_jobs_share_one_batch);
+	tcase_add_test(tc, durable_many_files_share_one_syncfs);
 	tcase_add_test(tc, durable_completes_through_the_loop);
 	suite_add_tcase(s, tc);
 	return s;
