@@ -584,8 +584,10 @@ nft_queue_reset(struct vm_networks *n, const char *vm)
 static void
 kernel_arg(struct ember_daemon *d, struct vm_net *net, bool with_dns)
 {
-	char g[NET_ADDR_STRLEN], h[NET_ADDR_STRLEN], dns[RESOLV_NAMESERVERS_MAX][INET6_ADDRSTRLEN];
-	size_t ndns = 0, len;
+	/* Candidates beyond glibc's three, so IPv6 servers listed first do not
+	 * crowd out the IPv4 ones the guest can use. */
+	char g[NET_ADDR_STRLEN], h[NET_ADDR_STRLEN], dns[4 * RESOLV_NAMESERVERS_MAX][INET6_ADDRSTRLEN];
+	size_t ndns = 0, nv4 = 0, len;
 	int r;
 
 	net_cidr_format(net->subnet + 2, NET_SUBNET_PREFIX, g, sizeof(g));
@@ -594,16 +596,19 @@ kernel_arg(struct ember_daemon *d, struct vm_net *net, bool with_dns)
 	len = (size_t)snprintf(net->kernel_arg, sizeof(net->kernel_arg), "ember.net=%s,%s", g, h);
 	if (!with_dns)
 		return;
-	r = resolv_upstreams(d->config.net_resolv_conf, dns, RESOLV_NAMESERVERS_MAX, &ndns);
+	r = resolv_upstreams(d->config.net_resolv_conf, dns, 4 * RESOLV_NAMESERVERS_MAX, &ndns);
 	if (r < 0) {
 		log_warnx("network: no DNS servers for guests: %s: %s", d->config.net_resolv_conf ?
 		    d->config.net_resolv_conf : RESOLV_CONF_DEFAULT, strerror(-r));
 		return;
 	}
-	for (size_t i = 0; i < ndns && len < sizeof(net->kernel_arg); i++)
-		if (strchr(dns[i], ':') == NULL)
+	for (size_t i = 0; i < ndns && nv4 < RESOLV_NAMESERVERS_MAX &&
+	    len < sizeof(net->kernel_arg); i++)
+		if (strchr(dns[i], ':') == NULL) {
 			len += (size_t)snprintf(net->kernel_arg + len, sizeof(net->kernel_arg) - len,
 			    ",%s", dns[i]);
+			nv4++;
+		}
 }
 
 /* A name "em-" + 8 hex digits of the VM's id no interface has. */

@@ -41,7 +41,7 @@ fi
 as_nobody() { setpriv --reuid=65534 --regid=65534 --groups="$GROUP" -- "$EMBERCTL" --socket "$SOCK" "$@"; }
 
 # The guests' DNS servers come from this file, never the host's.
-printf 'nameserver 192.0.2.53\nnameserver 2001:db8::53\n' >"$T/resolv.conf"
+printf 'nameserver 2001:db8::53\nnameserver 2001:db8::54\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n' >"$T/resolv.conf"
 write_config() {	# write_config [POOL]
 	printf 'firecracker:\n  binary: %s\n  require_kvm: false\nnetwork:\n  pool: %s\n  resolv_conf: %s\n' \
 		"$FC_DOUBLE" "${1:-10.100.0.0/16}" "$T/resolv.conf" >"$CONFIG"
@@ -93,8 +93,8 @@ assert_jq "$req" '.method == "PUT" and .status == 204' "PUT /network-interfaces/
 assert_jq "$req" ".body == {iface_id: \"eth0\", host_dev_name: \"$tap\", guest_mac: \"02:eb:0a:64:00:02\"}" \
 	"network-interfaces body: iface_id, host_dev_name, guest_mac"
 boot=$(jq -r 'select(.path == "/boot-source") | .body.boot_args' "$(reqlog f1)")
-[[ $boot == *" ember.net=10.100.0.2/30,10.100.0.1,192.0.2.53" ]] || fail "boot_args lack ember.net=: $boot"
-pass "boot_args end with ember.net=10.100.0.2/30,10.100.0.1,192.0.2.53 (IPv4 DNS of network.resolv_conf)"
+[[ $boot == *" ember.net=10.100.0.2/30,10.100.0.1,192.0.2.53,192.0.2.54" ]] || fail "boot_args lack ember.net=: $boot"
+pass "boot_args end with ember.net=10.100.0.2/30,10.100.0.1,192.0.2.53,192.0.2.54 (the IPv4 DNS of network.resolv_conf, IPv6 ones listed first skipped)"
 listening 127.0.0.1 18080 || fail "nothing listens on 127.0.0.1:18080"
 pass "emberd holds the published host port (127.0.0.1:18080 accepts)"
 
