@@ -455,6 +455,28 @@ vm_dir_of(const char *uds_path, char *buf, size_t len)
 		snprintf(buf, len, "%.*s", (int)n, uds_path);
 }
 
+/* What a new and an adopted device set up alike. */
+static void
+dev_fill(struct vsock_dev *dev, struct event_base *base, uint64_t guest_cid,
+    const char *name, vsock_peer_fn peer, void *peer_ctx)
+{
+	dev->base = base;
+	dev->guest_cid = guest_cid;
+	dev->name = strdup(name);
+	dev->peer = peer;
+	dev->peer_ctx = peer_ctx;
+	dev->tx_again = event_new(base, -1, 0, on_tx_again, dev);
+	dev->rx_again = event_new(base, -1, 0, on_rx_again, dev);
+}
+
+/* An upgrade waits while this device is mid vhost-user message. */
+static void
+dev_watch_mid_message(struct vsock_dev *dev)
+{
+	if (fd_keep_add_busy_check(dev_mid_message, dev) < 0)
+		log_debug("vsock %s: an upgrade will not wait for vhost-user messages", dev->name);
+}
+
 struct vsock_dev *
 vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid, const char *uds_path,
     uid_t owner_uid, const char *name, vsock_peer_fn peer, void *peer_ctx)
@@ -469,13 +491,7 @@ vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid, const char
 		errno = ENOMEM;
 		return NULL;
 	}
-	dev->base = base;
-	dev->guest_cid = guest_cid;
-	dev->name = strdup(name);
-	dev->peer = peer;
-	dev->peer_ctx = peer_ctx;
-	dev->tx_again = event_new(base, -1, 0, on_tx_again, dev);
-	dev->rx_again = event_new(base, -1, 0, on_rx_again, dev);
+	dev_fill(dev, base, guest_cid, name, peer, peer_ctx);
 	{
 		char dir[4096];
 
@@ -500,8 +516,7 @@ vsock_dev_new(struct event_base *base, int vu_fd, uint64_t guest_cid, const char
 	}
 	vsock_handover_hold_fixed(dev->ho, vu_dev_fd(dev->vu), vsock_mux_listen_fd(dev->mux),
 	    false);
-	if (fd_keep_add_busy_check(dev_mid_message, dev) < 0)
-		log_debug("vsock %s: an upgrade will not wait for vhost-user messages", name);
+	dev_watch_mid_message(dev);
 	return dev;
 }
 
@@ -529,13 +544,7 @@ vsock_dev_adopt(struct event_base *base, uint64_t guest_cid, const char *uds_pat
 		errno = r == 0 ? ENOENT : -r;
 		return NULL;
 	}
-	dev->base = base;
-	dev->guest_cid = guest_cid;
-	dev->name = strdup(name);
-	dev->peer = peer;
-	dev->peer_ctx = peer_ctx;
-	dev->tx_again = event_new(base, -1, 0, on_tx_again, dev);
-	dev->rx_again = event_new(base, -1, 0, on_rx_again, dev);
+	dev_fill(dev, base, guest_cid, name, peer, peer_ctx);
 	cfg.listen_fd = fds.listen_fd;
 	dev->mux = vsock_mux_new(base, &cfg, &dev_mux_ops, dev);
 	if (dev->mux == NULL) {
@@ -559,8 +568,7 @@ vsock_dev_adopt(struct event_base *base, uint64_t guest_cid, const char *uds_pat
 	}
 	vsock_handover_hold_fixed(dev->ho, vu_dev_fd(dev->vu), vsock_mux_listen_fd(dev->mux),
 	    true);
-	if (fd_keep_add_busy_check(dev_mid_message, dev) < 0)
-		log_debug("vsock %s: an upgrade will not wait for vhost-user messages", name);
+	dev_watch_mid_message(dev);
 	/* The store has these fds already; record their numbers here. */
 	{
 		struct vu_dev_state st;

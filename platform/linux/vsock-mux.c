@@ -1319,6 +1319,26 @@ vsock_mux_listen_fd(const struct vsock_mux *mux)
 	return mux->listen_fd;
 }
 
+/* Resets every connection and frees mux; unlinks its socket path only when
+ * the listener is not handed on to the next emberd. */
+static void
+mux_release(struct vsock_mux *mux, bool remove_socket)
+{
+	vsock_mux_reset(mux);
+	if (mux->accept_ev != NULL)
+		event_free(mux->accept_ev);
+	if (mux->rx_kick != NULL)
+		event_free(mux->rx_kick);
+	if (mux->listen_fd >= 0)
+		close(mux->listen_fd);
+	if (remove_socket)
+		unlink(mux->uds_path);
+	free(mux->flow_hash);
+	free(mux->local_hash);
+	free(mux->uds_path);
+	free(mux);
+}
+
 void
 vsock_mux_detach(struct vsock_mux *mux)
 {
@@ -1329,17 +1349,7 @@ vsock_mux_detach(struct vsock_mux *mux)
 	/* The flows stay recorded: the next emberd resets them. */
 	TAILQ_FOREACH(c, &mux->conns, all)
 		c->flow_slot = -1;
-	vsock_mux_reset(mux);
-	if (mux->accept_ev != NULL)
-		event_free(mux->accept_ev);
-	if (mux->rx_kick != NULL)
-		event_free(mux->rx_kick);
-	if (mux->listen_fd >= 0)
-		close(mux->listen_fd);
-	free(mux->flow_hash);
-	free(mux->local_hash);
-	free(mux->uds_path);
-	free(mux);
+	mux_release(mux, false);
 }
 
 void
@@ -1347,18 +1357,7 @@ vsock_mux_free(struct vsock_mux *mux)
 {
 	if (mux == NULL)
 		return;
-	vsock_mux_reset(mux);
-	if (mux->accept_ev != NULL)
-		event_free(mux->accept_ev);
-	if (mux->rx_kick != NULL)
-		event_free(mux->rx_kick);
-	if (mux->listen_fd >= 0)
-		close(mux->listen_fd);
-	unlink(mux->uds_path);
-	free(mux->flow_hash);
-	free(mux->local_hash);
-	free(mux->uds_path);
-	free(mux);
+	mux_release(mux, true);
 }
 
 size_t
