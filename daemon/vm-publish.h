@@ -5,7 +5,9 @@
  * from the host (127.0.0.1 included, which the DNAT of ember_nat cannot
  * see) by splicing them to the guest's port. Connections from elsewhere
  * never reach the socket: prerouting DNAT sends them to the guest first.
- * UDP ports are bound (reserved) but not spliced.
+ * A UDP port is relayed the same way, per client: each distinct client
+ * address and port gets a socket connected to the guest's port, and the
+ * guest's replies on it go back to that client from the published socket.
  */
 #ifndef EMBER_VM_PUBLISH_H
 #define EMBER_VM_PUBLISH_H
@@ -21,6 +23,14 @@ struct vm_publish_set;
 #define VM_PUBLISH_CONNS_MAX	256
 /* Bytes buffered per direction before the sending side stops being read. */
 #define VM_PUBLISH_HIGH_WATER	(64 * 1024)
+/* UDP clients relayed at once per VM; a new one beyond this takes the place
+ * of the one idle longest. */
+#define VM_PUBLISH_UDP_FLOWS_MAX	256
+/* Seconds without a datagram either way after which a UDP client is forgotten. */
+#define VM_PUBLISH_UDP_IDLE_S	60
+/* Datagrams read per readiness callback, so that one busy socket cannot
+ * hold the loop. */
+#define VM_PUBLISH_UDP_BURST	32
 
 /* Binds every published port of net (guest at net->subnet + 2). NULL with
  * err naming the port that is taken. */

@@ -97,11 +97,14 @@ set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # Library dependencies from the binaries themselves (dpkg-shlibdeps, in
 # dpkg-dev); hypervisors are recommended, not required: either one will do.
+# nftables too: emberd runs `nft` for VMs with network nat only (VMs without
+# a network, or with QEMU's user mode, need nothing). The TAPs and their
+# addresses are set up over rtnetlink, so no iproute2 is needed at run time.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")
-  set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "qemu-system-arm, qemu-utils")
+  set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "qemu-system-arm, qemu-utils, nftables")
 else()
-  set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "qemu-system-x86, qemu-utils")
+  set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "qemu-system-x86, qemu-utils, nftables")
 endif()
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "bash-completion")
 # The configuration is the administrator's: upgrades must not overwrite it.

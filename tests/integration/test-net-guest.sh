@@ -4,13 +4,17 @@
 # to another that stands in for the outside world (198.51.100.0/24) with an
 # HTTP server in it; nothing reaches this machine's own network.
 #
-#   a, b (network nat, default policy; a publishes 8080 -> 80):
+#   a, b (network nat, default policy; a publishes 8080 -> 80 and
+#   5353 -> 53/udp):
 #     inspect shows mode, TAP, MAC, host and guest addresses, the publish;
 #     the agent's info shows the guest address on eth0; the guest's
 #     resolv.conf holds the configured DNS servers; the guest pings its
 #     gateway; fetches a page from the outside namespace through NAT; a's
 #     published port reaches an httpd in a from the outside namespace and
-#     from 127.0.0.1 in emberd's namespace; b cannot reach a, nor a service
+#     from 127.0.0.1 in emberd's namespace; a UDP echo server in a answers
+#     through the published UDP port from 127.0.0.1 and emberd's own
+#     address (emberd's relay) and from the outside namespace (DNAT), each
+#     client its own flow; b cannot reach a, nor a service
 #     of emberd's namespace listening on b's gateway address.
 #   emberd is killed with kill -9 while a runs, restarted with
 #   allow_same_owner: true, and a deleted: nothing of a or b is left in
@@ -27,6 +31,8 @@ set -u
 
 HTTP_PORT=8000			# the outside namespace's server
 PUBLISHED=8080			# a's published host port (-> guest port 80)
+UDP_PUBLISHED=5353		# a's published UDP host port (-> guest port 53)
+UDP_ECHO=$BUILD/tests/fakes/udp-echo	# static UDP echo server (and client, -q)
 HOST_SERVICE_PORT=9999		# a service in emberd's namespace guests must not reach
 WAIT_S=150			# vm create --wait: boot plus agent under TCG
 
@@ -147,7 +153,8 @@ fi
 ctl vm delete probe >/dev/null || fail "vm delete probe"
 
 note "two VMs with network nat, default policy"
-create_net a --publish "$PUBLISHED:80"
+[[ -x $UDP_ECHO ]] || fail "$UDP_ECHO is missing (built with the tests)"
+create_net a --publish "$PUBLISHED:80" --publish "$UDP_PUBLISHED:53/udp"
 create_net b
 start_all a b
 
@@ -155,8 +162,9 @@ rec=$(ctl --json vm inspect a) || fail "vm inspect a"
 assert_jq "$rec" '.network.mode == "nat"' "a: network.mode is nat"
 assert_jq "$rec" '.network.tap | type == "string" and length > 0 and length <= 15' "a: has a TAP name"
 assert_jq "$rec" '.network.mac | test("^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")' "a: has a MAC"
-assert_jq "$rec" '.network.publish | length == 1' "a: one published port"
-assert_jq "$rec" "[.network.publish[] | tostring | test(\"$PUBLISHED\")] | all" "a: the publish names $PUBLISHED"
+assert_jq "$rec" '.network.publish | length == 2' "a: two published ports"
+assert_jq "$rec" "[.network.publish[] | tostring | test(\"$PUBLISHED\")] | any" "a: a publish names $PUBLISHED"
+assert_jq "$rec" "[.network.publish[] | tostring | test(\"$UDP_PUBLISHED\")] | any" "a: a publish names $UDP_PUBLISHED"
 A_GUEST=$(addr_of a guest_addr)
 A_HOST=$(addr_of a host_addr)
 B_GUEST=$(addr_of b guest_addr)
@@ -197,6 +205,22 @@ assert_eq served-by-a "$out" "the outside namespace reaches a's httpd on $NET_EM
 out=$(fetch "$NS_EMBERD" "http://127.0.0.1:$PUBLISHED/") ||
     fail "127.0.0.1:$PUBLISHED in emberd's namespace does not reach a"
 assert_eq served-by-a "$out" "127.0.0.1:$PUBLISHED in emberd's namespace reaches a's httpd"
+
+ctl vm cp "$UDP_ECHO" a:/tmp/udp-echo >/dev/null || fail "vm cp udp-echo to a"
+gexec a /tmp/udp-echo -d 53 || fail "starting udp-echo on port 53 in a"
+# udp_query NS ADDR MSG: the echo of MSG sent from NS to ADDR:$UDP_PUBLISHED
+# (sent again each second without a reply, for 20 s).
+udp_query() {
+	ip netns exec "$1" "$UDP_ECHO" -q "$2" "$UDP_PUBLISHED" "$3" 20
+}
+for addr in 127.0.0.1 "$NET_EMBERD_ADDR"; do
+	out=$(udp_query "$NS_EMBERD" "$addr" "from-host-$addr") ||
+	    fail "$addr:$UDP_PUBLISHED/udp in emberd's namespace gets no reply from a"
+	assert_eq "echo:from-host-$addr" "$out" "$addr:$UDP_PUBLISHED/udp in emberd's namespace reaches a's UDP echo (emberd's relay)"
+done
+out=$(udp_query "$NS_OUTSIDE" "$NET_EMBERD_ADDR" from-outside) ||
+    fail "the outside namespace gets no reply from $NET_EMBERD_ADDR:$UDP_PUBLISHED/udp"
+assert_eq echo:from-outside "$out" "the outside namespace reaches a's UDP echo on $NET_EMBERD_ADDR:$UDP_PUBLISHED/udp (DNAT)"
 
 note "isolation by default"
 if gexec b ping -c1 -W3 "$A_GUEST" >/dev/null 2>&1; then

@@ -50,7 +50,8 @@ fields=$(dpkg-deb -f "$deb" Package Version Depends Recommends)
 grep -q '^Depends: .*libevent' <<<"$fields" || fail "Depends lacks libevent (shlibdeps): $fields"
 grep -q '^Depends: .*libjansson' <<<"$fields" || fail "Depends lacks libjansson: $fields"
 grep -q '^Recommends: .*qemu-utils' <<<"$fields" || fail "Recommends lacks qemu-utils: $fields"
-pass "Depends computed by dpkg-shlibdeps, hypervisors recommended"
+grep -q '^Recommends: .*nftables' <<<"$fields" || fail "Recommends lacks nftables (network nat): $fields"
+pass "Depends computed by dpkg-shlibdeps, hypervisors and nftables recommended"
 contents=$(dpkg-deb -c "$deb" | awk '{print $NF}')
 for f in ./usr/sbin/emberd ./usr/bin/emberctl ./etc/ember/emberd.yaml \
     ./usr/lib/systemd/system/emberd.service ./usr/lib/systemd/system/emberd.socket \
