@@ -36,6 +36,7 @@
 #include "caller-open.h"
 #include "child.h"
 #include "daemon.h"
+#include "durable.h"
 #include "events.h"
 #include "fsutil.h"
 #include "image.h"
@@ -473,33 +474,16 @@ import_step_done(void *ctx, int status, const char *output)
 	import_next(im);
 }
 
+/* The last step of an import, once images/ naming it is durable: the
+ * caller is answered. */
 static void
-import_finish(struct image_import *im)
+import_stored(void *ctx, int result)
 {
-	struct ember_error err = { 0 };
-	char json[PATH_MAX], images[PATH_MAX], build[PATH_MAX];
-	int r;
+	struct image_import *im = ctx;
 
-	/* The caller's own build output, when there was one, is copied by now. */
-	snprintf(build, sizeof(build), "%s/rootfs.build", im->staging);
-	unlink(build);
-	snprintf(json, sizeof(json), "%s/image.json", im->staging);
-	r = atomic_write_json(json, im->doc);
-	/* An OCI import's staging was not listable while layers were unpacked. */
-	if (r == 0 && chmod(im->staging, 0755) < 0)
-		r = -errno;
-	if (r == 0 && access(im->final, F_OK) == 0)
-		r = -EEXIST;	/* imported meanwhile by another request */
-	if (r == 0 && rename(im->staging, im->final) < 0)
-		r = -errno;
-	if (r < 0) {
-		ember_error_set(&err, r == -EEXIST ? EK_ALREADY_EXISTS : EK_IO, NULL,
-		    "cannot store image \"%s\": %s", im->name, strerror(-r));
-		import_fail(im, &err);
-		return;
-	}
-	snprintf(images, sizeof(images), "%s/images", im->d->state_dir);
-	fsync_dir(images);
+	if (result < 0)
+		log_warnx("image %s: imported, but syncing %s/images failed: %s (it may not "
+		    "survive a power loss)", im->name, im->d->state_dir, strerror(-result));
 	log_info("image %s: imported", im->name);
 	import_progress(im, "done", NULL);
 	json_t *reply = json_deep_copy(im->doc);
@@ -519,6 +503,71 @@ import_finish(struct image_import *im)
 	}
 	im->done(im->ctx, reply, NULL);
 	import_free(im);
+}
+
+/* Once the staging directory's image.json is durable: the directory is
+ * renamed to its final name and images/ synced (through the writer when
+ * one runs). The order is what startup relies on: a directory under its
+ * final name always holds a durable image.json; a .import-* one is
+ * removed. */
+static void
+import_record_written(void *ctx, int result)
+{
+	struct image_import *im = ctx;
+	struct ember_error err = { 0 };
+	char images[PATH_MAX];
+	int r = result;
+
+	/* An OCI import's staging was not listable while layers were unpacked. */
+	if (r == 0 && chmod(im->staging, 0755) < 0)
+		r = -errno;
+	if (r == 0 && access(im->final, F_OK) == 0)
+		r = -EEXIST;	/* imported meanwhile by another request */
+	if (r == 0 && rename(im->staging, im->final) < 0)
+		r = -errno;
+	if (r < 0) {
+		ember_error_set(&err, r == -EEXIST ? EK_ALREADY_EXISTS : EK_IO, NULL,
+		    "cannot store image \"%s\": %s", im->name, strerror(-r));
+		import_fail(im, &err);
+		return;
+	}
+	snprintf(images, sizeof(images), "%s/images", im->d->state_dir);
+	if (im->d->durable == NULL) {
+		import_stored(im, fsync_dir(images));
+		return;
+	}
+	if (durable_sync_dir(im->d->durable, images, import_stored, im, &err) < 0) {
+		log_warnx("image %s: %s", im->name, err.message);
+		import_stored(im, -EIO);
+	}
+}
+
+/* Writes image.json into the staging directory, off the loop when the
+ * group-commit writer runs (durable.h), then import_record_written. */
+static void
+import_finish(struct image_import *im)
+{
+	struct ember_error err = { 0 };
+	char json[PATH_MAX], build[PATH_MAX], *text;
+	size_t len;
+
+	/* The caller's own build output, when there was one, is copied by now. */
+	snprintf(build, sizeof(build), "%s/rootfs.build", im->staging);
+	unlink(build);
+	snprintf(json, sizeof(json), "%s/image.json", im->staging);
+	if (im->d->durable == NULL) {
+		import_record_written(im, atomic_write_json(json, im->doc));
+		return;
+	}
+	if ((text = json_state_text(im->doc, &len)) == NULL) {
+		import_record_written(im, -ENOMEM);
+		return;
+	}
+	if (durable_write_take(im->d->durable, json, text, len, 0644, import_record_written, im,
+	    &err) < 0) {
+		ember_error_prefix(&err, "image \"%s\"", im->name);
+		import_fail(im, &err);
+	}
 }
 
 static void

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# An image import's record reaches the disk through the group-commit writer
+# (daemon/durable.c), not on the event loop: strace attached to every
+# thread of emberd sees image.json fsync'd and renamed into the staging
+# directory by the writer thread, then the staging directory renamed to
+# images/<name>, then images/ fsync'd, and no fsync, fdatasync or syncfs
+# on the loop's thread (emberd's main thread, whose tid is its pid). The
+# imported image survives a kill -9; a second import of the name is
+# refused.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+command -v strace >/dev/null || { echo "SKIP: strace not installed"; exit 77; }
+
+head -c 65536 /dev/urandom >"$T/kernel"
+head -c $((4 << 20)) /dev/zero >"$T/rootfs"
+start_emberd
+
+strace -f -y -e trace=fsync,fdatasync,syncfs,rename,renameat,renameat2 \
+    -o "$T/strace.out" -p "$EMBERD_PID" 2>"$T/strace.err" &
+strace_pid=$!
+_ember_pids+=("$strace_pid")
+# strace says "Process N attached" once it traces every thread.
+deadline=$((SECONDS + 10))
+until [[ $(grep -c 'attached' "$T/strace.err" 2>/dev/null || true) -ge 1 ]]; do
+	alive "$strace_pid" || { cat "$T/strace.err" >&2; echo "SKIP: strace cannot attach"; exit 77; }
+	((SECONDS < deadline)) || fail "strace did not attach to emberd within 10 s"
+	sleep 0.02	# poll interval, not synchronisation
+done
+
+r=$(call_ok image.import "{\"name\":\"img1\",\"kernel\":\"$T/kernel\",\"rootfs\":\"$T/rootfs\"}")
+assert_jq "$r" '.name == "img1"' "image.import answers the image"
+[[ -s $STATE/images/img1/image.json ]] || fail "no $STATE/images/img1/image.json after the import"
+pass "images/img1/image.json is in place when the import is answered"
+shopt -s nullglob
+left=("$STATE"/images/.import-*)
+shopt -u nullglob
+assert_eq 0 "${#left[@]}" "no staging directory left behind"
+
+kill -INT "$strace_pid"
+wait "$strace_pid" 2>/dev/null || true
+trace=$(cat "$T/strace.out")
+
+loop_syncs=$(grep -E "^$EMBERD_PID +(fsync|fdatasync|syncfs)\(" <<<"$trace" || true)
+[[ -z $loop_syncs ]] || fail "the loop's thread synced: $loop_syncs"
+pass "no fsync, fdatasync or syncfs on the loop's thread"
+
+# Line numbers of the steps, in the order strace saw them.
+step() { grep -nE "$1" <<<"$trace" | head -n 1 | cut -d: -f1; }
+json_sync=$(step "^[0-9]+ +fsync\([0-9]+<[^>]*/images/\.import-img1-[^>]*/\.image\.json\.tmp")
+json_rename=$(step "^[0-9]+ +rename\(\"[^\"]*/\.import-img1-[^\"]*/\.image\.json\.tmp[^\"]*\", \"[^\"]*/image\.json\"")
+dir_rename=$(step "^$EMBERD_PID +rename\(\"[^\"]*/images/\.import-img1-[^\"]*\", \"$STATE/images/img1\"")
+[[ -n $json_sync && -n $json_rename && -n $dir_rename ]] ||
+    fail "missing steps (image.json fsync '$json_sync', its rename '$json_rename', staging rename '$dir_rename') in: $trace"
+images_sync=$(tail -n +"$dir_rename" <<<"$trace" | grep -nE "fsync\([0-9]+<$STATE/images>\)" | head -n 1 | cut -d: -f1)
+[[ -n $images_sync ]] || fail "images/ was not fsync'd after the staging rename: $trace"
+((json_sync < json_rename && json_rename < dir_rename)) ||
+    fail "order: image.json fsync at $json_sync, renamed at $json_rename, staging renamed at $dir_rename"
+pass "image.json fsync'd and renamed, then the staging directory renamed, then images/ fsync'd"
+writer=$(sed -n "${json_sync}p" <<<"$trace" | awk '{print $1}')
+[[ $writer != "$EMBERD_PID" ]] || fail "image.json was fsync'd on the loop's thread"
+pass "image.json fsync'd by another thread (tid $writer, the writer)"
+
+r=$(call image.import "{\"name\":\"img1\",\"kernel\":\"$T/kernel\",\"rootfs\":\"$T/rootfs\"}")
+assert_jq "$r" '.error.data.kind == "already_exists"' "a second import of img1 is refused"
+
+restart_emberd
+r=$(call_ok image.list)
+assert_jq "$r" '[.[] | .name? // .] | tostring | test("img1")' "img1 is listed after a kill -9 restart"
+r=$(call_ok image.inspect '{"name":"img1"}')
+assert_jq "$r" '.name == "img1" and (.rootfs | endswith("/images/img1/rootfs.img"))' \
+    "image.inspect reads img1's record after the restart"
+stop_emberd
+echo "PASS"
