@@ -436,6 +436,12 @@ bind_socket(const struct vm_publish *p, int *fdp)
 	return 0;
 }
 
+size_t
+vm_publish_udp_flows(const struct vm_publish_set *s)
+{
+	return s->nflows;
+}
+
 int
 vm_publish_probe(const struct vm_publish *p)
 {

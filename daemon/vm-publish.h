@@ -12,6 +12,7 @@
 #ifndef EMBER_VM_PUBLISH_H
 #define EMBER_VM_PUBLISH_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "error.h"
 #include "vm-record.h"
@@ -38,6 +39,8 @@ struct vm_publish_set *vm_publish_open(struct event_base *base, const char *vm_n
     const struct vm_net *net, struct ember_error *err);
 /* Closes the listeners and every spliced connection. NULL is a no-op. */
 void vm_publish_close(struct vm_publish_set *s);
+/* UDP clients relayed now (flows), for inspection and tests. */
+size_t vm_publish_udp_flows(const struct vm_publish_set *s);
 /* Whether host_addr:port/proto can be bound now (create's early check):
  * 0, or -errno from bind (EADDRINUSE). */
 int vm_publish_probe(const struct vm_publish *p);
