@@ -241,6 +241,13 @@ fi
 need_tools apt-get:apt apt-cache:apt dpkg-deb:dpkg modinfo:kmod cpio:cpio \
     gzip:gzip
 
+# Builds into different OUTDIRs share the download cache: its downloads,
+# extractions and the vmlinux taken out of the bzImage are made by one build
+# at a time (held on fd 8 until this script exits).
+mkdir -p "$cache"
+exec 8>"$cache/.lock"
+flock -w 600 8 || die "cannot lock $cache/.lock (another build-mini.sh holds it)"
+
 apt_opts=()
 if [ "$(id -u)" -eq 0 ]; then
 	# As root, apt's download sandbox user cannot write into root's cache

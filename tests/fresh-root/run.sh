@@ -138,6 +138,13 @@ worktree)
 *) die "EMBER_FRESH_SOURCE must be head or worktree" ;;
 esac
 
+# The root is a mount point of its own, as / is on a real machine: `ip netns
+# exec` (the network tests) makes / an rslave mount, which fails with EINVAL
+# on a directory that is not one.
+mount --bind "$run_root" "$run_root"
+mount --make-rprivate "$run_root"
+mounted+=("$run_root")
+
 # The kernel file systems; rslave so unmounting here never touches the host's.
 for fs in proc sys dev; do
 	mount --rbind "/$fs" "$run_root/$fs"
