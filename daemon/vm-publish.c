@@ -12,7 +12,7 @@
  * guest sends; a reply goes back from the published socket, from the very
  * address the client sent to (IP_PKTINFO). Flows are a fixed table, the one
  * idle longest giving way when it is full, and a timer forgets those idle
- * for VM_PUBLISH_UDP_IDLE_S. Datagrams are read into one buffer of the
+ * for VM_PUBLISH_UDP_IDLE_S (looking every sixth of that). Datagrams are read into one buffer of the
  * largest UDP size, at most VM_PUBLISH_UDP_BURST per callback, and sent
  * without waiting: one that cannot be sent now is dropped, as UDP may be.
  */
@@ -36,8 +36,6 @@
 
 /* The largest UDP payload a datagram can carry, and so the relay's buffer. */
 #define UDP_DGRAM_MAX	65535
-/* How often idle UDP flows are looked for while there are any. */
-#define UDP_SWEEP_S	10
 
 struct splice;
 struct udp_flow;
@@ -63,6 +61,7 @@ struct vm_publish_set {
 	struct udp_flow *flows[VM_PUBLISH_UDP_FLOWS_MAX];
 	size_t nflows;
 	struct event *sweep;		/* pending while nflows > 0 */
+	unsigned udp_idle_ms;		/* VM_PUBLISH_UDP_IDLE_S, unless a test shortens it */
 	unsigned char *dgram;		/* UDP_DGRAM_MAX bytes, when a UDP port is published */
 };
 
@@ -73,7 +72,7 @@ struct udp_flow {
 	struct in_addr local;		/* where the client sent to; 0: unknown */
 	int fd;				/* connected to guest:guest_port */
 	struct event *ev;
-	time_t last;			/* monotonic seconds of the last datagram */
+	int64_t last;			/* monotonic ms of the last datagram */
 };
 
 struct splice {
@@ -218,13 +217,13 @@ publish_accept(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *
 		splice_free(sp);
 }
 
-static time_t
-now_s(void)
+static int64_t
+now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Removes flow k from the table (the last takes its slot) and frees it. */
@@ -258,7 +257,7 @@ udp_flow_read(evutil_socket_t fd, short what, void *arg)
 
 		if (n < 0)
 			break;	/* EAGAIN, or the guest's ICMP error (port closed) */
-		f->last = now_s();
+		f->last = now_ms();
 		iov.iov_base = s->dgram;
 		iov.iov_len = (size_t)n;
 		mh.msg_name = &f->client;
@@ -283,15 +282,15 @@ udp_flow_read(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Forgets the flows idle for VM_PUBLISH_UDP_IDLE_S; stops once none is left. */
+/* Forgets the flows idle for udp_idle_ms; stops once none is left. */
 static void
 udp_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	struct vm_publish_set *s = arg;
-	time_t now = now_s();
+	int64_t now = now_ms();
 
 	for (size_t k = s->nflows; k-- > 0;)
-		if (now - s->flows[k]->last >= VM_PUBLISH_UDP_IDLE_S)
+		if (now - s->flows[k]->last >= s->udp_idle_ms)
 			udp_flow_free(s, k);
 	if (s->nflows == 0)
 		event_del(s->sweep);
@@ -325,7 +324,7 @@ udp_flow_get(struct udp_port *up, const struct sockaddr_in *client, struct in_ad
 	f->port = up;
 	f->client = *client;
 	f->local = local;
-	f->last = now_s();
+	f->last = now_ms();
 	f->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	sin_of(s->guest, up->guest_port, &guest);
 	if (f->fd < 0 || connect(f->fd, (struct sockaddr *)&guest, sizeof(guest)) < 0 ||
@@ -342,7 +341,8 @@ udp_flow_get(struct udp_port *up, const struct sockaddr_in *client, struct in_ad
 	}
 	s->flows[s->nflows++] = f;
 	if (!event_pending(s->sweep, EV_TIMEOUT, NULL))
-		event_add(s->sweep, &(struct timeval){ .tv_sec = UDP_SWEEP_S });
+		event_add(s->sweep, &(struct timeval){ .tv_sec = s->udp_idle_ms / 6 / 1000,
+		    .tv_usec = s->udp_idle_ms / 6 % 1000 * 1000 });
 	return f;
 }
 
@@ -387,7 +387,7 @@ udp_port_read(evutil_socket_t fd, short what, void *arg)
 			}
 		if ((f = udp_flow_get(up, &client, local)) == NULL)
 			continue;
-		f->last = now_s();
+		f->last = now_ms();
 		(void)send(f->fd, s->dgram, (size_t)n, MSG_DONTWAIT);	/* dropped if it cannot go now */
 	}
 }
@@ -442,6 +442,12 @@ vm_publish_udp_flows(const struct vm_publish_set *s)
 	return s->nflows;
 }
 
+void
+vm_publish_set_udp_idle(struct vm_publish_set *s, unsigned idle_ms)
+{
+	s->udp_idle_ms = idle_ms > 0 ? idle_ms : 1;
+}
+
 int
 vm_publish_probe(const struct vm_publish *p)
 {
@@ -465,6 +471,7 @@ vm_publish_open(struct event_base *base, const char *vm_name, const struct vm_ne
 	s->base = base;
 	snprintf(s->vm, sizeof(s->vm), "%s", vm_name);
 	s->guest = net->subnet + 2;
+	s->udp_idle_ms = VM_PUBLISH_UDP_IDLE_S * 1000;
 	for (size_t i = 0; i < VM_PUBLISH_MAX; i++)
 		s->udp[i].fd = -1;
 	for (size_t i = 0; i < net->npublish; i++) {

@@ -41,6 +41,9 @@ struct vm_publish_set *vm_publish_open(struct event_base *base, const char *vm_n
 void vm_publish_close(struct vm_publish_set *s);
 /* UDP clients relayed now (flows), for inspection and tests. */
 size_t vm_publish_udp_flows(const struct vm_publish_set *s);
+/* How long a UDP client may stay idle, in ms (tests shorten
+ * VM_PUBLISH_UDP_IDLE_S); applies from the next flow made. */
+void vm_publish_set_udp_idle(struct vm_publish_set *s, unsigned idle_ms);
 /* Whether host_addr:port/proto can be bound now (create's early check):
  * 0, or -errno from bind (EADDRINUSE). */
 int vm_publish_probe(const struct vm_publish *p);

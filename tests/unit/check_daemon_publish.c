@@ -4,7 +4,7 @@
  * 127.0.0.0/30), the published port is on 127.0.0.1. Datagrams go to the
  * guest and replies come back to the right client from the published
  * address, each client has a flow of its own, the table of flows stays
- * bounded, and a guest port where nothing listens costs nothing.
+ * bounded, an idle flow is forgotten (the idle time shortened), and a guest port where nothing listens costs nothing.
  */
 #include <check.h>
 #include <arpa/inet.h>
@@ -216,6 +216,32 @@ START_TEST(udp_flow_table_is_bounded)
 }
 END_TEST
 
+START_TEST(udp_idle_flow_is_forgotten)
+{
+	struct sockaddr_in published = sin_at(LOOPBACK, host_port), from;
+	int client = udp_bound(LOOPBACK, NULL);
+	long end = now_ms() + DEADLINE_MS;
+	char buf[64];
+
+	vm_publish_set_udp_idle(set, 300);
+	send_text(client, "hello", &published);
+	recv_text(guest_fd, buf, sizeof(buf), &from);
+	ck_assert_uint_eq(vm_publish_udp_flows(set), 1);
+	while (vm_publish_udp_flows(set) > 0 && now_ms() < end) {
+		/* The loop runs 50 ms at a time: the sweep timer fires in there. */
+		event_base_loopexit(base, &(struct timeval){ .tv_usec = 50000 });
+		event_base_dispatch(base);
+	}
+	ck_assert_uint_eq(vm_publish_udp_flows(set), 0);
+	/* The client comes back: a new flow, relayed as before. */
+	send_text(client, "again", &published);
+	recv_text(guest_fd, buf, sizeof(buf), &from);
+	ck_assert_str_eq(buf, "again");
+	ck_assert_uint_eq(vm_publish_udp_flows(set), 1);
+	close(client);
+}
+END_TEST
+
 /* Nothing listens on the guest's port: the guest's ICMP error is read and
  * dropped, and the relay keeps serving. */
 START_TEST(udp_guest_port_closed_is_harmless)
@@ -258,6 +284,7 @@ publish_suite(void)
 	tcase_add_test(tc, udp_relays_both_ways);
 	tcase_add_test(tc, udp_each_client_has_its_own_flow);
 	tcase_add_test(tc, udp_flow_table_is_bounded);
+	tcase_add_test(tc, udp_idle_flow_is_forgotten);
 	tcase_add_test(tc, udp_guest_port_closed_is_harmless);
 	suite_add_tcase(s, tc);
 	return s;
