@@ -203,21 +203,40 @@ rpc_app_error(json_t *id, int code, const char *kind, const char *message,
 	return rpc_error(id, code, message, data);
 }
 
+#define RPC_ENCODE_GUESS	4096	/* bytes: rpc_encode's first buffer */
+
 char *
 rpc_encode(const json_t *msg, size_t *len)
 {
 	const size_t	 flags = JSON_COMPACT | JSON_ENCODE_ANY;
 	size_t		 n;
-	char		*buf;
+	char		*buf, *bigger;
 
-	if ((n = json_dumpb(msg, NULL, 0, flags)) == 0) {
+	/* Most messages fit RPC_ENCODE_GUESS bytes and are encoded once (the
+	 * encoding is most of a small request's cost); a larger one is
+	 * encoded again into a buffer of the size the first pass reported. */
+	if ((buf = malloc(RPC_ENCODE_GUESS)) == NULL)
+		return NULL;
+	if ((n = json_dumpb(msg, buf, RPC_ENCODE_GUESS - 2, flags)) == 0) {
+		free(buf);
 		errno = EINVAL;
 		return NULL;
 	}
-	if ((buf = malloc(n + 2)) == NULL)
-		return NULL;
-	if (json_dumpb(msg, buf, n, flags) != n ||
-	    memchr(buf, '\n', n) != NULL) {
+	if (n > RPC_ENCODE_GUESS - 2) {
+		if ((bigger = realloc(buf, n + 2)) == NULL) {
+			free(buf);
+			return NULL;
+		}
+		buf = bigger;
+		if (json_dumpb(msg, buf, n, flags) != n) {
+			free(buf);
+			errno = EINVAL;
+			return NULL;
+		}
+	} else if ((bigger = realloc(buf, n + 2)) != NULL) {
+		buf = bigger;	/* callers may keep the line (events' backlog) */
+	}
+	if (memchr(buf, '\n', n) != NULL) {
 		/* Compact output escapes newlines: this would be a bug. */
 		free(buf);
 		errno = EINVAL;

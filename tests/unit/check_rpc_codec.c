@@ -569,6 +569,25 @@ START_TEST(rpc_encode_one_line)
 	ck_assert_uint_eq(len, 18);
 	free(s);
 	json_decref(r);
+
+	/* Around and past the first buffer's size: the whole message, once. */
+	for (size_t body = 4070; body < 4110; body++) {
+		char *text = malloc(body + 1);
+		ck_assert_ptr_nonnull(text);
+		memset(text, 'x', body);
+		text[body] = '\0';
+		r = json_pack("{s:s}", "t", text);
+		s = rpc_encode(r, &len);
+		ck_assert_ptr_nonnull(s);
+		ck_assert_uint_eq(len, body + strlen("{\"t\":\"\"}\n"));
+		ck_assert_uint_eq(strlen(s), len);
+		ck_assert_int_eq(s[len - 1], '\n');
+		ck_assert_int_eq(strncmp(s + 6, text, body), 0);
+		ck_assert_str_eq(s + 6 + body, "\"}\n");
+		free(s);
+		free(text);
+		json_decref(r);
+	}
 }
 END_TEST
 
