@@ -31,6 +31,7 @@ PACKAGES=(
 	skopeo umoci busybox-static	# OCI image import, and the images its tests build
 	prometheus	# promtool checks emberd's /metrics (about 19 MB download, 96 MB installed)
 	iproute2 nftables	# network nat: the tests' namespaces and checks; emberd runs nft
+	strace	# it_image-durable and bench-control see which thread syncs
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
