@@ -69,12 +69,33 @@ init_once(void)
 		abort();
 }
 
-/* Keeps the state directory small across a long run. */
+/*
+ * Keeps the state directory small across a long run. A VM can refuse to go
+ * for a while (the source of a fork whose copy or durable write is still
+ * under way): the loop then runs in 10 ms turns until that work is done.
+ * Stuck for 10 s means emberd would never finish it: that is a bug.
+ */
 static void
 delete_all(void)
 {
-	while (d.nvms > 0)
-		vm_delete(d.vms[0], true, forget, NULL);
+	const struct timeval turn = { 0, 10000 };
+	unsigned idle_turns = 0;
+
+	while (d.nvms > 0) {
+		size_t before = d.nvms;
+
+		for (size_t i = d.nvms; i-- > 0;)
+			if (i < d.nvms)
+				vm_delete(d.vms[i], true, forget, NULL);
+		if (d.nvms < before) {
+			idle_turns = 0;
+			continue;
+		}
+		if (++idle_turns > 1000)
+			abort();
+		event_base_loopexit(d.base, &turn);
+		event_base_dispatch(d.base);
+	}
 }
 
 int
