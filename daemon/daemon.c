@@ -561,8 +561,10 @@ daemon_free(struct ember_daemon *d)
 	if (d->ev_housekeeping != NULL)
 		event_free(d->ev_housekeeping);
 	cid_alloc_free(d->cids);
-	if (d->base != NULL)
+	if (d->base != NULL) {
+		child_runs_forget(d->base);
 		event_base_free(d->base);
+	}
 	ember_config_clear(&d->config);
 	free(d->state_dir);
 	free(d->socket_path);

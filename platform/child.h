@@ -53,6 +53,10 @@ int child_run(struct event_base *base, const char *const *argv,
  * reads a file emberd opened through /proc/self/fd/N. */
 int child_run_keep(struct event_base *base, const char *const *argv,
     const int *keep_fds, size_t nkeep, child_run_fn done, void *ctx);
+/* At teardown, before base is freed: lets go of every child_run on base
+ * without calling its done; the processes themselves run on (an nft
+ * transaction completes, a copy is cleaned up at the next start). */
+void child_runs_forget(struct event_base *base);
 
 /* Runs fn(arg, out, len) in a forked copy of emberd (no exec: fn must only
  * compute and write into out, up to len bytes, then return) and hands what

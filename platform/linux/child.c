@@ -177,7 +177,26 @@ struct child_run {
 	bool exited, eof;
 	child_run_fn done;
 	void *ctx;
+	struct child_run *prev, *next;	/* in running_helpers */
 };
+
+/* Every child_run not finished yet, so teardown can let go of them. */
+static struct child_run *running_helpers;
+
+static void
+child_run_release(struct child_run *r)
+{
+	if (r->prev != NULL)
+		r->prev->next = r->next;
+	else
+		running_helpers = r->next;
+	if (r->next != NULL)
+		r->next->prev = r->prev;
+	event_free(r->out_ev);
+	close(r->out_fd);
+	child_watch_free(r->watch);
+	free(r);
+}
 
 static void
 child_run_finish(struct child_run *r)
@@ -186,10 +205,19 @@ child_run_finish(struct child_run *r)
 		return;
 	r->output[r->len] = '\0';
 	r->done(r->ctx, r->status, r->output);
-	event_free(r->out_ev);
-	close(r->out_fd);
-	child_watch_free(r->watch);
-	free(r);
+	child_run_release(r);
+}
+
+void
+child_runs_forget(struct event_base *base)
+{
+	struct child_run *r = running_helpers, *next;
+
+	for (; r != NULL; r = next) {
+		next = r->next;
+		if (r->base == base)
+			child_run_release(r);
+	}
 }
 
 static void
@@ -268,6 +296,10 @@ child_run_keep(struct event_base *base, const char *const *argv, const int *keep
 	r->out_fd = pipefd[0];
 	r->done = done;
 	r->ctx = ctx;
+	r->next = running_helpers;
+	if (running_helpers != NULL)
+		running_helpers->prev = r;
+	running_helpers = r;
 	r->out_ev = event_new(base, r->out_fd, EV_READ | EV_PERSIST, child_run_read_cb, r);
 	event_add(r->out_ev, NULL);
 	r->watch = child_watch_new(base, pid, child_run_exit_cb, r);

@@ -2,7 +2,8 @@
  * Unit tests for platform/linux: peer credentials, process start times
  * (including a comm with spaces and parentheses), the pid-plus-start-time
  * identity check, with children that are alive, zombies and reaped, and
- * CPU time and uptime (platform_process_usage).
+ * CPU time and uptime (platform_process_usage), and a helper process let
+ * go at teardown (child_runs_forget).
  */
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -18,6 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
+#include "child.h"
 #include "platform.h"
 
 /* A child that waits for a byte (or EOF) on a pipe, renaming itself first. */
@@ -264,6 +268,45 @@ START_TEST(self_rss_is_positive_and_grows_with_touched_memory)
 }
 END_TEST
 
+static void
+helper_done(void *ctx, int status, const char *output)
+{
+	*(int *)ctx = 1;
+}
+
+/* A helper still running at teardown is let go: its done never runs, its
+ * events go before the base (ASan sees a use after free otherwise). */
+START_TEST(helper_running_at_teardown_is_forgotten)
+{
+	struct event_base *base = event_base_new();
+	int p[2], called = 0, status;
+	char script[64];
+
+	ck_assert_ptr_nonnull(base);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	snprintf(script, sizeof(script), "read x < /dev/fd/%d", p[0]);
+	const char *argv[] = { "sh", "-c", script, NULL };
+	ck_assert_int_eq(child_run_keep(base, argv, &p[0], 1, helper_done, &called), 0);
+	close(p[0]);
+	ck_assert_int_eq(event_base_loop(base, EVLOOP_NONBLOCK), 0);
+	child_runs_forget(base);
+	event_base_free(base);
+	ck_assert_int_eq(called, 0);
+	close(p[1]);	/* the helper reads EOF and exits */
+	ck_assert_int_gt(waitpid(-1, &status, 0), 0);
+	ck_assert(WIFEXITED(status));
+
+	/* the next base's helpers run as before */
+	base = event_base_new();
+	const char *argv2[] = { "true", NULL };
+	called = 0;
+	ck_assert_int_eq(child_run(base, argv2, helper_done, &called), 0);
+	ck_assert_int_eq(event_base_dispatch(base), 1);	/* no events left: it finished */
+	ck_assert_int_eq(called, 1);
+	event_base_free(base);
+}
+END_TEST
+
 static Suite *
 platform_suite(void)
 {
@@ -287,6 +330,10 @@ platform_suite(void)
 	tcase_add_test(tc, process_matches_rejects_no_pid);
 	tcase_add_test(tc, process_usage_grows_with_cpu_spent);
 	tcase_add_test(tc, process_usage_reads_past_an_odd_comm_and_refuses_zombies);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("helpers");
+	tcase_add_test(tc, helper_running_at_teardown_is_forgotten);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("memory");
