@@ -8,9 +8,10 @@
  *
  * A batch runs in four steps:
  *   1. every file's contents go to a temp file beside it, and every temp
- *      file is fsync'd (written all first, then synced, so the file system
- *      commits them together; from DURABLE_SYNCFS_MIN files on, one
- *      syncfs per file system instead);
+ *      file and every file to sync (durable_sync_file) is synced (written
+ *      all first, then synced, so the file system commits them together:
+ *      fsync for a temp file, fdatasync for a file to sync; from
+ *      DURABLE_SYNCFS_MIN files on, one syncfs per file system instead);
  *   2. in submission order: each temp file is renamed over its file, each
  *      directory rename (a delete moving vms/<name> to .trash-*) is done;
  *   3. every distinct directory touched (the files' parents, the renames'
@@ -18,7 +19,9 @@
  *      from DURABLE_SYNCFS_MIN on, one syncfs per file system);
  *   4. the batch is posted to the loop, which sets the completed sequence
  *      number, runs each job's callbacks and answers durable_wait()s; then
- *      the writer removes the trees of renamed directories marked so.
+ *      the writer removes the trees of renamed directories marked so and
+ *      of durable_remove_dir's directories (the loop never unlinks a
+ *      big tree; the next batch waits for the removal).
  * A write of a path still queued is replaced and moved to the tail, so
  * step 2 equals the submission order with superseded versions of a file
  * left out. Batches run strictly one after another.
@@ -40,6 +43,14 @@
  *    a later one, so two records never name one CID on disk.
  *  - vm.c keeps a name taken until its delete is durable, so no job for a
  *    new VM of that name can meet the old one's queued rename.
+ *  - image import (image.c): every file the import wrote (rootfs, kernel,
+ *    initrd) is queued with durable_sync_file before image.json's write,
+ *    so step 1 syncs their data no later than image.json's temp file and
+ *    before its rename (step 2); the staging directory's own sync (step 3,
+ *    image.json's parent) makes their names durable; only then is the
+ *    staging directory renamed to images/<name> and images/ synced. A
+ *    directory under its final name thus always holds a durable record
+ *    and durable data.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -69,8 +80,10 @@
 
 enum durable_kind {
 	DJ_WRITE,
+	DJ_SYNC_FILE,
 	DJ_SYNC_DIR,
 	DJ_RENAME_DIR,
+	DJ_REMOVE_DIR,
 };
 
 struct durable_cb {
@@ -230,7 +243,7 @@ sync_by_fs(const int *fds, int *results, size_t n)
 static uint64_t
 sync_dirs_by_fs(struct dir_set *dirs, size_t from, size_t n)
 {
-	int fds[DURABLE_OPEN_MAX], results[DURABLE_OPEN_MAX];
+	int fds[DURABLE_OPEN_MAX] = { 0 }, results[DURABLE_OPEN_MAX];
 	size_t idx[DURABLE_OPEN_MAX], nopen = 0;
 	uint64_t calls;
 
@@ -251,16 +264,35 @@ sync_dirs_by_fs(struct dir_set *dirs, size_t from, size_t n)
 	return calls;
 }
 
+/* fdatasync, then close: 0 or -errno of the first that failed. */
+static int
+sync_file_close(int fd)
+{
+	int r = fdatasync(fd) < 0 ? -errno : 0;
+
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
 /* Step 1 for up to DURABLE_OPEN_MAX files from *from on; returns where
  * the next round starts. */
 static struct durable_job *
 write_temps(struct durable *dw, struct durable_job *from)
 {
-	struct durable_job *j, *open[DURABLE_OPEN_MAX];
+	struct durable_job *j, *opened[DURABLE_OPEN_MAX];
 	size_t n = 0;
 	uint64_t synced = 0;
 
 	for (j = from; j != NULL && n < DURABLE_OPEN_MAX; j = j->next) {
+		if (j->kind == DJ_SYNC_FILE) {
+			j->fd = open(j->path, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+			if (j->fd < 0)
+				j->result = -errno;
+			else
+				opened[n++] = j;
+			continue;
+		}
 		if (j->kind != DJ_WRITE)
 			continue;
 		size_t tmplen = strlen(j->path) + 32;
@@ -275,31 +307,34 @@ write_temps(struct durable *dw, struct durable_job *from)
 			j->tmp = NULL;
 			continue;
 		}
-		open[n++] = j;
+		opened[n++] = j;
 	}
 	if (n >= DURABLE_SYNCFS_MIN) {
-		int fds[DURABLE_OPEN_MAX], results[DURABLE_OPEN_MAX];
+		int fds[DURABLE_OPEN_MAX] = { 0 }, results[DURABLE_OPEN_MAX];
 		for (size_t i = 0; i < n; i++)
-			fds[i] = open[i]->fd;
+			fds[i] = opened[i]->fd;
 		synced += sync_by_fs(fds, results, n);
 		for (size_t i = 0; i < n; i++) {
-			open[i]->result = results[i];
-			if (close(open[i]->fd) < 0 && open[i]->result == 0)
-				open[i]->result = -errno;
-			open[i]->fd = -1;
-			if (open[i]->result < 0)
-				unlink(open[i]->tmp);
+			opened[i]->result = results[i];
+			if (close(opened[i]->fd) < 0 && opened[i]->result == 0)
+				opened[i]->result = -errno;
+			opened[i]->fd = -1;
+			if (opened[i]->result < 0 && opened[i]->tmp != NULL)
+				unlink(opened[i]->tmp);
 		}
 	} else
 		for (size_t i = 0; i < n; i++) {
-			open[i]->result = atomic_temp_sync(open[i]->fd, open[i]->tmp);
-			open[i]->fd = -1;
+			if (opened[i]->kind == DJ_SYNC_FILE)
+				opened[i]->result = sync_file_close(opened[i]->fd);
+			else
+				opened[i]->result = atomic_temp_sync(opened[i]->fd, opened[i]->tmp);
+			opened[i]->fd = -1;
 			synced++;
 		}
 	for (size_t i = 0; i < n; i++)
-		if (open[i]->result < 0) {
-			free(open[i]->tmp);
-			open[i]->tmp = NULL;
+		if (opened[i]->result < 0) {
+			free(opened[i]->tmp);
+			opened[i]->tmp = NULL;
 		}
 	pthread_mutex_lock(&dw->lock);
 	dw->stats.fsyncs += synced;
@@ -341,6 +376,11 @@ run_batch(struct durable *dw, struct durable_job *head)
 		case DJ_SYNC_DIR:
 			job_add_dir(&dirs, j, j->path, true);
 			break;
+		case DJ_REMOVE_DIR:
+			job_add_dir(&dirs, j, j->path, false);
+			break;
+		case DJ_SYNC_FILE:
+			break;
 		}
 	}
 	/* 3. directories, once each */
@@ -365,6 +405,43 @@ run_batch(struct durable *dw, struct durable_job *head)
 	pthread_mutex_unlock(&dw->lock);
 }
 
+/* The tree a job leaves to remove after its batch, or NULL. */
+static const char *
+job_removal(const struct durable_job *j)
+{
+	if (j->kind == DJ_REMOVE_DIR)
+		return j->path;
+	if (j->kind == DJ_RENAME_DIR && j->remove_after && j->moved)
+		return j->to;
+	return NULL;
+}
+
+/* Copies of the trees batch leaves to remove, into *out; their number.
+ * What cannot be copied (out of memory) is removed at once, and so is a
+ * directory that could not be moved away (where it is). */
+static size_t
+collect_removals(struct durable_job *batch, char ***out)
+{
+	size_t n = 0, k = 0;
+	struct durable_job *j;
+	const char *path;
+
+	for (j = batch; j != NULL; j = j->next)
+		n += job_removal(j) != NULL;
+	*out = n > 0 ? calloc(n, sizeof(**out)) : NULL;
+	for (j = batch; j != NULL; j = j->next) {
+		if (j->kind == DJ_RENAME_DIR && j->remove_after && !j->moved && j->result < 0)
+			rm_rf(j->path);
+		if ((path = job_removal(j)) == NULL)
+			continue;
+		if (*out != NULL && ((*out)[k] = strdup(path)) != NULL)
+			k++;
+		else
+			rm_rf(path);
+	}
+	return k;
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -385,21 +462,8 @@ writer_main(void *arg)
 
 		run_batch(dw, batch);
 		/* What to remove once the loop has the batch (it frees the jobs). */
-		char *trash[DURABLE_OPEN_MAX];
-		size_t ntrash = 0;
-		for (struct durable_job *j = batch; j != NULL; j = j->next) {
-			if (j->kind != DJ_RENAME_DIR || !j->remove_after)
-				continue;
-			char *t = NULL;
-			if (!j->moved && j->result < 0)
-				rm_rf(j->path);	/* could not move it: remove it where it is */
-			else if (j->moved && (ntrash == DURABLE_OPEN_MAX ||
-			    (t = strdup(j->to)) == NULL))
-				rm_rf(j->to);
-			else if (t != NULL)
-				trash[ntrash++] = t;
-		}
-
+		char **trash = NULL;
+		size_t ntrash = collect_removals(batch, &trash);
 		pthread_mutex_lock(&dw->lock);
 		batch->prev = dw->done_tail;
 		if (dw->done_tail != NULL)
@@ -419,6 +483,7 @@ writer_main(void *arg)
 			rm_rf(trash[i]);
 			free(trash[i]);
 		}
+		free(trash);
 		pthread_mutex_lock(&dw->lock);
 	}
 	pthread_mutex_unlock(&dw->lock);
@@ -454,8 +519,12 @@ run_ready_waits(struct durable *dw)
 static void
 job_report(struct durable_job *j)
 {
-	const char *what = j->kind == DJ_WRITE ? "write" : j->kind == DJ_SYNC_DIR ?
-	    "sync the directory" : "move away";
+	static const char *const whats[] = {
+		[DJ_WRITE] = "write", [DJ_SYNC_FILE] = "sync the file",
+		[DJ_SYNC_DIR] = "sync the directory", [DJ_RENAME_DIR] = "move away",
+		[DJ_REMOVE_DIR] = "sync the parent of",
+	};
+	const char *what = whats[j->kind];
 
 	if (j->result < 0 && j->cbs == NULL)
 		log_warnx("durable state: cannot %s %s: %s", what, j->path, strerror(-j->result));
@@ -779,6 +848,24 @@ durable_sync_dir(struct durable *dw, const char *dir, durable_done_fn done, void
 	struct durable_job *j = job_new(DJ_SYNC_DIR, dir, err);
 
 	return j != NULL ? submit(dw, j, true, done, ctx, err) : -1;
+}
+
+int
+durable_sync_file(struct durable *dw, const char *path, durable_done_fn done, void *ctx,
+    struct ember_error *err)
+{
+	struct durable_job *j = job_new(DJ_SYNC_FILE, path, err);
+
+	return j != NULL ? submit(dw, j, true, done, ctx, err) : -1;
+}
+
+int
+durable_remove_dir(struct durable *dw, const char *dir, durable_done_fn done, void *ctx,
+    struct ember_error *err)
+{
+	struct durable_job *j = job_new(DJ_REMOVE_DIR, dir, err);
+
+	return j != NULL ? submit(dw, j, false, done, ctx, err) : -1;
 }
 
 int

@@ -1,7 +1,7 @@
 /*
  * Group-committed durable writes: the event loop hands "make this state
- * durable" jobs (replace a file, sync a directory, move a directory away)
- * to one writer thread, which takes everything queued as one batch, shares
+ * durable" jobs (replace a file, sync a file or a directory, move a
+ * directory away, remove a tree) to one writer thread, which takes everything queued as one batch, shares
  * the batch's fsyncs and completes each job through a callback on the loop.
  * The ordering rules are in durable.c's header.
  *
@@ -44,6 +44,19 @@ int durable_write_take(struct durable *dw, const char *path, char *text, size_t 
     mode_t mode, durable_done_fn done, void *ctx, struct ember_error *err);
 /* Makes the entries of dir (created or renamed on the loop) durable. */
 int durable_sync_dir(struct durable *dw, const char *dir, durable_done_fn done, void *ctx,
+    struct ember_error *err);
+/* Flushes the data of the file at path (written by a child process, say
+ * an import's cp) with fdatasync, or the file system's syncfs in a batch
+ * of many files. It is synced in step 1 of its batch, before any rename of
+ * that batch or a later one: a record written after it (image.json) never
+ * reaches the disk before the data it names. */
+int durable_sync_file(struct durable *dw, const char *path, durable_done_fn done, void *ctx,
+    struct ember_error *err);
+/* Removes the tree at dir once its batch is acknowledged, after syncing
+ * dir's parent: for a directory the loop already renamed there (a trash
+ * name), so the rename becomes durable and the slow removal runs off the
+ * loop. done(ctx, result) once the parent is synced (not the removal). */
+int durable_remove_dir(struct durable *dw, const char *dir, durable_done_fn done, void *ctx,
     struct ember_error *err);
 /* Renames the directory from to `to` (a missing from is success), syncs
  * their parents, and when remove_after, removes `to` once the batch is

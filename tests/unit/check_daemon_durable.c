@@ -1,8 +1,9 @@
 /*
  * Unit tests for the group-commit writer (daemon/durable.c): contents and
  * callbacks, the latest of several writes of one file winning, directory
- * moves, failures reported to their own job, durable_wait ordering, and
- * shutdown answering everything queued.
+ * moves, failures reported to their own job, durable_wait ordering,
+ * shutdown answering everything queued, files synced ahead of a later
+ * write and trees removed after their batch.
  */
 #include <check.h>
 #include <errno.h>
@@ -291,6 +292,59 @@ START_TEST(durable_completes_through_the_loop)
 }
 END_TEST
 
+START_TEST(durable_sync_file_answers_before_a_later_write)
+{
+	struct ember_error err = { 0 };
+	struct result synced = { 0 }, missing = { 0 }, written = { 0 };
+	struct durable_stats st;
+	char data[PATH_MAX], gone[PATH_MAX], json[PATH_MAX];
+
+	snprintf(data, sizeof(data), "%s/rootfs.img", dir);
+	snprintf(gone, sizeof(gone), "%s/nothing", dir);
+	snprintf(json, sizeof(json), "%s/image.json", dir);
+	ck_assert_int_eq(atomic_write_file(data, "data", 4, 0644), 0);
+	durable_plug(dw);
+	ck_assert_int_eq(durable_sync_file(dw, data, record, &synced, &err), 0);
+	ck_assert_int_eq(durable_sync_file(dw, gone, record, &missing, &err), 0);
+	ck_assert_int_eq(durable_write_take(dw, json, text("{}\n"), 3, 0644, record, &written,
+	    &err), 0);
+	durable_unplug(dw);
+	durable_flush(dw);
+	ck_assert_int_eq(synced.calls, 1);
+	ck_assert_int_eq(synced.last, 0);
+	ck_assert_int_eq(missing.last, -ENOENT);	/* its own failure, nobody else's */
+	ck_assert_int_eq(written.last, 0);
+	ck_assert_int_lt(synced.order, written.order);
+	assert_file(json, "{}\n");
+	durable_get_stats(dw, &st);
+	ck_assert_uint_ge(st.fsyncs, 3);	/* the file, the temp file, the directory */
+}
+END_TEST
+
+START_TEST(durable_remove_dir_removes_the_tree_after_its_batch)
+{
+	struct ember_error err = { 0 };
+	struct result r = { 0 };
+	char trash[PATH_MAX], sub[PATH_MAX], file[PATH_MAX];
+	struct stat st;
+
+	snprintf(trash, sizeof(trash), "%s/.trash-img", dir);
+	snprintf(sub, sizeof(sub), "%s/deep", trash);
+	snprintf(file, sizeof(file), "%s/rootfs.img", sub);
+	ck_assert_int_eq(mkdir_p(sub, 0755), 0);
+	ck_assert_int_eq(atomic_write_file(file, "x", 1, 0644), 0);
+	ck_assert_int_eq(durable_remove_dir(dw, trash, record, &r, &err), 0);
+	durable_flush(dw);
+	ck_assert_int_eq(r.calls, 1);
+	ck_assert_int_eq(r.last, 0);
+	/* removed by the writer after the batch: done once it stopped */
+	durable_free(dw);
+	dw = NULL;
+	ck_assert_int_eq(lstat(trash, &st), -1);
+	ck_assert_int_eq(errno, ENOENT);
+}
+END_TEST
+
 static Suite *
 durable_suite(void)
 {
@@ -307,6 +361,8 @@ durable_suite(void)
 	tcase_add_test(tc, durable_plugged_jobs_share_one_batch);
 	tcase_add_test(tc, durable_many_files_share_one_syncfs);
 	tcase_add_test(tc, durable_completes_through_the_loop);
+	tcase_add_test(tc, durable_sync_file_answers_before_a_later_write);
+	tcase_add_test(tc, durable_remove_dir_removes_the_tree_after_its_batch);
 	suite_add_tcase(s, tc);
 	return s;
 }
