@@ -140,6 +140,32 @@ out:
 	return r;
 }
 
+int
+oci_probe_digest(const char *output, char out[OCI_DIGEST_LEN])
+{
+	const size_t mark = strlen(OCI_PROBE_MARK);
+	char cand[OCI_DIGEST_LEN];
+	int found = -ENOENT;
+
+	for (const char *line = output; line != NULL && *line != '\0';) {
+		const char *end = strchr(line, '\n');
+		size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		if (len == mark + OCI_DIGEST_LEN - 1 && strncmp(line, OCI_PROBE_MARK, mark) == 0) {
+			memcpy(cand, line + mark, OCI_DIGEST_LEN - 1);
+			cand[OCI_DIGEST_LEN - 1] = '\0';
+			if (digest_valid(cand)) {
+				memcpy(out, cand, OCI_DIGEST_LEN);
+				found = 0;
+			}
+		}
+		line = end != NULL ? end + 1 : NULL;
+	}
+	return found;
+}
+
 /* env with K=V set (an entry for K replaced, else appended). */
 static void
 env_set(json_t *env, const char *kv)

@@ -25,6 +25,19 @@
 int oci_layout_read(const char *dir, const char *tag, json_t **out, char *errbuf,
     size_t errlen);
 
+/* The prefix emberd gives skopeo inspect's --format, so that the digest
+ * line can be told from warnings on the same output. */
+#define OCI_PROBE_FORMAT "ember-digest={{.Digest}}"
+#define OCI_PROBE_MARK "ember-digest="
+/* A "sha256:<64 hex>" digest and its terminating NUL. */
+#define OCI_DIGEST_LEN (7 + 64 + 1)
+
+/* The digest in the output of `skopeo inspect --format OCI_PROBE_FORMAT`
+ * (stdout and stderr mixed): the last line that starts with OCI_PROBE_MARK
+ * and holds a well-formed sha256 digest, copied into out. -ENOENT when
+ * there is none. */
+int oci_probe_digest(const char *output, char out[OCI_DIGEST_LEN]);
+
 /* The workload for an image's config (the "config" member above) with a
  * VM's overrides (NULL or absent members keep the image's): args replace
  * Cmd, env entries K=V replace or add, workdir and user replace. *out is the

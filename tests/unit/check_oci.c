@@ -196,6 +196,32 @@ START_TEST(workload_word_round_trips_and_is_bounded)
 }
 END_TEST
 
+START_TEST(probe_digest_is_the_marked_line_among_warnings)
+{
+	char d[OCI_DIGEST_LEN];
+
+	ck_assert_int_eq(oci_probe_digest("time=\"x\" level=warning msg=\"ember-digest=sha256:"
+	    HEX_B "\"\nember-digest=sha256:" HEX_A "\r\nmore\n", d), 0);
+	ck_assert_str_eq(d, "sha256:" HEX_A);
+	ck_assert_int_eq(oci_probe_digest("ember-digest=sha256:" HEX_A, d), 0);
+	ck_assert_str_eq(d, "sha256:" HEX_A);
+}
+END_TEST
+
+START_TEST(probe_digest_refuses_anything_but_sha256_hex)
+{
+	char d[OCI_DIGEST_LEN] = "";
+
+	ck_assert_int_eq(oci_probe_digest("", d), -ENOENT);
+	ck_assert_int_eq(oci_probe_digest("ember-digest=\n", d), -ENOENT);
+	ck_assert_int_eq(oci_probe_digest("ember-digest=sha512:" HEX_A, d), -ENOENT);
+	ck_assert_int_eq(oci_probe_digest("ember-digest=sha256:" HEX_A "0", d), -ENOENT);
+	ck_assert_int_eq(oci_probe_digest("ember-digest=sha256:AAAA" HEX_A, d), -ENOENT);
+	ck_assert_int_eq(oci_probe_digest(" ember-digest=sha256:" HEX_A, d), -ENOENT);
+	ck_assert_str_eq(d, "");
+}
+END_TEST
+
 static Suite *
 oci_suite(void)
 {
@@ -212,6 +238,10 @@ oci_suite(void)
 	tcase_add_test(tc, workload_overrides_replace_cmd_env_workdir_user);
 	tcase_add_test(tc, workload_with_nothing_to_run_is_einval);
 	tcase_add_test(tc, workload_word_round_trips_and_is_bounded);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("probe");
+	tcase_add_test(tc, probe_digest_is_the_marked_line_among_warnings);
+	tcase_add_test(tc, probe_digest_refuses_anything_but_sha256_hex);
 	suite_add_tcase(s, tc);
 	return s;
 }
