@@ -333,10 +333,19 @@ vm_record_to_json(const struct vm_record *rec)
 			r |= json_object_set_new(obj, "vsock", vsock);
 		}
 	}
-	if (rec->workload_exit != WORKLOAD_EXIT_NONE)
-		r |= json_object_set_new(obj, "workload_exit", json_pack("{s:i}",
-		    rec->workload_exit == WORKLOAD_EXIT_CODE ? "code" : "signal",
-		    rec->workload_exit_value));
+	if (rec->workload_exit != WORKLOAD_EXIT_NONE) {
+		json_t *w = json_pack("{s:i}", rec->workload_exit == WORKLOAD_EXIT_CODE ?
+		    "code" : "signal", rec->workload_exit_value);
+		if (w != NULL && rec->workload_exit_source != WORKLOAD_SOURCE_UNKNOWN)
+			r |= set_str(w, "source", rec->workload_exit_source ==
+			    WORKLOAD_SOURCE_AGENT ? "agent" : "console");
+		if (w != NULL && rec->workload_exit_boot_id[0] != '\0')
+			r |= set_str(w, "boot_id", rec->workload_exit_boot_id);
+		r |= json_object_set_new(obj, "workload_exit", w);
+	}
+	if (rec->workload_console_from != 0)
+		r |= json_object_set_new(obj, "workload_console_from",
+		    json_integer((json_int_t)rec->workload_console_from));
 	if (r != 0) {
 		json_decref(obj);
 		return NULL;
@@ -532,7 +541,20 @@ from_json(struct vm_record *rec, const json_t *json, char *errbuf,
 			rec->workload_exit = WORKLOAD_EXIT_SIGNAL;
 			rec->workload_exit_value = (int)json_integer_value(sig);
 		}
+		const char *src = json_string_value(json_object_get(wexit, "source"));
+		const char *boot = json_string_value(json_object_get(wexit, "boot_id"));
+		if (src != NULL && strcmp(src, "agent") == 0)
+			rec->workload_exit_source = WORKLOAD_SOURCE_AGENT;
+		else if (src != NULL && strcmp(src, "console") == 0)
+			rec->workload_exit_source = WORKLOAD_SOURCE_CONSOLE;
+		if (boot != NULL && strlen(boot) < sizeof(rec->workload_exit_boot_id) &&
+		    strspn(boot, "0123456789abcdef-") == strlen(boot))
+			snprintf(rec->workload_exit_boot_id, sizeof(rec->workload_exit_boot_id),
+			    "%s", boot);
 	}
+	if (get_uint(json, "workload_console_from", INT64_MAX, &rec->workload_console_from,
+	    errbuf, errlen) < 0)
+		return -1;
 	return 0;
 
 nomem:

@@ -85,9 +85,17 @@ struct vm_record {
 	uint32_t guest_cid;	/* valid when vsock */
 	char *uds_path;		/* valid when vsock */
 	/* An OCI image's workload, as its guest reported it when the VM
-	 * last ended: "workload_exit": {"code": N} or {"signal": N}. */
+	 * last ended: "workload_exit": {"code": N} or {"signal": N}, with
+	 * "source" (its agent, or the console: a fallback the workload itself
+	 * could have printed) and the guest's "boot_id" (agent only). Cleared
+	 * when the VM starts; workload_console_from is where console.log
+	 * ended then (the fallback reads only this boot's lines). */
 	enum { WORKLOAD_EXIT_NONE, WORKLOAD_EXIT_CODE, WORKLOAD_EXIT_SIGNAL } workload_exit;
 	int workload_exit_value;
+	enum { WORKLOAD_SOURCE_UNKNOWN, WORKLOAD_SOURCE_AGENT, WORKLOAD_SOURCE_CONSOLE }
+	    workload_exit_source;
+	char workload_exit_boot_id[37];
+	uint64_t workload_console_from;
 };
 
 void vm_record_init(struct vm_record *rec);

@@ -5,6 +5,11 @@
  * refused connection now and then. The guest resetting the agent port is
  * counted per boot and logged at most every AGENT_RESET_LOG_S, so that a
  * `wait` that times out can say "no agent is listening" rather than guess.
+ *
+ * An OCI workload's end comes from the agent too: once it is ready, emberd
+ * keeps one workload_status call waiting (up to WORKLOAD_WAIT_S in the
+ * guest, then again), records the end it answers (vm-workload.h) and then
+ * tells the agent it was collected, which lets the guest power off.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -20,12 +25,17 @@
 #include "log.h"
 #include "vm-agent.h"
 #include "vm-events.h"
+#include "vm-workload.h"
 
 #define AGENT_PROBE_INTERVAL_MS	250
 #define AGENT_PING_TIMEOUT_MS	2000
 #define AGENT_PROBE_WINDOW_S	600
 #define AGENT_RESET_LOG_S	30
 #define AGENT_LATENCY_STALE_S	5	/* vm.stats re-pings a ready agent this old */
+#define WORKLOAD_WAIT_S		300	/* how long one workload_status waits */
+#define WORKLOAD_CALL_SLACK_MS	30000	/* its host-side timeout beyond that */
+#define WORKLOAD_RETRY_MS	1000	/* after a failed workload_status */
+#define WORKLOAD_RETRIES_MAX	30	/* failures in a row before giving up */
 
 enum agent_state { AGENT_DOWN, AGENT_WAITING, AGENT_READY, AGENT_UNREACHABLE };
 
@@ -55,6 +65,13 @@ struct vm_agent {
 	double latency_ms;		/* < 0: none yet this boot */
 	time_t latency_at;		/* monotonic seconds of latency_ms */
 	struct agent_call *latency_ping;
+	/* The workload's end (a VM with one): the workload_status call in
+	 * flight, the retry timer, failures in a row, and whether this boot's
+	 * end is recorded and its collection acknowledged by the agent. */
+	struct agent_call *workload_call;
+	struct event *workload_timer;
+	unsigned workload_failures;
+	bool workload_recorded, workload_acked;
 	TAILQ_HEAD(, agent_waiter) waiters;
 	TAILQ_HEAD(, agent_request) requests;
 };
@@ -196,6 +213,95 @@ agent_note_latency(struct vm_agent *a)
 	a->latency_at = now.tv_sec;
 }
 
+static void workload_ask(struct vm *vm);
+
+static void
+workload_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vm *vm = arg;
+
+	if (vm->agent != NULL && vm->agent->state == AGENT_READY)
+		workload_ask(vm);
+}
+
+/* A workload_status answer: running (ask again), exited (record it, then
+ * say it was collected), none (nothing to watch); a failed call is retried
+ * while the agent is ready, WORKLOAD_RETRIES_MAX times in a row. */
+static void
+workload_reply(void *ctx, json_t *reply, const char *err)
+{
+	struct vm *vm = ctx;
+	struct vm_agent *a = vm->agent;
+	struct ember_error rec_err = { 0 };
+	struct timeval tv = { 0, WORKLOAD_RETRY_MS * 1000 };
+	const char *state = json_string_value(json_object_get(reply, "workload"));
+	json_t *code = json_object_get(reply, "code"), *sig = json_object_get(reply, "signal");
+
+	a->workload_call = NULL;
+	if (reply == NULL || !json_is_true(json_object_get(reply, "ok")) || state == NULL) {
+		const char *why = reply == NULL ? err : json_string_value(json_object_get(reply,
+		    "error"));
+		if (++a->workload_failures > WORKLOAD_RETRIES_MAX) {
+			log_warnx("vm %s: workload_status failed %u times, the last: %s; its "
+			    "workload's end will be read from the console", vm->rec.name,
+			    WORKLOAD_RETRIES_MAX, why ? why : "no reason");
+			return;
+		}
+		log_debug("vm %s: workload_status: %s", vm->rec.name, why ? why : "failed");
+		if (a->workload_timer == NULL)
+			a->workload_timer = evtimer_new(vm->daemon->base, workload_retry_cb, vm);
+		if (a->workload_timer != NULL)
+			evtimer_add(a->workload_timer, &tv);
+		return;
+	}
+	a->workload_failures = 0;
+	if (strcmp(state, "none") == 0) {
+		log_warnx("vm %s: its agent runs no workload; the workload's end will be read "
+		    "from the console", vm->rec.name);
+		return;
+	}
+	if (strcmp(state, "exited") == 0 && !a->workload_recorded) {
+		if (vm_workload_record_agent(vm, json_is_integer(code) ? "code" : "signal",
+		    json_integer_value(json_is_integer(code) ? code : sig),
+		    json_string_value(json_object_get(reply, "boot_id")), &rec_err) < 0) {
+			log_warnx("%s", rec_err.message);
+			return;
+		}
+		a->workload_recorded = true;
+	} else if (strcmp(state, "exited") == 0 && a->workload_recorded)
+		a->workload_acked = true;	/* the answer to collected */
+	if (!a->workload_acked)
+		workload_ask(vm);
+}
+
+/* Sends workload_status: waiting for the end, or, once it is recorded,
+ * saying it was collected. */
+static void
+workload_ask(struct vm *vm)
+{
+	struct vm_agent *a = vm->agent;
+	json_t *req = a->workload_recorded ?
+	    json_pack("{s:s, s:b}", "op", "workload_status", "collected", 1) :
+	    json_pack("{s:s, s:i}", "op", "workload_status", "wait_s", WORKLOAD_WAIT_S);
+
+	a->workload_call = agent_call_start(vm->daemon->base, vm->rec.uds_path, req,
+	    WORKLOAD_WAIT_S * 1000 + WORKLOAD_CALL_SLACK_MS, workload_reply, vm);
+	json_decref(req);
+	if (a->workload_call == NULL)
+		workload_reply(vm, NULL, "cannot reach the agent");
+}
+
+static void
+workload_watch_stop(struct vm_agent *a)
+{
+	agent_call_cancel(a->workload_call);
+	a->workload_call = NULL;
+	if (a->workload_timer != NULL)
+		evtimer_del(a->workload_timer);
+	a->workload_failures = 0;
+	a->workload_recorded = a->workload_acked = false;
+}
+
 static void
 ping_reply(void *ctx, json_t *reply, const char *err)
 {
@@ -215,6 +321,8 @@ ping_reply(void *ctx, json_t *reply, const char *err)
 		log_info("vm %s: agent ready", vm->rec.name);
 		a->state = AGENT_READY;
 		vm_events_agent_ready(vm);
+		if (vm_workload_has(vm) && a->workload_call == NULL && !a->workload_acked)
+			workload_ask(vm);
 	}
 	json_t *req = json_pack("{s:s}", "op", "info");
 	a->probe = agent_call_start(vm->daemon->base, vm->rec.uds_path, req,
@@ -282,6 +390,7 @@ agent_stop_probing(struct vm_agent *a)
 	a->latency_ping = NULL;
 	if (a->probe_timer != NULL)
 		evtimer_del(a->probe_timer);
+	workload_watch_stop(a);
 }
 
 void
@@ -316,6 +425,8 @@ vm_agent_free(struct vm *vm)
 	agent_stop_probing(a);
 	if (a->probe_timer != NULL)
 		event_free(a->probe_timer);
+	if (a->workload_timer != NULL)
+		event_free(a->workload_timer);
 	json_decref(a->info);
 	free(a);
 	vm->agent = NULL;

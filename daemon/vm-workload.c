@@ -1,8 +1,12 @@
 /*
- * VMs booted from OCI images (see vm-workload.h). The guest's exit line is
- * guest output like any other console byte: it is parsed strictly from the
- * last 64 KiB of console.log, and trusted only as far as the VM's owner
- * trusts their own workload (a workload can print such a line itself).
+ * VMs booted from OCI images (see vm-workload.h). The workload's end comes
+ * from the guest's agent (vm-agent.c asks it over vsock), which runs
+ * outside the workload's root; the workload's own output cannot forge it.
+ * Only when the agent did not report it this boot (no vsock, or the guest
+ * powered off while emberd was away) is the console's exit line used: guest
+ * output like any other console byte, parsed strictly from this boot's part
+ * of the last 64 KiB of console.log, and marked "source": "console", since
+ * a workload can print such a line itself.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -109,6 +113,61 @@ exit_value(const char *p, int max)
 	return v;
 }
 
+bool
+vm_workload_has(const struct vm *vm)
+{
+	return vm->rec.boot_args != NULL && strstr(vm->rec.boot_args, "ember.workload=") != NULL;
+}
+
+static void
+workload_clear(struct vm *vm)
+{
+	vm->rec.workload_exit = WORKLOAD_EXIT_NONE;
+	vm->rec.workload_exit_value = 0;
+	vm->rec.workload_exit_source = WORKLOAD_SOURCE_UNKNOWN;
+	vm->rec.workload_exit_boot_id[0] = '\0';
+}
+
+void
+vm_workload_boot_begins(struct vm *vm)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	struct stat st;
+
+	workload_clear(vm);
+	vm->rec.workload_console_from = 0;
+	if (!vm_workload_has(vm))
+		return;
+	vm_dir(vm->daemon, vm->rec.name, dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/console.log", dir);
+	if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+		vm->rec.workload_console_from = (uint64_t)st.st_size;
+}
+
+int
+vm_workload_record_agent(struct vm *vm, const char *what, json_int_t value, const char *boot_id,
+    struct ember_error *err)
+{
+	struct ember_error save_err = { 0 };
+	bool code = strcmp(what, "code") == 0;
+
+	if ((code && (value < 0 || value > 255)) || (!code && (value < 1 || value > 127)) ||
+	    boot_id == NULL || strlen(boot_id) >= sizeof(vm->rec.workload_exit_boot_id) ||
+	    strspn(boot_id, "0123456789abcdef-") != strlen(boot_id))
+		return ember_error_set(err, EK_BACKEND_ERROR, NULL,
+		    "vm %s: the agent reported a malformed workload status", vm->rec.name);
+	vm->rec.workload_exit = code ? WORKLOAD_EXIT_CODE : WORKLOAD_EXIT_SIGNAL;
+	vm->rec.workload_exit_value = (int)value;
+	vm->rec.workload_exit_source = WORKLOAD_SOURCE_AGENT;
+	snprintf(vm->rec.workload_exit_boot_id, sizeof(vm->rec.workload_exit_boot_id), "%s",
+	    boot_id);
+	log_info("vm %s: workload exited with %s %d (from its agent, boot %s)", vm->rec.name,
+	    code ? "status" : "signal", (int)value, boot_id[0] ? boot_id : "?");
+	if (vm_save(vm, &save_err) < 0)
+		log_warnx("vm %s: %s", vm->rec.name, save_err.message);
+	return 0;
+}
+
 void
 vm_workload_collect(struct vm *vm)
 {
@@ -118,9 +177,12 @@ vm_workload_collect(struct vm *vm)
 	off_t from;
 	int fd, v;
 
-	if (vm->rec.boot_args == NULL || strstr(vm->rec.boot_args, "ember.workload=") == NULL)
+	if (!vm_workload_has(vm))
 		return;
-	vm->rec.workload_exit = WORKLOAD_EXIT_NONE;
+	if (vm->rec.workload_exit != WORKLOAD_EXIT_NONE &&
+	    vm->rec.workload_exit_source == WORKLOAD_SOURCE_AGENT)
+		return;	/* this boot's, from the agent */
+	workload_clear(vm);
 	vm_dir(vm->daemon, vm->rec.name, dir, sizeof(dir));
 	snprintf(path, sizeof(path), "%s/console.log", dir);
 	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
@@ -131,6 +193,11 @@ vm_workload_collect(struct vm *vm)
 		return;
 	}
 	from = st.st_size > WORKLOAD_TAIL_BYTES ? st.st_size - WORKLOAD_TAIL_BYTES : 0;
+	/* Not an earlier boot's lines (a console.log moved aside since is
+	 * shorter than where this boot began: all of it is this boot's). */
+	if ((uint64_t)st.st_size >= vm->rec.workload_console_from &&
+	    (off_t)vm->rec.workload_console_from > from)
+		from = (off_t)vm->rec.workload_console_from;
 	n = pread(fd, buf, WORKLOAD_TAIL_BYTES, from);
 	close(fd);
 	buf[n > 0 ? n : 0] = '\0';
@@ -145,9 +212,12 @@ vm_workload_collect(struct vm *vm)
 		vm->rec.workload_exit = WORKLOAD_EXIT_SIGNAL;
 		vm->rec.workload_exit_value = v;
 	}
-	if (vm->rec.workload_exit != WORKLOAD_EXIT_NONE)
-		log_info("vm %s: workload exited with %s %d", vm->rec.name,
+	if (vm->rec.workload_exit != WORKLOAD_EXIT_NONE) {
+		vm->rec.workload_exit_source = WORKLOAD_SOURCE_CONSOLE;
+		log_info("vm %s: workload exited with %s %d (its agent did not report it: "
+		    "read from the console, which the workload could have written)", vm->rec.name,
 		    vm->rec.workload_exit == WORKLOAD_EXIT_CODE ? "status" : "signal",
 		    vm->rec.workload_exit_value);
+	}
 	free(buf);
 }

@@ -4,10 +4,16 @@
  * passed on the kernel command line as ember.workload=<base64 JSON>. The
  * mini initramfs mounts the image's root disk and runs `ember-agent
  * workload ROOT`, which starts the workload chrooted into ROOT with its
- * output on the console, waits for it, prints one line emberd reads back
- * ("EMBER-WORKLOAD-EXIT code=N" or "... signal=N") and powers the guest
- * off. The agent's exec op uses agent_enter_root() too, so that `vm exec`
- * runs inside the image's root with the image's Env.
+ * output on the console and waits for it. Its end goes to emberd through
+ * the agent, not through the workload's own output: the runner writes it
+ * into /run (outside the workload's root), the agent's workload_status op
+ * answers it (waiting for it when asked to), and the runner powers the
+ * guest off once emberd has said it has it ("collected"), or after
+ * WORKLOAD_COLLECT_WAIT_S when it never does. The line it also prints on
+ * the console ("EMBER-WORKLOAD-EXIT code=N" or "... signal=N") is only
+ * emberd's fallback for a guest whose agent it could not reach. The
+ * agent's exec op uses agent_enter_root() too, so that `vm exec` runs
+ * inside the image's root with the image's Env.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,17 +24,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
 
 #define WORKLOAD_WORD		"ember.workload="
 #define WORKLOAD_ARGS_MAX	1024
+/* The workload's end, for the agent, and emberd's receipt of it; in the
+ * initramfs's /run (agent_workload_run_dir), which the chrooted workload
+ * cannot reach. */
+#define WORKLOAD_STATUS_NAME	"ember-workload.status"
+#define WORKLOAD_COLLECTED_NAME	"ember-workload.collected"
+/* How long the runner waits for emberd to collect the end. */
+#define WORKLOAD_COLLECT_WAIT_S	30
+/* The longest wait_s of workload_status. */
+#define WORKLOAD_WAIT_MAX_S	600
+#define WORKLOAD_STATUS_MAX	256
 
 const char *agent_exec_root;
 json_t *agent_exec_workload;
+const char *agent_workload_run_dir = "/run";
 
 json_t *
 agent_workload_parse(const char *cmdline, struct agent_error *err)
@@ -160,15 +180,184 @@ agent_enter_root(const char *root, json_t *workload, bool as_user, struct agent_
 	return 0;
 }
 
-/* Prints the exit line and asks init (PID 1) to power off. */
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits until agent_workload_run_dir/name exists or timeout_s passes; 1 when it
+ * exists. */
+static int
+run_file_wait(const char *name, double timeout_s)
+{
+	char path[PATH_MAX], ev[4096] __attribute__((aligned(8)));
+	double deadline = now_s() + timeout_s;
+	int fd, found = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", agent_workload_run_dir, name);
+	if ((fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) == -1)
+		return access(path, F_OK) == 0;
+	if (inotify_add_watch(fd, agent_workload_run_dir, IN_CREATE | IN_MOVED_TO) == -1) {
+		close(fd);
+		return access(path, F_OK) == 0;
+	}
+	for (;;) {
+		double left = deadline - now_s();
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		if ((found = access(path, F_OK) == 0) || left <= 0)
+			break;
+		if (poll(&pfd, 1, (int)(left * 1000) + 1) == -1 && errno != EINTR)
+			break;
+		while (read(fd, ev, sizeof(ev)) > 0)
+			;
+	}
+	close(fd);
+	return found;
+}
+
+/* The workload's end as the runner left it: 1 with *what ("code" or
+ * "signal") and *n, 0 when there is none (yet), -1 when the file is
+ * malformed. */
+static int
+status_read(const char **what, int *n)
+{
+	char path[PATH_MAX], buf[WORKLOAD_STATUS_MAX + 1];
+	json_t *doc, *v;
+	ssize_t len;
+	int fd, r = -1;
+
+	snprintf(path, sizeof(path), "%s/%s", agent_workload_run_dir, WORKLOAD_STATUS_NAME);
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		return errno == ENOENT ? 0 : -1;
+	len = read(fd, buf, WORKLOAD_STATUS_MAX);
+	close(fd);
+	if (len <= 0 || (doc = json_loadb(buf, (size_t)len, 0, NULL)) == NULL)
+		return -1;
+	if (json_is_integer(v = json_object_get(doc, "code")) && json_integer_value(v) >= 0 &&
+	    json_integer_value(v) <= 255) {
+		*what = "code";
+		*n = (int)json_integer_value(v);
+		r = 1;
+	} else if (json_is_integer(v = json_object_get(doc, "signal")) &&
+	    json_integer_value(v) >= 1 && json_integer_value(v) <= 127) {
+		*what = "signal";
+		*n = (int)json_integer_value(v);
+		r = 1;
+	}
+	json_decref(doc);
+	return r;
+}
+
+/* Leaves {"code": N} or {"signal": N} for the agent (renamed into place,
+ * so that it is read whole or not at all). */
+static void
+status_write(const char *what, int n)
+{
+	char tmp[PATH_MAX], path[PATH_MAX], text[64];
+	int fd, len;
+
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", agent_workload_run_dir, WORKLOAD_STATUS_NAME);
+	snprintf(path, sizeof(path), "%s/%s", agent_workload_run_dir, WORKLOAD_STATUS_NAME);
+	len = snprintf(text, sizeof(text), "{\"%s\": %d}\n", what, n);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) == -1) {
+		fprintf(stderr, "ember-workload: %s: %s\n", tmp, strerror(errno));
+		return;
+	}
+	if (write(fd, text, (size_t)len) != len || close(fd) != 0 || rename(tmp, path) != 0)
+		fprintf(stderr, "ember-workload: %s: %s\n", path, strerror(errno));
+}
+
+/* The workload ended: its end for the agent, the console's fallback line,
+ * a wait for emberd to collect it (when a vsock device could carry it),
+ * then init (PID 1) is asked to power off. */
 static void
 workload_end(const char *what, int n)
 {
+	status_write(what, n);
 	fprintf(stderr, "EMBER-WORKLOAD-EXIT %s=%d\n", what, n);
 	fflush(stderr);
+	if (agent_local_cid() > 0 && !run_file_wait(WORKLOAD_COLLECTED_NAME,
+	    WORKLOAD_COLLECT_WAIT_S))
+		fprintf(stderr, "ember-workload: emberd did not collect the exit status "
+		    "within %d s; powering off\n", WORKLOAD_COLLECT_WAIT_S);
 	sync();
 	kill(1, SIGUSR2);
 }
+
+/* This boot's /proc/sys/kernel/random/boot_id, or "". */
+static void
+boot_id(char *out, size_t len)
+{
+	ssize_t n = -1;
+	int fd;
+
+	if ((fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)) != -1) {
+		n = read(fd, out, len - 1);
+		close(fd);
+	}
+	out[n > 0 ? n : 0] = '\0';
+	out[strspn(out, "0123456789abcdef-")] = '\0';
+}
+
+/*
+ * workload_status {"wait_s": N, "collected": B}: whether this guest has a
+ * workload ("workload": "none", "running" or "exited", with "code" or
+ * "signal" once exited) and this boot's "boot_id". With wait_s it waits
+ * that long for a running workload to end; with collected (once exited)
+ * it tells the runner that emberd has the status, so the guest powers off.
+ */
+static int
+agent_op_workload_status(json_t *params, json_t *reply, struct agent_error *err)
+{
+	json_int_t wait_s = 0;
+	int collected = 0, n = 0, r;
+	const char *what = NULL;
+	json_error_t jerr;
+	char id[64], path[PATH_MAX];
+
+	if (json_unpack_ex(params, &jerr, JSON_STRICT, "{s?I, s?b}", "wait_s", &wait_s,
+	    "collected", &collected) != 0)
+		return agent_error_set(err, "invalid parameters for workload_status: %s",
+		    jerr.text);
+	if (wait_s < 0 || wait_s > WORKLOAD_WAIT_MAX_S)
+		return agent_error_set(err, "wait_s must be 0..%d", WORKLOAD_WAIT_MAX_S);
+	if (agent_dry_run || agent_exec_root == NULL) {
+		if (collected)
+			return agent_error_set(err, "this guest runs no workload");
+		return json_object_set_new(reply, "workload", json_string("none")) != 0 ?
+		    agent_error_set(err, "out of memory") : 0;
+	}
+	boot_id(id, sizeof(id));
+	if ((r = status_read(&what, &n)) == 0 && wait_s > 0 && !collected &&
+	    run_file_wait(WORKLOAD_STATUS_NAME, (double)wait_s))
+		r = status_read(&what, &n);
+	if (r < 0)
+		return agent_error_set(err, "the workload's status file is malformed");
+	if (collected && r == 0)
+		return agent_error_set(err, "the workload is still running: nothing to collect");
+	if (collected) {
+		snprintf(path, sizeof(path), "%s/%s", agent_workload_run_dir, WORKLOAD_COLLECTED_NAME);
+		int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd == -1)
+			return agent_error_set(err, "%s: %s", path, strerror(errno));
+		close(fd);
+	}
+	if (json_object_set_new(reply, "workload", json_string(r ? "exited" : "running")) != 0 ||
+	    json_object_set_new(reply, "boot_id", json_string(id)) != 0 ||
+	    (r && json_object_set_new(reply, what, json_integer(n)) != 0))
+		return agent_error_set(err, "out of memory");
+	return 0;
+}
+
+const struct agent_op agent_ops_workload[] = {
+	/* Parameters are checked by the handler; it may wait (wait_s). */
+	{ "workload_status", NULL, agent_op_workload_status, AGENT_OP_WORKER },
+	{ NULL, NULL, NULL, 0 },
+};
 
 int
 agent_workload_main(const char *root, const char *cmdline)

@@ -32,6 +32,7 @@ static const struct agent_op *const agent_tables[] = {
 	agent_ops_basic,
 	agent_ops_exec,
 	agent_ops_files,
+	agent_ops_workload,
 };
 
 int agent_dry_run;

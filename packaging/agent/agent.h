@@ -66,6 +66,8 @@ struct agent_op {
 extern const struct agent_op agent_ops_basic[];
 extern const struct agent_op agent_ops_exec[];
 extern const struct agent_op agent_ops_files[];
+/* workload_status (agent-workload.c). */
+extern const struct agent_op agent_ops_workload[];
 
 /*
  * Set by the fuzz harness: ops check their parameters as usual but run no
@@ -149,5 +151,8 @@ int agent_workload_main(const char *root, const char *cmdline);
  * with agent_exec_workload's env (both NULL otherwise). */
 extern const char *agent_exec_root;
 extern json_t *agent_exec_workload;
+/* Where the workload's runner leaves its end for workload_status ("/run";
+ * tests point it elsewhere). */
+extern const char *agent_workload_run_dir;
 
 #endif

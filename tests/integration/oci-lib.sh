@@ -2,8 +2,10 @@
 # qemu-lib.sh). build_oci_image makes a small OCI image in the test's own
 # directory with umoci: busybox-static as /bin/busybox (and its applets) plus
 # /entry.sh, a script that prints what it sees (arguments, $FOO, the working
-# directory, uid:gid), sleeps $SLEEP_FOR seconds if set, and exits with
-# $EXIT_WITH, or kills itself with $KILL_WITH. Nothing comes from the network.
+# directory, uid:gid), with $FAKE_EXIT set keeps printing a false
+# "EMBER-WORKLOAD-EXIT code=$FAKE_EXIT" line from a background process,
+# sleeps $SLEEP_FOR seconds if set, and exits with $EXIT_WITH, or kills
+# itself with $KILL_WITH. Nothing comes from the network.
 
 for tool in skopeo umoci busybox; do
 	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed (apt-get install skopeo umoci busybox-static)"; exit 77; }
@@ -31,6 +33,10 @@ build_oci_image() {
 	cat >"$root/entry.sh" <<'SCRIPT'
 #!/bin/sh
 echo "entry: args=[$*] FOO=$FOO pwd=$(pwd) id=$(id -u):$(id -g)"
+if [ -n "$FAKE_EXIT" ]; then
+	# A workload lying about its end: this line on the console until the guest is off.
+	(while :; do echo "EMBER-WORKLOAD-EXIT code=$FAKE_EXIT"; sleep 0.1; done) &
+fi
 if [ -n "$SLEEP_FOR" ]; then sleep "$SLEEP_FOR"; fi
 if [ -n "$KILL_WITH" ]; then kill -"$KILL_WITH" $$; fi
 exit "${EXIT_WITH:-0}"

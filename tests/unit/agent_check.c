@@ -1,6 +1,6 @@
 /*
  * Unit tests for ember-agent's core (packaging/agent/agent.c, agent-ops.c,
- * agent-exec.c, agent-files.c, agent-net.c): the request parser, every op, the error
+ * agent-exec.c, agent-files.c, agent-net.c, agent-workload.c): the request parser, every op, the error
  * replies, base64 and the ember.echo command-line parser. exec and the file
  * ops run for real, in a temporary directory. Built by packaging/agent/CMakeLists.txt (it links
  * ember-agent-core), run as unit_agent.
@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -247,7 +248,7 @@ START_TEST(unknown_op_names_the_known_ones)
 	ck_assert(json_object_get(r, "id") == NULL);
 	ck_assert_str_eq(json_string_value(json_object_get(r, "error")),
 	    "unknown op \"reboot-the-moon\" (known: ping, info, poweroff, "
-	    "exec, read_file, write_file)");
+	    "exec, read_file, write_file, workload_status)");
 	json_decref(r);
 }
 END_TEST
@@ -902,6 +903,108 @@ START_TEST(dry_run_touches_nothing)
 }
 END_TEST
 
+START_TEST(workload_status_without_a_workload_is_none)
+{
+	json_t	*r;
+
+	agent_exec_root = NULL;
+	r = ask("{\"op\":\"workload_status\"}");
+	ck_assert(json_is_true(json_object_get(r, "ok")));
+	ck_assert_str_eq(json_string_value(json_object_get(r, "workload")), "none");
+	json_decref(r);
+	assert_error(ask("{\"op\":\"workload_status\",\"collected\":true}"),
+	    "runs no workload");
+	assert_error(ask("{\"op\":\"workload_status\",\"wait_s\":601}"), "wait_s must be");
+	assert_error(ask("{\"op\":\"workload_status\",\"wait_s\":-1}"), "wait_s must be");
+	assert_error(ask("{\"op\":\"workload_status\",\"wait\":1}"), "invalid parameters");
+	assert_error(ask("{\"op\":\"workload_status\",\"collected\":1}"),
+	    "invalid parameters");
+}
+END_TEST
+
+/* Writes the runner's status file in tmpdir. */
+static void
+write_status(const char *text)
+{
+	char	 path[256], tmp[256];
+	FILE	*f;
+
+	snprintf(tmp, sizeof(tmp), "%s/.status.tmp", tmpdir);
+	snprintf(path, sizeof(path), "%s/ember-workload.status", tmpdir);
+	ck_assert_ptr_nonnull(f = fopen(tmp, "we"));
+	fputs(text, f);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+START_TEST(workload_status_reports_the_end_and_its_collection)
+{
+	char		 path[256];
+	struct stat	 st;
+	json_t		*r;
+
+	agent_exec_root = "/";
+	agent_workload_run_dir = tmpdir;
+	r = ask("{\"op\":\"workload_status\"}");
+	ck_assert_str_eq(json_string_value(json_object_get(r, "workload")), "running");
+	ck_assert_uint_eq(strlen(json_string_value(json_object_get(r, "boot_id"))), 36);
+	json_decref(r);
+	assert_error(ask("{\"op\":\"workload_status\",\"collected\":true}"),
+	    "still running");
+	write_status("{\"signal\": 9}\n");
+	r = ask("{\"op\":\"workload_status\"}");
+	ck_assert_str_eq(json_string_value(json_object_get(r, "workload")), "exited");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "signal")), 9);
+	ck_assert_ptr_null(json_object_get(r, "code"));
+	json_decref(r);
+	snprintf(path, sizeof(path), "%s/ember-workload.collected", tmpdir);
+	ck_assert_int_eq(stat(path, &st), -1);
+	r = ask("{\"op\":\"workload_status\",\"collected\":true}");
+	ck_assert_str_eq(json_string_value(json_object_get(r, "workload")), "exited");
+	json_decref(r);
+	ck_assert_int_eq(stat(path, &st), 0);
+	write_status("{\"code\": 256}\n");
+	assert_error(ask("{\"op\":\"workload_status\"}"), "malformed");
+	write_status("EMBER-WORKLOAD-EXIT code=3\n");
+	assert_error(ask("{\"op\":\"workload_status\"}"), "malformed");
+	agent_exec_root = NULL;
+	agent_workload_run_dir = "/run";
+}
+END_TEST
+
+START_TEST(workload_status_waits_for_the_end)
+{
+	struct timespec	 t0, t1;
+	json_t		*r;
+	pid_t		 pid;
+	int		 status;
+
+	agent_exec_root = "/";
+	agent_workload_run_dir = tmpdir;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = ask("{\"op\":\"workload_status\",\"wait_s\":1}");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "workload")), "running");
+	ck_assert_int_ge(t1.tv_sec - t0.tv_sec, 1);
+	json_decref(r);
+	/* Written by another process while (or before) the request waits. */
+	if ((pid = fork()) == 0) {
+		write_status("{\"code\": 4}\n");
+		_exit(0);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = ask("{\"op\":\"workload_status\",\"wait_s\":30}");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "workload")), "exited");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "code")), 4);
+	ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 30);
+	json_decref(r);
+	agent_exec_root = NULL;
+	agent_workload_run_dir = "/run";
+}
+END_TEST
+
 START_TEST(error_line_carries_the_id)
 {
 	size_t	 len;
@@ -1007,6 +1110,14 @@ main(void)
 	tcase_add_test(tc, files_errors_are_clear);
 	tcase_add_test(tc, files_full_chunk_reads_back);
 	tcase_add_test(tc, dry_run_touches_nothing);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("workload");
+	tcase_set_timeout(tc, 60);
+	tcase_add_checked_fixture(tc, files_setup, files_teardown);
+	tcase_add_test(tc, workload_status_without_a_workload_is_none);
+	tcase_add_test(tc, workload_status_reports_the_end_and_its_collection);
+	tcase_add_test(tc, workload_status_waits_for_the_end);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
