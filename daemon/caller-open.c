@@ -1,19 +1,82 @@
 /*
- * Opening client-named host paths with the client's rights (see
- * caller-open.h).
+ * Opening client-named host paths with the client's rights, off the event
+ * loop's critical path (see caller-open.h). Each request with paths to
+ * open gets one helper (platform_open_as_start); its answers arrive on a
+ * socket read by a loop event, a timer bounds the wait, and a pidfd watch
+ * reaps the helper, which may outlive the request when it hangs and was
+ * killed. Every open in progress is on one list, so the number of helpers
+ * is bounded and teardown can let go of them.
  */
 #include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "caller-open.h"
+#include "child.h"
 #include "log.h"
 
 bool
 caller_trusted(const struct platform_caller *c)
 {
 	return c->uid == 0 || c->uid == geteuid();
+}
+
+struct caller_open {
+	struct caller_open *next;	/* opens: every one not freed */
+	struct event_base *base;
+	uid_t uid;
+	char *what[CALLER_OPEN_PATHS_MAX], *path[CALLER_OPEN_PATHS_MAX];
+	bool dir[CALLER_OPEN_PATHS_MAX];
+	int fds[CALLER_OPEN_PATHS_MAX];
+	size_t n;
+	size_t nhelper;			/* paths the helper opens (before a refused one) */
+	size_t got;			/* answers received */
+	struct ember_error err;		/* the answer, once set */
+	struct ember_error refused;	/* paths[nhelper]'s, refused without opening */
+	pid_t pid;
+	int sock;
+	struct event *ev_read, *ev_timer;
+	struct child_watch *watch;	/* the helper, until reaped */
+	bool finished;			/* done ran (or cancelled): kept only to reap */
+	caller_open_done_fn done;
+	void *ctx;
+};
+
+static struct caller_open *opens;
+
+/* EMBER_TEST_OPEN_AS_DELAY_MS, for tests only: each helper waits that long
+ * before it opens anything, standing in for a filesystem that hangs. */
+static unsigned
+test_delay_ms(void)
+{
+	static long delay = -1;
+
+	if (delay < 0) {
+		const char *s = getenv("EMBER_TEST_OPEN_AS_DELAY_MS");
+		char *end;
+		long v = s != NULL ? strtol(s, &end, 10) : 0;
+		delay = s != NULL && *end == '\0' && v > 0 && v <= 600000 ? v : 0;
+		if (delay > 0)
+			log_warnx("EMBER_TEST_OPEN_AS_DELAY_MS: opening a client's path waits %ld ms "
+			    "(a test setting)", delay);
+	}
+	return (unsigned)delay;
+}
+
+static size_t
+helpers_count(void)
+{
+	size_t n = 0;
+
+	for (const struct caller_open *op = opens; op != NULL; op = op->next)
+		n += op->watch != NULL;
+	return n;
 }
 
 static const char *
@@ -34,41 +97,296 @@ file_type_name(mode_t mode)
 	return "not a regular file";
 }
 
-int
-caller_open(const struct platform_caller *c, const char *what, const char *path, bool dir,
-    struct ember_error *err)
+/* The error for path i, which failed with -e (st: what it is, when known). */
+static void
+open_error(struct caller_open *op, size_t i, int e, const struct stat *st)
 {
-	struct stat st;
-	int fd;
+	const char *what = op->what[i], *path = op->path[i];
+	struct ember_error *err = &op->err;
 
-	if (path[0] != '/')
-		return ember_error_set(err, EK_INVALID_SPEC, "give an absolute path",
-		    "%s %s: not an absolute path", what, path);
-	if (c->groups == NULL)
-		return ember_error_set(err, EK_PERMISSION_DENIED,
-		    "reconnect; a client in more groups than emberd can take on cannot name host paths",
-		    "%s %s: cannot act as uid %u: its supplementary groups are unknown", what, path,
-		    (unsigned)c->uid);
-	fd = platform_open_as(c, path, dir ? PLATFORM_OPEN_DIRECTORY : 0, CALLER_OPEN_TIMEOUT_MS,
-	    &st);
-	if (fd >= 0)
-		return fd;
-	log_debug("open %s as uid %u: %s", path, (unsigned)c->uid, strerror(-fd));
-	if (fd == -EINVAL && st.st_mode != 0) {
-		if (dir)
-			return ember_error_set(err, EK_INVALID_SPEC, "give a directory",
-			    "%s %s: Not a directory (it is %s)", what, path, file_type_name(st.st_mode));
-		return ember_error_set(err, EK_INVALID_SPEC,
-		    "give a regular file; only root may name devices, FIFOs or sockets",
-		    "%s %s is %s, not a regular file", what, path, file_type_name(st.st_mode));
-	}
-	if (fd == -ETIMEDOUT)
-		return ember_error_set(err, EK_IO, "check that its filesystem responds",
+	log_debug("open %s as uid %u: %s", path, (unsigned)op->uid, strerror(e));
+	if (e == EINVAL && st != NULL && st->st_mode != 0) {
+		if (op->dir[i])
+			ember_error_set(err, EK_INVALID_SPEC, "give a directory",
+			    "%s %s: Not a directory (it is %s)", what, path,
+			    file_type_name(st->st_mode));
+		else
+			ember_error_set(err, EK_INVALID_SPEC,
+			    "give a regular file; only root may name devices, FIFOs or sockets",
+			    "%s %s is %s, not a regular file", what, path,
+			    file_type_name(st->st_mode));
+	} else if (e == ETIMEDOUT && st == NULL)
+		ember_error_set(err, EK_IO, "check that its filesystem responds",
 		    "%s %s: opening it took longer than %d s", what, path,
 		    CALLER_OPEN_TIMEOUT_MS / 1000);
-	if (fd == -EAGAIN)
-		return ember_error_set(err, EK_BUSY, "retry later",
+	else if (e == EAGAIN && st == NULL)
+		ember_error_set(err, EK_BUSY, "retry later",
 		    "%s %s: too many earlier opens still hang", what, path);
-	return ember_error_set(err, fd == -EACCES || fd == -EPERM ? EK_PERMISSION_DENIED :
-	    EK_INVALID_SPEC, NULL, "%s %s: %s", what, path, strerror(-fd));
+	else
+		ember_error_set(err, e == EACCES || e == EPERM ? EK_PERMISSION_DENIED :
+		    EK_INVALID_SPEC, NULL, "%s %s: %s", what, path, strerror(e));
+}
+
+/* The loop's hold on the helper's answers (the helper itself may live on). */
+static void
+op_stop_listening(struct caller_open *op)
+{
+	if (op->ev_read != NULL)
+		event_free(op->ev_read);
+	if (op->ev_timer != NULL)
+		event_free(op->ev_timer);
+	op->ev_read = op->ev_timer = NULL;
+	if (op->sock >= 0)
+		close(op->sock);
+	op->sock = -1;
+}
+
+static void
+op_free(struct caller_open *op)
+{
+	for (struct caller_open **p = &opens; *p != NULL; p = &(*p)->next)
+		if (*p == op) {
+			*p = op->next;
+			break;
+		}
+	op_stop_listening(op);
+	child_watch_free(op->watch);
+	for (size_t i = 0; i < op->n; i++) {
+		if (op->fds[i] >= 0)
+			close(op->fds[i]);
+		free(op->what[i]);
+		free(op->path[i]);
+	}
+	free(op);
+}
+
+/* Answers: done gets the fds (or err); op stays only while its helper
+ * has not been reaped. */
+static void
+op_finish(struct caller_open *op)
+{
+	int fds[CALLER_OPEN_PATHS_MAX];
+	struct ember_error err = op->err;
+	bool failed = ember_error_is_set(&op->err);
+	caller_open_done_fn done = op->done;
+	void *ctx = op->ctx;
+	size_t n = op->n;
+
+	op_stop_listening(op);
+	for (size_t i = 0; i < n; i++) {
+		if (failed && op->fds[i] >= 0)
+			close(op->fds[i]);
+		fds[i] = failed ? -1 : op->fds[i];
+		op->fds[i] = -1;	/* done's now */
+	}
+	op->finished = true;
+	if (op->watch == NULL)
+		op_free(op);
+	done(ctx, fds, n, failed ? &err : NULL);
+}
+
+static void
+op_answer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct caller_open *op = arg;
+	struct stat st;
+	int result, r;
+
+	while (op->got < op->nhelper) {
+		r = platform_open_as_receive(op->sock, &result, &st);
+		if (r == 0)
+			return;	/* more to come */
+		if (r < 0) {
+			open_error(op, op->got, -r, &st);	/* the helper died */
+			break;
+		}
+		if (result < 0) {
+			open_error(op, op->got, -result, &st);
+			break;
+		}
+		op->fds[op->got++] = result;
+	}
+	if (!ember_error_is_set(&op->err) && ember_error_is_set(&op->refused))
+		op->err = op->refused;
+	op_finish(op);
+}
+
+static void
+op_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct caller_open *op = arg;
+
+	if (!ember_error_is_set(&op->err) && op->got < op->nhelper) {
+		/* The helper hangs in an open: killed, reaped when it goes. */
+		if (op->watch != NULL)
+			child_watch_kill(op->watch, SIGKILL);
+		open_error(op, op->got, ETIMEDOUT, NULL);
+	}
+	op_finish(op);
+}
+
+static void
+op_reaped_cb(void *ctx, pid_t pid, int wait_status)
+{
+	struct caller_open *op = ctx;
+
+	child_watch_free(op->watch);
+	op->watch = NULL;
+	if (op->finished)
+		op_free(op);
+	/* else its last answers (or the end of file) are still to be read */
+}
+
+/* done runs on the next loop turn with what op holds now. */
+static void
+op_finish_soon(struct caller_open *op)
+{
+	op->ev_timer = evtimer_new(op->base, op_deadline_cb, op);
+	if (op->ev_timer == NULL)
+		fatalx("out of memory");
+	event_active(op->ev_timer, EV_TIMEOUT, 0);
+}
+
+static int
+op_start_helper(struct caller_open *op, const struct platform_caller *c)
+{
+	struct platform_open_path paths[CALLER_OPEN_PATHS_MAX];
+	struct timeval deadline = { CALLER_OPEN_TIMEOUT_MS / 1000,
+	    (CALLER_OPEN_TIMEOUT_MS % 1000) * 1000 };
+	pid_t pid;
+
+	for (size_t i = 0; i < op->nhelper; i++)
+		paths[i] = (struct platform_open_path){ op->path[i],
+		    op->dir[i] ? PLATFORM_OPEN_DIRECTORY : 0 };
+	pid = platform_open_as_start(c, paths, op->nhelper, test_delay_ms(), &op->sock);
+	if (pid < 0)
+		return (int)pid;
+	op->pid = pid;
+	op->watch = child_watch_new(op->base, pid, op_reaped_cb, op);
+	if (op->watch == NULL) {
+		int e = errno;
+		kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		return -e;
+	}
+	op->ev_read = event_new(op->base, op->sock, EV_READ | EV_PERSIST, op_answer_cb, op);
+	op->ev_timer = evtimer_new(op->base, op_deadline_cb, op);
+	if (op->ev_read == NULL || op->ev_timer == NULL || event_add(op->ev_read, NULL) < 0 ||
+	    evtimer_add(op->ev_timer, &deadline) < 0)
+		fatalx("out of memory");
+	return 0;
+}
+
+struct caller_open *
+caller_open_start(struct event_base *base, const struct platform_caller *c,
+    const struct caller_open_path *paths, size_t n, caller_open_done_fn done, void *ctx)
+{
+	struct caller_open *op = calloc(1, sizeof(*op));
+	int r;
+
+	if (op == NULL || n > CALLER_OPEN_PATHS_MAX)
+		fatalx("caller_open_start: out of memory or too many paths (%zu)", n);
+	op->base = base;
+	op->uid = c->uid;
+	op->sock = -1;
+	op->done = done;
+	op->ctx = ctx;
+	op->n = n;
+	for (size_t i = 0; i < n; i++) {
+		op->fds[i] = -1;
+		op->dir[i] = paths[i].dir;
+		op->what[i] = strdup(paths[i].what);
+		op->path[i] = strdup(paths[i].path);
+		if (op->what[i] == NULL || op->path[i] == NULL)
+			fatalx("out of memory");
+	}
+	op->next = opens;
+	opens = op;
+	if (caller_trusted(c)) {
+		op_finish_soon(op);	/* used as given */
+		return op;
+	}
+	/* What is refused without opening is refused after the paths before
+	 * it were opened, as the caller's own opens in turn would be. */
+	for (op->nhelper = 0; op->nhelper < n; op->nhelper++) {
+		size_t i = op->nhelper;
+		if (op->path[i][0] != '/') {
+			ember_error_set(&op->refused, EK_INVALID_SPEC, "give an absolute path",
+			    "%s %s: not an absolute path", op->what[i], op->path[i]);
+			break;
+		}
+		if (c->groups == NULL) {
+			ember_error_set(&op->refused, EK_PERMISSION_DENIED,
+			    "reconnect; a client in more groups than emberd can take on cannot "
+			    "name host paths", "%s %s: cannot act as uid %u: its supplementary "
+			    "groups are unknown", op->what[i], op->path[i], (unsigned)c->uid);
+			break;
+		}
+	}
+	if (op->nhelper == 0) {
+		op->err = op->refused;
+		op_finish_soon(op);
+		return op;
+	}
+	if (helpers_count() >= CALLER_OPEN_HELPERS_MAX)
+		r = -EAGAIN;
+	else
+		r = op_start_helper(op, c);
+	if (r < 0) {
+		open_error(op, 0, -r, NULL);
+		op_finish_soon(op);
+	}
+	return op;
+}
+
+void
+caller_open_cancel(struct caller_open *op)
+{
+	if (op == NULL)
+		return;
+	op_stop_listening(op);
+	op->finished = true;
+	if (op->watch != NULL)
+		child_watch_kill(op->watch, SIGKILL);	/* reaped when it goes */
+	else
+		op_free(op);
+}
+
+void
+caller_opens_forget(struct event_base *base)
+{
+	struct caller_open **p = &opens;
+
+	while (*p != NULL) {
+		struct caller_open *op = *p;
+		if (op->base != base) {
+			p = &op->next;
+			continue;
+		}
+		if (op->watch != NULL)
+			child_watch_kill(op->watch, SIGKILL);
+		op_free(op);	/* unlinks it */
+	}
+}
+
+int
+caller_copy(struct platform_caller *dst, const struct platform_caller *src)
+{
+	*dst = *src;
+	if (src->groups == NULL)
+		return 0;
+	gid_t *groups = calloc(src->ngroups + 1, sizeof(gid_t));
+	if (groups == NULL)
+		return -ENOMEM;
+	memcpy(groups, src->groups, src->ngroups * sizeof(gid_t));
+	dst->groups = groups;
+	return 0;
+}
+
+void
+caller_copy_free(struct platform_caller *c)
+{
+	free((gid_t *)c->groups);
+	c->groups = NULL;
 }

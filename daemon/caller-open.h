@@ -2,30 +2,66 @@
  * Host paths that clients name. emberd runs as root, so a path a non-root
  * client names (a kernel, an initrd, a root filesystem, a directory to
  * build one from) is opened with that client's uid, gid and groups through
- * platform_open_as, and emberd then works from the open file only (copying
- * it through /proc/self/fd in a child), never from the path. Root, and the
- * uid emberd itself runs as, are trusted: their paths are used as given.
+ * platform_open_as_start, and emberd then works from the open file only
+ * (copying it through /proc/self/fd in a child), never from the path. Root,
+ * and the uid emberd itself runs as, are trusted: their paths are used as
+ * given.
  *
- * The open is synchronous on the event loop: a fork, an open and the
- * answer, about a millisecond, bounded by CALLER_OPEN_TIMEOUT_MS for paths
- * that hang (an unreachable network filesystem).
+ * Opening never holds the event loop: caller_open_start forks one helper
+ * for all the paths a request names, reads its answers on the loop, and
+ * calls done on a later loop turn with the open files or the first error;
+ * a path that hangs (an unreachable network filesystem) fails after
+ * CALLER_OPEN_TIMEOUT_MS and its helper is killed. A trusted caller goes
+ * the same way without a helper (every fd -1: use the path as given), so
+ * a request continues in one callback whoever sent it. At most
+ * CALLER_OPEN_HELPERS_MAX helpers exist at once, hung ones included.
  */
 #ifndef EMBER_CALLER_OPEN_H
 #define EMBER_CALLER_OPEN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include "error.h"
 #include "platform.h"
 
+struct event_base;
+
 #define CALLER_OPEN_TIMEOUT_MS 5000
+#define CALLER_OPEN_HELPERS_MAX 16
+#define CALLER_OPEN_PATHS_MAX PLATFORM_OPEN_PATHS_MAX
 
 /* Whether caller's paths are used as given (root, or emberd's own uid). */
 bool caller_trusted(const struct platform_caller *c);
-/* Opens path as caller: a regular file, or a directory when dir. The fd,
- * or -1 with err saying "<what> <path>: <the caller's own open error>"
- * (permission_denied for EACCES/EPERM, invalid_spec otherwise). Device
- * nodes, FIFOs and sockets are refused. */
-int caller_open(const struct platform_caller *c, const char *what, const char *path,
-    bool dir, struct ember_error *err);
+
+struct caller_open_path {
+	const char *what;	/* "kernel", "rootfs_dir": how errors name it */
+	const char *path;
+	bool dir;		/* a directory, not a regular file */
+};
+
+/* fds[i] is paths[i] opened (done owns it: keep or close it), or -1 for a
+ * trusted caller. On failure err says "<what> <path>: <the caller's own
+ * open error>" (permission_denied for EACCES/EPERM, invalid_spec otherwise;
+ * device nodes, FIFOs and sockets are refused; io after the deadline, busy
+ * when too many helpers hang) and every fd is -1. */
+typedef void (*caller_open_done_fn)(void *ctx, const int *fds, size_t n,
+    const struct ember_error *err);
+
+struct caller_open;
+/* Opens paths[0..n) (n <= CALLER_OPEN_PATHS_MAX; strings are copied) as c
+ * and calls done exactly once, never before this returns, unless cancelled
+ * first. The handle is valid until done runs. */
+struct caller_open *caller_open_start(struct event_base *base, const struct platform_caller *c,
+    const struct caller_open_path *paths, size_t n, caller_open_done_fn done, void *ctx);
+/* done will not run; what was opened is closed, a helper still at work is
+ * killed. NULL is a no-op. */
+void caller_open_cancel(struct caller_open *op);
+/* Daemon teardown, before base is freed: lets go of every open on base
+ * without calling done (helpers are killed, not waited for). */
+void caller_opens_forget(struct event_base *base);
+
+/* A caller whose groups are copied, for work that outlives the request. */
+int caller_copy(struct platform_caller *dst, const struct platform_caller *src);
+void caller_copy_free(struct platform_caller *c);
 
 #endif

@@ -21,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "caller-open.h"
 #include "child.h"
 #include "cid-alloc.h"
 #include "control.h"
@@ -487,9 +488,9 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 		o->install_backends(d);
 	daemon_probe_backends(d);
 
-	images_cleanup(d);
 	if (vms_load(d, err) < 0)
 		goto fail;
+	images_cleanup(d);	/* after vms_load started the writer, which removes trash */
 	vms_housekeeping_start(d);
 	d->control = control_new(d->base, d->socket_path, o->listen_fd, socket_group(&d->config),
 	    &cb, d, err);
@@ -562,6 +563,7 @@ daemon_free(struct ember_daemon *d)
 		event_free(d->ev_housekeeping);
 	cid_alloc_free(d->cids);
 	if (d->base != NULL) {
+		caller_opens_forget(d->base);
 		child_runs_forget(d->base);
 		event_base_free(d->base);
 	}

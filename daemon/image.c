@@ -36,6 +36,7 @@
 #include "caller-open.h"
 #include "child.h"
 #include "daemon.h"
+#include "discard.h"
 #include "durable.h"
 #include "events.h"
 #include "fsutil.h"
@@ -63,9 +64,15 @@ struct image_import {
 	/* A directory measured as the caller: du's two answers size mkfs. */
 	int du_bytes_step, du_inodes_step, mkfs_step, mkfs_size_arg;
 	uint64_t du_bytes, du_inodes;
-	/* OCI: after oci_layout_step the layout is read into doc's "oci". */
-	int oci_layout_step;
-	char existing_digest[80];	/* an OCI image already under this name */
+	/* OCI: oci_probe_step asks skopeo for the source's manifest digest
+	 * (cheap), so that the same digest again is answered without a copy;
+	 * after oci_layout_step the layout is read into doc's "oci". */
+	int oci_probe_step, oci_layout_step;
+	char source_digest[OCI_DIGEST_LEN];
+	/* An OCI image already under this name: its layout's digest and the
+	 * source digest the probe saw when it was imported ("" : unknown). */
+	char existing_digest[80];
+	char existing_source_digest[OCI_DIGEST_LEN];
 	struct timespec started;
 	image_done_fn done;
 	void *ctx;
@@ -75,6 +82,14 @@ struct image_import {
 	char copy_dst[PATH_MAX];
 	uint64_t copy_total;
 	int copy_percent;
+	/* The files written, queued to be synced before image.json
+	 * (durable_sync_file): those not done yet and the first failure. A
+	 * failed import is freed once none is pending (their callbacks name
+	 * it). */
+	unsigned syncs_pending;
+	int sync_result;
+	bool failed;
+	struct quota_hold *quota_hold;	/* its quota until the image is stored */
 };
 
 #define IMAGE_COPY_TICK_MS 250
@@ -222,7 +237,7 @@ int
 image_delete(struct ember_daemon *d, const char *name, bool force, uid_t caller,
     json_t **last, struct ember_error *err)
 {
-	char path[PATH_MAX], trash[PATH_MAX];
+	char path[PATH_MAX];
 	json_t *doc = image_load(d, name, caller, err);
 	const char *user;
 
@@ -239,14 +254,14 @@ image_delete(struct ember_daemon *d, const char *name, bool force, uid_t caller,
 		    "delete the VMs that use it first, or pass force",
 		    "image \"%s\" is used by VM \"%s\"", name, user);
 	}
+	/* Renamed to trash here (the name is free at once), the tree removed
+	 * off the loop: a big rootfs takes long to unlink. */
 	image_path(d, name, path, sizeof(path));
-	snprintf(trash, sizeof(trash), "%s/images/.trash-%s-%u", d->state_dir, name,
-	    ++import_counter);
-	if (rename(path, trash) < 0) {
+	if (discard_dir_now(d, path, err) < 0) {
 		json_decref(doc);
-		return ember_error_set(err, EK_IO, NULL, "cannot remove %s: %s", path, strerror(errno));
+		return -1;
 	}
-	rm_rf(trash);
+	quota_image_deleted(d, name);
 	log_info("image %s: deleted", name);
 	*last = doc;
 	return 0;
@@ -263,11 +278,16 @@ images_cleanup(struct ember_daemon *d)
 	mkdir_p(path, 0755);
 	dir = opendir(path);
 	while (dir != NULL && (de = readdir(dir)) != NULL) {
-		if (strncmp(de->d_name, ".import-", 8) == 0 || strncmp(de->d_name, ".trash-", 7) == 0) {
-			char sub[PATH_MAX];
-			snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-			log_warnx("repair: removing %s, an interrupted image import or delete", sub);
-			rm_rf(sub);
+		char sub[PATH_MAX];
+		snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
+		/* Removed off the loop (discard.h); an import's staging name is
+		 * first moved to trash, since a new import may reuse it. */
+		if (strncmp(de->d_name, ".trash-", 7) == 0) {
+			log_warnx("repair: removing %s, an interrupted image delete", sub);
+			discard_trash(d, sub);
+		} else if (strncmp(de->d_name, ".import-", 8) == 0) {
+			log_warnx("repair: removing %s, an interrupted image import", sub);
+			discard_dir_anyway(d, sub);
 		}
 	}
 	if (dir != NULL)
@@ -294,8 +314,18 @@ import_free(struct image_import *im)
 		close(im->fds[i]);
 	if (im->copy_tick != NULL)
 		event_free(im->copy_tick);
+	quota_release(im->quota_hold);
 	json_decref(im->doc);
 	free(im);
+}
+
+/* Frees a failed import, or leaves that to the last of its file syncs. */
+static void
+import_release(struct image_import *im)
+{
+	im->failed = true;
+	if (im->syncs_pending == 0)
+		import_free(im);
 }
 
 /* A copy step's bytes so far, sent when the percentage changed. */
@@ -345,9 +375,9 @@ import_fail(struct image_import *im, struct ember_error *err)
 {
 	log_warnx("image %s: import failed: %s", im->name, err->message);
 	import_progress(im, "failed", json_pack("{s:s}", "error", err->message));
-	rm_rf(im->staging);
+	discard_dir_anyway(im->d, im->staging);
 	im->done(im->ctx, NULL, err);
-	import_free(im);
+	import_release(im);
 }
 
 static void import_next(struct image_import *im);
@@ -382,6 +412,48 @@ step_tool(const struct image_import *im)
 	return argv[0];
 }
 
+/* The name already holds digest: answers with the stored record marked
+ * "unchanged" and ends the import. 1, or -1 with err set. */
+static int
+import_unchanged(struct image_import *im, const char *digest, struct ember_error *err)
+{
+	struct ember_error none = { 0 };
+	json_t *doc = image_load_any(im->d, im->name, &none);
+
+	log_info("image %s: already imported (same digest %s), nothing copied", im->name, digest);
+	discard_dir_anyway(im->d, im->staging);
+	if (doc == NULL) {
+		*err = none;
+		return -1;
+	}
+	json_object_set_new(doc, "unchanged", json_true());
+	im->done(im->ctx, doc, NULL);
+	import_free(im);
+	return 1;
+}
+
+/* The source's digest, from skopeo inspect: the same as the image under
+ * this name is "unchanged" at once, another known one is refused before
+ * anything is copied. Returns 0 to go on, 1 when it finished the import,
+ * -1 with err set. */
+static int
+oci_probe_done(struct image_import *im, const char *output, struct ember_error *err)
+{
+	if (oci_probe_digest(output, im->source_digest) < 0)
+		return ember_error_set(err, EK_IO, NULL,
+		    "image \"%s\": skopeo inspect printed no digest: %.200s", im->name, output);
+	if (im->existing_digest[0] == '\0')
+		return 0;
+	if (strcmp(im->source_digest, im->existing_digest) == 0 ||
+	    strcmp(im->source_digest, im->existing_source_digest) == 0)
+		return import_unchanged(im, im->source_digest, err);
+	if (im->existing_source_digest[0] != '\0')
+		return ember_error_set(err, EK_ALREADY_EXISTS, "delete it first or choose another name",
+		    "image \"%s\" already exists with another digest (%s; this one is %s)",
+		    im->name, im->existing_source_digest, im->source_digest);
+	return 0;	/* imported before probes: the layout's digest decides */
+}
+
 /* Reads the layout skopeo wrote into doc's "oci". Returns 0 to go on, 1
  * when it finished the import (the name already holds this digest), -1
  * with err set. */
@@ -399,19 +471,9 @@ oci_layout_done(struct image_import *im, struct ember_error *err)
 		    reason, strerror(-r));
 	digest = json_string_value(json_object_get(oci, "digest"));
 	if (im->existing_digest[0] != '\0' && strcmp(digest, im->existing_digest) == 0) {
-		struct ember_error none = { 0 };
-		json_t *doc = image_load_any(im->d, im->name, &none);
-		log_info("image %s: already holds %s, nothing imported", im->name, digest);
+		r = import_unchanged(im, digest, err);
 		json_decref(oci);
-		rm_rf(im->staging);
-		if (doc == NULL) {
-			*err = none;
-			return -1;
-		}
-		json_object_set_new(doc, "unchanged", json_true());
-		im->done(im->ctx, doc, NULL);
-		import_free(im);
-		return 1;
+		return r;
 	}
 	if (im->existing_digest[0] != '\0') {
 		ember_error_set(err, EK_ALREADY_EXISTS, "delete it first or choose another name",
@@ -422,6 +484,8 @@ oci_layout_done(struct image_import *im, struct ember_error *err)
 	}
 	json_object_set_new(oci, "source", json_object_get(im->doc, "oci_source") ?
 	    json_incref(json_object_get(im->doc, "oci_source")) : json_null());
+	if (im->source_digest[0] != '\0')
+		json_object_set_new(oci, "source_digest", json_string(im->source_digest));
 	json_object_del(im->doc, "oci_source");
 	json_object_set_new(im->doc, "oci", oci);
 	return 0;
@@ -456,6 +520,11 @@ import_step_done(void *ctx, int status, const char *output)
 	    (im->step == im->du_inodes_step && parse_du(output, &im->du_inodes) < 0)) {
 		ember_error_set(&err, EK_IO, NULL, "du printed no size: %s", output);
 		import_fail(im, &err);
+		return;
+	}
+	if (im->step == im->oci_probe_step && oci_probe_done(im, output, &err) != 0) {
+		if (err.message[0] != '\0')
+			import_fail(im, &err);
 		return;
 	}
 	if (im->step == im->oci_layout_step && oci_layout_done(im, &err) != 0) {
@@ -518,6 +587,15 @@ import_record_written(void *ctx, int result)
 	char images[PATH_MAX];
 	int r = result;
 
+	/* The files' syncs ran in this batch or an earlier one. */
+	if (r == 0 && im->sync_result < 0) {
+		ember_error_set(&err, EK_IO, "check the disk of the state directory",
+		    "cannot sync the files of image \"%s\": %s", im->name,
+		    strerror(-im->sync_result));
+		import_fail(im, &err);
+		return;
+	}
+
 	/* An OCI import's staging was not listable while layers were unpacked. */
 	if (r == 0 && chmod(im->staging, 0755) < 0)
 		r = -errno;
@@ -531,6 +609,9 @@ import_record_written(void *ctx, int result)
 		import_fail(im, &err);
 		return;
 	}
+	quota_image_stored(im->d, im->name);	/* counted by its files from now on */
+	quota_release(im->quota_hold);
+	im->quota_hold = NULL;
 	snprintf(images, sizeof(images), "%s/images", im->d->state_dir);
 	if (im->d->durable == NULL) {
 		import_stored(im, fsync_dir(images));
@@ -542,29 +623,93 @@ import_record_written(void *ctx, int result)
 	}
 }
 
-/* Writes image.json into the staging directory, off the loop when the
- * group-commit writer runs (durable.h), then import_record_written. */
+static void
+import_file_synced(void *ctx, int result)
+{
+	struct image_import *im = ctx;
+
+	im->syncs_pending--;
+	if (result < 0 && im->sync_result == 0)
+		im->sync_result = result;
+	if (im->failed && im->syncs_pending == 0)
+		import_free(im);
+}
+
+/* The file each of image.json's file keys names, in the staging directory
+ * (the record names it where it will be, under images/<name>). */
+static int
+import_file_staged(const struct image_import *im, const char *key, char *buf, size_t len)
+{
+	const char *final = json_string_value(json_object_get(im->doc, key));
+	size_t n = strlen(im->final);
+
+	if (final == NULL || strncmp(final, im->final, n) != 0 || final[n] != '/')
+		return -1;
+	return snprintf(buf, len, "%s%s", im->staging, final + n) < (int)len ? 0 : -1;
+}
+
+/* Queues the sync of every file the import wrote, ahead of image.json
+ * (durable.c's order: their data reaches the disk before the record's
+ * rename). Without a writer they are synced here. 0, or -1 with err. */
+static int
+import_sync_files(struct image_import *im, struct ember_error *err)
+{
+	static const char *const keys[] = { "kernel", "vmlinux", "initrd", "rootfs" };
+	char path[PATH_MAX];
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (import_file_staged(im, keys[i], path, sizeof(path)) < 0)
+			continue;
+		if (im->d->durable == NULL) {
+			int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			int r = fd < 0 || fdatasync(fd) < 0 ? -errno : 0;
+			if (fd >= 0)
+				close(fd);
+			if (r < 0 && im->sync_result == 0)
+				im->sync_result = r;
+			continue;
+		}
+		if (durable_sync_file(im->d->durable, path, import_file_synced, im, err) < 0)
+			return -1;
+		im->syncs_pending++;
+	}
+	return 0;
+}
+
+/* Syncs the files written, then writes image.json into the staging
+ * directory, off the loop when the group-commit writer runs (durable.h,
+ * one batch), then import_record_written. */
 static void
 import_finish(struct image_import *im)
 {
 	struct ember_error err = { 0 };
 	char json[PATH_MAX], build[PATH_MAX], *text;
 	size_t len;
+	int r;
 
 	/* The caller's own build output, when there was one, is copied by now. */
 	snprintf(build, sizeof(build), "%s/rootfs.build", im->staging);
 	unlink(build);
 	snprintf(json, sizeof(json), "%s/image.json", im->staging);
 	if (im->d->durable == NULL) {
-		import_record_written(im, atomic_write_json(json, im->doc));
+		(void)import_sync_files(im, &err);	/* synced here: cannot fail */
+		import_record_written(im, im->sync_result < 0 ? im->sync_result :
+		    atomic_write_json(json, im->doc));
 		return;
 	}
 	if ((text = json_state_text(im->doc, &len)) == NULL) {
 		import_record_written(im, -ENOMEM);
 		return;
 	}
-	if (durable_write_take(im->d->durable, json, text, len, 0644, import_record_written, im,
-	    &err) < 0) {
+	durable_plug(im->d->durable);
+	r = import_sync_files(im, &err);
+	if (r == 0)
+		r = durable_write_take(im->d->durable, json, text, len, 0644,
+		    import_record_written, im, &err);
+	else
+		free(text);
+	durable_unplug(im->d->durable);
+	if (r < 0) {
 		ember_error_prefix(&err, "image \"%s\"", im->name);
 		import_fail(im, &err);
 	}
@@ -636,11 +781,11 @@ caller_prefix(const struct platform_caller *c, char **prefix, char *bufs, size_t
 }
 
 /* A copy step for src into the staging dir as dst_name; records it in doc.
- * A trusted caller's path is copied as given; anyone else's is opened as
- * the caller and copied from that open file. */
+ * A trusted caller's path is copied as given; anyone else's was opened as
+ * the caller (fd, taken) and is copied from that open file. */
 static int
 add_copy(struct image_import *im, const struct platform_caller *c, const char *key,
-    const char *src, const char *dst_name, struct ember_error *err)
+    const char *src, int fd, const char *dst_name, struct ember_error *err)
 {
 	char resolved[PATH_MAX], dst[PATH_MAX];
 	struct stat st;
@@ -655,9 +800,6 @@ add_copy(struct image_import *im, const struct platform_caller *c, const char *k
 			return ember_error_set(err, EK_INVALID_SPEC, NULL,
 			    "%s %s is not a regular file", key, src);
 	} else {
-		int fd = caller_open(c, key, src, false, err);
-		if (fd < 0)
-			return -1;
 		im->fds[im->nfds++] = fd;
 		snprintf(resolved, sizeof(resolved), "/proc/self/fd/%d", fd);
 	}
@@ -703,12 +845,8 @@ add_mkfs(struct image_import *im, const struct platform_caller *c, const char *d
 		im->mkfs_size_arg = 10;	/* argv[10], the size */
 		return 0;
 	}
-	/* The open proves the caller may read the directory, with the error
-	 * its own open would get; du and mkfs then read it as the caller. */
-	int fd = caller_open(c, "rootfs_dir", dir, true, err);
-	if (fd < 0)
-		return -1;
-	close(fd);
+	/* The open (image_import's, as the caller) proved the caller may read
+	 * the directory; du and mkfs then read it as the caller. */
 	caller_prefix(c, prefix, bufs, sizeof(bufs));
 	if (size_mib == 0) {
 		const char *du_bytes[] = { "du", "-s", "-B1", "--", dir, NULL };
@@ -770,6 +908,16 @@ add_oci(struct image_import *im, const struct platform_caller *c, const char *sr
 	char *prefix[7];
 
 	snprintf(layout, sizeof(layout), "oci:%s/layout:ember", im->staging);
+	/* The source's digest first (its manifest and config only), read as
+	 * the copy below reads it. */
+	const char *probe[] = { "skopeo", "inspect", "--no-tags", "--format", OCI_PROBE_FORMAT,
+	    "--", src, NULL };
+	if (caller_trusted(c))
+		im->oci_probe_step = add_step(im, NULL, probe);
+	else {
+		caller_prefix(c, prefix, bufs, sizeof(bufs));
+		im->oci_probe_step = add_step(im, prefix, probe);
+	}
 	if (caller_trusted(c)) {
 		const char *copy[] = { "skopeo", "copy", "--quiet", "--", src, layout, NULL };
 		im->oci_layout_step = add_step(im, NULL, copy);
@@ -822,6 +970,31 @@ add_oci(struct image_import *im, const struct platform_caller *c, const char *sr
 	return 0;
 }
 
+/* The paths an import names, in the order they are opened. */
+enum { IMPORT_KERNEL, IMPORT_VMLINUX, IMPORT_INITRD, IMPORT_ROOTFS, IMPORT_ROOTFS_DIR, IMPORT_OCI,
+    IMPORT_SOURCES };
+static const struct {
+	const char *key, *dst_name;
+} import_sources[IMPORT_SOURCES] = {
+	[IMPORT_KERNEL] = { "kernel", "vmlinuz" },
+	[IMPORT_VMLINUX] = { "vmlinux", "vmlinux" },
+	[IMPORT_INITRD] = { "initrd", "initrd" },
+	[IMPORT_ROOTFS] = { "rootfs", "rootfs.img" },
+	[IMPORT_ROOTFS_DIR] = { "rootfs_dir", NULL },
+	[IMPORT_OCI] = { "oci", NULL },
+};
+
+/* An import while the caller's paths are opened: what it goes on with. */
+struct import_opening {
+	struct image_import *im;
+	struct platform_caller caller;	/* its groups copied */
+	char *src[IMPORT_SOURCES];
+	uint64_t rootfs_size_mib;
+};
+
+static void import_opened(void *ctx, const int *fds, size_t nfds,
+    const struct ember_error *open_err);
+
 void
 image_import(struct ember_daemon *d, const struct image_import_args *a, image_done_fn done,
     void *ctx)
@@ -868,17 +1041,24 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 	im->done = done;
 	im->ctx = ctx;
 	im->du_bytes_step = im->du_inodes_step = im->mkfs_step = im->oci_layout_step = -1;
+	im->oci_probe_step = -1;
 	clock_gettime(CLOCK_MONOTONIC, &im->started);
 	snprintf(im->name, sizeof(im->name), "%s", a->name);
 	image_path(d, a->name, im->final, sizeof(im->final));
 	if (a->oci != NULL && access(im->final, F_OK) == 0) {
-		/* The same digest again is a no-op: known once skopeo has run. */
+		/* The same digest again is a no-op: known once skopeo inspect
+		 * has run. */
 		struct ember_error none = { 0 };
 		json_t *old = image_load_any(d, a->name, &none);
-		const char *digest = json_string_value(json_object_get(
-		    json_object_get(old, "oci"), "digest"));
-		if (digest != NULL && image_doc_owner(old) == c->uid)
+		json_t *old_oci = json_object_get(old, "oci");
+		const char *digest = json_string_value(json_object_get(old_oci, "digest"));
+		const char *source = json_string_value(json_object_get(old_oci, "source_digest"));
+		if (digest != NULL && image_doc_owner(old) == c->uid) {
 			snprintf(im->existing_digest, sizeof(im->existing_digest), "%s", digest);
+			if (source != NULL && strlen(source) < sizeof(im->existing_source_digest))
+				snprintf(im->existing_source_digest,
+				    sizeof(im->existing_source_digest), "%s", source);
+		}
 		json_decref(old);
 	}
 	if (access(im->final, F_OK) == 0 && im->existing_digest[0] == '\0') {
@@ -894,42 +1074,109 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 		json_object_set_new(im->doc, "boot_args", json_string(a->boot_args));
 	snprintf(im->staging, sizeof(im->staging), "%s/images/.import-%s-%d-%u", d->state_dir,
 	    a->name, (int)getpid(), ++import_counter);
-	/* Paths are checked (and a caller's files opened) before anything is
-	 * created; the staging directory exists only once they all passed. */
-	if (add_copy(im, c, "kernel", a->kernel, "vmlinuz", &err) < 0 ||
-	    add_copy(im, c, "vmlinux", a->vmlinux, "vmlinux", &err) < 0 ||
-	    add_copy(im, c, "initrd", a->initrd, "initrd", &err) < 0 ||
-	    add_copy(im, c, "rootfs", a->rootfs, "rootfs.img", &err) < 0) {
+	/* What it builds is held from now on (quota.h), so imports at once
+	 * cannot pass a quota together; import_opened adds the files' sizes. */
+	if (quota_check_import(d, c->uid, NULL, 0, a->rootfs_size_mib, &im->quota_hold, &err) < 0) {
 		import_free(im);
 		goto fail;
 	}
-	if (quota_check_import(d, c->uid, im->fds, im->nfds, a->rootfs_size_mib, &err) < 0) {
-		import_free(im);
+	/* The caller's paths are opened (caller-open.h) before anything is
+	 * created, off the loop; import_opened goes on. */
+	struct import_opening *o = calloc(1, sizeof(*o));
+	if (o == NULL || caller_copy(&o->caller, c) < 0)
+		fatalx("out of memory");
+	o->im = im;
+	o->rootfs_size_mib = a->rootfs_size_mib;
+	const char *srcs[IMPORT_SOURCES] = { a->kernel, a->vmlinux, a->initrd, a->rootfs,
+	    a->rootfs_dir, a->oci };
+	struct caller_open_path paths[IMPORT_SOURCES];
+	size_t npaths = 0;
+	for (size_t i = 0; i < IMPORT_SOURCES; i++) {
+		if (srcs[i] != NULL && (o->src[i] = strdup(srcs[i])) == NULL)
+			fatalx("out of memory");
+		if (srcs[i] != NULL && i != IMPORT_OCI)
+			paths[npaths++] = (struct caller_open_path){ import_sources[i].key,
+			    srcs[i], i == IMPORT_ROOTFS_DIR };
+	}
+	caller_open_start(d->base, c, paths, npaths, import_opened, o);
+	return;
+fail:
+	done(ctx, NULL, &err);
+}
+
+static void
+import_opening_free(struct import_opening *o)
+{
+	for (size_t i = 0; i < IMPORT_SOURCES; i++)
+		free(o->src[i]);
+	caller_copy_free(&o->caller);
+	free(o);
+}
+
+/* image_import once the caller's paths are open (fds, in import_sources
+ * order, for those it named; all -1 for a trusted caller). */
+static void
+import_opened(void *ctx, const int *fds, size_t nfds, const struct ember_error *open_err)
+{
+	struct import_opening *o = ctx;
+	struct image_import *im = o->im;
+	struct ember_daemon *d = im->d;
+	const struct platform_caller *c = &o->caller;
+	struct ember_error err = { 0 };
+	int fd[IMPORT_SOURCES];
+	size_t k = 0;
+
+	if (open_err != NULL) {
+		err = *open_err;
 		goto fail;
 	}
-	if (mkdir_p(im->staging, a->oci != NULL ? 0711 : 0755) < 0) {
+	for (size_t i = 0; i < IMPORT_SOURCES; i++)
+		fd[i] = o->src[i] != NULL && i != IMPORT_OCI && k < nfds ? fds[k++] : -1;
+	/* The directory's open only proved the caller may read it. */
+	if (fd[IMPORT_ROOTFS_DIR] >= 0)
+		close(fd[IMPORT_ROOTFS_DIR]);
+	fd[IMPORT_ROOTFS_DIR] = -1;
+	for (size_t i = 0; i < IMPORT_ROOTFS_DIR; i++) {
+		int r = add_copy(im, c, import_sources[i].key, o->src[i], fd[i],
+		    import_sources[i].dst_name, &err);
+		fd[i] = -1;	/* taken */
+		if (r < 0) {
+			for (size_t j = i + 1; j < IMPORT_ROOTFS_DIR; j++)
+				if (fd[j] >= 0)
+					close(fd[j]);
+			goto fail;
+		}
+	}
+	quota_release(im->quota_hold);	/* checked again with the files */
+	im->quota_hold = NULL;
+	if (quota_check_import(d, c->uid, im->fds, im->nfds, o->rootfs_size_mib, &im->quota_hold,
+	    &err) < 0)
+		goto fail;
+	if (mkdir_p(im->staging, o->src[IMPORT_OCI] != NULL ? 0711 : 0755) < 0) {
 		ember_error_set(&err, EK_IO, NULL, "cannot create %s: %s", im->staging, strerror(errno));
-		import_free(im);
 		goto fail;
 	}
-	if (a->rootfs_dir != NULL) {
+	if (o->src[IMPORT_ROOTFS_DIR] != NULL) {
 		char dst[PATH_MAX];
-		if (add_mkfs(im, c, a->rootfs_dir, a->rootfs_size_mib, &err) < 0) {
+		if (add_mkfs(im, c, o->src[IMPORT_ROOTFS_DIR], o->rootfs_size_mib, &err) < 0) {
 			rm_rf(im->staging);
-			import_free(im);
 			goto fail;
 		}
 		snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->final);
 		json_object_set_new(im->doc, "rootfs", json_string(dst));
 	}
-	if (a->oci != NULL && add_oci(im, c, a->oci, &err) < 0) {
+	if (o->src[IMPORT_OCI] != NULL && add_oci(im, c, o->src[IMPORT_OCI], &err) < 0) {
 		rm_rf(im->staging);
-		import_free(im);
 		goto fail;
 	}
-	log_info("image %s: importing for uid %u", a->name, (unsigned)c->uid);
+	log_info("image %s: importing for uid %u", im->name, (unsigned)c->uid);
+	import_opening_free(o);
 	import_next(im);
 	return;
-fail:
-	done(ctx, NULL, &err);
+fail:;
+	image_done_fn done = im->done;
+	void *done_ctx = im->ctx;
+	import_opening_free(o);
+	import_free(im);
+	done(done_ctx, NULL, &err);
 }

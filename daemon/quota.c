@@ -1,7 +1,13 @@
 /*
- * Per-user quotas (see quota.h). Use is recomputed from the registry and
- * the image store at each check: a user holds at most a few dozen VMs and
- * images, and one walk cannot disagree with the records it reads.
+ * Per-user quotas (see quota.h). VMs, CIDs, vCPUs and memory are counted
+ * from the registry, which is in memory. Disk is kept as a tally, so a
+ * check never reads the image store: each image's size is measured once
+ * (at the first check after startup, which walks images/, then when an
+ * import stores one) and forgotten when it is deleted; each VM's disk size
+ * is measured once and kept with the VM. Work in flight (an import, a
+ * create or fork still copying) holds what it was checked for until it is
+ * listed or fails, so concurrent requests cannot each pass a limit that
+ * their sum exceeds.
  *
  * Disk is counted as what the guest or the store may come to occupy, which
  * is knowable before anything is written: an image counts the apparent size
@@ -17,6 +23,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -24,6 +31,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "fsutil.h"
+#include "log.h"
 #include "quota.h"
 #include "validate.h"
 #include "vm.h"
@@ -68,8 +76,10 @@ image_rootfs_bytes_by_name(struct ember_daemon *d, const char *name)
 	return bytes;
 }
 
+/* A VM's disk, measured the first time it is asked for (a VM's disk size
+ * does not change) and kept in vm->quota_disk_mib. */
 static uint64_t
-vm_disk_mib(struct ember_daemon *d, const struct vm *vm)
+vm_disk_mib(struct ember_daemon *d, struct vm *vm)
 {
 	uint64_t bytes;
 
@@ -77,62 +87,209 @@ vm_disk_mib(struct ember_daemon *d, const struct vm *vm)
 		return vm->rec.disk_size_mib;
 	if (vm->rec.disk_path == NULL)
 		return 0;
+	if (vm->quota_disk_mib != 0)
+		return vm->quota_disk_mib;
 	bytes = image_rootfs_bytes_by_name(d, vm->rec.image);
 	if (bytes == 0)
 		bytes = file_size(vm->rec.disk_path);
-	return bytes_to_mib(bytes);
+	vm->quota_disk_mib = bytes_to_mib(bytes);
+	return vm->quota_disk_mib;
 }
 
-/* Apparent size of the files of the images uid imported. */
+/* ---- the image tally ---------------------------------------------------- */
+
+struct image_tally {
+	char name[64];
+	uid_t owner;
+	uint64_t mib;
+};
+
+/* The images of one daemon (unit tests make several in turn). */
+static struct {
+	const struct ember_daemon *of;
+	struct image_tally *v;
+	size_t n, cap;
+} images;
+
+/* Apparent size of the files in images/<name>/, or 0 with *owner unset
+ * when it holds no readable image.json. */
+static int
+image_measure(struct ember_daemon *d, const char *name, uid_t *owner, uint64_t *mib)
+{
+	char path[PATH_MAX], errbuf[128];
+	json_t *doc = NULL, *jowner;
+	struct dirent *fe;
+	uint64_t bytes = 0;
+	DIR *img;
+
+	if (!image_name_valid(name))
+		return -EINVAL;
+	snprintf(path, sizeof(path), "%s/images/%s/image.json", d->state_dir, name);
+	if (read_json_file(path, &doc, errbuf, sizeof(errbuf)) < 0)
+		return -ENOENT;
+	jowner = json_object_get(doc, "owner_uid");
+	*owner = json_is_integer(jowner) ? (uid_t)json_integer_value(jowner) : 0;
+	json_decref(doc);
+	snprintf(path, sizeof(path), "%s/images/%s", d->state_dir, name);
+	if ((img = opendir(path)) == NULL)
+		return -errno;
+	while ((fe = readdir(img)) != NULL) {
+		char file[PATH_MAX];
+		if (fe->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", path, fe->d_name);
+		bytes += file_size(file);
+	}
+	closedir(img);
+	*mib = bytes_to_mib(bytes);
+	return 0;
+}
+
+static struct image_tally *
+image_tally_find(const char *name)
+{
+	for (size_t i = 0; i < images.n; i++)
+		if (strcmp(images.v[i].name, name) == 0)
+			return &images.v[i];
+	return NULL;
+}
+
+static void
+image_tally_put(const char *name, uid_t owner, uint64_t mib)
+{
+	struct image_tally *t = image_tally_find(name);
+
+	if (t == NULL) {
+		if (images.n == images.cap) {
+			size_t cap = images.cap ? images.cap * 2 : 16;
+			struct image_tally *v = realloc(images.v, cap * sizeof(*v));
+			if (v == NULL)
+				fatalx("out of memory");
+			images.v = v;
+			images.cap = cap;
+		}
+		t = &images.v[images.n++];
+		snprintf(t->name, sizeof(t->name), "%s", name);
+	}
+	t->owner = owner;
+	t->mib = mib;
+}
+
+/* The tally of d's images, measured from images/ the first time. */
+static void
+images_tally_load(struct ember_daemon *d)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *dir;
+
+	if (images.of == d)
+		return;
+	images.of = d;
+	images.n = 0;
+	snprintf(path, sizeof(path), "%s/images", d->state_dir);
+	if ((dir = opendir(path)) == NULL)
+		return;
+	while ((de = readdir(dir)) != NULL) {
+		uid_t owner;
+		uint64_t mib;
+
+		if (de->d_name[0] == '.' || image_measure(d, de->d_name, &owner, &mib) < 0)
+			continue;
+		image_tally_put(de->d_name, owner, mib);
+	}
+	closedir(dir);
+}
+
+void
+quota_image_stored(struct ember_daemon *d, const char *name)
+{
+	uid_t owner;
+	uint64_t mib;
+
+	if (images.of != d)
+		return;	/* not loaded yet: the first check measures it with the rest */
+	if (image_measure(d, name, &owner, &mib) < 0) {
+		log_debug("quota: image %s could not be measured", name);
+		return;
+	}
+	image_tally_put(name, owner, mib);
+}
+
+void
+quota_image_deleted(struct ember_daemon *d, const char *name)
+{
+	struct image_tally *t;
+
+	if (images.of != d || (t = image_tally_find(name)) == NULL)
+		return;
+	*t = images.v[--images.n];
+}
+
 static uint64_t
 images_mib_of(struct ember_daemon *d, uid_t uid)
 {
-	char path[PATH_MAX], errbuf[128];
-	struct dirent *de, *fe;
 	uint64_t total = 0;
-	DIR *dir, *img;
 
-	snprintf(path, sizeof(path), "%s/images", d->state_dir);
-	if ((dir = opendir(path)) == NULL)
-		return 0;
-	while ((de = readdir(dir)) != NULL) {
-		json_t *doc = NULL, *owner;
-		uint64_t bytes = 0;
-
-		if (de->d_name[0] == '.' || !image_name_valid(de->d_name))
-			continue;
-		snprintf(path, sizeof(path), "%s/images/%s/image.json", d->state_dir,
-		    de->d_name);
-		if (read_json_file(path, &doc, errbuf, sizeof(errbuf)) < 0)
-			continue;
-		owner = json_object_get(doc, "owner_uid");
-		bool mine = json_is_integer(owner) && (uid_t)json_integer_value(owner) == uid;
-		json_decref(doc);	/* owner belonged to doc */
-		if (!mine)
-			continue;
-		snprintf(path, sizeof(path), "%s/images/%s", d->state_dir, de->d_name);
-		if ((img = opendir(path)) == NULL)
-			continue;
-		while ((fe = readdir(img)) != NULL) {
-			char file[PATH_MAX];
-			if (fe->d_name[0] == '.')
-				continue;
-			snprintf(file, sizeof(file), "%s/%s", path, fe->d_name);
-			bytes += file_size(file);
-		}
-		closedir(img);
-		total += bytes_to_mib(bytes);
-	}
-	closedir(dir);
+	images_tally_load(d);
+	for (size_t i = 0; i < images.n; i++)
+		if (images.v[i].owner == uid)
+			total += images.v[i].mib;
 	return total;
 }
+
+void
+quota_forget(struct ember_daemon *d)
+{
+	if (images.of != d)
+		return;
+	free(images.v);
+	memset(&images, 0, sizeof(images));
+}
+
+/* ---- work in flight ----------------------------------------------------- */
+
+struct quota_hold {
+	struct quota_hold *next;
+	uid_t uid;
+	struct quota_use use;
+};
+
+static struct quota_hold *holds;
+
+static void
+holds_add_to(uid_t uid, struct quota_use *use)
+{
+	for (const struct quota_hold *h = holds; h != NULL; h = h->next) {
+		if (h->uid != uid)
+			continue;
+		use->vms += h->use.vms;
+		use->vcpus += h->use.vcpus;
+		use->memory_mib += h->use.memory_mib;
+		use->disk_mib += h->use.disk_mib;
+		use->cids += h->use.cids;
+	}
+}
+
+void
+quota_release(struct quota_hold *hold)
+{
+	for (struct quota_hold **p = &holds; hold != NULL && *p != NULL; p = &(*p)->next)
+		if (*p == hold) {
+			*p = hold->next;
+			break;
+		}
+	free(hold);
+}
+
+/* ---- use and checks ----------------------------------------------------- */
 
 void
 quota_use_of(struct ember_daemon *d, uid_t uid, struct quota_use *use)
 {
 	memset(use, 0, sizeof(*use));
 	for (size_t i = 0; i < d->nvms; i++) {
-		const struct vm *vm = d->vms[i];
+		struct vm *vm = d->vms[i];
 
 		if (vm->rec.owner_uid != uid)
 			continue;
@@ -146,6 +303,7 @@ quota_use_of(struct ember_daemon *d, uid_t uid, struct quota_use *use)
 		use->disk_mib += vm_disk_mib(d, vm);
 	}
 	use->disk_mib += images_mib_of(d, uid);
+	holds_add_to(uid, use);
 	if (d->control != NULL)
 		use->connections = control_user_connection_count(d->control, uid);
 }
@@ -197,9 +355,31 @@ quota_check(struct ember_daemon *d, uid_t uid, const struct quota_use *more,
 	return 0;
 }
 
+/* quota_check, then holds more for uid until quota_release. */
+static int
+quota_reserve(struct ember_daemon *d, uid_t uid, const struct quota_use *more,
+    struct quota_hold **hold, struct ember_error *err)
+{
+	struct quota_hold *h;
+
+	*hold = NULL;
+	if (quota_check(d, uid, more, err) < 0)
+		return -1;
+	if ((h = calloc(1, sizeof(*h))) == NULL)
+		fatalx("out of memory");
+	h->uid = uid;
+	h->use = *more;
+	h->use.connections = 0;
+	h->next = holds;
+	holds = h;
+	*hold = h;
+	return 0;
+}
+
 int
 quota_check_create(struct ember_daemon *d, const struct vm_create_args *a,
-    unsigned cpus, uint64_t memory_mib, json_t *image_doc, struct ember_error *err)
+    unsigned cpus, uint64_t memory_mib, json_t *image_doc, struct quota_hold **hold,
+    struct ember_error *err)
 {
 	struct quota_use more = { .vms = 1, .cids = a->vsock ? 1 : 0 };
 
@@ -209,12 +389,12 @@ quota_check_create(struct ember_daemon *d, const struct vm_create_args *a,
 	}
 	more.disk_mib = a->disk_size_mib != 0 ? a->disk_size_mib :
 	    bytes_to_mib(image_rootfs_bytes(image_doc));
-	return quota_check(d, a->owner_uid, &more, err);
+	return quota_reserve(d, a->owner_uid, &more, hold, err);
 }
 
 int
-quota_check_fork(struct ember_daemon *d, const struct vm *src, uid_t uid, bool vsock,
-    bool start, struct ember_error *err)
+quota_check_fork(struct ember_daemon *d, struct vm *src, uid_t uid, bool vsock,
+    bool start, struct quota_hold **hold, struct ember_error *err)
 {
 	struct quota_use more = { .vms = 1, .cids = vsock ? 1 : 0 };
 
@@ -223,7 +403,7 @@ quota_check_fork(struct ember_daemon *d, const struct vm *src, uid_t uid, bool v
 		more.memory_mib = src->rec.memory_mib;
 	}
 	more.disk_mib = vm_disk_mib(d, src);
-	return quota_check(d, uid, &more, err);
+	return quota_reserve(d, uid, &more, hold, err);
 }
 
 int
@@ -238,7 +418,7 @@ quota_check_start(struct vm *vm, struct ember_error *err)
 
 int
 quota_check_import(struct ember_daemon *d, uid_t uid, const int *fds, size_t nfds,
-    uint64_t rootfs_mib, struct ember_error *err)
+    uint64_t rootfs_mib, struct quota_hold **hold, struct ember_error *err)
 {
 	struct quota_use more = { .disk_mib = rootfs_mib };
 	struct stat st;
@@ -249,7 +429,7 @@ quota_check_import(struct ember_daemon *d, uid_t uid, const int *fds, size_t nfd
 
 	if (more.disk_mib == 0)
 		more.disk_mib = 1;	/* an image always takes some room */
-	return quota_check(d, uid, &more, err);
+	return quota_reserve(d, uid, &more, hold, err);
 }
 
 size_t

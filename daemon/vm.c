@@ -33,6 +33,7 @@
 #include "child.h"
 #include "cid-alloc.h"
 #include "daemon.h"
+#include "discard.h"
 #include "fsutil.h"
 #include "image.h"
 #include "log.h"
@@ -530,6 +531,15 @@ struct vm_create_op {
 	bool start;
 	bool durable_wait;		/* listed; waiting for its record to be durable */
 	bool removed;			/* deleted meanwhile: unlisted, freed by the callback */
+	struct quota_hold *quota_hold;	/* its quota until the VM is listed */
+	/* A create's kernel, initrd and root disk while the caller's paths
+	 * are opened (caller-open.h): the paths it named (copies), the
+	 * image's (in image_doc), and whether its paths are used as given. */
+	struct caller_open *opening;
+	char *flag_path[VM_OWN_FILES_MAX];
+	const char *image_path[VM_OWN_FILES_MAX];
+	json_t *image_doc;
+	bool trusted;
 	vm_done_fn done;
 	void *ctx;
 	struct vm_create_op *next;
@@ -609,6 +619,11 @@ create_op_free(struct vm_create_op *op)
 			*p = op->next;
 			break;
 		}
+	quota_release(op->quota_hold);
+	caller_open_cancel(op->opening);
+	json_decref(op->image_doc);
+	for (size_t i = 0; i < VM_OWN_FILES_MAX; i++)
+		free(op->flag_path[i]);
 	for (size_t i = 0; i < op->nfiles; i++) {
 		free(op->files[i].link_from);
 		if (op->files[i].fd >= 0)
@@ -641,25 +656,99 @@ create_op_add(struct vm_create_op *op, const char *name, char **field, const cha
 }
 
 /* Where a new VM's kernel, initrd or root disk comes from: a trusted
- * caller's path is used where it is (as ever); a non-root caller's is
- * opened with its rights and copied; an image's file is linked. */
+ * caller's path is used where it is (as ever); a non-root caller's was
+ * opened with its rights (fd, taken) and is copied; an image's file is
+ * linked. */
 static int
-create_op_take(struct vm_create_op *op, const struct platform_caller *c, const char *what,
-    const char *own_name, char **field, const char *flag_path, const char *image_path,
-    struct ember_error *err)
+create_op_take(struct vm_create_op *op, const char *what, const char *own_name, char **field,
+    const char *flag_path, int fd, const char *image_path, struct ember_error *err)
 {
-	if (flag_path != NULL && (c == NULL || caller_trusted(c)))
+	if (flag_path != NULL && op->trusted)
 		return check_file(what, flag_path, field, err);
-	if (flag_path != NULL) {
-		int fd = caller_open(c, what, flag_path, false, err);
-		if (fd < 0)
-			return -1;
+	if (flag_path != NULL)
 		return create_op_add(op, own_name, field, NULL, fd, err);
-	}
 	if (image_path != NULL)
 		return create_op_add(op, own_name, field, image_path, -1, err);
 	*field = NULL;
 	return 0;
+}
+
+/* A create's own files, in create_op's flag_path[] and image_path[] order. */
+static const struct {
+	const char *what, *own_name;
+	size_t field_off;
+} create_sources[VM_OWN_FILES_MAX] = {
+	{ "kernel", "kernel", offsetof(struct vm_record, kernel_path) },
+	{ "initrd", "initrd", offsetof(struct vm_record, initrd_path) },
+	{ "rootfs", BACKEND_OWN_BASE_DISK, offsetof(struct vm_record, disk_path) },
+};
+
+static size_t
+create_op_is_pending(const struct vm_create_op *op)
+{
+	for (const struct vm_create_op *o = pending_creates; o != NULL; o = o->next)
+		if (o == op)
+			return 1;
+	return 0;
+}
+
+/* On pending_creates (its name taken) unless it is already. */
+static void
+create_op_pend(struct vm_create_op *op)
+{
+	if (create_op_is_pending(op))
+		return;
+	op->next = pending_creates;
+	pending_creates = op;
+}
+
+static int vm_backend_check(const struct vm *vm, struct ember_error *err);
+static void create_op_run(struct vm_create_op *op);
+static void create_op_fail(struct vm_create_op *op, struct ember_error *err);
+
+/* vm.create once the caller's paths are open: the VM's own files, the
+ * last checks, then create_op_run. */
+static void
+create_op_opened(void *ctx, const int *fds, size_t nfds, const struct ember_error *open_err)
+{
+	struct vm_create_op *op = ctx;
+	struct vm *vm = op->vm;
+	struct ember_error err = { 0 };
+	int fd[VM_OWN_FILES_MAX];
+	size_t k = 0;
+
+	op->opening = NULL;
+	if (open_err != NULL) {
+		err = *open_err;
+		create_op_fail(op, &err);
+		return;
+	}
+	for (size_t i = 0; i < VM_OWN_FILES_MAX; i++)
+		fd[i] = op->flag_path[i] != NULL && k < nfds ? fds[k++] : -1;
+	for (size_t i = 0; i < VM_OWN_FILES_MAX; i++) {
+		char **field = (char **)((char *)&vm->rec + create_sources[i].field_off);
+		if (create_op_take(op, create_sources[i].what, create_sources[i].own_name, field,
+		    op->flag_path[i], fd[i], op->image_path[i], &err) < 0) {
+			for (size_t j = i + 1; j < VM_OWN_FILES_MAX; j++)
+				if (fd[j] >= 0)
+					close(fd[j]);
+			create_op_fail(op, &err);
+			return;
+		}
+	}
+	if (vm->rec.disk_size_mib != 0 && vm->rec.disk_path == NULL) {
+		ember_error_set(&err, EK_INVALID_SPEC, "give --rootfs or an image with a root filesystem",
+		    "disk_size_mib needs a root disk to size");
+		create_op_fail(op, &err);
+		return;
+	}
+	if (vm_backend_check(vm, &err) < 0) {
+		create_op_fail(op, &err);
+		return;
+	}
+	json_decref(op->image_doc);
+	op->image_doc = NULL;
+	create_op_run(op);
 }
 
 /* Name, existence and vsock path checks shared by create and fork; runs
@@ -865,6 +954,8 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 	op->durable_wait = true;
 	vm->op.kind = VM_OP_CREATE;
 	vm_list_insert(d, vm);
+	quota_release(op->quota_hold);	/* the listed VM counts itself */
+	op->quota_hold = NULL;
 	daemon_status_changed(d);
 	return;
 
@@ -1020,7 +1111,8 @@ create_op_run(struct vm_create_op *op)
 	}
 	for (size_t i = 0; i < op->nfiles; i++)
 		copies |= op->files[i].link_from == NULL;
-	if (copies && vm_pending_count(op->vm->rec.owner_uid) >= VM_PENDING_PER_OWNER_MAX) {
+	if (copies && vm_pending_count(op->vm->rec.owner_uid) - create_op_is_pending(op) >=
+	    VM_PENDING_PER_OWNER_MAX) {
 		ember_error_set(&err, EK_BUSY, "wait for them to finish and retry",
 		    "uid %u already has %d creates copying files", (unsigned)op->vm->rec.owner_uid,
 		    VM_PENDING_PER_OWNER_MAX);
@@ -1056,8 +1148,7 @@ create_op_run(struct vm_create_op *op)
 		create_op_finish(op);
 		return;
 	}
-	op->next = pending_creates;
-	pending_creates = op;
+	create_op_pend(op);
 	create_op_copy_next(op);
 }
 
@@ -1134,12 +1225,14 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		    "a command, env, workdir or user needs an OCI image");
 		goto fail;
 	}
-	if (quota_check_create(d, a, cpus, memory, image_doc, &err) < 0)
+	struct quota_hold *hold;
+	if (quota_check_create(d, a, cpus, memory, image_doc, &hold, &err) < 0)
 		goto fail;
 	vm = vm_new(d);
 	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", a->name);
 	if (uuid_generate_v4(vm->rec.id) < 0) {
 		ember_error_set(&err, EK_INTERNAL, NULL, "cannot generate a VM id");
+		quota_release(hold);
 		vm_free(vm);
 		goto fail;
 	}
@@ -1161,6 +1254,7 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	free(workload_word);
 	boot_args = boot_args_own;
 	struct vm_create_op *op = create_op_new(vm, NULL, uds, a->start, done, ctx);
+	op->quota_hold = hold;	/* the op's now */
 	const char *image_kernel = NULL, *image_initrd = NULL, *image_rootfs = NULL;
 	if (image_doc != NULL) {
 		bool needs_vmlinux = vm->backend != NULL && vm->backend->type != NULL &&
@@ -1182,22 +1276,26 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	free(boot_args_own);
 	if (vm_network_prepare(vm, network, a->publish, &err) < 0)
 		goto fail_op;
-	if (create_op_take(op, a->caller, "kernel", "kernel", &vm->rec.kernel_path, a->kernel,
-	    image_kernel, &err) < 0 ||
-	    create_op_take(op, a->caller, "initrd", "initrd", &vm->rec.initrd_path, a->initrd,
-	    image_initrd, &err) < 0 ||
-	    create_op_take(op, a->caller, "rootfs", BACKEND_OWN_BASE_DISK, &vm->rec.disk_path, a->rootfs,
-	    image_rootfs, &err) < 0)
-		goto fail_op;
-	if (vm->rec.disk_size_mib != 0 && vm->rec.disk_path == NULL) {
-		ember_error_set(&err, EK_INVALID_SPEC, "give --rootfs or an image with a root filesystem",
-		    "disk_size_mib needs a root disk to size");
-		goto fail_op;
+	/* The paths the caller named are opened off the loop (caller-open.h);
+	 * the name is taken meanwhile. create_op_opened goes on. */
+	static const struct platform_caller as_given = { 0, 0, NULL, 0 };
+	const struct platform_caller *c = a->caller != NULL ? a->caller : &as_given;
+	const char *flags[VM_OWN_FILES_MAX] = { a->kernel, a->initrd, a->rootfs };
+	const char *images[VM_OWN_FILES_MAX] = { image_kernel, image_initrd, image_rootfs };
+	struct caller_open_path paths[VM_OWN_FILES_MAX];
+	size_t npaths = 0;
+	op->trusted = caller_trusted(c);
+	for (size_t i = 0; i < VM_OWN_FILES_MAX; i++) {
+		op->image_path[i] = images[i];
+		if (flags[i] == NULL)
+			continue;
+		if ((op->flag_path[i] = strdup(flags[i])) == NULL)
+			fatalx("out of memory");
+		paths[npaths++] = (struct caller_open_path){ create_sources[i].what, flags[i], false };
 	}
-	if (vm_backend_check(vm, &err) < 0)
-		goto fail_op;
-	json_decref(image_doc);
-	create_op_run(op);
+	op->image_doc = image_doc;	/* holds image_path[] */
+	create_op_pend(op);
+	op->opening = caller_open_start(d->base, c, paths, npaths, create_op_opened, op);
 	return;
 fail_op:
 	vm_free(vm);
@@ -1245,11 +1343,13 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 		    src->load_error ? "unreadable" : vm_status_name(src->rec.status));
 		goto fail;
 	}
-	if (quota_check_fork(d, src, owner_uid, want_vsock, start, &err) < 0)
+	struct quota_hold *hold;
+	if (quota_check_fork(d, src, owner_uid, want_vsock, start, &hold, &err) < 0)
 		goto fail;
 	vm = vm_new(d);
 	if (vm_record_copy(&vm->rec, &src->rec) < 0 || uuid_generate_v4(vm->rec.id) < 0) {
 		ember_error_set(&err, EK_INTERNAL, NULL, "cannot copy the VM record");
+		quota_release(hold);
 		vm_free(vm);
 		goto fail;
 	}
@@ -1266,6 +1366,7 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 	vm_network_forget(vm);
 	if (vm_record_set_str(&vm->rec.parent_vm, src->rec.name) < 0) {
 		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+		quota_release(hold);
 		vm_free(vm);
 		goto fail;
 	}
@@ -1276,6 +1377,7 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 		if (vm->backend == NULL || vm->backend->fork == NULL) {
 			ember_error_set(&err, EK_BACKEND_UNAVAILABLE, NULL,
 			    "cannot copy the root disk of \"%s\" without its backend", src->rec.name);
+			quota_release(hold);
 			vm_free(vm);
 			goto fail;
 		}
@@ -1283,6 +1385,7 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 	/* What the source keeps in its own directory the fork keeps in its
 	 * own, so deleting the source leaves it whole. */
 	struct vm_create_op *op = create_op_new(vm, src, uds, start, done, ctx);
+	op->quota_hold = hold;
 	if (fork_take(op, src, "kernel", &vm->rec.kernel_path, &err) < 0 ||
 	    fork_take(op, src, "initrd", &vm->rec.initrd_path, &err) < 0 ||
 	    fork_take(op, src, BACKEND_OWN_BASE_DISK, NULL, &err) < 0) {
@@ -1387,6 +1490,7 @@ vm_start_boot(struct vm *vm)
 	int r;
 
 	vm_record_set_str(&vm->rec.backend, vm->backend->name);
+	vm_workload_boot_begins(vm);	/* saved by the transition */
 	if (vm_transition(vm, VM_EV_START, NULL, &err) < 0) {
 		vm_op_refuse(vm, &err);
 		return;
@@ -1429,10 +1533,88 @@ vm_start_launch(struct vm *vm, const struct ember_error *net_err)
 		log_warnx("vm %s: %s", vm->rec.name, err.message);
 }
 
+/* An operation asked of a VM whose create is not durable yet (listed at
+ * once, answered a few ms later): it waits for the create's record
+ * instead of answering busy, then runs on the VM of that name and id (a
+ * VM deleted meanwhile is not found). vms_fail_pending answers those
+ * still waiting at shutdown. */
+struct vm_deferred_op {
+	struct ember_daemon *d;
+	char name[sizeof(((struct vm_record *)0)->name)];
+	char id[sizeof(((struct vm_record *)0)->id)];
+	enum vm_op_kind kind;
+	bool force;
+	unsigned timeout_s;
+	vm_done_fn done;		/* NULL once answered at shutdown */
+	void *ctx;
+	struct vm_deferred_op *next;
+};
+static struct vm_deferred_op *deferred_ops;
+
+static void vm_stop_op(struct vm *vm, bool force, unsigned timeout_s, bool remove_after,
+    vm_done_fn done, void *ctx);
+static void vm_pause_resume(struct vm *vm, bool pause, vm_done_fn done, void *ctx);
+
+static void
+vm_deferred_run(void *arg, int ignored)
+{
+	struct vm_deferred_op *x = arg;
+	struct ember_error err = { 0 };
+	struct vm *vm;
+
+	for (struct vm_deferred_op **p = &deferred_ops; *p != NULL; p = &(*p)->next)
+		if (*p == x) {
+			*p = x->next;
+			break;
+		}
+	vm = x->done != NULL ? vm_find(x->d, x->name) : NULL;
+	if (x->done != NULL && (vm == NULL || strcmp(vm->rec.id, x->id) != 0)) {
+		ember_error_set(&err, EK_NOT_FOUND, NULL, "VM \"%s\" not found (its create failed or "
+		    "it was deleted)", x->name);
+		x->done(x->ctx, NULL, &err);
+	} else if (x->done != NULL && x->kind == VM_OP_START)
+		vm_start_op(vm, false, x->done, x->ctx);
+	else if (x->done != NULL && x->kind == VM_OP_STOP)
+		vm_stop_op(vm, x->force, x->timeout_s, false, x->done, x->ctx);
+	else if (x->done != NULL)
+		vm_pause_resume(vm, x->kind == VM_OP_PAUSE, x->done, x->ctx);
+	free(x);
+}
+
+/* True when vm's create is not durable yet and the operation was queued
+ * behind it (or answered, out of memory). */
+static bool
+vm_op_defer(struct vm *vm, enum vm_op_kind kind, bool force, unsigned timeout_s,
+    vm_done_fn done, void *ctx)
+{
+	struct ember_error err = { 0 };
+	struct vm_deferred_op *x;
+
+	if (vm_create_op_listed(vm) == NULL)
+		return false;
+	if ((x = calloc(1, sizeof(*x))) == NULL) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+		done(ctx, NULL, &err);
+		return true;
+	}
+	*x = (struct vm_deferred_op){ .d = vm->daemon, .kind = kind, .force = force,
+	    .timeout_s = timeout_s, .done = done, .ctx = ctx, .next = deferred_ops };
+	snprintf(x->name, sizeof(x->name), "%s", vm->rec.name);
+	snprintf(x->id, sizeof(x->id), "%s", vm->rec.id);
+	if (vm_store_wait(vm->daemon, vm->durable_seq, vm_deferred_run, x, &err) < 0) {
+		free(x);
+		done(ctx, NULL, &err);
+		return true;
+	}
+	deferred_ops = x;
+	return true;
+}
+
 void
 vm_start(struct vm *vm, vm_done_fn done, void *ctx)
 {
-	vm_start_op(vm, false, done, ctx);
+	if (!vm_op_defer(vm, VM_OP_START, false, 0, done, ctx))
+		vm_start_op(vm, false, done, ctx);
 }
 
 static void
@@ -1537,7 +1719,8 @@ vm_stop_op(struct vm *vm, bool force, unsigned timeout_s, bool remove_after, vm_
 void
 vm_stop(struct vm *vm, bool force, unsigned timeout_s, vm_done_fn done, void *ctx)
 {
-	vm_stop_op(vm, force, timeout_s, false, done, ctx);
+	if (!vm_op_defer(vm, VM_OP_STOP, force, timeout_s, done, ctx))
+		vm_stop_op(vm, force, timeout_s, false, done, ctx);
 }
 
 /* The backend's stop: graceful for what is left of the timeout, then
@@ -1695,13 +1878,15 @@ vm_pause_resume(struct vm *vm, bool pause, vm_done_fn done, void *ctx)
 void
 vm_pause(struct vm *vm, vm_done_fn done, void *ctx)
 {
-	vm_pause_resume(vm, true, done, ctx);
+	if (!vm_op_defer(vm, VM_OP_PAUSE, false, 0, done, ctx))
+		vm_pause_resume(vm, true, done, ctx);
 }
 
 void
 vm_resume(struct vm *vm, vm_done_fn done, void *ctx)
 {
-	vm_pause_resume(vm, false, done, ctx);
+	if (!vm_op_defer(vm, VM_OP_RESUME, false, 0, done, ctx))
+		vm_pause_resume(vm, false, done, ctx);
 }
 
 /* ---- delete ------------------------------------------------------------ */
@@ -1796,7 +1981,7 @@ vm_remove(struct vm *vm)
 		snprintf(x->name, sizeof(x->name), "%s", vm->rec.name);
 		x->next = deleting;
 		deleting = x;
-		if (vm_dir_discard(d, dir, trash, vm_dir_discarded, x, &err) < 0)
+		if (discard_dir_ordered(d, dir, trash, vm_dir_discarded, x, &err) < 0)
 			log_warnx("vm %s: %s", vm->rec.name, err.message);
 	}
 	if (cid_alloc_release(d->cids, vm->rec.name) == 0) {
@@ -1902,6 +2087,12 @@ vms_fail_pending(struct ember_daemon *d)
 		if (op->done != NULL)
 			op->done(op->ctx, NULL, &err);
 		op->done = NULL;
+	}
+	/* Operations waiting for a create: freed when the wait ends. */
+	for (struct vm_deferred_op *x = deferred_ops; x != NULL; x = x->next) {
+		if (x->done != NULL)
+			x->done(x->ctx, NULL, &err);
+		x->done = NULL;
 	}
 	for (size_t i = 0; i < d->nvms; i++) {
 		struct vm *vm = d->vms[i];

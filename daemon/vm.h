@@ -42,6 +42,7 @@ struct vm {
 	struct vm_events_rate vsock_events;	/* vm-events.c's bound on vsock.* */
 	struct vm_netstate *net;	/* vm-network.c's, while its network is up */
 	uint64_t durable_seq;		/* its last state write (vm-store.c, durable.h) */
+	uint64_t quota_disk_mib;	/* quota.c's measure of its disk, 0 until taken */
 };
 
 struct vm_create_args {

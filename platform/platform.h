@@ -52,6 +52,22 @@ struct platform_caller {
  * (the child is killed), -EAGAIN while too many killed children hang. */
 int platform_open_as(const struct platform_caller *c, const char *path, unsigned flags,
     int timeout_ms, struct stat *st);
+/* The same without waiting, for several paths at once: starts the child,
+ * which opens paths[0..n) in turn (after sleeping delay_ms, for tests) and
+ * answers each on *sock (emberd's end, close-on-exec and non-blocking),
+ * stopping after the first that fails. Returns the child's pid (the caller
+ * reaps it) or -errno. */
+#define PLATFORM_OPEN_PATHS_MAX 8
+struct platform_open_path {
+	const char *path;
+	unsigned flags;
+};
+pid_t platform_open_as_start(const struct platform_caller *c,
+    const struct platform_open_path *paths, size_t n, unsigned delay_ms, int *sock);
+/* Takes the next answer from sock: 1 with *result the fd or the open's
+ * -errno (*st as for platform_open_as), 0 when none has arrived yet,
+ * -EIO when the child ended without answering, or another -errno. */
+int platform_open_as_receive(int sock, int *result, struct stat *st);
 /* Resident set size of this process in KiB, or -errno. */
 long platform_self_rss_kib(void);
 /* The same for another process (0: this one), or -errno. */

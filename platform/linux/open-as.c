@@ -1,12 +1,13 @@
 /*
- * Opening a path with a client's rights (see platform.h). emberd runs as
+ * Opening paths with a client's rights (see platform.h). emberd runs as
  * root, so a path a client names must not be opened with emberd's own
  * rights: a short-lived child takes on the client's groups, gid and uid,
- * resolves the path (symlinks included) and opens it, and hands the open
+ * resolves each path (symlinks included) and opens it, and hands each open
  * file back over a socketpair with SCM_RIGHTS, or the errno its open got.
- * The parent waits for the answer with a deadline, so a path that hangs
- * (a dead NFS server) costs emberd at most that long; a child that cannot
- * be reaped at once is reaped by a later call.
+ * platform_open_as_start leaves the waiting to the caller (emberd reads the
+ * answers on its event loop, with a deadline of its own);
+ * platform_open_as waits here, bounded by a deadline, and a child it
+ * killed that could not be reaped at once is reaped by a later call.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -84,39 +85,11 @@ type_wanted(mode_t mode, unsigned flags)
 	return (flags & PLATFORM_OPEN_DIRECTORY) ? S_ISDIR(mode) : S_ISREG(mode);
 }
 
-/* The child: become the caller, look, open, answer, exit. */
-static void __attribute__((noreturn))
-open_as_child(int sock, const struct platform_caller *c, const char *path, unsigned flags)
+/* One answer: the open file, or the errno that path got. */
+static int
+send_answer(int sock, const struct open_as_reply *rep, int fd)
 {
-	struct open_as_reply rep = { 0 };
-	char proc[64];
-	int pathfd = -1, fd = -1;
-
-	if (setgroups(c->ngroups, c->groups) < 0 || setresgid(c->gid, c->gid, c->gid) < 0 ||
-	    setresuid(c->uid, c->uid, c->uid) < 0) {
-		rep.err = errno;
-		goto answer;
-	}
-	/* O_PATH looks without opening: nothing a device's open does happens
-	 * before the type is known. */
-	pathfd = open(path, O_PATH | O_CLOEXEC);
-	if (pathfd < 0 || fstat(pathfd, &rep.st) < 0) {
-		rep.err = errno;
-		goto answer;
-	}
-	if (!type_wanted(rep.st.st_mode, flags)) {
-		rep.err = EINVAL;
-		goto answer;
-	}
-	/* Reopening through /proc checks the file's own permissions as the
-	 * caller, exactly as opening the path would. */
-	proc_fd_path(pathfd, proc, sizeof(proc));
-	fd = open(proc, O_RDONLY | O_NOCTTY | O_CLOEXEC |
-	    ((flags & PLATFORM_OPEN_DIRECTORY) ? O_DIRECTORY : 0));
-	if (fd < 0)
-		rep.err = errno;
-answer:;
-	struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
+	struct iovec iov = { .iov_base = (void *)rep, .iov_len = sizeof(*rep) };
 	union {
 		struct cmsghdr h;
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -133,7 +106,154 @@ answer:;
 		cm->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
 	}
-	_exit(sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(rep) ? 0 : 1);
+	return sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(*rep) ? 0 : -1;
+}
+
+/* Looks at path and opens it as whoever this process is now; the fd, or -1
+ * with rep->err. */
+static int
+open_one(const char *path, unsigned flags, struct open_as_reply *rep)
+{
+	char proc[64];
+	int pathfd, fd;
+
+	/* O_PATH looks without opening: nothing a device's open does happens
+	 * before the type is known. */
+	pathfd = open(path, O_PATH | O_CLOEXEC);
+	if (pathfd < 0 || fstat(pathfd, &rep->st) < 0) {
+		rep->err = errno;
+		if (pathfd >= 0)
+			close(pathfd);
+		return -1;
+	}
+	if (!type_wanted(rep->st.st_mode, flags)) {
+		rep->err = EINVAL;
+		close(pathfd);
+		return -1;
+	}
+	/* Reopening through /proc checks the file's own permissions as the
+	 * caller, exactly as opening the path would. */
+	proc_fd_path(pathfd, proc, sizeof(proc));
+	fd = open(proc, O_RDONLY | O_NOCTTY | O_CLOEXEC |
+	    ((flags & PLATFORM_OPEN_DIRECTORY) ? O_DIRECTORY : 0));
+	if (fd < 0)
+		rep->err = errno;
+	close(pathfd);
+	return fd;
+}
+
+/* The child: become the caller, then for each path look, open, answer;
+ * the first failure is the last answer. */
+static void __attribute__((noreturn))
+open_as_child(int sock, const struct platform_caller *c, const struct platform_open_path *paths,
+    size_t n, unsigned delay_ms)
+{
+	struct open_as_reply rep = { 0 };
+
+	if (setgroups(c->ngroups, c->groups) < 0 || setresgid(c->gid, c->gid, c->gid) < 0 ||
+	    setresuid(c->uid, c->uid, c->uid) < 0) {
+		rep.err = errno;
+		_exit(send_answer(sock, &rep, -1) == 0 ? 0 : 1);
+	}
+	if (delay_ms > 0) {
+		struct timespec ts = { delay_ms / 1000, (long)(delay_ms % 1000) * 1000000 };
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int fd;
+
+		memset(&rep, 0, sizeof(rep));
+		fd = open_one(paths[i].path, paths[i].flags, &rep);
+		if (send_answer(sock, &rep, fd) < 0)
+			_exit(1);
+		if (fd < 0)
+			break;
+		close(fd);
+	}
+	_exit(0);
+}
+
+pid_t
+platform_open_as_start(const struct platform_caller *c, const struct platform_open_path *paths,
+    size_t n, unsigned delay_ms, int *sock)
+{
+	sigset_t all, old;
+	int sv[2], r;
+	pid_t pid;
+
+	*sock = -1;
+	if (c->groups == NULL)
+		return -EPERM;	/* dropping groups can grant (a group denied, others allowed) */
+	if (n == 0 || n > PLATFORM_OPEN_PATHS_MAX)
+		return -EINVAL;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	/* All signals stay blocked in the child: emberd's handlers (libevent's
+	 * signal pipe) must never run there. */
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		open_as_child(sv[1], c, paths, n, delay_ms);
+	}
+	r = pid < 0 ? -errno : 0;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(sv[1]);
+	if (r < 0 || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
+		if (r == 0) {
+			r = -errno;
+			kill(pid, SIGKILL);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+		}
+		close(sv[0]);
+		return r;
+	}
+	*sock = sv[0];
+	return pid;
+}
+
+int
+platform_open_as_receive(int sock, int *result, struct stat *st)
+{
+	struct open_as_reply rep;
+	struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+	    .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	int fd = -1;
+	ssize_t n;
+
+	if (st != NULL)
+		memset(st, 0, sizeof(*st));
+	do
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+		    cm->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	if (n != (ssize_t)sizeof(rep) || (msg.msg_flags & MSG_CTRUNC)) {
+		if (fd >= 0)
+			close(fd);
+		return -EIO;	/* the child died before answering (0: end of file) */
+	}
+	if (st != NULL)
+		*st = rep.st;
+	if (rep.err != 0 || fd < 0) {
+		if (fd >= 0)
+			close(fd);
+		*result = rep.err != 0 ? -rep.err : -EIO;
+	} else
+		*result = fd;
+	return 1;
 }
 
 static long
@@ -146,79 +266,23 @@ ms_left(const struct timespec *deadline)
 	    (deadline->tv_nsec - now.tv_nsec) / 1000000;
 }
 
-/* Waits for the child's answer until the deadline; the fd or -errno
- * (*late says the deadline passed, as opposed to an open that failed with
- * ETIMEDOUT itself). */
-static int
-receive_answer(int sock, const struct timespec *deadline, struct stat *st, bool *late)
-{
-	struct open_as_reply rep;
-	struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-	    .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
-	struct pollfd pfd = { .fd = sock, .events = POLLIN };
-	int fd = -1, r;
-	ssize_t n;
-
-	for (;;) {
-		long left = ms_left(deadline);
-		if (left <= 0) {
-			*late = true;
-			return -ETIMEDOUT;
-		}
-		r = poll(&pfd, 1, (int)left);
-		if (r > 0)
-			break;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-	}
-	do
-		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm))
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
-		    cm->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
-	if (n != (ssize_t)sizeof(rep) || (msg.msg_flags & MSG_CTRUNC)) {
-		if (fd >= 0)
-			close(fd);
-		return -EIO;	/* the child died before answering */
-	}
-	if (st != NULL)
-		*st = rep.st;
-	if (rep.err != 0 || fd < 0) {
-		if (fd >= 0)
-			close(fd);
-		return rep.err != 0 ? -rep.err : -EIO;
-	}
-	return fd;
-}
-
 int
 platform_open_as(const struct platform_caller *c, const char *path, unsigned flags,
     int timeout_ms, struct stat *st)
 {
+	const struct platform_open_path one = { path, flags };
+	struct pollfd pfd = { .events = POLLIN };
 	struct timespec deadline;
-	sigset_t all, old;
-	int sv[2], r, status;
-	bool late = false;
+	int sock, r, result = -EIO, status;
 	pid_t pid;
 
 	if (st != NULL)
 		memset(st, 0, sizeof(*st));
 	if (c->groups == NULL)
-		return -EPERM;	/* dropping groups can grant (a group denied, others allowed) */
+		return -EPERM;
 	reap_stuck();
 	if (stuck_count() == OPEN_AS_STUCK_MAX)
 		return -EAGAIN;	/* too many opens hang already */
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += timeout_ms / 1000;
 	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
@@ -226,33 +290,37 @@ platform_open_as(const struct platform_caller *c, const char *path, unsigned fla
 		deadline.tv_sec++;
 		deadline.tv_nsec -= 1000000000;
 	}
-	/* All signals stay blocked in the child: emberd's handlers (libevent's
-	 * signal pipe) must never run there. */
-	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, &old);
-	pid = fork();
-	if (pid == 0) {
-		close(sv[0]);
-		open_as_child(sv[1], c, path, flags);
+	pid = platform_open_as_start(c, &one, 1, 0, &sock);
+	if (pid < 0)
+		return (int)pid;
+	pfd.fd = sock;
+	for (;;) {
+		long left = ms_left(&deadline);
+		if (left <= 0) {
+			/* There was room in the table (checked above). */
+			close(sock);
+			kill(pid, SIGKILL);
+			if (waitpid(pid, NULL, WNOHANG) == 0)
+				remember_stuck(pid);
+			return -ETIMEDOUT;
+		}
+		r = poll(&pfd, 1, (int)left);
+		if (r < 0 && errno != EINTR) {
+			result = -errno;
+			break;
+		}
+		if (r > 0) {
+			r = platform_open_as_receive(sock, &result, st);
+			if (r != 0) {
+				if (r < 0)
+					result = r;
+				break;
+			}
+		}
 	}
-	r = pid < 0 ? -errno : 0;
-	sigprocmask(SIG_SETMASK, &old, NULL);
-	close(sv[1]);
-	if (r < 0) {
-		close(sv[0]);
-		return r;
-	}
-	r = receive_answer(sv[0], &deadline, st, &late);
-	close(sv[0]);
-	if (late) {
-		/* There was room in the table (checked above). */
-		kill(pid, SIGKILL);
-		if (waitpid(pid, NULL, WNOHANG) == 0)
-			remember_stuck(pid);
-		return r;
-	}
-	/* The child has answered and only exits now. */
+	close(sock);
+	/* The child has answered (or died) and only exits now. */
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
-	return r;
+	return result;
 }

@@ -5,7 +5,10 @@
 # quota_exceeded naming the limit, the use and the maximum, before anything
 # is allocated (no directory, no CID, no staging image). Root has no quota;
 # a quotas.users entry overrides the default; daemon.info and quota.get
-# show use against limits. Needs root (setpriv, groupadd).
+# show use against limits. Work in flight counts: a create still opening
+# its files and an import still running hold what they were checked for,
+# so two at once cannot pass a quota together, and nothing stays held
+# after. Needs root (setpriv, groupadd).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -108,4 +111,53 @@ assert_quota "$r" disk "a VM asking for a 4 GiB root disk"
 r=$(as_nobody "$(req quota.get)")
 assert_jq "$r" '.result.use.vms == 3 and .result.use.cids == 2 and .result.use.vcpus == 0 and .result.use.disk_mib == 0' \
 	"quota.get shows what uid 65534 holds after all the refusals"
+stop_emberd
+
+note "work in flight counts"
+# EMBER_TEST_OPEN_AS_DELAY_MS (test-only) keeps each request waiting on
+# its open-as helper, so the first is still in flight when the second comes.
+export EMBER_TEST_OPEN_AS_DELAY_MS=2000
+start_emberd
+helpers() { ps --ppid "$EMBERD_PID" -o uid= 2>/dev/null | grep -c '^ *65534$' || true; }
+wait_helpers() {	# N: until emberd has N open-as helpers (deadline 20 s)
+	local deadline=$((SECONDS + 20))
+	while [[ $(helpers) -ne $1 ]]; do
+		((SECONDS < deadline)) || fail "emberd has $(helpers) open-as helpers, not $1"
+		sleep 0.02	# poll interval, not synchronisation
+	done
+}
+as_nobody "$(req vm.create "{\"name\":\"p1\",\"kernel\":\"$T/kernel\",\"start\":false}")" >"$T/p1.out" &
+p1=$!
+_ember_pids+=("$p1")
+wait_helpers 1
+r=$(as_nobody "$(req vm.create '{"name":"p2","start":false}')")
+[[ ! -s $T/p1.out ]] || fail "the first create finished before the second was refused"
+assert_quota "$r" vms "a fourth VM while the third is still being created"
+assert_jq "$r" '.error.message | test("4 in use")' "the create in flight counts as in use"
+wait "$p1" || fail "the first create's client failed"
+assert_jq "$(cat "$T/p1.out")" '.result.name == "p1"' "the create in flight then completes"
+r=$(as_nobody "$(req quota.get)")
+assert_jq "$r" '.result.use.vms == 4' "it counts once, as a VM (4 in use)"
+as_nobody "$(req vm.delete '{"name":"p1"}')" >/dev/null
+assert_jq "$(as_nobody "$(req quota.get)")" '.result.use.vms == 3' "deleting it gives it back"
+import_params() { echo "{\"name\":\"$1\",\"kernel\":\"$T/kernel\",\"rootfs_dir\":\"$T/tree\",\"rootfs_size_mib\":600}"; }
+as_nobody "$(req image.import "$(import_params i1)")" >"$T/i1.out" &
+i1=$!
+_ember_pids+=("$i1")
+wait_helpers 1
+r=$(as_nobody "$(req image.import "$(import_params i2)")")
+[[ ! -s $T/i1.out ]] || fail "the first import finished before the second was refused"
+assert_quota "$r" disk "a second 600 MiB import while the first is in flight"
+assert_jq "$r" '.error.message | test("601 MiB in use|600 MiB in use")' "the import in flight holds its 600 MiB"
+wait "$i1" || fail "the first import's client failed"
+assert_jq "$(cat "$T/i1.out")" '.result.name == "i1"' "the import in flight then completes"
+[[ -z $(find "$STATE/images" -mindepth 1 -maxdepth 1 -name '*i2*') ]] || fail "the refused import left something"
+pass "the refused import left nothing"
+r=$(as_nobody "$(req quota.get)")
+assert_jq "$r" '.result.use.disk_mib == 601' "the stored image counts by its files (601 MiB)"
+r=$(as_nobody "$(req image.delete '{"name":"i1"}')")
+assert_jq "$r" '.result != null' "uid 65534 deletes it"
+assert_jq "$(as_nobody "$(req quota.get)")" '.result.use.disk_mib == 0 and .result.use.vms == 3' \
+	"nothing is left held"
+unset EMBER_TEST_OPEN_AS_DELAY_MS
 stop_emberd

@@ -3,12 +3,15 @@
  * fails with exactly the errno the caller's own open gets; a directory the
  * caller cannot search hides whether a file exists in it; symlinks resolve
  * as the caller; devices and FIFOs are refused before they are opened; the
- * fd is close-on-exec and no helper process is left behind. Needs root to
+ * fd is close-on-exec and no helper process is left behind; the
+ * asynchronous form opens several paths in one helper, answering each in
+ * order and stopping at the first failure. Needs root to
  * take on another uid; otherwise the cases say they were skipped.
  */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,6 +209,55 @@ START_TEST(directory_only_when_asked)
 }
 END_TEST
 
+/* platform_open_as_start: answers one path after another, in order, and
+ * stops after the first that fails. */
+START_TEST(several_paths_answer_in_order_until_one_fails)
+{
+	char a[128], b[128], secret[128], buf[8] = { 0 };
+	struct pollfd pfd = { .events = POLLIN };
+	int sock, result, fds[3], status;
+	size_t got = 0;
+	struct stat st;
+	pid_t pid;
+
+	if (!need_root())
+		return;
+	path_in(a, sizeof(a), "a");
+	path_in(b, sizeof(b), "b");
+	path_in(secret, sizeof(secret), "secret");
+	write_file(a, "A", 0644, 0);
+	write_file(b, "B", 0644, 0);
+	write_file(secret, "S", 0600, 0);
+	const struct platform_open_path paths[] = { { a, 0 }, { b, 0 }, { secret, 0 }, { a, 0 } };
+	pid = platform_open_as_start(&nobody, paths, 4, 0, &sock);
+	ck_assert_int_gt(pid, 0);
+	ck_assert(fcntl(sock, F_GETFD) & FD_CLOEXEC);
+	ck_assert(fcntl(sock, F_GETFL) & O_NONBLOCK);
+	pfd.fd = sock;
+	while (got < 3) {
+		ck_assert_int_eq(poll(&pfd, 1, TIMEOUT_MS), 1);
+		int r = platform_open_as_receive(sock, &result, &st);
+		ck_assert_int_ge(r, 0);
+		if (r == 1)
+			fds[got++] = result;
+	}
+	ck_assert_int_ge(fds[0], 0);
+	ck_assert_int_eq(read(fds[0], buf, 1), 1);
+	ck_assert_str_eq(buf, "A");
+	ck_assert_int_ge(fds[1], 0);
+	ck_assert_int_eq(read(fds[1], buf, 1), 1);
+	ck_assert_str_eq(buf, "B");
+	ck_assert_int_eq(fds[2], -EACCES);
+	/* Nothing after the failure: the helper exits, the socket ends. */
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert_int_eq(platform_open_as_receive(sock, &result, NULL), -EIO);
+	close(fds[0]);
+	close(fds[1]);
+	close(sock);
+}
+END_TEST
+
 static Suite *
 open_as_suite(void)
 {
@@ -221,6 +273,7 @@ open_as_suite(void)
 	tcase_add_test(tc, unknown_groups_are_refused);
 	tcase_add_test(tc, devices_and_fifos_are_refused);
 	tcase_add_test(tc, directory_only_when_asked);
+	tcase_add_test(tc, several_paths_answer_in_order_until_one_fails);
 	suite_add_tcase(s, tc);
 	return s;
 }
