@@ -18,7 +18,8 @@
  *      parents, directories the loop asked to sync) is fsync'd once (or,
  *      from DURABLE_SYNCFS_MIN on, one syncfs per file system);
  *   4. the batch is posted to the loop, which sets the completed sequence
- *      number, runs each job's callbacks and answers durable_wait()s; then
+ *      number, runs each job's callbacks (DURABLE_CALLBACKS_PER_TURN a turn)
+ *      and answers durable_wait()s; then
  *      the writer removes the trees of renamed directories marked so and
  *      of durable_remove_dir's directories (the loop never unlinks a
  *      big tree; the next batch waits for the removal).
@@ -71,6 +72,8 @@
 #include "log.h"
 #include "metrics.h"
 
+/* Jobs whose callbacks run in one turn of the loop (complete_done). */
+#define DURABLE_CALLBACKS_PER_TURN 64
 /* Temp files open at once in step 1 (the rest wait for the next round). */
 #define DURABLE_OPEN_MAX 64
 /* From this many files (step 1) or directories (step 3) on, one syncfs per
@@ -139,6 +142,11 @@ struct durable {
 	int pipe_rd, pipe_wr;
 	struct event *ev;
 	uint64_t last_seq, completed_seq;
+	/* jobs posted back whose callbacks have not run yet, and the highest
+	 * number among those that ran */
+	struct durable_job *ready_head, *ready_tail;
+	uint64_t reported_seq;
+	struct event *ev_more;		/* the next slice of ready_head */
 	struct durable_wait_rec *waits, **waits_tail;	/* in the order asked */
 	bool warned_full;
 };
@@ -536,33 +544,62 @@ job_report(struct durable_job *j)
 	}
 }
 
-/* Runs the callbacks of every batch the writer finished. */
+/* Runs the callbacks of the batches the writer finished, at most budget
+ * jobs' (the rest at the next turn of the loop: a batch of a thousand
+ * creates is answered over several turns, and other clients are served
+ * between them). */
 static void
-complete_done(struct durable *dw)
+complete_done(struct durable *dw, size_t budget)
 {
-	struct durable_job *list, *j;
+	struct durable_job *list, *tail, *j;
+	uint64_t completed, left_min = UINT64_MAX;
 
 	pthread_mutex_lock(&dw->lock);
 	list = dw->done_head;
+	tail = dw->done_tail;
 	dw->done_head = dw->done_tail = NULL;
 	pthread_mutex_unlock(&dw->lock);
-	if (list == NULL)
-		return;
-	/* Whole batches only, in order: everything up to the highest number
-	 * taken is durable. */
-	double now = durable_now();
-	for (j = list; j != NULL; j = j->next) {
-		if (j->seq > dw->completed_seq)
-			dw->completed_seq = j->seq;
-		metrics_observe_durable_write(now - j->submitted);
+	if (list != NULL) {
+		double now = durable_now();
+		for (j = list; j != NULL; j = j->next)
+			metrics_observe_durable_write(now - j->submitted);
+		if (dw->ready_tail != NULL)
+			dw->ready_tail->next = list;
+		else
+			dw->ready_head = list;
+		dw->ready_tail = tail;
 	}
-	while (list != NULL) {
-		j = list;
-		list = j->next;
+	while (dw->ready_head != NULL && budget-- > 0) {
+		j = dw->ready_head;
+		if ((dw->ready_head = j->next) == NULL)
+			dw->ready_tail = NULL;
+		if (j->seq > dw->reported_seq)
+			dw->reported_seq = j->seq;
 		job_report(j);
 		job_free(j);
 	}
+	/* Whole batches are durable, but a waiter is answered only after the
+	 * callbacks of every job up to its number ran (a create's callback
+	 * before the operations queued behind it): up to just below the
+	 * lowest number still to report. */
+	for (j = dw->ready_head; j != NULL; j = j->next)
+		if (j->seq < left_min)
+			left_min = j->seq;
+	completed = dw->reported_seq < left_min ? dw->reported_seq : left_min - 1;
+	if (completed > dw->completed_seq)
+		dw->completed_seq = completed;
 	run_ready_waits(dw);
+	if (dw->ready_head != NULL && dw->ev_more != NULL) {
+		/* a timer, not event_active: the loop polls for I/O first */
+		struct timeval zero = { 0, 0 };
+		evtimer_add(dw->ev_more, &zero);
+	}
+}
+
+static void
+on_more(evutil_socket_t fd, short what, void *arg)
+{
+	complete_done(arg, DURABLE_CALLBACKS_PER_TURN);
 }
 
 static void
@@ -573,7 +610,7 @@ on_wakeup(evutil_socket_t fd, short what, void *arg)
 
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
-	complete_done(dw);
+	complete_done(dw, DURABLE_CALLBACKS_PER_TURN);
 }
 
 struct durable *
@@ -601,7 +638,8 @@ durable_new(struct event_base *base, struct ember_error *err)
 	dw->pipe_rd = fds[0];
 	dw->pipe_wr = fds[1];
 	dw->ev = event_new(base, dw->pipe_rd, EV_READ | EV_PERSIST, on_wakeup, dw);
-	if (dw->ev == NULL || event_add(dw->ev, NULL) < 0) {
+	dw->ev_more = evtimer_new(base, on_more, dw);
+	if (dw->ev == NULL || dw->ev_more == NULL || event_add(dw->ev, NULL) < 0) {
 		ember_error_set(err, EK_INTERNAL, NULL, "cannot watch the durable writer's pipe");
 		goto fail;
 	}
@@ -631,11 +669,11 @@ durable_flush(struct durable *dw)
 		pthread_mutex_lock(&dw->lock);
 		while (dw->pending_head != NULL || dw->busy)
 			pthread_cond_wait(&dw->room, &dw->lock);
-		bool more = dw->done_head != NULL;
+		bool more = dw->done_head != NULL || dw->ready_head != NULL;
 		pthread_mutex_unlock(&dw->lock);
 		if (!more)
 			break;
-		complete_done(dw);	/* callbacks may queue more */
+		complete_done(dw, SIZE_MAX);	/* callbacks may queue more */
 	}
 	run_ready_waits(dw);
 }
@@ -654,7 +692,7 @@ durable_free(struct durable *dw)
 		pthread_join(dw->thread, NULL);
 		/* A callback run by the flush cannot queue after it: nothing does
 		 * at shutdown, but never leave a job unanswered. */
-		complete_done(dw);
+		complete_done(dw, SIZE_MAX);
 		while (dw->pending_head != NULL) {
 			struct durable_job *j = dw->pending_head;
 			dw->pending_head = j->next;
@@ -667,6 +705,8 @@ durable_free(struct durable *dw)
 	}
 	if (dw->ev != NULL)
 		event_free(dw->ev);
+	if (dw->ev_more != NULL)
+		event_free(dw->ev_more);
 	if (dw->pipe_rd >= 0)
 		close(dw->pipe_rd);
 	if (dw->pipe_wr >= 0)

@@ -345,6 +345,45 @@ START_TEST(durable_remove_dir_removes_the_tree_after_its_batch)
 }
 END_TEST
 
+START_TEST(durable_answers_a_large_batch_over_several_turns)
+{
+	enum { N = 300 };
+	struct ember_error err = { 0 };
+	static struct result r[N];
+	struct result waited = { 0 };
+	char path[PATH_MAX];
+	int most = 0, turns = 0;
+
+	memset(r, 0, sizeof(r));
+	durable_plug(dw);	/* one batch */
+	for (int i = 0; i < N; i++) {
+		snprintf(path, sizeof(path), "%s/f%03d.json", dir, i);
+		ck_assert_int_eq(durable_write_take(dw, path, text("x"), 1, 0644, record, &r[i],
+		    &err), 0);
+	}
+	ck_assert_int_eq(durable_wait(dw, durable_last_seq(dw), record, &waited, &err), 0);
+	durable_unplug(dw);
+	/* One turn of the loop at a time (bounded): each runs a slice. */
+	for (int i = 0; i < 5000 && waited.calls == 0; i++) {
+		int before = calls_so_far;
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		if (calls_so_far > before) {
+			turns++;
+			if (calls_so_far - before > most)
+				most = calls_so_far - before;
+		} else
+			usleep(1000);	/* the writer is still at the disk */
+	}
+	ck_assert_int_eq(waited.calls, 1);
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(r[i].calls, 1);
+		ck_assert_int_lt(r[i].order, waited.order);	/* every job before its waiter */
+	}
+	ck_assert_int_le(most, 64 + 1);		/* a slice, plus the waiter */
+	ck_assert_int_ge(turns, N / 64);
+}
+END_TEST
+
 static Suite *
 durable_suite(void)
 {
@@ -363,6 +402,7 @@ durable_suite(void)
 	tcase_add_test(tc, durable_completes_through_the_loop);
 	tcase_add_test(tc, durable_sync_file_answers_before_a_later_write);
 	tcase_add_test(tc, durable_remove_dir_removes_the_tree_after_its_batch);
+	tcase_add_test(tc, durable_answers_a_large_batch_over_several_turns);
 	suite_add_tcase(s, tc);
 	return s;
 }
