@@ -28,10 +28,22 @@ struct child_spawn_opts {
 	const int *keep_fds;	/* inherited without CLOEXEC, same numbers */
 	size_t nkeep;
 	bool new_session;
+	/* Runs as uid/gid with exactly groups[ngroups] (none when 0) and
+	 * PR_SET_NO_NEW_PRIVS; false: emberd's own credentials. */
+	bool drop_creds;
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups;
+	size_t ngroups;
+	/* With drop_creds: runs in a private mount namespace where
+	 * /dev/net/tun is a fresh node of the host's device, 0600 and uid's,
+	 * for a TAP opened by name on a host whose node only root may open. */
+	bool own_dev_tun;
 };
 
-/* fork+exec; returns the pid or -errno. exec failures show up as exit
- * status 127 with a message on stderr_fd. */
+/* fork+exec; returns the pid or -errno. exec failures, and failures to
+ * take on drop_creds' credentials, show up as exit status 127 with a
+ * message on stderr_fd (nothing runs with credentials half dropped). */
 pid_t child_spawn(const struct child_spawn_opts *opts);
 
 /* Watches pid (ours or adopted) and calls fn once when it exits. NULL with

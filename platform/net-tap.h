@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define NET_IFNAME_MAX		16	/* IFNAMSIZ, NUL included */
 #define NET_TAP_ALIAS_PREFIX	"ember:"
@@ -22,6 +23,11 @@
  * *fd. -EEXIST when an interface of that name exists already (nothing is
  * touched then). */
 int net_tap_create(const char *name, const char *vm, int *fd);
+/* Lets only uid, in group gid, attach to the TAP fd is attached to (besides
+ * CAP_NET_ADMIN, which may always): a hypervisor running as a VM's owner
+ * opens its TAP by name. Nobody else can, and the owner reaches no other
+ * TAP. */
+int net_tap_set_owner(int fd, uid_t uid, gid_t gid);
 /* Gives the device addr/prefix, turns off IPv6 on it and sets it up. */
 int net_tap_configure(const char *name, uint32_t addr, unsigned prefix);
 /* Deletes the interface; -ENODEV when there is none. */

@@ -19,12 +19,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -38,6 +40,7 @@
 #include "hv-process.h"
 #include "dir-guard.h"
 #include "log.h"
+#include "net-tap.h"
 #include "platform.h"
 #include "probe.h"
 #include "validate.h"
@@ -74,10 +77,13 @@ struct fc_vm {
 	char dir[PATH_MAX];
 	char api[PATH_MAX];
 	struct hv_process *proc;
+	int api_pfd;		/* O_PATH of the checked API socket, or -1 */
+	char api_via[32];	/* "/proc/self/fd/<api_pfd>": what curl connects to */
 	int step;		/* index into the start sequence */
 	const char *step_name;	/* "PUT /boot-source", for error messages */
 	unsigned api_retries;	/* waiting for the API socket to appear */
 	bool paused;		/* a stop need not ask a guest that cannot act */
+	bool as_owner;		/* Firecracker runs as the VM's owner, not root */
 	struct timeval api_deadline;
 	char fault[512];	/* first failure while starting */
 };
@@ -426,6 +432,8 @@ fc_vm_free(struct fc_vm *fv)
 		return;
 	fc_http_cancel(fv->fb->http, fv);
 	hv_process_free(fv->proc);
+	if (fv->api_pfd >= 0)
+		close(fv->api_pfd);
 	free(fv);
 }
 
@@ -475,6 +483,219 @@ fc_fault_text(long status, const char *body, const char *curl_err, char *out, si
 	snprintf(out, len, "Firecracker answered %ld: %s", status,
 	    fault != NULL ? fault : (body[0] ? body : "(no body)"));
 	json_decref(doc);
+}
+
+/* ---- running as the VM's owner ---- */
+
+/*
+ * Firecracker opens every file it is given by path and connects a guest's
+ * connection to <uds_path>_<port> by path itself, and the VM's owner may
+ * plant any name in its VM directory (dir-guard.c): a vsock.sock_<port>
+ * symlink to a root-only socket would be reached with Firecracker's rights.
+ * So, like Firecracker's jailer, a VM whose owner is not root gets a
+ * Firecracker running as that owner (its uid, its primary group, and the
+ * group of firecracker.kvm_device so it can open KVM; emberd keeps no
+ * record of the owner's other groups, so it has none of them): whatever a
+ * planted name points at, it is reached with the owner's rights only.
+ * emberd makes what that Firecracker needs the owner's to use, and nothing
+ * beyond the VM: its root disk copy (an ACL), kernel and initrd in the VM
+ * directory (read), its TAP (TUNSETOWNER); the sockets it binds there are
+ * checked before emberd speaks to them. Root's VMs run as root as before.
+ */
+
+/* Whether the VM directory lets its owner in (the ACL dir-guard.c sets).
+ * On a filesystem without ACLs the owner can plant nothing there, and
+ * Firecracker keeps root's credentials as it could not use the directory
+ * as the owner. */
+static bool
+fc_dir_open_to_owner(const char *dir)
+{
+	return getxattr(dir, "system.posix_acl_access", NULL, 0) > 0;
+}
+
+/* The owner's primary group from its passwd entry; "nogroup" (the
+ * kernel's overflow gid) when it has none. */
+static gid_t
+fc_owner_gid(uid_t uid)
+{
+	struct passwd pw, *found = NULL;
+	char buf[4096];
+
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &found) == 0 && found != NULL)
+		return pw.pw_gid;
+	return 65534;
+}
+
+struct fc_owner_creds {
+	struct hv_creds c;
+	gid_t groups[1];	/* the KVM device's group */
+};
+
+/* Whether the owner's Firecracker, with c's credentials, may open the
+ * device node at path for reading and writing, by its mode bits. */
+static bool
+fc_owner_may_open(const char *path, const struct hv_creds *c)
+{
+	struct stat st;
+	bool in_group = false;
+
+	if (stat(path, &st) < 0)
+		return false;
+	if (st.st_uid == c->uid)
+		return (st.st_mode & (S_IRUSR | S_IWUSR)) == (S_IRUSR | S_IWUSR);
+	in_group = st.st_gid == c->gid;
+	for (size_t i = 0; i < c->ngroups; i++)
+		in_group |= st.st_gid == c->groups[i];
+	if (in_group)
+		return (st.st_mode & (S_IRGRP | S_IWGRP)) == (S_IRGRP | S_IWGRP);
+	return (st.st_mode & (S_IROTH | S_IWOTH)) == (S_IROTH | S_IWOTH);
+}
+
+/* 1 with oc filled when Firecracker runs as rec's owner, 0 when as root. */
+static int
+fc_owner_creds(const struct fc_backend *fb, const struct vm_record *rec, const char *dir,
+    struct fc_owner_creds *oc)
+{
+	const char *kvm = ember_config_backend_string(fb->env->config, FC_NAME, "kvm_device");
+	struct stat st;
+
+	if (rec->owner_uid == 0 || rec->owner_uid == geteuid())
+		return 0;
+	if (!fc_dir_open_to_owner(dir)) {
+		log_debug("firecracker: %s: %s has no ACL for uid %u; Firecracker runs as root",
+		    rec->name, dir, (unsigned)rec->owner_uid);
+		return 0;
+	}
+	memset(oc, 0, sizeof(*oc));
+	oc->c.uid = rec->owner_uid;
+	oc->c.gid = fc_owner_gid(rec->owner_uid);
+	oc->c.groups = oc->groups;
+	if (kvm == NULL)
+		kvm = "/dev/kvm";
+	/* Never root's group: a device of group 0 stays out of reach. */
+	if (stat(kvm, &st) == 0 && S_ISCHR(st.st_mode) && st.st_gid != 0 && st.st_gid != oc->c.gid)
+		oc->groups[oc->c.ngroups++] = st.st_gid;
+	/* Firecracker opens /dev/net/tun for its TAP (TUNSETOWNER decides
+	 * which TAP). Where only root may open the host's node, it gets a
+	 * node of its own in a private mount namespace, as the jailer does. */
+	oc->c.own_dev_tun = rec->net.tap[0] != '\0' && !fc_owner_may_open("/dev/net/tun", &oc->c);
+	return 1;
+}
+
+/* Lets uid use path with perm (GUARD_* bits) when it is one of the VM's own
+ * files: directly in dir, a regular file of emberd's (never a symlink or a
+ * file the owner made), with one link when it is to be written. A file
+ * others may read already needs nothing for GUARD_R. Paths elsewhere are
+ * left to the owner's own rights. 0 or -errno. */
+static int
+fc_grant_vm_file(const char *dir, const char *path, uid_t uid, unsigned perm)
+{
+	size_t n = strlen(dir);
+	struct stat st;
+	int fd, r;
+
+	if (path == NULL || strncmp(path, dir, n) != 0 || path[n] != '/' ||
+	    strchr(path + n + 1, '/') != NULL)
+		return 0;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+	    ((perm & GUARD_W) && st.st_nlink != 1))
+		r = -EPERM;
+	else if (perm == GUARD_R && (st.st_mode & S_IROTH))
+		r = 0;
+	else
+		r = guard_grant_fd(fd, uid, perm);
+	close(fd);
+	return r;
+}
+
+/* Before spawning Firecracker as the owner: its disk, kernel and initrd and
+ * its TAP become usable by the owner. 0, or -1 with err. */
+static int
+fc_prepare_for_owner(struct fc_vm *fv, const struct hv_creds *c, struct ember_error *err)
+{
+	const struct vm_record *rec = fv->rec;
+	const struct { const char *what, *path; unsigned perm; } files[] = {
+		{ "root disk", rec->disk_path, GUARD_R | GUARD_W },
+		{ "kernel", rec->kernel_path, GUARD_R },
+		{ "initrd", rec->initrd_path, GUARD_R },
+	};
+	int r;
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		if ((r = fc_grant_vm_file(fv->dir, files[i].path, c->uid, files[i].perm)) < 0)
+			return ember_error_set(err, EK_IO, r == -EPERM ? "delete the VM and create it "
+			    "again" : NULL, "cannot let uid %u (the VM's owner, whom Firecracker runs "
+			    "as) use the %s %s: %s", (unsigned)c->uid, files[i].what, files[i].path,
+			    r == -EPERM ? "it is not a file of emberd's" : strerror(-r));
+	}
+	if (rec->net.tap_fd >= 0 && (r = net_tap_set_owner(rec->net.tap_fd, c->uid, c->gid)) < 0)
+		return ember_error_set(err, EK_IO, NULL,
+		    "cannot let uid %u (the VM's owner, whom Firecracker runs as) attach TAP %s: %s",
+		    (unsigned)c->uid, rec->net.tap, strerror(-r));
+	return 0;
+}
+
+/* What curl connects to for the API: the socket at <dir>/firecracker.sock,
+ * checked once (a socket, not a symlink, with one link, of the owner or of
+ * emberd's user) and from then on always that inode through
+ * /proc/self/fd, so nothing the owner puts under that name later is ever
+ * spoken to. NULL with errno ENOENT (not there yet) or EPERM (not
+ * Firecracker's). */
+static const char *
+fc_api_target(struct fc_vm *fv)
+{
+	struct stat st;
+	int fd;
+
+	if (fv->api_pfd >= 0)
+		return fv->api_via;
+	if ((fd = open(fv->api, O_PATH | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return NULL;
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_nlink != 1 ||
+	    (st.st_uid != geteuid() && st.st_uid != fv->rec->owner_uid)) {
+		close(fd);
+		errno = EPERM;
+		return NULL;
+	}
+	fv->api_pfd = fd;
+	snprintf(fv->api_via, sizeof(fv->api_via), "/proc/self/fd/%d", fd);
+	return fv->api_via;
+}
+
+/* Firecracker, as the owner, bound vsock.sock as the owner's at PUT /vsock.
+ * It becomes emberd's, 0600 plus user:<owner>:rw, as with QEMU: the owner
+ * can no longer swap it (the directory is sticky), and emberd's agent
+ * client, which connects only to sockets of its own user, reaches it. 0 or
+ * -errno (-EPERM: not a socket of the owner's with one link, -ESTALE: the
+ * name changed hands meanwhile). */
+static int
+fc_claim_vsock(const char *path, uid_t owner)
+{
+	struct stat st, now;
+	char via[32];
+	int fd, r;
+
+	if ((fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_nlink != 1 ||
+	    (st.st_uid != owner && st.st_uid != geteuid())) {
+		close(fd);
+		return -EPERM;
+	}
+	snprintf(via, sizeof(via), "/proc/self/fd/%d", fd);
+	if (fchownat(fd, "", geteuid(), getegid(), AT_EMPTY_PATH) < 0 || chmod(via, 0600) < 0)
+		r = -errno;
+	/* emberd's now, in a sticky directory: the name can no longer change
+	 * hands, so when it still names this inode the ACL goes on by name. */
+	else if (lstat(path, &now) < 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino)
+		r = -ESTALE;
+	else
+		r = guard_grant(path, owner, GUARD_R | GUARD_W);
+	close(fd);
+	return r;
 }
 
 /* ---- start ---- */
@@ -533,7 +754,7 @@ static void
 fc_start_step(struct fc_vm *fv)
 {
 	const struct vm_record *rec = fv->rec;
-	const char *method = "PUT", *path = NULL;
+	const char *method = "PUT", *path = NULL, *via;
 	json_t *body = NULL;
 	char *text;
 	int r;
@@ -589,9 +810,18 @@ fc_start_step(struct fc_vm *fv)
 			    "host_dev_name", rec->net.tap, "guest_mac", rec->net.mac);
 			break;
 		case 5:
-			/* Firecracker bound vsock.sock (as root) at PUT /vsock: let
-			 * the VM's owner connect to it, as with QEMU (dir-guard.c). */
-			if (rec->vsock && rec->uds_path != NULL &&
+			/* Firecracker bound vsock.sock at PUT /vsock: let the VM's
+			 * owner connect to it, as with QEMU (dir-guard.c). */
+			if (rec->vsock && rec->uds_path != NULL && fv->as_owner &&
+			    (r = fc_claim_vsock(rec->uds_path, rec->owner_uid)) < 0) {
+				char what[PATH_MAX + 128];
+				snprintf(what, sizeof(what), "cannot take over %s from uid %u: %s",
+				    rec->uds_path, (unsigned)rec->owner_uid, r == -EPERM ?
+				    "it is not a socket Firecracker bound" : strerror(-r));
+				fc_start_fail(fv, what);
+				return;
+			}
+			if (rec->vsock && rec->uds_path != NULL && !fv->as_owner &&
 			    guard_grant(rec->uds_path, rec->owner_uid, GUARD_R | GUARD_W) < 0)
 				log_debug("firecracker: %s: uid %u cannot be let into %s",
 				    rec->name, (unsigned)rec->owner_uid, rec->uds_path);
@@ -607,9 +837,27 @@ fc_start_step(struct fc_vm *fv)
 		break;
 	}
 	fv->step_name = path;
+	if ((via = fc_api_target(fv)) == NULL) {
+		int e = errno;
+		char what[PATH_MAX + 160];
+
+		json_decref(body);
+		if (e == ENOENT && fv->step == 0) {
+			fc_start_reply(fv, 0, "", "the API socket is not there yet");
+			return;
+		}
+		if (e == EPERM)
+			snprintf(what, sizeof(what), "%s is not Firecracker's API socket (a socket of "
+			    "uid %u or root, with one link); not connecting to it", fv->api,
+			    (unsigned)rec->owner_uid);
+		else
+			snprintf(what, sizeof(what), "%s: %s", fv->api, strerror(e));
+		fc_start_fail(fv, what);
+		return;
+	}
 	text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
-	r = text != NULL ? fc_http_request(fv->fb->http, fv->api, method, path, text,
+	r = text != NULL ? fc_http_request(fv->fb->http, via, method, path, text,
 	    FC_API_TIMEOUT_MS, fc_start_reply, fv) : -ENOMEM;
 	free(text);
 	if (r < 0)
@@ -621,6 +869,7 @@ fc_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **v
     void *vm_ctx, backend_done_fn done, struct ember_error *err)
 {
 	struct fc_backend *fb = fb_of(be);
+	struct fc_owner_creds oc;
 	struct fc_vm *fv;
 	int console_fd;
 
@@ -630,8 +879,14 @@ fc_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **v
 	fv->fb = fb;
 	fv->rec = rec;
 	fv->vm_ctx = vm_ctx;
+	fv->api_pfd = -1;
 	snprintf(fv->dir, sizeof(fv->dir), "%s", vm_dir);
 	snprintf(fv->api, sizeof(fv->api), "%s/firecracker.sock", vm_dir);
+	fv->as_owner = fc_owner_creds(fb, rec, vm_dir, &oc) == 1;
+	if (fv->as_owner && fc_prepare_for_owner(fv, &oc.c, err) < 0) {
+		free(fv);
+		return -1;
+	}
 	fc_remove_sockets(vm_dir);	/* stale ones from an earlier run */
 	console_fd = console_open(vm_dir, rec->owner_uid, err);
 	if (console_fd < 0) {
@@ -639,8 +894,8 @@ fc_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **v
 		return -1;
 	}
 	const char *argv[] = { be->info->binary, "--api-sock", fv->api, "--id", rec->name, NULL };
-	int r = hv_process_spawn(fb->env->base, &fc_process_ops, fv, vm_ctx, argv, console_fd,
-	    NULL, 0, rec, &fv->proc, err);
+	int r = hv_process_spawn_as(fb->env->base, &fc_process_ops, fv, vm_ctx, argv, console_fd,
+	    NULL, 0, fv->as_owner ? &oc.c : NULL, rec, &fv->proc, err);
 	close(console_fd);
 	if (r < 0) {
 		free(fv);
@@ -651,7 +906,11 @@ fc_start(struct backend *be, struct vm_record *rec, const char *vm_dir, void **v
 	event_base_gettimeofday_cached(fb->env->base, &now);
 	evutil_timeradd(&now, &span, &fv->api_deadline);
 	*vmstate = fv;
-	log_info("firecracker: %s spawned (pid %d)", rec->name, (int)rec->pid);
+	if (fv->as_owner)
+		log_info("firecracker: %s spawned (pid %d) as uid %u gid %u", rec->name, (int)rec->pid,
+		    (unsigned)oc.c.uid, (unsigned)oc.c.gid);
+	else
+		log_info("firecracker: %s spawned (pid %d)", rec->name, (int)rec->pid);
 	fc_start_step(fv);
 	return 0;
 }
@@ -676,8 +935,11 @@ static int
 fc_ask_guest(void *ctx)
 {
 	struct fc_vm *fv = ctx;
+	const char *via = fc_api_target(fv);
 
-	return fc_http_request(fv->fb->http, fv->api, "PUT", "/actions",
+	if (via == NULL)
+		return -1;	/* the next rung: SIGTERM */
+	return fc_http_request(fv->fb->http, via, "PUT", "/actions",
 	    "{\"action_type\":\"SendCtrlAltDel\"}", FC_API_TIMEOUT_MS, fc_ignore_reply, fv);
 }
 
@@ -714,13 +976,14 @@ static int
 fc_set_state(struct fc_vm *fv, enum hv_op op, const char *state, backend_done_fn done,
     struct ember_error *err)
 {
+	const char *via;
 	char body[64];
 
 	if (hv_op_begin(fv->proc, op, done, err) < 0)
 		return -1;
 	snprintf(body, sizeof(body), "{\"state\":\"%s\"}", state);
-	if (fc_http_request(fv->fb->http, fv->api, "PATCH", "/vm", body, FC_API_TIMEOUT_MS,
-	    fc_state_reply, fv) < 0) {
+	if ((via = fc_api_target(fv)) == NULL || fc_http_request(fv->fb->http, via, "PATCH", "/vm",
+	    body, FC_API_TIMEOUT_MS, fc_state_reply, fv) < 0) {
 		hv_process_take_exit(fv->proc, 0);	/* forget the operation, not the process */
 		return ember_error_set(err, EK_BACKEND_ERROR, NULL, "cannot reach the Firecracker API");
 	}
@@ -756,6 +1019,7 @@ fc_adopt(struct backend *be, struct vm_record *rec, const char *vm_dir, void **v
 	fv->rec = rec;
 	fv->vm_ctx = vm_ctx;
 	fv->paused = rec->status == VM_PAUSED;
+	fv->api_pfd = -1;
 	snprintf(fv->dir, sizeof(fv->dir), "%s", vm_dir);
 	snprintf(fv->api, sizeof(fv->api), "%s/firecracker.sock", vm_dir);
 	if (hv_process_adopt(fb->env->base, &fc_process_ops, fv, vm_ctx, rec, &fv->proc, err) < 0) {

@@ -8,6 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -44,6 +48,66 @@ static int
 pidfd_open_compat(pid_t pid)
 {
 	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* In the child before exec, when taking on o's credentials failed at
+ * step: the reason on stderr, and exit 127 before anything runs. */
+static void __attribute__((__noreturn__))
+child_creds_fail(const struct child_spawn_opts *o, const char *step)
+{
+	char msg[200];
+	int e = errno, n;
+
+	n = snprintf(msg, sizeof(msg), "emberd: cannot run as uid %u gid %u: %s: %s\n",
+	    (unsigned)o->uid, (unsigned)o->gid, step, strerror(e));
+	if (n > 0 && write(STDERR_FILENO, msg, (size_t)n) < 0)
+		_exit(127);
+	_exit(127);
+}
+
+/* A private mount namespace (nothing propagates back to the host) whose
+ * /dev/net is a small tmpfs holding one node: the host's tun device, 0600,
+ * owned by o->uid. */
+static void
+child_own_dev_tun(const struct child_spawn_opts *o)
+{
+	struct stat st;
+
+	if (stat("/dev/net/tun", &st) < 0 || !S_ISCHR(st.st_mode))
+		child_creds_fail(o, "/dev/net/tun is not a character device");
+	if (unshare(CLONE_NEWNS) < 0)
+		child_creds_fail(o, "unshare(CLONE_NEWNS)");
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		child_creds_fail(o, "making its mounts private");
+	if (mount("tmpfs", "/dev/net", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=16k") < 0)
+		child_creds_fail(o, "mounting a tmpfs on /dev/net");
+	if (mknod("/dev/net/tun", S_IFCHR | 0600, st.st_rdev) < 0)
+		child_creds_fail(o, "mknod /dev/net/tun");
+	if (chown("/dev/net/tun", o->uid, o->gid) < 0)
+		child_creds_fail(o, "chown /dev/net/tun");
+}
+
+/* In the child before exec: takes on o's uid, gid and groups for good (real,
+ * effective and saved) and forbids regaining privileges through exec;
+ * exits 127 with the reason on stderr when any step fails, so nothing ever
+ * runs with credentials half dropped. */
+static void
+child_drop_creds(const struct child_spawn_opts *o)
+{
+	if (o->own_dev_tun)
+		child_own_dev_tun(o);
+	if (setgroups(o->ngroups, o->ngroups > 0 ? o->groups : NULL) < 0)
+		child_creds_fail(o, "setgroups");
+	if (setresgid(o->gid, o->gid, o->gid) < 0)
+		child_creds_fail(o, "setresgid");
+	if (setresuid(o->uid, o->uid, o->uid) < 0)
+		child_creds_fail(o, "setresuid");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		child_creds_fail(o, "PR_SET_NO_NEW_PRIVS");
+	if (o->uid != 0 && setresuid(0, 0, 0) == 0) {
+		errno = EPERM;
+		child_creds_fail(o, "root could be regained");
+	}
 }
 
 pid_t
@@ -85,6 +149,8 @@ child_spawn(const struct child_spawn_opts *o)
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (o->drop_creds)
+		child_drop_creds(o);
 	execvp(o->argv[0], (char *const *)o->argv);
 	{
 		char msg[512];

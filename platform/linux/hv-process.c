@@ -92,6 +92,16 @@ hv_process_spawn(struct event_base *base, const struct hv_process_ops *ops, void
     void *vm_ctx, const char *const *argv, int console_fd, const int *keep_fds, size_t nkeep,
     struct vm_record *rec, struct hv_process **out, struct ember_error *err)
 {
+	return hv_process_spawn_as(base, ops, ctx, vm_ctx, argv, console_fd, keep_fds, nkeep, NULL,
+	    rec, out, err);
+}
+
+int
+hv_process_spawn_as(struct event_base *base, const struct hv_process_ops *ops, void *ctx,
+    void *vm_ctx, const char *const *argv, int console_fd, const int *keep_fds, size_t nkeep,
+    const struct hv_creds *creds, struct vm_record *rec, struct hv_process **out,
+    struct ember_error *err)
+{
 	struct child_spawn_opts o = {
 		.argv = argv, .stdout_fd = console_fd, .stderr_fd = console_fd,
 		.keep_fds = keep_fds, .nkeep = nkeep, .new_session = true,
@@ -103,6 +113,14 @@ hv_process_spawn(struct event_base *base, const struct hv_process_ops *ops, void
 	if (p == NULL)
 		return ember_error_set(err, EK_BACKEND_ERROR, "retry when emberd has memory to spare",
 		    "cannot start %s: out of memory", ops->label);
+	if (creds != NULL) {
+		o.drop_creds = true;
+		o.uid = creds->uid;
+		o.gid = creds->gid;
+		o.groups = creds->groups;
+		o.ngroups = creds->ngroups;
+		o.own_dev_tun = creds->own_dev_tun;
+	}
 	pid = child_spawn(&o);
 	if (pid < 0) {
 		hv_process_free(p);

@@ -47,6 +47,24 @@ struct hv_process_ops {
 int hv_process_spawn(struct event_base *base, const struct hv_process_ops *ops, void *ctx,
     void *vm_ctx, const char *const *argv, int console_fd, const int *keep_fds, size_t nkeep,
     struct vm_record *rec, struct hv_process **out, struct ember_error *err);
+/* Whom a hypervisor runs as when not as emberd (root): the VM's owner,
+ * so whatever it opens or connects to by path, it does with the owner's
+ * rights. groups are all its supplementary groups (none when ngroups is 0). */
+struct hv_creds {
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups;
+	size_t ngroups;
+	bool own_dev_tun;	/* a private /dev/net/tun uid may open (child.h) */
+};
+/* hv_process_spawn running argv with creds (NULL: emberd's own), set for
+ * good in the child before exec, with PR_SET_NO_NEW_PRIVS; when they cannot
+ * be taken on, the process exits 127 before exec with the reason on
+ * console_fd. */
+int hv_process_spawn_as(struct event_base *base, const struct hv_process_ops *ops, void *ctx,
+    void *vm_ctx, const char *const *argv, int console_fd, const int *keep_fds, size_t nkeep,
+    const struct hv_creds *creds, struct vm_record *rec, struct hv_process **out,
+    struct ember_error *err);
 /* Re-attaches to rec->pid when its start time still matches. 0, or -1
  * with err when it is gone (or cannot be watched). */
 int hv_process_adopt(struct event_base *base, const struct hv_process_ops *ops, void *ctx,

@@ -137,6 +137,17 @@ net_tap_create(const char *name, const char *vm, int *fdp)
 	return 0;
 }
 
+int
+net_tap_set_owner(int fd, uid_t uid, gid_t gid)
+{
+	/* The tun driver lets a process attach when its euid is the owner and
+	 * it is in the group (both, when both are set), or with CAP_NET_ADMIN. */
+	if (ioctl(fd, TUNSETOWNER, (unsigned long)uid) < 0 ||
+	    ioctl(fd, TUNSETGROUP, (unsigned long)gid) < 0)
+		return -errno;
+	return 0;
+}
+
 static void
 ipv6_off(const char *name)
 {

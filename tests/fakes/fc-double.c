@@ -24,6 +24,15 @@
  * is missing, not a TAP, or still held by someone else is refused; the
  * double keeps it open until it exits.
  *
+ * Guest-initiated vsock connections: for every port in FC_DOUBLE_G2H_PORTS,
+ * on SIGUSR1 (once running) "the guest" connects to port P on the host the way
+ * Firecracker does it, by path to <uds_path>_<P> with the double's own
+ * credentials, sends "hello from the guest on port P\n", and says on stderr
+ * what became of it ("guest connection to port P: ..."): refused with the
+ * connect's error, or answered with the first line that came back.
+ *
+ * At start the double says which uid, gid and groups it runs as.
+ *
  * At InstanceStart the double builds the guest's kernel command line the way
  * Firecracker does (boot_args, then " pci=off", the root drive's
  * "root=/dev/vda rw|ro" and one virtio_mmio.device= per device), refuses it
@@ -77,6 +86,8 @@
 #define VSOCK_FIRST_HOST_PORT (UINT32_C(1) << 30)
 #define VSOCK_CMD_MAX 32		/* Firecracker reads at most 32 bytes of "CONNECT n\n" */
 #define ECHO_HIGH_WATER (256 * 1024)
+#define G2H_MAX 8			/* FC_DOUBLE_G2H_PORTS at most */
+#define G2H_LINE_MAX 256
 
 #define PREBOOT_ONLY "The requested operation is not supported after starting the microVM."
 #define POSTBOOT_ONLY "The requested operation is not supported before starting the microVM."
@@ -94,6 +105,22 @@ say(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+/* "running as uid U gid G groups A,B": whom emberd made the double run as. */
+static void
+say_credentials(void)
+{
+	gid_t groups[64];
+	char list[64 * 12] = "";
+	size_t used = 0;
+	int n = getgroups(64, groups);
+
+	for (int i = 0; i < n && used < sizeof(list); i++)
+		used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%u", i ? "," : "",
+					 (unsigned)groups[i]);
+	say("running as uid %u gid %u groups %s", (unsigned)geteuid(), (unsigned)getegid(),
+	    n > 0 ? list : n == 0 ? "(none)" : "(unknown)");
 }
 
 /* ---- schemas: the Rust structs behind the OpenAPI definitions ---------- */
@@ -449,6 +476,7 @@ struct fc_double {
 	struct event *reaper;
 
 	struct event *sigterm, *sigint;
+	struct event *sigusr1;		/* FC_DOUBLE_G2H_PORTS: the guest connects */
 	struct event *shutdown_timer;	/* SendCtrlAltDel */
 	bool ctrlaltdel_held;		/* sent while paused: acted on at resume */
 	struct event *crash_timer;	/* FC_DOUBLE_EXIT_AFTER_START_MS */
@@ -465,6 +493,17 @@ struct fc_double {
 	size_t nports;
 	uint32_t *agent_ports;		/* FC_DOUBLE_AGENT_PORTS */
 	size_t nagent_ports;
+	uint32_t *g2h_ports;		/* FC_DOUBLE_G2H_PORTS */
+	size_t ng2h_ports;
+	struct g2h *g2h[G2H_MAX];	/* those connections, while they last */
+};
+
+/* One guest-initiated connection to <uds_path>_<port>. */
+struct g2h {
+	struct fc_double *fc;
+	struct bufferevent *bev;
+	uint32_t port;
+	size_t slot;
 };
 
 static void
@@ -873,6 +912,130 @@ vsock_close(struct fc_double *fc)
 		fc->vsock_listener = NULL;
 	}
 	owned_socket_remove(&fc->vsock);
+}
+
+/* ---- guest-initiated connections (FC_DOUBLE_G2H_PORTS) ----------------- */
+
+static void
+g2h_end(struct g2h *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+g2h_end(struct g2h *g, const char *fmt, ...)
+{
+	char what[G2H_LINE_MAX + 64];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	say("guest connection to port %" PRIu32 ": %s", g->port, what);
+	g->fc->g2h[g->slot] = NULL;
+	bufferevent_free(g->bev);
+	free(g);
+}
+
+static void
+g2h_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct g2h *g = arg;
+	char *line = evbuffer_readln(bufferevent_get_input(bev), NULL, EVBUFFER_EOL_LF);
+
+	if (line) {
+		g2h_end(g, "answered '%.*s'", G2H_LINE_MAX, line);
+		free(line);
+	} else if (evbuffer_get_length(bufferevent_get_input(bev)) > G2H_LINE_MAX)
+		g2h_end(g, "answered more than %d bytes without a newline", G2H_LINE_MAX);
+}
+
+static void
+g2h_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct g2h *g = arg;
+
+	if (what & BEV_EVENT_CONNECTED)
+		return;
+	if (what & BEV_EVENT_ERROR)
+		g2h_end(g, "failed: %s", strerror(EVUTIL_SOCKET_ERROR()));
+	else if (what & BEV_EVENT_TIMEOUT)
+		g2h_end(g, "no answer in time");
+	else if (what & BEV_EVENT_EOF)
+		g2h_end(g, "closed without an answer");
+}
+
+/* "The guest" connects to every FC_DOUBLE_G2H_PORTS port, by path as
+ * Firecracker does. */
+static void
+g2h_connect_all(struct fc_double *fc)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct timeval tv = { 10, 0 };
+
+	for (size_t i = 0; i < fc->ng2h_ports && i < G2H_MAX; i++) {
+		uint32_t port = fc->g2h_ports[i];
+		struct g2h *g;
+		int fd;
+
+		if (fc->state != VM_RUNNING || !fc->vsock.path) {
+			say("guest connection to port %" PRIu32 ": %s", port,
+			    fc->vsock.path ? "the guest is not running" : "no vsock device");
+			continue;
+		}
+		if (fc->g2h[i]) {
+			say("guest connection to port %" PRIu32 ": the last one is still open", port);
+			continue;
+		}
+		if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s_%" PRIu32,
+		    fc->vsock.path, port) >= sizeof(sun.sun_path)) {
+			say("guest connection to port %" PRIu32 ": path too long", port);
+			continue;
+		}
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0) {
+			say("guest connection to port %" PRIu32 ": socket: %s", port, strerror(errno));
+			continue;
+		}
+		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+			say("guest connection to port %" PRIu32 ": refused: %s (%s)", port,
+			    strerror(errno), sun.sun_path);
+			close(fd);
+			continue;
+		}
+		g = calloc(1, sizeof(*g));
+		if (!g || !(g->bev = bufferevent_socket_new(fc->base, fd, BEV_OPT_CLOSE_ON_FREE))) {
+			say("guest connection to port %" PRIu32 ": out of memory", port);
+			close(fd);
+			free(g);
+			continue;
+		}
+		g->fc = fc;
+		g->port = port;
+		g->slot = i;
+		fc->g2h[i] = g;
+		say("guest connection to port %" PRIu32 ": connected to %s", port, sun.sun_path);
+		bufferevent_setcb(g->bev, g2h_read_cb, NULL, g2h_event_cb, g);
+		bufferevent_set_timeouts(g->bev, &tv, &tv);
+		evbuffer_add_printf(bufferevent_get_output(g->bev),
+				    "hello from the guest on port %" PRIu32 "\n", port);
+		bufferevent_enable(g->bev, EV_READ | EV_WRITE);
+	}
+}
+
+static void
+g2h_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	g2h_connect_all(arg);
+}
+
+static void
+g2h_free_all(struct fc_double *fc)
+{
+	for (size_t i = 0; i < G2H_MAX; i++) {
+		if (fc->g2h[i]) {
+			bufferevent_free(fc->g2h[i]->bev);
+			free(fc->g2h[i]);
+			fc->g2h[i] = NULL;
+		}
+	}
 }
 
 /* ---- replies ----------------------------------------------------------- */
@@ -1672,6 +1835,13 @@ read_env(struct fc_double *fc)
 	if ((v = getenv("FC_DOUBLE_AGENT_PORTS")) && *v &&
 	    parse_ports("FC_DOUBLE_AGENT_PORTS", v, &fc->agent_ports, &fc->nagent_ports) < 0)
 		return -1;
+	if ((v = getenv("FC_DOUBLE_G2H_PORTS")) && *v &&
+	    parse_ports("FC_DOUBLE_G2H_PORTS", v, &fc->g2h_ports, &fc->ng2h_ports) < 0)
+		return -1;
+	if (fc->ng2h_ports > G2H_MAX) {
+		say("FC_DOUBLE_G2H_PORTS: at most %d ports", G2H_MAX);
+		return -1;
+	}
 	fc->ignore_sigterm = (v = getenv("FC_DOUBLE_IGNORE_SIGTERM")) && strcmp(v, "1") == 0;
 	fc->require_machine_config =
 		(v = getenv("FC_DOUBLE_REQUIRE_MACHINE_CONFIG")) && strcmp(v, "1") == 0;
@@ -1708,6 +1878,8 @@ usage(FILE *f)
 		"  FC_DOUBLE_VSOCK_PORTS=P[,P...]        guest ports that accept CONNECT (echo)\n"
 		"  FC_DOUBLE_AGENT_PORTS=P[,P...]        guest ports with a scripted ember-agent\n"
 		"                                        (ping, info, exec, poweroff; wins over echo)\n"
+		"  FC_DOUBLE_G2H_PORTS=P[,P...]          on SIGUSR1 the running guest connects to host\n"
+		"                                        port P (<uds_path>_P) and says what came of it\n"
 		"  FC_DOUBLE_CTRLALTDEL_DELAY_MS=N|never exit N ms after SendCtrlAltDel (default 100)\n"
 		"  FC_DOUBLE_IGNORE_SIGTERM=1            only SIGKILL stops the process\n"
 		"  FC_DOUBLE_EXIT_AFTER_START_MS=N       exit 1 N ms after InstanceStart\n"
@@ -1820,6 +1992,7 @@ main(int argc, char **argv)
 		free(default_log);
 		free(fc.ports);
 		free(fc.agent_ports);
+		free(fc.g2h_ports);
 		return 1;
 	}
 	fc.id = strdup(id);
@@ -1830,13 +2003,15 @@ main(int argc, char **argv)
 	fc.crash_timer = fc.base ? evtimer_new(fc.base, crash_timer_cb, &fc) : NULL;
 	fc.sigterm = fc.base ? evsignal_new(fc.base, SIGTERM, signal_cb, &fc) : NULL;
 	fc.sigint = fc.base ? evsignal_new(fc.base, SIGINT, signal_cb, &fc) : NULL;
+	fc.sigusr1 = fc.base ? evsignal_new(fc.base, SIGUSR1, g2h_signal_cb, &fc) : NULL;
 	if (!fc.id || !fc.http || !fc.reaper || !fc.shutdown_timer || !fc.crash_timer || !fc.sigterm ||
-	    !fc.sigint) {
+	    !fc.sigint || !fc.sigusr1) {
 		say("out of memory setting up the event loop");
 		goto out;
 	}
 	evsignal_add(fc.sigterm, NULL);
 	evsignal_add(fc.sigint, NULL);
+	evsignal_add(fc.sigusr1, NULL);
 
 	/* Firecracker refuses an API socket path that already exists; so do we. */
 	fd = unix_listen(api_sock, &fc.api);
@@ -1860,11 +2035,13 @@ main(int argc, char **argv)
 	evhttp_set_gencb(fc.http, request_cb, &fc);
 	say("Firecracker v" FC_VERSION " double: instance %s serving the API on %s (log %s)",
 	    fc.id, api_sock, log_path);
+	say_credentials();
 
 	fc.exit_code = 0;
 	event_base_dispatch(fc.base);
 
 out:
+	g2h_free_all(&fc);
 	vsock_close(&fc);
 	if (fc.http)
 		evhttp_free(fc.http);
@@ -1887,12 +2064,15 @@ out:
 		event_free(fc.sigterm);
 	if (fc.sigint)
 		event_free(fc.sigint);
+	if (fc.sigusr1)
+		event_free(fc.sigusr1);
 	if (fc.base)
 		event_base_free(fc.base);
 	fclose(fc.log);
 	free(fc.id);
 	free(fc.ports);
 	free(fc.agent_ports);
+	free(fc.g2h_ports);
 	free(default_log);
 	return fc.exit_code;
 }
