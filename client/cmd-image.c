@@ -123,6 +123,8 @@ cmd_image_import(struct ctl *ctl, struct verb_args *a)
 		return ctl_usage_error(ctl, "--rootfs and --rootfs-dir conflict");
 	if (size != NULL && OPTARG(a, OPT_ROOTFS_DIR) == NULL)
 		return ctl_usage_error(ctl, "--rootfs-size needs --rootfs-dir");
+	if (OPTARG(a, OPT_NO_TLS_VERIFY) != NULL && oci == NULL)
+		return ctl_usage_error(ctl, "--no-tls-verify goes with --oci docker://...");
 	params = json_pack("{s:s}", "name", name);
 	if (params == NULL) {
 		ctl_warnx("out of memory");
@@ -159,6 +161,8 @@ cmd_image_import(struct ctl *ctl, struct verb_args *a)
 		if ((r = oci_source(oci, src, sizeof(src))) != EXIT_OK)
 			goto fail;
 		json_object_set_new(params, "oci", json_string(src));
+		if (OPTARG(a, OPT_NO_TLS_VERIFY) != NULL)
+			json_object_set_new(params, "tls_verify", json_false());
 	}
 	struct ctl_progress *progress = ctl_progress_start(ctl, NULL, name);
 	r = ctl_call(ctl, "image.import", params, &doc);
@@ -168,8 +172,8 @@ cmd_image_import(struct ctl *ctl, struct verb_args *a)
 	if (ctl->json)
 		ctl_print_json(doc);
 	else if (json_is_true(json_object_get(doc, "unchanged")))
-		printf("%s: unchanged, already %s\n", name, doc_str(json_object_get(doc, "oci"),
-		    "digest"));
+		printf("%s: already imported (same digest %s), unchanged\n", name,
+		    doc_str(json_object_get(doc, "oci"), "digest"));
 	else if (json_object_get(doc, "oci") != NULL)
 		printf("%s: imported %s (%.1f MiB on disk, %.1f s)\n", name,
 		    doc_str(json_object_get(doc, "oci"), "digest"),

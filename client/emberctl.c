@@ -44,7 +44,7 @@ static const enum opt_id delete_opts[] = { OPT_FORCE, 0 };
 static const enum opt_id fork_opts[] = { OPT_VSOCK, OPT_NO_VSOCK, OPT_NO_START, 0 };
 static const enum opt_id import_opts[] = {
 	OPT_KERNEL, OPT_VMLINUX, OPT_INITRD, OPT_ROOTFS, OPT_ROOTFS_DIR,
-	OPT_ROOTFS_SIZE, OPT_BOOT_ARGS, OPT_OCI, 0
+	OPT_ROOTFS_SIZE, OPT_BOOT_ARGS, OPT_OCI, OPT_NO_TLS_VERIFY, 0
 };
 static const enum opt_id events_opts[] = { OPT_VM, OPT_TYPE, OPT_SINCE, 0 };
 static const enum opt_id stats_opts[] = { OPT_WATCH, 0 };
@@ -106,7 +106,7 @@ static const struct verb verbs[] = {
 	  "NAME --kernel K [--vmlinux V] [--initrd I]\n"
 	  "\t[--rootfs FILE | --rootfs-dir DIR [--rootfs-size 1G]]\n"
 	  "\t[--boot-args S]\n"
-	  "\t| NAME --oci TRANSPORT:REF",
+	  "\t| NAME --oci TRANSPORT:REF [--no-tls-verify (docker://)]",
 	  "copy a kernel, initrd and root filesystem into the image store "
 	  "(--rootfs-dir builds an ext4 image; --oci imports a container image:\n"
 	  "oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE, docker://REF)",
@@ -168,6 +168,7 @@ static const struct {
 	{ OPT_ROOTFS_SIZE, "rootfs-size", required_argument, 0 },
 	{ OPT_WAIT, "wait", optional_argument, 0 },
 	{ OPT_OCI, "oci", required_argument, 0 },
+	{ OPT_NO_TLS_VERIFY, "no-tls-verify", no_argument, 0 },
 	{ OPT_ENV, "env", required_argument, 'e' },
 	{ OPT_WORKDIR, "workdir", required_argument, 'w' },
 	{ OPT_USER, "user", required_argument, 'u' },

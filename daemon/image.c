@@ -73,6 +73,7 @@ struct image_import {
 	 * source digest the probe saw when it was imported ("" : unknown). */
 	char existing_digest[80];
 	char existing_source_digest[OCI_DIGEST_LEN];
+	bool skip_tls_verify;		/* docker:// over plain HTTP or unverified TLS */
 	struct timespec started;
 	image_done_fn done;
 	void *ctx;
@@ -895,6 +896,18 @@ oci_source_valid(const char *src)
 	return false;
 }
 
+/* caller_prefix with --reset-env: skopeo as the caller gets the caller's
+ * HOME (its own registries.conf and auth.json, never root's) and a plain
+ * environment. prefix[] holds 8 strings. */
+static void
+oci_caller_prefix(const struct platform_caller *c, char **prefix, char *bufs, size_t buflen)
+{
+	caller_prefix(c, prefix, bufs, buflen);
+	prefix[5] = "--reset-env";
+	prefix[6] = "--";
+	prefix[7] = NULL;
+}
+
 /* Steps that turn an OCI source into rootfs.ext4 (see the top of the file):
  * skopeo into layout/ (as the caller, through an archive, for an untrusted
  * one), umoci into bundle/, du twice, mkfs.ext4, then layout/ and bundle/
@@ -903,23 +916,27 @@ static int
 add_oci(struct image_import *im, const struct platform_caller *c, const char *src,
     struct ember_error *err)
 {
+	/* skopeo's source options: TLS as asked (docker:// only). */
+	bool skip_tls = im->skip_tls_verify;
+	const char *src_tls = skip_tls ? "--src-tls-verify=false" : "--quiet";
 	char layout[PATH_MAX], bundle[PATH_MAX], rootfs[PATH_MAX], dst[PATH_MAX];
 	char archive[PATH_MAX], archive_own[PATH_MAX], archive_fd[PATH_MAX + 16], bufs[3 * 1024];
-	char *prefix[7];
+	char *prefix[8];
 
 	snprintf(layout, sizeof(layout), "oci:%s/layout:ember", im->staging);
 	/* The source's digest first (its manifest and config only), read as
 	 * the copy below reads it. */
 	const char *probe[] = { "skopeo", "inspect", "--no-tags", "--format", OCI_PROBE_FORMAT,
-	    "--", src, NULL };
+	    skip_tls ? "--tls-verify=false" : "--", skip_tls ? "--" : src, skip_tls ? src : NULL,
+	    NULL };
 	if (caller_trusted(c))
 		im->oci_probe_step = add_step(im, NULL, probe);
 	else {
-		caller_prefix(c, prefix, bufs, sizeof(bufs));
+		oci_caller_prefix(c, prefix, bufs, sizeof(bufs));
 		im->oci_probe_step = add_step(im, prefix, probe);
 	}
 	if (caller_trusted(c)) {
-		const char *copy[] = { "skopeo", "copy", "--quiet", "--", src, layout, NULL };
+		const char *copy[] = { "skopeo", "copy", "--quiet", src_tls, "--", src, layout, NULL };
 		im->oci_layout_step = add_step(im, NULL, copy);
 	} else {
 		snprintf(archive, sizeof(archive), "%s/source.build", im->staging);
@@ -935,8 +952,9 @@ add_oci(struct image_import *im, const struct platform_caller *c, const char *sr
 		}
 		im->fds[im->nfds++] = out;
 		snprintf(archive_fd, sizeof(archive_fd), "oci-archive:/proc/self/fd/%d", out);
-		caller_prefix(c, prefix, bufs, sizeof(bufs));
-		const char *as_caller[] = { "skopeo", "copy", "--quiet", "--", src, archive_fd, NULL };
+		oci_caller_prefix(c, prefix, bufs, sizeof(bufs));
+		const char *as_caller[] = { "skopeo", "copy", "--quiet", src_tls, "--", src, archive_fd,
+		    NULL };
 		add_step(im, prefix, as_caller);
 		snprintf(archive_own, sizeof(archive_own), "%s/source.tar", im->staging);
 		const char *own[] = { "cp", "--", archive, archive_own, NULL };
@@ -1029,6 +1047,11 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 		    "unsupported OCI source \"%.200s\"", a->oci);
 		goto fail;
 	}
+	if (a->skip_tls_verify && (a->oci == NULL || strncmp(a->oci, "docker://", 9) != 0)) {
+		ember_error_set(&err, EK_INVALID_SPEC, "leave tls_verify out for a local source",
+		    "tls_verify applies to a docker:// source only");
+		goto fail;
+	}
 	if (c->uid != 0 && reserved != NULL && strcmp(a->name, reserved) == 0) {
 		ember_error_set(&err, EK_PERMISSION_DENIED, "choose another name",
 		    "image name \"%s\" is the daemon's default_image, reserved for root", a->name);
@@ -1042,6 +1065,7 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 	im->ctx = ctx;
 	im->du_bytes_step = im->du_inodes_step = im->mkfs_step = im->oci_layout_step = -1;
 	im->oci_probe_step = -1;
+	im->skip_tls_verify = a->skip_tls_verify;
 	clock_gettime(CLOCK_MONOTONIC, &im->started);
 	snprintf(im->name, sizeof(im->name), "%s", a->name);
 	image_path(d, a->name, im->final, sizeof(im->final));

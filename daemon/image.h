@@ -34,6 +34,10 @@ struct image_import_args {
 	const char *name;
 	const char *kernel, *vmlinux, *initrd, *rootfs, *rootfs_dir, *boot_args;
 	const char *oci;		/* "oci:DIR[:TAG]", "oci-archive:FILE", ... */
+	/* docker:// only: plain HTTP or an unverified certificate (skopeo's
+	 * tls-verify=false). skopeo reads the source as a non-root caller, so
+	 * that is the caller's own business. */
+	bool skip_tls_verify;
 	uint64_t rootfs_size_mib;	/* 0: fit the directory */
 	const struct platform_caller *caller;	/* owner; whose rights read the paths */
 };

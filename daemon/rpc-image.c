@@ -30,6 +30,7 @@ rpc_image_import(struct rpc_call *call, json_t *params)
 		.rootfs_dir = rpc_param_str(params, "rootfs_dir", NULL),
 		.boot_args = rpc_param_str(params, "boot_args", NULL),
 		.oci = rpc_param_str(params, "oci", NULL),
+		.skip_tls_verify = !rpc_param_bool(params, "tls_verify", true),
 		.caller = &caller,
 	};
 
@@ -83,6 +84,7 @@ static const struct rpc_param p_import[] = {
 	{ "rootfs_size_mib", JSON_INTEGER, 0 },
 	{ "boot_args", JSON_STRING, 0 },
 	{ "oci", JSON_STRING, 0 },
+	{ "tls_verify", JSON_TRUE, 0 },		/* docker:// only */
 	{ NULL, 0, 0 },
 };
 static const struct rpc_param p_name[] = {

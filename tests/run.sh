@@ -32,6 +32,7 @@ PACKAGES=(
 	prometheus	# promtool checks emberd's /metrics (about 19 MB download, 96 MB installed)
 	iproute2 nftables	# network nat: the tests' namespaces and checks; emberd runs nft
 	strace	# it_image-durable and bench-control see which thread syncs
+	docker-registry	# it_oci-registry: a docker:// registry inside the test's namespace
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}

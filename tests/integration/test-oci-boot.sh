@@ -6,7 +6,12 @@
 # it print the entrypoint's output on the console with the image's Cmd, Env,
 # WorkingDir and User, or with the overrides of vm create (-- CMD, --env,
 # --workdir, --user); the guest powers off when the workload exits and
-# vm inspect records its exit status: 0, non-zero and a signal. vm logs shows
+# vm inspect records its exit status: 0, non-zero and a signal, reported by
+# the guest's agent over vsock ("source": "agent", with the guest's boot
+# id), or, for a VM without vsock, read from the console ("source":
+# "console"). A workload that keeps printing a false exit line on the
+# console gets its real status recorded; the value survives an emberd
+# restart, and a new boot clears it until that boot's workload ends. vm logs shows
 # the console through emberd, vm exec runs inside the image's root with its
 # Env, and vm run --rm prints only the workload's output, exits with its
 # status and deletes the VM. An unprivileged user (uid 65534 in the socket's
@@ -34,7 +39,7 @@ base_sum=$(sha256sum <"$STATE/images/app/rootfs.ext4")
 
 # run_workload NAME EXPECTED-STATUS-JSON CREATE-ARGS...: creates NAME from
 # app, waits (with retries for TCG boot hangs) until it has stopped, and
-# checks the recorded workload_exit.
+# checks the recorded workload_exit (its boot_id aside).
 run_workload() {
 	local name=$1 want=$2 try
 	shift 2
@@ -49,7 +54,8 @@ run_workload() {
 	done
 	wait_status "$name" stopped 60
 	pass "$name powered off when its workload ended"
-	assert_eq "$want" "$(field "$name" '.workload_exit | tojson')" "$name: workload_exit recorded"
+	assert_eq "$want" "$(field "$name" '.workload_exit | del(.boot_id) | tojson')" \
+	    "$name: workload_exit recorded"
 }
 
 # vm_run NAME ARGS...: emberctl vm run, once more after a TCG boot hang;
@@ -70,26 +76,56 @@ vm_run() {
 }
 
 note "the image's entrypoint, Cmd, Env, WorkingDir and User"
-run_workload plain '{"code":0}'
+run_workload plain '{"code":0,"source":"agent"}' --vsock
+[[ $(field plain .workload_exit.boot_id) =~ ^[0-9a-f-]{36}$ ]] ||
+    fail "plain: no guest boot id with workload_exit: $(field plain .workload_exit)"
 console_since plain 0 | grep -F 'entry: args=[first] FOO=bar pwd=/work id=1000:1000' >/dev/null ||
     fail "plain: the entrypoint's output is not on the console: $(grep entry: "$(console_of plain)")"
 pass "plain: entrypoint output with the image's settings"
 
 note "overrides: command, env, workdir, user; a non-zero status"
-run_workload over '{"code":3}' --env FOO=baz --env EXIT_WITH=3 --workdir /tmp --user 0:0 -- second third
+run_workload over '{"code":3,"source":"agent"}' --vsock --env FOO=baz --env EXIT_WITH=3 --workdir /tmp --user 0:0 -- second third
 console_since over 0 | grep -F 'entry: args=[second third] FOO=baz pwd=/tmp id=0:0' >/dev/null ||
     fail "over: overrides not honoured: $(grep entry: "$(console_of over)")"
 pass "over: command, env, workdir and user overridden"
 
 note "a workload killed by a signal"
-run_workload killed '{"signal":9}' --env KILL_WITH=KILL
+run_workload killed '{"signal":9,"source":"agent"}' --vsock --env KILL_WITH=KILL
 pass "killed: signal recorded"
 
-note "a working directory the image does not have"
-run_workload missing '{"code":127}' --workdir /no/such/dir
+note "a working directory the image does not have (no vsock: the console's line)"
+run_workload missing '{"code":127,"source":"console"}' --workdir /no/such/dir
 grep -F 'working directory /no/such/dir' "$(console_of missing)" >/dev/null ||
     fail "missing: no reason on the console"
 pass "missing: exit 127 with the reason on the console"
+
+note "a workload printing a false exit line"
+run_workload liar '{"code":7,"source":"agent"}' --vsock --env FAKE_EXIT=42 --env EXIT_WITH=7
+last=$(grep -a '^EMBER-WORKLOAD-EXIT ' "$(console_of liar)" | tail -n 1 | tr -d '\r')
+assert_eq "EMBER-WORKLOAD-EXIT code=42" "$last" \
+    "liar: the console's last exit line is the false one (the console alone would record 42)"
+grep -aq '^EMBER-WORKLOAD-EXIT code=7' "$(console_of liar)" || fail "liar: no real exit line on the console"
+pass "liar: the agent's status (7) is recorded, not the workload's line (42)"
+boot1=$(field liar .workload_exit.boot_id)
+
+note "emberd restarted: the value stays"
+stop_emberd
+start_emberd
+assert_eq '{"code":7,"source":"agent","boot_id":"'"$boot1"'"}' \
+    "$(field liar '.workload_exit | tojson')" "liar: workload_exit unchanged after an emberd restart"
+
+note "a new boot clears it"
+mark=$(console_size liar)
+ctl vm start liar >/dev/null || fail "vm start liar"
+assert_eq "null" "$(field liar .workload_exit)" "liar: no workload_exit while its new boot runs"
+wait_console liar "$mark" 'EMBER-WORKLOAD-EXIT' "$((READY_TIMEOUT + 30))" ||
+    fail "liar: its second boot printed no exit line"
+wait_status liar stopped 60
+assert_eq '{"code":7,"source":"agent"}' "$(field liar '.workload_exit | del(.boot_id) | tojson')" \
+    "liar: the second boot's status recorded"
+boot2=$(field liar .workload_exit.boot_id)
+[[ $boot2 != "$boot1" && -n $boot2 ]] || fail "liar: the second boot's status has the first boot's id ($boot1)"
+pass "liar: boot ids differ ($boot1, $boot2)"
 
 note "images imported from oci-archive and docker-archive boot too"
 skopeo copy --quiet "oci:$T/layout:v1" "oci-archive:$T/app.tar" || fail "skopeo oci-archive"

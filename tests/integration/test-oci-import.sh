@@ -55,11 +55,17 @@ assert_eq "hello " "$(store_names)" "no staging left behind"
 
 note "the same digest again"
 mark=$(stat -c %Y.%i "$STATE/images/hello/rootfs.ext4")
+assert_eq "$digest" "$(jq -r .oci.source_digest "$STATE/images/hello/image.json")" \
+    "the source's digest is kept for the next import"
+logpos=$(log_mark)
 out=$(ctl image import hello --oci "oci:$T/pub/layout:v1") || fail "re-import: $out"
-[[ $out == *unchanged* ]] || fail "re-import does not say unchanged: $out"
+[[ $out == *"already imported (same digest $digest)"* ]] || fail "re-import does not say so: $out"
 pass "re-import says: $out"
 assert_eq "$mark" "$(stat -c %Y.%i "$STATE/images/hello/rootfs.ext4")" "re-import left the image alone"
 assert_eq "hello " "$(store_names)" "re-import left no staging"
+# Only skopeo inspect ran: no copy, no unpack.
+steps=$(log_since "$logpos" | grep -o 'image hello: step [0-9]* of [0-9]*: [a-z.0-9]*' | sort -u)
+assert_eq "image hello: step 1 of 7: skopeo" "$steps" "re-import ran the digest probe only"
 
 note "oci-archive and docker-archive"
 out=$(ctl --json image import harch --oci "oci-archive:$T/pub/hello.tar") || fail "import oci-archive: $out"
@@ -69,11 +75,21 @@ out=$(ctl --json image import hdock --oci "docker-archive:$T/pub/hello-docker.ta
 assert_jq "$out" '.oci.config.Entrypoint == ["/entry.sh"] and .oci.config.User == "1000:1000"' \
     "docker-archive: config kept"
 
+note "docker-archive again: its own digest, not the layout's, is compared"
+logpos=$(log_mark)
+out=$(ctl image import hdock --oci "docker-archive:$T/pub/hello-docker.tar") ||
+    fail "re-import docker-archive: $out"
+[[ $out == *"already imported (same digest"* ]] || fail "docker-archive re-import does not say so: $out"
+log_since "$logpos" | grep -q 'image hdock: step 2 of' && fail "docker-archive re-import copied"
+pass "docker-archive re-import: $out"
+
 note "another digest under an existing name"
+logpos=$(log_mark)
 out=$(ctl image import hello --oci "docker-archive:$T/pub/hello-docker.tar" 2>&1) &&
     fail "a different digest replaced image hello: $out"
-[[ $out == *"already exists"* ]] || fail "unexpected error: $out"
-pass "a different digest is refused: $out"
+[[ $out == *"already exists with another digest"* ]] || fail "unexpected error: $out"
+log_since "$logpos" | grep -q 'image hello: step 2 of' && fail "a different digest was copied first"
+pass "a different digest is refused before any copy: $out"
 
 note "errors leave nothing behind"
 before=$(store_names)
