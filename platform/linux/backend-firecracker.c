@@ -11,6 +11,11 @@
  * copy runs in a child process (it may take minutes for a large disk on a
  * filesystem without reflinks) and completes through create's done.
  *
+ * A VM whose owner is not root gets a Firecracker running as that owner
+ * (see "running as the VM's owner" below): what it opens or connects to by
+ * path, such as a guest's connection to vsock.sock_<port>, it reaches with
+ * the owner's rights only.
+ *
  * The process itself (spawn, watch, stop ladder, adoption, the operation
  * in flight) is hv-process.c's, shared with QEMU. Configuration subtree:
  * firecracker: { binary, kvm_device, require_kvm }.
