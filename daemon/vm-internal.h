@@ -26,11 +26,6 @@ int vm_save(struct vm *vm, struct ember_error *err);
 int vm_save_then(struct vm *vm, durable_done_fn done, void *ctx, struct ember_error *err);
 /* Queues the sync of <state>/vms (a VM directory was made there). */
 int vms_dir_sync(struct ember_daemon *d, struct ember_error *err);
-/* Queues a deleted VM's directory's move to trash (vms/.trash-*), the sync
- * of vms/ and then the removal of trash; done(ctx, result) once the move
- * is durable. */
-int vm_dir_discard(struct ember_daemon *d, const char *dir, const char *trash,
-    durable_done_fn done, void *ctx, struct ember_error *err);
 /* The writes queued between plug and unplug go to disk in one batch
  * (durable_plug). */
 void vm_store_plug(struct ember_daemon *d);

@@ -22,6 +22,7 @@
 #include "cid-alloc.h"
 #include "daemon.h"
 #include "dir-guard.h"
+#include "discard.h"
 #include "durable.h"
 #include "fsutil.h"
 #include "log.h"
@@ -151,27 +152,6 @@ vms_dir_sync(struct ember_daemon *d, struct ember_error *err)
 		return durable_sync_dir(d->durable, vms, NULL, NULL, err);
 	if ((r = fsync_dir(vms)) < 0)
 		return ember_error_set(err, EK_IO, NULL, "cannot sync %s: %s", vms, strerror(-r));
-	return 0;
-}
-
-int
-vm_dir_discard(struct ember_daemon *d, const char *dir, const char *trash,
-    durable_done_fn done, void *ctx, struct ember_error *err)
-{
-	char vms[PATH_MAX];
-	int r = 0;
-
-	if (d->durable != NULL)
-		return durable_rename_dir(d->durable, dir, trash, true, done, ctx, err);
-	snprintf(vms, sizeof(vms), "%s/vms", d->state_dir);
-	if (rename(dir, trash) == 0)
-		r = fsync_dir(vms);
-	else if (errno != ENOENT)
-		r = -errno;
-	rm_rf(trash);
-	rm_rf(dir);
-	if (done != NULL)
-		done(ctx, r);
 	return 0;
 }
 
@@ -452,12 +432,12 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 		snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
 		if (strncmp(de->d_name, ".trash-", 7) == 0) {
 			log_warnx("repair: finishing an interrupted delete (%s)", de->d_name);
-			rm_rf(sub);
+			discard_trash(d, sub);	/* off the loop */
 			continue;
 		}
 		if (strncmp(de->d_name, ".create-", 8) == 0) {
 			log_warnx("repair: removing %s, a create that never finished", sub);
-			rm_rf(sub);
+			discard_dir_anyway(d, sub);
 			continue;
 		}
 		if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode) || !vm_name_valid(de->d_name)) {
@@ -468,7 +448,7 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 		snprintf(json, sizeof(json), "%s/vm.json", sub);
 		if (access(json, F_OK) < 0 && errno == ENOENT) {
 			log_warnx("repair: removing %s, a create that never finished", sub);
-			rm_rf(sub);
+			discard_dir_anyway(d, sub);
 			continue;
 		}
 		struct vm *vm = vm_load_one(d, de->d_name);

@@ -5,8 +5,12 @@
 # directory by the writer thread, then the staging directory renamed to
 # images/<name>, then images/ fsync'd, and no fsync, fdatasync or syncfs
 # on the loop's thread (emberd's main thread, whose tid is its pid). The
-# imported image survives a kill -9; a second import of the name is
-# refused.
+# files the import wrote (rootfs, kernel) are synced by the writer before
+# image.json is renamed into place. The imported image survives a kill -9;
+# a second import of the name is refused. image.delete frees the name at
+# once and the tree is unlinked by another thread (no unlink under the
+# trash on the loop's); trash and staging directories a crash left are
+# removed after a restart.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -16,7 +20,7 @@ head -c 65536 /dev/urandom >"$T/kernel"
 head -c $((4 << 20)) /dev/zero >"$T/rootfs"
 start_emberd
 
-strace -f -y -e trace=fsync,fdatasync,syncfs,rename,renameat,renameat2 \
+strace -f -y -e trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,unlink,unlinkat,rmdir \
     -o "$T/strace.out" -p "$EMBERD_PID" 2>"$T/strace.err" &
 strace_pid=$!
 _ember_pids+=("$strace_pid")
@@ -36,6 +40,23 @@ shopt -s nullglob
 left=("$STATE"/images/.import-*)
 shopt -u nullglob
 assert_eq 0 "${#left[@]}" "no staging directory left behind"
+
+# A delete: the name is free when it is answered, the tree goes off the loop.
+head -c $((4 << 20)) /dev/zero >"$T/rootfs2"
+call_ok image.import "{\"name\":\"img2\",\"kernel\":\"$T/kernel\",\"rootfs\":\"$T/rootfs2\"}" >/dev/null
+call_ok image.delete '{"name":"img2"}' >/dev/null
+[[ ! -e $STATE/images/img2 ]] || fail "images/img2 still there when image.delete is answered"
+pass "images/img2 is gone when image.delete is answered"
+r=$(call image.inspect '{"name":"img2"}')
+assert_jq "$r" '.error.data.kind == "not_found"' "img2 is not found after its delete"
+deadline=$((SECONDS + 20))
+shopt -s nullglob
+until trash=("$STATE"/images/.trash-*); [[ ${#trash[@]} -eq 0 ]]; do
+	((SECONDS < deadline)) || fail "trash left 20 s after image.delete: ${trash[*]}"
+	sleep 0.05	# poll interval, not synchronisation
+done
+shopt -u nullglob
+pass "the deleted image's trash is removed"
 
 kill -INT "$strace_pid"
 wait "$strace_pid" 2>/dev/null || true
@@ -61,10 +82,46 @@ writer=$(sed -n "${json_sync}p" <<<"$trace" | awk '{print $1}')
 [[ $writer != "$EMBERD_PID" ]] || fail "image.json was fsync'd on the loop's thread"
 pass "image.json fsync'd by another thread (tid $writer, the writer)"
 
+# The data: rootfs.img and vmlinuz synced (fdatasync, or one syncfs of
+# their file system in a large batch) in the staging directory, by the
+# writer, before image.json's rename.
+for f in rootfs.img vmlinuz; do
+	data_sync=$(step "^[0-9]+ +(fdatasync|fsync|syncfs)\([0-9]+<[^>]*/images/\.import-img1-[^>]*/$f>")
+	[[ -n $data_sync ]] || fail "$f was not synced in the staging directory: $trace"
+	((data_sync < json_rename)) ||
+	    fail "order: $f synced at line $data_sync, after image.json's rename at $json_rename"
+	tid=$(sed -n "${data_sync}p" <<<"$trace" | awk '{print $1}')
+	[[ $tid != "$EMBERD_PID" ]] || fail "$f was synced on the loop's thread"
+	pass "$f synced by another thread (tid $tid) before image.json's rename"
+done
+
+# The delete: renamed to trash on the loop, unlinked elsewhere.
+trash_rename=$(step "^$EMBERD_PID +rename\(\"$STATE/images/img2\", \"$STATE/images/\.trash-img2-[^\"]*\"")
+[[ -n $trash_rename ]] || fail "images/img2 was not renamed to trash on the loop: $trace"
+pass "image.delete renamed images/img2 to trash on the loop's thread"
+loop_unlinks=$(grep -E "^$EMBERD_PID +(unlink|unlinkat|rmdir)\(.*\.trash-img2-" <<<"$trace" || true)
+[[ -z $loop_unlinks ]] || fail "the loop's thread removed trash: $loop_unlinks"
+removed=$(grep -E "^[0-9]+ +unlinkat\([0-9]+<[^>]*/images/\.trash-img2-[^>]*>, \"rootfs\.img\"" <<<"$trace" | awk '{print $1}' | head -n 1)
+[[ -n $removed && $removed != "$EMBERD_PID" ]] ||
+    fail "trash's rootfs.img was not unlinked by another thread: $trace"
+pass "the trash's rootfs.img unlinked by another thread (tid $removed), none on the loop"
+
 r=$(call image.import "{\"name\":\"img1\",\"kernel\":\"$T/kernel\",\"rootfs\":\"$T/rootfs\"}")
 assert_jq "$r" '.error.data.kind == "already_exists"' "a second import of img1 is refused"
 
+# What a crash leaves: trash and a staging directory, removed at start.
+mkdir -p "$STATE/images/.trash-old-1" "$STATE/images/.import-old-1-1"
+head -c 65536 /dev/zero >"$STATE/images/.trash-old-1/rootfs.img"
+head -c 65536 /dev/zero >"$STATE/images/.import-old-1-1/rootfs.img"
 restart_emberd
+deadline=$((SECONDS + 20))
+shopt -s nullglob
+until left=("$STATE"/images/.trash-* "$STATE"/images/.import-*); [[ ${#left[@]} -eq 0 ]]; do
+	((SECONDS < deadline)) || fail "left 20 s after the restart: ${left[*]}"
+	sleep 0.05	# poll interval, not synchronisation
+done
+shopt -u nullglob
+pass "a crash's trash and staging directories are removed after the restart"
 r=$(call_ok image.list)
 assert_jq "$r" '[.[] | .name? // .] | tostring | test("img1")' "img1 is listed after a kill -9 restart"
 r=$(call_ok image.inspect '{"name":"img1"}')
