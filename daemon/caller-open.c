@@ -97,16 +97,15 @@ file_type_name(mode_t mode)
 	return "not a regular file";
 }
 
-/* The error for path i, which failed with -e (st: what it is, when known). */
+/* The error for what/path, which failed with e (st: what it is, when
+ * known; NULL for the deadline and the bound on helpers). */
 static void
-open_error(struct caller_open *op, size_t i, int e, const struct stat *st)
+path_error(struct ember_error *err, uid_t uid, const char *what, const char *path, bool dir,
+    int e, const struct stat *st)
 {
-	const char *what = op->what[i], *path = op->path[i];
-	struct ember_error *err = &op->err;
-
-	log_debug("open %s as uid %u: %s", path, (unsigned)op->uid, strerror(e));
+	log_debug("open %s as uid %u: %s", path, (unsigned)uid, strerror(e));
 	if (e == EINVAL && st != NULL && st->st_mode != 0) {
-		if (op->dir[i])
+		if (dir)
 			ember_error_set(err, EK_INVALID_SPEC, "give a directory",
 			    "%s %s: Not a directory (it is %s)", what, path,
 			    file_type_name(st->st_mode));
@@ -125,6 +124,12 @@ open_error(struct caller_open *op, size_t i, int e, const struct stat *st)
 	else
 		ember_error_set(err, e == EACCES || e == EPERM ? EK_PERMISSION_DENIED :
 		    EK_INVALID_SPEC, NULL, "%s %s: %s", what, path, strerror(e));
+}
+
+static void
+open_error(struct caller_open *op, size_t i, int e, const struct stat *st)
+{
+	path_error(&op->err, op->uid, op->what[i], op->path[i], op->dir[i], e, st);
 }
 
 /* The loop's hold on the helper's answers (the helper itself may live on). */
@@ -237,16 +242,6 @@ op_reaped_cb(void *ctx, pid_t pid, int wait_status)
 	/* else its last answers (or the end of file) are still to be read */
 }
 
-/* done runs on the next loop turn with what op holds now. */
-static void
-op_finish_soon(struct caller_open *op)
-{
-	op->ev_timer = evtimer_new(op->base, op_deadline_cb, op);
-	if (op->ev_timer == NULL)
-		fatalx("out of memory");
-	event_active(op->ev_timer, EV_TIMEOUT, 0);
-}
-
 static int
 op_start_helper(struct caller_open *op, const struct platform_caller *c)
 {
@@ -278,21 +273,61 @@ op_start_helper(struct caller_open *op, const struct platform_caller *c)
 	return 0;
 }
 
-struct caller_open *
+void
 caller_open_start(struct event_base *base, const struct platform_caller *c,
-    const struct caller_open_path *paths, size_t n, caller_open_done_fn done, void *ctx)
+    const struct caller_open_path *paths, size_t n, struct caller_open **handle,
+    caller_open_done_fn done, void *ctx)
 {
-	struct caller_open *op = calloc(1, sizeof(*op));
+	static const int none[CALLER_OPEN_PATHS_MAX] = { -1, -1, -1, -1, -1, -1, -1, -1 };
+	struct ember_error err = { 0 }, refused = { 0 };
+	struct caller_open *op;
+	size_t nhelper;
 	int r;
 
-	if (op == NULL || n > CALLER_OPEN_PATHS_MAX)
-		fatalx("caller_open_start: out of memory or too many paths (%zu)", n);
+	if (handle != NULL)
+		*handle = NULL;	/* before done may run, which may free what holds it */
+	if (n > CALLER_OPEN_PATHS_MAX)
+		fatalx("caller_open_start: %zu paths", n);
+	if (caller_trusted(c) || n == 0) {
+		done(ctx, none, n, NULL);	/* used as given */
+		return;
+	}
+	/* What is refused without opening is refused after the paths before
+	 * it were opened, as the caller's own opens in turn would be. */
+	for (nhelper = 0; nhelper < n; nhelper++) {
+		const char *what = paths[nhelper].what, *path = paths[nhelper].path;
+		if (path[0] != '/') {
+			ember_error_set(&refused, EK_INVALID_SPEC, "give an absolute path",
+			    "%s %s: not an absolute path", what, path);
+			break;
+		}
+		if (c->groups == NULL) {
+			ember_error_set(&refused, EK_PERMISSION_DENIED,
+			    "reconnect; a client in more groups than emberd can take on cannot "
+			    "name host paths", "%s %s: cannot act as uid %u: its supplementary "
+			    "groups are unknown", what, path, (unsigned)c->uid);
+			break;
+		}
+	}
+	if (nhelper == 0) {
+		done(ctx, none, n, &refused);
+		return;
+	}
+	if (helpers_count() >= CALLER_OPEN_HELPERS_MAX) {
+		path_error(&err, c->uid, paths[0].what, paths[0].path, paths[0].dir, EAGAIN, NULL);
+		done(ctx, none, n, &err);
+		return;
+	}
+	if ((op = calloc(1, sizeof(*op))) == NULL)
+		fatalx("out of memory");
 	op->base = base;
 	op->uid = c->uid;
 	op->sock = -1;
 	op->done = done;
 	op->ctx = ctx;
 	op->n = n;
+	op->nhelper = nhelper;
+	op->refused = refused;
 	for (size_t i = 0; i < n; i++) {
 		op->fds[i] = -1;
 		op->dir[i] = paths[i].dir;
@@ -303,41 +338,14 @@ caller_open_start(struct event_base *base, const struct platform_caller *c,
 	}
 	op->next = opens;
 	opens = op;
-	if (caller_trusted(c)) {
-		op_finish_soon(op);	/* used as given */
-		return op;
+	if ((r = op_start_helper(op, c)) < 0) {
+		path_error(&err, c->uid, paths[0].what, paths[0].path, paths[0].dir, -r, NULL);
+		op_free(op);
+		done(ctx, none, n, &err);
+		return;
 	}
-	/* What is refused without opening is refused after the paths before
-	 * it were opened, as the caller's own opens in turn would be. */
-	for (op->nhelper = 0; op->nhelper < n; op->nhelper++) {
-		size_t i = op->nhelper;
-		if (op->path[i][0] != '/') {
-			ember_error_set(&op->refused, EK_INVALID_SPEC, "give an absolute path",
-			    "%s %s: not an absolute path", op->what[i], op->path[i]);
-			break;
-		}
-		if (c->groups == NULL) {
-			ember_error_set(&op->refused, EK_PERMISSION_DENIED,
-			    "reconnect; a client in more groups than emberd can take on cannot "
-			    "name host paths", "%s %s: cannot act as uid %u: its supplementary "
-			    "groups are unknown", op->what[i], op->path[i], (unsigned)c->uid);
-			break;
-		}
-	}
-	if (op->nhelper == 0) {
-		op->err = op->refused;
-		op_finish_soon(op);
-		return op;
-	}
-	if (helpers_count() >= CALLER_OPEN_HELPERS_MAX)
-		r = -EAGAIN;
-	else
-		r = op_start_helper(op, c);
-	if (r < 0) {
-		open_error(op, 0, -r, NULL);
-		op_finish_soon(op);
-	}
-	return op;
+	if (handle != NULL)
+		*handle = op;
 }
 
 void

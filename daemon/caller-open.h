@@ -12,8 +12,10 @@
  * calls done on a later loop turn with the open files or the first error;
  * a path that hangs (an unreachable network filesystem) fails after
  * CALLER_OPEN_TIMEOUT_MS and its helper is killed. A trusted caller goes
- * the same way without a helper (every fd -1: use the path as given), so
- * a request continues in one callback whoever sent it. At most
+ * the same way without a helper (every fd -1: use the path as given), and
+ * so does a request refused before anything is opened: done then runs at
+ * once, inside caller_open_start (as the request ran before, so a create
+ * is listed before the next request of a batch). At most
  * CALLER_OPEN_HELPERS_MAX helpers exist at once, hung ones included.
  */
 #ifndef EMBER_CALLER_OPEN_H
@@ -49,10 +51,14 @@ typedef void (*caller_open_done_fn)(void *ctx, const int *fds, size_t n,
 
 struct caller_open;
 /* Opens paths[0..n) (n <= CALLER_OPEN_PATHS_MAX; strings are copied) as c
- * and calls done exactly once, never before this returns, unless cancelled
- * first. The handle is valid until done runs. */
-struct caller_open *caller_open_start(struct event_base *base, const struct platform_caller *c,
-    const struct caller_open_path *paths, size_t n, caller_open_done_fn done, void *ctx);
+ * and calls done exactly once, unless cancelled first: at once when there
+ * is no helper to wait for, else from the loop. *handle (handle may be
+ * NULL) is set to NULL before done can run and, while a helper works, to
+ * the open in progress, valid until done runs. A caller must not touch
+ * what done may free after this returns. */
+void caller_open_start(struct event_base *base, const struct platform_caller *c,
+    const struct caller_open_path *paths, size_t n, struct caller_open **handle,
+    caller_open_done_fn done, void *ctx);
 /* done will not run; what was opened is closed, a helper still at work is
  * killed. NULL is a no-op. */
 void caller_open_cancel(struct caller_open *op);

@@ -1122,7 +1122,7 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 			paths[npaths++] = (struct caller_open_path){ import_sources[i].key,
 			    srcs[i], i == IMPORT_ROOTFS_DIR };
 	}
-	caller_open_start(d->base, c, paths, npaths, import_opened, o);
+	caller_open_start(d->base, c, paths, npaths, NULL, import_opened, o);
 	return;
 fail:
 	done(ctx, NULL, &err);

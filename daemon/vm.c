@@ -1277,7 +1277,8 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	if (vm_network_prepare(vm, network, a->publish, &err) < 0)
 		goto fail_op;
 	/* The paths the caller named are opened off the loop (caller-open.h);
-	 * the name is taken meanwhile. create_op_opened goes on. */
+	 * the name is taken meanwhile. create_op_opened goes on (at once for
+	 * a trusted caller). */
 	static const struct platform_caller as_given = { 0, 0, NULL, 0 };
 	const struct platform_caller *c = a->caller != NULL ? a->caller : &as_given;
 	const char *flags[VM_OWN_FILES_MAX] = { a->kernel, a->initrd, a->rootfs };
@@ -1295,7 +1296,7 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	}
 	op->image_doc = image_doc;	/* holds image_path[] */
 	create_op_pend(op);
-	op->opening = caller_open_start(d->base, c, paths, npaths, create_op_opened, op);
+	caller_open_start(d->base, c, paths, npaths, &op->opening, create_op_opened, op);
 	return;
 fail_op:
 	vm_free(vm);
