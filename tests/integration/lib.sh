@@ -222,5 +222,16 @@ restart_emberd() {
 }
 
 # log_since MARK: the daemon log after byte offset MARK (see log_mark).
+# wait_no_trash [DIR]: trash (.trash-*) under DIR (the state directory) is
+# removed by emberd's writer thread, off the loop, also what a crash left at
+# start: waits until none is left (20 s deadline), else fails.
+wait_no_trash() {
+	local dir=${1:-$STATE} deadline=$((SECONDS + 20)) left
+	while left=$(find "$dir" -name '.trash-*' -print -quit) && [[ -n $left ]]; do
+		((SECONDS < deadline)) || fail "trash still there 20 s on: $left"
+		sleep 0.05	# poll interval, not synchronisation
+	done
+}
+
 log_mark() { stat -c %s "$LOG" 2>/dev/null || echo 0; }
 log_since() { tail -c +$(($1 + 1)) "$LOG"; }

@@ -22,9 +22,11 @@ check_state() {
 	recs=$(shopt -s nullglob; files=("$STATE"/vms/*/vm.json)
 		jq -n -c '[inputs | . + {dir: (input_filename | split("/") | .[-2])}]' "${files[@]}" 2>&1) ||
 		fail "$what: a vm.json does not parse: $recs"
-	problems=$(jq -n -r --argjson recs "$recs" --slurpfile cids "$STATE/vsock/cids.json" \
-		--argjson list "$list" --argjson api "$api" --arg state "$STATE" --argjson dirs "$dirs" '
-		($cids[0].allocations) as $a
+	printf '%s' "$recs" >"$T/check-recs.json"
+	printf '%s' "$list" >"$T/check-list.json"
+	problems=$(jq -n -r --slurpfile recs1 "$T/check-recs.json" --slurpfile cids "$STATE/vsock/cids.json" \
+		--slurpfile list1 "$T/check-list.json" --argjson api "$api" --arg state "$STATE" --argjson dirs "$dirs" '
+		($recs1[0]) as $recs | ($list1[0]) as $list | ($cids[0].allocations) as $a
 		| ($recs | map(select(.vsock)) | map({key: .name, value: .vsock.guest_cid}) | from_entries) as $rc
 		| ($recs[] | select(.name != .dir) | "\(.dir)/vm.json names \(.name)"),
 		  ($recs[] | select(.vsock) | select($a[.vsock.guest_cid | tostring] != .name)
@@ -42,6 +44,7 @@ check_state() {
 		  (if ($api | to_entries | sort) != ($a | to_entries | sort) then "vsock.allocations differs from cids.json" else empty end)
 		') || fail "$what: the consistency check itself failed"
 	[[ -z $problems ]] || fail "$what: $problems"
+	wait_no_trash	# removed off the loop, after the start
 	leftovers=$(find "$STATE" \( -name '.trash-*' -o -name '.*.tmp.*' \) -print)
 	[[ -z $leftovers ]] || fail "$what: left behind: $leftovers"
 	pass "$what: state consistent ($dirs VMs, $(jq length <<<"$api") CIDs)"
@@ -148,6 +151,7 @@ echo '{"half' >"$STATE/vsock/.cids.json.tmp.XyZ789"
 mkdir -p "$STATE/vms/.trash-gone-1234"
 echo junk >"$STATE/vms/.trash-gone-1234/vm.json"
 start_emberd
+wait_no_trash
 assert_eq "" "$(find "$STATE" -name '.trash-*')" "an interrupted delete's .trash- directory is removed"
 assert_eq "" "$(find "$STATE" -name '.*.tmp.*')" "temp files of interrupted atomic writes are removed"
 check_state "after leftovers"
