@@ -12,8 +12,11 @@
  * connection whose read filled them all keeps its turn in the FIFO instead
  * of waiting for the event loop. Guest data goes to the Unix socket
  * directly (consecutive packets of one flow in one writev), and what the
- * socket cannot take waits in a buffer bounded by our advertised buf_alloc,
- * so a slow host reader pauses only its own connection.
+ * socket cannot take waits in a buffer bounded by the window (buf_alloc)
+ * the connection advertises, so a slow host reader pauses only its own
+ * connection; credit goes back a few times per window, not per packet.
+ * Each socket is watched edge-triggered for its whole life, so neither a
+ * data turn nor a full socket costs an epoll_ctl.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +38,18 @@
 #include "platform.h"
 #include "vsock-mux.h"
 
+/* A CREDIT_UPDATE goes out when the guest is about to run dry, or once
+ * it has used half its window and a quarter of it reached the socket: one
+ * per few packets, early enough that a guest sending whole windows never
+ * waits a round trip for credit. */
 #define CREDIT_UPDATE_THRESHOLD	4096
+/* The window (buf_alloc) each connection advertises, and so the most it
+ * may buffer: cfg.buf_alloc for up to LARGE_WINDOW_CONNS connections at
+ * once, SMALL_WINDOW for the rest (a VM's worst case with the defaults:
+ * 1023 * 64 KiB + 64 * 192 KiB = 76 MiB). */
+#define DEFAULT_WINDOW		(256u * 1024)
+#define SMALL_WINDOW		(64u * 1024)
+#define LARGE_WINDOW_CONNS	64
 #define RST_FIFO_MAX		256
 #define LOCAL_PORT_FIRST	(1u << 30)
 #define LOCAL_PORT_END		(1u << 31)
@@ -83,13 +97,15 @@ struct vconn {
 	unsigned pending;
 
 	/* guest -> host: what the guest sent, what reached the socket */
+	uint32_t buf_alloc;	/* the window we advertise; fixed for the flow */
 	uint32_t tx_cnt, fwd_cnt, last_fwd_cnt_sent;
-	uint8_t *txbuf;		/* ring of mux->buf_alloc bytes, lazily */
+	uint8_t *txbuf;		/* ring of buf_alloc bytes, lazily */
 	size_t tx_head, tx_len;
 	/* host -> guest */
 	uint32_t peer_buf_alloc, peer_fwd_cnt, rx_cnt;
 
-	bool read_armed;	/* rev is active */
+	bool readable;		/* the socket may hold unread bytes (see rev) */
+	bool host_closed;	/* rev saw EV_CLOSED: an EOF waits behind the bytes */
 	bool host_eof;		/* the socket said EOF; SHUTDOWN(SEND) queued */
 	bool guest_no_send, guest_no_recv;
 	bool shut_wr_done;
@@ -116,6 +132,7 @@ struct vsock_mux {
 	uint32_t hash_mask, hash_seed;
 	size_t nconns;
 	size_t nflows;			/* connections with ports (ops.flow_changed) */
+	size_t nlarge;			/* connections advertising a window over SMALL_WINDOW */
 	uint64_t bytes_from_guest, bytes_to_guest;	/* payload, for stats */
 	uint32_t next_local_port;
 	struct rst_entry rsts[RST_FIFO_MAX];
@@ -312,8 +329,20 @@ conn_new(struct vsock_mux *mux, int fd, enum conn_state state)
 	c->state = state;
 	c->local_cid = VSOCK_HOST_CID;
 	c->flow_slot = -1;
-	c->rev = event_new(mux->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-	c->wev = event_new(mux->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+	c->buf_alloc = mux->cfg.buf_alloc;
+	if (c->buf_alloc > SMALL_WINDOW) {
+		if (mux->nlarge < LARGE_WINDOW_CONNS)
+			mux->nlarge++;
+		else
+			c->buf_alloc = SMALL_WINDOW;
+	}
+	/* Both edge-triggered and watched for the connection's whole life:
+	 * no epoll_ctl per data turn or per full socket (see
+	 * conn_update_read; conn_write_cb finds nothing to do when nothing
+	 * is buffered). */
+	c->rev = event_new(mux->base, fd, EV_READ | EV_PERSIST | EV_ET | EV_CLOSED, conn_read_cb,
+	    c);
+	c->wev = event_new(mux->base, fd, EV_WRITE | EV_PERSIST | EV_ET, conn_write_cb, c);
 	c->timer = evtimer_new(mux->base, conn_timer_cb, c);
 	if (c->rev == NULL || c->wev == NULL || c->timer == NULL) {
 		if (c->rev != NULL)
@@ -327,6 +356,9 @@ conn_new(struct vsock_mux *mux, int fd, enum conn_state state)
 	}
 	TAILQ_INSERT_TAIL(&mux->conns, c, all);
 	mux->nconns++;
+	/* Bytes already queued make an edge as rev is added. */
+	event_add(c->rev, NULL);
+	event_add(c->wev, NULL);
 	return c;
 }
 
@@ -337,7 +369,6 @@ conn_close_fd(struct vconn *c)
 		return;
 	event_del(c->rev);
 	event_del(c->wev);
-	c->read_armed = false;
 	close(c->fd);
 	c->fd = -1;
 }
@@ -362,6 +393,8 @@ conn_free(struct vconn *c)
 	}
 	TAILQ_REMOVE(&mux->conns, c, all);
 	mux->nconns--;
+	if (c->buf_alloc > SMALL_WINDOW)
+		mux->nlarge--;
 	event_free(c->rev);
 	event_free(c->wev);
 	event_free(c->timer);
@@ -425,18 +458,29 @@ peer_credit(const struct vconn *c)
 	return in_flight >= c->peer_buf_alloc ? 0 : c->peer_buf_alloc - in_flight;
 }
 
-/* Watches the socket for host data when the guest can take some. */
+/* Host data is wanted now: the flow is open that way and the guest has
+ * credit. */
+static bool
+conn_wants_host_data(const struct vconn *c)
+{
+	return c->fd >= 0 && c->state == CS_ESTABLISHED && !c->host_eof && !c->guest_no_recv &&
+	    !(c->pending & P_RW) && peer_credit(c) > 0;
+}
+
+/*
+ * rev is edge-triggered and stays watched, so nothing is armed or disarmed
+ * per data turn: an edge marks the socket readable, and a read that got
+ * less than it asked for (or nothing) marks it drained; any byte that
+ * arrives after that read makes a new edge. When the guest can take data
+ * and the socket is readable, the read callback runs again from the loop
+ * (never from inside an rx batch, which would spin on a buffer with no
+ * room).
+ */
 static void
 conn_update_read(struct vconn *c)
 {
-	bool want = c->fd >= 0 && c->state == CS_ESTABLISHED && !c->host_eof &&
-	    !c->guest_no_recv && !(c->pending & P_RW) && peer_credit(c) > 0;
-
-	if (want && !c->read_armed)
-		event_add(c->rev, NULL);
-	else if (!want && c->read_armed)
-		event_del(c->rev);
-	c->read_armed = want;
+	if ((c->readable || c->host_closed) && conn_wants_host_data(c))
+		event_active(c->rev, EV_READ, 1);
 }
 
 /* ---- host socket writing ---- */
@@ -444,9 +488,13 @@ conn_update_read(struct vconn *c)
 static void
 maybe_credit_update(struct vconn *c)
 {
-	uint32_t seen_free = c->mux->cfg.buf_alloc - (c->tx_cnt - c->last_fwd_cnt_sent);
+	uint32_t seen_free = c->buf_alloc - (c->tx_cnt - c->last_fwd_cnt_sent);
+	uint32_t unsent = c->fwd_cnt - c->last_fwd_cnt_sent;
 
-	if (seen_free < CREDIT_UPDATE_THRESHOLD && c->fwd_cnt != c->last_fwd_cnt_sent)
+	if (unsent == 0 || (c->pending & P_CREDIT))
+		return;
+	if (seen_free < CREDIT_UPDATE_THRESHOLD ||
+	    (seen_free < c->buf_alloc / 2 && unsent >= c->buf_alloc / 4))
 		conn_owe(c, P_CREDIT);
 }
 
@@ -455,7 +503,6 @@ conn_after_flush(struct vconn *c)
 {
 	if (c->tx_len > 0)
 		return;
-	event_del(c->wev);
 	if (c->guest_no_send && !c->shut_wr_done && c->fd >= 0) {
 		shutdown(c->fd, SHUT_WR);
 		c->shut_wr_done = true;
@@ -467,7 +514,7 @@ conn_after_flush(struct vconn *c)
 static int
 tx_append(struct vconn *c, const struct iovec *iov, int niov, size_t skip)
 {
-	size_t cap = c->mux->cfg.buf_alloc;
+	size_t cap = c->buf_alloc;
 
 	if (c->txbuf == NULL && (c->txbuf = malloc(cap)) == NULL)
 		return -ENOMEM;
@@ -496,16 +543,18 @@ tx_append(struct vconn *c, const struct iovec *iov, int niov, size_t skip)
 static void
 conn_flush(struct vconn *c)
 {
-	size_t cap = c->mux->cfg.buf_alloc;
+	size_t cap = c->buf_alloc;
 
 	while (c->tx_len > 0 && c->fd >= 0) {
 		size_t chunk = c->tx_len;
 		if (c->tx_head + chunk > cap)
 			chunk = cap - c->tx_head;
 		ssize_t n = send(c->fd, c->txbuf + c->tx_head, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				break;
+			if (errno == EAGAIN)
+				break;	/* wev's next edge brings us back */
 			conn_reset(c);
 			return;
 		}
@@ -513,8 +562,6 @@ conn_flush(struct vconn *c)
 		c->tx_len -= (size_t)n;
 		c->fwd_cnt += (uint32_t)n;
 	}
-	if (c->tx_len > 0)
-		event_add(c->wev, NULL);
 	maybe_credit_update(c);
 	conn_after_flush(c);
 }
@@ -532,8 +579,11 @@ conn_write_guest(struct vconn *c, const struct iovec *iov, int niov, uint32_t le
 		return;
 	if (c->tx_len == 0) {
 		struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)niov };
-		ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		ssize_t n;
+		do
+			n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (n < 0 && errno == EINTR);
+		if (n < 0 && errno != EAGAIN) {
 			conn_reset(c);
 			return;
 		}
@@ -546,7 +596,7 @@ conn_write_guest(struct vconn *c, const struct iovec *iov, int niov, uint32_t le
 			conn_reset(c);
 			return;
 		}
-		event_add(c->wev, NULL);
+		/* The next edge on wev (room in the socket) flushes it. */
 	}
 	maybe_credit_update(c);
 }
@@ -565,27 +615,37 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 static int
 conn_read_line(struct vconn *c)
 {
-	char peek[HYBRID_LINE_MAX];
-	size_t room = HYBRID_LINE_MAX - c->line_len;
-	ssize_t n = recv(c->fd, peek, room, MSG_PEEK | MSG_DONTWAIT);
-	char *nl;
+	/* Until the socket is empty: rev is edge-triggered, so an EOF
+	 * behind a partial line makes no edge of its own. */
+	for (;;) {
+		char peek[HYBRID_LINE_MAX];
+		size_t room = HYBRID_LINE_MAX - c->line_len;
+		ssize_t n = recv(c->fd, peek, room, MSG_PEEK | MSG_DONTWAIT);
+		char *nl;
 
-	if (n < 0)
-		return errno == EAGAIN || errno == EINTR ? 0 : -1;
-	if (n == 0)
-		return -1;
-	nl = memchr(peek, '\n', (size_t)n);
-	size_t take = nl != NULL ? (size_t)(nl - peek) + 1 : (size_t)n;
-	n = recv(c->fd, c->line + c->line_len, take, MSG_DONTWAIT);
-	if (n != (ssize_t)take)
-		return -1;
-	c->line_len += take;
-	if (nl != NULL) {
-		c->line[c->line_len - 1] = '\0';
-		c->line_len--;
-		return 1;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno == EAGAIN ? 0 : -1;
+		if (n == 0)
+			return -1;
+		nl = memchr(peek, '\n', (size_t)n);
+		size_t peeked = (size_t)n;
+		size_t take = nl != NULL ? (size_t)(nl - peek) + 1 : peeked;
+		n = recv(c->fd, c->line + c->line_len, take, MSG_DONTWAIT);
+		if (n != (ssize_t)take)
+			return -1;
+		c->line_len += take;
+		if (nl != NULL) {
+			if (peeked > take)
+				c->readable = true;	/* bytes pipelined after it */
+			c->line[c->line_len - 1] = '\0';
+			c->line_len--;
+			return 1;
+		}
+		if (c->line_len >= HYBRID_LINE_MAX)
+			return -1;
 	}
-	return c->line_len >= HYBRID_LINE_MAX ? -1 : 0;
 }
 
 static void
@@ -608,9 +668,7 @@ conn_host_line(struct vconn *c)
 	}
 	conn_set_ports(c, local, port);
 	conn_record_flow(c);
-	event_del(c->rev);	/* nothing more is read before the guest accepts */
-	c->read_armed = false;
-	c->state = CS_HOST_REQUESTING;
+	c->state = CS_HOST_REQUESTING;	/* nothing more is read before the guest accepts */
 	timer_start(c, c->mux->cfg.request_timeout_ms);
 	conn_owe(c, P_REQUEST);
 }
@@ -626,8 +684,6 @@ conn_peer_line(struct vconn *c)
 		conn_reset(c);	/* the other VM refused */
 		return;
 	}
-	event_del(c->rev);
-	c->read_armed = false;
 	evtimer_del(c->timer);
 	c->state = CS_GUEST_CONNECTING;
 	conn_owe(c, P_RESPONSE);
@@ -638,6 +694,8 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct vconn *c = arg;
 
+	if (what & EV_CLOSED)
+		c->host_closed = true;	/* sticky: edges do not repeat */
 	switch (c->state) {
 	case CS_HOST_LINE:
 		conn_host_line(c);
@@ -645,15 +703,12 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	case CS_PEER_LINE:
 		conn_peer_line(c);
 		return;
-	case CS_ESTABLISHED:
-		/* Host data: read it when the device has an rx buffer. */
-		event_del(c->rev);
-		c->read_armed = false;
-		conn_owe(c, P_RW);
-		return;
 	default:
-		event_del(c->rev);
-		c->read_armed = false;
+		/* Host data: read it when the device has an rx buffer and the
+		 * guest credit; until the flow is open, only noted. */
+		c->readable = true;
+		if (conn_wants_host_data(c))
+			conn_owe(c, P_RW);
 		return;
 	}
 }
@@ -694,8 +749,6 @@ mux_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			close(fd);
 			continue;
 		}
-		event_add(c->rev, NULL);
-		c->read_armed = true;
 		timer_start(c, mux->cfg.connect_line_timeout_ms);
 	}
 }
@@ -756,8 +809,6 @@ guest_request(struct vsock_mux *mux, const struct vsock_hdr *h)
 			conn_reset(c);
 			return;
 		}
-		event_add(c->rev, NULL);
-		c->read_armed = true;
 		timer_start(c, mux->cfg.request_timeout_ms);
 		return;
 	}
@@ -930,7 +981,7 @@ hdr_for(const struct vsock_mux *mux, const struct vconn *c, uint32_t local, uint
 	h->type = VSOCK_TYPE_STREAM;
 	h->op = op;
 	if (c != NULL) {
-		h->buf_alloc = mux->cfg.buf_alloc;
+		h->buf_alloc = c->buf_alloc;
 		h->fwd_cnt = c->fwd_cnt;
 	}
 }
@@ -1024,11 +1075,19 @@ conn_rx_data(struct vsock_mux *mux, struct vconn *c, const struct vsock_rx_sourc
 		r = readv(c->fd, vec, nvec);
 	while (r < 0 && errno == EINTR);
 	*rr = r < 0 ? (errno == EAGAIN ? -1 : -2) : r;
+	/* Drained: the next byte makes an edge. Not so an EOF that came
+	 * with the bytes just read (one edge for both): then the next read
+	 * finds it. */
+	if (*rr == -1 || (r > 0 && (size_t)r < got && !c->host_closed))
+		c->readable = false;
 	if (r <= 0) {
 		/* Nothing read: slot `first` may still carry SHUTDOWN or RST. */
 		k = give_back(mux, c, src, done, first + 1, first + slots);
-		if (k > 0) {
-			/* Stuck slots after `first`: it must be filled too. */
+		if (k > 0 || (*rr == -1 && slots > 1)) {
+			/* Stuck slots after `first`: it must be filled too. So
+			 * must it when the ones after it went back: a chain the
+			 * device dropped between them means `first` is no
+			 * longer the latest it can take back. */
 			done_ctl(mux, c, &done[first], VSOCK_OP_CREDIT_UPDATE);
 			*rr = -3;
 			return k + 1;
@@ -1265,7 +1324,7 @@ vsock_mux_new(struct event_base *base, const struct vsock_mux_config *cfg,
 	if (mux->cfg.max_connections == 0)
 		mux->cfg.max_connections = 1023;
 	if (mux->cfg.buf_alloc == 0)
-		mux->cfg.buf_alloc = 64 * 1024;
+		mux->cfg.buf_alloc = DEFAULT_WINDOW;
 	mux->uds_path = strdup(cfg->uds_path);
 	mux->cfg.uds_path = mux->uds_path;
 	mux->ops = *ops;

@@ -75,7 +75,9 @@ struct vsock_mux_config {
 	unsigned shutdown_timeout_ms;	/* 0: 2000 */
 	unsigned connect_line_timeout_ms;	/* 0: 5000 */
 	unsigned max_connections;	/* 0: 1023 */
-	uint32_t buf_alloc;		/* 0: 64 KiB */
+	uint32_t buf_alloc;		/* 0: 256 KiB; the window advertised by up
+					 * to 64 connections at once, the others
+					 * min(buf_alloc, 64 KiB) */
 	bool take_listen_fd;		/* listen_fd is an earlier emberd's listener
 					 * on uds_path: taken, nothing is bound */
 	int listen_fd;

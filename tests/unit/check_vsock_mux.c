@@ -179,6 +179,9 @@ host_read_exact(int fd, char *buf, size_t n)
 	ck_assert_uint_eq(got, n);
 }
 
+/* The window (buf_alloc) the mux advertised in the last REQUEST. */
+static uint32_t request_buf_alloc;
+
 /* Host connects with CONNECT port; returns the client fd and the local
  * port the mux chose (REQUEST seen, RESPONSE given). */
 static int
@@ -195,6 +198,7 @@ host_connect(uint32_t port, uint32_t *local, const char *extra)
 	ck_assert_uint_eq(h.dst_port, port);
 	ck_assert_uint_eq(h.dst_cid, GUEST_CID);
 	*local = h.src_port;
+	request_buf_alloc = h.buf_alloc;
 	guest_send(VSOCK_OP_RESPONSE, port, h.src_port, NULL, 0, 0, 65536, 0);
 	return fd;
 }
@@ -287,6 +291,51 @@ START_TEST(bad_connect_line_closes_socket)
 	ck_assert_int_eq(read(fd, buf, sizeof(buf)), 0);
 	ck_assert_int_eq(vsock_mux_has_rx(mux), 0);
 	close(fd);
+}
+END_TEST
+
+/* The socket is edge-triggered: an EOF right behind a partial CONNECT line
+ * (one edge for both) still closes the client at once, not when the line's
+ * 5 s timeout runs out. */
+START_TEST(eof_behind_a_partial_connect_line_closes_at_once)
+{
+	char buf[8];
+	ssize_t r = -1;
+	int fd = connect_to(uds);
+
+	ck_assert_int_eq(write(fd, "CONNECT 10", 10), 10);
+	ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+	for (int tries = 0; tries < 100 && r < 0; tries++) {	/* about 1 s */
+		struct pollfd p = { fd, POLLIN, 0 };
+		pump();
+		if (poll(&p, 1, 10) == 1)
+			r = read(fd, buf, sizeof(buf));
+	}
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(vsock_mux_has_rx(mux), 0);
+	ck_assert_uint_eq(vsock_mux_connection_count(mux), 0);
+	close(fd);
+}
+END_TEST
+
+/* The host writes its last bytes and closes before the mux looks (one
+ * edge on the socket for both): the guest still gets the bytes, then the
+ * SHUTDOWN. */
+START_TEST(host_bytes_then_close_at_once_reach_the_guest_then_eof)
+{
+	struct vsock_hdr h;
+	char buf[64];
+	uint32_t local;
+	int n, got = 0, fd = host_connect(1024, &local, NULL);
+
+	host_read_exact(fd, buf, 14);
+	ck_assert_int_eq(write(fd, "bye", 3), 3);
+	close(fd);
+	while ((n = guest_recv(&h, buf, sizeof(buf))) >= 0 && h.op == VSOCK_OP_RW)
+		got += n;
+	ck_assert_int_eq(got, 3);
+	ck_assert_uint_eq(h.op, VSOCK_OP_SHUTDOWN);
+	ck_assert_uint_eq(h.flags & VSOCK_SHUTDOWN_SEND, VSOCK_SHUTDOWN_SEND);
 }
 END_TEST
 
@@ -388,25 +437,35 @@ START_TEST(host_to_guest_respects_guest_credit)
 }
 END_TEST
 
+/* A guest that sends 4 KiB at a time, twice the window, to a host that
+ * reads at once: it never runs out of credit, and the updates that keep it
+ * going are a few per window, not one per packet. */
 START_TEST(host_sends_credit_updates_as_it_forwards)
 {
 	static char chunk[4096], buf[65536];
 	struct vsock_hdr h;
-	uint32_t local;
+	uint32_t local, window, fwd_seen = 0, sent = 0;
 	int updates = 0, fd = host_connect(1024, &local, NULL);
 
+	window = request_buf_alloc;
+	ck_assert_uint_ge(window, 65536);
 	host_read_exact(fd, buf, 14);
 	memset(chunk, 'y', sizeof(chunk));
-	for (int i = 0; i < 32; i++) {	/* 128 KiB, twice our buf_alloc */
+	for (uint32_t i = 0; i < 2 * window / sizeof(chunk); i++) {
+		ck_assert_uint_ge(window - (sent - fwd_seen), sizeof(chunk));
 		guest_send(VSOCK_OP_RW, 1024, local, chunk, sizeof(chunk), 0, 65536, 0);
+		sent += sizeof(chunk);
 		host_read_exact(fd, buf, sizeof(chunk));
 		while (guest_recv_within(&h, buf, sizeof(buf), 0) >= 0)
 			if (h.op == VSOCK_OP_CREDIT_UPDATE) {
 				updates++;
-				ck_assert_uint_ge(h.fwd_cnt, (uint32_t)(i - 15) * 4096);
+				ck_assert_uint_gt(h.fwd_cnt, fwd_seen);
+				ck_assert_uint_eq(h.buf_alloc, window);
+				fwd_seen = h.fwd_cnt;
 			}
 	}
 	ck_assert_int_ge(updates, 2);
+	ck_assert_int_le(updates, 2 * 4 + 1);	/* at most one per quarter window */
 	close(fd);
 }
 END_TEST
@@ -607,6 +666,57 @@ ring_untake(void *ctx, int slot)
 	return true;
 }
 
+/* A ring where a chain was dropped between the first two buffers: once
+ * the second went back, the first cannot. */
+static bool
+ring_untake_only_newest(void *ctx, int slot)
+{
+	struct ring *r = ctx;
+
+	if (slot == 0 && r->untaken > 0)
+		return false;
+	return ring_untake(ctx, slot);
+}
+
+/* A data turn that finds the socket empty after taking two buffers gives
+ * the second back and still fills the first (a CREDIT_UPDATE), rather than
+ * leaving it taken and unfilled when it cannot go back. */
+START_TEST(an_empty_data_turn_leaves_no_buffer_taken_and_unfilled)
+{
+	static uint8_t mem[2 * 4096], data[4096];
+	struct ring r = { mem, 4096, 2, 0, 0, { { 0 } } };
+	struct vsock_rx_source src = { ring_take, ring_untake, &r };
+	struct vsock_rx_done done[2];
+	char ok[64];
+	uint32_t local;
+	int n, fd = host_connect(5000, &local, NULL);
+
+	host_read_exact(fd, ok, 14);
+	/* 4 KiB of credit, exactly what the host writes: one read takes it
+	 * all, so the socket may still hold more as far as the mux knows. */
+	guest_send(VSOCK_OP_CREDIT_UPDATE, 5000, local, NULL, 0, 0, 4096, 0);
+	ck_assert_int_eq(write(fd, data, sizeof(data)), (int)sizeof(data));
+	pump();
+	n = vsock_mux_fill_rx_batch(mux, &src, done, 2);
+	ck_assert_int_eq(n, 1);
+	ck_assert_uint_eq(done[0].hdr.op, VSOCK_OP_RW);
+	ck_assert_uint_eq(done[0].len, 4096);
+	/* More credit: a data turn takes both buffers, finds nothing. */
+	guest_send(VSOCK_OP_CREDIT_UPDATE, 5000, local, NULL, 0, 0, 65536, 4096);
+	pump();
+	ck_assert(vsock_mux_has_rx(mux));
+	r = (struct ring){ mem, 4096, 2, 0, 0, { { 0 } } };
+	src.untake = ring_untake_only_newest;
+	n = vsock_mux_fill_rx_batch(mux, &src, done, 2);
+	ck_assert_int_eq(n, r.taken);
+	ck_assert_int_eq(n, 1);
+	ck_assert_uint_eq(done[0].hdr.op, VSOCK_OP_CREDIT_UPDATE);
+	ck_assert_uint_eq(done[0].len, 0);
+	ck_assert(!vsock_mux_has_rx(mux));
+	close(fd);
+}
+END_TEST
+
 static uint8_t
 pattern(size_t i)
 {
@@ -691,7 +801,7 @@ START_TEST(guest_data_the_socket_cannot_take_is_kept_in_order)
 	static uint8_t stream[TOTAL], got[TOTAL];
 	struct vsock_tx_pkt pkts[16];
 	struct iovec iov[16];
-	uint32_t local, host_fwd = 0, buf_alloc = 65536;
+	uint32_t local, host_fwd = 0, buf_alloc, window;
 	size_t sent = 0, recvd = 0;
 	int fd = host_connect(5000, &local, NULL), stalls = 0;
 	char ok[64];
@@ -699,6 +809,7 @@ START_TEST(guest_data_the_socket_cannot_take_is_kept_in_order)
 
 	ck_assert_int_gt(read(fd, ok, sizeof(ok)), 0);
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	buf_alloc = window = request_buf_alloc;
 	for (size_t i = 0; i < TOTAL; i++)
 		stream[i] = pattern(i);
 	while (recvd < TOTAL) {
@@ -744,7 +855,7 @@ START_TEST(guest_data_the_socket_cannot_take_is_kept_in_order)
 			recvd += (size_t)n;
 		}
 		pump();
-		ck_assert_uint_le(sent - host_fwd, 65536);
+		ck_assert_uint_le(sent - host_fwd, window);
 	}
 	ck_assert_int_gt(stalls, 0);	/* the socket really was full */
 	ck_assert_int_eq(memcmp(got, stream, TOTAL), 0);
@@ -857,6 +968,8 @@ main(void)
 	tcase_add_test(tc, stats_count_payload_each_way_and_open_connections);
 	tcase_add_test(tc, guest_rst_closes_host_socket_without_ok);
 	tcase_add_test(tc, bad_connect_line_closes_socket);
+	tcase_add_test(tc, eof_behind_a_partial_connect_line_closes_at_once);
+	tcase_add_test(tc, host_bytes_then_close_at_once_reach_the_guest_then_eof);
 	tcase_add_test(tc, unanswered_request_times_out_with_rst);
 	tcase_add_test(tc, guest_connect_without_listener_is_reset_at_once);
 	tcase_add_test(tc, guest_connect_reaches_port_listener_both_ways);
@@ -872,6 +985,7 @@ main(void)
 	tcase_add_test(tc, header_roundtrips_little_endian);
 	tcase_add_test(tc, one_read_fills_several_guest_buffers_in_order);
 	tcase_add_test(tc, host_data_stops_at_guest_credit_across_buffers);
+	tcase_add_test(tc, an_empty_data_turn_leaves_no_buffer_taken_and_unfilled);
 	tcase_add_test(tc, guest_data_the_socket_cannot_take_is_kept_in_order);
 	tcase_add_test(tc, many_connections_keep_their_bytes_apart);
 	suite_add_tcase(s, tc);
