@@ -941,6 +941,10 @@ cmd_vm_run(struct ctl *ctl, struct verb_args *a)
 	if (r != EXIT_OK)
 		return r;
 	json_object_del(params, "wait");
+	/* With vsock the workload's status comes from the guest's agent, not
+	 * from its console (which the workload itself can write). */
+	if (json_object_get(params, "vsock") == NULL)
+		json_object_set_new(params, "vsock", json_true());
 	r = ctl_call(ctl, "vm.create", params, &rec);
 	if (r != EXIT_OK)
 		return r;

@@ -11,12 +11,12 @@
 # id), or, for a VM without vsock, read from the console ("source":
 # "console"). A workload that keeps printing a false exit line on the
 # console gets its real status recorded; the value survives an emberd
-# restart, and a new boot clears it until that boot's workload ends. vm logs shows
-# the console through emberd, vm exec runs inside the image's root with its
-# Env, and vm run --rm prints only the workload's output, exits with its
-# status and deletes the VM. An unprivileged user (uid 65534 in the socket's
-# group) imports and runs its own OCI image, and cannot read root's VM's
-# logs. The image's root disk is left as it was (the agent comes from the
+# restart, and a new boot clears it until that boot's workload ends. vm
+# logs shows the console through emberd, vm exec runs inside the image's
+# root with its Env, and vm run --rm prints only the workload's output,
+# exits with its status (the agent's: vm run creates with vsock) and
+# deletes the VM. An unprivileged user (uid 65534 in the socket's group)
+# imports and runs its own OCI image, and cannot read root's VM's logs. The image's root disk is left as it was (the agent comes from the
 # initramfs).
 set -euo pipefail
 . "$(dirname "$0")/qemu-lib.sh"
@@ -160,6 +160,8 @@ assert_eq 5 "$RUN_STATUS" "vm run exits with the workload's status"
 assert_eq "entry: args=[hello run] FOO=bar pwd=/work id=1000:1000" "$RUN_OUT" "vm run prints the workload's output only"
 ctl vm inspect r1 >/dev/null 2>&1 && fail "vm run --rm left r1"
 pass "vm run --rm deleted r1"
+vm_run rliar --image app --rm --env FAKE_EXIT=42 --env EXIT_WITH=7
+assert_eq 7 "$RUN_STATUS" "vm run exits with the agent's status, not the workload's false line"
 
 note "an unprivileged user"
 chmod 0644 "$T/app.tar"

@@ -23,8 +23,15 @@ start_emberd
 
 ctl() { "$EMBERCTL" --socket "$SOCK" "$@"; }
 nctl() { setpriv --reuid=65534 --regid=65534 --groups="$GID" -- "$EMBERCTL" --socket "$SOCK" "$@"; }
-# store_names: the entries of the image store, hidden ones included.
-store_names() { find "$STATE/images" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' '; }
+# store_names: the entries of the image store, hidden ones included, once
+# any .trash-* that emberd is removing off its loop is gone (15 s at most).
+store_names() {
+	local deadline=$((SECONDS + 15))
+	while compgen -G "$STATE/images/.trash-*" >/dev/null && ((SECONDS < deadline)); do
+		sleep 0.05	# poll interval
+	done
+	find "$STATE/images" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' '
+}
 
 note "building an OCI image with umoci"
 build_oci_image "$T/pub/layout" v1
