@@ -132,6 +132,44 @@ START_TEST(record_roundtrips_through_json)
 }
 END_TEST
 
+START_TEST(workload_exit_keeps_source_boot_id_and_console_start)
+{
+	struct vm_record rec, back;
+	char err[256] = "";
+	json_t *json, *w;
+
+	fill_sample(&rec);
+	rec.workload_exit = WORKLOAD_EXIT_SIGNAL;
+	rec.workload_exit_value = 9;
+	rec.workload_exit_source = WORKLOAD_SOURCE_AGENT;
+	snprintf(rec.workload_exit_boot_id, sizeof(rec.workload_exit_boot_id), "%s",
+	    "0f5b6a4e-2d1c-4b7a-9e3f-1a2b3c4d5e6f");
+	rec.workload_console_from = 123456;
+	json = vm_record_to_json(&rec);
+	w = json_object_get(json, "workload_exit");
+	ck_assert_int_eq(json_integer_value(json_object_get(w, "signal")), 9);
+	ck_assert_str_eq(json_string_value(json_object_get(w, "source")), "agent");
+	ck_assert_int_eq(vm_record_from_json(&back, json, err, sizeof(err)), 0);
+	ck_assert_int_eq(back.workload_exit, WORKLOAD_EXIT_SIGNAL);
+	ck_assert_int_eq(back.workload_exit_value, 9);
+	ck_assert_int_eq(back.workload_exit_source, WORKLOAD_SOURCE_AGENT);
+	ck_assert_str_eq(back.workload_exit_boot_id, rec.workload_exit_boot_id);
+	ck_assert_uint_eq(back.workload_console_from, 123456);
+	vm_record_clear(&back);
+	/* A boot id that is not lowercase hex and dashes, and an unknown
+	 * source, are dropped; the status stays. */
+	json_object_set_new(w, "boot_id", json_string("../../etc/passwd"));
+	json_object_set_new(w, "source", json_string("workload"));
+	ck_assert_int_eq(vm_record_from_json(&back, json, err, sizeof(err)), 0);
+	ck_assert_int_eq(back.workload_exit, WORKLOAD_EXIT_SIGNAL);
+	ck_assert_int_eq(back.workload_exit_source, WORKLOAD_SOURCE_UNKNOWN);
+	ck_assert_str_eq(back.workload_exit_boot_id, "");
+	vm_record_clear(&back);
+	json_decref(json);
+	vm_record_clear(&rec);
+}
+END_TEST
+
 START_TEST(record_json_uses_api_field_names)
 {
 	const char *keys[] = { "name", "id", "status", "reason", "backend",
@@ -538,6 +576,7 @@ vm_record_suite(void)
 	tc = tcase_create("json");
 	tcase_add_test(tc, record_roundtrips_through_json);
 	tcase_add_test(tc, record_json_uses_api_field_names);
+	tcase_add_test(tc, workload_exit_keeps_source_boot_id_and_console_start);
 	tcase_add_test(tc, record_json_has_no_version);
 	tcase_add_test(tc, record_without_vsock_omits_key);
 	tcase_add_test(tc, record_omits_null_strings);
