@@ -567,6 +567,7 @@ daemon_free(struct ember_daemon *d)
 		child_runs_forget(d->base);
 		event_base_free(d->base);
 	}
+	quota_forget(d);
 	ember_config_clear(&d->config);
 	free(d->state_dir);
 	free(d->socket_path);
