@@ -356,6 +356,15 @@ conn_new(struct vsock_mux *mux, int fd, enum conn_state state)
 	}
 	TAILQ_INSERT_TAIL(&mux->conns, c, all);
 	mux->nconns++;
+	if (c->buf_alloc > SMALL_WINDOW) {
+		/* A socket that can hold a whole window takes the guest's
+		 * data directly instead of through txbuf (one copy less per
+		 * byte while the host reader lags). The kernel doubles it and
+		 * caps it at net.core.wmem_max; failing only costs copies. */
+		int sndbuf = (int)c->buf_alloc;
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
+			log_debug("vsock: SO_SNDBUF %d: %s", sndbuf, strerror(errno));
+	}
 	/* Bytes already queued make an edge as rev is added. */
 	event_add(c->rev, NULL);
 	event_add(c->wev, NULL);
