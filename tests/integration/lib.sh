@@ -152,9 +152,10 @@ create() {
 }
 
 # wait_ready [SOCKET] [PID]: polls until emberd PID answers daemon.info on
-# SOCKET; fails if it exits first or the 10 s deadline passes.
+# SOCKET; fails if it exits first or the 30 s deadline passes (an ASan emberd on a
+# loaded 2-core machine has taken over 10 s).
 wait_ready() {
-	local sock=${1:-$SOCK} pid=${2:-$EMBERD_PID} deadline=$((SECONDS + 10)) r
+	local sock=${1:-$SOCK} pid=${2:-$EMBERD_PID} deadline=$((SECONDS + 30)) r
 	while ((SECONDS < deadline)); do
 		alive "$pid" || fail "emberd (pid $pid) exited during startup"
 		if [[ -S $sock ]]; then
@@ -164,7 +165,7 @@ wait_ready() {
 		fi
 		sleep 0.02	# poll interval, not synchronisation
 	done
-	fail "emberd (pid $pid) did not answer on $sock within 10 s"
+	fail "emberd (pid $pid) did not answer on $sock within 30 s"
 }
 
 # spawn_emberd ARGS...: starts an emberd in the background (log appended to
