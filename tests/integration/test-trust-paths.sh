@@ -51,9 +51,11 @@ nreq() {
 }
 nctl() { as_user 65534 "$EMBERCTL" --socket "$SOCK" "$@"; }
 
-# nothing_left WHAT: no VM directory, CID, staging directory or import.
+# nothing_left WHAT: no VM directory, CID, staging directory or import (once
+# the writer has removed what deletes moved to .trash-*).
 nothing_left() {
 	local entries
+	wait_no_trash	# a delete's tree goes in the writer thread, after the answer
 	entries=$(find "$STATE/vms" "$STATE/images" -mindepth 1 -maxdepth 1 \
 	    \( -name '.*' -o -type d \) ! -name shared ! -name mine ! -name pubimg \
 	    ! -name keep -print | wc -l)
