@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "test-util.h"
 
 /* Handles line and returns the parsed reply, checking that it is one line. */
 static json_t *
@@ -1064,8 +1065,6 @@ main(void)
 {
 	Suite	*s = suite_create("agent");
 	TCase	*tc = tcase_create("core");
-	SRunner	*sr;
-	int	 failed;
 
 	tcase_add_test(tc, ping_answers_pong_and_version);
 	tcase_add_test(tc, id_is_echoed_whatever_its_type);
@@ -1119,9 +1118,5 @@ main(void)
 	tcase_add_test(tc, workload_status_reports_the_end_and_its_collection);
 	tcase_add_test(tc, workload_status_waits_for_the_end);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(s);
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "test-util.h"
 
 #define OWNER_UID 65534
 #define OWNER_GID 65534
@@ -154,8 +155,6 @@ main(void)
 {
 	Suite *s = suite_create("child_creds");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	if (geteuid() != 0) {
 		printf("SKIP: needs root (changes uid)\n");
@@ -166,9 +165,5 @@ main(void)
 	tcase_add_test(tc, a_step_that_fails_runs_nothing);
 	tcase_add_test(tc, without_drop_creds_it_keeps_emberds);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return test_run_suite(s);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cid-alloc.h"
+#include "test-util.h"
 
 /* xorshift64*: fixed seed, same sequence everywhere. */
 static uint64_t rng_state;
@@ -778,11 +779,5 @@ cid_suite(void)
 int
 main(void)
 {
-	SRunner	*sr = srunner_create(cid_suite());
-	int	 failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(cid_suite());
 }

@@ -14,6 +14,7 @@
 #include "yaml-doc.h"
 #include "log.h"
 #include "golden-yaml.h"
+#include "test-util.h"
 
 /* Backends' subtrees, as the registry's rows stored them. */
 #define FC_STR(c, key)		ember_config_backend_string(&(c), "firecracker", key)
@@ -391,15 +392,7 @@ config_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	if (backend_types_register_config() != 0)
 		return EXIT_FAILURE;
-	sr = srunner_create(config_suite());
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(config_suite());
 }

@@ -12,6 +12,7 @@
 
 #include "child.h"
 #include "error.h"
+#include "test-util.h"
 
 static char dir[64];
 
@@ -216,8 +217,6 @@ main(void)
 {
 	Suite *s = suite_create("console");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, trim_leaves_small_logs_alone);
@@ -229,9 +228,5 @@ main(void)
 	tcase_add_test(tc, trim_never_writes_through_a_planted_rotation_name);
 	tcase_add_test(tc, reason_never_reads_through_a_symlink);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(s);
 }

@@ -18,6 +18,7 @@
 
 #include "durable.h"
 #include "fsutil.h"
+#include "test-util.h"
 
 static char dir[] = "/tmp/check-durable-XXXXXX";
 static struct event_base *base;
@@ -410,11 +411,5 @@ durable_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(durable_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return test_run_suite(durable_suite());
 }

@@ -26,6 +26,7 @@
 #include "vm-agent.h"
 #include "vm-internal.h"
 #include "vm-lifecycle.h"
+#include "test-util.h"
 
 /* ---- the fake backend ---------------------------------------------------- */
 
@@ -841,11 +842,5 @@ lifecycle_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(lifecycle_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(lifecycle_suite());
 }

@@ -20,6 +20,7 @@
 #include <event2/event.h>
 
 #include "vm-publish.h"
+#include "test-util.h"
 
 #define LOOPBACK	0x7f000001u	/* 127.0.0.1 */
 #define GUEST_SUBNET	0x7f000000u	/* guest 127.0.0.2 */
@@ -293,11 +294,5 @@ publish_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(publish_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return test_run_suite(publish_suite());
 }

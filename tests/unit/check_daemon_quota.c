@@ -21,6 +21,7 @@
 #include "quota.h"
 #include "vm.h"
 #include "vm-internal.h"
+#include "test-util.h"
 
 #define USER 1000
 #define MIB (1024 * 1024)
@@ -228,11 +229,5 @@ quota_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(quota_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(quota_suite());
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dir-guard.h"
+#include "test-util.h"
 
 #define OTHER_UID 65534
 
@@ -176,8 +177,6 @@ main(void)
 {
 	Suite *s = suite_create("dir_guard");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, connects_to_a_socket_of_the_expected_user);
@@ -186,9 +185,5 @@ main(void)
 	tcase_add_test(tc, refuses_a_socket_of_another_user);
 	tcase_add_test(tc, grant_lets_one_user_in);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(s);
 }

@@ -20,6 +20,7 @@
 #include "events.h"
 #include "vm.h"
 #include "vm-events.h"
+#include "test-util.h"
 
 #define MAX_LINES 20000
 
@@ -372,8 +373,6 @@ main(void)
 {
 	Suite *s = suite_create("events");
 	TCase *tc = tcase_create("bus");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, events_numbers_from_one_and_delivers_after_subscribe);
@@ -387,9 +386,5 @@ main(void)
 	tcase_add_test(tc, events_a_failed_write_loses_nothing);
 	tcase_add_test(tc, events_type_names_round_trip);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return test_run_suite(s);
 }

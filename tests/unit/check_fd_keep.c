@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "fd-keep.h"
+#include "test-util.h"
 
 struct sink_log {
 	int stores, removes;
@@ -223,11 +224,5 @@ fd_keep_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(fd_keep_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return test_run_suite(fd_keep_suite());
 }

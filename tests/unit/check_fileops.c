@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../../platform/linux/fileops.h"
+#include "test-util.h"
 
 static char dir[64], src[96], dst[96];
 
@@ -120,17 +121,11 @@ main(void)
 {
 	Suite *s = suite_create("fileops");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, copy_is_equal_and_stays_sparse);
 	tcase_add_test(tc, copy_refuses_an_existing_target);
 	tcase_add_test(tc, copy_of_a_missing_source_leaves_nothing);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(s);
 }

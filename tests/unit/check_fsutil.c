@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "test-util.h"
 
 static char tmpdir[256];
 
@@ -468,11 +469,5 @@ fsutil_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(fsutil_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(fsutil_suite());
 }

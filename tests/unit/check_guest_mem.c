@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "linux/guest-mem.h"
+#include "test-util.h"
 
 static int
 count_fds(void)
@@ -259,11 +260,5 @@ guest_mem_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(guest_mem_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return test_run_suite(guest_mem_suite());
 }

@@ -19,6 +19,7 @@
 
 #include "linux/hv-process.h"
 #include "platform.h"
+#include "test-util.h"
 
 /* What the fake backend saw. */
 static struct {
@@ -278,11 +279,5 @@ hv_process_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(hv_process_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(hv_process_suite());
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../../platform/linux/hybrid-proto.h"
+#include "test-util.h"
 
 static int
 parse(const char *s, uint32_t *port)
@@ -92,8 +93,6 @@ main(void)
 {
 	Suite *s = suite_create("hybrid_proto");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, connect_accepts_plain_and_any_case);
 	tcase_add_test(tc, connect_tolerates_cr_and_extra_spaces);
@@ -102,9 +101,5 @@ main(void)
 	tcase_add_test(tc, connect_accepts_largest_port);
 	tcase_add_test(tc, ok_line_format);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(s);
 }

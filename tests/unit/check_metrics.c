@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "test-util.h"
 
 static char *
 render_sample(const char *name, const char *const *labels, double v)
@@ -299,11 +300,5 @@ metrics_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(metrics_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(metrics_suite());
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "net-pool.h"
+#include "test-util.h"
 
 #define A(a, b, c, d) (((uint32_t)(a) << 24) | ((b) << 16) | ((c) << 8) | (d))
 
@@ -183,11 +184,5 @@ net_pool_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(net_pool_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(net_pool_suite());
 }

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "platform.h"
+#include "test-util.h"
 
 #define NOBODY 65534
 #define TIMEOUT_MS 10000
@@ -281,11 +282,5 @@ open_as_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(open_as_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(open_as_suite());
 }

@@ -23,6 +23,7 @@
 
 #include "child.h"
 #include "platform.h"
+#include "test-util.h"
 
 /* A child that waits for a byte (or EOF) on a pipe, renaming itself first. */
 static pid_t
@@ -345,11 +346,5 @@ platform_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(platform_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(platform_suite());
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "resolv.h"
+#include "test-util.h"
 
 static char dir[] = "/tmp/check_resolv.XXXXXX";
 static char conf[256], upstreams[256];
@@ -296,11 +297,5 @@ resolv_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(resolv_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(resolv_suite());
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "rpc-codec.h"
+#include "test-util.h"
 
 static json_t *
 load(const char *s)
@@ -666,11 +667,5 @@ rpc_suite(void)
 int
 main(void)
 {
-	SRunner	*sr = srunner_create(rpc_suite());
-	int	 failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(rpc_suite());
 }

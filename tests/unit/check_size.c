@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "size.h"
+#include "test-util.h"
 
 #define KiB ((uint64_t)1 << 10)
 #define MiB ((uint64_t)1 << 20)
@@ -291,11 +292,5 @@ size_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(size_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(size_suite());
 }

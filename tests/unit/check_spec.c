@@ -12,6 +12,7 @@
 #include "config.h"
 #include "spec.h"
 #include "golden-yaml.h"
+#include "test-util.h"
 
 #define SPEC_DIR	EMBER_TEST_DATA "/golden/spec"
 
@@ -343,16 +344,8 @@ spec_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	/* As in emberd; emberctl registers none (see the test below). */
 	if (backend_types_register_config() != 0)
 		return EXIT_FAILURE;
-	sr = srunner_create(spec_suite());
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(spec_suite());
 }

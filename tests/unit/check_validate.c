@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "validate.h"
+#include "test-util.h"
 
 /* A name of len characters: 'a' then 'b's. */
 static char *
@@ -429,11 +430,5 @@ validate_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(validate_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(validate_suite());
 }

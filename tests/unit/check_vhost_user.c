@@ -25,6 +25,7 @@
 
 #include "linux/vhost-user.h"
 #include "linux/vu-proto.h"
+#include "test-util.h"
 
 #define MEM_SIZE	0x200000
 #define R1_UVA		0x7f2e3c0ff000ull	/* region 1: gpa 0x100000, offset 0x100000 */
@@ -753,11 +754,5 @@ vhost_user_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(vhost_user_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return test_run_suite(vhost_user_suite());
 }

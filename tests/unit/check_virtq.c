@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "linux/virtq.h"
+#include "test-util.h"
 
 #define MEM_SIZE	0x100000
 #define DESC_GPA	0x1000
@@ -625,11 +626,5 @@ virtq_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(virtq_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return test_run_suite(virtq_suite());
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "vm-record.h"
+#include "test-util.h"
 
 #define SAMPLE_ID "0b6f5c1e-3c3e-4d7a-9d1c-2f0e8a3c9b11"
 
@@ -612,11 +613,5 @@ vm_record_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(vm_record_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(vm_record_suite());
 }

@@ -20,6 +20,7 @@
 #include <event2/event.h>
 
 #include "../../platform/linux/vsock-mux.h"
+#include "test-util.h"
 
 #define GUEST_CID 7
 
@@ -957,8 +958,6 @@ main(void)
 {
 	Suite *s = suite_create("vsock_mux");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 20);
@@ -989,9 +988,5 @@ main(void)
 	tcase_add_test(tc, guest_data_the_socket_cannot_take_is_kept_in_order);
 	tcase_add_test(tc, many_connections_keep_their_bytes_apart);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(s);
 }
