@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "fsutil.h"
 #include "test-util.h"
 
 /* Handles line and returns the parsed reply, checking that it is one line. */
@@ -686,21 +687,18 @@ END_TEST
 
 /* --- files -------------------------------------------------------------- */
 
-static char	tmpdir[] = "/tmp/agent-check.XXXXXX";
+static char	tmpdir[64];
 
 static void
 files_setup(void)
 {
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	test_tmpdir_new(tmpdir, sizeof(tmpdir), "/tmp/agent-check.XXXXXX");
 }
 
 static void
 files_teardown(void)
 {
-	char	cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(rm_rf(tmpdir), 0);
 }
 
 static json_t *

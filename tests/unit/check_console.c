@@ -12,6 +12,7 @@
 
 #include "child.h"
 #include "error.h"
+#include "fsutil.h"
 #include "test-util.h"
 
 static char dir[64];
@@ -19,17 +20,13 @@ static char dir[64];
 static void
 setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ember-console-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	test_tmpdir_new(dir, sizeof(dir), "/tmp/ember-console-XXXXXX");
 }
 
 static void
 teardown(void)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(rm_rf(dir), 0);
 }
 
 static off_t

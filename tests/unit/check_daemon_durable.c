@@ -20,7 +20,7 @@
 #include "fsutil.h"
 #include "test-util.h"
 
-static char dir[] = "/tmp/check-durable-XXXXXX";
+static char dir[64];
 static struct event_base *base;
 static struct durable *dw;
 
@@ -47,7 +47,7 @@ setup(void)
 {
 	struct ember_error err = { 0 };
 
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	test_tmpdir_new(dir, sizeof(dir), "/tmp/check-durable-XXXXXX");
 	base = event_base_new();
 	ck_assert_ptr_nonnull(base);
 	dw = durable_new(base, &err);
@@ -61,7 +61,6 @@ teardown(void)
 	durable_free(dw);
 	event_base_free(base);
 	rm_rf(dir);
-	memcpy(dir + strlen(dir) - 6, "XXXXXX", 6);
 }
 
 static char *

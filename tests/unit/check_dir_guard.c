@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dir-guard.h"
+#include "fsutil.h"
 #include "test-util.h"
 
 #define OTHER_UID 65534
@@ -26,17 +27,13 @@ static char dir[64];
 static void
 setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ember-guard-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	test_tmpdir_new(dir, sizeof(dir), "/tmp/ember-guard-XXXXXX");
 }
 
 static void
 teardown(void)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(rm_rf(dir), 0);
 }
 
 /* A listening socket at dir/name; the fd. */

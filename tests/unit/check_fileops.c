@@ -21,10 +21,8 @@ static void
 setup(void)
 {
 	snprintf(dir, sizeof(dir), "/var/tmp/ember-fileops-XXXXXX");
-	if (mkdtemp(dir) == NULL) {
-		snprintf(dir, sizeof(dir), "/tmp/ember-fileops-XXXXXX");
-		ck_assert_ptr_nonnull(mkdtemp(dir));
-	}
+	if (mkdtemp(dir) == NULL)
+		test_tmpdir_new(dir, sizeof(dir), "/tmp/ember-fileops-XXXXXX");
 	snprintf(src, sizeof(src), "%s/src.img", dir);
 	snprintf(dst, sizeof(dst), "%s/dst.img", dir);
 }

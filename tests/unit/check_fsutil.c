@@ -22,10 +22,11 @@ static void
 setup(void)
 {
 	const char *base = getenv("TMPDIR");
+	char tmpl[sizeof(tmpdir)];
 
-	snprintf(tmpdir, sizeof(tmpdir), "%s/check_fsutil.XXXXXX",
+	snprintf(tmpl, sizeof(tmpl), "%s/check_fsutil.XXXXXX",
 	    base != NULL && *base != '\0' ? base : "/tmp");
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	test_tmpdir_new(tmpdir, sizeof(tmpdir), tmpl);
 }
 
 static void

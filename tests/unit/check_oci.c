@@ -40,8 +40,7 @@ make_layout(const char *manifest_digest, const char *config_json)
 {
 	char path[256], index[512];
 
-	snprintf(layout, sizeof(layout), "/tmp/check_oci.XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(layout));
+	test_tmpdir_new(layout, sizeof(layout), "/tmp/check_oci.XXXXXX");
 	snprintf(path, sizeof(path), "%s/blobs/sha256", layout);
 	ck_assert_int_eq(mkdir_p(path, 0755), 0);
 	snprintf(index, sizeof(index), "{\"schemaVersion\":2,\"manifests\":[{\"digest\":\"%s\","

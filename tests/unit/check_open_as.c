@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "platform.h"
+#include "fsutil.h"
 #include "test-util.h"
 
 #define NOBODY 65534
@@ -60,18 +61,14 @@ need_root(void)
 static void
 setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ember-open-as-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	test_tmpdir_new(dir, sizeof(dir), "/tmp/ember-open-as-XXXXXX");
 	chmod(dir, 0755);
 }
 
 static void
 teardown(void)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(rm_rf(dir), 0);
 	/* Every helper was reaped. */
 	ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
 	ck_assert_int_eq(errno, ECHILD);

@@ -14,7 +14,7 @@
 #include "resolv.h"
 #include "test-util.h"
 
-static char dir[] = "/tmp/check_resolv.XXXXXX";
+static char dir[64];
 static char conf[256], upstreams[256];
 
 static void
@@ -30,7 +30,7 @@ write_text(const char *path, const char *text)
 static void
 setup(void)
 {
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	test_tmpdir_new(dir, sizeof(dir), "/tmp/check_resolv.XXXXXX");
 	snprintf(conf, sizeof(conf), "%s/resolv.conf", dir);
 	snprintf(upstreams, sizeof(upstreams), "%s/upstream.conf", dir);
 }
@@ -41,7 +41,6 @@ teardown(void)
 	unlink(conf);
 	unlink(upstreams);
 	rmdir(dir);
-	strcpy(dir, "/tmp/check_resolv.XXXXXX");
 }
 
 /* Parses text with room for max entries; returns the count. */

@@ -20,6 +20,7 @@
 #include <event2/event.h>
 
 #include "../../platform/linux/vsock-mux.h"
+#include "fsutil.h"
 #include "test-util.h"
 
 #define GUEST_CID 7
@@ -58,8 +59,7 @@ setup_with(unsigned request_timeout_ms, unsigned max_conns)
 		.max_connections = max_conns,
 	};
 
-	snprintf(dir, sizeof(dir), "/tmp/ember-mux-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	test_tmpdir_new(dir, sizeof(dir), "/tmp/ember-mux-XXXXXX");
 	snprintf(uds, sizeof(uds), "%s/vsock.sock", dir);
 	cfg.uds_path = uds;
 	base = event_base_new();
@@ -77,12 +77,9 @@ setup(void)
 static void
 teardown(void)
 {
-	char cmd[128];
-
 	vsock_mux_free(mux);
 	event_base_free(base);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(rm_rf(dir), 0);
 }
 
 static void

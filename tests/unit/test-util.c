@@ -1,9 +1,17 @@
 /*
  * Fixtures the unit suites share (see test-util.h).
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "test-util.h"
+
+void
+test_tmpdir_new(char *dir, size_t size, const char *tmpl)
+{
+	snprintf(dir, size, "%s", tmpl);
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+}
 
 int
 test_run_suite(Suite *s)
