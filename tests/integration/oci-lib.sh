@@ -6,6 +6,8 @@
 # "EMBER-WORKLOAD-EXIT code=$FAKE_EXIT" line from a background process,
 # sleeps $SLEEP_FOR seconds if set, and exits with $EXIT_WITH, or kills
 # itself with $KILL_WITH. Nothing comes from the network.
+# start_oci_store_emberd starts the emberd that the image store tests
+# (test-oci-import.sh, test-oci-registry.sh) share.
 
 for tool in skopeo umoci busybox; do
 	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed (apt-get install skopeo umoci busybox-static)"; exit 77; }
@@ -49,4 +51,25 @@ SCRIPT
 	    --config.user 1000:1000 --config.label org.example.test=yes \
 	    --config.exposedports 8080/tcp || fail "umoci config"
 	rm -rf "$bundle"
+}
+
+# start_oci_store_emberd: after socket_group_setup, starts emberd with
+# socket_group $GROUP, sets GID to that group's id and defines ctl (emberctl
+# as root), nctl (as uid 65534 in the group) and store_names (the entries
+# of the image store, hidden ones included, once any .trash-* that emberd
+# is removing off its loop is gone; 15 s at most).
+start_oci_store_emberd() {
+	GID=$(getent group "$GROUP" | cut -d: -f3)
+	printf 'socket_group: %s\n' "$GROUP" >"$T/emberd.yaml"
+	EMBERD_EXTRA=(--config "$T/emberd.yaml")
+	start_emberd
+	ctl() { "$EMBERCTL" --socket "$SOCK" "$@"; }
+	nctl() { setpriv --reuid=65534 --regid=65534 --groups="$GID" -- "$EMBERCTL" --socket "$SOCK" "$@"; }
+	store_names() {
+		local deadline=$((SECONDS + 15))
+		while compgen -G "$STATE/images/.trash-*" >/dev/null && ((SECONDS < deadline)); do
+			sleep 0.05	# poll interval
+		done
+		find "$STATE/images" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' '
+	}
 }

@@ -46,21 +46,7 @@ until curl -fsS "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1; do
 done
 pass "docker-registry serves 127.0.0.1:$PORT in the test's namespace"
 
-GID=$(getent group "$GROUP" | cut -d: -f3)
-printf 'socket_group: %s\n' "$GROUP" >"$T/emberd.yaml"
-EMBERD_EXTRA=(--config "$T/emberd.yaml")
-start_emberd
-ctl() { "$EMBERCTL" --socket "$SOCK" "$@"; }
-nctl() { setpriv --reuid=65534 --regid=65534 --groups="$GID" -- "$EMBERCTL" --socket "$SOCK" "$@"; }
-# store_names: the entries of the image store, hidden ones included, once
-# any .trash-* that emberd is removing off its loop is gone (15 s at most).
-store_names() {
-	local deadline=$((SECONDS + 15))
-	while compgen -G "$STATE/images/.trash-*" >/dev/null && ((SECONDS < deadline)); do
-		sleep 0.05	# poll interval
-	done
-	find "$STATE/images" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' '
-}
+start_oci_store_emberd
 
 note "pushing an image to the registry"
 build_oci_image "$T/pub/layout" v1
