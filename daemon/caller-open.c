@@ -5,9 +5,12 @@
  * socket read by a loop event, a timer bounds the wait, and a pidfd watch
  * reaps the helper, which may outlive the request when it hangs and was
  * killed. Every open in progress is on one list, so the number of helpers
- * is bounded and teardown can let go of them.
+ * is bounded and shutdown can answer them and teardown let go of them.
+ * Account lookups (a caller's passwd entry) run in helpers the same way,
+ * one per uid at a time, on a list of their own.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +52,9 @@ struct caller_open {
 };
 
 static struct caller_open *opens;
+/* Shutting down: opens on this base fail at once with why. */
+static struct event_base *failing_base;
+static struct ember_error failing_why;
 
 /* EMBER_TEST_OPEN_AS_DELAY_MS, for tests only: each helper waits that long
  * before it opens anything, standing in for a filesystem that hangs. */
@@ -313,6 +319,10 @@ caller_open_start(struct event_base *base, const struct platform_caller *c,
 		done(ctx, none, n, &refused);
 		return;
 	}
+	if (base == failing_base) {
+		done(ctx, none, n, &failing_why);
+		return;
+	}
 	if (helpers_count() >= CALLER_OPEN_HELPERS_MAX) {
 		path_error(&err, c->uid, paths[0].what, paths[0].path, paths[0].dir, EAGAIN, NULL);
 		done(ctx, none, n, &err);
@@ -362,6 +372,50 @@ caller_open_cancel(struct caller_open *op)
 }
 
 void
+caller_opens_fail(struct event_base *base, const struct ember_error *why)
+{
+	struct caller_open *op;
+
+	failing_base = base;
+	failing_why = *why;
+	/* done may free or start anything: look again from the top each time. */
+	for (;;) {
+		for (op = opens; op != NULL; op = op->next)
+			if (op->base == base && !op->finished)
+				break;
+		if (op == NULL)
+			return;
+		if (op->watch != NULL)
+			child_watch_kill(op->watch, SIGKILL);	/* reaped when it goes */
+		if (!ember_error_is_set(&op->err))
+			op->err = *why;
+		log_debug("open %s as uid %u: answered at shutdown", op->path[0],
+		    (unsigned)op->uid);
+		op_finish(op);
+	}
+}
+
+#define HELPER_REAP_WAIT_MS 500
+
+/* Teardown: kills pid (a helper of ours) and reaps it, waiting at most
+ * HELPER_REAP_WAIT_MS: one stuck in the kernel is left to init. */
+static void
+helper_kill_and_reap(struct child_watch *watch, pid_t pid)
+{
+	child_watch_kill(watch, SIGKILL);
+	child_watch_free(watch);
+	for (int waited = 0; waited < HELPER_REAP_WAIT_MS; waited += 10) {
+		pid_t r = waitpid(pid, NULL, WNOHANG);
+		if (r != 0 && !(r < 0 && errno == EINTR))
+			return;	/* reaped, or not ours */
+		poll(NULL, 0, 10);	/* a killed child's exit, at teardown only */
+	}
+	log_warnx("helper %d did not exit after SIGKILL; left to init", (int)pid);
+}
+
+static void lookups_forget(struct event_base *base);
+
+void
 caller_opens_forget(struct event_base *base)
 {
 	struct caller_open **p = &opens;
@@ -372,10 +426,15 @@ caller_opens_forget(struct event_base *base)
 			p = &op->next;
 			continue;
 		}
-		if (op->watch != NULL)
-			child_watch_kill(op->watch, SIGKILL);
+		if (op->watch != NULL) {
+			helper_kill_and_reap(op->watch, op->pid);
+			op->watch = NULL;
+		}
 		op_free(op);	/* unlinks it */
 	}
+	lookups_forget(base);
+	if (failing_base == base)
+		failing_base = NULL;	/* base is about to be freed */
 }
 
 int
@@ -397,4 +456,208 @@ caller_copy_free(struct platform_caller *c)
 {
 	free((gid_t *)c->groups);
 	c->groups = NULL;
+}
+
+/* ---- account lookups ---- */
+
+struct caller_lookup {
+	struct caller_lookup *next;	/* lookups: every one not freed */
+	struct event_base *base;
+	uid_t uid;
+	pid_t pid;
+	int sock;
+	struct event *ev_read, *ev_timer;
+	struct child_watch *watch;	/* the helper, until reaped */
+	bool finished;			/* answered (or cancelled): kept only to reap */
+	caller_account_done_fn done;	/* NULL once cancelled */
+	void *ctx;
+};
+
+static struct caller_lookup *lookups;
+
+/* EMBER_TEST_ACCOUNT_LOOKUP_DELAY_MS, for tests only: each account lookup
+ * waits that long first, standing in for an NSS server that hangs. */
+static unsigned
+test_lookup_delay_ms(void)
+{
+	static long delay = -1;
+
+	if (delay < 0) {
+		const char *s = getenv("EMBER_TEST_ACCOUNT_LOOKUP_DELAY_MS");
+		char *end;
+		long v = s != NULL ? strtol(s, &end, 10) : 0;
+		delay = s != NULL && *end == '\0' && v > 0 && v <= 600000 ? v : 0;
+		if (delay > 0)
+			log_warnx("EMBER_TEST_ACCOUNT_LOOKUP_DELAY_MS: looking up a client's account "
+			    "waits %ld ms (a test setting)", delay);
+	}
+	return (unsigned)delay;
+}
+
+static void
+lookup_free(struct caller_lookup *lk)
+{
+	for (struct caller_lookup **p = &lookups; *p != NULL; p = &(*p)->next)
+		if (*p == lk) {
+			*p = lk->next;
+			break;
+		}
+	if (lk->ev_read != NULL)
+		event_free(lk->ev_read);
+	if (lk->ev_timer != NULL)
+		event_free(lk->ev_timer);
+	if (lk->sock >= 0)
+		close(lk->sock);
+	child_watch_free(lk->watch);
+	free(lk);
+}
+
+/* The answer is in (result): kept, and done told; lk stays only while its
+ * helper has not been reaped. */
+static void
+lookup_finish(struct caller_lookup *lk, int result, gid_t gid)
+{
+	caller_account_done_fn done = lk->done;
+	void *ctx = lk->ctx;
+	uid_t uid = lk->uid;
+
+	if (result == 0 || result == -ENOENT)
+		platform_account_remember(uid, result, gid);
+	else if (result == -ETIMEDOUT)
+		log_warnx("uid %u: looking up its passwd entry took longer than %d s (is NSS, "
+		    "LDAP or sssd answering?); its requests are served, and Firecracker VMs it "
+		    "owns run with group nogroup until a lookup succeeds", (unsigned)uid,
+		    CALLER_ACCOUNT_TIMEOUT_MS / 1000);
+	else
+		log_warnx("uid %u: looking up its passwd entry failed: %s; Firecracker VMs it "
+		    "owns run with group nogroup until a lookup succeeds", (unsigned)uid,
+		    strerror(-result));
+	if (lk->ev_read != NULL)
+		event_free(lk->ev_read);
+	if (lk->ev_timer != NULL)
+		event_free(lk->ev_timer);
+	lk->ev_read = lk->ev_timer = NULL;
+	if (lk->sock >= 0)
+		close(lk->sock);
+	lk->sock = -1;
+	lk->finished = true;
+	lk->done = NULL;
+	if (lk->watch == NULL)
+		lookup_free(lk);
+	if (done != NULL)
+		done(ctx, uid, result);
+}
+
+static void
+lookup_answer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct caller_lookup *lk = arg;
+	gid_t gid = 0;
+	int r = platform_account_receive(lk->sock, &gid);
+
+	if (r == 0)
+		return;
+	lookup_finish(lk, r > 0 ? 0 : r, gid);
+}
+
+static void
+lookup_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct caller_lookup *lk = arg;
+
+	if (lk->watch != NULL)
+		child_watch_kill(lk->watch, SIGKILL);	/* reaped when it goes */
+	lookup_finish(lk, -ETIMEDOUT, 0);
+}
+
+static void
+lookup_reaped_cb(void *ctx, pid_t pid, int wait_status)
+{
+	struct caller_lookup *lk = ctx;
+
+	child_watch_free(lk->watch);
+	lk->watch = NULL;
+	if (lk->finished)
+		lookup_free(lk);
+	/* else its answer (or the end of file) is still to be read */
+}
+
+int
+caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_fn done,
+    void *ctx)
+{
+	const struct platform_caller c = { .uid = uid };
+	struct timeval deadline = { CALLER_ACCOUNT_TIMEOUT_MS / 1000,
+	    (CALLER_ACCOUNT_TIMEOUT_MS % 1000) * 1000 };
+	struct caller_lookup *lk;
+	size_t helpers = 0;
+	gid_t gid;
+	pid_t pid;
+
+	if (caller_trusted(&c) || platform_account_gid(uid, &gid) != -EAGAIN)
+		return 1;
+	for (lk = lookups; lk != NULL; lk = lk->next) {
+		if (lk->base == base && lk->uid == uid && !lk->finished)
+			return 0;	/* joins it */
+		helpers += lk->watch != NULL;
+	}
+	if (helpers >= CALLER_ACCOUNT_LOOKUPS_MAX)
+		return -EBUSY;
+	if ((lk = calloc(1, sizeof(*lk))) == NULL)
+		fatalx("out of memory");
+	lk->base = base;
+	lk->uid = uid;
+	lk->done = done;
+	lk->ctx = ctx;
+	pid = platform_account_lookup_start(uid, test_lookup_delay_ms(), &lk->sock);
+	if (pid < 0) {
+		free(lk);
+		return (int)pid;
+	}
+	lk->pid = pid;
+	lk->watch = child_watch_new(base, pid, lookup_reaped_cb, lk);
+	if (lk->watch == NULL) {
+		int e = errno;
+		kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		close(lk->sock);
+		free(lk);
+		return -e;
+	}
+	lk->ev_read = event_new(base, lk->sock, EV_READ | EV_PERSIST, lookup_answer_cb, lk);
+	lk->ev_timer = evtimer_new(base, lookup_deadline_cb, lk);
+	if (lk->ev_read == NULL || lk->ev_timer == NULL || event_add(lk->ev_read, NULL) < 0 ||
+	    evtimer_add(lk->ev_timer, &deadline) < 0)
+		fatalx("out of memory");
+	lk->next = lookups;
+	lookups = lk;
+	return 0;
+}
+
+void
+caller_accounts_cancel(void *ctx)
+{
+	for (struct caller_lookup *lk = lookups; lk != NULL; lk = lk->next)
+		if (lk->ctx == ctx)
+			lk->done = NULL;
+}
+
+static void
+lookups_forget(struct event_base *base)
+{
+	struct caller_lookup **p = &lookups;
+
+	while (*p != NULL) {
+		struct caller_lookup *lk = *p;
+		if (lk->base != base) {
+			p = &lk->next;
+			continue;
+		}
+		if (lk->watch != NULL) {
+			helper_kill_and_reap(lk->watch, lk->pid);
+			lk->watch = NULL;
+		}
+		lookup_free(lk);	/* unlinks it */
+	}
 }

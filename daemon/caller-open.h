@@ -62,9 +62,37 @@ void caller_open_start(struct event_base *base, const struct platform_caller *c,
 /* done will not run; what was opened is closed, a helper still at work is
  * killed. NULL is a no-op. */
 void caller_open_cancel(struct caller_open *op);
-/* Daemon teardown, before base is freed: lets go of every open on base
- * without calling done (helpers are killed, not waited for). */
+/* Daemon teardown, before base is freed: lets go of every open and
+ * account lookup on base without calling done (helpers are killed and
+ * reaped, waiting at most a moment for each). */
 void caller_opens_forget(struct event_base *base);
+
+/* Shutdown: every open still waiting on its helper on base is answered
+ * now with why (done runs with it, the helper is killed and reaped on the
+ * loop), and opens started on base from now on fail with it at once. */
+void caller_opens_fail(struct event_base *base, const struct ember_error *why);
+
+/*
+ * A non-root caller's account (its passwd entry's primary group, which a
+ * Firecracker emberd runs as the caller gets) is looked up off the loop
+ * too: NSS may ask LDAP or sssd, which can hang. caller_account_resolve
+ * returns 1 when nothing need be waited for (a trusted caller, or the
+ * answer is known: platform_account_gid), 0 when done(ctx, uid, result)
+ * will run from the loop once the lookup answers (result 0 or -ENOENT, kept
+ * by platform_account_remember), fails, or passes CALLER_ACCOUNT_TIMEOUT_MS
+ * (-ETIMEDOUT, logged; the helper is killed), or -EBUSY when
+ * CALLER_ACCOUNT_LOOKUPS_MAX lookups are at work already (hung ones
+ * included). One lookup per uid runs at a time: a second resolve of the
+ * same uid while it runs joins it (done runs once, for the first).
+ */
+#define CALLER_ACCOUNT_TIMEOUT_MS 5000
+#define CALLER_ACCOUNT_LOOKUPS_MAX 16
+typedef void (*caller_account_done_fn)(void *ctx, uid_t uid, int result);
+int caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_fn done,
+    void *ctx);
+/* done(ctx, ...) will not run for any lookup; they go on (their answers
+ * are still kept). */
+void caller_accounts_cancel(void *ctx);
 
 /* A caller whose groups are copied, for work that outlives the request. */
 int caller_copy(struct platform_caller *dst, const struct platform_caller *src);

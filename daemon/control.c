@@ -39,6 +39,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "caller-open.h"
 #include "control.h"
 #include "log.h"
 #include "platform.h"
@@ -65,6 +66,7 @@ struct control_conn {
 	int on_ready;		/* has lines waiting for the next turn */
 	int big;		/* its buffers grew past CONN_BIG_BYTES */
 	int watch_output;	/* on_writable when its output drains */
+	int awaiting_account;	/* not read until its uid's account is looked up */
 };
 
 struct control_user {
@@ -391,7 +393,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	if (c->read_paused && conn_output_len(c) <= ctl->lim.reply_high_water / 4) {
 		c->read_paused = 0;
 		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		if (!c->closing && !c->eof && !ctl->draining)
+		if (!c->closing && !c->eof && !ctl->draining && !c->awaiting_account)
 			bufferevent_enable(bev, EV_READ);
 		conn_mark_ready(c);	/* lines that arrived while paused */
 	}
@@ -478,6 +480,23 @@ control_root_reserve(const struct control *ctl)
 	return r < CONTROL_ROOT_RESERVE ? r : CONTROL_ROOT_RESERVE;
 }
 
+/* The lookup of uid's account has answered (or failed): its connections
+ * are read from now on. */
+static void
+control_account_done(void *ctx, uid_t uid, int result)
+{
+	struct control *ctl = ctx;
+	struct control_conn *c;
+
+	TAILQ_FOREACH(c, &ctl->conns, entry) {
+		if (!c->awaiting_account || c->peer.uid != uid)
+			continue;
+		c->awaiting_account = 0;
+		if (!c->closing && !c->eof && !ctl->draining && !c->read_paused)
+			bufferevent_enable(c->bev, EV_READ);
+	}
+}
+
 static void
 control_accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
     struct sockaddr *sa, int socklen, void *arg)
@@ -486,6 +505,7 @@ control_accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
 	struct control_peer peer = { 0 };
 	struct control_conn *c;
 	size_t max, ulimit;
+	int r;
 
 	ctl->accept_backoff_ms = 0;
 	if (++ctl->accepts_this_turn >= ACCEPTS_PER_TURN)
@@ -534,7 +554,16 @@ control_accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	/* Read at most one line limit ahead of what has been served. */
 	bufferevent_setwatermark(c->bev, EV_READ, 0, RPC_MAX_LINE + 2);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	/* A non-root peer's account is looked up once, off the loop, before
+	 * its first request is read (caller-open.h); other clients are served
+	 * meanwhile. A lookup that fails or hangs is logged there, and the
+	 * connection is then served all the same. */
+	r = caller_account_resolve(ctl->base, peer.uid, control_account_done, ctl);
+	if (r < 0)
+		log_warnx("control: uid %u: cannot look up its account: %s", (unsigned)peer.uid,
+		    strerror(-r));
+	c->awaiting_account = r == 0;
+	bufferevent_enable(c->bev, c->awaiting_account ? EV_WRITE : EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&ctl->conns, c, entry);
 	ctl->nconns++;
 	log_debug("control: connection %llu from uid %u pid %d",
@@ -710,6 +739,7 @@ control_free(struct control *ctl)
 
 	if (ctl == NULL)
 		return;
+	caller_accounts_cancel(ctl);
 	if (ctl->listener != NULL)
 		evconnlistener_free(ctl->listener);
 	while ((c = TAILQ_FIRST(&ctl->conns)) != NULL) {

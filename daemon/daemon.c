@@ -369,6 +369,12 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	events_flush(d->events);	/* before the drain closes idle subscribers */
 	d->ev_shutdown_deadline = evtimer_new(d->base, on_shutdown_deadline, d);
 	evtimer_add(d->ev_shutdown_deadline, &grace);
+	/* A request still waiting for its client's paths to be opened has
+	 * made nothing yet: answered now, its helper killed (caller-open.h). */
+	struct ember_error why = { 0 };
+	ember_error_set(&why, EK_BUSY, "retry once emberd has restarted",
+	    "emberd is shutting down");
+	caller_opens_fail(d->base, &why);
 	/* What is in flight may finish within the grace period (a create
 	 * --wait whose agent comes up); see on_shutdown_deadline. */
 	control_drain(d->control);

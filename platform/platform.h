@@ -68,6 +68,22 @@ pid_t platform_open_as_start(const struct platform_caller *c,
  * -errno (*st as for platform_open_as), 0 when none has arrived yet,
  * -EIO when the child ended without answering, or another -errno. */
 int platform_open_as_receive(int sock, int *result, struct stat *st);
+/* A user's primary group from its passwd entry (NSS: files, LDAP, sssd),
+ * looked up in a child so that a lookup that hangs holds nobody: the child
+ * (after sleeping delay_ms, for tests) answers once on *sock (emberd's end,
+ * close-on-exec and non-blocking). Returns the child's pid (the caller
+ * reaps it) or -errno. */
+pid_t platform_account_lookup_start(uid_t uid, unsigned delay_ms, int *sock);
+/* Takes the answer from sock: 1 with *gid, -ENOENT when uid has no passwd
+ * entry, 0 when none has arrived yet, -EIO when the child ended without
+ * answering, or another -errno. */
+int platform_account_receive(int sock, gid_t *gid);
+/* What lookups found, kept for this process (a bounded table, entries
+ * expire): result is 0 (gid is the primary group) or -ENOENT (no entry). */
+void platform_account_remember(uid_t uid, int result, gid_t gid);
+/* Never blocks: 0 with *gid, -ENOENT when uid has no passwd entry, -EAGAIN
+ * when not known (never looked up, expired, or the lookup failed). */
+int platform_account_gid(uid_t uid, gid_t *gid);
 /* Resident set size of this process in KiB, or -errno. */
 long platform_self_rss_kib(void);
 /* The same for another process (0: this one), or -errno. */

@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -518,16 +517,17 @@ fc_dir_open_to_owner(const char *dir)
 	return getxattr(dir, "system.posix_acl_access", NULL, 0) > 0;
 }
 
-/* The owner's primary group from its passwd entry; "nogroup" (the
- * kernel's overflow gid) when it has none. */
+/* The owner's primary group from its passwd entry, as emberd looked it up
+ * off the loop when the owner connected (platform_account_gid; NSS is
+ * never asked here, it may hang); "nogroup" (the kernel's overflow gid)
+ * when it has none or it is not known. */
 static gid_t
 fc_owner_gid(uid_t uid)
 {
-	struct passwd pw, *found = NULL;
-	char buf[4096];
+	gid_t gid;
 
-	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &found) == 0 && found != NULL)
-		return pw.pw_gid;
+	if (platform_account_gid(uid, &gid) == 0)
+		return gid;
 	return 65534;
 }
 

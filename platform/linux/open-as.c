@@ -8,11 +8,17 @@
  * answers on its event loop, with a deadline of its own);
  * platform_open_as waits here, bounded by a deadline, and a child it
  * killed that could not be reaped at once is reaped by a later call.
+ *
+ * A user's passwd entry is looked up the same way, in a child (NSS may ask
+ * LDAP or sssd, which can hang), and what was found is kept in a small
+ * table that the daemon fills and Firecracker's start reads without
+ * waiting.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <string.h>
@@ -323,4 +329,144 @@ platform_open_as(const struct platform_caller *c, const char *path, unsigned fla
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	return result;
+}
+
+/* ---- accounts ---- */
+
+struct account_reply {
+	int err;		/* 0, ENOENT (no entry) or the lookup's errno */
+	gid_t gid;
+};
+
+static void __attribute__((noreturn))
+account_child(int sock, uid_t uid, unsigned delay_ms)
+{
+	struct account_reply rep = { 0 };
+	struct passwd pw, *found = NULL;
+	char buf[16384];
+	int r;
+
+	if (delay_ms > 0) {
+		struct timespec ts = { delay_ms / 1000, (long)(delay_ms % 1000) * 1000000 };
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+	r = getpwuid_r(uid, &pw, buf, sizeof(buf), &found);
+	if (r != 0)
+		rep.err = r;
+	else if (found == NULL)
+		rep.err = ENOENT;
+	else
+		rep.gid = pw.pw_gid;
+	_exit(send(sock, &rep, sizeof(rep), MSG_NOSIGNAL) == (ssize_t)sizeof(rep) ? 0 : 1);
+}
+
+pid_t
+platform_account_lookup_start(uid_t uid, unsigned delay_ms, int *sock)
+{
+	sigset_t all, old;
+	int sv[2], r;
+	pid_t pid;
+
+	*sock = -1;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	sigfillset(&all);	/* as platform_open_as_start */
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		account_child(sv[1], uid, delay_ms);
+	}
+	r = pid < 0 ? -errno : 0;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(sv[1]);
+	if (r < 0 || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
+		if (r == 0) {
+			r = -errno;
+			kill(pid, SIGKILL);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+		}
+		close(sv[0]);
+		return r;
+	}
+	*sock = sv[0];
+	return pid;
+}
+
+int
+platform_account_receive(int sock, gid_t *gid)
+{
+	struct account_reply rep;
+	ssize_t n;
+
+	do
+		n = recv(sock, &rep, sizeof(rep), MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+	if (n != (ssize_t)sizeof(rep))
+		return -EIO;
+	if (rep.err != 0)
+		return rep.err > 0 ? -rep.err : -EIO;
+	*gid = rep.gid;
+	return 1;
+}
+
+/* Lookups found: a user's group rarely changes, so an entry is kept
+ * ACCOUNT_TTL_S; the oldest goes when the table is full. */
+#define ACCOUNTS_MAX 256
+#define ACCOUNT_TTL_S 600
+
+static struct account_entry {
+	uid_t uid;
+	int result;
+	gid_t gid;
+	time_t stored;		/* CLOCK_MONOTONIC seconds; 0: unused */
+	unsigned long order;	/* when it was stored, among the others */
+} accounts[ACCOUNTS_MAX];
+static unsigned long accounts_stored;
+
+static time_t
+mono_s(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec + 1;	/* never 0 */
+}
+
+void
+platform_account_remember(uid_t uid, int result, gid_t gid)
+{
+	struct account_entry *slot = &accounts[0];
+
+	for (size_t i = 0; i < ACCOUNTS_MAX; i++) {
+		if (accounts[i].stored != 0 && accounts[i].uid == uid) {
+			slot = &accounts[i];
+			break;
+		}
+		if (slot->stored != 0 && (accounts[i].stored == 0 || accounts[i].order < slot->order))
+			slot = &accounts[i];	/* free, or the oldest */
+	}
+	*slot = (struct account_entry){ uid, result, gid, mono_s(), ++accounts_stored };
+}
+
+int
+platform_account_gid(uid_t uid, gid_t *gid)
+{
+	time_t now = mono_s();
+
+	for (size_t i = 0; i < ACCOUNTS_MAX; i++) {
+		const struct account_entry *e = &accounts[i];
+		if (e->stored == 0 || e->uid != uid)
+			continue;
+		if (now - e->stored > ACCOUNT_TTL_S)
+			return -EAGAIN;
+		if (e->result == 0)
+			*gid = e->gid;
+		return e->result;
+	}
+	return -EAGAIN;
 }
