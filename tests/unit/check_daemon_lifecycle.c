@@ -26,6 +26,7 @@
 #include "vm-agent.h"
 #include "vm-internal.h"
 #include "vm-lifecycle.h"
+#include "test-daemon.h"
 #include "test-util.h"
 
 /* ---- the fake backend ---------------------------------------------------- */
@@ -143,7 +144,6 @@ fake_exit(int wait_status)
 /* ---- a daemon without a transport ---------------------------------------- */
 
 static struct ember_daemon *d;
-static char state_dir[] = "/tmp/check-lifecycle-XXXXXX";
 
 struct answer {
 	unsigned calls;
@@ -173,34 +173,15 @@ answer_cb(void *ctx, json_t *result, const struct ember_error *err)
 static void
 setup(void)
 {
-	char path[PATH_MAX];
-
 	memset(&fake, 0, sizeof(fake));
-	ck_assert_ptr_nonnull(mkdtemp(state_dir));
-	d = calloc(1, sizeof(*d));
-	d->lock_fd = -1;
-	ember_config_init(&d->config);
-	d->state_dir = strdup(state_dir);
-	d->base = event_base_new();
-	d->cids = cid_alloc_new(3, 100);
-	snprintf(path, sizeof(path), "%s/vms", state_dir);
-	ck_assert_int_eq(mkdir(path, 0700), 0);
-	snprintf(path, sizeof(path), "%s/vsock", state_dir);
-	ck_assert_int_eq(mkdir(path, 0700), 0);
+	d = test_daemon_new("/tmp/check-lifecycle-XXXXXX", (const char *[]){ "vms", "vsock", NULL });
 }
 
 static void
 teardown(void)
 {
 	vms_fail_pending(d);
-	vms_detach_all(d);
-	cid_alloc_free(d->cids);
-	event_base_free(d->base);
-	ember_config_clear(&d->config);
-	rm_rf(d->state_dir);
-	free(d->state_dir);
-	free(d);
-	memcpy(state_dir + strlen(state_dir) - 6, "XXXXXX", 6);
+	test_daemon_free(d);
 }
 
 /* A listed VM in status created, on the fake backend. */

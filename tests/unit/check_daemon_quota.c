@@ -21,47 +21,27 @@
 #include "quota.h"
 #include "vm.h"
 #include "vm-internal.h"
+#include "test-daemon.h"
 #include "test-util.h"
 
 #define USER 1000
 #define MIB (1024 * 1024)
 
 static struct ember_daemon *d;
-static char state_dir[] = "/tmp/check-quota-XXXXXX";
 
 static void
 setup(void)
 {
-	char path[PATH_MAX];
-
-	ck_assert_ptr_nonnull(mkdtemp(state_dir));
-	d = calloc(1, sizeof(*d));
-	d->lock_fd = -1;
-	ember_config_init(&d->config);
+	d = test_daemon_new("/tmp/check-quota-XXXXXX", (const char *[]){ "vms", "images", NULL });
 	d->config.quota_default.vms = 3;
 	d->config.quota_default.disk_mib = 100;
 	d->config.quota_default.cids = 1;
-	d->state_dir = strdup(state_dir);
-	d->base = event_base_new();
-	d->cids = cid_alloc_new(3, 100);
-	snprintf(path, sizeof(path), "%s/vms", state_dir);
-	ck_assert_int_eq(mkdir(path, 0700), 0);
-	snprintf(path, sizeof(path), "%s/images", state_dir);
-	ck_assert_int_eq(mkdir(path, 0700), 0);
 }
 
 static void
 teardown(void)
 {
-	quota_forget(d);
-	vms_detach_all(d);
-	cid_alloc_free(d->cids);
-	event_base_free(d->base);
-	ember_config_clear(&d->config);
-	rm_rf(d->state_dir);
-	free(d->state_dir);
-	free(d);
-	memcpy(state_dir + strlen(state_dir) - 6, "XXXXXX", 6);
+	test_daemon_free(d);
 }
 
 /* A file of size bytes (sparse) at path. */
@@ -83,16 +63,16 @@ make_image(const char *name, uid_t owner, int mib)
 	char path[PATH_MAX], json[256];
 	int n, fd;
 
-	snprintf(path, sizeof(path), "%s/images/%s", state_dir, name);
+	snprintf(path, sizeof(path), "%s/images/%s", d->state_dir, name);
 	ck_assert_int_eq(mkdir(path, 0755), 0);
 	n = snprintf(json, sizeof(json), "{\"version\":1,\"name\":\"%s\",\"owner_uid\":%u}", name,
 	    (unsigned)owner);
-	snprintf(path, sizeof(path), "%s/images/%s/image.json", state_dir, name);
+	snprintf(path, sizeof(path), "%s/images/%s/image.json", d->state_dir, name);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, json, (size_t)n), n);
 	close(fd);
-	snprintf(path, sizeof(path), "%s/images/%s/rootfs.img", state_dir, name);
+	snprintf(path, sizeof(path), "%s/images/%s/rootfs.img", d->state_dir, name);
 	sized_file(path, (off_t)mib * MIB - n);
 }
 
@@ -114,7 +94,7 @@ START_TEST(image_disk_is_a_tally_measured_once)
 	ck_assert_uint_eq(disk_of(USER), 10);
 	ck_assert_uint_eq(disk_of(USER + 1), 7);
 	/* Changed behind emberd's back: the tally does not walk the store again. */
-	snprintf(path, sizeof(path), "%s/images/mine/rootfs.img", state_dir);
+	snprintf(path, sizeof(path), "%s/images/mine/rootfs.img", d->state_dir);
 	sized_file(path, 50 * MIB);
 	make_image("unseen", USER, 5);
 	ck_assert_uint_eq(disk_of(USER), 10);
@@ -146,7 +126,7 @@ START_TEST(vm_disk_is_measured_once)
 
 	snprintf(vm->rec.name, sizeof(vm->rec.name), "v");
 	vm->rec.owner_uid = USER;
-	snprintf(path, sizeof(path), "%s/vms/disk.img", state_dir);
+	snprintf(path, sizeof(path), "%s/vms/disk.img", d->state_dir);
 	sized_file(path, 3 * MIB);
 	ck_assert_int_eq(vm_record_set_str(&vm->rec.disk_path, path), 0);
 	vm_list_insert(d, vm);
