@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# SIGTERM while a non-root client's image.import waits on its open-as
-# helper (EMBER_TEST_OPEN_AS_DELAY_MS, a test-only setting, makes the
-# helper wait 60 s, standing in for a filesystem that hangs): emberd
-# answers the import with "emberd is shutting down" at once instead of
-# after the 30 s grace, kills and reaps the helper, exits 0 (an ASan build
+# SIGTERM while a non-root client's image.import and vm.create wait on
+# their open-as helpers (EMBER_TEST_OPEN_AS_DELAY_MS, a test-only setting,
+# makes a helper wait 60 s, standing in for a filesystem that hangs):
+# emberd answers both with "emberd is shutting down" at once instead of
+# after the 30 s grace, kills and reaps the helpers, exits 0 (an ASan build
 # would exit non-zero and log a leak report), and leaves nothing behind:
-# no staging directory under images/, and after a restart no image and no
-# quota held.
+# no staging directory under images/, nothing under vms/, and after a
+# restart no image, no VM and no quota held.
 # Needs root (setpriv, groupadd); no hypervisor.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -38,16 +38,19 @@ assert_jq "$before" '.result.use.disk_mib == 0' "uid 65534 holds no disk quota b
 as_nobody "$(req image.import "{\"name\":\"img\",\"kernel\":\"$T/pub/kernel\"}")" >"$T/import.out" &
 import_pid=$!
 _ember_pids+=("$import_pid")
+as_nobody "$(req vm.create "{\"name\":\"vm1\",\"kernel\":\"$T/pub/kernel\",\"start\":false}")" >"$T/create.out" &
+create_pid=$!
+_ember_pids+=("$create_pid")
 deadline=$((SECONDS + 20))
-while [[ -z $(helper_pids) ]]; do
-	((SECONDS < deadline)) || fail "no open-as helper appeared for the import"
+while [[ $(helper_pids | wc -l) -ne 2 ]]; do
+	((SECONDS < deadline)) || fail "emberd has $(helper_pids | wc -l) open-as helpers, not 2"
 	sleep 0.02	# poll interval, not synchronisation
 done
-helper=$(helper_pids)
+helpers=$(helper_pids | tr '\n' ' ')
 r=$(as_nobody "$(req quota.get)")
 assert_jq "$r" '.result.use.disk_mib >= 1' "the waiting import holds disk quota"
 
-note "SIGTERM while the import waits on its helper"
+note "SIGTERM while the import and the create wait on their helpers"
 t0=$(ms)
 kill -TERM "$EMBERD_PID"
 wait_exit "$EMBERD_PID" 25
@@ -64,12 +67,21 @@ if grep -qE 'LeakSanitizer|AddressSanitizer' "$LOG"; then
 	fail "a sanitizer reported: $(grep -m3 -E 'Sanitizer' "$LOG")"
 fi
 pass "no sanitizer report in the log"
-deadline=$((SECONDS + 20))
-while [[ -e /proc/$helper ]] && [[ $(stat -c %u "/proc/$helper" 2>/dev/null) == 65534 ]]; do
-	((SECONDS < deadline)) || fail "the open-as helper $helper is still there"
-	sleep 0.02	# poll interval, not synchronisation
+wait "$create_pid" || fail "the create's client failed"
+r=$(cat "$T/create.out")
+assert_jq "$r" '.error.data.kind == "busy" and (.error.message | contains("emberd is shutting down"))' \
+	"the create is answered with the shutdown error ($(jqr "$r" .error.message))"
+for helper in $helpers; do
+	deadline=$((SECONDS + 20))
+	while [[ -e /proc/$helper ]] && [[ $(stat -c %u "/proc/$helper" 2>/dev/null) == 65534 ]]; do
+		((SECONDS < deadline)) || fail "the open-as helper $helper is still there"
+		sleep 0.02	# poll interval, not synchronisation
+	done
 done
-pass "the open-as helper ($helper) is gone"
+pass "the open-as helpers ($helpers) are gone"
+left=$(find "$STATE/vms" -mindepth 1 -maxdepth 1 2>/dev/null)
+[[ -z $left ]] || fail "something is left under vms/: $left"
+pass "nothing under vms/"
 left=$(find "$STATE/images" -mindepth 1 -maxdepth 1 -name '.import-*' 2>/dev/null)
 [[ -z $left ]] || fail "a staging directory is left: $left"
 pass "no staging directory under images/"
@@ -80,10 +92,13 @@ start_emberd
 r=$(as_nobody "$(req quota.get)")
 assert_eq "$(jqr "$before" .result.use)" "$(jqr "$r" .result.use)" "uid 65534's quota use is as before"
 assert_jq "$(call_ok image.list)" '[.images[]? | select(.name == "img")] | length == 0' "no image \"img\""
+assert_jq "$(call_ok vm.list)" '.vms | length == 0' "no VM"
 [[ ! -e $STATE/images/img ]] || fail "images/img exists"
 left=$(find "$STATE/images" -mindepth 1 -maxdepth 1 -name '.import-*' 2>/dev/null)
 [[ -z $left ]] || fail "a staging directory is left: $left"
 pass "images/ holds nothing of it"
 r=$(as_nobody "$(req image.import "{\"name\":\"img\",\"kernel\":\"$T/pub/kernel\"}")")
 assert_jq "$r" '.result.name == "img"' "the same import then succeeds"
+r=$(as_nobody "$(req vm.create "{\"name\":\"vm1\",\"kernel\":\"$T/pub/kernel\",\"start\":false}")")
+assert_jq "$r" '.result.name == "vm1"' "and so does the same create"
 stop_emberd
