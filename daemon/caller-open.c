@@ -591,10 +591,9 @@ caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_f
 	    (CALLER_ACCOUNT_TIMEOUT_MS % 1000) * 1000 };
 	struct caller_lookup *lk;
 	size_t helpers = 0;
-	gid_t gid;
 	pid_t pid;
 
-	if (caller_trusted(&c) || platform_account_gid(uid, &gid) != -EAGAIN)
+	if (caller_trusted(&c) || platform_account_fresh(uid))
 		return 1;
 	for (lk = lookups; lk != NULL; lk = lk->next) {
 		if (lk->base == base && lk->uid == uid && !lk->finished)

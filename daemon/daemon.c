@@ -496,6 +496,8 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 
 	if (vms_load(d, err) < 0)
 		goto fail;
+	for (size_t i = 0; i < d->nvms; i++)	/* off the loop, kept (caller-open.h) */
+		(void)caller_account_resolve(d->base, d->vms[i]->rec.owner_uid, NULL, NULL);
 	images_cleanup(d);	/* after vms_load started the writer, which removes trash */
 	vms_housekeeping_start(d);
 	d->control = control_new(d->base, d->socket_path, o->listen_fd, socket_group(&d->config),

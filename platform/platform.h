@@ -81,9 +81,12 @@ int platform_account_receive(int sock, gid_t *gid);
 /* What lookups found, kept for this process (a bounded table, entries
  * expire): result is 0 (gid is the primary group) or -ENOENT (no entry). */
 void platform_account_remember(uid_t uid, int result, gid_t gid);
-/* Never blocks: 0 with *gid, -ENOENT when uid has no passwd entry, -EAGAIN
- * when not known (never looked up, expired, or the lookup failed). */
+/* Never blocks: the last answer kept for uid, however old: 0 with *gid,
+ * -ENOENT when uid has no passwd entry, -EAGAIN when none (never looked
+ * up, or every lookup failed). */
 int platform_account_gid(uid_t uid, gid_t *gid);
+/* Whether uid's answer is recent enough not to be looked up again. */
+int platform_account_fresh(uid_t uid);
 /* Resident set size of this process in KiB, or -errno. */
 long platform_self_rss_kib(void);
 /* The same for another process (0: this one), or -errno. */

@@ -414,8 +414,9 @@ platform_account_receive(int sock, gid_t *gid)
 	return 1;
 }
 
-/* Lookups found: a user's group rarely changes, so an entry is kept
- * ACCOUNT_TTL_S; the oldest goes when the table is full. */
+/* Lookups found: a user's group rarely changes, so an answer is fresh for
+ * ACCOUNT_TTL_S (then looked up again when the user next connects) and
+ * used until replaced; the oldest goes when the table is full. */
 #define ACCOUNTS_MAX 256
 #define ACCOUNT_TTL_S 600
 
@@ -453,20 +454,31 @@ platform_account_remember(uid_t uid, int result, gid_t gid)
 	*slot = (struct account_entry){ uid, result, gid, mono_s(), ++accounts_stored };
 }
 
+static const struct account_entry *
+account_find(uid_t uid)
+{
+	for (size_t i = 0; i < ACCOUNTS_MAX; i++)
+		if (accounts[i].stored != 0 && accounts[i].uid == uid)
+			return &accounts[i];
+	return NULL;
+}
+
 int
 platform_account_gid(uid_t uid, gid_t *gid)
 {
-	time_t now = mono_s();
+	const struct account_entry *e = account_find(uid);
 
-	for (size_t i = 0; i < ACCOUNTS_MAX; i++) {
-		const struct account_entry *e = &accounts[i];
-		if (e->stored == 0 || e->uid != uid)
-			continue;
-		if (now - e->stored > ACCOUNT_TTL_S)
-			return -EAGAIN;
-		if (e->result == 0)
-			*gid = e->gid;
-		return e->result;
-	}
-	return -EAGAIN;
+	if (e == NULL)
+		return -EAGAIN;
+	if (e->result == 0)
+		*gid = e->gid;
+	return e->result;
+}
+
+int
+platform_account_fresh(uid_t uid)
+{
+	const struct account_entry *e = account_find(uid);
+
+	return e != NULL && mono_s() - e->stored <= ACCOUNT_TTL_S;
 }

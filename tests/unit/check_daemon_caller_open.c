@@ -4,7 +4,8 @@
  * answer (the primary group, or "no such user") arrives on a socket;
  * answers are kept in a bounded table that evicts the oldest;
  * caller_account_resolve answers a trusted or known uid at once and
- * otherwise from the loop, which keeps serving timers meanwhile;
+ * otherwise from the loop, which keeps serving timers meanwhile (or, with
+ * no callback, only keeps the answer);
  * caller_opens_fail answers an open that waits on its helper with the
  * shutdown error, makes later opens fail at once, and teardown reaps the
  * helper. Cases that take on another uid need root and say when they skip.
@@ -81,7 +82,9 @@ START_TEST(table_keeps_answers_and_evicts_oldest)
 	gid_t gid = 0;
 
 	ck_assert_int_eq(platform_account_gid(4000, &gid), -EAGAIN);
+	ck_assert(!platform_account_fresh(4000));
 	platform_account_remember(4000, 0, 4001);
+	ck_assert(platform_account_fresh(4000));
 	platform_account_remember(4002, -ENOENT, 0);
 	ck_assert_int_eq(platform_account_gid(4000, &gid), 0);
 	ck_assert_uint_eq(gid, 4001);
@@ -161,6 +164,14 @@ START_TEST(resolve_answers_from_the_loop_and_keeps_it)
 	ck_assert_int_eq(platform_account_gid(NOBODY, &gid), 0);
 	ck_assert_uint_eq(gid, pw->pw_gid);
 	ck_assert_int_eq(caller_account_resolve(base, NOBODY, resolved_cb, &r), 1);
+	/* Without done (emberd's VM owners at start): only kept. */
+	ck_assert_int_eq(caller_account_resolve(base, NO_SUCH_UID, NULL, NULL), 0);
+	for (int i = 0; platform_account_gid(NO_SUCH_UID, &gid) == -EAGAIN; i++) {
+		ck_assert_int_lt(i, WAIT_MS / 20);
+		event_base_loop(base, EVLOOP_ONCE);	/* the 20 ms tick bounds each turn */
+	}
+	ck_assert_int_eq(platform_account_gid(NO_SUCH_UID, &gid), -ENOENT);
+	ck_assert_int_eq(r.calls, 1);
 	event_free(tick);
 	event_free(deadline);
 	caller_opens_forget(base);	/* reaps the helper if its exit was not seen yet */
