@@ -72,22 +72,40 @@ discard_trash(struct ember_daemon *d, const char *trash)
 }
 
 int
-discard_dir_now(struct ember_daemon *d, const char *dir, struct ember_error *err)
+discard_dir_now_then(struct ember_daemon *d, const char *dir, durable_done_fn done, void *ctx,
+    struct ember_error *err)
 {
-	char trash[PATH_MAX];
+	char trash[PATH_MAX], parent[PATH_MAX];
+	struct ember_error queue_err = { 0 };
 	int r;
 
 	if ((r = discard_trash_name(dir, trash, sizeof(trash))) < 0)
 		return ember_error_set(err, EK_IO, "use a shorter --state-dir",
 		    "cannot name the trash for %s: %s", dir, strerror(-r));
 	if (rename(dir, trash) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		return ember_error_set(err, EK_IO, NULL, "cannot move %s away: %s", dir,
-		    strerror(errno));
+		if (errno != ENOENT)
+			return ember_error_set(err, EK_IO, NULL, "cannot move %s away: %s", dir,
+			    strerror(errno));
+		if (done != NULL)
+			done(ctx, 0);
+		return 0;
 	}
-	discard_trash(d, trash);
+	if (d->durable != NULL &&
+	    durable_remove_dir(d->durable, trash, done, ctx, &queue_err) == 0)
+		return 0;
+	if (ember_error_is_set(&queue_err))
+		log_warnx("%s (removing it now)", queue_err.message);
+	r = path_parent(dir, parent, sizeof(parent)) < 0 ? -ENAMETOOLONG : fsync_dir(parent);
+	rm_rf(trash);
+	if (done != NULL)
+		done(ctx, r);
 	return 0;
+}
+
+int
+discard_dir_now(struct ember_daemon *d, const char *dir, struct ember_error *err)
+{
+	return discard_dir_now_then(d, dir, NULL, NULL, err);
 }
 
 void

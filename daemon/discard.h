@@ -30,6 +30,12 @@ int discard_dir_ordered(struct ember_daemon *d, const char *dir, const char *tra
  * removed off the loop. A missing dir is success. 0, or -1 with err when
  * the rename failed (dir left as it was). */
 int discard_dir_now(struct ember_daemon *d, const char *dir, struct ember_error *err);
+/* discard_dir_now, then done(ctx, result) on the loop once the move is
+ * durable (dir's parent synced by the writer; without one, here before
+ * returning). A missing dir is done(ctx, 0) at once. 0, or -1 with err
+ * when the rename failed (dir left as it was, done not called). */
+int discard_dir_now_then(struct ember_daemon *d, const char *dir, durable_done_fn done,
+    void *ctx, struct ember_error *err);
 /* discard_dir_now for a tree nobody waits on (a failed import's staging
  * directory, a create that never finished): when it cannot be moved, that
  * is logged and it is removed here instead. */

@@ -234,38 +234,101 @@ image_user(struct ember_daemon *d, const char *name)
 	return NULL;
 }
 
-int
-image_delete(struct ember_daemon *d, const char *name, bool force, uid_t caller,
-    json_t **last, struct ember_error *err)
+/* A deleted image's name from its move to trash until that move is
+ * durable: the delete is answered then, and an import of the name is
+ * refused meanwhile (image_name_deleting). */
+struct image_deleting {
+	char name[64];
+	image_done_fn done;
+	void *ctx;
+	json_t *last;			/* the answer: the image as it was */
+	struct image_deleting *next;
+};
+static struct image_deleting *deleting;
+
+bool
+image_name_deleting(const char *name)
 {
-	char path[PATH_MAX];
-	json_t *doc = image_load(d, name, caller, err);
+	for (struct image_deleting *x = deleting; x != NULL; x = x->next)
+		if (strcmp(x->name, name) == 0)
+			return true;
+	return false;
+}
+
+static void
+image_delete_durable(void *arg, int result)
+{
+	struct image_deleting *x = arg;
+	struct ember_error err = { 0 };
+
+	for (struct image_deleting **p = &deleting; *p != NULL; p = &(*p)->next)
+		if (*p == x) {
+			*p = x->next;
+			break;
+		}
+	if (result < 0) {
+		/* moved away (the name is free), but the move may not survive a
+		 * crash: say so rather than answer success */
+		ember_error_set(&err, EK_IO, "check the state directory's disk; delete it again "
+		    "if it is back after a restart", "image \"%s\": its move to trash is not "
+		    "durable: %s", x->name, strerror(-result));
+		json_decref(x->last);
+		x->done(x->ctx, NULL, &err);
+	} else
+		x->done(x->ctx, x->last, NULL);
+	free(x);
+}
+
+void
+image_delete(struct ember_daemon *d, const char *name, bool force, uid_t caller,
+    image_done_fn done, void *ctx)
+{
+	struct ember_error err = { 0 };
+	struct image_deleting *x;
+	char path[PATH_MAX], gone[sizeof(x->name)];
+	json_t *doc = image_load(d, name, caller, &err);
 	const char *user;
 
 	if (doc == NULL)
-		return -1;
+		goto fail;
 	if (caller != 0 && image_doc_owner(doc) != caller) {
-		json_decref(doc);
-		return ember_error_set(err, EK_PERMISSION_DENIED, "only root may change a shared image",
+		ember_error_set(&err, EK_PERMISSION_DENIED, "only root may change a shared image",
 		    "image \"%s\" is root's (shared)", name);
+		goto fail;
 	}
 	if (!force && (user = image_user(d, name)) != NULL) {
-		json_decref(doc);
-		return ember_error_set(err, EK_INVALID_STATE,
+		ember_error_set(&err, EK_INVALID_STATE,
 		    "delete the VMs that use it first, or pass force",
 		    "image \"%s\" is used by VM \"%s\"", name, user);
+		goto fail;
 	}
-	/* Renamed to trash here (the name is free at once), the tree removed
-	 * off the loop: a big rootfs takes long to unlink. */
+	if ((x = calloc(1, sizeof(*x))) == NULL) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+		goto fail;
+	}
+	snprintf(gone, sizeof(gone), "%s", name);
+	snprintf(x->name, sizeof(x->name), "%s", name);
+	x->done = done;
+	x->ctx = ctx;
+	x->last = doc;
+	/* Renamed to trash here (gone from the store at once), answered once
+	 * the writer synced images/, the tree removed off the loop: a big
+	 * rootfs takes long to unlink. */
 	image_path(d, name, path, sizeof(path));
-	if (discard_dir_now(d, path, err) < 0) {
-		json_decref(doc);
-		return -1;
+	x->next = deleting;
+	deleting = x;
+	if (discard_dir_now_then(d, path, image_delete_durable, x, &err) < 0) {
+		deleting = x->next;
+		free(x);
+		goto fail;
 	}
-	quota_image_deleted(d, name);
-	log_info("image %s: deleted", name);
-	*last = doc;
-	return 0;
+	/* x may be answered already (no writer); gone is the name's copy */
+	quota_image_deleted(d, gone);
+	log_info("image %s: deleted", gone);
+	return;
+fail:
+	json_decref(doc);
+	done(ctx, NULL, &err);
 }
 
 void

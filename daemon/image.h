@@ -59,9 +59,14 @@ uid_t image_doc_owner(json_t *doc);
 json_t *image_list(struct ember_daemon *d, uid_t caller);
 /* Root deletes any image, others their own. Refused while a VM uses it,
  * unless force; a VM keeps its own links to what it boots from, so even a
- * forced delete leaves it bootable. */
-int image_delete(struct ember_daemon *d, const char *name, bool force, uid_t caller,
-    json_t **last, struct ember_error *err);
+ * forced delete leaves it bootable. The image leaves the store at once;
+ * done gets the image as it was once its removal is durable (until then
+ * image_name_deleting holds its name). */
+void image_delete(struct ember_daemon *d, const char *name, bool force, uid_t caller,
+    image_done_fn done, void *ctx);
+/* True while a delete of name is not durable yet: an import of the name
+ * waits for it to be answered (refused busy). */
+bool image_name_deleting(const char *name);
 /* Removes imports a crash interrupted. */
 void images_cleanup(struct ember_daemon *d);
 

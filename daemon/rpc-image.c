@@ -1,5 +1,6 @@
 /*
  * image.* methods: import, list, inspect and delete images in the store.
+ * import and delete answer once what they changed is durable (image.h).
  */
 #include "daemon.h"
 #include "image.h"
@@ -39,6 +40,15 @@ rpc_image_import(struct rpc_call *call, json_t *params)
 		return;
 	}
 	a.rootfs_size_mib = (uint64_t)size;
+	if (a.name != NULL && image_name_deleting(a.name)) {
+		/* its delete is not durable yet: a new image under the name now
+		 * could meet the old one's move on disk */
+		struct ember_error err = { 0 };
+		ember_error_set(&err, EK_BUSY, "retry once its delete is answered",
+		    "image \"%s\" is being deleted", a.name);
+		rpc_fail(call, &err);
+		return;
+	}
 	image_import(call->daemon, &a, rpc_image_done, call);
 }
 
@@ -64,14 +74,8 @@ rpc_image_inspect(struct rpc_call *call, json_t *params)
 static void
 rpc_image_delete(struct rpc_call *call, json_t *params)
 {
-	struct ember_error err = { 0 };
-	json_t *last = NULL;
-
-	if (image_delete(call->daemon, rpc_param_str(params, "name", ""),
-	    rpc_param_bool(params, "force", false), call->uid, &last, &err) < 0)
-		rpc_fail(call, &err);
-	else
-		rpc_reply(call, last);
+	image_delete(call->daemon, rpc_param_str(params, "name", ""),
+	    rpc_param_bool(params, "force", false), call->uid, rpc_image_done, call);
 }
 
 static const struct rpc_param p_import[] = {
@@ -101,6 +105,6 @@ const struct rpc_method rpc_image_methods[] = {
 	{ "image.import", p_import, RPC_MUTATES | RPC_ASYNC, NULL, rpc_image_import },
 	{ "image.list", NULL, 0, NULL, rpc_image_list },
 	{ "image.inspect", p_name, 0, NULL, rpc_image_inspect },
-	{ "image.delete", p_delete, RPC_MUTATES, NULL, rpc_image_delete },
+	{ "image.delete", p_delete, RPC_MUTATES | RPC_ASYNC, NULL, rpc_image_delete },
 	{ NULL, NULL, 0, NULL, NULL },
 };

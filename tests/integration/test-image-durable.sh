@@ -7,10 +7,14 @@
 # on the loop's thread (emberd's main thread, whose tid is its pid). The
 # files the import wrote (rootfs, kernel) are synced by the writer before
 # image.json is renamed into place. The imported image survives a kill -9;
-# a second import of the name is refused. image.delete frees the name at
-# once and the tree is unlinked by another thread (no unlink under the
-# trash on the loop's); trash and staging directories a crash left are
-# removed after a restart.
+# a second import of the name is refused. image.delete takes the image out
+# of the store at once (a rename to trash on the loop) and is answered only
+# after the writer fsync'd images/ (its reply is written after that fsync),
+# an import of the name in the same JSON-RPC batch is refused busy rather
+# than meeting the delete's move, a kill -9 right after the answer leaves
+# no image of that name, and the tree is unlinked by another thread (no
+# unlink under the trash on the loop's); trash and staging directories a
+# crash left are removed after a restart.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -20,7 +24,8 @@ head -c 65536 /dev/urandom >"$T/kernel"
 head -c $((4 << 20)) /dev/zero >"$T/rootfs"
 start_emberd
 
-strace -f -y -e trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,unlink,unlinkat,rmdir \
+strace -f -y -s 256 \
+    -e trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,unlink,unlinkat,rmdir,writev \
     -o "$T/strace.out" -p "$EMBERD_PID" 2>"$T/strace.err" &
 strace_pid=$!
 _ember_pids+=("$strace_pid")
@@ -44,7 +49,8 @@ assert_eq 0 "${#left[@]}" "no staging directory left behind"
 # A delete: the name is free when it is answered, the tree goes off the loop.
 head -c $((4 << 20)) /dev/zero >"$T/rootfs2"
 call_ok image.import "{\"name\":\"img2\",\"kernel\":\"$T/kernel\",\"rootfs\":\"$T/rootfs2\"}" >/dev/null
-call_ok image.delete '{"name":"img2"}' >/dev/null
+r=$(rpc '{"jsonrpc":"2.0","id":"del-img2","method":"image.delete","params":{"name":"img2"}}')
+assert_jq "$r" '.result.name == "img2"' "image.delete answers the image it deleted"
 [[ ! -e $STATE/images/img2 ]] || fail "images/img2 still there when image.delete is answered"
 pass "images/img2 is gone when image.delete is answered"
 r=$(call image.inspect '{"name":"img2"}')
@@ -57,6 +63,18 @@ until trash=("$STATE"/images/.trash-*); [[ ${#trash[@]} -eq 0 ]]; do
 done
 shopt -u nullglob
 pass "the deleted image's trash is removed"
+
+# A delete and an import of the same name in one batch: the import is
+# dispatched while the delete waits for the writer, and is refused.
+call_ok image.import "{\"name\":\"img3\",\"kernel\":\"$T/kernel\"}" >/dev/null
+batch="[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"image.delete\",\"params\":{\"name\":\"img3\"}},"
+batch+="{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"image.import\",\"params\":{\"name\":\"img3\",\"kernel\":\"$T/kernel\"}}]"
+r=$(rpc "$batch")
+assert_jq "$r" '(.[] | select(.id == 1) | .result.name) == "img3"' "the batch's image.delete answers"
+assert_jq "$r" '(.[] | select(.id == 2) | .error.data.kind) == "busy"' \
+    "an import of a name whose delete is not durable yet is refused busy"
+r=$(call image.inspect '{"name":"img3"}')
+assert_jq "$r" '.error.data.kind == "not_found"' "img3 is not found after the batch"
 
 kill -INT "$strace_pid"
 wait "$strace_pid" 2>/dev/null || true
@@ -99,6 +117,17 @@ done
 trash_rename=$(step "^$EMBERD_PID +rename\(\"$STATE/images/img2\", \"$STATE/images/\.trash-img2-[^\"]*\"")
 [[ -n $trash_rename ]] || fail "images/img2 was not renamed to trash on the loop: $trace"
 pass "image.delete renamed images/img2 to trash on the loop's thread"
+# The answer: written to the client after images/ was fsync'd (by the
+# writer) following the rename.
+reply_line=$(step "^$EMBERD_PID +writev\\([0-9]+<socket:.*del-img2")
+[[ -n $reply_line ]] || fail "no reply to the image.delete (id del-img2) in: $trace"
+img2_sync=$(tail -n +"$trash_rename" <<<"$trace" |
+    grep -nE "(fsync|syncfs)\\([0-9]+<$STATE/images>\\)" | head -n 1 | cut -d: -f1)
+[[ -n $img2_sync ]] || fail "images/ was not fsync'd after img2's move to trash: $trace"
+img2_sync=$((trash_rename + img2_sync - 1))
+((img2_sync < reply_line)) ||
+    fail "image.delete answered (line $reply_line) before images/ was fsync'd (line $img2_sync)"
+pass "image.delete answered after images/ was fsync'd following the move to trash"
 loop_unlinks=$(grep -E "^$EMBERD_PID +(unlink|unlinkat|rmdir)\(.*\.trash-img2-" <<<"$trace" || true)
 [[ -z $loop_unlinks ]] || fail "the loop's thread removed trash: $loop_unlinks"
 removed=$(grep -E "^[0-9]+ +unlinkat\([0-9]+<[^>]*/images/\.trash-img2-[^>]*>, \"rootfs\.img\"" <<<"$trace" | awk '{print $1}' | head -n 1)
@@ -113,7 +142,13 @@ assert_jq "$r" '.error.data.kind == "already_exists"' "a second import of img1 i
 mkdir -p "$STATE/images/.trash-old-1" "$STATE/images/.import-old-1-1"
 head -c 65536 /dev/zero >"$STATE/images/.trash-old-1/rootfs.img"
 head -c 65536 /dev/zero >"$STATE/images/.import-old-1-1/rootfs.img"
+# Killed right after a delete's answer: the image stays deleted.
+call_ok image.import "{\"name\":\"img4\",\"kernel\":\"$T/kernel\"}" >/dev/null
+call_ok image.delete '{"name":"img4"}' >/dev/null
 restart_emberd
+r=$(call image.inspect '{"name":"img4"}')
+assert_jq "$r" '.error.data.kind == "not_found"' "img4, deleted and answered just before a kill -9, stays deleted"
+[[ ! -e $STATE/images/img4 ]] || fail "images/img4 is back after the restart"
 deadline=$((SECONDS + 20))
 shopt -s nullglob
 until left=("$STATE"/images/.trash-* "$STATE"/images/.import-*); [[ ${#left[@]} -eq 0 ]]; do
