@@ -521,16 +521,16 @@ lookup_finish(struct caller_lookup *lk, int result, gid_t gid)
 	void *ctx = lk->ctx;
 	uid_t uid = lk->uid;
 
-	if (result == 0 || result == -ENOENT)
-		platform_account_remember(uid, result, gid);
-	else if (result == -ETIMEDOUT)
+	platform_account_remember(uid, result, gid);
+	if (result == -ETIMEDOUT)
 		log_warnx("uid %u: looking up its passwd entry took longer than %d s (is NSS, "
 		    "LDAP or sssd answering?); its requests are served, and Firecracker VMs it "
-		    "owns run with group nogroup until a lookup succeeds", (unsigned)uid,
+		    "owns get the group found last, or nogroup; tried again in a minute",
+		    (unsigned)uid,
 		    CALLER_ACCOUNT_TIMEOUT_MS / 1000);
-	else
+	else if (result != 0 && result != -ENOENT)
 		log_warnx("uid %u: looking up its passwd entry failed: %s; Firecracker VMs it "
-		    "owns run with group nogroup until a lookup succeeds", (unsigned)uid,
+		    "owns get the group found last, or nogroup", (unsigned)uid,
 		    strerror(-result));
 	if (lk->ev_read != NULL)
 		event_free(lk->ev_read);
@@ -593,13 +593,24 @@ caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_f
 	size_t helpers = 0;
 	pid_t pid;
 
+	gid_t gid;
+	bool known;
+
 	if (caller_trusted(&c) || platform_account_fresh(uid))
 		return 1;
+	/* An older answer is used while a new one is looked up. */
+	known = platform_account_gid(uid, &gid) != -EAGAIN;
+	if (known) {
+		done = NULL;
+		ctx = NULL;
+	}
 	for (lk = lookups; lk != NULL; lk = lk->next) {
 		if (lk->base == base && lk->uid == uid && !lk->finished)
-			return 0;	/* joins it */
+			return known ? 1 : 0;	/* joins it */
 		helpers += lk->watch != NULL;
 	}
+	if (helpers >= CALLER_ACCOUNT_LOOKUPS_MAX && known)
+		return 1;
 	if (helpers >= CALLER_ACCOUNT_LOOKUPS_MAX)
 		return -EBUSY;
 	if ((lk = calloc(1, sizeof(*lk))) == NULL)
@@ -611,7 +622,7 @@ caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_f
 	pid = platform_account_lookup_start(uid, test_lookup_delay_ms(), &lk->sock);
 	if (pid < 0) {
 		free(lk);
-		return (int)pid;
+		return known ? 1 : (int)pid;
 	}
 	lk->pid = pid;
 	lk->watch = child_watch_new(base, pid, lookup_reaped_cb, lk);
@@ -622,7 +633,7 @@ caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_f
 			;
 		close(lk->sock);
 		free(lk);
-		return -e;
+		return known ? 1 : -e;
 	}
 	lk->ev_read = event_new(base, lk->sock, EV_READ | EV_PERSIST, lookup_answer_cb, lk);
 	lk->ev_timer = evtimer_new(base, lookup_deadline_cb, lk);
@@ -631,7 +642,7 @@ caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_f
 		fatalx("out of memory");
 	lk->next = lookups;
 	lookups = lk;
-	return 0;
+	return known ? 1 : 0;
 }
 
 void

@@ -76,11 +76,12 @@ void caller_opens_fail(struct event_base *base, const struct ember_error *why);
  * A non-root caller's account (its passwd entry's primary group, which a
  * Firecracker emberd runs as the caller gets) is looked up off the loop
  * too: NSS may ask LDAP or sssd, which can hang. caller_account_resolve
- * returns 1 when nothing need be waited for (a trusted caller, or a fresh
- * answer is kept: platform_account_gid), 0 when done(ctx, uid, result)
+ * returns 1 when nothing need be waited for (a trusted caller, a fresh
+ * answer or a recent failure is kept: platform_account_gid; an older
+ * answer is used while a new lookup runs), 0 when done(ctx, uid, result)
  * will run from the loop once the lookup answers (result 0 or -ENOENT, kept
  * by platform_account_remember), fails, or passes CALLER_ACCOUNT_TIMEOUT_MS
- * (-ETIMEDOUT, logged; the helper is killed), or -EBUSY when
+ * (-ETIMEDOUT, logged, kept a minute; the helper is killed), or -EBUSY when
  * CALLER_ACCOUNT_LOOKUPS_MAX lookups are at work already (hung ones
  * included). One lookup per uid runs at a time: a second resolve of the
  * same uid while it runs joins it (done runs once, for the first). done

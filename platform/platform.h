@@ -78,14 +78,16 @@ pid_t platform_account_lookup_start(uid_t uid, unsigned delay_ms, int *sock);
  * entry, 0 when none has arrived yet, -EIO when the child ended without
  * answering, or another -errno. */
 int platform_account_receive(int sock, gid_t *gid);
-/* What lookups found, kept for this process (a bounded table, entries
- * expire): result is 0 (gid is the primary group) or -ENOENT (no entry). */
+/* What lookups found, kept for this process (a bounded table): result is
+ * 0 (gid is the primary group), -ENOENT (no entry), or the -errno of a
+ * lookup that failed (-ETIMEDOUT), which never replaces an answer. */
 void platform_account_remember(uid_t uid, int result, gid_t gid);
 /* Never blocks: the last answer kept for uid, however old: 0 with *gid,
  * -ENOENT when uid has no passwd entry, -EAGAIN when none (never looked
  * up, or every lookup failed). */
 int platform_account_gid(uid_t uid, gid_t *gid);
-/* Whether uid's answer is recent enough not to be looked up again. */
+/* Whether uid's answer (or failure, for a shorter time) is recent enough
+ * not to be looked up again. */
 int platform_account_fresh(uid_t uid);
 /* Resident set size of this process in KiB, or -errno. */
 long platform_self_rss_kib(void);

@@ -416,9 +416,19 @@ platform_account_receive(int sock, gid_t *gid)
 
 /* Lookups found: a user's group rarely changes, so an answer is fresh for
  * ACCOUNT_TTL_S (then looked up again when the user next connects) and
- * used until replaced; the oldest goes when the table is full. */
+ * used until replaced. A failed lookup never replaces an answer; for a uid
+ * without one it is kept ACCOUNT_FAILED_TTL_S, so that while NSS hangs
+ * not every connection waits for a lookup. The oldest entry goes when the
+ * table is full. */
 #define ACCOUNTS_MAX 256
 #define ACCOUNT_TTL_S 600
+#define ACCOUNT_FAILED_TTL_S 60
+
+static bool
+account_answered(int result)
+{
+	return result == 0 || result == -ENOENT;
+}
 
 static struct account_entry {
 	uid_t uid;
@@ -445,6 +455,8 @@ platform_account_remember(uid_t uid, int result, gid_t gid)
 
 	for (size_t i = 0; i < ACCOUNTS_MAX; i++) {
 		if (accounts[i].stored != 0 && accounts[i].uid == uid) {
+			if (!account_answered(result) && account_answered(accounts[i].result))
+				return;	/* the answer stays */
 			slot = &accounts[i];
 			break;
 		}
@@ -468,7 +480,7 @@ platform_account_gid(uid_t uid, gid_t *gid)
 {
 	const struct account_entry *e = account_find(uid);
 
-	if (e == NULL)
+	if (e == NULL || !account_answered(e->result))
 		return -EAGAIN;
 	if (e->result == 0)
 		*gid = e->gid;
@@ -480,5 +492,6 @@ platform_account_fresh(uid_t uid)
 {
 	const struct account_entry *e = account_find(uid);
 
-	return e != NULL && mono_s() - e->stored <= ACCOUNT_TTL_S;
+	return e != NULL && mono_s() - e->stored <=
+	    (account_answered(e->result) ? ACCOUNT_TTL_S : ACCOUNT_FAILED_TTL_S);
 }

@@ -92,6 +92,14 @@ START_TEST(table_keeps_answers_and_evicts_oldest)
 	platform_account_remember(4000, 0, 4003);	/* replaced, not added */
 	ck_assert_int_eq(platform_account_gid(4000, &gid), 0);
 	ck_assert_uint_eq(gid, 4003);
+	/* A failed lookup never replaces an answer; without one it is kept
+	 * (fresh, so the next connection does not wait) but gives no group. */
+	platform_account_remember(4000, -ETIMEDOUT, 0);
+	ck_assert_int_eq(platform_account_gid(4000, &gid), 0);
+	ck_assert_uint_eq(gid, 4003);
+	platform_account_remember(4004, -ETIMEDOUT, 0);
+	ck_assert(platform_account_fresh(4004));
+	ck_assert_int_eq(platform_account_gid(4004, &gid), -EAGAIN);
 	/* Far more uids than the table holds: the newest are all there. */
 	for (uid_t u = 10000; u < 12000; u++)
 		platform_account_remember(u, 0, u + 1);
