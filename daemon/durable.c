@@ -27,6 +27,18 @@
  * step 2 equals the submission order with superseded versions of a file
  * left out. Batches run strictly one after another.
  *
+ * A deferred write (durable_write_deferred: cids.json) is queued without
+ * contents; saves of its path join it until its contents are made (a save
+ * after that queues a new one), and while one is unmade the writer takes
+ * nothing. The loop makes the contents once (on_fill, at a turn when
+ * the writer is idle), from the state after every save that joined, so a
+ * burst of k creates costs one serialisation per batch instead of k. A
+ * joining save leaves it where it is, since its contents already cover the
+ * joiner's change and it stays ahead of every job queued after its place
+ * (a create's vm.json). Only when a directory was renamed or removed after
+ * its place (a delete) does it move to the tail, so it stays behind the
+ * rename it must follow. Its sequence number is the latest joiner's.
+ *
  * What crash recovery relies on (vm.c and vm-store.c name the files):
  *  - Killed at any point, the disk holds a prefix of the submitted changes
  *    in submission order (minus superseded writes) plus temp files, which
@@ -43,7 +55,9 @@
  *    it writes its vm.json after the delete's rename, in the same batch or
  *    a later one, so two records never name one CID on disk.
  *  - vm.c keeps a name taken until its delete is durable, so no job for a
- *    new VM of that name can meet the old one's queued rename.
+ *    new VM of that name can meet the old one's queued rename; the VM's
+ *    own vm.json still queued when the rename is (its last status) is
+ *    skipped, not written into a directory its batch moves away.
  *  - image import (image.c): every file the import wrote (rootfs, kernel,
  *    initrd) is queued with durable_sync_file before image.json's write,
  *    so step 1 syncs their data no later than image.json's temp file and
@@ -80,6 +94,9 @@
  * file system replaces their fsyncs: it costs about one fsync here, and a
  * batch of k creates would otherwise make 2k + 3 of them. */
 #define DURABLE_SYNCFS_MIN 4
+/* Buckets of the index of queued jobs by kind and path (a power of two):
+ * a save finds the job it joins without walking the queue. */
+#define DURABLE_INDEX_BUCKETS 1024
 
 enum durable_kind {
 	DJ_WRITE,
@@ -104,7 +121,16 @@ struct durable_job {
 	mode_t mode;
 	bool remove_after;		/* DJ_RENAME_DIR: remove `to` after the batch */
 	bool moved;			/* DJ_RENAME_DIR: the source existed */
+	bool superseded;		/* inside a directory moved to trash: skipped, reported 0 */
 	uint64_t seq;
+	uint64_t placed_seq;		/* the sequence number it took its place with */
+	/* DJ_WRITE made later on the loop (durable_write_deferred); while
+	 * unfilled, it is on the durable's unfilled list and has no text */
+	durable_fill_fn fill;
+	void *fill_ctx;
+	bool unfilled;
+	struct durable_job *unfilled_next;
+	struct durable_job *index_next;	/* the chain of its bucket while queued */
 	double submitted;		/* durable_now() at the last submission */
 	int result;
 	/* the writer's, during a batch */
@@ -132,9 +158,15 @@ struct durable {
 	pthread_cond_t room;		/* the loop: the writer took the queue or went idle */
 	/* under lock */
 	struct durable_job *pending_head, *pending_tail;
+	struct durable_job *index[DURABLE_INDEX_BUCKETS];	/* of the queued jobs */
 	size_t npending, pending_bytes;
 	bool busy;			/* the writer holds a batch */
 	unsigned plugged;		/* durable_plug depth: the writer waits */
+	/* deferred writes without contents yet (changed by the loop alone):
+	 * the writer waits while there is one */
+	struct durable_job *unfilled;
+	size_t nunfilled;
+	uint64_t moved_seq;		/* the last directory rename or removal */
 	bool stopping;
 	struct durable_job *done_head, *done_tail;
 	struct durable_stats stats;
@@ -147,6 +179,7 @@ struct durable {
 	struct durable_job *ready_head, *ready_tail;
 	uint64_t reported_seq;
 	struct event *ev_more;		/* the next slice of ready_head */
+	struct event *ev_fill;		/* make the deferred writes' contents */
 	struct durable_wait_rec *waits, **waits_tail;	/* in the order asked */
 	bool warned_full;
 };
@@ -301,7 +334,7 @@ write_temps(struct durable *dw, struct durable_job *from)
 				opened[n++] = j;
 			continue;
 		}
-		if (j->kind != DJ_WRITE)
+		if (j->kind != DJ_WRITE || j->result < 0 || j->superseded)
 			continue;
 		size_t tmplen = strlen(j->path) + 32;
 		if ((j->tmp = malloc(tmplen)) == NULL) {
@@ -362,6 +395,8 @@ run_batch(struct durable *dw, struct durable_job *head)
 		j = write_temps(dw, j);
 	/* 2. names, in submission order */
 	for (j = head; j != NULL; j = j->next) {
+		if (j->superseded)
+			continue;
 		switch (j->kind) {
 		case DJ_WRITE:
 			if (j->result < 0)
@@ -457,12 +492,16 @@ writer_main(void *arg)
 
 	pthread_mutex_lock(&dw->lock);
 	for (;;) {
-		while ((dw->pending_head == NULL || dw->plugged > 0) && !dw->stopping)
+		while ((dw->pending_head == NULL || dw->plugged > 0 || dw->nunfilled > 0) &&
+		    !dw->stopping)
 			pthread_cond_wait(&dw->wake, &dw->lock);
-		if (dw->pending_head == NULL)
+		/* stopping: what is left (never an unmade write) is answered by
+		 * durable_free */
+		if (dw->pending_head == NULL || dw->nunfilled > 0)
 			break;
 		struct durable_job *batch = dw->pending_head, *tail = dw->pending_tail;
 		dw->pending_head = dw->pending_tail = NULL;
+		memset(dw->index, 0, sizeof(dw->index));
 		dw->npending = dw->pending_bytes = 0;
 		dw->busy = true;
 		pthread_cond_broadcast(&dw->room);
@@ -602,6 +641,62 @@ on_more(evutil_socket_t fd, short what, void *arg)
 	complete_done(arg, DURABLE_CALLBACKS_PER_TURN);
 }
 
+/* Makes the contents of every deferred write, on the loop; called with
+ * the lock held, which it drops around each fill. The writer takes nothing
+ * while one is unfilled, and only the loop changes the unfilled list, so
+ * the job stays put meanwhile. */
+static void
+fill_deferred_locked(struct durable *dw)
+{
+	while (dw->unfilled != NULL) {
+		struct durable_job *j = dw->unfilled;
+		size_t len = 0;
+		char *text;
+
+		pthread_mutex_unlock(&dw->lock);
+		text = j->fill(j->fill_ctx, &len);
+		pthread_mutex_lock(&dw->lock);
+		dw->unfilled = j->unfilled_next;
+		j->unfilled_next = NULL;
+		j->unfilled = false;
+		dw->nunfilled--;
+		dw->stats.fills++;
+		if (text == NULL) {
+			j->result = -ENOMEM;	/* reported to its callbacks */
+			continue;
+		}
+		j->text = text;
+		j->len = len;
+		dw->pending_bytes += len;
+	}
+	if (dw->pending_head != NULL)
+		pthread_cond_signal(&dw->wake);
+}
+
+/* At a turn of the loop after the saves: the contents are made once the
+ * writer is idle; while it is busy, more saves may join, and the wake-up
+ * of its batch arms this again. */
+static void
+on_fill(evutil_socket_t fd, short what, void *arg)
+{
+	struct durable *dw = arg;
+
+	pthread_mutex_lock(&dw->lock);
+	if (!dw->busy)
+		fill_deferred_locked(dw);
+	pthread_mutex_unlock(&dw->lock);
+}
+
+static void
+arm_fill(struct durable *dw)
+{
+	struct timeval zero = { 0, 0 };
+
+	/* a timer, not event_active: the requests read in this turn join first */
+	if (dw->ev_fill != NULL && !evtimer_pending(dw->ev_fill, NULL))
+		evtimer_add(dw->ev_fill, &zero);
+}
+
 static void
 on_wakeup(evutil_socket_t fd, short what, void *arg)
 {
@@ -611,6 +706,8 @@ on_wakeup(evutil_socket_t fd, short what, void *arg)
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
 	complete_done(dw, DURABLE_CALLBACKS_PER_TURN);
+	if (dw->unfilled != NULL)
+		arm_fill(dw);
 }
 
 struct durable *
@@ -639,7 +736,9 @@ durable_new(struct event_base *base, struct ember_error *err)
 	dw->pipe_wr = fds[1];
 	dw->ev = event_new(base, dw->pipe_rd, EV_READ | EV_PERSIST, on_wakeup, dw);
 	dw->ev_more = evtimer_new(base, on_more, dw);
-	if (dw->ev == NULL || dw->ev_more == NULL || event_add(dw->ev, NULL) < 0) {
+	dw->ev_fill = evtimer_new(base, on_fill, dw);
+	if (dw->ev == NULL || dw->ev_more == NULL || dw->ev_fill == NULL ||
+	    event_add(dw->ev, NULL) < 0) {
 		ember_error_set(err, EK_INTERNAL, NULL, "cannot watch the durable writer's pipe");
 		goto fail;
 	}
@@ -667,6 +766,7 @@ durable_flush(struct durable *dw)
 		return;
 	for (;;) {
 		pthread_mutex_lock(&dw->lock);
+		fill_deferred_locked(dw);
 		while (dw->pending_head != NULL || dw->busy)
 			pthread_cond_wait(&dw->room, &dw->lock);
 		bool more = dw->done_head != NULL || dw->ready_head != NULL;
@@ -693,6 +793,9 @@ durable_free(struct durable *dw)
 		/* A callback run by the flush cannot queue after it: nothing does
 		 * at shutdown, but never leave a job unanswered. */
 		complete_done(dw, SIZE_MAX);
+		dw->unfilled = NULL;
+		dw->nunfilled = 0;
+		memset(dw->index, 0, sizeof(dw->index));
 		while (dw->pending_head != NULL) {
 			struct durable_job *j = dw->pending_head;
 			dw->pending_head = j->next;
@@ -707,6 +810,8 @@ durable_free(struct durable *dw)
 		event_free(dw->ev);
 	if (dw->ev_more != NULL)
 		event_free(dw->ev_more);
+	if (dw->ev_fill != NULL)
+		event_free(dw->ev_fill);
 	if (dw->pipe_rd >= 0)
 		close(dw->pipe_rd);
 	if (dw->pipe_wr >= 0)
@@ -725,6 +830,8 @@ wait_for_room(struct durable *dw, size_t bytes)
 	    dw->pending_bytes + bytes <= DURABLE_PENDING_BYTES_MAX))
 		return;	/* plugged: a few jobs past the bound, never a deadlock */
 	dw->stats.waited_for_room++;
+	/* the writer takes nothing while a deferred write is unmade */
+	fill_deferred_locked(dw);
 	if (!dw->warned_full) {
 		dw->warned_full = true;
 		log_warnx("durable state: %zu writes queued; the loop waits for the disk "
@@ -777,14 +884,62 @@ pending_append(struct durable *dw, struct durable_job *j)
 	dw->pending_tail = j;
 }
 
+/* Takes j off the unfilled list (it is on it). */
+static void
+unfilled_remove(struct durable *dw, struct durable_job *j)
+{
+	struct durable_job **p = &dw->unfilled;
+
+	while (*p != j)
+		p = &(*p)->unfilled_next;
+	*p = j->unfilled_next;
+	j->unfilled_next = NULL;
+	j->unfilled = false;
+	dw->nunfilled--;
+}
+
+/* The unfilled deferred write of path, or NULL (the list is short: one
+ * per file saved this way). */
+static struct durable_job *
+unfilled_find(struct durable *dw, const char *path)
+{
+	for (struct durable_job *j = dw->unfilled; j != NULL; j = j->unfilled_next)
+		if (strcmp(j->path, path) == 0)
+			return j;
+	return NULL;
+}
+
+static size_t
+index_bucket(enum durable_kind kind, const char *path)
+{
+	uint32_t h = 2166136261u ^ (uint32_t)kind;	/* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)path; *p != '\0'; p++)
+		h = (h ^ *p) * 16777619u;
+	return h & (DURABLE_INDEX_BUCKETS - 1);
+}
+
 /* A queued job of kind for path that a new one may join, or NULL. */
 static struct durable_job *
 pending_find(struct durable *dw, enum durable_kind kind, const char *path)
 {
-	for (struct durable_job *j = dw->pending_tail; j != NULL; j = j->prev)
+	for (struct durable_job *j = dw->index[index_bucket(kind, path)]; j != NULL;
+	    j = j->index_next)
 		if (j->kind == kind && strcmp(j->path, path) == 0)
 			return j;
 	return NULL;
+}
+
+/* Queues j (new) at the tail, indexed. */
+static void
+pending_add(struct durable *dw, struct durable_job *j)
+{
+	size_t b = index_bucket(j->kind, j->path);
+
+	pending_append(dw, j);
+	j->index_next = dw->index[b];
+	dw->index[b] = j;
+	dw->npending++;
 }
 
 static int
@@ -821,6 +976,10 @@ submit(struct durable *dw, struct durable_job *j, bool join, durable_done_fn don
 			q->submitted = j->submitted;
 			if (j->kind == DJ_WRITE) {
 				/* the latest contents, at the latest position */
+				if (q->unfilled)
+					unfilled_remove(dw, q);
+				q->placed_seq = q->seq;
+				q->superseded = false;
 				dw->pending_bytes += j->len;
 				dw->pending_bytes -= q->len;
 				free(q->text);
@@ -841,9 +1000,10 @@ submit(struct durable *dw, struct durable_job *j, bool join, durable_done_fn don
 		job_free(j);
 		return submit_failed(err, "a state file", r);
 	}
-	j->seq = ++dw->last_seq;
-	pending_append(dw, j);
-	dw->npending++;
+	j->seq = j->placed_seq = ++dw->last_seq;
+	if (j->kind == DJ_RENAME_DIR || j->kind == DJ_REMOVE_DIR)
+		dw->moved_seq = j->seq;
+	pending_add(dw, j);
 	dw->pending_bytes += j->len;
 	dw->stats.jobs++;
 	pthread_cond_signal(&dw->wake);
@@ -882,6 +1042,67 @@ durable_write_take(struct durable *dw, const char *path, char *text, size_t len,
 }
 
 int
+durable_write_deferred(struct durable *dw, const char *path, mode_t mode,
+    durable_fill_fn fill, void *fill_ctx, durable_done_fn done, void *ctx,
+    struct ember_error *err)
+{
+	struct durable_job *j = job_new(DJ_WRITE, path, err), *q;
+	bool arm = false;
+	int r;
+
+	if (j == NULL)
+		return -1;
+	j->cbs_tail = &j->cbs;
+	j->fd = -1;
+	j->mode = mode;
+	j->fill = fill;
+	j->fill_ctx = fill_ctx;
+	j->submitted = durable_now();
+	pthread_mutex_lock(&dw->lock);
+	if (dw->stopping || !dw->thread_started) {
+		pthread_mutex_unlock(&dw->lock);
+		r = submit_failed(err, path, -ESHUTDOWN);
+		job_free(j);
+		return r;
+	}
+	wait_for_room(dw, 0);
+	/* Only an unmade one is joined: one already made (or a whole write)
+	 * is the writer's to take, and the new state follows it. */
+	if ((q = unfilled_find(dw, path)) != NULL) {
+		if ((r = job_add_cb(q, done, ctx)) == 0) {
+			dw->stats.coalesced++;
+			q->seq = ++dw->last_seq;
+			q->submitted = j->submitted;
+			q->fill = fill;
+			q->fill_ctx = fill_ctx;
+			q->mode = mode;
+			if (dw->moved_seq > q->placed_seq) {
+				/* behind the rename a delete's table must follow */
+				pending_unlink(dw, q);
+				pending_append(dw, q);
+				q->placed_seq = q->seq;
+			}
+		}
+	} else if ((r = job_add_cb(j, done, ctx)) == 0) {
+		j->seq = j->placed_seq = ++dw->last_seq;
+		j->unfilled = true;
+		j->unfilled_next = dw->unfilled;
+		dw->unfilled = j;
+		dw->nunfilled++;
+		pending_add(dw, j);
+		dw->stats.jobs++;
+		j = NULL;
+		arm = true;
+	}
+	pthread_mutex_unlock(&dw->lock);
+	if (j != NULL)
+		job_free(j);
+	if (arm)
+		arm_fill(dw);
+	return r < 0 ? submit_failed(err, path, r) : 0;
+}
+
+int
 durable_sync_dir(struct durable *dw, const char *dir, durable_done_fn done, void *ctx,
     struct ember_error *err)
 {
@@ -908,6 +1129,30 @@ durable_remove_dir(struct durable *dw, const char *dir, durable_done_fn done, vo
 	return j != NULL ? submit(dw, j, false, done, ctx, err) : -1;
 }
 
+/* A directory moved to trash takes the queued writes and directory syncs
+ * inside it along: they are skipped (reported 0, in their place), since
+ * in the batch of the move their directory's sync would find it gone (a
+ * deleted VM's last vm.json). A write of such a path queued later is
+ * written (and fails where the directory is gone). */
+static void
+supersede_under(struct durable *dw, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	pthread_mutex_lock(&dw->lock);
+	for (struct durable_job *j = dw->pending_head; j != NULL; j = j->next) {
+		if ((j->kind != DJ_WRITE && j->kind != DJ_SYNC_DIR) || j->unfilled ||
+		    strncmp(j->path, dir, n) != 0 || (j->path[n] != '/' && j->path[n] != '\0'))
+			continue;
+		j->superseded = true;
+		dw->pending_bytes -= j->len;
+		free(j->text);
+		j->text = NULL;
+		j->len = 0;
+	}
+	pthread_mutex_unlock(&dw->lock);
+}
+
 int
 durable_rename_dir(struct durable *dw, const char *from, const char *to, bool remove_after,
     durable_done_fn done, void *ctx, struct ember_error *err)
@@ -916,6 +1161,8 @@ durable_rename_dir(struct durable *dw, const char *from, const char *to, bool re
 
 	if (j == NULL)
 		return -1;
+	if (remove_after)
+		supersede_under(dw, from);
 	if ((j->to = strdup(to)) == NULL) {
 		job_free(j);
 		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory queueing a state write");

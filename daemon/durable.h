@@ -42,6 +42,24 @@ void durable_free(struct durable *dw);
  * waiter is answered). done may be NULL; a failure is then logged. */
 int durable_write_take(struct durable *dw, const char *path, char *text, size_t len,
     mode_t mode, durable_done_fn done, void *ctx, struct ember_error *err);
+/* Makes a deferred write's contents on the loop: a malloc'd text (taken
+ * by durable) with its length in *len, or NULL when out of memory. It must
+ * not call into durable. */
+typedef char *(*durable_fill_fn)(void *ctx, size_t *len);
+
+/* A write of path whose contents are made later, once for every save of
+ * path since the writer last took it: fill(fill_ctx) runs on the loop when
+ * the writer could take the queue (a later turn of the loop, or when the
+ * writer finishes its batch), in durable_flush, or when the queue is full;
+ * until then the writer takes nothing. So a table saved at every change of
+ * a burst is serialised once per batch, not once per change. A save that
+ * joins a queued one keeps its place in the order, unless a directory was
+ * renamed or removed behind it: then it moves to the tail (durable.c's
+ * header says why). fill_ctx must outlive the fill (at the latest
+ * durable_flush or durable_free). done may be NULL, as for a write. */
+int durable_write_deferred(struct durable *dw, const char *path, mode_t mode,
+    durable_fill_fn fill, void *fill_ctx, durable_done_fn done, void *ctx,
+    struct ember_error *err);
 /* Makes the entries of dir (created or renamed on the loop) durable. */
 int durable_sync_dir(struct durable *dw, const char *dir, durable_done_fn done, void *ctx,
     struct ember_error *err);
@@ -85,6 +103,7 @@ void durable_flush(struct durable *dw);
 /* Batches and fsyncs (syncfs calls included) so far (benchmarks, tests). */
 struct durable_stats {
 	uint64_t jobs, batches, fsyncs, coalesced, waited_for_room;
+	uint64_t fills;		/* deferred writes' contents made */
 };
 void durable_get_stats(struct durable *dw, struct durable_stats *out);
 

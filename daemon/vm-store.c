@@ -132,13 +132,48 @@ vm_save(struct vm *vm, struct ember_error *err)
 	return vm_save_then(vm, NULL, NULL, err);
 }
 
+/* cids.json's contents from the table as it is now: compact (the table is
+ * rewritten whole, and jq reads it as well as the loader does), CIDs in
+ * ascending order, one newline at the end. NULL when out of memory. */
+static char *
+cids_text(void *ctx, size_t *lenp)
+{
+	struct ember_daemon *d = ctx;
+	json_t *doc = cid_alloc_to_json(d->cids);
+	char *text, *grown;
+	size_t len;
+
+	text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	if (text == NULL)
+		return NULL;
+	len = strlen(text);
+	if ((grown = realloc(text, len + 2)) == NULL) {
+		free(text);
+		return NULL;
+	}
+	grown[len++] = '\n';
+	grown[len] = '\0';
+	*lenp = len;
+	return grown;
+}
+
+/* The table is serialised when the writer can take it, once for all the
+ * saves since it last did (durable_write_deferred), not at every create
+ * and delete: a batch of n creates costs O(n), not O(n^2). Where the write
+ * stands among vm.json writes and directory moves is durable.c's header. */
 int
 cids_save(struct ember_daemon *d, struct ember_error *err)
 {
 	char path[PATH_MAX];
+	json_t *doc;
 
 	snprintf(path, sizeof(path), "%s/vsock/cids.json", d->state_dir);
-	return state_write_json(d, path, cid_alloc_to_json(d->cids), NULL, NULL, err);
+	if (d->durable != NULL)
+		return durable_write_deferred(d->durable, path, 0644, cids_text, d, NULL, NULL,
+		    err);
+	doc = cid_alloc_to_json(d->cids);
+	return state_write_json(d, path, doc, NULL, NULL, err);
 }
 
 int
