@@ -35,6 +35,7 @@
 #include "quota.h"
 #include "rpc.h"
 #include "vm.h"
+#include "worker.h"
 
 #define SHUTDOWN_GRACE_S 30
 #define SHUTDOWN_FLUSH_S 5
@@ -480,6 +481,8 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 			fatalx("out of memory");
 	}
 
+	if ((d->worker = worker_new(d->base, err)) == NULL)
+		goto fail;
 	d->cids = cid_alloc_new(d->config.cid_min, d->config.cid_max);
 	if (d->cids == NULL) {
 		ember_error_set(err, EK_INVALID_SPEC, NULL, "invalid CID range [%u, %u]",
@@ -554,6 +557,8 @@ daemon_free(struct ember_daemon *d)
 	vms_detach_all(d);
 	metrics_http_free(d->metrics_http);
 	metrics_lag_timer_free(d->lag_timer);
+	worker_free(d->worker);	/* before the transport: parses under way are dropped */
+	d->worker = NULL;
 	control_free(d->control);
 	d->control = NULL;
 	events_free(d->events);

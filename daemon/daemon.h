@@ -37,6 +37,7 @@ struct ember_daemon {
 	struct cid_alloc *cids;
 	struct vm_networks *net;	/* VM networks: pool, firewall (vm-network.c) */
 	struct durable *durable;	/* the state directory's group-commit writer (vm-store.c) */
+	struct worker *worker;		/* parses large request lines off the loop (rpc.c) */
 
 	struct vm **vms;		/* sorted by name */
 	size_t nvms, vms_cap;

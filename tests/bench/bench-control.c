@@ -24,11 +24,15 @@
  *    vm.create runs, (d) 8 QEMU guests boot under TCG and their agents
  *    answer (about 25 s on 2 cores); each beside the Unix-socket round-trip
  *    floor measured in the same run (a child echoing a line of an inspect
- *    reply's size, with the same pause between calls).
+ *    reply's size, with the same pause between calls), once idle and once
+ *    under each scenario's load (called right after each vm.inspect).
  * Prints figures only; asserts nothing.
  *
  * usage: bench-control [--emberd PATH] [--fc-double PATH] [--seconds N]
  *                      [--disk-mib N] [--qemu-image DIR | --no-qemu]
+ *                      [--only LETTERS]
+ * --only runs just the vm.inspect scenarios named by letter (i idle, a, b,
+ * c, d) and skips every other figure.
  * emberd defaults to $EMBERD, else ../../daemon/emberd or ../daemon/emberd
  * next to this binary; fc-double to $FC_DOUBLE, else ../fakes/fc-double;
  * without it scenario (b) is skipped (and said so). (d) boots the image
@@ -465,22 +469,30 @@ latency_summary(double *lat, long n, struct latency *out)
  * stream socket to a child that only echoes, no daemon in between, paced
  * like the probes (PROBE_GAP_NS between calls): both ends then sleep
  * between calls, and on a loaded machine waking them dominates the p99, so
- * a floor measured back to back would be no floor for the probes. */
+ * a floor measured back to back would be no floor for the probes. The echo
+ * child is started once; each scenario calls it right after each
+ * vm.inspect, so every scenario has its floor measured under its own load. */
+struct echo_peer {
+	pid_t pid;
+	int fd;
+};
+
+static struct echo_peer floor_peer = { -1, -1 };
+
 static void
-bench_floor(size_t reply_len, struct latency *out)
+echo_peer_start(struct echo_peer *e, size_t reply_len)
 {
-	static double lat[INSPECTS];
 	char reply[1 << 16], req[sizeof(probe_request)];
 	int sv[2];
-	pid_t pid;
 
 	if (reply_len < 2 || reply_len > sizeof(reply))
 		reply_len = 600;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		die("socketpair: %s", strerror(errno));
-	if ((pid = fork()) < 0)
+	fflush(stdout);
+	if ((e->pid = fork()) < 0)
 		die("fork: %s", strerror(errno));
-	if (pid == 0) {
+	if (e->pid == 0) {
 		size_t got = 0;
 		memset(reply, 'x', reply_len - 1);
 		reply[reply_len - 1] = '\n';
@@ -502,17 +514,43 @@ bench_floor(size_t reply_len, struct latency *out)
 		}
 	}
 	close(sv[1]);
-	struct client c = { .fd = sv[0] };
+	e->fd = sv[0];
+}
+
+static void
+echo_peer_stop(struct echo_peer *e)
+{
+	if (e->fd < 0)
+		return;
+	close(e->fd);
+	waitpid(e->pid, NULL, 0);
+	e->fd = -1;
+	e->pid = -1;
+}
+
+/* One round trip to the echo child, in microseconds. */
+static double
+echo_peer_call(struct echo_peer *e)
+{
+	struct client c = { .fd = e->fd };
+	char reply[1 << 16];
+	double t0 = now_s();
+
+	client_send(&c, probe_request, strlen(probe_request));
+	client_recv(&c, reply, sizeof(reply));
+	return (now_s() - t0) * 1e6;
+}
+
+static void
+bench_floor(struct latency *out)
+{
+	static double lat[INSPECTS];
 	struct timespec gap = { 0, PROBE_GAP_NS };
+
 	for (int i = 0; i < INSPECTS; i++) {
-		double t0 = now_s();
-		client_send(&c, probe_request, strlen(probe_request));
-		client_recv(&c, reply, sizeof(reply));
-		lat[i] = (now_s() - t0) * 1e6;
+		lat[i] = echo_peer_call(&floor_peer);
 		nanosleep(&gap, NULL);
 	}
-	close(sv[0]);
-	waitpid(pid, NULL, 0);
 	latency_summary(lat, INSPECTS, out);
 }
 
@@ -551,9 +589,10 @@ load_start(struct load *l, load_fn fn, void *arg)
  * calls, until the load's process exits or limit_s passes (then the load
  * is killed and the bench stops). Returns the load's figure. */
 static double
-probe_during(struct load *l, const char *what, double limit_s, struct latency *out)
+probe_during(struct load *l, const char *what, double limit_s, struct latency *out,
+    struct latency *floor_out)
 {
-	static double lat[PROBE_SAMPLES];
+	static double lat[PROBE_SAMPLES], floor_during[PROBE_SAMPLES];
 	struct timespec gap = { 0, PROBE_GAP_NS };
 	struct client c;
 	char reply[1 << 16];
@@ -577,8 +616,10 @@ probe_during(struct load *l, const char *what, double limit_s, struct latency *o
 		client_recv(&c, reply, sizeof(reply));
 		if (strstr(reply, "\"result\"") == NULL)
 			die("vm.inspect probe -> %s", reply);
-		if (n < PROBE_SAMPLES)
-			lat[n++] = (now_s() - t0) * 1e6;
+		if (n < PROBE_SAMPLES) {
+			lat[n] = (now_s() - t0) * 1e6;
+			floor_during[n++] = echo_peer_call(&floor_peer);
+		}
 		nanosleep(&gap, NULL);
 	}
 	close(c.fd);
@@ -587,17 +628,23 @@ probe_during(struct load *l, const char *what, double limit_s, struct latency *o
 		die("%s failed (see above and %s/emberd.log)", what, state_dir);
 	close(l->fd);
 	latency_summary(lat, n, out);
+	latency_summary(floor_during, n, floor_out);
 	return figure;
 }
 
 static struct latency floor_lat;
 
+/* A scenario's vm.inspect figures, then the echo child's under the same
+ * load (the floor "here"): what the machine's scheduling alone costs a
+ * paced round trip while that load runs. */
 static void
-print_probe(const char *what, const struct latency *l, const char *load)
+print_probe(const char *what, const struct latency *l, const struct latency *fl,
+    const char *load)
 {
-	printf("  %-30s p50 %7.1f us  p99 %8.1f us  max %9.1f us  %6ld calls  "
-	    "(floor p50 %.1f, p99 %.1f)  %s\n", what, l->p50, l->p99, l->max, l->calls,
-	    floor_lat.p50, floor_lat.p99, load);
+	printf("  %-30s p50 %7.1f us  p99 %8.1f us  max %9.1f us  %6ld calls  %s\n", what,
+	    l->p50, l->p99, l->max, l->calls, load);
+	printf("  %-30s p50 %7.1f us  p99 %8.1f us  max %9.1f us  (echo child, same load)\n",
+	    "  floor here", fl->p50, fl->p99, fl->max);
 	fflush(stdout);
 }
 
@@ -1138,11 +1185,21 @@ import_mini_image(const char *dir)
 	json_decref(image);
 }
 
+/* The scenarios --only picked (letters of "iabcd"), or NULL for all of them
+ * and the other figures too. */
+static const char *only_scenarios;
+
+static int
+scenario_wanted(char letter)
+{
+	return only_scenarios == NULL || strchr(only_scenarios, letter) != NULL;
+}
+
 /* The four scenarios of vm.inspect under load, each beside the floor. */
 static void
 bench_inspect_under_load(double seconds, int have_fc, long disk_mib, const char *qemu_image)
 {
-	struct latency lat;
+	struct latency lat, fl;
 	struct load l;
 	char load[160], big[PATH_MAX];
 	double figure, t0;
@@ -1158,23 +1215,31 @@ bench_inspect_under_load(double seconds, int have_fc, long disk_mib, const char 
 		client_send(&c, probe_request, strlen(probe_request));
 		client_recv(&c, reply, sizeof(reply));
 		close(c.fd);
-		bench_floor(strlen(reply) + 1, &floor_lat);
+		echo_peer_start(&floor_peer, strlen(reply) + 1);
+		bench_floor(&floor_lat);
 	}
 	printf("vm.inspect from an idle client (a %d us pause between calls), each beside the "
 	    "Unix-socket round trip floor with the same pause (p50 %.1f us, p99 %.1f us, max %.1f us):\n",
 	    PROBE_GAP_NS / 1000, floor_lat.p50, floor_lat.p99, floor_lat.max);
 
-	load_start(&l, load_idle, &seconds);
-	figure = probe_during(&l, "idle", seconds + 60, &lat);
-	snprintf(load, sizeof(load), "nothing else for %.1f s", figure);
-	print_probe("idle", &lat, load);
+	if (scenario_wanted('i')) {
+		load_start(&l, load_idle, &seconds);
+		figure = probe_during(&l, "idle", seconds + 60, &lat, &fl);
+		snprintf(load, sizeof(load), "nothing else for %.1f s", figure);
+		print_probe("idle", &lat, &fl, load);
+	}
 
-	load_start(&l, load_create_delete, &seconds);
-	figure = probe_during(&l, "(a) create+delete load", seconds + 120, &lat);
-	snprintf(load, sizeof(load), "%d clients: %.0f create+delete pairs/s", CLIENTS, figure);
-	print_probe("(a) 8 clients create+delete", &lat, load);
+	if (scenario_wanted('a')) {
+		load_start(&l, load_create_delete, &seconds);
+		figure = probe_during(&l, "(a) create+delete load", seconds + 120, &lat, &fl);
+		snprintf(load, sizeof(load), "%d clients: %.0f create+delete pairs/s", CLIENTS,
+		    figure);
+		print_probe("(a) 8 clients create+delete", &lat, &fl, load);
+	}
 
-	if (!have_fc)
+	if (!scenario_wanted('b'))
+		;
+	else if (!have_fc)
 		printf("  %-30s SKIPPED: no fc-double (give --fc-double or build tests/fakes)\n",
 		    "(b) 2 GiB disk copy");
 	else {
@@ -1187,38 +1252,43 @@ bench_inspect_under_load(double seconds, int have_fc, long disk_mib, const char 
 		    "does not do");
 		fflush(stdout);
 		load_start(&l, load_disk_copy, big);
-		figure = probe_during(&l, "(b) disk copy", 600, &lat);
+		figure = probe_during(&l, "(b) disk copy", 600, &lat, &fl);
 		snprintf(load, sizeof(load), "vm.create copied %ld MiB in %.1f s (%.0f MiB/s)",
 		    disk_mib, figure, (double)disk_mib / figure);
-		print_probe("(b) Firecracker disk copy", &lat, load);
+		print_probe("(b) Firecracker disk copy", &lat, &fl, load);
 		rpc_simple("vm.delete", json_pack("{s:s}", "name", "bigdisk"));
 		unlink(big);
 	}
 
-	load_start(&l, load_batch, NULL);
-	figure = probe_during(&l, "(c) batch of creates", 600, &lat);
-	snprintf(load, sizeof(load), "batch of %d vm.create answered in %.2f s (%.0f creates/s)",
-	    BATCH_CREATES, figure, BATCH_CREATES / figure);
-	print_probe("(c) batch of 2000 creates", &lat, load);
-	delete_batch();
+	if (scenario_wanted('c')) {
+		load_start(&l, load_batch, NULL);
+		figure = probe_during(&l, "(c) batch of creates", 600, &lat, &fl);
+		snprintf(load, sizeof(load), "batch of %d vm.create answered in %.2f s "
+		    "(%.0f creates/s)", BATCH_CREATES, figure, BATCH_CREATES / figure);
+		print_probe("(c) batch of 2000 creates", &lat, &fl, load);
+		delete_batch();
+	}
 
-	if (qemu_image == NULL)
+	if (!scenario_wanted('d'))
+		;
+	else if (qemu_image == NULL)
 		printf("  %-30s SKIPPED: --no-qemu, or no image (give --qemu-image DIR, a "
 		    "build-mini.sh output)\n", "(d) 8 QEMU guests boot (TCG)");
 	else {
 		char name[16];
 		import_mini_image(qemu_image);
 		load_start(&l, load_qemu_boots, NULL);
-		figure = probe_during(&l, "(d) QEMU boots", 1200, &lat);
+		figure = probe_during(&l, "(d) QEMU boots", 1200, &lat, &fl);
 		snprintf(load, sizeof(load), "%d guests up (agent answering) in %.1f s", QEMU_GUESTS,
 		    figure);
-		print_probe("(d) 8 QEMU guests boot (TCG)", &lat, load);
+		print_probe("(d) 8 QEMU guests boot (TCG)", &lat, &fl, load);
 		for (int i = 0; i < QEMU_GUESTS; i++) {
 			snprintf(name, sizeof(name), "tcg%d", i);
 			rpc_simple("vm.delete", json_pack("{s:s, s:b}", "name", name, "force", 1));
 		}
 	}
 	rpc_simple("vm.delete", json_pack("{s:s}", "name", "probe"));
+	echo_peer_stop(&floor_peer);
 }
 
 int
@@ -1246,9 +1316,12 @@ main(int argc, char **argv)
 			qemu_image = argv[++i];
 		else if (strcmp(argv[i], "--no-qemu") == 0)
 			no_qemu = 1;
+		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+			only_scenarios = argv[++i];
 		else {
 			fprintf(stderr, "usage: bench-control [--emberd PATH] [--fc-double PATH] "
-			    "[--seconds N] [--disk-mib N] [--qemu-image DIR | --no-qemu]\n");
+			    "[--seconds N] [--disk-mib N] [--qemu-image DIR | --no-qemu] "
+			    "[--only iabcd]\n");
 			return 2;
 		}
 	}
@@ -1283,6 +1356,11 @@ main(int argc, char **argv)
 	printf("one durable write:        %8.2f ms (temp file, fsync, rename, fsync dir)\n",
 	    bench_durable_write(state_dir));
 
+	if (only_scenarios != NULL) {
+		bench_inspect_under_load(seconds, fc[0] != '\0', disk_mib, qemu_image);
+		cleanup();
+		return 0;
+	}
 	rate1 = bench_create_delete(1, seconds, &pairs1);
 	printf("create+delete, 1 client:  %8.0f pairs/s (%ld pairs in %.0f s, vsock, durable)\n",
 	    rate1, pairs1, seconds);

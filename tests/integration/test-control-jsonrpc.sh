@@ -85,6 +85,29 @@ assert_eq "$(seq 3 4 99 | paste -sd,)" \
 	"each pipelined create answers its own id"
 assert_eq 25 "$(call_ok vsock.allocations | jq .count)" "25 pipelined creates hold 25 CIDs"
 
+note "long lines: parsed off the loop, answered in the order sent"
+# Lines of 32 KiB and more are parsed on emberd's worker thread while the
+# connection's next line waits; the replies still come in request order.
+pad=$(head -c 40000 /dev/zero | tr '\0' a)
+{
+	printf '{"jsonrpc":"2.0","id":1,"method":"vm.inspect","params":{"name":"quiet","pad":"%s"}}\n' "$pad"
+	printf '{"jsonrpc":"2.0","id":2,"method":"vm.list"}\n'
+	printf '{"jsonrpc":"2.0","id":3,"method":"vm.list","params":{"pad":"%s"}\n' "$pad"
+	printf '[{"jsonrpc":"2.0","id":4,"method":"vm.list","params":{"pad":"%s"}},' "$pad"
+	printf '{"jsonrpc":"2.0","id":5,"method":"daemon.info"}]\n'
+	printf '{"jsonrpc":"2.0","id":6,"method":"daemon.info"}\n'
+} >"$T/long"
+timeout 20 socat -b 262144 -t 15 - "UNIX-CONNECT:$SOCK" <"$T/long" >"$T/long-replies" ||
+	fail "socat failed on the long lines"
+assert_eq 5 "$(wc -l <"$T/long-replies")" "four lines and a batch get five reply lines"
+assert_eq '[1,2,null,[4,5],6]' \
+	"$(jq -s -c 'map(if type == "array" then map(.id) else .id end)' "$T/long-replies")" \
+	"the replies come in the order of the requests"
+assert_jq "$(sed -n 3p "$T/long-replies")" '.error.code == -32700' \
+	"a long line that is not JSON gets a parse error"
+assert_jq "$(sed -n 1p "$T/long-replies")" '.result.name == "quiet" or .error.code == -32602' \
+	"the long request itself is answered"
+
 note "a line over 1 MiB"
 # The request file never ends (ignoreeof), so socat only returns when
 # emberd closes the connection.
