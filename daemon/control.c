@@ -817,21 +817,57 @@ control_watch_output(struct control *ctl, uint64_t conn_id)
 		c->watch_output = 1;
 }
 
-void
-control_drain(struct control *ctl)
+static void
+control_drain_as(struct control *ctl, bool keep_listener)
 {
 	struct control_conn *c;
 
-	if (ctl->draining)
+	if (ctl->draining) {
+		if (!keep_listener && ctl->listener != NULL) {
+			evconnlistener_free(ctl->listener);
+			ctl->listener = NULL;
+		}
 		return;
+	}
 	ctl->draining = 1;
 	if (ctl->listener != NULL) {
-		evconnlistener_free(ctl->listener);
-		ctl->listener = NULL;
+		if (keep_listener)
+			evconnlistener_disable(ctl->listener);
+		else {
+			evconnlistener_free(ctl->listener);
+			ctl->listener = NULL;
+		}
 	}
 	TAILQ_FOREACH(c, &ctl->conns, entry)
 		bufferevent_disable(c->bev, EV_READ);
 	control_schedule_reap(ctl);
+}
+
+void
+control_drain(struct control *ctl)
+{
+	control_drain_as(ctl, false);
+}
+
+void
+control_drain_keep_listener(struct control *ctl)
+{
+	control_drain_as(ctl, true);
+}
+
+void
+control_undrain(struct control *ctl)
+{
+	struct control_conn *c;
+
+	if (ctl == NULL || !ctl->draining)
+		return;
+	ctl->draining = 0;
+	if (ctl->listener != NULL)
+		evconnlistener_enable(ctl->listener);
+	TAILQ_FOREACH(c, &ctl->conns, entry)
+		if (!c->closing && !c->eof && !c->awaiting_account)
+			bufferevent_enable(c->bev, EV_READ);
 }
 
 void

@@ -97,8 +97,14 @@ long long control_pending_output(struct control *ctl, uint64_t conn_id);
  * that writes only while the client keeps up). */
 void control_watch_output(struct control *ctl, uint64_t conn_id);
 /* Stops accepting and reading new requests; on_drained fires once every
- * connection has no pending calls (control_hold/release) and output left. */
+ * connection has no pending calls (control_hold/release) and output left.
+ * control_drain closes the listening socket; control_drain_keep_listener
+ * keeps it open, not accepting, so connections made meanwhile wait in its
+ * backlog for whoever holds its fd next (an upgrade's successor). */
 void control_drain(struct control *ctl);
+void control_drain_keep_listener(struct control *ctl);
+/* After control_drain_keep_listener: accepts and reads again. */
+void control_undrain(struct control *ctl);
 /* Counts calls in flight on a connection so drain waits for them. */
 void control_hold(struct control *ctl, uint64_t conn_id);
 void control_release(struct control *ctl, uint64_t conn_id);

@@ -34,6 +34,7 @@
 #include "notify.h"
 #include "quota.h"
 #include "rpc.h"
+#include "upgrade.h"
 #include "vm.h"
 #include "worker.h"
 
@@ -324,6 +325,10 @@ on_drained(void *ctx)
 {
 	struct ember_daemon *d = ctx;
 
+	if (d->upgrading && !d->shutting_down) {
+		upgrade_drained(d);
+		return;
+	}
 	log_info("all requests answered; exiting");
 	event_base_loopexit(d->base, NULL);
 }

@@ -58,6 +58,7 @@ struct ember_daemon {
 	struct metrics_lag_timer *lag_timer;	/* ember_event_loop_lag_seconds */
 	struct events *events;		/* the event stream (events.c) */
 	bool shutting_down;
+	bool upgrading;			/* draining before re-executing (upgrade.c) */
 	bool shutdown_answered;		/* the grace period ended: waiters were failed */
 };
 

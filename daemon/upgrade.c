@@ -1,11 +1,17 @@
 /*
- * emberd re-executing itself (see upgrade.h). The order matters: state is
- * already on disk (records at every change, each vsock device's
- * vsock-dev.json at every negotiation step), so the exec itself only has
- * to lay out the fds and keep the service manager informed (RELOADING=1
- * now, READY=1 from the successor). Once the fds are moved there is no
- * way back: a failed execv is fatal, and a service manager restarts emberd
- * with its fd store, which holds the same fds.
+ * emberd re-executing itself (see upgrade.h). First it drains like a
+ * shutdown, but keeps its listening socket: no new request is read, the
+ * requests in flight are answered (those still waiting after
+ * UPGRADE_GRACE_S get "emberd is upgrading"), subscribers get
+ * daemon.shutdown with reason "upgrade", and clients connecting meanwhile
+ * wait in the socket's backlog for the successor. Then the durable writer
+ * is flushed. State is already on disk (records at every change, each
+ * vsock device's vsock-dev.json at every negotiation step), so the exec
+ * itself only has to lay out the fds and keep the service manager
+ * informed (RELOADING=1 now, READY=1 from the successor). Once the fds are
+ * moved there is no way back: a failed execv is fatal, and a service
+ * manager restarts emberd with its fd store, which holds the same fds.
+ * Before that point, a failure resumes serving.
  */
 #include <errno.h>
 #include <limits.h>
@@ -18,12 +24,19 @@
 
 #include "control.h"
 #include "daemon.h"
+#include "durable.h"
+#include "events.h"
 #include "fd-keep.h"
 #include "log.h"
 #include "notify.h"
 #include "upgrade.h"
+#include "vm.h"
 
-#define UPGRADE_DELAY_MS 200
+/* Requests in flight this long after an upgrade began are answered with
+ * an error (an agent wait, an exec, a copy may take any time). */
+#define UPGRADE_GRACE_S 10
+/* And their answers get this long to be sent before the exec goes on. */
+#define UPGRADE_FLUSH_S 5
 /* A vhost-user exchange in progress delays the exec by this much, this
  * many times at most (QEMU answers within microseconds). */
 #define UPGRADE_RETRY_MS 10
@@ -32,8 +45,9 @@
 
 static char **saved_argv;
 static struct notify *saved_fdstore;
-static struct event *ev_upgrade, *ev_sigusr2;
+static struct event *ev_begin, *ev_upgrade, *ev_grace, *ev_sigusr2;
 static int retries;
+static bool answered;	/* the grace ended: waiters were failed */
 
 void
 upgrade_init(char **argv, struct notify *fdstore)
@@ -58,6 +72,20 @@ own_binary(char *buf, size_t len)
 	return access(buf, X_OK) == 0 ? 0 : -errno;
 }
 
+/* Drained or not, the upgrade is off: serve again. */
+static void
+upgrade_abandon(struct ember_daemon *d)
+{
+	d->upgrading = false;
+	answered = false;
+	retries = 0;
+	if (ev_grace != NULL)
+		evtimer_del(ev_grace);
+	if (!d->shutting_down)
+		control_undrain(d->control);
+}
+
+/* Every request is answered and its connection gone: re-execute. */
 static void
 on_upgrade(evutil_socket_t fd, short what, void *arg)
 {
@@ -65,8 +93,13 @@ on_upgrade(evutil_socket_t fd, short what, void *arg)
 	char path[PATH_MAX];
 	int r, cfd;
 
+	(void)fd;
+	(void)what;
+	if (d->shutting_down)
+		return;	/* a SIGTERM came meanwhile: exiting instead */
 	if ((r = own_binary(path, sizeof(path))) < 0) {
 		log_warnx("upgrade: cannot find our binary: %s; not upgrading", strerror(-r));
+		upgrade_abandon(d);
 		return;
 	}
 	if (fd_keep_busy()) {
@@ -78,10 +111,14 @@ on_upgrade(evutil_socket_t fd, short what, void *arg)
 		}
 		log_warnx("upgrade: a vhost-user exchange is still under way after %d ms; "
 		    "not upgrading (try again)", UPGRADE_RETRY_MS * UPGRADE_RETRIES);
-		retries = 0;
+		upgrade_abandon(d);
 		return;
 	}
 	retries = 0;
+	/* What the writer still holds (a VM's exit recorded, say) is written
+	 * before the successor reads the state directory. */
+	if (d->durable != NULL)
+		durable_flush(d->durable);
 	if ((cfd = control_listen_fd(d->control)) >= 0)
 		fd_keep_hold("control", cfd, true);
 	log_info("upgrade: executing %s with %zu fds handed over", path, fd_keep_held_count());
@@ -97,16 +134,73 @@ on_upgrade(evutil_socket_t fd, short what, void *arg)
 		fd_keep_forget("control");
 		notify_fdstore_attach(saved_fdstore, d->base);
 		notify_ready(d->notify);
+		upgrade_abandon(d);
 		return;
 	}
 	execv(path, saved_argv);
 	fatal("upgrade: execv %s", path);
 }
 
+void
+upgrade_drained(struct ember_daemon *d)
+{
+	struct timeval now = { 0, 0 };
+
+	log_info("upgrade: all requests answered");
+	if (ev_grace != NULL)
+		evtimer_del(ev_grace);
+	evtimer_add(ev_upgrade, &now);
+}
+
+/* The grace period ended: whoever still waits is answered; the answers
+ * then get UPGRADE_FLUSH_S to go out, and the exec goes on regardless. */
+static void
+on_grace(evutil_socket_t fd, short what, void *arg)
+{
+	struct ember_daemon *d = arg;
+	struct timeval flush = { UPGRADE_FLUSH_S, 0 };
+
+	(void)fd;
+	(void)what;
+	if (d->shutting_down)
+		return;
+	if (answered) {
+		log_warnx("upgrade: answers still unsent %d s after failing the requests in "
+		    "flight; going on", UPGRADE_FLUSH_S);
+		upgrade_drained(d);
+		return;
+	}
+	log_warnx("upgrade: requests still in flight after %d s; answering them with an error",
+	    UPGRADE_GRACE_S);
+	answered = true;
+	vms_fail_pending(d);
+	evtimer_add(ev_grace, &flush);
+}
+
+/* Starts the drain (from a timer: the daemon.upgrade call that asked is
+ * still in its handler). */
+static void
+on_begin(evutil_socket_t fd, short what, void *arg)
+{
+	struct ember_daemon *d = arg;
+	struct timeval grace = { UPGRADE_GRACE_S, 0 };
+
+	(void)fd;
+	(void)what;
+	if (d->shutting_down)
+		return;
+	log_info("upgrade: no longer reading requests; answering those in flight");
+	events_emit(d->events, EVENT_DAEMON_SHUTDOWN, NULL, EVENTS_NO_OWNER,
+	    json_pack("{s:s}", "reason", "upgrade"));
+	events_flush(d->events);	/* before the drain closes idle subscribers */
+	evtimer_add(ev_grace, &grace);
+	control_drain_keep_listener(d->control);
+}
+
 int
 daemon_upgrade_schedule(struct ember_daemon *d, struct ember_error *err)
 {
-	struct timeval tv = { 0, UPGRADE_DELAY_MS * 1000 };
+	struct timeval now = { 0, 0 };
 	char path[PATH_MAX];
 	int r;
 
@@ -114,13 +208,21 @@ daemon_upgrade_schedule(struct ember_daemon *d, struct ember_error *err)
 		return ember_error_set(err, EK_INTERNAL, NULL, "upgrade is not set up");
 	if (d->shutting_down)
 		return ember_error_set(err, EK_BUSY, NULL, "emberd is shutting down");
+	if (d->upgrading)
+		return ember_error_set(err, EK_BUSY, NULL, "an upgrade is already under way");
 	if ((r = own_binary(path, sizeof(path))) < 0)
 		return ember_error_set(err, EK_IO, "reinstall emberd",
 		    "cannot execute emberd's binary %s: %s", path, strerror(-r));
 	if (ev_upgrade == NULL && (ev_upgrade = evtimer_new(d->base, on_upgrade, d)) == NULL)
 		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
-	evtimer_add(ev_upgrade, &tv);
-	log_info("upgrade: re-executing %s in %d ms", path, UPGRADE_DELAY_MS);
+	if (ev_grace == NULL && (ev_grace = evtimer_new(d->base, on_grace, d)) == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+	if (ev_begin == NULL && (ev_begin = evtimer_new(d->base, on_begin, d)) == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+	d->upgrading = true;
+	answered = false;
+	evtimer_add(ev_begin, &now);
+	log_info("upgrade: re-executing %s once the requests in flight are answered", path);
 	return 0;
 }
 
@@ -145,9 +247,13 @@ upgrade_signal_install(struct ember_daemon *d)
 void
 upgrade_free(void)
 {
+	if (ev_begin != NULL)
+		event_free(ev_begin);
 	if (ev_upgrade != NULL)
 		event_free(ev_upgrade);
+	if (ev_grace != NULL)
+		event_free(ev_grace);
 	if (ev_sigusr2 != NULL)
 		event_free(ev_sigusr2);
-	ev_upgrade = ev_sigusr2 = NULL;
+	ev_begin = ev_upgrade = ev_grace = ev_sigusr2 = NULL;
 }

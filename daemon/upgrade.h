@@ -17,9 +17,12 @@ struct notify;
 /* Remembers argv (for the exec) and the fd store channel (whose
  * environment the successor needs); call once from main. */
 void upgrade_init(char **argv, struct notify *fdstore);
-/* Checks that an upgrade can run and schedules it UPGRADE_DELAY_MS later
- * (so a reply already queued is sent); 0, or -1 with err. */
+/* Checks that an upgrade can run and starts it: emberd drains (requests in
+ * flight answered, the listening socket kept, see upgrade.c), then
+ * re-executes; 0, or -1 with err. */
 int daemon_upgrade_schedule(struct ember_daemon *d, struct ember_error *err);
+/* The drain of an upgrade is complete (daemon.c's on_drained). */
+void upgrade_drained(struct ember_daemon *d);
 /* Installs SIGUSR2 as a trigger for daemon_upgrade_schedule. */
 int upgrade_signal_install(struct ember_daemon *d);
 void upgrade_free(void);

@@ -2078,10 +2078,15 @@ void
 vms_fail_pending(struct ember_daemon *d)
 {
 	struct ember_error err = { 0 };
+	const char *why = d->upgrading && !d->shutting_down ? "emberd is upgrading" :
+	    "emberd is shutting down";
 
-	ember_error_set(&err, EK_BUSY,
-	    "start emberd again: it adopts the VMs still running and lists the others as they are",
-	    "emberd is shutting down");
+	if (d->upgrading && !d->shutting_down)
+		ember_error_set(&err, EK_BUSY, "retry in a moment: emberd re-executes in place "
+		    "and adopts the VMs still running", "%s", why);
+	else
+		ember_error_set(&err, EK_BUSY, "start emberd again: it adopts the VMs still "
+		    "running and lists the others as they are", "%s", why);
 	/* Creates still copying files: the client is answered now; the VM
 	 * never appears (startup removes the staging directory). */
 	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next) {
@@ -2100,7 +2105,7 @@ vms_fail_pending(struct ember_daemon *d)
 		if (vm->op.done != NULL) {
 			struct ember_error op_err = { 0 };
 			ember_error_set(&op_err, EK_BUSY, err.hint,
-			    "emberd is shutting down: the %s of VM \"%s\" was not finished (it is %s)",
+			    "%s: the %s of VM \"%s\" was not finished (it is %s)", why,
 			    vm_op_name(vm->op.kind), vm->rec.name, vm_status_name(vm->rec.status));
 			vm_done_fn done = vm->op.done;
 			vm->op.done = NULL;	/* the operation itself runs on */
