@@ -386,36 +386,117 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	control_drain(d->control);
 }
 
-static void
-reload_config(struct ember_daemon *d)
-{
+/* SIGHUP's configuration load runs on the worker (worker.h): reading the
+ * file and resolving quotas.users' names (getpwnam, which may ask LDAP)
+ * must not hold the loop. One load at a time; a SIGHUP during one is
+ * loaded again when it ends. */
+struct reload_job {
+	struct ember_daemon *d;
+	char *path;
 	struct ember_config cfg;
-	struct ember_error err = { 0 };
+	struct ember_error err;
+	int r;
+};
+
+static struct reload_job *reload_running;
+static bool reload_again;
+
+static void reload_begin(struct ember_daemon *d);
+
+static void
+reload_finish(struct ember_daemon *d)
+{
+	events_emit(d->events, EVENT_DAEMON_RELOAD, NULL, EVENTS_NO_OWNER,
+	    json_pack("{s:b}", "config", d->config_path != NULL));
+	notify_ready(d->notify);
+}
+
+/* Applies a loaded configuration (the loop's part of a reload). */
+static void
+reload_apply(struct ember_daemon *d, struct ember_config *cfg)
+{
+	if (cfg->cid_min != d->config.cid_min || cfg->cid_max != d->config.cid_max)
+		log_warnx("SIGHUP: cid_min/cid_max changes take effect at the next start");
+	if ((cfg->metrics_listen == NULL) != (d->config.metrics_listen == NULL) ||
+	    (cfg->metrics_listen != NULL &&
+	    strcmp(cfg->metrics_listen, d->config.metrics_listen) != 0))
+		log_warnx("SIGHUP: metrics.listen changes take effect at the next start");
+	if (cfg->log_level >= 0)
+		log_set_level((enum log_level)cfg->log_level);
+	/* state_dir and socket stay as they are until a restart. */
+	ember_config_clear(&d->config);
+	d->config = *cfg;
+	ember_config_init(cfg);
+	apply_limits(d);
+	log_info("SIGHUP: configuration reloaded from %s", d->config_path);
+}
+
+static void
+reload_work(void *arg)
+{
+	struct reload_job *job = arg;
+
+	job->r = ember_config_load(job->path, &job->cfg, &job->err);
+}
+
+static void
+reload_done(void *arg, bool cancelled)
+{
+	struct reload_job *job = arg;
+	struct ember_daemon *d = job->d;
+
+	reload_running = NULL;
+	if (!cancelled) {
+		if (job->r < 0)
+			log_warnx("SIGHUP: keeping the old configuration: %s", job->err.message);
+		else
+			reload_apply(d, &job->cfg);
+		daemon_reprobe_backends(d);
+	}
+	ember_config_clear(&job->cfg);
+	free(job->path);
+	free(job);
+	if (cancelled) {
+		reload_again = false;
+		return;
+	}
+	if (reload_again) {
+		reload_again = false;
+		reload_begin(d);
+		return;
+	}
+	reload_finish(d);
+}
+
+static void
+reload_begin(struct ember_daemon *d)
+{
+	struct reload_job *job;
 
 	if (d->config_path == NULL) {
 		log_info("SIGHUP: no config file; re-probing backends");
 		daemon_reprobe_backends(d);
+		reload_finish(d);
 		return;
 	}
-	ember_config_init(&cfg);
-	if (ember_config_load(d->config_path, &cfg, &err) < 0) {
-		log_warnx("SIGHUP: keeping the old configuration: %s", err.message);
-		ember_config_clear(&cfg);
+	if (reload_running != NULL) {
+		reload_again = true;
 		return;
 	}
-	if (cfg.cid_min != d->config.cid_min || cfg.cid_max != d->config.cid_max)
-		log_warnx("SIGHUP: cid_min/cid_max changes take effect at the next start");
-	if ((cfg.metrics_listen == NULL) != (d->config.metrics_listen == NULL) ||
-	    (cfg.metrics_listen != NULL && strcmp(cfg.metrics_listen, d->config.metrics_listen) != 0))
-		log_warnx("SIGHUP: metrics.listen changes take effect at the next start");
-	if (cfg.log_level >= 0)
-		log_set_level((enum log_level)cfg.log_level);
-	/* state_dir and socket stay as they are until a restart. */
-	ember_config_clear(&d->config);
-	d->config = cfg;
-	apply_limits(d);
-	log_info("SIGHUP: configuration reloaded from %s", d->config_path);
-	daemon_reprobe_backends(d);
+	if ((job = calloc(1, sizeof(*job))) == NULL || (job->path = strdup(d->config_path)) == NULL) {
+		free(job);
+		log_warnx("SIGHUP: out of memory; keeping the old configuration");
+		reload_finish(d);
+		return;
+	}
+	job->d = d;
+	ember_config_init(&job->cfg);
+	if (d->worker == NULL || worker_run(d->worker, reload_work, reload_done, job) < 0) {
+		reload_work(job);	/* no worker (out of memory): here */
+		reload_done(job, false);
+		return;
+	}
+	reload_running = job;
 }
 
 static void
@@ -424,10 +505,7 @@ on_reload(evutil_socket_t sig, short what, void *arg)
 	struct ember_daemon *d = arg;
 
 	notify_reloading(d->notify);
-	reload_config(d);
-	events_emit(d->events, EVENT_DAEMON_RELOAD, NULL, EVENTS_NO_OWNER,
-	    json_pack("{s:b}", "config", d->config_path != NULL));
-	notify_ready(d->notify);
+	reload_begin(d);
 }
 
 
