@@ -71,7 +71,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +84,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "metrics.h"
+#include "worker.h"
 
 /* Jobs whose callbacks run in one turn of the loop (complete_done). */
 #define DURABLE_CALLBACKS_PER_TURN 64
@@ -714,8 +714,7 @@ struct durable *
 durable_new(struct event_base *base, struct ember_error *err)
 {
 	struct durable *dw = calloc(1, sizeof(*dw));
-	int fds[2], r;
-	sigset_t all, old;
+	int fds[2];
 
 	if (dw == NULL) {
 		ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
@@ -742,16 +741,8 @@ durable_new(struct event_base *base, struct ember_error *err)
 		ember_error_set(err, EK_INTERNAL, NULL, "cannot watch the durable writer's pipe");
 		goto fail;
 	}
-	/* Signals stay with the loop's thread. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	r = pthread_create(&dw->thread, NULL, writer_main, dw);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r != 0) {
-		ember_error_set(err, EK_INTERNAL, "raise the process's thread limit",
-		    "cannot start the durable writer thread: %s", strerror(r));
+	if (daemon_thread_start(&dw->thread, writer_main, dw, "durable writer", err) < 0)
 		goto fail;
-	}
 	dw->thread_started = true;
 	return dw;
 fail:

@@ -137,12 +137,28 @@ on_wakeup(evutil_socket_t fd, short what, void *arg)
 	report_some(arg);
 }
 
+int
+daemon_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg, const char *what,
+    struct ember_error *err)
+{
+	sigset_t all, old;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r = pthread_create(thread, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0)
+		return ember_error_set(err, EK_INTERNAL, "raise the process's thread limit",
+		    "cannot start the %s thread: %s", what, strerror(r));
+	return 0;
+}
+
 struct worker *
 worker_new(struct event_base *base, struct ember_error *err)
 {
 	struct worker *w = calloc(1, sizeof(*w));
-	int fds[2], r;
-	sigset_t all, old;
+	int fds[2];
 
 	if (w == NULL) {
 		ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
@@ -166,16 +182,8 @@ worker_new(struct event_base *base, struct ember_error *err)
 		ember_error_set(err, EK_INTERNAL, NULL, "cannot watch the worker's pipe");
 		goto fail;
 	}
-	/* Signals stay with the loop's thread. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	r = pthread_create(&w->thread, NULL, worker_main, w);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r != 0) {
-		ember_error_set(err, EK_INTERNAL, "raise the process's thread limit",
-		    "cannot start the worker thread: %s", strerror(r));
+	if (daemon_thread_start(&w->thread, worker_main, w, "worker", err) < 0)
 		goto fail;
-	}
 	w->thread_started = true;
 	return w;
 fail:

@@ -8,6 +8,7 @@
 #ifndef EMBER_WORKER_H
 #define EMBER_WORKER_H
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include "error.h"
@@ -29,6 +30,12 @@ void worker_free(struct worker *w);
 /* Queues work(arg), then done(arg, false) on the loop (done may be NULL).
  * Returns -1 (nothing queued) when out of memory. */
 int worker_run(struct worker *w, worker_work_fn work, worker_done_fn done, void *arg);
+
+/* Starts a thread of the daemon's (this worker, the durable writer) with
+ * every signal blocked, so signals stay with the loop's thread; what names
+ * it in the error. 0, or -1 with err. */
+int daemon_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg, const char *what,
+    struct ember_error *err);
 
 /* Items queued or finished but not yet reported: for tests. */
 unsigned long worker_backlog(const struct worker *w);

@@ -235,4 +235,15 @@ wait_no_trash() {
 }
 
 log_mark() { stat -c %s "$LOG" 2>/dev/null || echo 0; }
+
+# bg NAME CMD...: a client in the background, its output in $T/out.NAME,
+# its pid in ${BG[NAME]} (killed at exit like every pid the test started).
+declare -A BG
+bg() {
+	local name=$1
+	shift
+	"$@" >"$T/out.$name" 2>&1 &
+	BG[$name]=$!
+	_ember_pids+=("$!")
+}
 log_since() { tail -c +$(($1 + 1)) "$LOG"; }

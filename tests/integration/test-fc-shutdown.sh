@@ -32,16 +32,6 @@ EOF
 chmod +x "$hv"
 printf 'firecracker:\n  binary: %s\n  require_kvm: false\n' "$hv" >"$CONFIG"
 
-# bg NAME CMD...: a client in the background, its output in $T/out.NAME.
-declare -A BG
-bg() {
-	local name=$1
-	shift
-	"$@" >"$T/out.$name" 2>&1 &
-	BG[$name]=$!
-	_ember_pids+=("$!")
-}
-
 # answered_with_error NAME [PATTERN]: client NAME exited non-zero, its
 # output matching PATTERN (default: emberd is shutting down).
 answered_with_error() {

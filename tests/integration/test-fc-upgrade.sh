@@ -29,14 +29,6 @@ EOF
 chmod +x "$hv"
 printf 'socket_group: %s\nfirecracker:\n  binary: %s\n  require_kvm: false\n' "$GROUP" "$hv" >"$CONFIG"
 
-declare -A BG
-bg() {
-	local name=$1
-	shift
-	"$@" >"$T/out.$name" 2>&1 &
-	BG[$name]=$!
-	_ember_pids+=("$!")
-}
 req() { echo "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$1\",\"params\":${2:-null}}"; }
 as_nobody() {
 	printf '%s\n' "$1" | timeout 90 setpriv --reuid=65534 --regid=65534 --groups="$GROUP" -- \
