@@ -6,7 +6,10 @@
  * bytes a job carries (snapshots taken on the loop, which stays the
  * authority: a later change of the same file is a later job).
  *
- * A batch runs in four steps:
+ * A batch runs in four steps, after a step 0 that makes the new
+ * directories of its durable_make_dir jobs (whatever the loop queued
+ * before them cannot involve those names: the loop holds a name until its
+ * directory is made or gone):
  *   1. every file's contents go to a temp file beside it, and every temp
  *      file and every file to sync (durable_sync_file) is synced (written
  *      all first, then synced, so the file system commits them together:
@@ -104,6 +107,7 @@ enum durable_kind {
 	DJ_SYNC_DIR,
 	DJ_RENAME_DIR,
 	DJ_REMOVE_DIR,
+	DJ_MAKE_DIR,
 };
 
 struct durable_cb {
@@ -115,7 +119,7 @@ struct durable_cb {
 struct durable_job {
 	enum durable_kind kind;
 	char *path;			/* the file, the directory or the rename's source */
-	char *to;			/* DJ_RENAME_DIR */
+	char *to;			/* DJ_RENAME_DIR; DJ_MAKE_DIR: what to move there, or NULL */
 	char *text;			/* DJ_WRITE */
 	size_t len;
 	mode_t mode;
@@ -390,6 +394,14 @@ run_batch(struct durable *dw, struct durable_job *head)
 	struct durable_job *j;
 	uint64_t synced = 0;
 
+	/* 0. new directories, so that this batch's files can go in them */
+	for (j = head; j != NULL; j = j->next)
+		if (j->kind == DJ_MAKE_DIR) {
+			/* whatever is there is no VM's: the loop holds the name */
+			rm_rf(j->path);
+			if ((j->to != NULL ? rename(j->to, j->path) : mkdir(j->path, j->mode)) < 0)
+				j->result = -errno;
+		}
 	/* 1. contents */
 	for (j = head; j != NULL; )
 		j = write_temps(dw, j);
@@ -423,6 +435,7 @@ run_batch(struct durable *dw, struct durable_job *head)
 			job_add_dir(&dirs, j, j->path, false);
 			break;
 		case DJ_SYNC_FILE:
+		case DJ_MAKE_DIR:
 			break;
 		}
 	}
@@ -569,7 +582,7 @@ job_report(struct durable_job *j)
 	static const char *const whats[] = {
 		[DJ_WRITE] = "write", [DJ_SYNC_FILE] = "sync the file",
 		[DJ_SYNC_DIR] = "sync the directory", [DJ_RENAME_DIR] = "move away",
-		[DJ_REMOVE_DIR] = "sync the parent of",
+		[DJ_REMOVE_DIR] = "sync the parent of", [DJ_MAKE_DIR] = "make the directory",
 	};
 	const char *what = whats[j->kind];
 
@@ -1159,6 +1172,22 @@ durable_rename_dir(struct durable *dw, const char *from, const char *to, bool re
 		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory queueing a state write");
 	}
 	j->remove_after = remove_after;
+	return submit(dw, j, false, done, ctx, err);
+}
+
+int
+durable_make_dir(struct durable *dw, const char *dir, const char *from, mode_t mode,
+    durable_done_fn done, void *ctx, struct ember_error *err)
+{
+	struct durable_job *j = job_new(DJ_MAKE_DIR, dir, err);
+
+	if (j == NULL)
+		return -1;
+	if (from != NULL && (j->to = strdup(from)) == NULL) {
+		job_free(j);
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory queueing a state write");
+	}
+	j->mode = mode;
 	return submit(dw, j, false, done, ctx, err);
 }
 

@@ -33,6 +33,7 @@
 #include "child.h"
 #include "cid-alloc.h"
 #include "daemon.h"
+#include "durable.h"
 #include "discard.h"
 #include "fsutil.h"
 #include "image.h"
@@ -530,6 +531,8 @@ struct vm_create_op {
 	char uds[PATH_MAX];
 	bool start;
 	bool durable_wait;		/* listed; waiting for its record to be durable */
+	bool dir_queued;		/* its directory is the writer's to make (durable_make_dir) */
+	bool dir_made;			/* ... and the writer made it */
 	bool removed;			/* deleted meanwhile: unlisted, freed by the callback */
 	struct quota_hold *quota_hold;	/* its quota until the VM is listed */
 	/* A create's kernel, initrd and root disk while the caller's paths
@@ -550,6 +553,7 @@ struct vm_create_op {
 #define VM_PENDING_PER_OWNER_MAX 4
 static struct vm_create_op *pending_creates;
 static unsigned staging_counter;
+static bool vms_detaching;	/* vms_detach_all runs: no new backend work */
 
 static size_t
 vm_pending_count(uid_t owner)
@@ -812,6 +816,17 @@ vm_backend_disk_progress(void *vm_ctx, uint64_t done, uint64_t total)
  * copies the source's disk, a create makes its own: the loop never waits
  * for a copy); then() runs exactly once, at once when there is nothing to
  * prepare or no backend. */
+/* Whether the backend may have files to make for a new VM (a create's own
+ * disk, a fork's copy of its source's): never without a disk (backend.h). */
+static bool
+vm_disk_prep_needed(const struct vm *vm, const struct vm *source)
+{
+	const struct backend *be = vm->backend;
+
+	return be != NULL && (source != NULL ? source->rec.disk_path != NULL && be->fork != NULL :
+	    vm->rec.disk_path != NULL && be->create != NULL);
+}
+
 static void
 vm_prepare_disk(struct vm *vm, const struct vm *source, const char *dir,
     vm_disk_ready_fn then, void *arg)
@@ -821,8 +836,7 @@ vm_prepare_disk(struct vm *vm, const struct vm *source, const char *dir,
 	struct vm_disk_prep *p;
 	int r = 1;
 
-	if (be != NULL && (source != NULL ? source->rec.disk_path != NULL && be->fork != NULL :
-	    be->create != NULL)) {
+	if (vm_disk_prep_needed(vm, source)) {
 		if ((p = calloc(1, sizeof(*p))) == NULL) {
 			ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
 			then(vm, arg, &err);
@@ -837,6 +851,21 @@ vm_prepare_disk(struct vm *vm, const struct vm *source, const char *dir,
 		free(p);
 	}
 	then(vm, arg, r < 0 ? &err : NULL);
+}
+
+/* A directory the writer has yet to make (durable_make_dir) is discarded
+ * behind that job, in the writer's order: removing it here would come
+ * first and the directory would be made after all. */
+static void
+vm_dir_discard_queued(struct ember_daemon *d, const char *dir)
+{
+	struct ember_error err = { 0 };
+	char trash[PATH_MAX];
+
+	if (discard_trash_name(dir, trash, sizeof(trash)) < 0 ||
+	    discard_dir_ordered(d, dir, trash, NULL, NULL, &err) < 0)
+		log_warnx("cannot discard %s: %s (the next start removes it)", dir,
+		    err.message[0] ? err.message : strerror(ENAMETOOLONG));
 }
 
 /* A failed materialize: the directory (or staging), then the CID. */
@@ -863,6 +892,94 @@ static void vm_start_disk_ready(struct vm *vm, void *arg, const struct ember_err
 static void vm_start_boot(struct vm *vm);
 static void create_op_created(struct vm_create_op *op);
 static void vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *err);
+static int vm_materialize_queued(struct vm_create_op *op, const char *dir, const char *staging,
+    struct ember_error *err);
+
+/* A VM listed before the writer made its directory gets the owner's access
+ * once it has (durable_make_dir's callback), unless it is gone by then. */
+struct vm_dir_share_later {
+	struct ember_daemon *d;
+	uid_t owner;
+	char name[VM_NAME_MAX + 1];
+};
+
+static void
+vm_dir_made_share(void *ctx, int result)
+{
+	struct vm_dir_share_later *later = ctx;
+	struct vm *vm = vm_find(later->d, later->name);
+
+	if (result < 0)
+		log_warnx("vm %s: cannot make its directory: %s", later->name, strerror(-result));
+	else if (vm != NULL && vm->rec.owner_uid == later->owner)
+		vm_dir_share(later->d, later->name, later->owner);
+	free(later);
+}
+
+/* The writer made the directory of a create whose backend prepares files
+ * in it: that comes next. At shutdown the create is abandoned instead (its
+ * client was answered; the next start removes the directory). */
+static void
+vm_materialize_dir_made(void *arg, int result)
+{
+	struct vm_create_op *op = arg;
+	struct vm *vm = op->vm;
+	struct ember_daemon *d = vm->daemon;
+	struct ember_error err = { 0 };
+	char dir[PATH_MAX];
+
+	vm_dir(d, vm->rec.name, dir, sizeof(dir));
+	op->dir_made = result == 0;
+	if (result < 0)
+		ember_error_set(&err, EK_IO, "check the state directory's permissions",
+		    "cannot create %s: %s", dir, strerror(-result));
+	else if (d->shutting_down || vms_detaching)
+		ember_error_set(&err, EK_BUSY, NULL, "emberd is shutting down");
+	else {
+		vm_prepare_disk(vm, op->source, dir, vm_materialize_disk_ready, op);
+		return;
+	}
+	vm_materialize_undo(vm, result < 0 ? NULL : dir, op->nfiles > 0 ? op->staging : NULL);
+	create_op_fail(op, &err);
+}
+
+/* vm_materialize with a writer: the directory is made (or staging moved
+ * into place) by the writer, off the loop. A backend that prepares files
+ * in it waits for that; otherwise the VM is listed at once, as without a
+ * writer, its record and the CID table queued behind the directory. */
+static int
+vm_materialize_queued(struct vm_create_op *op, const char *dir, const char *staging,
+    struct ember_error *err)
+{
+	struct vm *vm = op->vm;
+	struct ember_daemon *d = vm->daemon;
+	struct vm_dir_share_later *later;
+
+	op->dir_queued = true;
+	if (vm_disk_prep_needed(vm, op->source)) {
+		if (durable_make_dir(d->durable, dir, staging, 0750, vm_materialize_dir_made, op,
+		    err) < 0)
+			goto undo;
+		return 0;
+	}
+	if ((later = calloc(1, sizeof(*later))) == NULL) {
+		ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+		goto undo;
+	}
+	later->d = d;
+	later->owner = vm->rec.owner_uid;
+	snprintf(later->name, sizeof(later->name), "%s", vm->rec.name);
+	if (durable_make_dir(d->durable, dir, staging, 0750, vm_dir_made_share, later, err) < 0) {
+		free(later);
+		goto undo;
+	}
+	vm_materialize_disk_ready(vm, op, NULL);	/* answers a failure itself */
+	return 0;
+undo:
+	op->dir_queued = false;
+	vm_materialize_undo(vm, NULL, staging);
+	return -1;
+}
 
 /* Allocates the CID, creates the directory (or renames staging, holding
  * the VM's own files, into place) and has the backend prepare disks; then
@@ -898,6 +1015,11 @@ vm_materialize(struct vm_create_op *op, struct ember_error *err)
 	}
 	if (vm_network_allocate(vm, err) < 0)
 		goto undo_cid;
+	/* The name stays taken while the directory is made and the backend
+	 * works on the disk. */
+	create_op_pend(op);
+	if (d->durable != NULL)
+		return vm_materialize_queued(op, dir, staging, err) < 0 ? -1 : 0;
 	/* A leftover directory of this name is not a VM (it is not listed). */
 	rm_rf(dir);
 	r = staging != NULL ? rename(staging, dir) : mkdir(dir, 0750);
@@ -905,14 +1027,6 @@ vm_materialize(struct vm_create_op *op, struct ember_error *err)
 		ember_error_set(err, EK_IO, "check the state directory's permissions",
 		    "cannot create %s: %s", dir, strerror(errno));
 		goto undo_cid;
-	}
-	/* The name stays taken while the backend works on the disk. */
-	bool listed = false;
-	for (struct vm_create_op *o = pending_creates; o != NULL; o = o->next)
-		listed |= o == op;
-	if (!listed) {
-		op->next = pending_creates;
-		pending_creates = op;
 	}
 	vm_prepare_disk(vm, source, dir, vm_materialize_disk_ready, op);
 	return 0;
@@ -940,8 +1054,10 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 	}
 	if (vm_lifecycle_enter(vm, VM_EV_CREATE, NULL, &err) < 0)
 		goto undo_dir;
-	/* Only now, with root's files in place, may the owner write there. */
-	vm_dir_share(d, vm->rec.name, vm->rec.owner_uid);
+	/* Only now, with root's files in place, may the owner write there
+	 * (once the writer made the directory: vm_dir_made_share). */
+	if (!op->dir_queued || op->dir_made)
+		vm_dir_share(d, vm->rec.name, vm->rec.owner_uid);
 	/* The CID, then the record, then the directory's entry in vms/. The
 	 * VM is listed at once (requests after this one see it), busy with
 	 * its create until all three are durable; then it is answered. */
@@ -960,7 +1076,12 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 	return;
 
 undo_dir:
-	vm_materialize_undo(vm, dir, NULL);
+	if (op->dir_queued && !op->dir_made)
+		vm_dir_discard_queued(d, dir);
+	else
+		vm_materialize_undo(vm, dir, NULL);
+	if (op->dir_queued && !op->dir_made)
+		vm_materialize_undo(vm, NULL, NULL);
 	create_op_fail(op, &err);
 }
 
@@ -2118,6 +2239,7 @@ vms_fail_pending(struct ember_daemon *d)
 void
 vms_detach_all(struct ember_daemon *d)
 {
+	vms_detaching = true;
 	/* Queued state writes first: their callbacks name creates and
 	 * deletes still pending here. */
 	vm_store_close(d);
@@ -2144,4 +2266,5 @@ vms_detach_all(struct ember_daemon *d)
 	d->vms = NULL;
 	d->nvms = d->vms_cap = 0;
 	vm_network_free(d);
+	vms_detaching = false;	/* a later daemon in this process (tests) */
 }

@@ -157,7 +157,9 @@ struct backend {
 	/* Prepares a new VM's files (root disk overlay or copy) in vm_dir, in
 	 * the background; done(vm_ctx, err) when they are in place. May update
 	 * rec->disk_path before calling done. Returns 1, without calling done,
-	 * when there is nothing to prepare. Optional. */
+	 * when there is nothing to prepare; it must when rec (a fork: the
+	 * source) has no disk_path, which emberd relies on to list such a VM
+	 * before its directory exists (the writer thread makes it). Optional. */
 	int (*create)(struct backend *be, struct vm_record *rec, const char *vm_dir,
 	    void *vm_ctx, backend_done_fn done, struct ember_error *err);
 	/* Prepares a fork's disk in vm_dir from the stopped source, in the
