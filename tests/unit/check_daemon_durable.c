@@ -384,6 +384,50 @@ START_TEST(durable_answers_a_large_batch_over_several_turns)
 }
 END_TEST
 
+/* durable_make_dir runs first in its batch: a file queued into the new
+ * directory right after it (one plugged batch) lands; a leftover tree at
+ * its name is replaced; a move from staging brings staging's files. */
+START_TEST(durable_make_dir_comes_before_the_batch_files)
+{
+	struct ember_error err = { 0 };
+	struct result made = { 0 }, wrote = { 0 }, moved = { 0 };
+	char vm[PATH_MAX], file[PATH_MAX], stale[PATH_MAX], staging[PATH_MAX], kept[PATH_MAX];
+	char vm2[PATH_MAX];
+	struct stat st;
+
+	snprintf(vm, sizeof(vm), "%s/vm1", dir);
+	snprintf(file, sizeof(file), "%s/vm1/vm.json", dir);
+	snprintf(stale, sizeof(stale), "%s/vm1/stale", dir);
+	ck_assert_int_eq(mkdir(vm, 0755), 0);	/* a leftover with a file in it */
+	ck_assert_int_eq(atomic_write_file(stale, "x", 1, 0644), 0);
+	durable_plug(dw);
+	ck_assert_int_eq(durable_make_dir(dw, vm, NULL, 0750, record, &made, &err), 0);
+	ck_assert_int_eq(durable_write_take(dw, file, text("{}\n"), 3, 0644, record, &wrote,
+	    &err), 0);
+	durable_unplug(dw);
+
+	snprintf(staging, sizeof(staging), "%s/.create-vm2", dir);
+	snprintf(kept, sizeof(kept), "%s/.create-vm2/kernel", dir);
+	snprintf(vm2, sizeof(vm2), "%s/vm2", dir);
+	ck_assert_int_eq(mkdir(staging, 0750), 0);
+	ck_assert_int_eq(atomic_write_file(kept, "k", 1, 0644), 0);
+	ck_assert_int_eq(durable_make_dir(dw, vm2, staging, 0750, record, &moved, &err), 0);
+	durable_flush(dw);
+
+	ck_assert_int_eq(made.last, 0);
+	ck_assert_int_eq(wrote.last, 0);
+	ck_assert_int_lt(made.order, wrote.order);
+	assert_file(file, "{}\n");
+	ck_assert_int_eq(access(stale, F_OK), -1);	/* the leftover went */
+	ck_assert_int_eq(stat(vm, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	ck_assert_int_eq(moved.last, 0);
+	snprintf(kept, sizeof(kept), "%s/vm2/kernel", dir);
+	assert_file(kept, "k");
+	ck_assert_int_eq(access(staging, F_OK), -1);
+}
+END_TEST
+
 static Suite *
 durable_suite(void)
 {
@@ -403,6 +447,7 @@ durable_suite(void)
 	tcase_add_test(tc, durable_sync_file_answers_before_a_later_write);
 	tcase_add_test(tc, durable_remove_dir_removes_the_tree_after_its_batch);
 	tcase_add_test(tc, durable_answers_a_large_batch_over_several_turns);
+	tcase_add_test(tc, durable_make_dir_comes_before_the_batch_files);
 	suite_add_tcase(s, tc);
 	return s;
 }
