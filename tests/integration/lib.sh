@@ -236,6 +236,24 @@ wait_no_trash() {
 
 log_mark() { stat -c %s "$LOG" 2>/dev/null || echo 0; }
 
+# strace_emberd OUT STRACE-ARGS...: strace attached to every thread of
+# emberd, writing OUT; returns once it traces them (strace says "attached"),
+# sets STRACE_PID. No strace, or one that cannot attach: the test is
+# skipped (exit 77).
+strace_emberd() {
+	local out=$1 deadline=$((SECONDS + 10))
+	shift
+	command -v strace >/dev/null || { echo "SKIP: strace not installed"; exit 77; }
+	strace -f "$@" -o "$out" -p "$EMBERD_PID" 2>"$out.err" &
+	STRACE_PID=$!
+	_ember_pids+=("$STRACE_PID")
+	until [[ $(grep -c 'attached' "$out.err" 2>/dev/null || true) -ge 1 ]]; do
+		alive "$STRACE_PID" || { cat "$out.err" >&2; echo "SKIP: strace cannot attach"; exit 77; }
+		((SECONDS < deadline)) || fail "strace did not attach to emberd within 10 s"
+		sleep 0.02	# poll interval, not synchronisation
+	done
+}
+
 # bg NAME CMD...: a client in the background, its output in $T/out.NAME,
 # its pid in ${BG[NAME]} (killed at exit like every pid the test started).
 declare -A BG

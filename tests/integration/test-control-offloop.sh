@@ -12,21 +12,10 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-command -v strace >/dev/null || { echo "SKIP: strace not installed"; exit 77; }
-
 head -c $((4 << 20)) /dev/zero >"$T/rootfs"
 start_emberd
 
-strace -f -e trace=mkdir,mkdirat,fsync,fdatasync,syncfs \
-    -o "$T/strace.out" -p "$EMBERD_PID" 2>"$T/strace.err" &
-strace_pid=$!
-_ember_pids+=("$strace_pid")
-deadline=$((SECONDS + 10))
-until [[ $(grep -c 'attached' "$T/strace.err" 2>/dev/null || true) -ge 1 ]]; do
-	alive "$strace_pid" || { cat "$T/strace.err" >&2; echo "SKIP: strace cannot attach"; exit 77; }
-	((SECONDS < deadline)) || fail "strace did not attach to emberd within 10 s"
-	sleep 0.02	# poll interval, not synchronisation
-done
+strace_emberd "$T/strace.out" -e trace=mkdir,mkdirat,fsync,fdatasync,syncfs
 
 for i in 1 2 3; do
 	call_ok vm.create "{\"name\":\"one$i\",\"vsock\":true,\"start\":false}" >/dev/null
@@ -43,8 +32,8 @@ for n in one1 one2 one3 disk1 $(seq -f 'b%g' 0 19); do
 	call_ok vm.delete "{\"name\":\"$n\"}" >/dev/null
 done
 wait_no_trash
-kill "$strace_pid"
-wait "$strace_pid" 2>/dev/null || true
+kill "$STRACE_PID"
+wait "$STRACE_PID" 2>/dev/null || true
 
 made=$(grep -c 'mkdir("[^"]*/vms/[a-z0-9]*", ' "$T/strace.out" || true)
 ((made >= 24)) || fail "strace saw $made VM directories made, expected 24: $(head -c 600 "$T/strace.out")"

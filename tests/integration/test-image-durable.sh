@@ -18,24 +18,13 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-command -v strace >/dev/null || { echo "SKIP: strace not installed"; exit 77; }
 
 head -c 65536 /dev/urandom >"$T/kernel"
 head -c $((4 << 20)) /dev/zero >"$T/rootfs"
 start_emberd
 
-strace -f -y -s 256 \
-    -e trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,unlink,unlinkat,rmdir,writev \
-    -o "$T/strace.out" -p "$EMBERD_PID" 2>"$T/strace.err" &
-strace_pid=$!
-_ember_pids+=("$strace_pid")
-# strace says "Process N attached" once it traces every thread.
-deadline=$((SECONDS + 10))
-until [[ $(grep -c 'attached' "$T/strace.err" 2>/dev/null || true) -ge 1 ]]; do
-	alive "$strace_pid" || { cat "$T/strace.err" >&2; echo "SKIP: strace cannot attach"; exit 77; }
-	((SECONDS < deadline)) || fail "strace did not attach to emberd within 10 s"
-	sleep 0.02	# poll interval, not synchronisation
-done
+strace_emberd "$T/strace.out" -y -s 256 \
+    -e trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,unlink,unlinkat,rmdir,writev
 
 r=$(call_ok image.import "{\"name\":\"img1\",\"kernel\":\"$T/kernel\",\"rootfs\":\"$T/rootfs\"}")
 assert_jq "$r" '.name == "img1"' "image.import answers the image"
@@ -76,8 +65,8 @@ assert_jq "$r" '(.[] | select(.id == 2) | .error.data.kind) == "busy"' \
 r=$(call image.inspect '{"name":"img3"}')
 assert_jq "$r" '.error.data.kind == "not_found"' "img3 is not found after the batch"
 
-kill -INT "$strace_pid"
-wait "$strace_pid" 2>/dev/null || true
+kill -INT "$STRACE_PID"
+wait "$STRACE_PID" 2>/dev/null || true
 trace=$(cat "$T/strace.out")
 
 loop_syncs=$(grep -E "^$EMBERD_PID +(fsync|fdatasync|syncfs)\(" <<<"$trace" || true)
