@@ -18,7 +18,6 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-
 head -c 65536 /dev/urandom >"$T/kernel"
 head -c $((4 << 20)) /dev/zero >"$T/rootfs"
 start_emberd
