@@ -101,11 +101,17 @@ pass "missing: exit 127 with the reason on the console"
 
 note "a workload printing a false exit line"
 run_workload liar '{"code":7,"source":"agent"}' --vsock --env FAKE_EXIT=42 --env EXIT_WITH=7
-last=$(grep -a '^EMBER-WORKLOAD-EXIT ' "$(console_of liar)" | tail -n 1 | tr -d '\r')
-assert_eq "EMBER-WORKLOAD-EXIT code=42" "$last" \
-    "liar: the console's last exit line is the false one (the console alone would record 42)"
+grep -aq '^EMBER-WORKLOAD-EXIT code=42' "$(console_of liar)" || fail "liar: no false exit line on the console"
 grep -aq '^EMBER-WORKLOAD-EXIT code=7' "$(console_of liar)" || fail "liar: no real exit line on the console"
-pass "liar: the agent's status (7) is recorded, not the workload's line (42)"
+# Whether the workload's loop prints its line once more after the real one
+# before the guest powers off is the guest scheduler's business (under a
+# loaded host it may not): when it did, the console alone would say 42.
+last=$(grep -a '^EMBER-WORKLOAD-EXIT ' "$(console_of liar)" | tail -n 1 | tr -d '\r')
+if [[ $last == "EMBER-WORKLOAD-EXIT code=42" ]]; then
+	pass "liar: the console's last exit line is the false one, and the agent's status (7) is recorded"
+else
+	note "liar: the false line did not follow the real one this time; the status (7) is the agent's"
+fi
 boot1=$(field liar .workload_exit.boot_id)
 
 note "emberd restarted: the value stays"
