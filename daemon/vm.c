@@ -33,8 +33,8 @@
 #include "child.h"
 #include "cid-alloc.h"
 #include "daemon.h"
-#include "durable.h"
 #include "discard.h"
+#include "durable.h"
 #include "fsutil.h"
 #include "image.h"
 #include "log.h"
@@ -812,10 +812,6 @@ vm_backend_disk_progress(void *vm_ctx, uint64_t done, uint64_t total)
 	vm_events_disk_progress(p->vm, done, total);
 }
 
-/* Lets the backend prepare the new VM's files in the background (a fork
- * copies the source's disk, a create makes its own: the loop never waits
- * for a copy); then() runs exactly once, at once when there is nothing to
- * prepare or no backend. */
 /* Whether the backend may have files to make for a new VM (a create's own
  * disk, a fork's copy of its source's): never without a disk (backend.h). */
 static bool
@@ -827,6 +823,10 @@ vm_disk_prep_needed(const struct vm *vm, const struct vm *source)
 	    vm->rec.disk_path != NULL && be->create != NULL);
 }
 
+/* Lets the backend prepare the new VM's files in the background (a fork
+ * copies the source's disk, a create makes its own: the loop never waits
+ * for a copy); then() runs exactly once, at once when there is nothing to
+ * prepare or no backend. */
 static void
 vm_prepare_disk(struct vm *vm, const struct vm *source, const char *dir,
     vm_disk_ready_fn then, void *arg)
@@ -1076,12 +1076,11 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 	return;
 
 undo_dir:
-	if (op->dir_queued && !op->dir_made)
-		vm_dir_discard_queued(d, dir);
-	else
-		vm_materialize_undo(vm, dir, NULL);
-	if (op->dir_queued && !op->dir_made)
+	if (op->dir_queued && !op->dir_made) {
+		vm_dir_discard_queued(d, dir);	/* not made yet: behind its making */
 		vm_materialize_undo(vm, NULL, NULL);
+	} else
+		vm_materialize_undo(vm, dir, NULL);
 	create_op_fail(op, &err);
 }
 
