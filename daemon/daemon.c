@@ -335,34 +335,64 @@ on_drained(void *ctx)
 
 /* ---- signals ---- */
 
+/* The drain's grace ended (see daemon_grace_start). Nobody is left waiting
+ * on what outlives the drain: operations, agent waits, exec and cp are
+ * answered now, while the transport can send it; the operations
+ * themselves are left to the hypervisors (adopted at the next start). */
 static void
-on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
+on_grace(evutil_socket_t fd, short what, void *arg)
 {
 	struct ember_daemon *d = arg;
-	struct timeval flush = { SHUTDOWN_FLUSH_S, 0 };
+	struct daemon_grace *g = &d->grace;
+	struct timeval flush = { g->flush_s, 0 };
 
-	if (d->shutdown_answered) {
-		log_warnx("answers still unsent %d s after failing the requests in flight; "
-		    "exiting anyway", SHUTDOWN_FLUSH_S);
-		event_base_loopexit(d->base, NULL);
+	(void)fd;
+	(void)what;
+	if (g->answered) {
+		log_warnx("%s: answers still unsent %d s after failing the requests in flight; "
+		    "going on", g->what, g->flush_s);
+		g->expired(d);
 		return;
 	}
-	/* Nobody is left waiting on what outlives us: operations, agent waits,
-	 * exec and cp are answered now, while the transport can send it; the
-	 * operations themselves are left to the hypervisors (adopted at the
-	 * next start). on_drained ends the loop once the answers are out. */
-	log_warnx("requests still in flight after %d s; answering them with an error",
-	    SHUTDOWN_GRACE_S);
-	d->shutdown_answered = true;
+	log_warnx("%s: requests still in flight after %d s; answering them with an error",
+	    g->what, g->grace_s);
+	g->answered = true;
 	vms_fail_pending(d);
-	evtimer_add(d->ev_shutdown_deadline, &flush);
+	evtimer_add(g->ev, &flush);
+}
+
+void
+daemon_grace_start(struct ember_daemon *d, int grace_s, int flush_s, const char *what,
+    void (*expired)(struct ember_daemon *))
+{
+	struct daemon_grace *g = &d->grace;
+	struct timeval tv = { grace_s, 0 };
+
+	g->grace_s = grace_s;
+	g->flush_s = flush_s;
+	g->what = what;
+	g->expired = expired;
+	g->answered = false;
+	evtimer_add(g->ev, &tv);
+}
+
+void
+daemon_grace_stop(struct ember_daemon *d)
+{
+	evtimer_del(d->grace.ev);
+	d->grace.answered = false;
+}
+
+static void
+shutdown_expired(struct ember_daemon *d)
+{
+	event_base_loopexit(d->base, NULL);
 }
 
 static void
 on_terminate(evutil_socket_t sig, short what, void *arg)
 {
 	struct ember_daemon *d = arg;
-	struct timeval grace = { SHUTDOWN_GRACE_S, 0 };
 
 	if (d->shutting_down)
 		return;
@@ -373,8 +403,7 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	events_emit(d->events, EVENT_DAEMON_SHUTDOWN, NULL, EVENTS_NO_OWNER,
 	    json_pack("{s:s}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
 	events_flush(d->events);	/* before the drain closes idle subscribers */
-	d->ev_shutdown_deadline = evtimer_new(d->base, on_shutdown_deadline, d);
-	evtimer_add(d->ev_shutdown_deadline, &grace);
+	daemon_grace_start(d, SHUTDOWN_GRACE_S, SHUTDOWN_FLUSH_S, "shutdown", shutdown_expired);
 	/* A request still waiting for its client's paths to be opened has
 	 * made nothing yet: answered now, its helper killed (caller-open.h). */
 	struct ember_error why = { 0 };
@@ -382,7 +411,7 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	    "emberd is shutting down");
 	caller_opens_fail(d->base, &why);
 	/* What is in flight may finish within the grace period (a create
-	 * --wait whose agent comes up); see on_shutdown_deadline. */
+	 * --wait whose agent comes up); see on_grace. */
 	control_drain(d->control);
 }
 
@@ -599,6 +628,10 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 	d->ev_sigterm = evsignal_new(d->base, SIGTERM, on_terminate, d);
 	d->ev_sigint = evsignal_new(d->base, SIGINT, on_terminate, d);
 	d->ev_sighup = evsignal_new(d->base, SIGHUP, on_reload, d);
+	if ((d->grace.ev = evtimer_new(d->base, on_grace, d)) == NULL) {
+		ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+		goto fail;
+	}
 	evsignal_add(d->ev_sigterm, NULL);
 	evsignal_add(d->ev_sigint, NULL);
 	evsignal_add(d->ev_sighup, NULL);
@@ -653,8 +686,8 @@ daemon_free(struct ember_daemon *d)
 		event_free(d->ev_sigint);
 	if (d->ev_sighup != NULL)
 		event_free(d->ev_sighup);
-	if (d->ev_shutdown_deadline != NULL)
-		event_free(d->ev_shutdown_deadline);
+	if (d->grace.ev != NULL)
+		event_free(d->grace.ev);
 	if (d->ev_housekeeping != NULL)
 		event_free(d->ev_housekeeping);
 	cid_alloc_free(d->cids);

@@ -49,7 +49,7 @@ struct ember_daemon {
 	size_t nbackends;
 	struct child_call *probes[BACKENDS_MAX];	/* re-probes under way */
 
-	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_shutdown_deadline;
+	struct event *ev_sigterm, *ev_sigint, *ev_sighup;
 	struct event *ev_housekeeping;	/* vm.c's periodic chores */
 	struct vm *reap_list;		/* removed VMs vm.c frees from the loop */
 	struct event *ev_reap;
@@ -59,7 +59,13 @@ struct ember_daemon {
 	struct events *events;		/* the event stream (events.c) */
 	bool shutting_down;
 	bool upgrading;			/* draining before re-executing (upgrade.c) */
-	bool shutdown_answered;		/* the grace period ended: waiters were failed */
+	struct daemon_grace {		/* the drain's deadline (daemon_grace_start) */
+		struct event *ev;	/* made by daemon_new */
+		int grace_s, flush_s;
+		bool answered;		/* grace_s passed: waiters were failed */
+		const char *what;	/* "shutdown", "upgrade" */
+		void (*expired)(struct ember_daemon *);
+	} grace;
 };
 
 /* What daemon_new() takes (the strings and config are taken: the
@@ -82,6 +88,14 @@ struct ember_daemon *daemon_new(struct daemon_options *opts, struct ember_error 
  * (operations, agent waits, exec, cp) is answered with an error; the loop
  * ends once every answer is sent. 0, or -1 when the loop failed. */
 int daemon_run(struct ember_daemon *d);
+/* Bounds a drain (SIGTERM's, an upgrade's): requests still in flight
+ * grace_s from now are answered with an error (vms_fail_pending), the
+ * answers get flush_s to go out, then expired() runs whether they did or
+ * not. A drain that ends sooner calls daemon_grace_stop. Starting one
+ * replaces the one under way (a SIGTERM during an upgrade's drain). */
+void daemon_grace_start(struct ember_daemon *d, int grace_s, int flush_s, const char *what,
+    void (*expired)(struct ember_daemon *));
+void daemon_grace_stop(struct ember_daemon *d);
 /* Answers whatever still waits, detaches from running VMs (they keep
  * running, to be adopted), then frees every subsystem. NULL is a no-op. */
 void daemon_free(struct ember_daemon *d);

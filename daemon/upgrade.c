@@ -45,9 +45,8 @@
 
 static char **saved_argv;
 static struct notify *saved_fdstore;
-static struct event *ev_begin, *ev_upgrade, *ev_grace, *ev_sigusr2;
+static struct event *ev_begin, *ev_upgrade, *ev_sigusr2;
 static int retries;
-static bool answered;	/* the grace ended: waiters were failed */
 
 void
 upgrade_init(char **argv, struct notify *fdstore)
@@ -77,12 +76,11 @@ static void
 upgrade_abandon(struct ember_daemon *d)
 {
 	d->upgrading = false;
-	answered = false;
 	retries = 0;
-	if (ev_grace != NULL)
-		evtimer_del(ev_grace);
-	if (!d->shutting_down)
+	if (!d->shutting_down) {	/* else the grace is shutdown's */
+		daemon_grace_stop(d);
 		control_undrain(d->control);
+	}
 }
 
 /* Every request is answered and its connection gone: re-execute. */
@@ -147,34 +145,8 @@ upgrade_drained(struct ember_daemon *d)
 	struct timeval now = { 0, 0 };
 
 	log_info("upgrade: all requests answered");
-	if (ev_grace != NULL)
-		evtimer_del(ev_grace);
+	daemon_grace_stop(d);
 	evtimer_add(ev_upgrade, &now);
-}
-
-/* The grace period ended: whoever still waits is answered; the answers
- * then get UPGRADE_FLUSH_S to go out, and the exec goes on regardless. */
-static void
-on_grace(evutil_socket_t fd, short what, void *arg)
-{
-	struct ember_daemon *d = arg;
-	struct timeval flush = { UPGRADE_FLUSH_S, 0 };
-
-	(void)fd;
-	(void)what;
-	if (d->shutting_down)
-		return;
-	if (answered) {
-		log_warnx("upgrade: answers still unsent %d s after failing the requests in "
-		    "flight; going on", UPGRADE_FLUSH_S);
-		upgrade_drained(d);
-		return;
-	}
-	log_warnx("upgrade: requests still in flight after %d s; answering them with an error",
-	    UPGRADE_GRACE_S);
-	answered = true;
-	vms_fail_pending(d);
-	evtimer_add(ev_grace, &flush);
 }
 
 /* Starts the drain (from a timer: the daemon.upgrade call that asked is
@@ -183,7 +155,6 @@ static void
 on_begin(evutil_socket_t fd, short what, void *arg)
 {
 	struct ember_daemon *d = arg;
-	struct timeval grace = { UPGRADE_GRACE_S, 0 };
 
 	(void)fd;
 	(void)what;
@@ -193,7 +164,7 @@ on_begin(evutil_socket_t fd, short what, void *arg)
 	events_emit(d->events, EVENT_DAEMON_SHUTDOWN, NULL, EVENTS_NO_OWNER,
 	    json_pack("{s:s}", "reason", "upgrade"));
 	events_flush(d->events);	/* before the drain closes idle subscribers */
-	evtimer_add(ev_grace, &grace);
+	daemon_grace_start(d, UPGRADE_GRACE_S, UPGRADE_FLUSH_S, "upgrade", upgrade_drained);
 	control_drain_keep_listener(d->control);
 }
 
@@ -215,12 +186,9 @@ daemon_upgrade_schedule(struct ember_daemon *d, struct ember_error *err)
 		    "cannot execute emberd's binary %s: %s", path, strerror(-r));
 	if (ev_upgrade == NULL && (ev_upgrade = evtimer_new(d->base, on_upgrade, d)) == NULL)
 		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
-	if (ev_grace == NULL && (ev_grace = evtimer_new(d->base, on_grace, d)) == NULL)
-		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
 	if (ev_begin == NULL && (ev_begin = evtimer_new(d->base, on_begin, d)) == NULL)
 		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
 	d->upgrading = true;
-	answered = false;
 	evtimer_add(ev_begin, &now);
 	log_info("upgrade: re-executing %s once the requests in flight are answered", path);
 	return 0;
@@ -251,9 +219,7 @@ upgrade_free(void)
 		event_free(ev_begin);
 	if (ev_upgrade != NULL)
 		event_free(ev_upgrade);
-	if (ev_grace != NULL)
-		event_free(ev_grace);
 	if (ev_sigusr2 != NULL)
 		event_free(ev_sigusr2);
-	ev_begin = ev_upgrade = ev_grace = ev_sigusr2 = NULL;
+	ev_begin = ev_upgrade = ev_sigusr2 = NULL;
 }
