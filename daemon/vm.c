@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 #include <event2/event.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -545,32 +546,43 @@ struct vm_create_op {
 	bool trusted;
 	vm_done_fn done;
 	void *ctx;
-	struct vm_create_op *next;
+	bool pending;			/* on creates_unlisted or creates_listed */
+	LIST_ENTRY(vm_create_op) entry;
 };
 
-/* Creates waiting for their copies; their names are taken. Each holds
- * open files and a cp process, so a user may have only a few at once. */
+/* Creates not listed yet (their paths being opened, their files copied,
+ * their disk prepared); their names are taken. One copying holds open
+ * files and a cp process, so a user may have only a few at once. */
 #define VM_PENDING_PER_OWNER_MAX 4
-static struct vm_create_op *pending_creates;
+LIST_HEAD(vm_create_ops, vm_create_op);
+static struct vm_create_ops creates_unlisted = LIST_HEAD_INITIALIZER(creates_unlisted);
+/* Creates whose VM is listed, its record not durable yet (vm->creating).
+ * Apart from the others so that a batch of thousands of creates costs no
+ * walk of them per create: names are found among the listed VMs. */
+static struct vm_create_ops creates_listed = LIST_HEAD_INITIALIZER(creates_listed);
 static unsigned staging_counter;
 static bool vms_detaching;	/* vms_detach_all runs: no new backend work */
 
 static size_t
 vm_pending_count(uid_t owner)
 {
+	struct vm_create_op *op;
 	size_t n = 0;
 
-	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
-		n += op->vm->rec.owner_uid == owner && !op->durable_wait;
+	LIST_FOREACH(op, &creates_unlisted, entry)
+		n += op->vm->rec.owner_uid == owner;
 	return n;
 }
 
 /* A fork whose disk the backend is still copying reads its source's: the
- * source may neither start nor go away meanwhile. -1 with err when busy. */
+ * source may neither start nor go away meanwhile (until the fork is
+ * listed). -1 with err when busy. */
 static int
 vm_fork_source_check(const struct vm *vm, struct ember_error *err)
 {
-	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
+	struct vm_create_op *op;
+
+	LIST_FOREACH(op, &creates_unlisted, entry)
 		if (op->source == vm)
 			return ember_error_set(err, EK_BUSY, "wait for the fork to finish and retry",
 			    "VM \"%s\" is being forked to \"%s\"", vm->rec.name, op->vm->rec.name);
@@ -579,10 +591,14 @@ vm_fork_source_check(const struct vm *vm, struct ember_error *err)
 
 static bool vm_name_deleting(const char *name);
 
+/* A name taken by no listed VM may still be taken by a create not listed
+ * yet or by a delete under way. */
 static bool
 vm_name_pending(const char *name)
 {
-	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
+	struct vm_create_op *op;
+
+	LIST_FOREACH(op, &creates_unlisted, entry)
 		if (strcmp(op->vm->rec.name, name) == 0)
 			return true;
 	return vm_name_deleting(name);
@@ -592,10 +608,7 @@ vm_name_pending(const char *name)
 static struct vm_create_op *
 vm_create_op_listed(const struct vm *vm)
 {
-	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next)
-		if (op->vm == vm && op->durable_wait)
-			return op;
-	return NULL;
+	return vm->creating;
 }
 
 static struct vm_create_op *
@@ -618,11 +631,8 @@ create_op_new(struct vm *vm, const struct vm *source, const char *uds, bool star
 static void
 create_op_free(struct vm_create_op *op)
 {
-	for (struct vm_create_op **p = &pending_creates; *p != NULL; p = &(*p)->next)
-		if (*p == op) {
-			*p = op->next;
-			break;
-		}
+	if (op->pending)
+		LIST_REMOVE(op, entry);
 	quota_release(op->quota_hold);
 	caller_open_cancel(op->opening);
 	json_decref(op->image_doc);
@@ -687,23 +697,14 @@ static const struct {
 	{ "rootfs", BACKEND_OWN_BASE_DISK, offsetof(struct vm_record, disk_path) },
 };
 
-static size_t
-create_op_is_pending(const struct vm_create_op *op)
-{
-	for (const struct vm_create_op *o = pending_creates; o != NULL; o = o->next)
-		if (o == op)
-			return 1;
-	return 0;
-}
-
-/* On pending_creates (its name taken) unless it is already. */
+/* On creates_unlisted (its name taken) unless it is already. */
 static void
 create_op_pend(struct vm_create_op *op)
 {
-	if (create_op_is_pending(op))
+	if (op->pending)
 		return;
-	op->next = pending_creates;
-	pending_creates = op;
+	LIST_INSERT_HEAD(&creates_unlisted, op, entry);
+	op->pending = true;
 }
 
 static int vm_backend_check(const struct vm *vm, struct ember_error *err);
@@ -1068,6 +1069,9 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 	if (r < 0)
 		goto undo_dir;
 	op->durable_wait = true;
+	LIST_REMOVE(op, entry);
+	LIST_INSERT_HEAD(&creates_listed, op, entry);
+	vm->creating = op;
 	vm->op.kind = VM_OP_CREATE;
 	vm_list_insert(d, vm);
 	quota_release(op->quota_hold);	/* the listed VM counts itself */
@@ -1094,6 +1098,7 @@ vm_materialize_durable(void *arg, int result)
 	char dir[PATH_MAX];
 
 	memset(&vm->op, 0, sizeof(vm->op));
+	vm->creating = NULL;
 	if (op->removed) {
 		/* deleted before this: answered as created (or failed), then
 		 * freed; the delete's own answer waits for its later writes */
@@ -1231,7 +1236,7 @@ create_op_run(struct vm_create_op *op)
 	}
 	for (size_t i = 0; i < op->nfiles; i++)
 		copies |= op->files[i].link_from == NULL;
-	if (copies && vm_pending_count(op->vm->rec.owner_uid) - create_op_is_pending(op) >=
+	if (copies && vm_pending_count(op->vm->rec.owner_uid) - op->pending >=
 	    VM_PENDING_PER_OWNER_MAX) {
 		ember_error_set(&err, EK_BUSY, "wait for them to finish and retry",
 		    "uid %u already has %d creates copying files", (unsigned)op->vm->rec.owner_uid,
@@ -2029,14 +2034,16 @@ vm_reap_cb(evutil_socket_t fd, short what, void *arg)
 /* A deleted VM's name until its directory's move is durable. */
 struct vm_deleting {
 	char name[sizeof(((struct vm_record *)0)->name)];
-	struct vm_deleting *next;
+	LIST_ENTRY(vm_deleting) entry;
 };
-static struct vm_deleting *deleting;
+static LIST_HEAD(, vm_deleting) deleting = LIST_HEAD_INITIALIZER(deleting);
 
 static bool
 vm_name_deleting(const char *name)
 {
-	for (struct vm_deleting *x = deleting; x != NULL; x = x->next)
+	struct vm_deleting *x;
+
+	LIST_FOREACH(x, &deleting, entry)
 		if (strcmp(x->name, name) == 0)
 			return true;
 	return false;
@@ -2050,11 +2057,7 @@ vm_dir_discarded(void *arg, int result)
 	if (result < 0)
 		log_warnx("vm %s: cannot move its directory away: %s (it was removed instead)",
 		    x->name, strerror(-result));
-	for (struct vm_deleting **p = &deleting; *p != NULL; p = &(*p)->next)
-		if (*p == x) {
-			*p = x->next;
-			break;
-		}
+	LIST_REMOVE(x, entry);
 	free(x);
 }
 
@@ -2100,8 +2103,7 @@ vm_remove(struct vm *vm)
 		rm_rf(dir);
 	} else {
 		snprintf(x->name, sizeof(x->name), "%s", vm->rec.name);
-		x->next = deleting;
-		deleting = x;
+		LIST_INSERT_HEAD(&deleting, x, entry);
 		if (discard_dir_ordered(d, dir, trash, vm_dir_discarded, x, &err) < 0)
 			log_warnx("vm %s: %s", vm->rec.name, err.message);
 	}
@@ -2194,6 +2196,19 @@ vms_housekeeping_start(struct ember_daemon *d)
 	event_add(d->ev_housekeeping, &tv);
 }
 
+/* Answers every create on list with err (the creates themselves go on). */
+static void
+creates_answer(struct vm_create_ops *list, const struct ember_error *err)
+{
+	struct vm_create_op *op;
+
+	LIST_FOREACH(op, list, entry) {
+		if (op->done != NULL)
+			op->done(op->ctx, NULL, err);
+		op->done = NULL;
+	}
+}
+
 void
 vms_fail_pending(struct ember_daemon *d)
 {
@@ -2207,13 +2222,10 @@ vms_fail_pending(struct ember_daemon *d)
 	else
 		ember_error_set(&err, EK_BUSY, "start emberd again: it adopts the VMs still "
 		    "running and lists the others as they are", "%s", why);
-	/* Creates still copying files: the client is answered now; the VM
-	 * never appears (startup removes the staging directory). */
-	for (struct vm_create_op *op = pending_creates; op != NULL; op = op->next) {
-		if (op->done != NULL)
-			op->done(op->ctx, NULL, &err);
-		op->done = NULL;
-	}
+	/* Creates: their clients are answered now (one still copying files
+	 * never appears: startup removes its staging directory). */
+	creates_answer(&creates_unlisted, &err);
+	creates_answer(&creates_listed, &err);
 	/* Operations waiting for a create: freed when the wait ends. */
 	for (struct vm_deferred_op *x = deferred_ops; x != NULL; x = x->next) {
 		if (x->done != NULL)
@@ -2242,12 +2254,15 @@ vms_detach_all(struct ember_daemon *d)
 	/* Queued state writes first: their callbacks name creates and
 	 * deletes still pending here. */
 	vm_store_close(d);
-	while (pending_creates != NULL) {
-		struct vm_create_op *op = pending_creates;
+	struct vm_create_op *op;
+	while ((op = LIST_FIRST(&creates_unlisted)) != NULL) {
 		/* its cp child is left to finish into a staging directory the
-		 * next start removes; a listed one is freed with the list */
-		if (!op->durable_wait)
-			vm_free(op->vm);
+		 * next start removes */
+		vm_free(op->vm);
+		create_op_free(op);
+	}
+	while ((op = LIST_FIRST(&creates_listed)) != NULL) {
+		op->vm->creating = NULL;	/* the VM is freed with the list */
 		create_op_free(op);
 	}
 	vm_reap_cb(-1, 0, d);

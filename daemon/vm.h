@@ -34,6 +34,7 @@ struct vm {
 	void *backend_state;		/* the backend's, while a process runs */
 	bool has_status;		/* false until its first lifecycle event */
 	struct vm_op op;		/* the operation in flight (kind VM_OP_NONE: none) */
+	struct vm_create_op *creating;	/* listed, its create not durable yet (vm.c) */
 	char *load_error;		/* vm.json could not be read */
 	struct vm_agent *agent;		/* vm-agent.c's, NULL until needed */
 	struct event *stop_timer;	/* stop: the agent's time is up */
