@@ -197,6 +197,25 @@ vsock_handover_hold_fixed(struct vsock_handover *ho, int vu_fd, int listen_fd,
 
 /* ---- the JSON file ---- */
 
+/* The earlier region whose fd is the same file as region i's, or -1.
+ * QEMU sends one fd per region, and regions of one memory backend are
+ * one memfd; systemd's fd store keeps a file once (a second FDSTORE of
+ * the same open file is dropped), so such a region is recorded as
+ * sharing ("fd_of") and given a dup of the earlier one's fd on adoption. */
+static int
+mem_shares(const struct vu_dev_state *st, unsigned i)
+{
+	struct stat a, b;
+
+	if (st->mem_fd[i] < 0 || fstat(st->mem_fd[i], &a) < 0)
+		return -1;
+	for (unsigned k = 0; k < i; k++)
+		if (st->mem_fd[k] >= 0 && fstat(st->mem_fd[k], &b) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return (int)k;
+	return -1;
+}
+
 static json_t *
 hex(uint64_t v)
 {
@@ -230,10 +249,16 @@ state_to_json(const struct vsock_handover *ho, const struct vu_dev_state *st)
 	json_object_set_new(j, "protocol_features", hex(st->protocol_features));
 	json_object_set_new(j, "owner", json_boolean(st->owner));
 	json_object_set_new(j, "ever_running", json_boolean(st->ever_running));
-	for (unsigned i = 0; i < st->nregions; i++)
-		json_array_append_new(regions, json_pack("{s:o, s:o, s:o, s:o}",
+	for (unsigned i = 0; i < st->nregions; i++) {
+		json_t *r = json_pack("{s:o, s:o, s:o, s:o}",
 		    "gpa", hex(st->region[i].gpa), "size", hex(st->region[i].size),
-		    "uva", hex(st->region[i].uva), "mmap_offset", hex(st->region[i].mmap_offset)));
+		    "uva", hex(st->region[i].uva), "mmap_offset", hex(st->region[i].mmap_offset));
+		int k = mem_shares(st, i);
+
+		if (k >= 0)
+			json_object_set_new(r, "fd_of", json_integer(k));
+		json_array_append_new(regions, r);
+	}
 	for (unsigned q = 0; q < VU_NUM_QUEUES; q++) {
 		const struct vu_ring_state *r = &st->ring[q];
 
@@ -247,9 +272,11 @@ state_to_json(const struct vsock_handover *ho, const struct vu_dev_state *st)
 	return j;
 }
 
-/* Fills st (fds -1) from the file's JSON; 0 or -EINVAL. */
+/* Fills st (fds -1) from the file's JSON, and fd_of[i] with the earlier
+ * region whose fd region i shares (-1: its own); 0 or -EINVAL. */
 static int
-state_from_json(json_t *j, uint64_t *session, struct vu_dev_state *st)
+state_from_json(json_t *j, uint64_t *session, struct vu_dev_state *st,
+    int fd_of[GUEST_MEM_MAX_REGIONS])
 {
 	json_t *jsession, *jfeat, *jpfeat, *regions, *rings, *v;
 	int version, owner, ever;
@@ -257,7 +284,7 @@ state_from_json(json_t *j, uint64_t *session, struct vu_dev_state *st)
 
 	memset(st, 0, sizeof(*st));
 	for (i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
-		st->mem_fd[i] = -1;
+		st->mem_fd[i] = fd_of[i] = -1;
 	for (i = 0; i < VU_NUM_QUEUES; i++)
 		st->ring[i].kick_fd = st->ring[i].call_fd = -1;
 	if (json_unpack(j, "{s:i, s:o, s:o, s:o, s:b, s:b, s:o, s:o}", "version", &version,
@@ -272,12 +299,15 @@ state_from_json(json_t *j, uint64_t *session, struct vu_dev_state *st)
 	st->ever_running = ever;
 	json_array_foreach(regions, i, v) {
 		json_t *g, *s, *u, *o;
+		json_int_t of = -1;
 
-		if (json_unpack(v, "{s:o, s:o, s:o, s:o}", "gpa", &g, "size", &s, "uva", &u,
-		    "mmap_offset", &o) != 0 || unhex(g, &st->region[i].gpa) < 0 ||
+		if (json_unpack(v, "{s:o, s:o, s:o, s:o, s?I}", "gpa", &g, "size", &s, "uva", &u,
+		    "mmap_offset", &o, "fd_of", &of) != 0 || unhex(g, &st->region[i].gpa) < 0 ||
 		    unhex(s, &st->region[i].size) < 0 || unhex(u, &st->region[i].uva) < 0 ||
-		    unhex(o, &st->region[i].mmap_offset) < 0)
+		    unhex(o, &st->region[i].mmap_offset) < 0 || of < -1 || of >= (json_int_t)i ||
+		    (of >= 0 && fd_of[of] >= 0))
 			return -EINVAL;
+		fd_of[i] = (int)of;
 	}
 	st->nregions = (unsigned)json_array_size(regions);
 	json_array_foreach(rings, i, v) {
@@ -366,13 +396,17 @@ read_state(const char *path, json_t **out)
 }
 
 /* Holds whatever fds of st changed since the last call; stored: they
- * came back from the store and are in it already. */
+ * came back from the store and are in it already. A region whose memfd
+ * an earlier region has (mem_shares) is not held: the JSON says so. */
 static void
 hold_changed(struct vsock_handover *ho, const struct vu_dev_state *st, bool stored)
 {
 	if (st->mem_gen != ho->mem_gen) {
 		for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
-			if (i < st->nregions || i < ho->mem_held)
+			if (i < st->nregions && mem_shares(st, i) >= 0) {
+				if (i < ho->mem_held)
+					hold(ho, "mem", (int)i, -1, stored);
+			} else if (i < st->nregions || i < ho->mem_held)
 				hold(ho, "mem", (int)i, i < st->nregions ? st->mem_fd[i] : -1,
 				    stored);
 		ho->mem_held = st->nregions;
@@ -527,11 +561,12 @@ adopt_fds(struct vsock_handover *ho, const char *uds_path, struct vsock_handover
 		return -EBADF;
 	if ((r = read_state(ho->state_path, &j)) < 0)
 		return r;
+	int fd_of[GUEST_MEM_MAX_REGIONS];
 	{
 		/* state_from_json resets fds: keep the ones taken. */
 		struct vu_dev_state taken = out->state;
 
-		r = state_from_json(j, &session, &out->state);
+		r = state_from_json(j, &session, &out->state, fd_of);
 		json_decref(j);
 		memcpy(out->state.mem_fd, taken.mem_fd, sizeof(taken.mem_fd));
 		for (unsigned q = 0; q < VU_NUM_QUEUES; q++) {
@@ -541,6 +576,16 @@ adopt_fds(struct vsock_handover *ho, const char *uds_path, struct vsock_handover
 	}
 	if (r < 0)
 		return r;
+	for (unsigned i = 0; i < out->state.nregions; i++) {
+		int *fd = &out->state.mem_fd[i], src = fd_of[i] >= 0 ? out->state.mem_fd[fd_of[i]] : -1;
+
+		if (fd_of[i] < 0 || src < 0)
+			continue;
+		if (*fd >= 0)
+			close(*fd);	/* a store that kept both: one is enough */
+		if ((*fd = fcntl(src, F_DUPFD_CLOEXEC, 0)) < 0)
+			return -errno;
+	}
 	if (ho->flows->magic != FLOW_MAGIC || ho->flows->session != session)
 		return -ESTALE;
 	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)

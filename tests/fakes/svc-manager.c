@@ -5,6 +5,9 @@
  * FDNAME= and the fds attached, FDSTOREREMOVE=1 with FDNAME=) from the
  * service's pid only, and keeps the stored fds, at most --max (the
  * FileDescriptorStoreMax= of a unit; further fds are closed and counted).
+ * Like systemd, it keeps every fd stored under a name (FDSTOREREMOVE drops
+ * them all) and keeps an open file once: an fd that is the same open file
+ * as one already stored is closed and counted as a duplicate.
  * When the service dies it is started again with the stored fds as
  * LISTEN_FDS/LISTEN_FDNAMES, LISTEN_PID set to the child's pid between
  * fork and exec. SIGUSR1 kills the service with SIGKILL (then it restarts);
@@ -13,6 +16,7 @@
  * Progress for the test goes to --status FILE, rewritten on each event:
  *   pid=<service pid> ready=<0|1> starts=<n> stored=<fds held>
  *   refused=<fds over the limit> removed=<FDSTOREREMOVE count>
+ *   duplicates=<fds dropped as already stored>
  * Usage: svc-manager --notify PATH --status FILE [--max N] -- CMD ARGS...
  */
 #include <errno.h>
@@ -25,6 +29,8 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <linux/kcmp.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,7 +46,7 @@ struct stored {
 
 static struct stored *store;
 static size_t nstored, max_stored = 4096;
-static unsigned long refused, removed, starts;
+static unsigned long refused, removed, starts, duplicates;
 static pid_t child = -1;
 static int ready;
 static const char *status_path;
@@ -54,8 +60,8 @@ write_status(void)
 	snprintf(tmp, sizeof(tmp), "%s.tmp", status_path);
 	if ((f = fopen(tmp, "w")) == NULL)
 		return;
-	fprintf(f, "pid=%d ready=%d starts=%lu stored=%zu refused=%lu removed=%lu\n",
-	    (int)child, ready, starts, nstored, refused, removed);
+	fprintf(f, "pid=%d ready=%d starts=%lu stored=%zu refused=%lu removed=%lu "
+	    "duplicates=%lu\n", (int)child, ready, starts, nstored, refused, removed, duplicates);
 	fclose(f);
 	rename(tmp, status_path);
 }
@@ -80,8 +86,13 @@ store_add(const char *name, int fd)
 		refused++;
 		return;
 	}
-	/* This manager keeps one fd per name: the newest. */
-	store_remove(name);
+	/* systemd's same_fd(): the same open file description (kcmp). */
+	for (size_t i = 0; i < nstored; i++)
+		if (syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, store[i].fd, fd) == 0) {
+			close(fd);
+			duplicates++;
+			return;
+		}
 	snprintf(store[nstored].name, sizeof(store[nstored].name), "%s", name);
 	store[nstored++].fd = fd;
 }
