@@ -144,10 +144,13 @@ wait_exit_any() {
 }
 trap _systemd_cleanup EXIT
 
+# If this shell dies unwarned (ctest's timeout), unshare gets SIGKILL, and
+# with it systemd (--kill-child) and so everything in the namespaces.
 (
 	echo "$BASHPID" >"$CG2/$CGNAME/cgroup.procs" || exit 1
-	exec setpriv --bounding-set -sys_module unshare --pid --fork --mount \
-	    --propagation private --mount-proc --net --uts --ipc --cgroup "$T/inner.sh"
+	exec setpriv --pdeathsig KILL --bounding-set -sys_module unshare --kill-child \
+	    --pid --fork --mount --propagation private --mount-proc --net --uts --ipc --cgroup \
+	    "$T/inner.sh"
 ) >"$T/systemd.log" 2>&1 &
 UNSHARE_PID=$!
 deadline=$((SECONDS + 20))
