@@ -27,7 +27,9 @@
 #     counts and the store's size are unchanged;
 #   - `systemctl restart emberd` (SIGTERM, then a new start) keeps them;
 #   - `emberctl daemon upgrade` keeps MainPID and the device;
-#   - stopping the VM empties the store (FDSTOREREMOVE=1).
+#   - stopping the VM empties the store (FDSTOREREMOVE=1);
+#   - `systemctl stop` empties it too: the next emberd adopts the running
+#     VM without vsock and removes its vsock.sock (the documented limit).
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/vsock-lib.sh"
 
@@ -322,3 +324,19 @@ while left=$(unit_prop NFileDescriptorStore) && ((left != 0 && SECONDS < deadlin
 	sleep 0.05	# poll interval
 done
 assert_eq 0 "$left" "fds left in systemd's store once the only VM stopped"
+
+note "systemctl stop empties the store: the next emberd adopts the VM without vsock"
+start_booted v1
+wait_agent v1 "$READY_TIMEOUT"
+QEMU_NSPID=$(field v1 .pid)
+((stored = $(unit_prop NFileDescriptorStore))) || fail "the store is empty with v1 running again"
+sctl stop emberd.service || fail "systemctl stop emberd"
+assert_eq 0 "$(unit_prop NFileDescriptorStore)" "fds in systemd's store after systemctl stop ($stored before)"
+mark=$(log_mark)
+sctl start emberd.service || fail "systemctl start emberd"
+wait_emberd_ready ""
+[[ $(field v1 .pid) == "$QEMU_NSPID" ]] || fail "QEMU changed pid across systemctl stop/start"
+log_since "$mark" | grep -q 'vsock is unavailable until the VM restarts' ||
+    fail "emberd did not say that v1 has no vsock until it restarts"
+[[ -e $S ]] && fail "$S is still there: a client would wait on a device nobody serves"
+pass "after systemctl stop and start, v1 (QEMU pid unchanged) runs without vsock, as documented"
