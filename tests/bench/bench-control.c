@@ -1330,7 +1330,7 @@ int
 main(int argc, char **argv)
 {
 	const char *given = NULL, *given_fc = NULL, *qemu_image = NULL;
-	char emberd[PATH_MAX], fc[PATH_MAX], text[2 * PATH_MAX], tmpl[] = "/tmp/bench-control.XXXXXX";
+	char emberd[PATH_MAX], fc[PATH_MAX], text[2 * PATH_MAX], tmpl[PATH_MAX];
 	double seconds = 3, rate1, rate8, legacy, p50, p99;
 	long pairs1, pairs8, legacy_pairs, disk_mib = 2048;
 	char image_dir[PATH_MAX];
@@ -1371,6 +1371,9 @@ main(int argc, char **argv)
 		qemu_image = NULL;
 	else if (qemu_image == NULL && find_mini_image(image_dir, sizeof(image_dir)) == 0)
 		qemu_image = image_dir;
+	/* $TMPDIR picks the file system the state directory is on. */
+	snprintf(tmpl, sizeof(tmpl), "%s/bench-control.XXXXXX",
+	    getenv("TMPDIR") != NULL && getenv("TMPDIR")[0] != '\0' ? getenv("TMPDIR") : "/tmp");
 	if (mkdtemp(tmpl) == NULL)
 		die("mkdtemp: %s", strerror(errno));
 	snprintf(state_dir, sizeof(state_dir), "%s", tmpl);
