@@ -213,20 +213,6 @@ wait_emberd_ready() {
 	done
 }
 
-# check_back WHAT: the agent answers and 64 KiB echo within BACK_MS of
-# READY_NS.
-check_back() {
-	local ms
-	"$VSOCK_CLIENT" connect "$S" 1024 --line '{"op":"ping"}' --timeout 5 >"$T/ping.out" 2>&1 &&
-	    grep -q '"pong":true' "$T/ping.out" || fail "$1: no pong: $(cat "$T/ping.out")"
-	"$VSOCK_CLIENT" connect "$S" 5000 --bytes 65536 --timeout 5 >"$T/echo.out" 2>&1 ||
-	    fail "$1: echo failed: $(cat "$T/echo.out")"
-	ms=$((($(date +%s%N) - READY_NS) / 1000000))
-	((ms <= BACK_MS)) || fail "$1: agent and echo took $ms ms after emberd was ready"
-	BACK_LAST_MS=$ms
-}
-
-fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 
 wait_emberd_ready ""
 pass "systemd $("$SYSTEMD" --version | head -n 1 | awk '{ print $2 }') started emberd (pid $MAINPID inside, $EMBERD_PID on the host)"
@@ -298,17 +284,7 @@ note "emberctl daemon upgrade"
 old=$MAINPID
 serving=$(grep -c ' serving ' "$LOG")
 ctl daemon upgrade >/dev/null || fail "daemon upgrade"
-deadline=$((SECONDS + 30))
-until [[ $(grep -c ' serving ' "$LOG") -gt $serving ]]; do
-	((SECONDS < deadline)) || fail "emberd did not come back from the upgrade"
-	sleep 0.02	# poll interval
-done
-until r=$(printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"daemon.info"}' |
-    timeout 2 socat -t 2 - "UNIX-CONNECT:$SOCK" 2>/dev/null) && jq -e .result <<<"$r" >/dev/null; do
-	((SECONDS < deadline)) || fail "emberd does not answer after the upgrade"
-	sleep 0.02	# poll interval
-done
-READY_NS=$(date +%s%N)
+wait_serving_lines $((serving + 1))
 check_back "after the upgrade"
 assert_eq "$old" "$(unit_prop MainPID)" "MainPID after the upgrade (re-executed in place)"
 assert_eq active "$(unit_prop ActiveState)" "emberd.service's state after the upgrade"

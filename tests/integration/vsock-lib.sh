@@ -55,3 +55,36 @@ wait_file_line() {
 		sleep 0.05	# poll interval
 	done
 }
+
+# check_back WHAT: after an emberd restart, the agent of the VM whose
+# vsock.sock is $S answers and a 64 KiB echo on port 5000 (ember.echo=5000)
+# works within BACK_MS of READY_NS; sets BACK_LAST_MS.
+check_back() {
+	local ms
+	"$VSOCK_CLIENT" connect "$S" 1024 --line '{"op":"ping"}' --timeout 5 >"$T/ping.out" 2>&1 &&
+	    grep -q '"pong":true' "$T/ping.out" || fail "$1: no pong: $(cat "$T/ping.out")"
+	"$VSOCK_CLIENT" connect "$S" 5000 --bytes 65536 --timeout 5 >"$T/echo.out" 2>&1 ||
+	    fail "$1: echo failed: $(cat "$T/echo.out")"
+	ms=$((($(date +%s%N) - READY_NS) / 1000000))
+	((ms <= BACK_MS)) || fail "$1: agent and echo took $ms ms after emberd was ready"
+	BACK_LAST_MS=$ms
+}
+
+# fd_count PID: how many fds PID holds.
+fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+# wait_serving_lines N: emberd's log has N "serving" lines (an exec'd
+# emberd keeps its pid; the log line is how the test sees it is back).
+wait_serving_lines() {
+	local deadline=$((SECONDS + 30)) r
+	until [[ $(grep -c ' serving ' "$LOG") -ge $1 ]]; do
+		((SECONDS < deadline)) || fail "emberd did not come back from the upgrade"
+		sleep 0.02	# poll interval
+	done
+	until r=$(printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"daemon.info"}' |
+	    timeout 2 socat -t 2 - "UNIX-CONNECT:$SOCK" 2>/dev/null) && jq -e .result <<<"$r" >/dev/null; do
+		((SECONDS < deadline)) || fail "emberd does not answer after the upgrade"
+		sleep 0.02	# poll interval
+	done
+	READY_NS=$(date +%s%N)
+}
