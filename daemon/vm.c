@@ -1069,8 +1069,10 @@ vm_materialize_disk_ready(struct vm *vm, void *arg, const struct ember_error *di
 	if (r < 0)
 		goto undo_dir;
 	op->durable_wait = true;
-	LIST_REMOVE(op, entry);
+	if (op->pending)
+		LIST_REMOVE(op, entry);
 	LIST_INSERT_HEAD(&creates_listed, op, entry);
+	op->pending = true;
 	vm->creating = op;
 	vm->op.kind = VM_OP_CREATE;
 	vm_list_insert(d, vm);
