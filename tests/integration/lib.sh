@@ -151,18 +151,24 @@ create() {
 	call vm.create "{\"name\":\"$1\",\"vsock\":${2:-false},\"start\":false}"
 }
 
+# answering_pid [SOCKET]: the pid of the emberd that answers daemon.info on
+# SOCKET ($SOCK) within 2 s; nothing when none does.
+answering_pid() {
+	local sock=${1:-$SOCK} r
+	[[ -S $sock ]] || return 0
+	r=$(printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"daemon.info"}' |
+	    timeout 2 socat -t 2 - "UNIX-CONNECT:$sock" 2>/dev/null) || return 0
+	jq -r '.result.pid // empty' <<<"$r" 2>/dev/null || true
+}
+
 # wait_ready [SOCKET] [PID]: polls until emberd PID answers daemon.info on
 # SOCKET; fails if it exits first or the 30 s deadline passes (an ASan emberd on a
 # loaded 2-core machine has taken over 10 s).
 wait_ready() {
-	local sock=${1:-$SOCK} pid=${2:-$EMBERD_PID} deadline=$((SECONDS + 30)) r
+	local sock=${1:-$SOCK} pid=${2:-$EMBERD_PID} deadline=$((SECONDS + 30))
 	while ((SECONDS < deadline)); do
 		alive "$pid" || fail "emberd (pid $pid) exited during startup"
-		if [[ -S $sock ]]; then
-			r=$(printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"daemon.info"}' |
-			    timeout 2 socat -t 2 - "UNIX-CONNECT:$sock" 2>/dev/null) || r=
-			[[ $(jq -r '.result.pid // empty' <<<"$r" 2>/dev/null) == "$pid" ]] && return 0
-		fi
+		[[ $(answering_pid "$sock") == "$pid" ]] && return 0
 		sleep 0.02	# poll interval, not synchronisation
 	done
 	fail "emberd (pid $pid) did not answer on $sock within 30 s"

@@ -33,17 +33,13 @@ svc_field() { sed -n "s/.*\b$1=\([0-9]*\).*/\1/p" "$T/svc.status" 2>/dev/null; }
 # wait_service_ready OLD_STARTS: the restarted emberd (a new pid) answers
 # daemon.info; sets EMBERD_PID and READY_NS.
 wait_service_ready() {
-	local old=$1 deadline=$((SECONDS + 30)) pid r
+	local old=$1 deadline=$((SECONDS + 30)) pid
 	while :; do
 		pid=$(svc_field pid)
-		if [[ $(svc_field starts) -gt $old && -n $pid ]] && [[ -S $SOCK ]]; then
-			r=$(printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"daemon.info"}' |
-			    timeout 2 socat -t 2 - "UNIX-CONNECT:$SOCK" 2>/dev/null) || r=
-			if [[ $(jq -r '.result.pid // empty' <<<"$r" 2>/dev/null) == "$pid" ]]; then
-				EMBERD_PID=$pid
-				READY_NS=$(date +%s%N)
-				return 0
-			fi
+		if [[ $(svc_field starts) -gt $old && -n $pid && $(answering_pid) == "$pid" ]]; then
+			EMBERD_PID=$pid
+			READY_NS=$(date +%s%N)
+			return 0
 		fi
 		((SECONDS < deadline)) || fail "emberd did not come back under svc-manager: $(cat "$T/svc.status")"
 		sleep 0.02	# poll interval

@@ -124,25 +124,16 @@ chmod +x "$T/inner.sh"
 # The namespaces' cgroup: systemd's root ("/") is this new directory.
 mkdir "$CG2/$CGNAME" || fail "mkdir $CG2/$CGNAME"
 _systemd_cleanup() {
+	# systemd is PID 1 of the namespaces: every process in them ends with
+	# it, and unshare, which reaps it, exits then.
 	if [[ -n $SDPID ]]; then
 		kill -9 "$SDPID" 2>/dev/null
-		wait_exit_any "$SDPID"
-	fi
-	if [[ -n $UNSHARE_PID ]]; then
+	elif [[ -n $UNSHARE_PID ]]; then
 		kill -9 "$UNSHARE_PID" 2>/dev/null
-		wait "$UNSHARE_PID" 2>/dev/null
 	fi
-	# Every process of the namespaces is gone with their PID 1.
+	[[ -n $UNSHARE_PID ]] && wait "$UNSHARE_PID" 2>/dev/null
 	find "$CG2/$CGNAME" -depth -type d -exec rmdir {} \; 2>/dev/null
 	_qemu_cleanup
-}
-# wait_exit_any PID: waits (at most 10 s) until PID, not our child, is gone.
-wait_exit_any() {
-	local deadline=$((SECONDS + 10))
-	while [[ -e /proc/$1 ]]; do
-		((SECONDS < deadline)) || return 1
-		sleep 0.05	# poll interval
-	done
 }
 trap _systemd_cleanup EXIT
 
@@ -194,18 +185,14 @@ host_pid() {
 # with that pid. Sets MAINPID (the namespace's), EMBERD_PID (the host's)
 # and READY_NS.
 wait_emberd_ready() {
-	local old=$1 deadline=$((SECONDS + 30)) pid r
+	local old=$1 deadline=$((SECONDS + 30)) pid
 	while :; do
 		pid=$(unit_prop MainPID 2>/dev/null)
-		if [[ -n $pid && $pid != 0 && $pid != "$old" && -S $SOCK ]]; then
-			r=$(printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"daemon.info"}' |
-			    timeout 2 socat -t 2 - "UNIX-CONNECT:$SOCK" 2>/dev/null) || r=
-			if [[ $(jq -r '.result.pid // empty' <<<"$r" 2>/dev/null) == "$pid" ]]; then
-				MAINPID=$pid
-				READY_NS=$(date +%s%N)
-				EMBERD_PID=$(host_pid "$pid") || fail "emberd's pid $pid is not in the namespace"
-				return 0
-			fi
+		if [[ -n $pid && $pid != 0 && $pid != "$old" && $(answering_pid) == "$pid" ]]; then
+			MAINPID=$pid
+			READY_NS=$(date +%s%N)
+			EMBERD_PID=$(host_pid "$pid") || fail "emberd's pid $pid is not in the namespace"
+			return 0
 		fi
 		((SECONDS < deadline)) ||
 		    fail "emberd.service did not come up: $(sctl status emberd.service 2>&1 | head -n 15)"

@@ -45,7 +45,7 @@ wait_agent() {
 }
 
 # emberd_fds: how many file descriptors the test's emberd holds.
-emberd_fds() { find "/proc/$EMBERD_PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }
+emberd_fds() { fd_count "$EMBERD_PID"; }
 
 # wait_file_line FILE PATTERN SECONDS: polls until PATTERN (grep -E) is in FILE.
 wait_file_line() {
@@ -76,13 +76,12 @@ fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 # wait_serving_lines N: emberd's log has N "serving" lines (an exec'd
 # emberd keeps its pid; the log line is how the test sees it is back).
 wait_serving_lines() {
-	local deadline=$((SECONDS + 30)) r
+	local deadline=$((SECONDS + 30))
 	until [[ $(grep -c ' serving ' "$LOG") -ge $1 ]]; do
 		((SECONDS < deadline)) || fail "emberd did not come back from the upgrade"
 		sleep 0.02	# poll interval
 	done
-	until r=$(printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"daemon.info"}' |
-	    timeout 2 socat -t 2 - "UNIX-CONNECT:$SOCK" 2>/dev/null) && jq -e .result <<<"$r" >/dev/null; do
+	until [[ -n $(answering_pid) ]]; do
 		((SECONDS < deadline)) || fail "emberd does not answer after the upgrade"
 		sleep 0.02	# poll interval
 	done
