@@ -228,18 +228,38 @@ restart_emberd() {
 	start_emberd
 }
 
-# log_since MARK: the daemon log after byte offset MARK (see log_mark).
+# rfind ARGS...: find ARGS, walked again when a directory vanished under
+# it. emberd's writer removes trash while tests look at the state directory;
+# find then fails ("No such file or directory", which -ignore_readdir_race
+# does not cover for directories), and what it printed is no walk of any one
+# moment. Any other error, or 20 vanishings in a row, fails as find does.
+rfind() {
+	local out try
+	for try in $(seq 20); do
+		if out=$(find "$@" 2>"$T/rfind.err"); then
+			[[ -z $out ]] || printf '%s\n' "$out"
+			return 0
+		fi
+		grep -q 'No such file or directory' "$T/rfind.err" || break
+	done
+	cat "$T/rfind.err" >&2
+	return 1
+}
+
 # wait_no_trash [DIR]: trash (.trash-*) under DIR (the state directory) is
 # removed by emberd's writer thread, off the loop, also what a crash left at
 # start: waits until none is left (20 s deadline), else fails.
 wait_no_trash() {
 	local dir=${1:-$STATE} deadline=$((SECONDS + 20)) left
-	while left=$(find "$dir" -name '.trash-*' -print -quit) && [[ -n $left ]]; do
+	while :; do
+		left=$(rfind "$dir" -name '.trash-*' -print -quit) || fail "cannot look for trash under $dir"
+		[[ -n $left ]] || return 0
 		((SECONDS < deadline)) || fail "trash still there 20 s on: $left"
 		sleep 0.05	# poll interval, not synchronisation
 	done
 }
 
+# log_since MARK: the daemon log after byte offset MARK (see log_mark).
 log_mark() { stat -c %s "$LOG" 2>/dev/null || echo 0; }
 
 # strace_emberd OUT STRACE-ARGS...: strace attached to every thread of

@@ -70,6 +70,6 @@ start_oci_store_emberd() {
 		while compgen -G "$STATE/images/.trash-*" >/dev/null && ((SECONDS < deadline)); do
 			sleep 0.05	# poll interval
 		done
-		find "$STATE/images" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' '
+		rfind "$STATE/images" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' '
 	}
 }

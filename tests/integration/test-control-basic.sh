@@ -82,7 +82,7 @@ for name in $(jq -r '.vms[].name' <<<"$list"); do
 	assert_eq "$(jq -S -c ".vms[] | select(.name == \"$name\")" <<<"$list")" "$ondisk" \
 		"$name/vm.json matches vm.list"
 done
-assert_eq "$(find "$STATE/vms" -mindepth 1 -maxdepth 1 | wc -l)" 4 "one directory per VM"
+assert_eq "$(rfind "$STATE/vms" -mindepth 1 -maxdepth 1 | wc -l)" 4 "one directory per VM"
 assert_eq 660 "$(stat -c %a "$SOCK")" "the control socket is mode 0660"
 
 note "the state directory lock"

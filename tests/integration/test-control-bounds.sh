@@ -84,7 +84,7 @@ assert_eq 1 "$(grep -c . <<<"$r")" "a batch of 2,000 vm.create notifications get
 assert_jq "$r" '.error.code == -32600 and .error.data.max_batch == 400 and .error.data.size == 2000' \
 	"it is refused whole with -32600, the limit and the size in data"
 assert_jq "$(call_ok vm.list)" '.vms | length == 0' "no VM of it was created"
-assert_eq 0 "$(find "$STATE/vms" -mindepth 1 -maxdepth 1 | wc -l)" "no directory of it exists"
+assert_eq 0 "$(rfind "$STATE/vms" -mindepth 1 -maxdepth 1 | wc -l)" "no directory of it exists"
 batch=$(jq -nc '[range(23800) | {jsonrpc: "2.0", id: 1, method: "vm.list"}]')
 (( ${#batch} < 1048576 )) || fail "the amplification batch does not fit one line (${#batch} bytes)"
 r=$(nobody_rpc "$batch")

@@ -19,9 +19,10 @@ ROUNDS=5
 # check_state WHAT: the state directory and the API agree, CIDs are sane.
 check_state() {
 	local what=$1 list api recs dirs problems leftovers
+	wait_no_trash	# removed off the loop, after the start; first, so no find below meets a directory vanishing
 	list=$(call_ok vm.list)
 	api=$(call_ok vsock.allocations | jq -c .allocations)
-	dirs=$(find "$STATE/vms" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | wc -l)
+	dirs=$(rfind "$STATE/vms" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | wc -l)
 	recs=$(shopt -s nullglob; files=("$STATE"/vms/*/vm.json)
 		jq -n -c '[inputs | {name, cid: .vsock.guest_cid, dir: (input_filename | split("/") | .[-2])}]' \
 		"${files[@]}" 2>&1) || fail "$what: a vm.json does not parse: $recs"
@@ -44,8 +45,7 @@ check_state() {
 		  (if ($api | to_entries | sort) != ($a | to_entries | sort) then "vsock.allocations differs from cids.json" else empty end)
 		') || fail "$what: the consistency check itself failed"
 	[[ -z $problems ]] || fail "$what: $problems"
-	wait_no_trash	# removed off the loop, after the start
-	leftovers=$(find "$STATE" \( -name '.trash-*' -o -name '.create-*' -o -name '.*.tmp.*' \) -print)
+	leftovers=$(rfind "$STATE" \( -name '.trash-*' -o -name '.create-*' -o -name '.*.tmp.*' \) -print)
 	[[ -z $leftovers ]] || fail "$what: left behind: $leftovers"
 	pass "$what: state consistent ($dirs VMs, $(jq length <<<"$api") CIDs)"
 }

@@ -14,11 +14,12 @@ set -euo pipefail
 # (one jq program over every record, so it stays fast with many VMs).
 check_state() {
 	local what=$1 list api recs dirs problems leftovers
+	wait_no_trash	# removed off the loop, after the start; first, so no find below meets a directory vanishing
 	list=$(call_ok vm.list)
 	api=$(call_ok vsock.allocations | jq -c .allocations)
 	jq -e '.allocations | type == "object"' "$STATE/vsock/cids.json" >/dev/null 2>&1 ||
 		fail "$what: cids.json does not parse"
-	dirs=$(find "$STATE/vms" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | wc -l)
+	dirs=$(rfind "$STATE/vms" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | wc -l)
 	recs=$(shopt -s nullglob; files=("$STATE"/vms/*/vm.json)
 		jq -n -c '[inputs | . + {dir: (input_filename | split("/") | .[-2])}]' "${files[@]}" 2>&1) ||
 		fail "$what: a vm.json does not parse: $recs"
@@ -44,8 +45,7 @@ check_state() {
 		  (if ($api | to_entries | sort) != ($a | to_entries | sort) then "vsock.allocations differs from cids.json" else empty end)
 		') || fail "$what: the consistency check itself failed"
 	[[ -z $problems ]] || fail "$what: $problems"
-	wait_no_trash	# removed off the loop, after the start
-	leftovers=$(find "$STATE" \( -name '.trash-*' -o -name '.*.tmp.*' \) -print)
+	leftovers=$(rfind "$STATE" \( -name '.trash-*' -o -name '.*.tmp.*' \) -print)
 	[[ -z $leftovers ]] || fail "$what: left behind: $leftovers"
 	pass "$what: state consistent ($dirs VMs, $(jq length <<<"$api") CIDs)"
 }
@@ -152,8 +152,8 @@ mkdir -p "$STATE/vms/.trash-gone-1234"
 echo junk >"$STATE/vms/.trash-gone-1234/vm.json"
 start_emberd
 wait_no_trash
-assert_eq "" "$(find "$STATE" -name '.trash-*')" "an interrupted delete's .trash- directory is removed"
-assert_eq "" "$(find "$STATE" -name '.*.tmp.*')" "temp files of interrupted atomic writes are removed"
+assert_eq "" "$(rfind "$STATE" -name '.trash-*')" "an interrupted delete's .trash- directory is removed"
+assert_eq "" "$(rfind "$STATE" -name '.*.tmp.*')" "temp files of interrupted atomic writes are removed"
 check_state "after leftovers"
 
 # An unreadable vm.json lists as failed with a reason; emberd keeps serving.

@@ -12,7 +12,7 @@ ensure_image
 # assert_no_leftovers WHAT: no VM directory, no CID, nothing listed.
 assert_no_leftovers() {
 	local entries allocs list
-	entries=$(find "$STATE/vms" -mindepth 1 -maxdepth 1 | wc -l)
+	entries=$(rfind "$STATE/vms" -mindepth 1 -maxdepth 1 | wc -l)
 	assert_eq 0 "$entries" "$1: nothing under vms/"
 	allocs=$(ctl --json vsock allocations) || fail "vsock allocations"
 	assert_jq "$allocs" '.count == 0' "$1: no CID held"

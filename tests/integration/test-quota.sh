@@ -33,7 +33,7 @@ as_nobody() {
 		socat -t 15 - "UNIX-CONNECT:$SOCK"
 }
 req() { echo "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$1\",\"params\":${2:-null}}"; }
-vmdirs() { find "$STATE/vms" -mindepth 1 -maxdepth 1 -type d | wc -l; }
+vmdirs() { rfind "$STATE/vms" -mindepth 1 -maxdepth 1 -type d | wc -l; }
 assert_quota() {	# REPLY LIMIT WHAT
 	assert_jq "$1" ".error.code == -32014 and .error.data.kind == \"quota_exceeded\"" "$3 is quota_exceeded"
 	assert_jq "$1" ".error.message | test(\"quota \\\"$2\\\"\") and test(\"in use\") and test(\"allowed\")" \
@@ -151,7 +151,7 @@ assert_quota "$r" disk "a second 600 MiB import while the first is in flight"
 assert_jq "$r" '.error.message | test("601 MiB in use|600 MiB in use")' "the import in flight holds its 600 MiB"
 wait "$i1" || fail "the first import's client failed"
 assert_jq "$(cat "$T/i1.out")" '.result.name == "i1"' "the import in flight then completes"
-[[ -z $(find "$STATE/images" -mindepth 1 -maxdepth 1 -name '*i2*') ]] || fail "the refused import left something"
+[[ -z $(rfind "$STATE/images" -mindepth 1 -maxdepth 1 -name '*i2*') ]] || fail "the refused import left something"
 pass "the refused import left nothing"
 r=$(as_nobody "$(req quota.get)")
 assert_jq "$r" '.result.use.disk_mib == 601' "the stored image counts by its files (601 MiB)"

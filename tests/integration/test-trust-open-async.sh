@@ -122,7 +122,7 @@ pass "the killed helper was reaped"
 assert_jq "$(call_ok vm.list)" '[.vms[].name] | index("hang") == null' "no VM \"hang\""
 r=$(as_nobody "$(req quota.get)")
 assert_eq "$(jqr "$before" .result.use)" "$(jqr "$r" .result.use)" "the quota it held was released"
-[[ -z $(find "$STATE/vms" -mindepth 1 -maxdepth 1 -name '*hang*') ]] || fail "something of \"hang\" is left in vms/"
+[[ -z $(rfind "$STATE/vms" -mindepth 1 -maxdepth 1 -name '*hang*') ]] || fail "something of \"hang\" is left in vms/"
 pass "nothing of it is left in vms/"
 unset EMBER_TEST_OPEN_AS_DELAY_MS
 stop_emberd

@@ -56,7 +56,7 @@ nctl() { as_user 65534 "$EMBERCTL" --socket "$SOCK" "$@"; }
 nothing_left() {
 	local entries
 	wait_no_trash	# a delete's tree goes in the writer thread, after the answer
-	entries=$(find "$STATE/vms" "$STATE/images" -mindepth 1 -maxdepth 1 \
+	entries=$(rfind "$STATE/vms" "$STATE/images" -mindepth 1 -maxdepth 1 \
 	    \( -name '.*' -o -type d \) ! -name shared ! -name mine ! -name pubimg \
 	    ! -name keep -print | wc -l)
 	assert_eq 0 "$entries" "$1: nothing left under vms/ or images/"

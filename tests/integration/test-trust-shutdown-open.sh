@@ -79,10 +79,10 @@ for helper in $helpers; do
 	done
 done
 pass "the open-as helpers ($helpers) are gone"
-left=$(find "$STATE/vms" -mindepth 1 -maxdepth 1 2>/dev/null)
+left=$(rfind "$STATE/vms" -mindepth 1 -maxdepth 1 2>/dev/null)
 [[ -z $left ]] || fail "something is left under vms/: $left"
 pass "nothing under vms/"
-left=$(find "$STATE/images" -mindepth 1 -maxdepth 1 -name '.import-*' 2>/dev/null)
+left=$(rfind "$STATE/images" -mindepth 1 -maxdepth 1 -name '.import-*' 2>/dev/null)
 [[ -z $left ]] || fail "a staging directory is left: $left"
 pass "no staging directory under images/"
 
@@ -94,7 +94,7 @@ assert_eq "$(jqr "$before" .result.use)" "$(jqr "$r" .result.use)" "uid 65534's 
 assert_jq "$(call_ok image.list)" '[.images[]? | select(.name == "img")] | length == 0' "no image \"img\""
 assert_jq "$(call_ok vm.list)" '.vms | length == 0' "no VM"
 [[ ! -e $STATE/images/img ]] || fail "images/img exists"
-left=$(find "$STATE/images" -mindepth 1 -maxdepth 1 -name '.import-*' 2>/dev/null)
+left=$(rfind "$STATE/images" -mindepth 1 -maxdepth 1 -name '.import-*' 2>/dev/null)
 [[ -z $left ]] || fail "a staging directory is left: $left"
 pass "images/ holds nothing of it"
 r=$(as_nobody "$(req image.import "{\"name\":\"img\",\"kernel\":\"$T/pub/kernel\"}")")
