@@ -10,9 +10,10 @@
  * - its output: once its unsent replies pass the high-water mark it is not
  *   read until they drain to a quarter of it, so a client that never reads
  *   only slows itself down;
- * - its share of the loop: at most lines_per_turn lines are delivered per
- *   loop turn; the rest wait on the ready list, served round-robin from a
- *   zero timeout (so the loop polls every socket between two turns), and a
+ * - its share of the loop: at most lines_per_turn lines, and no more than
+ *   a share of the turn's time (loop-share.h), are delivered per loop
+ *   turn; the rest wait on the ready list, served round-robin from a zero
+ *   timeout (so the loop polls every socket between two turns), and a
  *   consumer that needs several turns for one line (a batch) defers the
  *   connection until it is done.
  *
@@ -42,6 +43,7 @@
 #include "caller-open.h"
 #include "control.h"
 #include "log.h"
+#include "loop-share.h"
 #include "platform.h"
 #include "rpc-codec.h"
 
@@ -273,15 +275,17 @@ line_is_blank(const char *line, size_t len)
 	return 1;
 }
 
-/* Delivers up to lines_per_turn lines; leaves the rest for the next turn.
+/* Delivers a share of the turn's lines (at most lines_per_turn, within the
+ * share's time); leaves the rest for the next turn.
  * After EOF, bytes without a final newline are the last line. */
 static void
 conn_deliver_lines(struct control_conn *c)
 {
 	struct control *ctl = c->ctl;
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	unsigned budget = ctl->lim.lines_per_turn;
+	struct loop_share share;
 
+	loop_share_start(&share, ctl->lim.lines_per_turn);
 	if (evbuffer_get_length(in) >= CONN_BIG_BYTES)
 		c->big = 1;
 	while (!c->closing && !c->deferred && !ctl->draining) {
@@ -295,7 +299,7 @@ conn_deliver_lines(struct control_conn *c)
 		}
 		if (evbuffer_get_length(in) == 0)
 			return;
-		if (budget == 0) {
+		if (!loop_share_take(&share)) {
 			conn_mark_ready(c);
 			return;
 		}
@@ -320,7 +324,6 @@ conn_deliver_lines(struct control_conn *c)
 		evbuffer_remove(in, line, len);
 		evbuffer_drain(in, eol_len);
 		line[len] = '\0';
-		budget--;
 		/* The callback may send replies on this connection; it cannot
 		 * free it (frees only happen from libevent callbacks). */
 		if (!line_is_blank(line, len))

@@ -21,8 +21,9 @@
  *      parents, directories the loop asked to sync) is fsync'd once (or,
  *      from DURABLE_SYNCFS_MIN on, one syncfs per file system);
  *   4. the batch is posted to the loop, which sets the completed sequence
- *      number, runs each job's callbacks (DURABLE_CALLBACKS_PER_TURN a turn)
- *      and answers durable_wait()s; then
+ *      number, runs each job's callbacks (a share of a turn at a time:
+ *      at most DURABLE_CALLBACKS_PER_TURN, loop-share.h) and answers
+ *      durable_wait()s; then
  *      the writer removes the trees of renamed directories marked so and
  *      of durable_remove_dir's directories (the loop never unlinks a
  *      big tree; the next batch waits for the removal).
@@ -86,6 +87,7 @@
 #include "durable.h"
 #include "fsutil.h"
 #include "log.h"
+#include "loop-share.h"
 #include "metrics.h"
 #include "worker.h"
 
@@ -596,15 +598,16 @@ job_report(struct durable_job *j)
 	}
 }
 
-/* Runs the callbacks of the batches the writer finished, at most budget
- * jobs' (the rest at the next turn of the loop: a batch of a thousand
- * creates is answered over several turns, and other clients are served
- * between them). */
+/* Runs the callbacks of the batches the writer finished: a share of the
+ * loop's turn (the rest at the next turn: a batch of a thousand creates is
+ * answered over several turns, and other clients are served between them),
+ * or, for a flush, all of them. */
 static void
-complete_done(struct durable *dw, size_t budget)
+complete_done(struct durable *dw, bool share_only)
 {
 	struct durable_job *list, *tail, *j;
 	uint64_t completed, left_min = UINT64_MAX;
+	struct loop_share share;
 
 	pthread_mutex_lock(&dw->lock);
 	list = dw->done_head;
@@ -621,7 +624,11 @@ complete_done(struct durable *dw, size_t budget)
 			dw->ready_head = list;
 		dw->ready_tail = tail;
 	}
-	while (dw->ready_head != NULL && budget-- > 0) {
+	if (share_only)
+		loop_share_start(&share, DURABLE_CALLBACKS_PER_TURN);
+	else
+		loop_share_unlimited(&share);
+	while (dw->ready_head != NULL && loop_share_take(&share)) {
 		j = dw->ready_head;
 		if ((dw->ready_head = j->next) == NULL)
 			dw->ready_tail = NULL;
@@ -651,7 +658,7 @@ complete_done(struct durable *dw, size_t budget)
 static void
 on_more(evutil_socket_t fd, short what, void *arg)
 {
-	complete_done(arg, DURABLE_CALLBACKS_PER_TURN);
+	complete_done(arg, true);
 }
 
 /* Makes the contents of every deferred write, on the loop; called with
@@ -718,7 +725,7 @@ on_wakeup(evutil_socket_t fd, short what, void *arg)
 
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
-	complete_done(dw, DURABLE_CALLBACKS_PER_TURN);
+	complete_done(dw, true);
 	if (dw->unfilled != NULL)
 		arm_fill(dw);
 }
@@ -777,7 +784,7 @@ durable_flush(struct durable *dw)
 		pthread_mutex_unlock(&dw->lock);
 		if (!more)
 			break;
-		complete_done(dw, SIZE_MAX);	/* callbacks may queue more */
+		complete_done(dw, false);	/* callbacks may queue more */
 	}
 	run_ready_waits(dw);
 }
@@ -796,7 +803,7 @@ durable_free(struct durable *dw)
 		pthread_join(dw->thread, NULL);
 		/* A callback run by the flush cannot queue after it: nothing does
 		 * at shutdown, but never leave a job unanswered. */
-		complete_done(dw, SIZE_MAX);
+		complete_done(dw, false);
 		dw->unfilled = NULL;
 		dw->nunfilled = 0;
 		memset(dw->index, 0, sizeof(dw->index));

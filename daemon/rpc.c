@@ -7,8 +7,8 @@
  * completes. Each request is released once dispatched, for the same reason.
  *
  * A batch holds at most config max_batch requests (a larger one is refused
- * whole, before any of it runs) and is dispatched RPC_BATCH_PER_TURN
- * requests per loop turn: between two turns the loop serves everybody
+ * whole, before any of it runs) and is dispatched a share of the loop's
+ * turn at a time (RPC_BATCH_PER_TURN requests at most, loop-share.h): between two turns the loop serves everybody
  * else, and the connection is deferred (control_defer) so its next line
  * waits for the batch to be dispatched.
  */
@@ -21,6 +21,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "loop-share.h"
 #include "metrics.h"
 #include "rpc.h"
 #include "rpc-codec.h"
@@ -375,9 +376,10 @@ rpc_batch_continue(struct rpc_batch *b)
 {
 	struct ember_daemon *d = b->d;
 	size_t n = json_array_size(b->requests);
-	unsigned budget = RPC_BATCH_PER_TURN;
+	struct loop_share share;
 
-	while (b->next < n && budget-- > 0) {
+	loop_share_start(&share, RPC_BATCH_PER_TURN);
+	while (b->next < n && loop_share_take(&share)) {
 		size_t i = b->next++;
 		rpc_dispatch(d, &b->peer, json_array_get(b->requests, i), b, i);
 		/* Handlers keep what they need (as for a single request, whose
