@@ -417,6 +417,101 @@ cid_alloc_to_json(const struct cid_alloc *a)
 	return doc;
 }
 
+/* cid_alloc_to_text's buffer: grows by doubling; a failed growth sticks. */
+struct cid_text {
+	char	*buf;
+	size_t	 len, cap;
+	size_t	 entries;
+	bool	 failed;
+};
+
+static void
+cid_text_put(struct cid_text *t, const char *s, size_t n)
+{
+	if (t->failed)
+		return;
+	if (t->len + n + 1 > t->cap) {
+		size_t	 cap = t->cap;
+		char	*grown;
+
+		while (t->len + n + 1 > cap)
+			cap *= 2;
+		if ((grown = realloc(t->buf, cap)) == NULL) {
+			t->failed = true;
+			return;
+		}
+		t->buf = grown;
+		t->cap = cap;
+	}
+	memcpy(t->buf + t->len, s, n);
+	t->len += n;
+	t->buf[t->len] = '\0';
+}
+
+/* A JSON string as jansson's compact dump writes it: '"', '\\' and control
+ * characters escaped, other bytes (UTF-8, which an owner is) as they are. */
+static void
+cid_text_put_string(struct cid_text *t, const char *s)
+{
+	const char	*run = s;
+	char		 esc[8];
+
+	cid_text_put(t, "\"", 1);
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		cid_text_put(t, run, (size_t)(s - run));
+		switch (c) {
+		case '"': cid_text_put(t, "\\\"", 2); break;
+		case '\\': cid_text_put(t, "\\\\", 2); break;
+		case '\b': cid_text_put(t, "\\b", 2); break;
+		case '\f': cid_text_put(t, "\\f", 2); break;
+		case '\n': cid_text_put(t, "\\n", 2); break;
+		case '\r': cid_text_put(t, "\\r", 2); break;
+		case '\t': cid_text_put(t, "\\t", 2); break;
+		default:
+			snprintf(esc, sizeof(esc), "\\u%04X", c);
+			cid_text_put(t, esc, 6);
+		}
+		run = s + 1;
+	}
+	cid_text_put(t, run, (size_t)(s - run));
+	cid_text_put(t, "\"", 1);
+}
+
+static void
+cid_to_text_one(void *ctx, uint32_t cid, const char *owner)
+{
+	struct cid_text	*t = ctx;
+	char		 key[24];
+	int		 n;
+
+	n = snprintf(key, sizeof(key), "%s\"%" PRIu32 "\":", t->entries++ > 0 ? "," : "", cid);
+	cid_text_put(t, key, (size_t)n);
+	cid_text_put_string(t, owner);
+}
+
+char *
+cid_alloc_to_text(const struct cid_alloc *a, size_t *lenp)
+{
+	static const char	 head[] = "{\"version\":1,\"allocations\":{";
+	struct cid_text		 t = { NULL, 0, 64 + 32 * cid_alloc_count(a), 0, false };
+
+	if ((t.buf = malloc(t.cap)) == NULL)
+		return NULL;
+	cid_text_put(&t, head, sizeof(head) - 1);
+	cid_alloc_foreach(a, cid_to_text_one, &t);
+	cid_text_put(&t, "}}\n", 3);
+	if (t.failed) {
+		free(t.buf);
+		return NULL;
+	}
+	*lenp = t.len;
+	return t.buf;
+}
+
 /* Strict decimal: no sign, no leading zero, no spaces, fits 32 bits. */
 static bool
 cid_parse_key(const char *key, uint32_t *cid)

@@ -139,23 +139,8 @@ static char *
 cids_text(void *ctx, size_t *lenp)
 {
 	struct ember_daemon *d = ctx;
-	json_t *doc = cid_alloc_to_json(d->cids);
-	char *text, *grown;
-	size_t len;
 
-	text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
-	if (text == NULL)
-		return NULL;
-	len = strlen(text);
-	if ((grown = realloc(text, len + 2)) == NULL) {
-		free(text);
-		return NULL;
-	}
-	grown[len++] = '\n';
-	grown[len] = '\0';
-	*lenp = len;
-	return grown;
+	return cid_alloc_to_text(d->cids, lenp);
 }
 
 /* The table is serialised when the writer can take it, once for all the

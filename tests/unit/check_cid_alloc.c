@@ -289,6 +289,67 @@ START_TEST(cid_json_roundtrip)
 }
 END_TEST
 
+/* cid_alloc_to_text is the state file's text: json_dumps(JSON_COMPACT) of
+ * cid_alloc_to_json plus a newline, byte for byte, for owners that need
+ * escaping (every control character, quote, backslash, slash, DEL, UTF-8)
+ * and with thousands of entries (the buffer grows); it loads back whole. */
+START_TEST(cid_text_is_the_json_dump)
+{
+	struct cid_alloc	*a, *b;
+	json_t			*doc, *back;
+	char			 owner[32], *want, *text;
+	size_t			 len;
+	uint32_t		 cid;
+	static const char	*odd[] = { "q\"uote", "back\\slash", "sl/ash", "del\x7f",
+	    "caf\xc3\xa9", "\xe2\x82\xac-euro", "tab\tnl\ncr\rbs\bff\f" };
+
+	for (int round = 0; round < 2; round++) {
+		a = cid_alloc_new(CID_DEFAULT_MIN, CID_DEFAULT_MAX);
+		for (unsigned c = 1; c < 0x20 && round == 0; c++) {
+			snprintf(owner, sizeof(owner), "c%c%u", (char)c, c);
+			ck_assert_int_eq(cid_alloc_get(a, owner, &cid), 0);
+		}
+		for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
+			ck_assert_int_eq(cid_alloc_get(a, odd[i], &cid), 0);
+		for (unsigned i = 0; i < 5000 * (unsigned)round; i++) {
+			snprintf(owner, sizeof(owner), "vm-%u", i);
+			ck_assert_int_eq(cid_alloc_get(a, owner, &cid), 0);
+		}
+		ck_assert_int_eq(cid_alloc_claim(a, "top", 0xFFFFFFFEu), 0);
+		ck_assert_int_eq(cid_alloc_release(a, "q\"uote"), 0);	/* a hole */
+
+		doc = cid_alloc_to_json(a);
+		want = json_dumps(doc, JSON_COMPACT);
+		text = cid_alloc_to_text(a, &len);
+		ck_assert_ptr_nonnull(text);
+		ck_assert_uint_eq(len, strlen(want) + 1);
+		ck_assert_int_eq(text[len - 1], '\n');
+		text[len - 1] = '\0';
+		ck_assert_str_eq(text, want);
+
+		back = json_loads(text, 0, NULL);
+		ck_assert_ptr_nonnull(back);
+		b = cid_alloc_new(CID_DEFAULT_MIN, CID_DEFAULT_MAX);
+		ck_assert_int_eq(cid_alloc_load_json(b, back, NULL, NULL), 0);
+		ck_assert_uint_eq(cid_alloc_count(b), cid_alloc_count(a));
+		ck_assert(cid_alloc_lookup(b, "tab\tnl\ncr\rbs\bff\f", &cid));
+		json_decref(back);
+		json_decref(doc);
+		free(want);
+		free(text);
+		cid_alloc_free(a);
+		cid_alloc_free(b);
+	}
+
+	a = cid_alloc_new(3, 3);
+	text = cid_alloc_to_text(a, &len);
+	ck_assert_str_eq(text, "{\"version\":1,\"allocations\":{}}\n");
+	ck_assert_uint_eq(len, strlen(text));
+	free(text);
+	cid_alloc_free(a);
+}
+END_TEST
+
 static void
 record_skip(void *ctx, const char *key, const char *why)
 {
@@ -767,6 +828,7 @@ cid_suite(void)
 	tcase_add_test(tc, cid_claim_conflict);
 	tcase_add_test(tc, cid_range_edges);
 	tcase_add_test(tc, cid_json_roundtrip);
+	tcase_add_test(tc, cid_text_is_the_json_dump);
 	tcase_add_test(tc, cid_load_skips_bad_entries);
 	tcase_add_test(tc, cid_sparse_release_keeps_neighbours);
 	tcase_add_test(tc, cid_random_matches_model);
