@@ -36,6 +36,7 @@
 #include "rpc.h"
 #include "upgrade.h"
 #include "vm.h"
+#include "vm-cgroup.h"
 #include "worker.h"
 
 #define SHUTDOWN_GRACE_S 30
@@ -581,6 +582,8 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
+	if (vm_cgroup_init() < 0)
+		log_info("hypervisors run in emberd's own cgroup: %s", vm_cgroup_reason());
 	event_set_log_callback(NULL);
 	d->base = event_base_new();
 	if (d->base == NULL)

@@ -11,6 +11,7 @@
 #include "rpc.h"
 #include "upgrade.h"
 #include "vm.h"
+#include "vm-cgroup.h"
 
 /* How many VMs, and vsock CIDs held by VMs, the caller may see. */
 static void
@@ -56,11 +57,14 @@ rpc_daemon_info(struct rpc_call *call, json_t *params)
 	}
 	if (call->uid != 0)
 		count_visible(call, &nvms, &ncids);
-	rpc_reply(call, json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:I, s:o, s:o}",
+	rpc_reply(call, json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:I, s:o, s:o, s:o}",
 	    "version", EMBER_VERSION, "api_version", 1, "pid", (int)getpid(),
 	    "state_dir", d->state_dir, "socket", d->socket_path,
 	    "vms", (json_int_t)nvms, "cids_in_use", (json_int_t)ncids,
-	    "backends", backends, "quota", quota_to_json(d, call->uid)));
+	    "backends", backends, "quota", quota_to_json(d, call->uid),
+	    "vm_cgroup", vm_cgroup_path() != NULL ?
+	    json_pack("{s:s}", "path", vm_cgroup_path()) :
+	    json_pack("{s:n, s:s}", "path", "reason", vm_cgroup_reason())));
 }
 
 /* A user's quota and use: its own for anyone, any user's for root. */

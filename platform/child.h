@@ -39,6 +39,9 @@ struct child_spawn_opts {
 	 * /dev/net/tun is a fresh node of the host's device, 0600 and uid's,
 	 * for a TAP opened by name on a host whose node only root may open. */
 	bool own_dev_tun;
+	/* Joins the hypervisors' cgroup (vm-cgroup.h) before exec, where
+	 * there is one; a failure to join leaves it in emberd's. */
+	bool join_vm_cgroup;
 };
 
 /* fork+exec; returns the pid or -errno. exec failures, and failures to

@@ -27,6 +27,7 @@
 #include "dir-guard.h"
 #include "error.h"
 #include "log.h"
+#include "vm-cgroup.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -141,6 +142,10 @@ child_spawn_main(void *arg)
 	}
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (o->join_vm_cgroup && vm_cgroup_procs_fd() >= 0 &&
+	    write(vm_cgroup_procs_fd(), "0\n", 2) < 0) {
+		/* it stays in emberd's cgroup, as where there is no group */
+	}
 	if (o->drop_creds)
 		child_drop_creds(o);
 	execvp(o->argv[0], (char *const *)o->argv);

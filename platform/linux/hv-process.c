@@ -105,6 +105,7 @@ hv_process_spawn_as(struct event_base *base, const struct hv_process_ops *ops, v
 	struct child_spawn_opts o = {
 		.argv = argv, .stdout_fd = console_fd, .stderr_fd = console_fd,
 		.keep_fds = keep_fds, .nkeep = nkeep, .new_session = true,
+		.join_vm_cgroup = true,
 	};
 	struct hv_process *p = hv_new(base, ops, ctx, vm_ctx, 0);
 	pid_t pid;

@@ -1,0 +1,210 @@
+/*
+ * The hypervisors' cgroup (see vm-cgroup.h). emberd's place in the cpu
+ * controller's hierarchy comes from /proc/self/cgroup, the hierarchy's
+ * mount from /proc/self/mountinfo; nothing is taken from a client. The
+ * group is made once at startup and kept (a running VM may be in it
+ * across emberd's restarts); only its cgroup.procs stays open, and each
+ * spawned hypervisor writes "0" (itself) into it before exec.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "vm-cgroup.h"
+
+#define VMS_GROUP "vms"
+
+static char group_path[PATH_MAX];
+static char no_group_reason[256] = "not set up";
+static int group_procs_fd = -1;
+
+/* Whether the comma-separated list holds word. */
+static bool
+list_has(const char *list, size_t len, const char *word)
+{
+	size_t wlen = strlen(word);
+
+	for (const char *p = list, *end = list + len; p < end;) {
+		const char *comma = memchr(p, ',', (size_t)(end - p));
+		size_t n = comma != NULL ? (size_t)(comma - p) : (size_t)(end - p);
+
+		if (n == wlen && memcmp(p, word, n) == 0)
+			return true;
+		p += n + 1;
+	}
+	return false;
+}
+
+/* emberd's cgroup in the v1 hierarchy that has the cpu controller
+ * ("N:cpu,cpuacct:/path"). 0, or -ENOENT when there is no such line. */
+static int
+own_cpu_cgroup_v1(char *path, size_t len)
+{
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	char line[PATH_MAX + 64];
+	int r = -ENOENT;
+
+	if (f == NULL)
+		return -errno;
+	while (r == -ENOENT && fgets(line, sizeof(line), f) != NULL) {
+		char *c1 = strchr(line, ':'), *c2 = c1 != NULL ? strchr(c1 + 1, ':') : NULL;
+		size_t n;
+
+		if (c2 == NULL || !list_has(c1 + 1, (size_t)(c2 - c1 - 1), "cpu"))
+			continue;
+		n = strcspn(c2 + 1, "\n");
+		if (n == 0 || n >= len)
+			r = -ENAMETOOLONG;
+		else {
+			memcpy(path, c2 + 1, n);
+			path[n] = '\0';
+			r = 0;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+/* The mount of the v1 cgroup hierarchy with cpu: its mount point and the
+ * hierarchy path mounted there ("/" unless a container mounted a subtree).
+ * 0, or -ENOENT. Mount points with escaped characters are not used. */
+static int
+cpu_mount_v1(char *mnt, size_t mlen, char *root, size_t rlen)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[2 * PATH_MAX];
+	int r = -ENOENT;
+
+	if (f == NULL)
+		return -errno;
+	while (r == -ENOENT && fgets(line, sizeof(line), f) != NULL) {
+		char *field[6], *save = NULL, *dash, *fstype, *opts;
+		int i = 0;
+
+		if ((dash = strstr(line, " - ")) == NULL)
+			continue;
+		*dash = '\0';
+		fstype = strtok_r(dash + 3, " \n", &save);
+		(void)strtok_r(NULL, " \n", &save);	/* source */
+		opts = strtok_r(NULL, " \n", &save);
+		if (fstype == NULL || opts == NULL || strcmp(fstype, "cgroup") != 0 ||
+		    !list_has(opts, strlen(opts), "cpu"))
+			continue;
+		save = NULL;
+		for (char *t = strtok_r(line, " ", &save); t != NULL && i < 6;
+		    t = strtok_r(NULL, " ", &save))
+			field[i++] = t;
+		if (i < 5 || strchr(field[3], '\\') != NULL || strchr(field[4], '\\') != NULL)
+			continue;
+		if (strlen(field[4]) >= mlen || strlen(field[3]) >= rlen)
+			continue;
+		strcpy(mnt, field[4]);
+		strcpy(root, field[3]);
+		r = 0;
+	}
+	fclose(f);
+	return r;
+}
+
+/* Records why there is no group: what, and for r other than the refusals
+ * (-ENOTSUP, -EPERM), the system's word for it. */
+static int
+no_group(int r, const char *what, const char *path)
+{
+	snprintf(no_group_reason, sizeof(no_group_reason), "%s%s%s%s%s", what,
+	    path != NULL ? " " : "", path != NULL ? path : "",
+	    r != -ENOTSUP && r != -EPERM ? ": " : "",
+	    r != -ENOTSUP && r != -EPERM ? strerror(-r) : "");
+	group_path[0] = '\0';
+	return r;
+}
+
+/* Whether emberd is the only process in the cgroup directory dir, as in a
+ * unit's delegated cgroup; in a login session's or the test suite's it is
+ * not, and dividing that one would leave a group behind in someone
+ * else's tree. */
+static bool
+alone_in(const char *dir)
+{
+	char path[PATH_MAX], line[32];
+	FILE *f;
+	bool alone = true;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/cgroup.procs", dir) >= sizeof(path) ||
+	    (f = fopen(path, "re")) == NULL)
+		return false;
+	while (alone && fgets(line, sizeof(line), f) != NULL)
+		alone = strtol(line, NULL, 10) == (long)getpid();
+	fclose(f);
+	return alone;
+}
+
+int
+vm_cgroup_init(void)
+{
+	char own[PATH_MAX], mnt[PATH_MAX], root[PATH_MAX], procs[PATH_MAX];
+	const char *rel;
+	size_t rootlen;
+	int r;
+
+	if (group_procs_fd >= 0)
+		return 0;
+	if (own_cpu_cgroup_v1(own, sizeof(own)) < 0 ||
+	    cpu_mount_v1(mnt, sizeof(mnt), root, sizeof(root)) < 0)
+		return no_group(-ENOTSUP, "no cgroup v1 hierarchy with the cpu controller "
+		    "(on cgroup v2, hypervisors are not yet grouped)", NULL);
+	rootlen = strcmp(root, "/") == 0 ? 0 : strlen(root);
+	if (strncmp(own, root, rootlen) != 0 || (own[rootlen] != '/' && own[rootlen] != '\0'))
+		return no_group(-ENOTSUP, "the mounted cpu hierarchy does not hold emberd's cgroup",
+		    own);
+	rel = own + rootlen;
+	if (rel[0] == '\0' || strcmp(rel, "/") == 0)
+		return no_group(-EPERM, "emberd runs in the root cpu cgroup, which is the "
+		    "host's to divide (under systemd, the unit's Delegate= gives it one)", NULL);
+	if ((size_t)snprintf(procs, sizeof(procs), "%s%s", mnt, rel) >= sizeof(procs))
+		return no_group(-ENAMETOOLONG, "the cgroup path is too long for", own);
+	if (!alone_in(procs))
+		return no_group(-EPERM, "emberd shares its cpu cgroup with other processes, so it "
+		    "is not emberd's to divide (under systemd, the unit's Delegate= gives it one):",
+		    own);
+	if ((size_t)snprintf(group_path, sizeof(group_path), "%s%s/%s", mnt, rel, VMS_GROUP) >=
+	    sizeof(group_path) ||
+	    (size_t)snprintf(procs, sizeof(procs), "%s/cgroup.procs", group_path) >= sizeof(procs))
+		return no_group(-ENAMETOOLONG, "the cgroup path is too long for", own);
+	if (mkdir(group_path, 0755) < 0 && errno != EEXIST) {
+		r = -errno;
+		return no_group(r, "cannot make", group_path);
+	}
+	if ((group_procs_fd = open(procs, O_WRONLY | O_CLOEXEC)) < 0) {
+		r = -errno;
+		return no_group(r, "cannot open", procs);
+	}
+	no_group_reason[0] = '\0';
+	log_info("hypervisors run in the cgroup %s", group_path);
+	return 0;
+}
+
+const char *
+vm_cgroup_path(void)
+{
+	return group_procs_fd >= 0 ? group_path : NULL;
+}
+
+const char *
+vm_cgroup_reason(void)
+{
+	return no_group_reason;
+}
+
+int
+vm_cgroup_procs_fd(void)
+{
+	return group_procs_fd;
+}

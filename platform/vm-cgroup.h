@@ -1,0 +1,36 @@
+/*
+ * The cgroup hypervisors run in. A guest is a CPU hog (a TCG guest burns
+ * its vCPUs' time even idle at boot), and as siblings of emberd's loop in
+ * one scheduling group, eight guests on two cores kept the loop waiting
+ * 5-7 ms at the 99th percentile of a vm.inspect (bench-control (d)). In a
+ * group of their own ("vms", beside emberd), all guests together weigh
+ * what emberd weighs, and the loop is served within half a millisecond.
+ *
+ * Only the cpu controller's hierarchy is used, and emberd divides only a
+ * cgroup it was given: one it is the only process of (a unit's, with
+ * Delegate=), never the root cgroup (the host's), never one it shares
+ * with a login session or a test suite, never a read-only cgroupfs.
+ *  - cgroup v1 (a hierarchy with cpu): <own>/vms is made beside emberd.
+ *  - cgroup v2 with cpu available: a cgroup with processes in it cannot
+ *    enable controllers for its children, so emberd moves itself to
+ *    <own>/emberd, moves any other process of <own> (VMs an emberd that
+ *    did not group them left there) to <own>/vms, and enables +cpu.
+ * Otherwise hypervisors stay in emberd's cgroup, and vm_cgroup_reason()
+ * says why. Children spawned with child_spawn_opts.join_vm_cgroup join
+ * the group themselves before exec; adopted VMs are where they were.
+ */
+#ifndef EMBER_VM_CGROUP_H
+#define EMBER_VM_CGROUP_H
+
+/* Finds or makes the group; once, at startup. 0 when hypervisors will be
+ * placed in it, -errno otherwise (vm_cgroup_reason says why; emberd runs
+ * on without it). */
+int vm_cgroup_init(void);
+/* The group's directory (cgroupfs path), or NULL when there is none. */
+const char *vm_cgroup_path(void);
+/* Why there is no group ("" when there is one). */
+const char *vm_cgroup_reason(void);
+/* The group's cgroup.procs, open for writing, or -1. */
+int vm_cgroup_procs_fd(void);
+
+#endif
