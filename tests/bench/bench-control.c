@@ -30,7 +30,12 @@
  *
  * usage: bench-control [--emberd PATH] [--fc-double PATH] [--seconds N]
  *                      [--disk-mib N] [--qemu-image DIR | --no-qemu]
- *                      [--only LETTERS]
+ *                      [--only LETTERS] [--cgroup PARENT]
+ * --cgroup makes PARENT/bench-control.<pid> (PARENT in a cgroup v1 cpu
+ * hierarchy, e.g. /sys/fs/cgroup/cpu) and runs emberd alone in it, as a
+ * unit with Delegate=yes runs, so emberd puts the hypervisors in its vms
+ * group (platform/vm-cgroup.h); without it emberd shares the bench's
+ * cgroup and groups nothing. The header says which.
  * --only runs just the vm.inspect scenarios named by letter (i idle, a, b,
  * c, d) and skips every other figure.
  * emberd defaults to $EMBERD, else ../../daemon/emberd or ../daemon/emberd
@@ -78,6 +83,9 @@
 #define BIG_REPLY_MAX	(64u << 20)
 
 static char state_dir[PATH_MAX], sock_path[PATH_MAX], config_path[PATH_MAX];
+/* --cgroup PARENT: emberd runs alone in PARENT/bench-control.<pid>, as in a
+ * unit's delegated cgroup, so it may put hypervisors in <that>/vms. */
+static char bench_cgroup[PATH_MAX];
 static pid_t emberd_pid = -1;
 static int in_child;		/* a forked worker: emberd and the directory are not its */
 
@@ -129,6 +137,16 @@ cleanup(void)
 	}
 	if (state_dir[0] != '\0')
 		rm_rf(state_dir);
+	if (bench_cgroup[0] != '\0') {
+		char vms[PATH_MAX + 8];
+
+		/* empty once the hypervisors the cleanup killed are reaped */
+		snprintf(vms, sizeof(vms), "%s/vms", bench_cgroup);
+		for (int i = 0; i < 200 && ((rmdir(vms) < 0 && errno == EBUSY) ||
+		    (rmdir(bench_cgroup) < 0 && errno == EBUSY)); i++)
+			usleep(50 * 1000);
+		bench_cgroup[0] = '\0';
+	}
 }
 
 static void
@@ -272,6 +290,13 @@ start_emberd(const char *emberd)
 		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (fd >= 0)
 			dup2(fd, STDERR_FILENO);
+		if (bench_cgroup[0] != '\0') {
+			char procs[PATH_MAX + 16];
+			snprintf(procs, sizeof(procs), "%s/cgroup.procs", bench_cgroup);
+			int cg = open(procs, O_WRONLY | O_CLOEXEC);
+			if (cg < 0 || write(cg, "0\n", 2) != 2)
+				_exit(126);
+		}
 		execl(emberd, emberd, "--state-dir", state_dir, "--socket", sock_path,
 		    "--config", config_path, "--log-level", "warn", (char *)NULL);
 		_exit(127);
@@ -1335,6 +1360,7 @@ main(int argc, char **argv)
 	long pairs1, pairs8, legacy_pairs, disk_mib = 2048;
 	char image_dir[PATH_MAX];
 	int no_qemu = 0;
+	const char *cgroup_parent = NULL;
 
 	if (argc == 5 && strcmp(argv[1], "--legacy-op") == 0)
 		return legacy_op(argv[2], argv[3], argv[4]);
@@ -1353,10 +1379,12 @@ main(int argc, char **argv)
 			no_qemu = 1;
 		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
 			only_scenarios = argv[++i];
+		else if (strcmp(argv[i], "--cgroup") == 0 && i + 1 < argc)
+			cgroup_parent = argv[++i];
 		else {
 			fprintf(stderr, "usage: bench-control [--emberd PATH] [--fc-double PATH] "
 			    "[--seconds N] [--disk-mib N] [--qemu-image DIR | --no-qemu] "
-			    "[--only iabcd]\n");
+			    "[--only iabcd] [--cgroup PARENT]\n");
 			return 2;
 		}
 	}
@@ -1387,10 +1415,36 @@ main(int argc, char **argv)
 	    fc[0] ? "firecracker:\n  binary: " : "", fc, fc[0] ? "\n  require_kvm: false\n" : "",
 	    qemu_image != NULL ? "qemu:\n  accel: tcg\n" : "");
 	write_text("emberd.yaml", text);
+	if (cgroup_parent != NULL) {
+		snprintf(bench_cgroup, sizeof(bench_cgroup), "%s/bench-control.%d", cgroup_parent,
+		    (int)getpid());
+		if (mkdir(bench_cgroup, 0755) < 0) {
+			int e = errno;
+			bench_cgroup[0] = '\0';
+			die("mkdir %s/bench-control.%d: %s", cgroup_parent, (int)getpid(), strerror(e));
+		}
+	}
 	start_emberd(emberd);
 	if (fc[0])
 		import_fc_image();
 	printf("emberd %s, state %s\n", emberd, state_dir);
+	{
+		static const char req[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.info\"}\n";
+		char reply[1 << 16];
+		struct client c;
+
+		if (client_connect(&c) < 0)
+			die("connect: %s", strerror(errno));
+		client_send(&c, req, strlen(req));
+		client_recv(&c, reply, sizeof(reply));
+		close(c.fd);
+		json_t *info = json_loads(reply, 0, NULL);
+		json_t *cg = json_object_get(json_object_get(json_object_get(info, "result"),
+		    "vm_cgroup"), "path");
+		printf("hypervisors' cgroup: %s\n", json_is_string(cg) ? json_string_value(cg) :
+		    "none (emberd's own; --cgroup PARENT gives emberd one to divide)");
+		json_decref(info);
+	}
 	printf("one durable write:        %8.2f ms (temp file, fsync, rename, fsync dir)\n",
 	    bench_durable_write(state_dir));
 
