@@ -761,7 +761,8 @@ durable_new(struct event_base *base, struct ember_error *err)
 		ember_error_set(err, EK_INTERNAL, NULL, "cannot watch the durable writer's pipe");
 		goto fail;
 	}
-	if (daemon_thread_start(&dw->thread, writer_main, dw, "durable writer", err) < 0)
+	if (daemon_thread_start(&dw->thread, writer_main, dw, "emberd-writer",
+	    "durable writer", err) < 0)
 		goto fail;
 	dw->thread_started = true;
 	return dw;

@@ -138,8 +138,8 @@ on_wakeup(evutil_socket_t fd, short what, void *arg)
 }
 
 int
-daemon_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg, const char *what,
-    struct ember_error *err)
+daemon_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg, const char *name,
+    const char *what, struct ember_error *err)
 {
 	sigset_t all, old;
 	int r;
@@ -151,6 +151,7 @@ daemon_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg, const cha
 	if (r != 0)
 		return ember_error_set(err, EK_INTERNAL, "raise the process's thread limit",
 		    "cannot start the %s thread: %s", what, strerror(r));
+	(void)pthread_setname_np(*thread, name);	/* a name only: no failure */
 	return 0;
 }
 
@@ -182,7 +183,7 @@ worker_new(struct event_base *base, struct ember_error *err)
 		ember_error_set(err, EK_INTERNAL, NULL, "cannot watch the worker's pipe");
 		goto fail;
 	}
-	if (daemon_thread_start(&w->thread, worker_main, w, "worker", err) < 0)
+	if (daemon_thread_start(&w->thread, worker_main, w, "emberd-worker", "worker", err) < 0)
 		goto fail;
 	w->thread_started = true;
 	return w;

@@ -32,10 +32,11 @@ void worker_free(struct worker *w);
 int worker_run(struct worker *w, worker_work_fn work, worker_done_fn done, void *arg);
 
 /* Starts a thread of the daemon's (this worker, the durable writer) with
- * every signal blocked, so signals stay with the loop's thread; what names
- * it in the error. 0, or -1 with err. */
-int daemon_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg, const char *what,
-    struct ember_error *err);
+ * every signal blocked, so signals stay with the loop's thread; name (at
+ * most 15 bytes) is what top -H, perf and /proc/PID/task/TID/comm show,
+ * what names it in the error. 0, or -1 with err. */
+int daemon_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg, const char *name,
+    const char *what, struct ember_error *err);
 
 /* Items queued or finished but not yet reported: for tests. */
 unsigned long worker_backlog(const struct worker *w);
