@@ -3,8 +3,9 @@
  * its vCPUs' time even idle at boot), and as siblings of emberd's loop in
  * one scheduling group, eight guests on two cores kept the loop waiting
  * 5-7 ms at the 99th percentile of a vm.inspect (bench-control (d)). In a
- * group of their own ("vms", beside emberd), all guests together weigh
- * what emberd weighs, and the loop is served within half a millisecond.
+ * group of their own ("vms", beside emberd) that weighs an eighth of what
+ * emberd's threads weigh, the loop runs first when it has work, and is
+ * served within a quarter of a millisecond; the guests get the rest.
  *
  * Only the cpu controller's hierarchy is used, and emberd divides only a
  * cgroup it was given: one it is the only process of (a unit's, with

@@ -3,9 +3,9 @@
 # real QEMU under TCG.
 #  - emberd sharing its cgroup with the test suite divides nothing, and
 #    daemon.info says why;
-#  - emberd alone in a cgroup (as in a unit's delegated one) makes <own>/vms,
-#    QEMU runs there and emberd stays in <own>; after kill -9 the next
-#    emberd adopts the VM, which is still in vms/.
+#  - emberd alone in a cgroup (as in a unit's delegated one) makes <own>/vms
+#    (cpu.shares 128), QEMU runs there and emberd stays in <own>; after
+#    kill -9 the next emberd adopts the VM, which is still in vms/.
 # The test makes its cgroup under its own in the cgroup v1 cpu hierarchy,
 # starts emberd in it through a wrapper, and removes it when it ends.
 # Without such a hierarchy (cgroup v2 hosts, not yet grouped) the second
@@ -57,6 +57,7 @@ note "emberd alone in its cgroup puts QEMU in <own>/vms"
 start_emberd
 info=$(call_ok daemon.info)
 assert_jq "$info" ".vm_cgroup.path == \"$CG/vms\"" "daemon.info: the group is $CG/vms"
+assert_eq 128 "$(cat "$CG/vms/cpu.shares")" "the group weighs an eighth of emberd (cpu.shares 128)"
 import_image mini
 create_booted g1 --image mini
 pid=$(field g1 .pid)
