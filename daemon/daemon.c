@@ -557,6 +557,22 @@ socket_group(const struct ember_config *cfg)
 }
 
 
+/* Hypervisors an older emberd left in emberd's cgroup (it did not group
+ * them) do not keep the group from being made: they are moved into it. */
+static void
+adopt_into_vm_cgroup(struct ember_daemon *d)
+{
+	pid_t *pids = d->nvms > 0 ? calloc(d->nvms, sizeof(*pids)) : NULL;
+	size_t n = 0;
+
+	for (size_t i = 0; pids != NULL && i < d->nvms; i++)
+		if (d->vms[i]->rec.pid > 0)
+			pids[n++] = d->vms[i]->rec.pid;
+	if (vm_cgroup_adopt(pids, n) < 0)
+		log_info("hypervisors run in emberd's own cgroup: %s", vm_cgroup_reason());
+	free(pids);
+}
+
 struct ember_daemon *
 daemon_new(struct daemon_options *o, struct ember_error *err)
 {
@@ -582,8 +598,7 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
-	if (vm_cgroup_init() < 0)
-		log_info("hypervisors run in emberd's own cgroup: %s", vm_cgroup_reason());
+	(void)vm_cgroup_init();	/* vm_cgroup_adopt says how it ends, once VMs are loaded */
 	event_set_log_callback(NULL);
 	d->base = event_base_new();
 	if (d->base == NULL)
@@ -614,6 +629,7 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 
 	if (vms_load(d, err) < 0)
 		goto fail;
+	adopt_into_vm_cgroup(d);
 	for (size_t i = 0; i < d->nvms; i++)	/* off the loop, kept (caller-open.h) */
 		(void)caller_account_resolve(d->base, d->vms[i]->rec.owner_uid, NULL, NULL);
 	images_cleanup(d);	/* after vms_load started the writer, which removes trash */

@@ -16,6 +16,8 @@
  *    enable controllers for its children, so emberd moves itself to
  *    <own>/emberd, moves any other process of <own> (VMs an emberd that
  *    did not group them left there) to <own>/vms, and enables +cpu.
+ * Hypervisors an older emberd left in emberd's cgroup do not count as
+ * sharing it: they are moved into the group (vm_cgroup_adopt).
  * Otherwise hypervisors stay in emberd's cgroup, and vm_cgroup_reason()
  * says why. Children spawned with child_spawn_opts.join_vm_cgroup join
  * the group themselves before exec; adopted VMs are where they were.
@@ -23,10 +25,18 @@
 #ifndef EMBER_VM_CGROUP_H
 #define EMBER_VM_CGROUP_H
 
+#include <stddef.h>
+#include <sys/types.h>
+
 /* Finds or makes the group; once, at startup. 0 when hypervisors will be
  * placed in it, -errno otherwise (vm_cgroup_reason says why; emberd runs
  * on without it). */
 int vm_cgroup_init(void);
+/* Once the VM records are loaded, with the pids of their hypervisors:
+ * where vm_cgroup_init found emberd's cgroup shared only with some of
+ * them (VMs an older emberd, which did not group them, left there), makes
+ * the group and moves them into it. 0 when there is a group. */
+int vm_cgroup_adopt(const pid_t *pids, size_t n);
 /* The group's directory (cgroupfs path), or NULL when there is none. */
 const char *vm_cgroup_path(void);
 /* Why there is no group ("" when there is one). */

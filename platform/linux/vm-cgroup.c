@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -150,33 +151,76 @@ write_file(const char *path, const char *text)
 	return n == (ssize_t)strlen(text) ? 0 : -1;
 }
 
-/* Whether emberd is the only process in the cgroup directory dir, as in a
- * unit's delegated cgroup; in a login session's or the test suite's it is
- * not, and dividing that one would leave a group behind in someone
- * else's tree. */
+/* Whether pid is a child of emberd's (a probe, a helper it runs). */
 static bool
-alone_in(const char *dir)
+child_of_ours(long pid)
+{
+	char path[64], buf[512], *paren;
+	long ppid = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return true;	/* gone: it keeps nobody out */
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* "pid (comm) state ppid ...": comm may hold anything, up to the last ')' */
+	if ((paren = strrchr(buf, ')')) == NULL || sscanf(paren + 1, " %*c %ld", &ppid) != 1)
+		return false;
+	return ppid == (long)getpid();
+}
+
+/* Whether emberd is the only process in the cgroup directory dir, apart
+ * from its own children and the hypervisors in allowed[] (those of its VM
+ * records); in a login
+ * session's or the test suite's cgroup it is not, and dividing that one
+ * would leave a group behind in someone else's tree. The allowed ones
+ * found there are moved to the front of allowed[], their count in *found. */
+static bool
+alone_in(const char *dir, pid_t *allowed, size_t nallowed, size_t *found)
 {
 	char path[PATH_MAX], line[32];
 	FILE *f;
 	bool alone = true;
 
+	*found = 0;
 	if ((size_t)snprintf(path, sizeof(path), "%s/cgroup.procs", dir) >= sizeof(path) ||
 	    (f = fopen(path, "re")) == NULL)
 		return false;
-	while (alone && fgets(line, sizeof(line), f) != NULL)
-		alone = strtol(line, NULL, 10) == (long)getpid();
+	while (alone && fgets(line, sizeof(line), f) != NULL) {
+		long pid = strtol(line, NULL, 10);
+		size_t i;
+
+		if (pid == (long)getpid())
+			continue;
+		for (i = *found; i < nallowed && (long)allowed[i] != pid; i++)
+			;
+		if (i == nallowed) {
+			alone = child_of_ours(pid);
+			continue;
+		}
+		allowed[i] = allowed[*found];
+		allowed[(*found)++] = (pid_t)pid;
+	}
 	fclose(f);
 	return alone;
 }
 
-int
-vm_cgroup_init(void)
+/* vm_cgroup_init and vm_cgroup_adopt: finds emberd's cgroup, and makes
+ * the group where emberd is alone there but for allowed[], which are then
+ * moved into it. */
+static int
+set_up(pid_t *allowed, size_t nallowed)
 {
 	char own[PATH_MAX], mnt[PATH_MAX], root[PATH_MAX], procs[PATH_MAX];
 	const char *rel;
-	size_t rootlen;
-	int r;
+	size_t rootlen, found;
+	char buf[32];
+	int r, n;
 
 	if (group_procs_fd >= 0)
 		return 0;
@@ -194,7 +238,7 @@ vm_cgroup_init(void)
 		    "host's to divide (under systemd, the unit's Delegate= gives it one)", NULL);
 	if ((size_t)snprintf(procs, sizeof(procs), "%s%s", mnt, rel) >= sizeof(procs))
 		return no_group(-ENAMETOOLONG, "the cgroup path is too long for", own);
-	if (!alone_in(procs))
+	if (!alone_in(procs, allowed, nallowed, &found))
 		return no_group(-EPERM, "emberd shares its cpu cgroup with other processes, so it "
 		    "is not emberd's to divide (under systemd, the unit's Delegate= gives it one):",
 		    own);
@@ -217,7 +261,38 @@ vm_cgroup_init(void)
 	}
 	no_group_reason[0] = '\0';
 	log_info("hypervisors run in the cgroup %s", group_path);
+	for (size_t i = 0; i < found; i++) {
+		/* an older emberd's, left beside it: each that fails stays */
+		n = snprintf(buf, sizeof(buf), "%ld\n", (long)allowed[i]);
+		if (write(group_procs_fd, buf, (size_t)n) < 0)
+			log_warnx("cannot move the hypervisor %ld into %s: %s", (long)allowed[i],
+			    group_path, strerror(errno));
+		else
+			log_info("moved the hypervisor %ld into %s", (long)allowed[i], group_path);
+	}
 	return 0;
+}
+
+int
+vm_cgroup_init(void)
+{
+	return set_up(NULL, 0);
+}
+
+int
+vm_cgroup_adopt(const pid_t *pids, size_t n)
+{
+	pid_t *allowed;
+	int r;
+
+	if (group_procs_fd >= 0 || n == 0)
+		return group_procs_fd >= 0 ? 0 : -ENOENT;
+	if ((allowed = malloc(n * sizeof(*allowed))) == NULL)
+		return -ENOMEM;
+	memcpy(allowed, pids, n * sizeof(*allowed));
+	r = set_up(allowed, n);
+	free(allowed);
+	return r;
 }
 
 const char *

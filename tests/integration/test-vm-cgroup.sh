@@ -5,7 +5,9 @@
 #    daemon.info says why;
 #  - emberd alone in a cgroup (as in a unit's delegated one) makes <own>/vms
 #    (cpu.shares 128), QEMU runs there and emberd stays in <own>; after
-#    kill -9 the next emberd adopts the VM, which is still in vms/.
+#    kill -9 the next emberd adopts the VM, which is still in vms/;
+#  - a QEMU an older emberd left in emberd's cgroup is moved into vms/, but
+#    a process that is no VM of emberd's keeps emberd from dividing.
 # The test makes its cgroup under its own in the cgroup v1 cpu hierarchy,
 # starts emberd in it through a wrapper, and removes it when it ends.
 # Without such a hierarchy (cgroup v2 hosts, not yet grouped) the second
@@ -73,6 +75,27 @@ assert_jq "$(call_ok daemon.info)" ".vm_cgroup.path == \"$CG/vms\"" "the group i
 assert_eq "running" "$(field g1 .status)" "g1 is adopted, running"
 assert_eq "$pid" "$(field g1 .pid)" "same QEMU"
 assert_eq "$want/vms" "$(cpu_cgroup_of "$pid")" "QEMU is still in the vms group"
+
+note "a QEMU an older emberd left in emberd's cgroup is moved into the group"
+crash_emberd
+echo "$pid" >"$CG/cgroup.procs"	# where an emberd without grouping left it
+sleep 600 &	# and something that is no VM of emberd's
+stranger=$!
+_ember_pids+=("$stranger")
+echo "$stranger" >"$CG/cgroup.procs"
+start_emberd
+info=$(call_ok daemon.info)
+assert_jq "$info" '.vm_cgroup.path == null and (.vm_cgroup.reason | test("shares"))' \
+    "with a process that is no VM of its own there, emberd divides nothing"
+assert_eq "$want" "$(cpu_cgroup_of "$pid")" "and leaves QEMU where it was"
+crash_emberd
+kill "$stranger"
+wait "$stranger" 2>/dev/null || true
+start_emberd
+assert_jq "$(call_ok daemon.info)" ".vm_cgroup.path == \"$CG/vms\"" \
+    "with only its own VM's QEMU there, emberd makes the group"
+assert_eq "$want/vms" "$(cpu_cgroup_of "$pid")" "and moves QEMU into it"
+assert_eq "running" "$(field g1 .status)" "g1 runs on"
 
 ctl vm stop g1 >/dev/null || fail "vm stop g1"
 wait_gone "$pid"
