@@ -216,7 +216,7 @@ alone_in(const char *dir, pid_t *allowed, size_t nallowed, size_t *found)
 static int
 set_up(pid_t *allowed, size_t nallowed)
 {
-	char own[PATH_MAX], mnt[PATH_MAX], root[PATH_MAX], procs[PATH_MAX];
+	char own[PATH_MAX], mnt[PATH_MAX], root[PATH_MAX], procs[PATH_MAX], shares[PATH_MAX];
 	const char *rel;
 	size_t rootlen, found;
 	char buf[32];
@@ -250,11 +250,10 @@ set_up(pid_t *allowed, size_t nallowed)
 		r = -errno;
 		return no_group(r, "cannot make", group_path);
 	}
-	if ((size_t)snprintf(procs, sizeof(procs), "%s/cpu.shares", group_path) < sizeof(procs) &&
-	    write_file(procs, VMS_CPU_SHARES) < 0)
-		log_warnx("cannot set %s: %s (guests weigh as much as emberd)", procs,
+	if ((size_t)snprintf(shares, sizeof(shares), "%s/cpu.shares", group_path) < sizeof(shares) &&
+	    write_file(shares, VMS_CPU_SHARES) < 0)
+		log_warnx("cannot set %s: %s (guests weigh as much as emberd)", shares,
 		    strerror(errno));
-	snprintf(procs, sizeof(procs), "%s/cgroup.procs", group_path);
 	if ((group_procs_fd = open(procs, O_WRONLY | O_CLOEXEC)) < 0) {
 		r = -errno;
 		return no_group(r, "cannot open", procs);
