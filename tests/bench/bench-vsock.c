@@ -15,7 +15,9 @@
  *    packets of 4 KiB or 64 KiB, cut to its credit as Linux does; a thread
  *    reads the host sockets. Then the same with -k connections (default
  *    1000) at once, against one connection moving the same total bytes
- *    with the same buffer and packet sizes through the same code. Next to
+ *    with the same buffer and packet sizes through the same code, in -r
+ *    rounds (default 5) of one and then many: the median ratio and its
+ *    range (a single round is noise on a shared machine). Next to
  *    it: the same bytes through a plain Unix socketpair (writer thread,
  *    reader with a 64 KiB buffer), and the ratio; for many connections, the
  *    kernel's own figure (n socketpairs against one through the same
@@ -50,8 +52,8 @@
  *    (guest->host: timed from accept to EOF on vsock.sock_7002). Under TCG
  *    the guest's emulated CPU is the limit, not emberd.
  *
- * usage: bench-vsock [-m MIB_DEVICE] [-k CONNECTIONS] [-g MIB_GUEST] [-e EMBERD]
- *                    [-c EMBERCTL] [-i IMAGE_DIR] [-n] [-x h2g|g2h|sp:SIZE:CONNS]
+ * usage: bench-vsock [-m MIB_DEVICE] [-k CONNECTIONS] [-r ROUNDS] [-g MIB_GUEST]
+ *                    [-e EMBERD] [-c EMBERCTL] [-i IMAGE_DIR] [-n] [-x h2g|g2h|sp:SIZE:CONNS]
  *   -n: the device part only; -x: one device run alone (for profilers)
  * Paths default to $EMBERD, $EMBERCTL and <build>/image-mini (built by
  * the QEMU integration tests, e.g. ctest -R it_vsock).
@@ -736,11 +738,77 @@ report(const char *what, struct figure dev, struct figure sp, const struct fake 
 	    sp.cpu, sp.cpu / dev.cpu, f->packets, f->passes);
 }
 
-static void
-report_many(const char *what, struct figure many, struct figure one)
+/* Many connections against one, over several rounds: each round runs one
+ * connection and then n moving the same total bytes, and the ratio of the
+ * two is that round's figure. The median of the rounds is printed with the
+ * lowest and highest, since a single round on a shared machine can land
+ * anywhere within a factor of two (the one-connection figure alone moved
+ * from 2,600 to 5,200 MiB/s between runs a second apart). */
+enum flow { FLOW_H2G, FLOW_G2H, FLOW_SOCKETPAIRS };
+
+struct many_vs_one {
+	double wall, cpu;		/* medians of many/one MiB/s and one/many CPU s/GiB */
+	double wall_lo, wall_hi, cpu_lo, cpu_hi;
+	struct figure many;		/* the median round's many-connection figure */
+};
+
+static struct figure
+flow_run(enum flow flow, size_t bytes, int n, struct fake *f)
 {
-	printf("%-40s %6.2fx wall, %5.2fx CPU  (one: %.0f MiB/s, %.2f CPU s/GiB)\n", what,
-	    many.mibs / one.mibs, one.cpu / many.cpu, one.mibs, one.cpu);
+	switch (flow) {
+	case FLOW_H2G:
+		return fig(bench_mux_h2g(bytes, CHUNK, n, f));
+	case FLOW_G2H:
+		return fig(bench_mux_g2h(bytes, CHUNK, n, f));
+	default:
+		return fig(bench_socketpairs(bytes, n));
+	}
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+#define ROUNDS_MAX	15
+
+static struct many_vs_one
+many_vs_one(enum flow flow, size_t bytes, int n, int rounds, struct fake *f)
+{
+	double wall[ROUNDS_MAX], cpu[ROUNDS_MAX], wall_sorted[ROUNDS_MAX];
+	struct figure many[ROUNDS_MAX] = { { 0, 0 } };
+	struct many_vs_one r;
+	int mid = rounds / 2;
+
+	for (int i = 0; i < rounds; i++) {
+		struct figure one = flow_run(flow, bytes, 1, f);
+		many[i] = flow_run(flow, bytes, n, f);
+		wall[i] = wall_sorted[i] = many[i].mibs / one.mibs;
+		cpu[i] = one.cpu / many[i].cpu;
+	}
+	qsort(wall_sorted, (size_t)rounds, sizeof(double), cmp_double);
+	r.wall = wall_sorted[mid];
+	r.wall_lo = wall_sorted[0];
+	r.wall_hi = wall_sorted[rounds - 1];
+	r.many = many[0];
+	for (int i = 0; i < rounds; i++)
+		if (wall[i] == r.wall)
+			r.many = many[i];
+	qsort(cpu, (size_t)rounds, sizeof(double), cmp_double);
+	r.cpu = cpu[mid];
+	r.cpu_lo = cpu[0];
+	r.cpu_hi = cpu[rounds - 1];
+	return r;
+}
+
+static void
+report_many(const char *what, const struct many_vs_one *m, int rounds)
+{
+	printf("%-40s %6.2fx wall (%.2f-%.2f), %.2fx CPU (%.2f-%.2f), median of %d rounds\n",
+	    what, m->wall, m->wall_lo, m->wall_hi, m->cpu, m->cpu_lo, m->cpu_hi, rounds);
 }
 
 /* The device's many-against-one next to the kernel's own (n socketpairs
@@ -748,23 +816,23 @@ report_many(const char *what, struct figure many, struct figure one)
  * loses nothing to many connections that the host sockets behind it do not
  * lose by themselves. */
 static void
-report_vs_kernel(struct figure many, struct figure one, double kernel_wall, double kernel_cpu)
+report_vs_kernel(const struct many_vs_one *dev, const struct many_vs_one *kernel)
 {
 	printf("%-40s %6.2fx wall, %5.2fx CPU\n", "  that against the kernel's own",
-	    many.mibs / one.mibs / kernel_wall, one.cpu / many.cpu / kernel_cpu);
+	    dev->wall / kernel->wall, dev->cpu / kernel->cpu);
 }
 
 /* Each figure next to a socketpair run of its own: on a shared machine the
  * baseline drifts within seconds. The many-connection runs are compared
  * with one connection moving the same total bytes through the same code
- * (the same pumps, rx buffer and packet sizes), run just before. */
+ * (the same pumps, rx buffer and packet sizes), round by round. */
 static void
-device_alone(size_t mib, int conns)
+device_alone(size_t mib, int conns, int rounds)
 {
 	static struct fake f;
 	size_t bytes = mib << 20;
-	struct figure sp, one, many;
-	double kernel_wall, kernel_cpu;
+	struct figure sp, one;
+	struct many_vs_one kernel, dev;
 	char what[96];
 
 	printf("== the device alone: vsock-mux driven by a fake guest, %zu MiB per run, ring "
@@ -788,26 +856,21 @@ device_alone(size_t mib, int conns)
 		return;
 	/* The kernel's own figure for many streams, against one stream
 	 * through the same epoll pumps. */
-	one = fig(bench_socketpairs(bytes, 1));
-	many = fig(bench_socketpairs(bytes, conns));
+	kernel = many_vs_one(FLOW_SOCKETPAIRS, bytes, conns, rounds, &f);
 	snprintf(what, sizeof(what), "%d plain Unix socketpairs vs one", conns);
-	report_many(what, many, one);
-	kernel_wall = many.mibs / one.mibs;
-	kernel_cpu = one.cpu / many.cpu;
+	report_many(what, &kernel, rounds);
 	sp = socketpair_fig(bytes);
-	one = fig(bench_mux_h2g(bytes, CHUNK, 1, &f));
-	many = fig(bench_mux_h2g(bytes, CHUNK, conns, &f));
+	dev = many_vs_one(FLOW_H2G, bytes, conns, rounds, &f);
 	snprintf(what, sizeof(what), "host->guest, 64 KiB rx, %d conns", conns);
-	report(what, many, sp, &f);
-	report_many("  aggregate vs one connection", many, one);
-	report_vs_kernel(many, one, kernel_wall, kernel_cpu);
+	report(what, dev.many, sp, &f);
+	report_many("  aggregate vs one connection", &dev, rounds);
+	report_vs_kernel(&dev, &kernel);
 	sp = socketpair_fig(bytes);
-	one = fig(bench_mux_g2h(bytes, CHUNK, 1, &f));
-	many = fig(bench_mux_g2h(bytes, CHUNK, conns, &f));
+	dev = many_vs_one(FLOW_G2H, bytes, conns, rounds, &f);
 	snprintf(what, sizeof(what), "guest->host, 64 KiB pkts, %d conns", conns);
-	report(what, many, sp, &f);
-	report_many("  aggregate vs one connection", many, one);
-	report_vs_kernel(many, one, kernel_wall, kernel_cpu);
+	report(what, dev.many, sp, &f);
+	report_many("  aggregate vs one connection", &dev, rounds);
+	report_vs_kernel(&dev, &kernel);
 }
 
 /* ---- through a real guest ---- */
@@ -988,12 +1051,13 @@ main(int argc, char **argv)
 	const char *e = NULL, *c = NULL, *i = NULL, *x = NULL;
 	size_t mib_dev = 1024, mib_guest = 64;
 	bool device_only = false;
-	int opt, conns = MAX_CONNS;
+	int opt, conns = MAX_CONNS, rounds = 5;
 
-	while ((opt = getopt(argc, argv, "m:g:e:c:i:k:x:nh")) != -1) {
+	while ((opt = getopt(argc, argv, "m:g:e:c:i:k:r:x:nh")) != -1) {
 		switch (opt) {
 		case 'm': mib_dev = strtoul(optarg, NULL, 10); break;
 		case 'k': conns = atoi(optarg); break;
+		case 'r': rounds = atoi(optarg); break;
 		case 'g': mib_guest = strtoul(optarg, NULL, 10); break;
 		case 'e': e = optarg; break;
 		case 'c': c = optarg; break;
@@ -1001,7 +1065,7 @@ main(int argc, char **argv)
 		case 'n': device_only = true; break;
 		case 'x': x = optarg; break;
 		default:
-			fprintf(stderr, "usage: %s [-m MIB_DEVICE] [-k CONNECTIONS] [-g MIB_GUEST] "
+			fprintf(stderr, "usage: %s [-m MIB_DEVICE] [-k CONNECTIONS] [-r ROUNDS] [-g MIB_GUEST] "
 			    "[-e EMBERD] [-c EMBERCTL] [-i IMAGE_DIR] [-n] [-x h2g|g2h|sp:SIZE:CONNS]\n",
 			    argv[0]);
 			return 2;
@@ -1011,6 +1075,8 @@ main(int argc, char **argv)
 		die("sizes must be positive");
 	if (conns < 1 || conns > MAX_CONNS)
 		die("-k: 1 to %d connections", MAX_CONNS);
+	if (rounds < 1 || rounds > ROUNDS_MAX)
+		die("-r: 1 to %d rounds", ROUNDS_MAX);
 	signal(SIGPIPE, SIG_IGN);
 	{
 		/* Two descriptors per connection, and then some. */
@@ -1028,7 +1094,7 @@ main(int argc, char **argv)
 		one_run(x, mib_dev);
 		return 0;
 	}
-	device_alone(mib_dev, conns);
+	device_alone(mib_dev, conns, rounds);
 	if (!device_only)
 		real_guest(mib_guest, emberd, emberctl, image);
 	return 0;
