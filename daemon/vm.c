@@ -528,8 +528,8 @@ struct vm_create_op {
 	struct vm_own_file files[VM_OWN_FILES_MAX];
 	size_t nfiles;
 	size_t copying;			/* index of the file being copied */
-	char staging[PATH_MAX];
-	char uds[PATH_MAX];
+	char *staging;			/* the VM's own files gathered here; NULL until made */
+	char *uds;			/* its vsock.sock ("" without vsock) */
 	bool start;
 	bool durable_wait;		/* listed; waiting for its record to be durable */
 	bool dir_queued;		/* its directory is the writer's to make (durable_make_dir) */
@@ -624,7 +624,8 @@ create_op_new(struct vm *vm, const struct vm *source, const char *uds, bool star
 	op->start = start;
 	op->done = done;
 	op->ctx = ctx;
-	snprintf(op->uds, sizeof(op->uds), "%s", uds);
+	if ((op->uds = strdup(uds)) == NULL)
+		fatalx("out of memory");
 	return op;
 }
 
@@ -636,6 +637,8 @@ create_op_free(struct vm_create_op *op)
 	quota_release(op->quota_hold);
 	caller_open_cancel(op->opening);
 	json_decref(op->image_doc);
+	free(op->staging);
+	free(op->uds);
 	for (size_t i = 0; i < VM_OWN_FILES_MAX; i++)
 		free(op->flag_path[i]);
 	for (size_t i = 0; i < op->nfiles; i++) {
@@ -1144,7 +1147,7 @@ create_op_fail(struct vm_create_op *op, struct ember_error *err)
 	vm_done_fn done = op->done;
 	void *ctx = op->ctx;
 
-	if (op->staging[0] != '\0')
+	if (op->staging != NULL)
 		rm_rf(op->staging);
 	vm_free(op->vm);
 	create_op_free(op);
@@ -1246,13 +1249,18 @@ create_op_run(struct vm_create_op *op)
 		create_op_fail(op, &err);
 		return;
 	}
-	snprintf(op->staging, sizeof(op->staging), "%s/vms/.create-%s-%d-%u", d->state_dir,
-	    op->vm->rec.name, (int)getpid(), ++staging_counter);
-	rm_rf(op->staging);
-	if (mkdir(op->staging, 0750) < 0) {
+	snprintf(dst, sizeof(dst), "%s/vms/.create-%s-%d-%u", d->state_dir, op->vm->rec.name,
+	    (int)getpid(), ++staging_counter);
+	rm_rf(dst);
+	if (mkdir(dst, 0750) < 0) {
 		ember_error_set(&err, EK_IO, "check the state directory's permissions",
-		    "cannot create %s: %s", op->staging, strerror(errno));
-		op->staging[0] = '\0';
+		    "cannot create %s: %s", dst, strerror(errno));
+		create_op_fail(op, &err);
+		return;
+	}
+	if ((op->staging = strdup(dst)) == NULL) {
+		rm_rf(dst);
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
 		create_op_fail(op, &err);
 		return;
 	}
