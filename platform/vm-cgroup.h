@@ -7,15 +7,15 @@
  * emberd's threads weigh, the loop runs first when it has work, and is
  * served within a quarter of a millisecond; the guests get the rest.
  *
- * Only the cpu controller's hierarchy is used, and emberd divides only a
- * cgroup it was given: one it is the only process of (a unit's, with
- * Delegate=), never the root cgroup (the host's), never one it shares
- * with a login session or a test suite, never a read-only cgroupfs.
- *  - cgroup v1 (a hierarchy with cpu): <own>/vms is made beside emberd.
- *  - cgroup v2 with cpu available: a cgroup with processes in it cannot
- *    enable controllers for its children, so emberd moves itself to
- *    <own>/emberd, moves any other process of <own> (VMs an emberd that
- *    did not group them left there) to <own>/vms, and enables +cpu.
+ * Only the cgroup v1 hierarchy with the cpu controller is used: <own>/vms
+ * is made beside emberd. emberd divides only a cgroup it was given: one it
+ * is the only process of (a unit's, with Delegate=), never the root cgroup
+ * (the host's), never one it shares with a login session or a test suite,
+ * never a read-only cgroupfs. On cgroup v2 nothing is grouped yet (the
+ * reason says so): there a cgroup with processes cannot enable +cpu for
+ * its children, so emberd would first have to move itself into a leaf
+ * (<own>/emberd) and keep working when the service manager starts the
+ * next emberd in <own>.
  * Hypervisors an older emberd left in emberd's cgroup do not count as
  * sharing it: they are moved into the group (vm_cgroup_adopt).
  * Otherwise hypervisors stay in emberd's cgroup, and vm_cgroup_reason()
