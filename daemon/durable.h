@@ -99,6 +99,11 @@ int durable_make_dir(struct durable *dw, const char *dir, const char *from, mode
 void durable_plug(struct durable *dw);
 void durable_unplug(struct durable *dw);
 
+/* True when the queue holds half of what it may: bulk submitters (a
+ * JSON-RPC batch) hold back until the writer takes it, so that the loop
+ * does not reach the bound and wait for the disk. NULL: false. */
+bool durable_crowded(struct durable *dw);
+
 /* The sequence number of the last job submitted (0: none yet). */
 uint64_t durable_last_seq(const struct durable *dw);
 /* Calls done(ctx, 0) once every job up to seq is durable: at once when it

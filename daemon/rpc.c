@@ -10,7 +10,8 @@
  * whole, before any of it runs) and is dispatched a share of the loop's
  * turn at a time (RPC_BATCH_PER_TURN requests at most, loop-share.h): between two turns the loop serves everybody
  * else, and the connection is deferred (control_defer) so its next line
- * waits for the batch to be dispatched.
+ * waits for the batch to be dispatched. While the durable writer's queue
+ * is half full (durable_crowded) the batch waits for it to drain.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <event2/event.h>
 
 #include "daemon.h"
+#include "durable.h"
 #include "log.h"
 #include "loop-share.h"
 #include "metrics.h"
@@ -29,6 +31,7 @@
 #include "worker.h"
 
 #define RPC_BATCH_PER_TURN 8
+#define RPC_BATCH_CROWDED_US 1000	/* the retry while the writer is behind */
 /* Lines this long or longer are parsed on the worker thread: jansson takes
  * about 0.5 ms for 32 KiB on this class of machine, 17 ms for 1 MiB. */
 #define RPC_PARSE_OFF_LOOP_BYTES (32 * 1024)
@@ -378,8 +381,11 @@ rpc_batch_continue(struct rpc_batch *b)
 	size_t n = json_array_size(b->requests);
 	struct loop_share share;
 
+	bool crowded = false;
+
 	loop_share_start(&share, RPC_BATCH_PER_TURN);
-	while (b->next < n && loop_share_take(&share)) {
+	while (b->next < n && !(crowded = durable_crowded(d->durable)) &&
+	    loop_share_take(&share)) {
 		size_t i = b->next++;
 		rpc_dispatch(d, &b->peer, json_array_get(b->requests, i), b, i);
 		/* Handlers keep what they need (as for a single request, whose
@@ -388,9 +394,12 @@ rpc_batch_continue(struct rpc_batch *b)
 		json_array_set_new(b->requests, i, json_null());
 	}
 	if (b->next < n) {
-		struct timeval now = { 0, 0 };
+		/* With the writer's queue half full, the rest waits a
+		 * millisecond at a time instead of filling it: a full queue
+		 * makes the loop wait for the disk (durable.h). */
+		struct timeval later = { 0, crowded ? RPC_BATCH_CROWDED_US : 0 };
 		control_defer(d->control, b->conn_id);
-		evtimer_add(b->ev_next, &now);
+		evtimer_add(b->ev_next, &later);
 		return;
 	}
 	json_decref(b->requests);
