@@ -5,10 +5,13 @@
  * move of its directory in one batch. The write is skipped and answered
  * 0 in its place (its directory's sync would otherwise find the directory
  * gone and log "cannot write"); a write queued after the move still fails
- * loudly, and a neighbour whose name shares the prefix is written.
+ * loudly, and a neighbour whose name shares the prefix is written. The
+ * trees are removed between batches, one at a time: a write queued while
+ * many are still there is written first.
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +145,70 @@ START_TEST(write_queued_after_the_move_still_fails)
 }
 END_TEST
 
+/* Trees of TREE_FILES files each: removing TREES of them takes the writer
+ * about 0.1 s, against the microseconds the test takes to queue its write. */
+#define TREES		40
+#define TREE_FILES	100
+
+static int
+trees_left(void)
+{
+	char path[PATH_MAX];
+	int n = 0;
+
+	for (int i = 0; i < TREES; i++) {
+		snprintf(path, sizeof(path), "%s/.trash-t%d-1", dir, i);
+		n += access(path, F_OK) == 0;
+	}
+	return n;
+}
+
+START_TEST(a_write_is_not_held_behind_the_trash)
+{
+	struct ember_error err = { 0 };
+	struct result moved[TREES], written = { 0 };
+	char tree[PATH_MAX], trash[PATH_MAX], file[PATH_MAX + 16];
+	int left;
+
+	memset(moved, 0, sizeof(moved));
+	for (int i = 0; i < TREES; i++) {
+		snprintf(tree, sizeof(tree), "%s/t%d", dir, i);
+		ck_assert_int_eq(mkdir(tree, 0750), 0);
+		for (int k = 0; k < TREE_FILES; k++) {
+			snprintf(file, sizeof(file), "%s/f%d", tree, k);
+			int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+			ck_assert_int_ge(fd, 0);
+			close(fd);
+		}
+	}
+	durable_plug(dw);	/* one batch moves them all */
+	for (int i = 0; i < TREES; i++) {
+		snprintf(tree, sizeof(tree), "%s/t%d", dir, i);
+		snprintf(trash, sizeof(trash), "%s/.trash-t%d-1", dir, i);
+		ck_assert_int_eq(durable_rename_dir(dw, tree, trash, true, record, &moved[i],
+		    &err), 0);
+	}
+	durable_unplug(dw);
+	durable_flush(dw);	/* moved; the writer now removes the trees */
+	for (int i = 0; i < TREES; i++)
+		ck_assert_int_eq(moved[i].last, 0);
+	snprintf(file, sizeof(file), "%s/state.json", dir);
+	ck_assert_int_eq(durable_write_take(dw, file, text("{}\n"), 3, 0644, record, &written,
+	    &err), 0);
+	durable_flush(dw);
+	left = trees_left();
+	ck_assert_int_eq(written.calls, 1);
+	ck_assert_int_eq(written.last, 0);
+	/* Before, every tree went first: none was left by the time the write
+	 * was on disk. */
+	ck_assert_msg(left > 0, "the write waited for all %d trees to be removed", TREES);
+	/* and the rest still go: durable_free lets the writer finish them */
+	durable_free(dw);
+	dw = NULL;
+	ck_assert_int_eq(trees_left(), 0);
+}
+END_TEST
+
 static Suite *
 trash_order_suite(void)
 {
@@ -151,6 +218,7 @@ trash_order_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, trash_move_skips_the_queued_writes_inside_it);
 	tcase_add_test(tc, write_queued_after_the_move_still_fails);
+	tcase_add_test(tc, a_write_is_not_held_behind_the_trash);
 	suite_add_tcase(s, tc);
 	return s;
 }

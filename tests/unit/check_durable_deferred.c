@@ -356,6 +356,35 @@ START_TEST(failed_fill_fails_its_saves_alone)
 }
 END_TEST
 
+/* Half the queue's bound: crowded (a JSON-RPC batch holds back then), and
+ * no longer once the writer has taken the queue. An unmade table keeps the
+ * writer from taking anything meanwhile. */
+START_TEST(crowded_at_half_the_bound)
+{
+	enum { HALF = DURABLE_PENDING_MAX / 2 };
+	struct ember_error err = { 0 };
+	struct table t = { .state = 3 };
+	char path[PATH_MAX], name[32];
+
+	ck_assert(!durable_crowded(NULL));
+	path_in(path, sizeof(path), "cids.json");
+	ck_assert_int_eq(durable_write_deferred(dw, path, 0644, table_text, &t, NULL, NULL,
+	    &err), 0);
+	for (int i = 0; i < HALF - 2; i++) {	/* the table is one job */
+		snprintf(name, sizeof(name), "f%05d", i);
+		path_in(path, sizeof(path), name);
+		ck_assert_int_eq(durable_write_take(dw, path, text("x"), 1, 0644, NULL, NULL,
+		    &err), 0);
+		ck_assert_msg(!durable_crowded(dw), "crowded at %d jobs", i + 2);
+	}
+	path_in(path, sizeof(path), "one-more");
+	ck_assert_int_eq(durable_write_take(dw, path, text("x"), 1, 0644, NULL, NULL, &err), 0);
+	ck_assert(durable_crowded(dw));
+	durable_flush(dw);
+	ck_assert(!durable_crowded(dw));
+}
+END_TEST
+
 /* More jobs than the queue holds while the table is unmade: the loop
  * makes it early and waits for room instead of for itself. */
 START_TEST(full_queue_makes_the_deferred_contents_early)
@@ -404,6 +433,7 @@ durable_deferred_suite(void)
 	tcase_add_test(tc, plain_write_supersedes_an_unmade_deferred_one);
 	tcase_add_test(tc, failed_fill_fails_its_saves_alone);
 	tcase_add_test(tc, full_queue_makes_the_deferred_contents_early);
+	tcase_add_test(tc, crowded_at_half_the_bound);
 	suite_add_tcase(s, tc);
 	return s;
 }
