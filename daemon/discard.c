@@ -1,7 +1,7 @@
 /*
  * Discarding directory trees (see discard.h): the rename on the loop or in
  * the writer's order, the removal always in the group-commit writer's
- * thread after its batch (durable.c, step 4). Without a writer (a daemon
+ * thread after its batch, between later ones (durable.c, step 4). Without a writer (a daemon
  * not fully started) everything happens here, synchronously.
  */
 #include <errno.h>

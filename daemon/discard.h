@@ -3,7 +3,7 @@
  * first given a trash name beside it (".trash-*", one rename), which frees
  * its old name at once and marks it for the startup repair; the
  * group-commit writer (durable.h) then syncs the parent and removes the
- * trash after its batch, off the loop. Used for a deleted VM's directory,
+ * trash after its batch, between later batches, off the loop. Used for a deleted VM's directory,
  * a deleted image, a failed import's staging directory and whatever trash
  * a crash left behind.
  */

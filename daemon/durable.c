@@ -26,7 +26,8 @@
  *      durable_wait()s; then
  *      the writer removes the trees of renamed directories marked so and
  *      of durable_remove_dir's directories (the loop never unlinks a
- *      big tree; the next batch waits for the removal).
+ *      big tree), one tree at a time and only while no batch is ready:
+ *      a batch queued meanwhile goes first (trash_queue).
  * A write of a path still queued is replaced and moved to the tail, so
  * step 2 equals the submission order with superseded versions of a file
  * left out. Batches run strictly one after another.
