@@ -35,8 +35,9 @@ int vm_cgroup_init(void);
 /* Once the VM records are loaded, with the pids of their hypervisors:
  * where vm_cgroup_init found emberd's cgroup shared only with some of
  * them (VMs an older emberd, which did not group them, left there), makes
- * the group and moves them into it. 0 when there is a group. */
-int vm_cgroup_adopt(const pid_t *pids, size_t n);
+ * the group and moves them into it (pids[] is reordered: those found
+ * there first). 0 when there is a group. */
+int vm_cgroup_adopt(pid_t *pids, size_t n);
 /* The group's directory (cgroupfs path), or NULL when there is none. */
 const char *vm_cgroup_path(void);
 /* Why there is no group ("" when there is one). */

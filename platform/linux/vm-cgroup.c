@@ -279,19 +279,11 @@ vm_cgroup_init(void)
 }
 
 int
-vm_cgroup_adopt(const pid_t *pids, size_t n)
+vm_cgroup_adopt(pid_t *pids, size_t n)
 {
-	pid_t *allowed;
-	int r;
-
 	if (group_procs_fd >= 0 || n == 0)
 		return group_procs_fd >= 0 ? 0 : -ENOENT;
-	if ((allowed = malloc(n * sizeof(*allowed))) == NULL)
-		return -ENOMEM;
-	memcpy(allowed, pids, n * sizeof(*allowed));
-	r = set_up(allowed, n);
-	free(allowed);
-	return r;
+	return set_up(pids, n);
 }
 
 const char *
