@@ -380,7 +380,6 @@ rpc_batch_continue(struct rpc_batch *b)
 	struct ember_daemon *d = b->d;
 	size_t n = json_array_size(b->requests);
 	struct loop_share share;
-
 	bool crowded = false;
 
 	loop_share_start(&share, RPC_BATCH_PER_TURN);
