@@ -15,11 +15,12 @@
  *    packets of 4 KiB or 64 KiB, cut to its credit as Linux does; a thread
  *    reads the host sockets. Then the same with -k connections (default
  *    1000) at once, against one connection moving the same total bytes
- *    with the same buffer and packet sizes through the same code, in -r
- *    rounds (default 5) of one and then many: the median ratio and its
- *    range (a single round is noise on a shared machine). Next to
+ *    with the same buffer and packet sizes through the same code. Next to
  *    it: the same bytes through a plain Unix socketpair (writer thread,
- *    reader with a 64 KiB buffer), and the ratio; for many connections, the
+ *    reader with a 64 KiB buffer), and the ratio. Every comparison runs
+ *    in -r rounds (default 5) of baseline and then figure, and prints the
+ *    median ratio and its range (a single round is noise on a shared
+ *    machine); for many connections, the
  *    kernel's own figure (n socketpairs against one through the same
  *    pumps). The ring walking and the eventfd kicks of a real device are
  *    not in these figures.
@@ -730,36 +731,33 @@ socketpair_fig(size_t bytes)
 	return fig(bench_socketpair(bytes));
 }
 
-static void
-report(const char *what, struct figure dev, struct figure sp, const struct fake *f)
-{
-	printf("%-40s %6.0f MiB/s %5.2fx socketpair %5.0f | CPU s/GiB %5.2f vs %4.2f: %4.2fx"
-	    "  (%zu pkts, %zu passes)\n", what, dev.mibs, dev.mibs / sp.mibs, sp.mibs, dev.cpu,
-	    sp.cpu, sp.cpu / dev.cpu, f->packets, f->passes);
-}
-
-/* Many connections against one, over several rounds: each round runs one
- * connection and then n moving the same total bytes, and the ratio of the
- * two is that round's figure. The median of the rounds is printed with the
- * lowest and highest, since a single round on a shared machine can land
- * anywhere within a factor of two (the one-connection figure alone moved
- * from 2,600 to 5,200 MiB/s between runs a second apart). */
+/* Comparisons over several rounds: each round runs the baseline (a plain
+ * socketpair, or one connection moving the same total bytes as n) and then
+ * the figure, and the ratio of the two is that round's. The median of the
+ * rounds is printed with the lowest and highest, since a single round on a
+ * shared machine can land anywhere within a factor of two (the
+ * one-connection figure alone moved from 2,600 to 5,200 MiB/s between runs
+ * a second apart). */
 enum flow { FLOW_H2G, FLOW_G2H, FLOW_SOCKETPAIRS };
 
-struct many_vs_one {
-	double wall, cpu;		/* medians of many/one MiB/s and one/many CPU s/GiB */
+/* A figure against its baseline over rounds: medians, with the lowest
+ * and highest, of figure/baseline MiB/s and baseline/figure CPU s/GiB. */
+struct versus {
+	double wall, cpu;
 	double wall_lo, wall_hi, cpu_lo, cpu_hi;
-	struct figure many;		/* the median round's many-connection figure */
+	struct figure fig;		/* the median round's figure */
+	size_t packets, passes;		/* the median round's (the fake guest's) */
 };
 
+/* size: the rx buffers (h2g) or packets (g2h); n connections. */
 static struct figure
-flow_run(enum flow flow, size_t bytes, int n, struct fake *f)
+flow_run(enum flow flow, size_t size, size_t bytes, int n, struct fake *f)
 {
 	switch (flow) {
 	case FLOW_H2G:
-		return fig(bench_mux_h2g(bytes, CHUNK, n, f));
+		return fig(bench_mux_h2g(bytes, size, n, f));
 	case FLOW_G2H:
-		return fig(bench_mux_g2h(bytes, CHUNK, n, f));
+		return fig(bench_mux_g2h(bytes, size, n, f));
 	default:
 		return fig(bench_socketpairs(bytes, n));
 	}
@@ -775,28 +773,40 @@ cmp_double(const void *a, const void *b)
 
 #define ROUNDS_MAX	15
 
-static struct many_vs_one
-many_vs_one(enum flow flow, size_t bytes, int n, int rounds, struct fake *f)
+/* Each round runs the baseline and then the figure: a flow of size over n
+ * connections against the same over base_n (many against one), or, with
+ * base_n 0, against a plain socketpair. */
+static struct versus
+versus(enum flow flow, size_t size, size_t bytes, int n, int base_n, int rounds, struct fake *f)
 {
 	double wall[ROUNDS_MAX], cpu[ROUNDS_MAX], wall_sorted[ROUNDS_MAX];
-	struct figure many[ROUNDS_MAX] = { { 0, 0 } };
-	struct many_vs_one r;
+	struct figure figs[ROUNDS_MAX] = { { 0, 0 } };
+	size_t packets[ROUNDS_MAX] = { 0 }, passes[ROUNDS_MAX] = { 0 };
+	struct versus r;
 	int mid = rounds / 2;
 
 	for (int i = 0; i < rounds; i++) {
-		struct figure one = flow_run(flow, bytes, 1, f);
-		many[i] = flow_run(flow, bytes, n, f);
-		wall[i] = wall_sorted[i] = many[i].mibs / one.mibs;
-		cpu[i] = one.cpu / many[i].cpu;
+		struct figure base = base_n > 0 ? flow_run(flow, size, bytes, base_n, f) :
+		    socketpair_fig(bytes);
+		figs[i] = flow_run(flow, size, bytes, n, f);
+		packets[i] = f->packets;
+		passes[i] = f->passes;
+		wall[i] = wall_sorted[i] = figs[i].mibs / base.mibs;
+		cpu[i] = base.cpu / figs[i].cpu;
 	}
 	qsort(wall_sorted, (size_t)rounds, sizeof(double), cmp_double);
 	r.wall = wall_sorted[mid];
 	r.wall_lo = wall_sorted[0];
 	r.wall_hi = wall_sorted[rounds - 1];
-	r.many = many[0];
+	r.fig = figs[0];
+	r.packets = packets[0];
+	r.passes = passes[0];
 	for (int i = 0; i < rounds; i++)
-		if (wall[i] == r.wall)
-			r.many = many[i];
+		if (wall[i] == r.wall) {
+			r.fig = figs[i];
+			r.packets = packets[i];
+			r.passes = passes[i];
+		}
 	qsort(cpu, (size_t)rounds, sizeof(double), cmp_double);
 	r.cpu = cpu[mid];
 	r.cpu_lo = cpu[0];
@@ -805,10 +815,10 @@ many_vs_one(enum flow flow, size_t bytes, int n, int rounds, struct fake *f)
 }
 
 static void
-report_many(const char *what, const struct many_vs_one *m, int rounds)
+report_versus(const char *what, const char *base, const struct versus *v, int rounds)
 {
-	printf("%-40s %6.2fx wall (%.2f-%.2f), %.2fx CPU (%.2f-%.2f), median of %d rounds\n",
-	    what, m->wall, m->wall_lo, m->wall_hi, m->cpu, m->cpu_lo, m->cpu_hi, rounds);
+	printf("%-40s %6.2fx %s (%.2f-%.2f), %.2fx CPU (%.2f-%.2f), median of %d rounds\n",
+	    what, v->wall, base, v->wall_lo, v->wall_hi, v->cpu, v->cpu_lo, v->cpu_hi, rounds);
 }
 
 /* The device's many-against-one next to the kernel's own (n socketpairs
@@ -816,60 +826,60 @@ report_many(const char *what, const struct many_vs_one *m, int rounds)
  * loses nothing to many connections that the host sockets behind it do not
  * lose by themselves. */
 static void
-report_vs_kernel(const struct many_vs_one *dev, const struct many_vs_one *kernel)
+report_vs_kernel(const struct versus *dev, const struct versus *kernel)
 {
 	printf("%-40s %6.2fx wall, %5.2fx CPU\n", "  that against the kernel's own",
 	    dev->wall / kernel->wall, dev->cpu / kernel->cpu);
 }
 
-/* Each figure next to a socketpair run of its own: on a shared machine the
- * baseline drifts within seconds. The many-connection runs are compared
- * with one connection moving the same total bytes through the same code
- * (the same pumps, rx buffer and packet sizes), round by round. */
+/* Each figure next to a socketpair run of its own, round by round: on a
+ * shared machine the baseline drifts within seconds. The many-connection
+ * runs are compared with one connection moving the same total bytes
+ * through the same code (the same pumps, rx buffer and packet sizes). */
 static void
 device_alone(size_t mib, int conns, int rounds)
 {
+	static const struct {
+		const char *what;
+		enum flow flow;
+		size_t size;
+	} single[] = {
+		{ "host->guest, 4 KiB rx buffers", FLOW_H2G, 4096 },
+		{ "host->guest, 64 KiB rx buffers", FLOW_H2G, CHUNK },
+		{ "guest->host, 4 KiB packets", FLOW_G2H, 4096 },
+		{ "guest->host, 64 KiB packets", FLOW_G2H, CHUNK },
+	};
 	static struct fake f;
 	size_t bytes = mib << 20;
-	struct figure sp, one;
-	struct many_vs_one kernel, dev;
+	struct versus kernel, dev;
 	char what[96];
 
 	printf("== the device alone: vsock-mux driven by a fake guest, %zu MiB per run, ring "
-	    "passes of up to %d buffers; each ratio is to a plain Unix socketpair (64 KiB "
-	    "reads) run just before it; CPU s/GiB is the process's CPU time (all threads: "
-	    "host pumps, fake guest, mux) per GiB, and its ratio socketpair/device ==\n", mib,
-	    RING);
-	sp = socketpair_fig(bytes);
-	one = fig(bench_mux_h2g(bytes, 4096, 1, &f));
-	report("host->guest, 4 KiB rx buffers", one, sp, &f);
-	sp = socketpair_fig(bytes);
-	one = fig(bench_mux_h2g(bytes, CHUNK, 1, &f));
-	report("host->guest, 64 KiB rx buffers", one, sp, &f);
-	sp = socketpair_fig(bytes);
-	one = fig(bench_mux_g2h(bytes, 4096, 1, &f));
-	report("guest->host, 4 KiB packets", one, sp, &f);
-	sp = socketpair_fig(bytes);
-	one = fig(bench_mux_g2h(bytes, CHUNK, 1, &f));
-	report("guest->host, 64 KiB packets", one, sp, &f);
+	    "passes of up to %d buffers, %d rounds of each comparison (a single run on a "
+	    "shared machine lands anywhere within a factor of two). One connection against a "
+	    "plain Unix socketpair (64 KiB reads) run just before it in each round; CPU is the "
+	    "process's CPU time per GiB (all threads: host pumps, fake guest, mux), its ratio "
+	    "socketpair/device ==\n", mib, RING, rounds);
+	for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++) {
+		dev = versus(single[i].flow, single[i].size, bytes, 1, 0, rounds, &f);
+		report_versus(single[i].what, "socketpair", &dev, rounds);
+		printf("%-40s %6.0f MiB/s, %.2f CPU s/GiB (%zu packets in %zu passes)\n",
+		    "  its median round", dev.fig.mibs, dev.fig.cpu, dev.packets, dev.passes);
+	}
 	if (conns <= 1)
 		return;
 	/* The kernel's own figure for many streams, against one stream
 	 * through the same epoll pumps. */
-	kernel = many_vs_one(FLOW_SOCKETPAIRS, bytes, conns, rounds, &f);
+	kernel = versus(FLOW_SOCKETPAIRS, CHUNK, bytes, conns, 1, rounds, &f);
 	snprintf(what, sizeof(what), "%d plain Unix socketpairs vs one", conns);
-	report_many(what, &kernel, rounds);
-	sp = socketpair_fig(bytes);
-	dev = many_vs_one(FLOW_H2G, bytes, conns, rounds, &f);
+	report_versus(what, "one", &kernel, rounds);
+	dev = versus(FLOW_H2G, CHUNK, bytes, conns, 1, rounds, &f);
 	snprintf(what, sizeof(what), "host->guest, 64 KiB rx, %d conns", conns);
-	report(what, dev.many, sp, &f);
-	report_many("  aggregate vs one connection", &dev, rounds);
+	report_versus(what, "one", &dev, rounds);
 	report_vs_kernel(&dev, &kernel);
-	sp = socketpair_fig(bytes);
-	dev = many_vs_one(FLOW_G2H, bytes, conns, rounds, &f);
+	dev = versus(FLOW_G2H, CHUNK, bytes, conns, 1, rounds, &f);
 	snprintf(what, sizeof(what), "guest->host, 64 KiB pkts, %d conns", conns);
-	report(what, dev.many, sp, &f);
-	report_many("  aggregate vs one connection", &dev, rounds);
+	report_versus(what, "one", &dev, rounds);
 	report_vs_kernel(&dev, &kernel);
 }
 
