@@ -36,5 +36,8 @@ int atomic_write_json(const char *path, const json_t *json);
 int read_json_file(const char *path, json_t **out, char *errbuf, size_t errlen);
 /* Reads a whole file (max bytes) into a NUL-terminated malloc'd buffer. */
 int read_file(const char *path, size_t max, char **out, size_t *len);
+/* Writes text into the existing file path in one write, as a /proc, /sys
+ * or cgroup file takes a value: 0, or -errno (-EIO for a short write). */
+int write_file_text(const char *path, const char *text);
 
 #endif

@@ -22,6 +22,8 @@ int platform_peer_groups(int fd, gid_t *groups, size_t max);
 /* Start time of pid in clock ticks since boot (/proc/<pid>/stat field 22).
  * 0 or -errno (-ESRCH when gone). */
 int platform_process_start_time(pid_t pid, uint64_t *start_time);
+/* Parent of pid (/proc/<pid>/stat field 4). 0 or -errno (-ESRCH when gone). */
+int platform_process_parent(pid_t pid, pid_t *ppid);
 /* What a process has used: CPU time (user plus system, /proc/<pid>/stat)
  * and how long it has run. 0 or -errno (-ESRCH when gone or a zombie). */
 struct platform_process_usage {

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "net-tap.h"
 
 #define NL_BUF 8192
@@ -152,15 +153,11 @@ static void
 ipv6_off(const char *name)
 {
 	char path[128];
-	int fd;
 
 	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
-	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
-		return;		/* no IPv6 in this kernel: nothing to turn off */
-	if (write(fd, "1", 1) < 0) {
-		/* best effort: the firewall drops IPv6 from guests anyway */
-	}
-	close(fd);
+	/* Best effort: without IPv6 in the kernel there is nothing to turn
+	 * off, and the firewall drops IPv6 from guests anyway. */
+	(void)write_file_text(path, "1");
 }
 
 int
@@ -302,12 +299,5 @@ net_ip_forward_get(void)
 int
 net_ip_forward_enable(void)
 {
-	int fd = open(IP_FORWARD, O_WRONLY | O_CLOEXEC), r = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (write(fd, "1", 1) != 1)
-		r = -errno;
-	close(fd);
-	return r;
+	return write_file_text(IP_FORWARD, "1");
 }

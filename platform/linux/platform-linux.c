@@ -51,16 +51,16 @@ platform_peer_groups(int fd, gid_t *groups, size_t max)
 }
 
 /*
- * Reads the state letter (field 3), user plus system CPU time (fields 14
- * and 15, clock ticks; cpu_ticks may be NULL) and start time (field 22) of
- * pid. comm (field 2) is in parentheses and may itself hold spaces and ')',
+ * Reads the state letter (field 3), the parent (field 4; ppid may be NULL),
+ * user plus system CPU time (fields 14 and 15, clock ticks; cpu_ticks may
+ * be NULL) and start time (field 22) of pid. comm (field 2) is in parentheses and may itself hold spaces and ')',
  * so the fields are counted from the last ')' in the line.
  */
 static int
-proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *start_time)
+proc_stat(pid_t pid, char *state, pid_t *ppid, uint64_t *cpu_ticks, uint64_t *start_time)
 {
 	char path[64], *text, *p, *end;
-	unsigned long long v, cpu = 0;
+	unsigned long long v, cpu = 0, parent = 0;
 	int r, field;
 
 	if (pid <= 0)
@@ -79,12 +79,15 @@ proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *start_time)
 			goto bad;
 		if (field == 3)
 			*state = *p;
-		if (field == 14 || field == 15) {
+		if (field == 4 || field == 14 || field == 15) {
 			errno = 0;
 			v = strtoull(p, &end, 10);
 			if (errno != 0 || end == p)
 				goto bad;
-			cpu += v;
+			if (field == 4)
+				parent = v;
+			else
+				cpu += v;
 		}
 		while (*p != ' ' && *p != '\0')
 			p++;
@@ -101,6 +104,8 @@ proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *start_time)
 	*start_time = v;
 	if (cpu_ticks != NULL)
 		*cpu_ticks = cpu;
+	if (ppid != NULL)
+		*ppid = (pid_t)parent;
 	return 0;
 
 bad:
@@ -113,7 +118,16 @@ platform_process_start_time(pid_t pid, uint64_t *start_time)
 {
 	char state;
 
-	return proc_stat(pid, &state, NULL, start_time);
+	return proc_stat(pid, &state, NULL, NULL, start_time);
+}
+
+int
+platform_process_parent(pid_t pid, pid_t *ppid)
+{
+	uint64_t start;
+	char state;
+
+	return proc_stat(pid, &state, ppid, NULL, &start);
 }
 
 int
@@ -124,7 +138,7 @@ platform_process_matches(pid_t pid, uint64_t start_time)
 
 	if (pid <= 0 || start_time == 0)
 		return 0;
-	if (proc_stat(pid, &state, NULL, &actual) < 0)
+	if (proc_stat(pid, &state, NULL, NULL, &actual) < 0)
 		return 0;
 	/* A zombie has finished; only its exit status is left. */
 	if (state == 'Z' || state == 'X' || state == 'x')
@@ -143,7 +157,7 @@ platform_process_usage(pid_t pid, struct platform_process_usage *u)
 
 	if (hz <= 0)
 		return -EINVAL;
-	if ((r = proc_stat(pid, &state, &ticks, &start)) < 0)
+	if ((r = proc_stat(pid, &state, NULL, &ticks, &start)) < 0)
 		return r;
 	if (state == 'Z' || state == 'X' || state == 'x')
 		return -ESRCH;

@@ -17,7 +17,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
+#include "platform.h"
 #include "vm-cgroup.h"
 
 #define VMS_GROUP "vms"
@@ -135,43 +137,16 @@ no_group(int r, const char *what, const char *path)
 	return r;
 }
 
-/* Writes text into the cgroup file path. 0, or -1 with errno. */
-static int
-write_file(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC), e;
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = write(fd, text, strlen(text));
-	e = errno;
-	close(fd);
-	errno = e;
-	return n == (ssize_t)strlen(text) ? 0 : -1;
-}
-
 /* Whether pid is a child of emberd's (a probe, a helper it runs). */
 static bool
 child_of_ours(long pid)
 {
-	char path[64], buf[512], *paren;
-	long ppid = 0;
-	ssize_t n;
-	int fd;
+	pid_t ppid;
+	int r = platform_process_parent((pid_t)pid, &ppid);
 
-	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+	if (r == -ESRCH)
 		return true;	/* gone: it keeps nobody out */
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
-	/* "pid (comm) state ppid ...": comm may hold anything, up to the last ')' */
-	if ((paren = strrchr(buf, ')')) == NULL || sscanf(paren + 1, " %*c %ld", &ppid) != 1)
-		return false;
-	return ppid == (long)getpid();
+	return r == 0 && ppid == getpid();
 }
 
 /* Whether emberd is the only process in the cgroup directory dir, apart
@@ -251,9 +226,9 @@ set_up(pid_t *allowed, size_t nallowed)
 		return no_group(r, "cannot make", group_path);
 	}
 	if ((size_t)snprintf(shares, sizeof(shares), "%s/cpu.shares", group_path) < sizeof(shares) &&
-	    write_file(shares, VMS_CPU_SHARES) < 0)
+	    (r = write_file_text(shares, VMS_CPU_SHARES)) < 0)
 		log_warnx("cannot set %s: %s (guests weigh as much as emberd)", shares,
-		    strerror(errno));
+		    strerror(-r));
 	if ((group_procs_fd = open(procs, O_WRONLY | O_CLOEXEC)) < 0) {
 		r = -errno;
 		return no_group(r, "cannot open", procs);
@@ -281,7 +256,7 @@ vm_cgroup_init(void)
 int
 vm_cgroup_adopt(pid_t *pids, size_t n)
 {
-	if (group_procs_fd >= 0 || n == 0)
+	if (n == 0)	/* nothing to move: vm_cgroup_init's outcome stands */
 		return group_procs_fd >= 0 ? 0 : -ENOENT;
 	return set_up(pids, n);
 }

@@ -80,6 +80,22 @@ slurp(const char *path)
 	return text;
 }
 
+START_TEST(write_file_text_writes_into_an_existing_file_only)
+{
+	char *text;
+
+	write_plain(tpath("value"), "0\n");
+	ck_assert_int_eq(write_file_text(tpath("value"), "128\n"), 0);
+	text = slurp(tpath("value"));
+	ck_assert_str_eq(text, "128\n");
+	free(text);
+	/* it never creates: a cgroup or /proc file that is not there stays so */
+	ck_assert_int_eq(write_file_text(tpath("missing"), "1"), -ENOENT);
+	ck_assert_int_eq(access(tpath("missing"), F_OK), -1);
+	ck_assert_int_eq(write_file_text(tmpdir, "1"), -EISDIR);
+}
+END_TEST
+
 START_TEST(atomic_write_creates_file_with_contents)
 {
 	const char *path = tpath("state.txt");
@@ -463,6 +479,7 @@ fsutil_suite(void)
 	tcase_add_test(tc, rm_rf_does_not_follow_symlinks);
 	tcase_add_test(tc, rm_rf_rejects_empty_path);
 	tcase_add_test(tc, fsync_dir_of_missing_directory_is_enoent);
+	tcase_add_test(tc, write_file_text_writes_into_an_existing_file_only);
 	suite_add_tcase(s, tc);
 	return s;
 }

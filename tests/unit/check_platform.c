@@ -144,6 +144,26 @@ START_TEST(start_time_survives_comm_with_spaces_and_parens)
 }
 END_TEST
 
+START_TEST(parent_of_a_child_past_an_odd_comm)
+{
+	pid_t pid, ppid = 0;
+	int wfd;
+
+	ck_assert_int_eq(platform_process_parent(getpid(), &ppid), 0);
+	ck_assert_int_eq(ppid, getppid());
+	pid = spawn_waiting_child(&wfd, ") 1 2 (x) ");
+	/* its comm, once renamed, holds spaces, digits and parentheses; read
+	 * before and after the rename, the parent is the same */
+	for (int i = 0; i < 20; i++) {
+		ck_assert_int_eq(platform_process_parent(pid, &ppid), 0);
+		ck_assert_int_eq(ppid, getpid());
+		usleep(5000);
+	}
+	finish_child(pid, wfd);
+	ck_assert_int_eq(platform_process_parent(pid, &ppid), -ESRCH);
+}
+END_TEST
+
 START_TEST(start_time_of_reaped_child_is_esrch)
 {
 	uint64_t t;
@@ -324,6 +344,7 @@ platform_suite(void)
 	tcase_add_test(tc, start_time_of_child_is_not_before_parent);
 	tcase_add_test(tc, start_time_survives_comm_with_spaces_and_parens);
 	tcase_add_test(tc, start_time_of_reaped_child_is_esrch);
+	tcase_add_test(tc, parent_of_a_child_past_an_odd_comm);
 	tcase_add_test(tc, start_time_rejects_non_positive_pid);
 	tcase_add_test(tc, process_matches_self_with_its_start_time);
 	tcase_add_test(tc, process_matches_rejects_other_start_time);
