@@ -231,13 +231,14 @@ conn_finished(struct control_conn *c)
 	return c->in_flight == 0 && !c->deferred && conn_output_len(c) == 0;
 }
 
+/* Reads no more; whoever runs next for it (conn_service, the write
+ * callback, the reap) frees it once it is finished. Never frees it here:
+ * the callers still use it. */
 static void
-conn_close_when_flushed(struct control_conn *c)
+conn_mark_closing(struct control_conn *c)
 {
 	c->closing = 1;
 	bufferevent_disable(c->bev, EV_READ);
-	if (conn_finished(c))
-		conn_free(c);
 }
 
 static void
@@ -318,7 +319,7 @@ conn_deliver_lines(struct control_conn *c)
 		char *line = malloc(len + 1);
 		if (line == NULL) {
 			log_warnx("control: out of memory reading a request");
-			conn_close_when_flushed(c);
+			conn_mark_closing(c);
 			return;
 		}
 		evbuffer_remove(in, line, len);
@@ -343,7 +344,7 @@ oversize:
 			bufferevent_write(c->bev, reply, rlen);
 		free(reply);
 	}
-	conn_close_when_flushed(c);
+	conn_mark_closing(c);
 }
 
 /* Serves a connection's buffered lines, then closes it when its peer is
@@ -801,6 +802,19 @@ control_send(struct control *ctl, uint64_t conn_id, const char *buf, size_t len)
 	if (bufferevent_write(c->bev, buf, len) < 0)
 		return -ENOMEM;
 	return 0;
+}
+
+void
+control_close(struct control *ctl, uint64_t conn_id)
+{
+	struct control_conn *c = conn_find(ctl, conn_id);
+
+	if (c == NULL || c->closing)
+		return;
+	log_warnx("control: connection %llu closed: a reply to it could not be built",
+	    (unsigned long long)conn_id);
+	conn_mark_closing(c);
+	control_schedule_reap(ctl);
 }
 
 long long

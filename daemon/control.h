@@ -91,6 +91,10 @@ void control_free(struct control *ctl);
 size_t control_set_limits(struct control *ctl, const struct control_limits *lim);
 /* Queues bytes for a connection; 0, or -ENOENT when it has gone. */
 int control_send(struct control *ctl, uint64_t conn_id, const char *buf, size_t len);
+/* Ends a connection whose reply could not be built (out of memory): it
+ * reads no more lines and closes once its calls in flight are done and
+ * its output is written, so the client sees the end instead of waiting. */
+void control_close(struct control *ctl, uint64_t conn_id);
 /* Bytes queued for a connection and not yet written, or -ENOENT. */
 long long control_pending_output(struct control *ctl, uint64_t conn_id);
 /* Calls on_writable each time the connection's output drains (a stream

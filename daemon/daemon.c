@@ -600,15 +600,18 @@ daemon_new(struct daemon_options *o, struct ember_error *err)
 	raise_fd_limit();
 	(void)vm_cgroup_init();	/* vm_cgroup_adopt says how it ends, once VMs are loaded */
 	event_set_log_callback(NULL);
-	d->base = event_base_new();
-	if (d->base == NULL)
-		fatalx("cannot create the event base");
+	if ((d->base = event_base_new()) == NULL) {
+		ember_error_set(err, EK_INTERNAL, NULL, "cannot create the event loop");
+		goto fail;
+	}
 	d->notify = notify_new(d->base, daemon_status_line, d);
 	{
 		struct events_limits elim = { .ring_events = d->config.events_ring };
 		struct events_sink sink = { events_sink_send, events_sink_pending, d };
-		if ((d->events = events_new(d->base, &elim, &sink)) == NULL)
-			fatalx("out of memory");
+		if ((d->events = events_new(d->base, &elim, &sink)) == NULL) {
+			ember_error_set(err, EK_INTERNAL, NULL, "out of memory for the event log");
+			goto fail;
+		}
 	}
 
 	if ((d->worker = worker_new(d->base, err)) == NULL)

@@ -12,7 +12,13 @@
  * else, and the connection is deferred (control_defer) so its next line
  * waits for the batch to be dispatched. While the durable writer's queue
  * is half full (durable_crowded) the batch waits for it to drain.
+ *
+ * Out of memory, a request is answered with an internal error where that
+ * reply can still be built; a reply that cannot be built or sent ends the
+ * connection (control_close), so no client waits for an answer that will
+ * never come, and emberd serves on.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +56,7 @@ struct rpc_batch {
 	} *parts;		/* one per request, in request order */
 	size_t nparts;
 	size_t pending;
+	bool lost;		/* a reply could not be built: end the connection */
 };
 
 static const struct rpc_method *const rpc_tables[] = {
@@ -70,17 +77,21 @@ rpc_lookup(const char *name)
 	return NULL;
 }
 
+/* Sends a reply (NULL: it could not be built). */
 static void
 rpc_send(struct ember_daemon *d, uint64_t conn_id, json_t *msg)
 {
 	size_t len;
-	char *line = rpc_encode(msg, &len);
+	char *line = msg != NULL ? rpc_encode(msg, &len) : NULL;
+	int r;
 
 	if (line == NULL) {
-		log_warnx("rpc: cannot encode a reply");
+		control_close(d->control, conn_id);
 		return;
 	}
-	if (control_send(d->control, conn_id, line, len) < 0)
+	if ((r = control_send(d->control, conn_id, line, len)) == -ENOMEM)
+		control_close(d->control, conn_id);
+	else if (r < 0)
 		log_debug("rpc: connection %llu left before its reply",
 		    (unsigned long long)conn_id);
 	free(line);
@@ -92,17 +103,18 @@ static void
 rpc_batch_send(struct ember_daemon *d, struct rpc_batch *b)
 {
 	size_t total = 2, off = 0, i;
-	char *line;
+	char *line = NULL;
+	int r;
 
 	for (i = 0; i < b->nparts; i++)
 		if (b->parts[i].text != NULL)
 			total += b->parts[i].len + 1;
-	if (total == 2)
-		return;
-	if ((line = malloc(total)) == NULL) {
-		log_warnx("rpc: out of memory for a batch's reply");
+	if (b->lost || (total > 2 && (line = malloc(total)) == NULL)) {
+		control_close(d->control, b->conn_id);
 		return;
 	}
+	if (total == 2)
+		return;
 	line[off++] = '[';
 	for (i = 0; i < b->nparts; i++) {
 		if (b->parts[i].text == NULL)
@@ -114,21 +126,27 @@ rpc_batch_send(struct ember_daemon *d, struct rpc_batch *b)
 	}
 	line[off++] = ']';
 	line[off++] = '\n';
-	if (control_send(d->control, b->conn_id, line, off) < 0)
+	if ((r = control_send(d->control, b->conn_id, line, off)) == -ENOMEM)
+		control_close(d->control, b->conn_id);
+	else if (r < 0)
 		log_debug("rpc: connection %llu left before its batch's reply",
 		    (unsigned long long)b->conn_id);
 	free(line);
 }
 
+/* Files a request's reply in its slot; lost when a reply was due but
+ * could not be built. */
 static void
-rpc_batch_put(struct ember_daemon *d, struct rpc_batch *b, size_t slot, json_t *reply)
+rpc_batch_put(struct ember_daemon *d, struct rpc_batch *b, size_t slot, json_t *reply,
+    bool lost)
 {
+	b->lost |= lost;
 	if (reply != NULL && slot < b->nparts) {
 		size_t len;
 		char *text = rpc_encode(reply, &len);
 
 		if (text == NULL)
-			log_warnx("rpc: cannot encode a reply");
+			b->lost = true;
 		else {
 			free(b->parts[slot].text);
 			b->parts[slot].text = text;
@@ -181,8 +199,9 @@ rpc_complete(struct rpc_call *call, json_t *reply)
 		reply = NULL;
 	}
 	if (call->batch != NULL)
-		rpc_batch_put(d, call->batch, call->batch_slot, reply);
-	else if (reply != NULL) {
+		rpc_batch_put(d, call->batch, call->batch_slot, reply,
+		    reply == NULL && call->id != NULL);
+	else if (reply != NULL || call->id != NULL) {
 		rpc_send(d, call->conn_id, reply);
 		json_decref(reply);
 	}
@@ -191,9 +210,20 @@ rpc_complete(struct rpc_call *call, json_t *reply)
 	free(call);
 }
 
+/* Every result is a JSON value; NULL is what a builder that ran out of
+ * memory hands on, and is answered as that. */
 void
 rpc_reply(struct rpc_call *call, json_t *result)
 {
+	struct ember_error err = { 0 };
+
+	if (result == NULL) {
+		ember_error_set(&err, EK_INTERNAL, "what it did may have taken effect: look before "
+		    "retrying", "emberd ran out of memory building the reply to %s",
+		    call->method->name);
+		rpc_fail(call, &err);
+		return;
+	}
 	rpc_complete(call, rpc_result(call->id, result));
 }
 
@@ -334,16 +364,24 @@ rpc_dispatch(struct ember_daemon *d, const struct control_peer *peer, json_t *el
 
 	if (rpc_request_parse(elem, &req, &reply) < 0) {
 		if (batch != NULL)
-			rpc_batch_put(d, batch, slot, reply);
+			rpc_batch_put(d, batch, slot, reply, reply == NULL);
 		else {
 			rpc_send(d, peer->conn_id, reply);
 			json_decref(reply);
 		}
 		return;
 	}
-	call = calloc(1, sizeof(*call));
-	if (call == NULL)
-		fatalx("rpc: out of memory");
+	if ((call = calloc(1, sizeof(*call))) == NULL) {
+		reply = req.id == NULL ? NULL : rpc_error(req.id, RPC_INTERNAL_ERROR,
+		    "Internal error", json_pack("{s:s}", "reason", "emberd is out of memory"));
+		if (batch != NULL)
+			rpc_batch_put(d, batch, slot, reply, reply == NULL && req.id != NULL);
+		else if (req.id != NULL) {
+			rpc_send(d, peer->conn_id, reply);
+			json_decref(reply);
+		}
+		return;
+	}
 	call->daemon = d;
 	call->conn_id = peer->conn_id;
 	call->uid = peer->uid;
@@ -405,7 +443,7 @@ rpc_batch_continue(struct rpc_batch *b)
 	b->requests = NULL;
 	control_resume(d->control, b->conn_id);
 	control_release(d->control, b->conn_id);
-	rpc_batch_put(d, b, 0, NULL);	/* may free b */
+	rpc_batch_put(d, b, 0, NULL, false);	/* may free b */
 }
 
 static void
@@ -435,18 +473,24 @@ rpc_batch_start(struct ember_daemon *d, const struct control_peer *peer, json_t 
 		json_decref(reply);
 		return;
 	}
-	b = calloc(1, sizeof(*b));
-	if (b == NULL || (b->parts = calloc(n, sizeof(*b->parts))) == NULL)
-		fatalx("rpc: out of memory");
+	if ((b = calloc(1, sizeof(*b))) == NULL || (b->parts = calloc(n, sizeof(*b->parts))) == NULL ||
+	    (b->ev_next = evtimer_new(d->base, rpc_batch_next_cb, b)) == NULL) {
+		json_t *reply = rpc_error(NULL, RPC_INTERNAL_ERROR, "Internal error",
+		    json_pack("{s:s}", "reason", "emberd is out of memory"));
+
+		if (b != NULL)
+			free(b->parts);
+		free(b);
+		rpc_send(d, peer->conn_id, reply);
+		json_decref(reply);
+		return;
+	}
 	b->nparts = n;
 	b->d = d;
 	b->peer = *peer;
 	b->conn_id = peer->conn_id;
 	b->requests = json_incref(msg);
 	b->pending = n + 1;	/* +1 so it completes after dispatch */
-	b->ev_next = evtimer_new(d->base, rpc_batch_next_cb, b);
-	if (b->ev_next == NULL)
-		fatalx("rpc: cannot create an event");
 	/* Shutdown waits for the whole batch to be dispatched. */
 	control_hold(d->control, peer->conn_id);
 	rpc_batch_continue(b);

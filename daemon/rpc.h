@@ -71,7 +71,8 @@ char *rpc_oversize_reply(size_t *len);
  * (control.h on_refused): quota_exceeded naming the limit, use and maximum. */
 char *rpc_refused_reply(uid_t uid, const char *limit, size_t use, size_t max, size_t *len);
 
-/* Completes a call: exactly one of these, once. Steals result. */
+/* Completes a call: exactly one of these, once. Steals result; a NULL
+ * result (a builder out of memory) is answered as an internal error. */
 void rpc_reply(struct rpc_call *call, json_t *result);
 void rpc_fail(struct rpc_call *call, const struct ember_error *err);
 void rpc_fail_params(struct rpc_call *call, const char *fmt, ...)
