@@ -41,6 +41,7 @@ struct ember_daemon {
 
 	struct vm **vms;		/* sorted by name */
 	size_t nvms, vms_cap;
+	size_t vms_alive;		/* listed or not; vm_new keeps each a place */
 
 	/* One per registry row (backend.h), in the registry's order. */
 	struct backend_env backend_env;

@@ -111,8 +111,8 @@ static struct {
 	size_t n, cap;
 } images;
 
-/* Apparent size of the files in images/<name>/, or 0 with *owner unset
- * when it holds no readable image.json. */
+/* Apparent size of the files in images/<name>/, or -ENOENT with *owner
+ * unset when it holds no readable image.json (-ENOMEM: out of memory). */
 static int
 image_measure(struct ember_daemon *d, const char *name, uid_t *owner, uint64_t *mib)
 {
@@ -121,12 +121,13 @@ image_measure(struct ember_daemon *d, const char *name, uid_t *owner, uint64_t *
 	struct dirent *fe;
 	uint64_t bytes = 0;
 	DIR *img;
+	int r;
 
 	if (!image_name_valid(name))
 		return -EINVAL;
 	snprintf(path, sizeof(path), "%s/images/%s/image.json", d->state_dir, name);
-	if (read_json_file(path, &doc, errbuf, sizeof(errbuf)) < 0)
-		return -ENOENT;
+	if ((r = read_json_file(path, &doc, errbuf, sizeof(errbuf))) < 0)
+		return r == -ENOMEM ? r : -ENOENT;
 	jowner = json_object_get(doc, "owner_uid");
 	*owner = json_is_integer(jowner) ? (uid_t)json_integer_value(jowner) : 0;
 	json_decref(doc);
@@ -154,7 +155,8 @@ image_tally_find(const char *name)
 	return NULL;
 }
 
-static void
+/* 0, or -ENOMEM (the tally then lacks the image). */
+static int
 image_tally_put(const char *name, uid_t owner, uint64_t mib)
 {
 	struct image_tally *t = image_tally_find(name);
@@ -164,7 +166,7 @@ image_tally_put(const char *name, uid_t owner, uint64_t mib)
 			size_t cap = images.cap ? images.cap * 2 : 16;
 			struct image_tally *v = realloc(images.v, cap * sizeof(*v));
 			if (v == NULL)
-				fatalx("out of memory");
+				return -ENOMEM;
 			images.v = v;
 			images.cap = cap;
 		}
@@ -173,32 +175,43 @@ image_tally_put(const char *name, uid_t owner, uint64_t mib)
 	}
 	t->owner = owner;
 	t->mib = mib;
+	return 0;
 }
 
-/* The tally of d's images, measured from images/ the first time. */
-static void
+/* The tally of d's images, measured from images/ the first time. -1 when
+ * out of memory: the tally is left unloaded, so the next call measures
+ * again rather than count too little. */
+static int
 images_tally_load(struct ember_daemon *d)
 {
 	char path[PATH_MAX];
 	struct dirent *de;
 	DIR *dir;
+	int r = 0;
 
 	if (images.of == d)
-		return;
+		return 0;
 	images.of = d;
 	images.n = 0;
 	snprintf(path, sizeof(path), "%s/images", d->state_dir);
 	if ((dir = opendir(path)) == NULL)
-		return;
-	while ((de = readdir(dir)) != NULL) {
+		return 0;
+	while (r != -ENOMEM && (de = readdir(dir)) != NULL) {
 		uid_t owner;
 		uint64_t mib;
 
-		if (de->d_name[0] == '.' || image_measure(d, de->d_name, &owner, &mib) < 0)
+		if (de->d_name[0] == '.')
 			continue;
-		image_tally_put(de->d_name, owner, mib);
+		if ((r = image_measure(d, de->d_name, &owner, &mib)) == 0)
+			r = image_tally_put(de->d_name, owner, mib);
 	}
 	closedir(dir);
+	if (r == -ENOMEM) {
+		images.of = NULL;
+		images.n = 0;
+		return -1;
+	}
+	return 0;
 }
 
 void
@@ -206,14 +219,18 @@ quota_image_stored(struct ember_daemon *d, const char *name)
 {
 	uid_t owner;
 	uint64_t mib;
+	int r;
 
 	if (images.of != d)
 		return;	/* not loaded yet: the first check measures it with the rest */
-	if (image_measure(d, name, &owner, &mib) < 0) {
+	if ((r = image_measure(d, name, &owner, &mib)) == 0)
+		r = image_tally_put(name, owner, mib);
+	if (r == -ENOMEM) {
+		log_warnx("quota: out of memory counting image %s; the next check measures "
+		    "images/ again", name);
+		images.of = NULL;
+	} else if (r < 0)
 		log_debug("quota: image %s could not be measured", name);
-		return;
-	}
-	image_tally_put(name, owner, mib);
 }
 
 void
@@ -231,7 +248,7 @@ images_mib_of(struct ember_daemon *d, uid_t uid)
 {
 	uint64_t total = 0;
 
-	images_tally_load(d);
+	(void)images_tally_load(d);	/* see quota_use_of */
 	for (size_t i = 0; i < images.n; i++)
 		if (images.v[i].owner == uid)
 			total += images.v[i].mib;
@@ -284,6 +301,8 @@ quota_release(struct quota_hold *hold)
 
 /* ---- use and checks ----------------------------------------------------- */
 
+/* Without the image tally (out of memory) images count for nothing here:
+ * quota_check and quota_to_json load it first and fail instead. */
 void
 quota_use_of(struct ember_daemon *d, uid_t uid, struct quota_use *use)
 {
@@ -335,6 +354,9 @@ quota_check(struct ember_daemon *d, uid_t uid, const struct quota_use *more,
 
 	if (q == NULL)
 		return 0;
+	if (images_tally_load(d) < 0)
+		return ember_error_set(err, EK_INTERNAL, NULL,
+		    "out of memory measuring the disk use of uid %u", (unsigned)uid);
 	quota_use_of(d, uid, &use);
 	for (size_t i = 0; i < sizeof(quota_rows) / sizeof(quota_rows[0]); i++) {
 		uint64_t now = FIELD(&use, quota_rows[i].use_off);
@@ -366,7 +388,8 @@ quota_reserve(struct ember_daemon *d, uid_t uid, const struct quota_use *more,
 	if (quota_check(d, uid, more, err) < 0)
 		return -1;
 	if ((h = calloc(1, sizeof(*h))) == NULL)
-		fatalx("out of memory");
+		return ember_error_set(err, EK_INTERNAL, NULL,
+		    "out of memory reserving the quota of uid %u", (unsigned)uid);
 	h->uid = uid;
 	h->use = *more;
 	h->use.connections = 0;
@@ -445,8 +468,17 @@ quota_to_json(struct ember_daemon *d, uid_t uid)
 {
 	const struct ember_quota *q = ember_config_quota(&d->config, uid);
 	struct quota_use use;
-	json_t *juse = json_object(), *jmax = q != NULL ? json_object() : NULL;
+	json_t *juse, *jmax;
 
+	if (images_tally_load(d) < 0)
+		return NULL;	/* no figures rather than wrong ones */
+	juse = json_object();
+	jmax = q != NULL ? json_object() : NULL;
+	if (juse == NULL || (q != NULL && jmax == NULL)) {
+		json_decref(juse);
+		json_decref(jmax);
+		return NULL;
+	}
 	quota_use_of(d, uid, &use);
 	for (size_t i = 0; i < sizeof(quota_rows) / sizeof(quota_rows[0]); i++) {
 		const char *key = quota_rows[i].key;

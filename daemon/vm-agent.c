@@ -86,13 +86,14 @@ struct agent_request {
 	void *ctx;
 };
 
+/* The VM's agent state, made the first time; NULL when out of memory. */
 static struct vm_agent *
 agent_of(struct vm *vm)
 {
 	if (vm->agent == NULL) {
 		vm->agent = calloc(1, sizeof(*vm->agent));
 		if (vm->agent == NULL)
-			fatalx("out of memory");
+			return NULL;
 		TAILQ_INIT(&vm->agent->waiters);
 		TAILQ_INIT(&vm->agent->requests);
 		vm->agent->latency_ms = -1;
@@ -364,21 +365,38 @@ probe_schedule(struct vm *vm)
 	evtimer_add(a->probe_timer, &tv);
 }
 
-void
-vm_agent_on_running(struct vm *vm)
+/* Probes a running VM's agent unless it is already; 0, or -1 with err
+ * when out of memory. */
+static int
+agent_probe(struct vm *vm, struct ember_error *err)
 {
 	struct vm_agent *a;
 
 	if (!vm->rec.vsock || vm->rec.uds_path == NULL)
-		return;
-	a = agent_of(vm);
+		return 0;
+	if ((a = agent_of(vm)) == NULL)
+		goto nomem;
 	if (a->state == AGENT_READY || a->state == AGENT_WAITING)
-		return;	/* resumed from a pause */
+		return 0;	/* resumed from a pause */
+	if (a->probe_timer == NULL &&
+	    (a->probe_timer = evtimer_new(vm->daemon->base, probe_cb, vm)) == NULL)
+		goto nomem;
 	a->state = AGENT_WAITING;
 	a->probes = 0;
-	if (a->probe_timer == NULL)
-		a->probe_timer = evtimer_new(vm->daemon->base, probe_cb, vm);
 	probe_cb(-1, 0, vm);
+	return 0;
+nomem:
+	return ember_error_set(err, EK_INTERNAL, NULL,
+	    "out of memory probing the agent of VM \"%s\"", vm->rec.name);
+}
+
+void
+vm_agent_on_running(struct vm *vm)
+{
+	struct ember_error err = { 0 };
+
+	if (agent_probe(vm, &err) < 0)
+		log_warnx("%s (a wait for the agent probes again)", err.message);
 }
 
 static void
@@ -463,6 +481,7 @@ void
 vm_agent_wait(struct vm *vm, unsigned timeout_s, vm_done_fn done, void *ctx)
 {
 	struct ember_error err = { 0 };
+	struct timeval tv = { timeout_s, 0 };
 	struct agent_waiter *w;
 	struct vm_agent *a;
 
@@ -472,7 +491,8 @@ vm_agent_wait(struct vm *vm, unsigned timeout_s, vm_done_fn done, void *ctx)
 		done(ctx, NULL, &err);
 		return;
 	}
-	a = agent_of(vm);
+	if ((a = agent_of(vm)) == NULL)
+		goto nomem;
 	if (a->state == AGENT_READY && a->info != NULL) {
 		done(ctx, vm_to_json(vm), NULL);
 		return;
@@ -485,19 +505,27 @@ vm_agent_wait(struct vm *vm, unsigned timeout_s, vm_done_fn done, void *ctx)
 			return;
 		}
 		a->state = AGENT_DOWN;
-		vm_agent_on_running(vm);	/* probe again */
+		if (agent_probe(vm, &err) < 0) {	/* probe again */
+			done(ctx, NULL, &err);
+			return;
+		}
 	}
-	w = calloc(1, sizeof(*w));
-	if (w == NULL)
-		fatalx("out of memory");
+	if ((w = calloc(1, sizeof(*w))) == NULL ||
+	    (w->timer = evtimer_new(vm->daemon->base, waiter_timeout, w)) == NULL) {
+		free(w);
+		goto nomem;
+	}
 	w->vm = vm;
 	w->timeout_s = timeout_s;
 	w->done = done;
 	w->ctx = ctx;
-	w->timer = evtimer_new(vm->daemon->base, waiter_timeout, w);
 	TAILQ_INSERT_TAIL(&a->waiters, w, entry);
-	struct timeval tv = { timeout_s, 0 };
 	evtimer_add(w->timer, &tv);
+	return;
+nomem:
+	ember_error_set(&err, EK_INTERNAL, NULL,
+	    "out of memory waiting for the agent of VM \"%s\"", vm->rec.name);
+	done(ctx, NULL, &err);
 }
 
 bool
@@ -554,9 +582,11 @@ vm_agent_request(struct vm *vm, const json_t *request, int timeout_ms, agent_rep
 		*call = c;
 		return 0;
 	}
-	struct agent_request *r = calloc(1, sizeof(*r));
+	struct vm_agent *a = agent_of(vm);
+	struct agent_request *r = a != NULL ? calloc(1, sizeof(*r)) : NULL;
 	if (r == NULL)
-		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory");
+		return ember_error_set(err, EK_INTERNAL, NULL,
+		    "out of memory for a request to the agent of VM \"%s\"", vm->rec.name);
 	r->vm = vm;
 	r->cb = cb;
 	r->ctx = ctx;
@@ -566,7 +596,7 @@ vm_agent_request(struct vm *vm, const json_t *request, int timeout_ms, agent_rep
 		free(r);
 		goto unreachable;
 	}
-	TAILQ_INSERT_TAIL(&agent_of(vm)->requests, r, entry);
+	TAILQ_INSERT_TAIL(&a->requests, r, entry);
 	return 0;
 unreachable:
 	return ember_error_set(err, EK_BACKEND_ERROR, NULL,

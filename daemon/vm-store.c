@@ -221,8 +221,9 @@ cids_skipped(void *ctx, const char *key, const char *why)
 	log_warnx("repair: cids.json entry \"%s\" dropped: %s", key, why);
 }
 
-static void
-cids_load(struct ember_daemon *d)
+/* 0, or -1 with err when out of memory (a good file is not moved aside). */
+static int
+cids_load(struct ember_daemon *d, struct ember_error *err)
 {
 	char path[PATH_MAX], errbuf[256];
 	json_t *doc = NULL;
@@ -231,7 +232,9 @@ cids_load(struct ember_daemon *d)
 	snprintf(path, sizeof(path), "%s/vsock/cids.json", d->state_dir);
 	r = read_json_file(path, &doc, errbuf, sizeof(errbuf));
 	if (r == -ENOENT)
-		return;
+		return 0;
+	if (r == -ENOMEM)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory reading %s", path);
 	if (r < 0 || cid_alloc_load_json(d->cids, doc, cids_skipped, NULL) < 0) {
 		char aside[PATH_MAX];
 		snprintf(aside, sizeof(aside), "%s.corrupt", path);
@@ -241,25 +244,32 @@ cids_load(struct ember_daemon *d)
 		rename(path, aside);
 	}
 	json_decref(doc);
+	return 0;
 }
 
 /* A VM whose vm.json cannot be read still lists, as failed, so the
- * user sees it and can delete it. */
+ * user sees it and can delete it. NULL when out of memory. */
 static struct vm *
 vm_placeholder(struct ember_daemon *d, const char *name, const char *why)
 {
 	struct vm *vm = vm_new(d);
-
 	struct ember_error err = { 0 };
 
+	if (vm == NULL)
+		return NULL;
 	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", name);
-	vm->load_error = strdup(why);
+	/* without load_error it would pass for a readable record */
+	if ((vm->load_error = strdup(why)) == NULL) {
+		vm_free(vm);
+		return NULL;
+	}
 	if (vm_lifecycle_enter(vm, VM_EV_LOAD_UNREADABLE, why, &err) < 0)
 		fatalx("%s", err.message);	/* the table lists this one */
 	log_warnx("repair: VM \"%s\": %s; listed as failed", name, why);
 	return vm;
 }
 
+/* The VM of vms/<name>, or a placeholder; NULL when out of memory. */
 static struct vm *
 vm_load_one(struct ember_daemon *d, const char *name)
 {
@@ -270,12 +280,17 @@ vm_load_one(struct ember_daemon *d, const char *name)
 
 	snprintf(path, sizeof(path), "%s/vms/%s/vm.json", d->state_dir, name);
 	r = read_json_file(path, &doc, errbuf, sizeof(errbuf));
+	if (r == -ENOMEM)
+		return NULL;	/* not the record's fault: no placeholder */
 	if (r < 0) {
 		snprintf(why, sizeof(why), "cannot read vm.json: %s",
 		    r == -EBADMSG ? errbuf : strerror(-r));
 		return vm_placeholder(d, name, why);
 	}
-	vm = vm_new(d);
+	if ((vm = vm_new(d)) == NULL) {
+		json_decref(doc);
+		return NULL;
+	}
 	r = vm_record_from_json(&vm->rec, doc, errbuf, sizeof(errbuf));
 	json_decref(doc);
 	if (r < 0 || strcmp(vm->rec.name, name) != 0) {
@@ -317,9 +332,13 @@ vm_repair_cid(struct vm *vm)
 	if (vsock_path_build(d->state_dir, vm->rec.name, sun_path_limit(), uds,
 	    sizeof(uds), &err) == 0 &&
 	    (vm->rec.uds_path == NULL || strcmp(vm->rec.uds_path, uds) != 0)) {
-		log_warnx("repair: VM \"%s\" vsock path set to %s", vm->rec.name, uds);
-		vm_record_set_str(&vm->rec.uds_path, uds);
-		vm_save(vm, &err);
+		if (vm_record_set_str(&vm->rec.uds_path, uds) < 0)
+			log_warnx("repair: VM \"%s\" keeps vsock path %s: out of memory",
+			    vm->rec.name, vm->rec.uds_path ? vm->rec.uds_path : "(none)");
+		else {
+			log_warnx("repair: VM \"%s\" vsock path set to %s", vm->rec.name, uds);
+			vm_save(vm, &err);
+		}
 	}
 	if (has && held == vm->rec.guest_cid)
 		return false;
@@ -351,20 +370,28 @@ struct orphan_scan {
 	struct ember_daemon *d;
 	char **names;
 	size_t n;
+	bool nomem;
 };
 
 static void
 collect_orphan(void *ctx, uint32_t cid, const char *owner)
 {
 	struct orphan_scan *s = ctx;
+	char **names;
 
-	if (vm_find(s->d, owner) != NULL)
+	if (s->nomem || vm_find(s->d, owner) != NULL)
 		return;
+	if ((names = realloc(s->names, (s->n + 1) * sizeof(*s->names))) == NULL) {
+		s->nomem = true;
+		return;
+	}
+	s->names = names;
+	if ((s->names[s->n] = strdup(owner)) == NULL) {
+		s->nomem = true;
+		return;
+	}
+	s->n++;
 	log_warnx("repair: CID %u belonged to \"%s\", which does not exist; released", cid, owner);
-	s->names = realloc(s->names, (s->n + 1) * sizeof(*s->names));
-	if (s->names == NULL)
-		fatalx("out of memory");
-	s->names[s->n++] = strdup(owner);
 }
 
 /* A process recorded as running: adopt it, or record that it is gone. */
@@ -437,7 +464,8 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
 		    "cannot create %s: %s", path, strerror(errno));
 	remove_temp_files(path, "cids.json");
-	cids_load(d);
+	if (cids_load(d, err) < 0)
+		return -1;
 
 	snprintf(path, sizeof(path), "%s/vms", d->state_dir);
 	dir = opendir(path);
@@ -472,6 +500,12 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 			continue;
 		}
 		struct vm *vm = vm_load_one(d, de->d_name);
+		if (vm == NULL) {
+			ember_error_set(err, EK_INTERNAL, NULL, "out of memory loading VM \"%s\"",
+			    de->d_name);
+			closedir(dir);	/* frees de */
+			return -1;
+		}
 		if (vm->load_error == NULL)
 			vm_dir_share(d, vm->rec.name, vm->rec.owner_uid);
 		vm_list_insert(d, vm);
@@ -488,6 +522,9 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 		cids_changed = true;
 	}
 	free(scan.names);
+	if (scan.nomem)
+		return ember_error_set(err, EK_INTERNAL, NULL,
+		    "out of memory finding the CIDs of VMs that do not exist");
 	for (size_t i = 0; i < d->nvms; i++)
 		if (vm_repair_cid(d->vms[i]))
 			cids_changed = true;

@@ -112,14 +112,9 @@ vm_list_insert(struct ember_daemon *d, struct vm *vm)
 {
 	size_t i;
 
-	if (d->nvms == d->vms_cap) {
-		size_t cap = d->vms_cap ? d->vms_cap * 2 : 64;
-		struct vm **n = realloc(d->vms, cap * sizeof(*n));
-		if (n == NULL)
-			fatalx("out of memory growing the VM table");
-		d->vms = n;
-		d->vms_cap = cap;
-	}
+	if (d->nvms == d->vms_cap)
+		fatalx("%s: no place kept for VM \"%s\" (vm_new keeps one)", __func__,
+		    vm->rec.name);
 	i = vm_index_for(d, vm->rec.name);
 	memmove(&d->vms[i + 1], &d->vms[i], (d->nvms - i) * sizeof(*d->vms));
 	d->vms[i] = vm;
@@ -137,13 +132,25 @@ vm_list_remove(struct ember_daemon *d, struct vm *vm)
 	}
 }
 
+/* A VM and its place in d's table, kept from now on so that listing it
+ * (often past the point where undoing is easy) needs no memory; NULL when
+ * out of memory. */
 struct vm *
 vm_new(struct ember_daemon *d)
 {
-	struct vm *vm = calloc(1, sizeof(*vm));
+	struct vm *vm;
 
-	if (vm == NULL)
-		fatalx("out of memory allocating a VM");
+	if (d->vms_alive >= d->vms_cap) {
+		size_t cap = d->vms_cap ? d->vms_cap * 2 : 64;
+		struct vm **n;
+		if ((n = realloc(d->vms, cap * sizeof(*n))) == NULL)
+			return NULL;
+		d->vms = n;
+		d->vms_cap = cap;
+	}
+	if ((vm = calloc(1, sizeof(*vm))) == NULL)
+		return NULL;
+	d->vms_alive++;
 	vm_record_init(&vm->rec);
 	vm->daemon = d;
 	return vm;
@@ -161,6 +168,7 @@ vm_free(struct vm *vm)
 		event_free(vm->stop_timer);
 	vm_record_clear(&vm->rec);
 	free(vm->load_error);
+	vm->daemon->vms_alive--;
 	free(vm);
 }
 
@@ -611,21 +619,22 @@ vm_create_op_listed(const struct vm *vm)
 	return vm->creating;
 }
 
+/* NULL when out of memory. */
 static struct vm_create_op *
 create_op_new(struct vm *vm, const struct vm *source, const char *uds, bool start,
     vm_done_fn done, void *ctx)
 {
 	struct vm_create_op *op = calloc(1, sizeof(*op));
 
-	if (op == NULL)
-		fatalx("out of memory");
+	if (op == NULL || (op->uds = strdup(uds)) == NULL) {
+		free(op);
+		return NULL;
+	}
 	op->vm = vm;
 	op->source = source;
 	op->start = start;
 	op->done = done;
 	op->ctx = ctx;
-	if ((op->uds = strdup(uds)) == NULL)
-		fatalx("out of memory");
 	return op;
 }
 
@@ -1314,6 +1323,7 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	unsigned cpus = a->cpus ? a->cpus : cfg->default_cpus;
 	uint64_t memory = a->memory_mib ? a->memory_mib : cfg->default_memory_mib;
 	const char *network = a->network ? a->network : "none";
+	char *workload_word = NULL;	/* an OCI image's workload (vm-workload.h) */
 	struct vm *vm;
 
 	if (vm_check_new_name(d, a->name, a->vsock, uds, sizeof(uds), &err) < 0)
@@ -1352,7 +1362,6 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		} else if (image_doc == NULL)
 			goto fail;
 	}
-	char *workload_word = NULL;	/* an OCI image's workload (vm-workload.h) */
 	if (image_doc != NULL && vm_workload_prepare(d, a, &image_doc, &workload_word, &err) < 0)
 		goto fail;
 	if (image_doc == NULL && (a->command || a->env || a->workdir || a->user)) {
@@ -1363,7 +1372,12 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	struct quota_hold *hold;
 	if (quota_check_create(d, a, cpus, memory, image_doc, &hold, &err) < 0)
 		goto fail;
-	vm = vm_new(d);
+	if ((vm = vm_new(d)) == NULL) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory creating VM \"%s\"",
+		    a->name);
+		quota_release(hold);
+		goto fail;
+	}
 	snprintf(vm->rec.name, sizeof(vm->rec.name), "%s", a->name);
 	if (uuid_generate_v4(vm->rec.id) < 0) {
 		ember_error_set(&err, EK_INTERNAL, NULL, "cannot generate a VM id");
@@ -1386,9 +1400,19 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 	if (image_doc != NULL && boot_args == NULL)
 		boot_args = json_string_value(json_object_get(image_doc, "boot_args"));
 	char *boot_args_own = vm_workload_boot_args(boot_args, workload_word);
+	bool boot_args_lost = boot_args_own == NULL && (boot_args != NULL || workload_word != NULL);
 	free(workload_word);
+	workload_word = NULL;
 	boot_args = boot_args_own;
 	struct vm_create_op *op = create_op_new(vm, NULL, uds, a->start, done, ctx);
+	if (op == NULL) {
+		free(boot_args_own);
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory creating VM \"%s\"",
+		    a->name);
+		quota_release(hold);
+		vm_free(vm);
+		goto fail;
+	}
 	op->quota_hold = hold;	/* the op's now */
 	const char *image_kernel = NULL, *image_initrd = NULL, *image_rootfs = NULL;
 	if (image_doc != NULL) {
@@ -1400,7 +1424,7 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		image_initrd = json_string_value(json_object_get(image_doc, "initrd"));
 		image_rootfs = json_string_value(json_object_get(image_doc, "rootfs"));
 	}
-	if (vm_record_set_str(&vm->rec.backend, backend) < 0 ||
+	if (boot_args_lost || vm_record_set_str(&vm->rec.backend, backend) < 0 ||
 	    vm_record_set_str(&vm->rec.image, image) < 0 ||
 	    vm_record_set_str(&vm->rec.boot_args, boot_args) < 0 ||
 	    vm_record_set_str(&vm->rec.network, network) < 0) {
@@ -1425,8 +1449,11 @@ vm_create(struct ember_daemon *d, const struct vm_create_args *a, vm_done_fn don
 		op->image_path[i] = images[i];
 		if (flags[i] == NULL)
 			continue;
-		if ((op->flag_path[i] = strdup(flags[i])) == NULL)
-			fatalx("out of memory");
+		if ((op->flag_path[i] = strdup(flags[i])) == NULL) {
+			ember_error_set(&err, EK_INTERNAL, NULL,
+			    "out of memory creating VM \"%s\"", a->name);
+			goto fail_op;
+		}
 		paths[npaths++] = (struct caller_open_path){ create_sources[i].what, flags[i], false };
 	}
 	op->image_doc = image_doc;	/* holds image_path[] */
@@ -1438,6 +1465,7 @@ fail_op:
 	create_op_free(op);
 fail:
 	json_decref(image_doc);
+	free(workload_word);
 	done(ctx, NULL, &err);
 }
 
@@ -1482,7 +1510,12 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 	struct quota_hold *hold;
 	if (quota_check_fork(d, src, owner_uid, want_vsock, start, &hold, &err) < 0)
 		goto fail;
-	vm = vm_new(d);
+	if ((vm = vm_new(d)) == NULL) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory forking VM \"%s\"",
+		    src->rec.name);
+		quota_release(hold);
+		goto fail;
+	}
 	if (vm_record_copy(&vm->rec, &src->rec) < 0 || uuid_generate_v4(vm->rec.id) < 0) {
 		ember_error_set(&err, EK_INTERNAL, NULL, "cannot copy the VM record");
 		quota_release(hold);
@@ -1521,6 +1554,13 @@ vm_fork(struct ember_daemon *d, struct vm *src, const char *name, int vsock, boo
 	/* What the source keeps in its own directory the fork keeps in its
 	 * own, so deleting the source leaves it whole. */
 	struct vm_create_op *op = create_op_new(vm, src, uds, start, done, ctx);
+	if (op == NULL) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory forking VM \"%s\"",
+		    src->rec.name);
+		quota_release(hold);
+		vm_free(vm);
+		goto fail;
+	}
 	op->quota_hold = hold;
 	if (fork_take(op, src, "kernel", &vm->rec.kernel_path, &err) < 0 ||
 	    fork_take(op, src, "initrd", &vm->rec.initrd_path, &err) < 0 ||
@@ -1625,7 +1665,12 @@ vm_start_boot(struct vm *vm)
 	struct ember_error err = { 0 };
 	int r;
 
-	vm_record_set_str(&vm->rec.backend, vm->backend->name);
+	if (vm_record_set_str(&vm->rec.backend, vm->backend->name) < 0) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory starting VM \"%s\"",
+		    vm->rec.name);
+		vm_start_refused(vm, &err);
+		return;
+	}
 	vm_workload_boot_begins(vm);	/* saved by the transition */
 	if (vm_transition(vm, VM_EV_START, NULL, &err) < 0) {
 		vm_op_refuse(vm, &err);
@@ -1829,14 +1874,18 @@ vm_stop_op(struct vm *vm, bool force, unsigned timeout_s, bool remove_after, vm_
 	 * timeout_s. */
 	if (!vm->op.force && vm_agent_ready(vm)) {
 		json_t *req = json_pack("{s:s}", "op", "poweroff");
-		int r = vm_agent_request(vm, req, 3000, vm_stop_agent_reply, vm, &vm->stop_call,
-		    &err);
+		int r;
+		if (vm->stop_timer == NULL)
+			vm->stop_timer = evtimer_new(vm->daemon->base, vm_stop_agent_timeout, vm);
+		if (req == NULL || vm->stop_timer == NULL)
+			r = ember_error_set(&err, EK_INTERNAL, NULL, "out of memory");
+		else
+			r = vm_agent_request(vm, req, 3000, vm_stop_agent_reply, vm,
+			    &vm->stop_call, &err);
 		json_decref(req);
 		if (r == 0) {
 			struct timeval tv = { timeout_s, 0 };
 			vm->op.via_agent = true;
-			if (vm->stop_timer == NULL)
-				vm->stop_timer = evtimer_new(vm->daemon->base, vm_stop_agent_timeout, vm);
 			evtimer_add(vm->stop_timer, &tv);
 			vm_transition_logged(vm, VM_EV_STOP, NULL);
 			log_info("vm %s: asked its agent to power off", vm->rec.name);
@@ -2203,6 +2252,10 @@ vms_housekeeping_start(struct ember_daemon *d)
 	struct timeval tv = { HOUSEKEEPING_INTERVAL_S, 0 };
 
 	d->ev_housekeeping = event_new(d->base, -1, EV_PERSIST, vms_housekeeping_cb, d);
+	if (d->ev_housekeeping == NULL) {
+		log_warnx("out of memory: console.log files are not trimmed this run");
+		return;
+	}
 	event_add(d->ev_housekeeping, &tv);
 }
 
