@@ -127,6 +127,9 @@ path_error(struct ember_error *err, uid_t uid, const char *what, const char *pat
 	else if (e == EAGAIN && st == NULL)
 		ember_error_set(err, EK_BUSY, "retry later",
 		    "%s %s: too many earlier opens still hang", what, path);
+	else if (e == ENOMEM)
+		ember_error_set(err, EK_INTERNAL, "retry later",
+		    "%s %s: cannot be opened: out of memory", what, path);
 	else
 		ember_error_set(err, e == EACCES || e == EPERM ? EK_PERMISSION_DENIED :
 		    EK_INVALID_SPEC, NULL, "%s %s: %s", what, path, strerror(e));
@@ -274,8 +277,12 @@ op_start_helper(struct caller_open *op, const struct platform_caller *c)
 	op->ev_read = event_new(op->base, op->sock, EV_READ | EV_PERSIST, op_answer_cb, op);
 	op->ev_timer = evtimer_new(op->base, op_deadline_cb, op);
 	if (op->ev_read == NULL || op->ev_timer == NULL || event_add(op->ev_read, NULL) < 0 ||
-	    evtimer_add(op->ev_timer, &deadline) < 0)
-		fatalx("out of memory");
+	    evtimer_add(op->ev_timer, &deadline) < 0) {
+		/* Nothing would read its answers: killed now, reaped through
+		 * the watch (a blocking wait could hang on a stuck open). */
+		child_watch_kill(op->watch, SIGKILL);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -328,34 +335,40 @@ caller_open_start(struct event_base *base, const struct platform_caller *c,
 		done(ctx, none, n, &err);
 		return;
 	}
-	if ((op = calloc(1, sizeof(*op))) == NULL)
-		fatalx("out of memory");
+	if ((op = calloc(1, sizeof(*op))) == NULL) {
+		path_error(&err, c->uid, paths[0].what, paths[0].path, paths[0].dir, ENOMEM, NULL);
+		done(ctx, none, n, &err);
+		return;
+	}
 	op->base = base;
 	op->uid = c->uid;
 	op->sock = -1;
 	op->done = done;
 	op->ctx = ctx;
-	op->n = n;
 	op->nhelper = nhelper;
 	op->refused = refused;
+	op->next = opens;
+	opens = op;
 	for (size_t i = 0; i < n; i++) {
+		op->n = i + 1;	/* what op_free closes and frees */
 		op->fds[i] = -1;
 		op->dir[i] = paths[i].dir;
 		op->what[i] = strdup(paths[i].what);
 		op->path[i] = strdup(paths[i].path);
-		if (op->what[i] == NULL || op->path[i] == NULL)
-			fatalx("out of memory");
+		if (op->what[i] == NULL || op->path[i] == NULL) {
+			r = -ENOMEM;
+			goto fail;
+		}
 	}
-	op->next = opens;
-	opens = op;
-	if ((r = op_start_helper(op, c)) < 0) {
-		path_error(&err, c->uid, paths[0].what, paths[0].path, paths[0].dir, -r, NULL);
-		op_free(op);
-		done(ctx, none, n, &err);
-		return;
-	}
+	if ((r = op_start_helper(op, c)) < 0)
+		goto fail;
 	if (handle != NULL)
 		*handle = op;
+	return;
+fail:
+	path_error(&err, c->uid, paths[0].what, paths[0].path, paths[0].dir, -r, NULL);
+	caller_open_cancel(op);	/* a helper started is killed and reaped */
+	done(ctx, none, n, &err);
 }
 
 void
@@ -444,8 +457,10 @@ caller_copy(struct platform_caller *dst, const struct platform_caller *src)
 	if (src->groups == NULL)
 		return 0;
 	gid_t *groups = calloc(src->ngroups + 1, sizeof(gid_t));
-	if (groups == NULL)
+	if (groups == NULL) {
+		dst->groups = NULL;	/* src's are not dst's to free */
 		return -ENOMEM;
+	}
 	memcpy(groups, src->groups, src->ngroups * sizeof(gid_t));
 	dst->groups = groups;
 	return 0;
@@ -494,6 +509,20 @@ test_lookup_delay_ms(void)
 	return (unsigned)delay;
 }
 
+/* The loop's hold on the helper's answer (the helper itself may live on). */
+static void
+lookup_stop_listening(struct caller_lookup *lk)
+{
+	if (lk->ev_read != NULL)
+		event_free(lk->ev_read);
+	if (lk->ev_timer != NULL)
+		event_free(lk->ev_timer);
+	lk->ev_read = lk->ev_timer = NULL;
+	if (lk->sock >= 0)
+		close(lk->sock);
+	lk->sock = -1;
+}
+
 static void
 lookup_free(struct caller_lookup *lk)
 {
@@ -502,12 +531,7 @@ lookup_free(struct caller_lookup *lk)
 			*p = lk->next;
 			break;
 		}
-	if (lk->ev_read != NULL)
-		event_free(lk->ev_read);
-	if (lk->ev_timer != NULL)
-		event_free(lk->ev_timer);
-	if (lk->sock >= 0)
-		close(lk->sock);
+	lookup_stop_listening(lk);
 	child_watch_free(lk->watch);
 	free(lk);
 }
@@ -532,14 +556,7 @@ lookup_finish(struct caller_lookup *lk, int result, gid_t gid)
 		log_warnx("uid %u: looking up its passwd entry failed: %s; Firecracker VMs it "
 		    "owns get the group found last, or nogroup", (unsigned)uid,
 		    strerror(-result));
-	if (lk->ev_read != NULL)
-		event_free(lk->ev_read);
-	if (lk->ev_timer != NULL)
-		event_free(lk->ev_timer);
-	lk->ev_read = lk->ev_timer = NULL;
-	if (lk->sock >= 0)
-		close(lk->sock);
-	lk->sock = -1;
+	lookup_stop_listening(lk);
 	lk->finished = true;
 	lk->done = NULL;
 	if (lk->watch == NULL)
@@ -614,7 +631,7 @@ caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_f
 	if (helpers >= CALLER_ACCOUNT_LOOKUPS_MAX)
 		return -EBUSY;
 	if ((lk = calloc(1, sizeof(*lk))) == NULL)
-		fatalx("out of memory");
+		return known ? 1 : -ENOMEM;
 	lk->base = base;
 	lk->uid = uid;
 	lk->done = done;
@@ -635,13 +652,20 @@ caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_f
 		free(lk);
 		return known ? 1 : -e;
 	}
+	lk->next = lookups;
+	lookups = lk;
 	lk->ev_read = event_new(base, lk->sock, EV_READ | EV_PERSIST, lookup_answer_cb, lk);
 	lk->ev_timer = evtimer_new(base, lookup_deadline_cb, lk);
 	if (lk->ev_read == NULL || lk->ev_timer == NULL || event_add(lk->ev_read, NULL) < 0 ||
-	    evtimer_add(lk->ev_timer, &deadline) < 0)
-		fatalx("out of memory");
-	lk->next = lookups;
-	lookups = lk;
+	    evtimer_add(lk->ev_timer, &deadline) < 0) {
+		/* As op_start_helper: killed, reaped (and lk freed) through
+		 * the watch; done never runs. */
+		child_watch_kill(lk->watch, SIGKILL);
+		lookup_stop_listening(lk);
+		lk->finished = true;
+		lk->done = NULL;
+		return known ? 1 : -ENOMEM;
+	}
 	return known ? 1 : 0;
 }
 

@@ -90,6 +90,7 @@ struct image_import {
 	unsigned syncs_pending;
 	int sync_result;
 	bool failed;
+	bool nomem;			/* a step or key is missing: fails before a step runs */
 	struct quota_hold *quota_hold;	/* its quota until the image is stored */
 };
 
@@ -187,41 +188,52 @@ name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* NULL when out of memory (logged): no list rather than part of one. */
 json_t *
 image_list(struct ember_daemon *d, uid_t caller)
 {
 	char path[PATH_MAX];
 	json_t *out = json_array();
 	struct dirent *de;
-	char **names = NULL;
+	char **names = NULL, **more;
 	size_t n = 0;
+	bool nomem = out == NULL;
 	DIR *dir;
 
 	snprintf(path, sizeof(path), "%s/images", d->state_dir);
-	dir = opendir(path);
+	dir = nomem ? NULL : opendir(path);
 	while (dir != NULL && (de = readdir(dir)) != NULL) {
 		if (de->d_name[0] == '.' || !image_name_valid(de->d_name))
 			continue;
-		names = realloc(names, (n + 1) * sizeof(*names));
-		if (names == NULL)
-			fatalx("out of memory");
-		names[n++] = strdup(de->d_name);
+		if ((more = realloc(names, (n + 1) * sizeof(*names))) != NULL)
+			names = more;
+		if (more == NULL || (names[n] = strdup(de->d_name)) == NULL) {
+			nomem = true;
+			break;
+		}
+		n++;
 	}
 	if (dir != NULL)
 		closedir(dir);
-	if (n > 0)
+	if (n > 0 && !nomem)
 		qsort(names, n, sizeof(*names), name_cmp);
 	for (size_t i = 0; i < n; i++) {
 		struct ember_error err = { 0 };
-		json_t *doc = image_load_any(d, names[i], &err);
-		if (doc == NULL && caller == 0)
-			doc = json_pack("{s:s, s:s}", "name", names[i], "error", err.message);
-		if (doc != NULL && image_visible(doc, caller))
-			json_array_append(out, doc);
+		json_t *doc = nomem ? NULL : image_load_any(d, names[i], &err);
+		if (!nomem && doc == NULL && caller == 0 && (doc = json_pack("{s:s, s:s}",
+		    "name", names[i], "error", err.message)) == NULL)
+			nomem = true;
+		if (doc != NULL && image_visible(doc, caller) && json_array_append(out, doc) < 0)
+			nomem = true;
 		json_decref(doc);
 		free(names[i]);
 	}
 	free(names);
+	if (nomem) {
+		log_warnx("image.list: out of memory listing %s", path);
+		json_decref(out);
+		return NULL;
+	}
 	return out;
 }
 
@@ -548,10 +560,16 @@ oci_layout_done(struct image_import *im, struct ember_error *err)
 	}
 	json_object_set_new(oci, "source", json_object_get(im->doc, "oci_source") ?
 	    json_incref(json_object_get(im->doc, "oci_source")) : json_null());
-	if (im->source_digest[0] != '\0')
-		json_object_set_new(oci, "source_digest", json_string(im->source_digest));
+	if (im->source_digest[0] != '\0' &&
+	    json_object_set_new(oci, "source_digest", json_string(im->source_digest)) < 0) {
+		json_decref(oci);
+		return ember_error_set(err, EK_INTERNAL, NULL,
+		    "out of memory importing image \"%s\"", im->name);
+	}
 	json_object_del(im->doc, "oci_source");
-	json_object_set_new(im->doc, "oci", oci);
+	if (json_object_set_new(im->doc, "oci", oci) < 0)	/* takes oci either way */
+		return ember_error_set(err, EK_INTERNAL, NULL,
+		    "out of memory importing image \"%s\"", im->name);
 	return 0;
 }
 
@@ -597,11 +615,17 @@ import_step_done(void *ctx, int status, const char *output)
 		return;
 	}
 	if (im->step == im->du_inodes_step) {
-		char size[32];
+		char size[32], *arg;
 		snprintf(size, sizeof(size), "%lluM", (unsigned long long)
 		    fit_mib(im->du_bytes + im->du_inodes * 4096));
+		if ((arg = strdup(size)) == NULL) {
+			ember_error_set(&err, EK_INTERNAL, NULL,
+			    "out of memory importing image \"%s\"", im->name);
+			import_fail(im, &err);
+			return;
+		}
 		free(im->steps[im->mkfs_step][im->mkfs_size_arg]);
-		im->steps[im->mkfs_step][im->mkfs_size_arg] = strdup(size);
+		im->steps[im->mkfs_step][im->mkfs_size_arg] = arg;
 	}
 	im->step++;
 	import_next(im);
@@ -620,6 +644,14 @@ import_stored(void *ctx, int result)
 	log_info("image %s: imported", im->name);
 	import_progress(im, "done", NULL);
 	json_t *reply = json_deep_copy(im->doc);
+	if (reply == NULL) {
+		struct ember_error err = { 0 };
+		ember_error_set(&err, EK_INTERNAL, "see 'emberctl image inspect'",
+		    "image \"%s\" is imported, but emberd ran out of memory answering", im->name);
+		im->done(im->ctx, NULL, &err);
+		import_free(im);
+		return;
+	}
 	if (json_object_get(im->doc, "oci") != NULL) {
 		/* Size and time of an OCI import, for the caller only. */
 		struct timespec now;
@@ -803,18 +835,35 @@ import_next(struct image_import *im)
 	}
 }
 
-/* Appends a step: prefix (may be NULL) then argv; returns its index. */
+/* Appends a step: prefix (may be NULL) then argv; returns its index. A
+ * word that cannot be copied sets im->nomem (the import then fails before
+ * any step runs). */
 static int
 add_step(struct image_import *im, char *const *prefix, const char *const *argv)
 {
+	char **step = im->steps[im->nsteps];
 	int j = 0;
 
 	for (int i = 0; prefix != NULL && prefix[i] != NULL && j < IMAGE_STEP_ARGS - 1; i++)
-		im->steps[im->nsteps][j++] = strdup(prefix[i]);
+		if ((step[j] = strdup(prefix[i])) != NULL)
+			j++;
+		else
+			im->nomem = true;
 	for (int i = 0; argv[i] != NULL && j < IMAGE_STEP_ARGS - 1; i++)
-		im->steps[im->nsteps][j++] = strdup(argv[i]);
-	im->steps[im->nsteps][j] = NULL;
+		if ((step[j] = strdup(argv[i])) != NULL)
+			j++;
+		else
+			im->nomem = true;
+	step[j] = NULL;
 	return im->nsteps++;
+}
+
+/* Sets a string in the record being built; im->nomem when it cannot. */
+static void
+doc_set(struct image_import *im, const char *key, const char *value)
+{
+	if (json_object_set_new(im->doc, key, json_string(value)) < 0)
+		im->nomem = true;
 }
 
 /* "setpriv --reuid=U --regid=G --groups=... --no-new-privs --": runs the
@@ -871,7 +920,7 @@ add_copy(struct image_import *im, const struct platform_caller *c, const char *k
 	const char *argv[] = { "cp", "--reflink=auto", "--sparse=always", "--", resolved, dst, NULL };
 	add_step(im, NULL, argv);
 	snprintf(dst, sizeof(dst), "%s/%s", im->final, dst_name);
-	json_object_set_new(im->doc, key, json_string(dst));
+	doc_set(im, key, dst);
 	return 0;
 }
 
@@ -1046,8 +1095,8 @@ add_oci(struct image_import *im, const struct platform_caller *c, const char *sr
 	const char *cleanup[] = { "rm", "-rf", "--", layout, bundle, archive, archive_own, NULL };
 	add_step(im, NULL, cleanup);
 	snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->final);
-	json_object_set_new(im->doc, "rootfs", json_string(dst));
-	json_object_set_new(im->doc, "oci_source", json_string(src));
+	doc_set(im, "rootfs", dst);
+	doc_set(im, "oci_source", src);
 	return 0;
 }
 
@@ -1075,6 +1124,15 @@ struct import_opening {
 
 static void import_opened(void *ctx, const int *fds, size_t nfds,
     const struct ember_error *open_err);
+
+static void
+import_opening_free(struct import_opening *o)
+{
+	for (size_t i = 0; i < IMPORT_SOURCES; i++)
+		free(o->src[i]);
+	caller_copy_free(&o->caller);
+	free(o);
+}
 
 void
 image_import(struct ember_daemon *d, const struct image_import_args *a, image_done_fn done,
@@ -1121,8 +1179,11 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 		goto fail;
 	}
 	im = calloc(1, sizeof(*im));
-	if (im == NULL)
-		fatalx("out of memory");
+	if (im == NULL) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory importing image \"%s\"",
+		    a->name);
+		goto fail;
+	}
 	im->d = d;
 	im->done = done;
 	im->ctx = ctx;
@@ -1157,8 +1218,10 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 	rfc3339_now(created);
 	im->doc = json_pack("{s:i, s:s, s:s, s:I}", "version", 1, "name", a->name,
 	    "created_at", created, "owner_uid", (json_int_t)c->uid);
+	if (im->doc == NULL)
+		goto nomem;
 	if (a->boot_args != NULL)
-		json_object_set_new(im->doc, "boot_args", json_string(a->boot_args));
+		doc_set(im, "boot_args", a->boot_args);
 	snprintf(im->staging, sizeof(im->staging), "%s/images/.import-%s-%d-%u", d->state_dir,
 	    a->name, (int)getpid(), ++import_counter);
 	/* What it builds is held from now on (quota.h), so imports at once
@@ -1170,8 +1233,10 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 	/* The caller's paths are opened (caller-open.h) before anything is
 	 * created, off the loop; import_opened goes on. */
 	struct import_opening *o = calloc(1, sizeof(*o));
-	if (o == NULL || caller_copy(&o->caller, c) < 0)
-		fatalx("out of memory");
+	if (o == NULL || caller_copy(&o->caller, c) < 0) {
+		free(o);	/* caller_copy left it no groups */
+		goto nomem;
+	}
 	o->im = im;
 	o->rootfs_size_mib = a->rootfs_size_mib;
 	const char *srcs[IMPORT_SOURCES] = { a->kernel, a->vmlinux, a->initrd, a->rootfs,
@@ -1179,25 +1244,21 @@ image_import(struct ember_daemon *d, const struct image_import_args *a, image_do
 	struct caller_open_path paths[IMPORT_SOURCES];
 	size_t npaths = 0;
 	for (size_t i = 0; i < IMPORT_SOURCES; i++) {
-		if (srcs[i] != NULL && (o->src[i] = strdup(srcs[i])) == NULL)
-			fatalx("out of memory");
+		if (srcs[i] != NULL && (o->src[i] = strdup(srcs[i])) == NULL) {
+			import_opening_free(o);
+			goto nomem;
+		}
 		if (srcs[i] != NULL && i != IMPORT_OCI)
 			paths[npaths++] = (struct caller_open_path){ import_sources[i].key,
 			    srcs[i], i == IMPORT_ROOTFS_DIR };
 	}
 	caller_open_start(d->base, c, paths, npaths, NULL, import_opened, o);
 	return;
+nomem:
+	ember_error_set(&err, EK_INTERNAL, NULL, "out of memory importing image \"%s\"", a->name);
+	import_free(im);	/* and its quota hold; nothing is on disk yet */
 fail:
 	done(ctx, NULL, &err);
-}
-
-static void
-import_opening_free(struct import_opening *o)
-{
-	for (size_t i = 0; i < IMPORT_SOURCES; i++)
-		free(o->src[i]);
-	caller_copy_free(&o->caller);
-	free(o);
 }
 
 /* image_import once the caller's paths are open (fds, in import_sources
@@ -1250,9 +1311,15 @@ import_opened(void *ctx, const int *fds, size_t nfds, const struct ember_error *
 			goto fail;
 		}
 		snprintf(dst, sizeof(dst), "%s/rootfs.ext4", im->final);
-		json_object_set_new(im->doc, "rootfs", json_string(dst));
+		doc_set(im, "rootfs", dst);
 	}
 	if (o->src[IMPORT_OCI] != NULL && add_oci(im, c, o->src[IMPORT_OCI], &err) < 0) {
+		rm_rf(im->staging);
+		goto fail;
+	}
+	if (im->nomem) {
+		ember_error_set(&err, EK_INTERNAL, NULL, "out of memory importing image \"%s\"",
+		    im->name);
 		rm_rf(im->staging);
 		goto fail;
 	}

@@ -183,6 +183,7 @@ struct orphans {
 	struct ember_daemon *d;
 	char **names;
 	size_t n;
+	bool nomem;
 };
 
 static void
@@ -195,13 +196,17 @@ collect_orphan(void *ctx, uint32_t subnet, const char *owner)
 	if (vm_find(o->d, owner) != NULL)
 		return;
 	net_cidr_format(subnet, NET_SUBNET_PREFIX, a, sizeof(a));
+	/* Kept held, it could push a listed VM that records it onto
+	 * another /30: vm_network_load fails instead. */
+	if ((n = realloc(o->names, (o->n + 1) * sizeof(*n))) != NULL)
+		o->names = n;
+	if (n == NULL || (o->names[o->n] = strdup(owner)) == NULL) {
+		o->nomem = true;
+		return;
+	}
+	o->n++;
 	log_warnx("repair: network %s belonged to \"%s\", which does not exist; released", a,
 	    owner);
-	if ((n = realloc(o->names, (o->n + 1) * sizeof(*n))) == NULL)
-		fatalx("out of memory");
-	o->names = n;
-	if ((o->names[o->n] = strdup(owner)) != NULL)
-		o->n++;
 }
 
 int
@@ -211,7 +216,7 @@ vm_network_load(struct ember_daemon *d, struct ember_error *err)
 	bool changed = false;
 
 	if ((d->net = calloc(1, sizeof(*d->net))) == NULL)
-		fatalx("out of memory");
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory loading VM networks");
 	d->net->d = d;
 	d->net->memfd = -1;
 	d->net->pool = net_pool_new(d->config.net_pool_base, d->config.net_pool_prefix);
@@ -230,6 +235,9 @@ vm_network_load(struct ember_daemon *d, struct ember_error *err)
 		changed = true;
 	}
 	free(o.names);
+	if (o.nomem)	/* nothing written yet */
+		return ember_error_set(err, EK_INTERNAL, NULL,
+		    "out of memory repairing %s/network/allocations.json", d->state_dir);
 	for (size_t i = 0; i < d->nvms; i++)
 		changed |= repair_one(d->vms[i]);
 	if (changed && allocations_save(d, err) < 0)
@@ -403,7 +411,11 @@ nft_queue(struct vm_networks *n, char *script, const char *vm, bool reset_on_fai
 		return -1;
 	}
 	if (n->njobs >= NFT_JOBS_MAX || (j = calloc(1, sizeof(*j))) == NULL) {
-		log_warnx("network: %zu firewall changes are waiting; dropping one", n->njobs);
+		if (n->njobs >= NFT_JOBS_MAX)
+			log_warnx("network: %zu firewall changes are waiting; dropping one",
+			    n->njobs);
+		else
+			log_warnx("network: out of memory queueing a firewall script");
 		free(script);
 		return -1;
 	}
@@ -466,7 +478,9 @@ nft_done(void *ctx, int status, const char *output)
 			log_warnx("network: nft %s: %s", why, output[0] ? output : "(no output)");
 		if (j->reset_on_failure) {
 			log_info("network: rebuilding emberd's firewall tables from the VM table");
-			nft_queue_reset(n, NULL);
+			if (nft_queue_reset(n, NULL) < 0)
+				log_warnx("network: the tables are rebuilt at the next VM start "
+				    "instead");
 		} else if (j->vm[0] != '\0')
 			ember_error_set(&err, EK_BACKEND_ERROR, "see emberd's log for nft's message",
 			    "cannot install the firewall rules of VM \"%s\" (nft %s)", j->vm, why);
@@ -509,24 +523,36 @@ fail:
 	nft_done(n, 1 << 8, "");
 }
 
+static void
+up_vms_free(struct nft_vm *vms, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free((void *)vms[i].peers);
+	free(vms);
+}
+
 /* The VMs whose network is up, as net-nft.h wants them; peers point into
- * the VMs' records. Free *vms and each peers array. */
+ * the VMs' records. Free with up_vms_free. *out is NULL when out of
+ * memory: the callers' script is then NULL, which nft_queue refuses. */
 static size_t
 up_vms(struct ember_daemon *d, const struct vm *only, struct nft_vm **out)
 {
 	struct nft_vm *vms = calloc(d->nvms + 1, sizeof(*vms));
 	size_t n = 0;
 
+	*out = NULL;
 	if (vms == NULL)
-		fatalx("out of memory");
+		return 0;
 	for (size_t i = 0; i < d->nvms; i++) {
 		const struct vm *vm = d->vms[i];
 		if (vm->rec.net.tap[0] == '\0' || (only != NULL && vm != only))
 			continue;
-		struct nft_vm *v = &vms[n++];
 		const char **peers = calloc(d->nvms, sizeof(*peers));
-		if (peers == NULL)
-			fatalx("out of memory");
+		if (peers == NULL) {
+			up_vms_free(vms, n);
+			return 0;
+		}
+		struct nft_vm *v = &vms[n++];
 		*v = (struct nft_vm){ .tap = vm->rec.net.tap, .subnet = vm->rec.net.subnet,
 		    .publish = vm->rec.net.publish, .npublish = vm->rec.net.npublish,
 		    .peers = peers };
@@ -542,14 +568,6 @@ up_vms(struct ember_daemon *d, const struct vm *only, struct nft_vm **out)
 	return n;
 }
 
-static void
-up_vms_free(struct nft_vm *vms, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free((void *)vms[i].peers);
-	free(vms);
-}
-
 static struct nft_policy
 policy_of(const struct ember_daemon *d)
 {
@@ -562,14 +580,14 @@ policy_of(const struct ember_daemon *d)
 }
 
 /* Rebuilds both tables; vm: the VM whose start waits on it, or NULL.
- * 0 or -1 as nft_queue. */
+ * 0 or -1 as nft_queue; after -1 the next VM start tries again. */
 static int
 nft_queue_reset(struct vm_networks *n, const char *vm)
 {
 	struct nft_policy pol = policy_of(n->d);
 	struct nft_vm *vms;
 	size_t count = up_vms(n->d, NULL, &vms);
-	int r = nft_queue(n, nft_script_reset(&pol, vms, count), vm, false);
+	int r = nft_queue(n, vms != NULL ? nft_script_reset(&pol, vms, count) : NULL, vm, false);
 
 	n->tables_ready = r == 0 && count > 0;
 	up_vms_free(vms, count);
@@ -707,12 +725,13 @@ vm_network_up(struct vm *vm, vm_network_done_fn done, struct ember_error *err)
 	} else {
 		struct nft_vm *one;
 		size_t c = up_vms(d, vm, &one);
-		r = nft_queue(n, nft_script_vm_add(one), vm->rec.name, false);
+		r = nft_queue(n, one != NULL ? nft_script_vm_add(one) : NULL, vm->rec.name, false);
 		up_vms_free(one, c);
 	}
 	if (r < 0) {
 		ember_error_set(err, EK_INTERNAL, "retry in a moment",
-		    "cannot queue the firewall rules of VM \"%s\"", vm->rec.name);
+		    "cannot build or queue the firewall rules of VM \"%s\" (see emberd's log)",
+		    vm->rec.name);
 		goto fail;
 	}
 	log_info("vm %s: network up on %s (%s)", vm->rec.name, name, vm->rec.net.kernel_arg);
@@ -747,8 +766,12 @@ vm_network_down(struct vm *vm)
 		size_t c = up_vms(d, vm, &one);
 		for (size_t i = 0; i < d->nvms; i++)
 			others |= d->vms[i] != vm && d->vms[i]->rec.net.tap[0] != '\0';
-		if (others && n->tables_ready)
-			nft_queue(n, nft_script_vm_del(one), NULL, true);
+		if (others && n->tables_ready && nft_queue(n, one != NULL ?
+		    nft_script_vm_del(one) : NULL, NULL, true) < 0) {
+			log_warnx("vm %s: its firewall rules stay until emberd's tables are "
+			    "rebuilt at the next VM start", vm->rec.name);
+			n->tables_ready = false;
+		}
 		up_vms_free(one, c);
 		if ((r = net_tap_delete(tap)) < 0 && r != -ENODEV)
 			log_warnx("vm %s: cannot delete %s: %s", vm->rec.name, tap, strerror(-r));
@@ -765,8 +788,10 @@ vm_network_down(struct vm *vm)
 		vm->net->taken_down = true;
 	} else
 		netstate_free(vm);
-	if (tap[0] != '\0' && !others)
-		nft_queue_reset(n, NULL);	/* the last one: emberd's tables go */
+	/* the last one: emberd's tables go */
+	if (tap[0] != '\0' && !others && nft_queue_reset(n, NULL) < 0)
+		log_warnx("vm %s: emberd's firewall tables stay until the next VM start "
+		    "rebuilds them", vm->rec.name);
 	if (tap[0] != '\0')
 		log_info("vm %s: network down (%s removed)", vm->rec.name, tap);
 }
@@ -815,8 +840,16 @@ vm_network_reconcile(struct ember_daemon *d)
 			continue;
 		}
 		any = true;
-		if ((vm->net = calloc(1, sizeof(*vm->net))) == NULL)
-			fatalx("out of memory");
+		if ((vm->net = calloc(1, sizeof(*vm->net))) == NULL) {
+			/* Its TAP and rules stay; vm->net NULL is a network
+			 * without published-port sockets. */
+			if (vm->rec.net.npublish > 0)
+				log_warnx("vm %s: out of memory opening its published ports "
+				    "(reachable from elsewhere through DNAT only until it is "
+				    "restarted)", vm->rec.name);
+			log_info("vm %s: network re-adopted (%s)", vm->rec.name, vm->rec.net.tap);
+			continue;
+		}
 		ember_error_clear(&err);
 		if (vm->rec.net.npublish > 0 && (vm->net->publish = vm_publish_open(d->base,
 		    vm->rec.name, &vm->rec.net, &err)) == NULL)
@@ -828,7 +861,13 @@ vm_network_reconcile(struct ember_daemon *d)
 		log_warnx("repair: cannot list network interfaces");
 	/* Also without a VM up: tables a crash left behind go. Nothing to
 	 * report when that fails (an emberd without CAP_NET_ADMIN has none). */
-	if ((any || nft_available()) && nft_queue_reset(d->net, NULL) == 0 && !any)
+	if (!any && !nft_available())
+		return;
+	if (nft_queue_reset(d->net, NULL) < 0) {
+		if (any)
+			log_warnx("network: running VMs keep the firewall rules they had until "
+			    "the next VM start rebuilds emberd's tables");
+	} else if (!any && d->net->tail != NULL)	/* NULL: it failed already */
 		d->net->tail->quiet = true;
 }
 
