@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "child.h"
 #include "daemon.h"
 #include "durable.h"
@@ -52,7 +54,10 @@ struct vm_networks {
 	size_t njobs;
 	bool running;
 	int memfd;			/* the running job's script, or -1 */
+	struct event *ev_failed;	/* a job nft could not be started for */
 };
+
+static void nft_failed_cb(evutil_socket_t fd, short what, void *arg);
 
 struct vm_netstate {
 	struct vm_publish_set *publish;
@@ -219,6 +224,8 @@ vm_network_load(struct ember_daemon *d, struct ember_error *err)
 		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory loading VM networks");
 	d->net->d = d;
 	d->net->memfd = -1;
+	if ((d->net->ev_failed = evtimer_new(d->base, nft_failed_cb, d->net)) == NULL)
+		return ember_error_set(err, EK_INTERNAL, NULL, "out of memory loading VM networks");
 	d->net->pool = net_pool_new(d->config.net_pool_base, d->config.net_pool_prefix);
 	if (d->net->pool == NULL)
 		return ember_error_set(err, EK_INVALID_SPEC, NULL, "invalid network pool");
@@ -518,9 +525,16 @@ nft_next(struct vm_networks *n)
 	}
 	return;
 fail:
-	/* run it as failed: the start waiting on it is answered */
+	/* Run it as failed from the loop, not from inside whoever queued it
+	 * (the start waiting on it is answered after vm_network_up returns). */
 	n->running = true;
-	nft_done(n, 1 << 8, "");
+	event_active(n->ev_failed, EV_TIMEOUT, 1);
+}
+
+static void
+nft_failed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	nft_done(arg, 1 << 8, "");
 }
 
 static void
@@ -886,6 +900,8 @@ vm_network_free(struct ember_daemon *d)
 	}
 	if (n->memfd >= 0)
 		close(n->memfd);
+	if (n->ev_failed != NULL)
+		event_free(n->ev_failed);
 	net_pool_free(n->pool);
 	free(n);
 	d->net = NULL;
