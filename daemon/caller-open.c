@@ -30,6 +30,13 @@ caller_trusted(const struct platform_caller *c)
 	return c->uid == 0 || c->uid == geteuid();
 }
 
+/* A helper's answers as the loop reads them: its end of the socket, the
+ * read event and the deadline. */
+struct helper_channel {
+	int sock;
+	struct event *ev_read, *ev_timer;
+};
+
 struct caller_open {
 	struct caller_open *next;	/* opens: every one not freed */
 	struct event_base *base;
@@ -43,8 +50,7 @@ struct caller_open {
 	struct ember_error err;		/* the answer, once set */
 	struct ember_error refused;	/* paths[nhelper]'s, refused without opening */
 	pid_t pid;
-	int sock;
-	struct event *ev_read, *ev_timer;
+	struct helper_channel ch;
 	struct child_watch *watch;	/* the helper, until reaped */
 	bool finished;			/* done ran (or cancelled): kept only to reap */
 	caller_open_done_fn done;
@@ -141,18 +147,32 @@ open_error(struct caller_open *op, size_t i, int e, const struct stat *st)
 	path_error(&op->err, op->uid, op->what[i], op->path[i], op->dir[i], e, st);
 }
 
+/* Reads ch->sock until the deadline; -ENOMEM when the events cannot be
+ * made (ch_close still undoes what was). */
+static int
+ch_listen(struct helper_channel *ch, struct event_base *base, event_callback_fn on_answer,
+    event_callback_fn on_deadline, void *arg, const struct timeval *deadline)
+{
+	ch->ev_read = event_new(base, ch->sock, EV_READ | EV_PERSIST, on_answer, arg);
+	ch->ev_timer = evtimer_new(base, on_deadline, arg);
+	if (ch->ev_read == NULL || ch->ev_timer == NULL || event_add(ch->ev_read, NULL) < 0 ||
+	    evtimer_add(ch->ev_timer, deadline) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 /* The loop's hold on the helper's answers (the helper itself may live on). */
 static void
-op_stop_listening(struct caller_open *op)
+ch_close(struct helper_channel *ch)
 {
-	if (op->ev_read != NULL)
-		event_free(op->ev_read);
-	if (op->ev_timer != NULL)
-		event_free(op->ev_timer);
-	op->ev_read = op->ev_timer = NULL;
-	if (op->sock >= 0)
-		close(op->sock);
-	op->sock = -1;
+	if (ch->ev_read != NULL)
+		event_free(ch->ev_read);
+	if (ch->ev_timer != NULL)
+		event_free(ch->ev_timer);
+	ch->ev_read = ch->ev_timer = NULL;
+	if (ch->sock >= 0)
+		close(ch->sock);
+	ch->sock = -1;
 }
 
 static void
@@ -163,7 +183,7 @@ op_free(struct caller_open *op)
 			*p = op->next;
 			break;
 		}
-	op_stop_listening(op);
+	ch_close(&op->ch);
 	child_watch_free(op->watch);
 	for (size_t i = 0; i < op->n; i++) {
 		if (op->fds[i] >= 0)
@@ -186,7 +206,7 @@ op_finish(struct caller_open *op)
 	void *ctx = op->ctx;
 	size_t n = op->n;
 
-	op_stop_listening(op);
+	ch_close(&op->ch);
 	for (size_t i = 0; i < n; i++) {
 		if (failed && op->fds[i] >= 0)
 			close(op->fds[i]);
@@ -207,7 +227,7 @@ op_answer_cb(evutil_socket_t fd, short what, void *arg)
 	int result, r;
 
 	while (op->got < op->nhelper) {
-		r = platform_open_as_receive(op->sock, &result, &st);
+		r = platform_open_as_receive(op->ch.sock, &result, &st);
 		if (r == 0)
 			return;	/* more to come */
 		if (r < 0) {
@@ -262,7 +282,7 @@ op_start_helper(struct caller_open *op, const struct platform_caller *c)
 	for (size_t i = 0; i < op->nhelper; i++)
 		paths[i] = (struct platform_open_path){ op->path[i],
 		    op->dir[i] ? PLATFORM_OPEN_DIRECTORY : 0 };
-	pid = platform_open_as_start(c, paths, op->nhelper, test_delay_ms(), &op->sock);
+	pid = platform_open_as_start(c, paths, op->nhelper, test_delay_ms(), &op->ch.sock);
 	if (pid < 0)
 		return (int)pid;
 	op->pid = pid;
@@ -274,10 +294,7 @@ op_start_helper(struct caller_open *op, const struct platform_caller *c)
 			;
 		return -e;
 	}
-	op->ev_read = event_new(op->base, op->sock, EV_READ | EV_PERSIST, op_answer_cb, op);
-	op->ev_timer = evtimer_new(op->base, op_deadline_cb, op);
-	if (op->ev_read == NULL || op->ev_timer == NULL || event_add(op->ev_read, NULL) < 0 ||
-	    evtimer_add(op->ev_timer, &deadline) < 0) {
+	if (ch_listen(&op->ch, op->base, op_answer_cb, op_deadline_cb, op, &deadline) < 0) {
 		/* Nothing would read its answers: killed now, reaped through
 		 * the watch (a blocking wait could hang on a stuck open). */
 		child_watch_kill(op->watch, SIGKILL);
@@ -342,7 +359,7 @@ caller_open_start(struct event_base *base, const struct platform_caller *c,
 	}
 	op->base = base;
 	op->uid = c->uid;
-	op->sock = -1;
+	op->ch.sock = -1;
 	op->done = done;
 	op->ctx = ctx;
 	op->nhelper = nhelper;
@@ -376,7 +393,7 @@ caller_open_cancel(struct caller_open *op)
 {
 	if (op == NULL)
 		return;
-	op_stop_listening(op);
+	ch_close(&op->ch);
 	op->finished = true;
 	if (op->watch != NULL)
 		child_watch_kill(op->watch, SIGKILL);	/* reaped when it goes */
@@ -480,8 +497,7 @@ struct caller_lookup {
 	struct event_base *base;
 	uid_t uid;
 	pid_t pid;
-	int sock;
-	struct event *ev_read, *ev_timer;
+	struct helper_channel ch;
 	struct child_watch *watch;	/* the helper, until reaped */
 	bool finished;			/* answered (or cancelled): kept only to reap */
 	caller_account_done_fn done;	/* NULL once cancelled */
@@ -509,20 +525,6 @@ test_lookup_delay_ms(void)
 	return (unsigned)delay;
 }
 
-/* The loop's hold on the helper's answer (the helper itself may live on). */
-static void
-lookup_stop_listening(struct caller_lookup *lk)
-{
-	if (lk->ev_read != NULL)
-		event_free(lk->ev_read);
-	if (lk->ev_timer != NULL)
-		event_free(lk->ev_timer);
-	lk->ev_read = lk->ev_timer = NULL;
-	if (lk->sock >= 0)
-		close(lk->sock);
-	lk->sock = -1;
-}
-
 static void
 lookup_free(struct caller_lookup *lk)
 {
@@ -531,7 +533,7 @@ lookup_free(struct caller_lookup *lk)
 			*p = lk->next;
 			break;
 		}
-	lookup_stop_listening(lk);
+	ch_close(&lk->ch);
 	child_watch_free(lk->watch);
 	free(lk);
 }
@@ -556,7 +558,7 @@ lookup_finish(struct caller_lookup *lk, int result, gid_t gid)
 		log_warnx("uid %u: looking up its passwd entry failed: %s; Firecracker VMs it "
 		    "owns get the group found last, or nogroup", (unsigned)uid,
 		    strerror(-result));
-	lookup_stop_listening(lk);
+	ch_close(&lk->ch);
 	lk->finished = true;
 	lk->done = NULL;
 	if (lk->watch == NULL)
@@ -570,7 +572,7 @@ lookup_answer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct caller_lookup *lk = arg;
 	gid_t gid = 0;
-	int r = platform_account_receive(lk->sock, &gid);
+	int r = platform_account_receive(lk->ch.sock, &gid);
 
 	if (r == 0)
 		return;
@@ -636,7 +638,7 @@ caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_f
 	lk->uid = uid;
 	lk->done = done;
 	lk->ctx = ctx;
-	pid = platform_account_lookup_start(uid, test_lookup_delay_ms(), &lk->sock);
+	pid = platform_account_lookup_start(uid, test_lookup_delay_ms(), &lk->ch.sock);
 	if (pid < 0) {
 		free(lk);
 		return known ? 1 : (int)pid;
@@ -648,20 +650,17 @@ caller_account_resolve(struct event_base *base, uid_t uid, caller_account_done_f
 		kill(pid, SIGKILL);
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 			;
-		close(lk->sock);
+		close(lk->ch.sock);
 		free(lk);
 		return known ? 1 : -e;
 	}
 	lk->next = lookups;
 	lookups = lk;
-	lk->ev_read = event_new(base, lk->sock, EV_READ | EV_PERSIST, lookup_answer_cb, lk);
-	lk->ev_timer = evtimer_new(base, lookup_deadline_cb, lk);
-	if (lk->ev_read == NULL || lk->ev_timer == NULL || event_add(lk->ev_read, NULL) < 0 ||
-	    evtimer_add(lk->ev_timer, &deadline) < 0) {
+	if (ch_listen(&lk->ch, base, lookup_answer_cb, lookup_deadline_cb, lk, &deadline) < 0) {
 		/* As op_start_helper: killed, reaped (and lk freed) through
 		 * the watch; done never runs. */
 		child_watch_kill(lk->watch, SIGKILL);
-		lookup_stop_listening(lk);
+		ch_close(&lk->ch);
 		lk->finished = true;
 		lk->done = NULL;
 		return known ? 1 : -ENOMEM;
