@@ -42,8 +42,16 @@
  *    to a per-VM budget's share was tried: a cache-sized total at 1,000
  *    connections means windows of 16 KiB, and the extra packets, credit
  *    updates, txbuf copies and wakeups cost more than the cache saves (0.7
- *    to 1.3 CPU s/GiB against 0.4). The fake guest's rx buffers are faulted
- *    in before the clock starts, as a running guest's are.
+ *    to 1.3 CPU s/GiB against 0.4). Nor is the syscall per send much of
+ *    the cost: bench-send-batch feeds 1,000 socketpairs 64 KiB each in
+ *    groups of 128, and one io_uring_enter per group saved 5-8% of the CPU
+ *    per GiB of one sendmsg per send (three runs), against the 25-45% that
+ *    1,000 connections cost here over one; the copies, the skb and page
+ *    allocations and the reader's wakeups are the rest. One connection is
+ *    cheaper because its consecutive packets go out as one send of about
+ *    240 KiB.
+ *    The fake guest's rx buffers are faulted in before the clock starts,
+ *    as a running guest's are.
  * 2. Through a real guest (QEMU under TCG, ember-mini with ember-agent, one
  *    stream each way): emberd runs a VM whose root disk's ember-rc runs
  *    "ember-agent connect 2 7001 </dev/null >/dev/null" (host->guest sink:
