@@ -103,6 +103,12 @@
 /* Buckets of the index of queued jobs by kind and path (a power of two):
  * a save finds the job it joins without walking the queue. */
 #define DURABLE_INDEX_BUCKETS 1024
+/* Counters of the directories that hold queued writes and directory
+ * syncs (each job counts in every ancestor's bucket): a directory moved to
+ * trash whose bucket is 0 has nothing queued under it, and supersede_under
+ * need not walk the queue. Buckets are shared, so a count can be another
+ * directory's (a walk for nothing), never missing. */
+#define DURABLE_UNDER_BUCKETS 4096
 
 enum durable_kind {
 	DJ_WRITE,
@@ -166,6 +172,7 @@ struct durable {
 	/* under lock */
 	struct durable_job *pending_head, *pending_tail;
 	struct durable_job *index[DURABLE_INDEX_BUCKETS];	/* of the queued jobs */
+	uint32_t under[DURABLE_UNDER_BUCKETS];	/* see DURABLE_UNDER_BUCKETS */
 	size_t npending, pending_bytes;
 	bool busy;			/* the writer holds a batch */
 	unsigned plugged;		/* durable_plug depth: the writer waits */
@@ -563,6 +570,7 @@ writer_main(void *arg)
 		struct durable_job *batch = dw->pending_head, *tail = dw->pending_tail;
 		dw->pending_head = dw->pending_tail = NULL;
 		memset(dw->index, 0, sizeof(dw->index));
+		memset(dw->under, 0, sizeof(dw->under));
 		dw->npending = dw->pending_bytes = 0;
 		dw->busy = true;
 		pthread_cond_broadcast(&dw->room);
@@ -849,6 +857,7 @@ durable_free(struct durable *dw)
 		dw->unfilled = NULL;
 		dw->nunfilled = 0;
 		memset(dw->index, 0, sizeof(dw->index));
+		memset(dw->under, 0, sizeof(dw->under));
 		while (dw->pending_head != NULL) {
 			struct durable_job *j = dw->pending_head;
 			dw->pending_head = j->next;
@@ -983,6 +992,30 @@ pending_find(struct durable *dw, enum durable_kind kind, const char *path)
 	return NULL;
 }
 
+/* FNV-1a of the directory path p[0..len), for under[]. */
+static size_t
+under_bucket(const char *p, size_t len)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)p[i]) * 16777619u;
+	return h & (DURABLE_UNDER_BUCKETS - 1);
+}
+
+/* Counts a write or directory sync of path in the buckets of path itself
+ * and of each directory above it. */
+static void
+under_count(struct durable *dw, const char *path)
+{
+	size_t len = strlen(path);
+
+	for (size_t i = 1; i < len; i++)
+		if (path[i] == '/')
+			dw->under[under_bucket(path, i)]++;
+	dw->under[under_bucket(path, len)]++;
+}
+
 /* Queues j (new) at the tail, indexed. */
 static void
 pending_add(struct durable *dw, struct durable_job *j)
@@ -992,6 +1025,8 @@ pending_add(struct durable *dw, struct durable_job *j)
 	pending_append(dw, j);
 	j->index_next = dw->index[b];
 	dw->index[b] = j;
+	if (j->kind == DJ_WRITE || j->kind == DJ_SYNC_DIR)
+		under_count(dw, j->path);
 	dw->npending++;
 }
 
@@ -1193,6 +1228,10 @@ supersede_under(struct durable *dw, const char *dir)
 	size_t n = strlen(dir);
 
 	pthread_mutex_lock(&dw->lock);
+	if (dw->under[under_bucket(dir, n)] == 0) {
+		pthread_mutex_unlock(&dw->lock);
+		return;	/* nothing queued under dir */
+	}
 	for (struct durable_job *j = dw->pending_head; j != NULL; j = j->next) {
 		if ((j->kind != DJ_WRITE && j->kind != DJ_SYNC_DIR) || j->unfilled ||
 		    strncmp(j->path, dir, n) != 0 || (j->path[n] != '/' && j->path[n] != '\0'))

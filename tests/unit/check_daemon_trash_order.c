@@ -125,6 +125,42 @@ START_TEST(trash_move_skips_the_queued_writes_inside_it)
 }
 END_TEST
 
+/* The queue is walked only for a directory that holds queued work
+ * (durable.c's under[] counters): work two levels down counts, and a move
+ * of a directory with nothing queued inside leaves the rest alone. */
+START_TEST(trash_move_finds_work_deep_inside_and_only_there)
+{
+	struct ember_error err = { 0 };
+	struct result deep = { 0 }, moved = { 0 }, empty_moved = { 0 }, other = { 0 };
+	char vm_dir[PATH_MAX], vm_json[PATH_MAX], trash[PATH_MAX], sub[PATH_MAX];
+	char file[PATH_MAX], empty[PATH_MAX], empty_json[PATH_MAX], empty_trash[PATH_MAX];
+
+	make_vm_dir("vm4", vm_dir, vm_json, trash);
+	make_vm_dir("vm5", empty, empty_json, empty_trash);
+	snprintf(sub, sizeof(sub), "%s/a", vm_dir);
+	ck_assert_int_eq(mkdir(sub, 0750), 0);
+	snprintf(sub, sizeof(sub), "%s/a/b", vm_dir);
+	ck_assert_int_eq(mkdir(sub, 0750), 0);
+	snprintf(file, sizeof(file), "%s/state", sub);
+	durable_plug(dw);
+	ck_assert_int_eq(durable_write_take(dw, file, text("deep\n"), 5, 0644, record, &deep,
+	    &err), 0);
+	ck_assert_int_eq(durable_write_take(dw, vm_json, text("vm4\n"), 4, 0644, record, &other,
+	    &err), 0);
+	ck_assert_int_eq(durable_rename_dir(dw, empty, empty_trash, true, record, &empty_moved,
+	    &err), 0);
+	ck_assert_int_eq(durable_rename_dir(dw, vm_dir, trash, true, record, &moved, &err), 0);
+	durable_unplug(dw);
+	durable_flush(dw);
+	ck_assert_int_eq(deep.last, 0);		/* skipped, not -ENOENT */
+	ck_assert_int_eq(other.last, 0);
+	ck_assert_int_eq(empty_moved.last, 0);
+	ck_assert_int_eq(moved.last, 0);
+	ck_assert_int_eq(access(vm_dir, F_OK), -1);
+	ck_assert_int_eq(access(empty, F_OK), -1);
+}
+END_TEST
+
 START_TEST(write_queued_after_the_move_still_fails)
 {
 	struct ember_error err = { 0 };
@@ -217,6 +253,7 @@ trash_order_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, trash_move_skips_the_queued_writes_inside_it);
+	tcase_add_test(tc, trash_move_finds_work_deep_inside_and_only_there);
 	tcase_add_test(tc, write_queued_after_the_move_still_fails);
 	tcase_add_test(tc, a_write_is_not_held_behind_the_trash);
 	suite_add_tcase(s, tc);
