@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-util.h"
 #include "platform.h"
 
 #define PROBES		300
@@ -86,14 +87,6 @@ static long
 rss_kib(void)
 {
 	return platform_process_rss_kib(emberd_pid);
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 /* vm.inspect latency of a well-behaved client; also samples peak RSS. */

@@ -31,6 +31,8 @@
 
 #include <jansson.h>
 
+#include "bench-util.h"
+
 #define RUNS_DEFAULT	5
 #define RUNS_MAX	50
 #define READY		"EMBER-MINI READY"
@@ -72,15 +74,6 @@ die(const char *fmt, ...)
 		fprintf(stderr, "bench-boot: emberd's log was %s (removed)\n", log_path);
 	cleanup();
 	exit(1);
-}
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void
@@ -305,14 +298,6 @@ emberd_boot(const char *console)
 	t = wait_ready(console, offset, t0);
 	json_decref(rpc("vm.stop", json_pack("{s:s, s:b}", "name", VM, "force", 1)));
 	return t;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
 }
 
 static double

@@ -70,6 +70,7 @@
 
 #include <jansson.h>
 
+#include "bench-util.h"
 #include "fsutil.h"
 #include "platform.h"
 
@@ -90,15 +91,6 @@ static char state_dir[PATH_MAX], sock_path[PATH_MAX], config_path[PATH_MAX];
 static char bench_cgroup[PATH_MAX];
 static pid_t emberd_pid = -1;
 static int in_child;		/* a forked worker: emberd and the directory are not its */
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* CPU seconds (user + system) emberd has used: its event loop's thread
  * (the main one) when loop_only, else every thread; -1 if unreadable. */
@@ -414,14 +406,6 @@ fill_vms(int count)
 		got++;
 	}
 	close(c.fd);
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 static void

@@ -33,6 +33,8 @@
 
 #include <jansson.h>
 
+#include "bench-util.h"
+
 #define MAX_CLIENTS	8
 #define REPLY_MAX	(1024 * 1024)
 
@@ -68,15 +70,6 @@ die(const char *fmt, ...)
 		fprintf(stderr, "bench-lifecycle: emberd's log: %s/emberd.log (kept)\n", dir);
 	cleanup();
 	exit(1);
-}
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- blocking JSON-RPC client ---- */

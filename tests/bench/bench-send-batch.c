@@ -35,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-util.h"
+
 #define GROUP		128
 #define SIZE_MAX_BYTES	(256 * 1024)
 #define ROUNDS_MAX	15
@@ -58,25 +60,6 @@ die(const char *what)
 {
 	fprintf(stderr, "bench-send-batch: %s: %s\n", what, strerror(errno));
 	exit(1);
-}
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double
-cpu_s(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-	    (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int
@@ -162,7 +145,7 @@ run(struct pairs *pp, size_t size, struct uring *u)
 	for (int i = 0; i < pp->n; i++)
 		left[i] = pp->each;
 	memset(data, 0xa5, size);
-	c0 = cpu_s();
+	c0 = process_cpu_s();
 	t0 = now_s();
 	pthread_create(&reader, NULL, reader_main, pp);
 	while (sent < want) {
@@ -220,15 +203,7 @@ run(struct pairs *pp, size_t size, struct uring *u)
 	pthread_join(reader, NULL);
 	free(left);
 	return (struct figure){ (double)want / (1 << 20) / (now_s() - t0),
-		(cpu_s() - c0) / ((double)want / (1 << 30)), calls };
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
+		(process_cpu_s() - c0) / ((double)want / (1 << 30)), calls };
 }
 
 static void

@@ -91,6 +91,7 @@
 #include <event2/event.h>
 
 #include "../../platform/linux/vsock-mux.h"
+#include "bench-util.h"
 
 #define GUEST_CID	3
 #define GUEST_PORT	5000	/* the port the host client CONNECTs to */
@@ -139,41 +140,22 @@ die(const char *fmt, ...)
 	exit(1);
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* CPU time of the whole process (every thread) since cpu_start(), in
  * seconds per GiB moved: on a shared, loaded machine the wall clock says
  * as much about the neighbours as about us; the CPU spent per byte does
  * not. */
 static double cpu_t0, last_cpu_per_gib;
 
-static double
-cpu_now(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-	    (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
 static void
 cpu_start(void)
 {
-	cpu_t0 = cpu_now();
+	cpu_t0 = process_cpu_s();
 }
 
 static void
 cpu_stop(size_t bytes)
 {
-	last_cpu_per_gib = (cpu_now() - cpu_t0) / ((double)bytes / (1 << 30));
+	last_cpu_per_gib = (process_cpu_s() - cpu_t0) / ((double)bytes / (1 << 30));
 }
 
 static int
@@ -769,14 +751,6 @@ flow_run(enum flow flow, size_t size, size_t bytes, int n, struct fake *f)
 	default:
 		return fig(bench_socketpairs(bytes, n));
 	}
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
 }
 
 #define ROUNDS_MAX	15
