@@ -77,6 +77,14 @@ rpc_lookup(const char *name)
 	return NULL;
 }
 
+/* The -32603 reply to a request emberd had no memory to take on. */
+static json_t *
+rpc_out_of_memory(json_t *id)
+{
+	return rpc_error(id, RPC_INTERNAL_ERROR, "Internal error",
+	    json_pack("{s:s}", "reason", "emberd is out of memory"));
+}
+
 /* Sends a reply (NULL: it could not be built). */
 static void
 rpc_send(struct ember_daemon *d, uint64_t conn_id, json_t *msg)
@@ -165,6 +173,21 @@ rpc_batch_put(struct ember_daemon *d, struct rpc_batch *b, size_t slot, json_t *
 	free(b);
 }
 
+/* Delivers a request's reply (taken) in its batch's slot or on its
+ * connection. due: the request has an id, so a NULL reply (one that could
+ * not be built) ends the connection instead of leaving the client waiting. */
+static void
+rpc_deliver(struct ember_daemon *d, uint64_t conn_id, struct rpc_batch *batch, size_t slot,
+    json_t *reply, bool due)
+{
+	if (batch != NULL)
+		rpc_batch_put(d, batch, slot, reply, reply == NULL && due);
+	else if (reply != NULL || due) {
+		rpc_send(d, conn_id, reply);
+		json_decref(reply);
+	}
+}
+
 /* What a reply says, for ember_rpc_requests_total: "ok", the protocol
  * error, or the error kind. */
 static const char *
@@ -198,13 +221,7 @@ rpc_complete(struct rpc_call *call, json_t *reply)
 		json_decref(reply);
 		reply = NULL;
 	}
-	if (call->batch != NULL)
-		rpc_batch_put(d, call->batch, call->batch_slot, reply,
-		    reply == NULL && call->id != NULL);
-	else if (reply != NULL || call->id != NULL) {
-		rpc_send(d, call->conn_id, reply);
-		json_decref(reply);
-	}
+	rpc_deliver(d, call->conn_id, call->batch, call->batch_slot, reply, call->id != NULL);
 	control_release(d->control, call->conn_id);
 	json_decref(call->id);
 	free(call);
@@ -363,23 +380,12 @@ rpc_dispatch(struct ember_daemon *d, const struct control_peer *peer, json_t *el
 	json_t *reply = NULL;
 
 	if (rpc_request_parse(elem, &req, &reply) < 0) {
-		if (batch != NULL)
-			rpc_batch_put(d, batch, slot, reply, reply == NULL);
-		else {
-			rpc_send(d, peer->conn_id, reply);
-			json_decref(reply);
-		}
+		rpc_deliver(d, peer->conn_id, batch, slot, reply, true);
 		return;
 	}
 	if ((call = calloc(1, sizeof(*call))) == NULL) {
-		reply = req.id == NULL ? NULL : rpc_error(req.id, RPC_INTERNAL_ERROR,
-		    "Internal error", json_pack("{s:s}", "reason", "emberd is out of memory"));
-		if (batch != NULL)
-			rpc_batch_put(d, batch, slot, reply, reply == NULL && req.id != NULL);
-		else if (req.id != NULL) {
-			rpc_send(d, peer->conn_id, reply);
-			json_decref(reply);
-		}
+		reply = req.id == NULL ? NULL : rpc_out_of_memory(req.id);
+		rpc_deliver(d, peer->conn_id, batch, slot, reply, req.id != NULL);
 		return;
 	}
 	call->daemon = d;
@@ -475,8 +481,7 @@ rpc_batch_start(struct ember_daemon *d, const struct control_peer *peer, json_t 
 	}
 	if ((b = calloc(1, sizeof(*b))) == NULL || (b->parts = calloc(n, sizeof(*b->parts))) == NULL ||
 	    (b->ev_next = evtimer_new(d->base, rpc_batch_next_cb, b)) == NULL) {
-		json_t *reply = rpc_error(NULL, RPC_INTERNAL_ERROR, "Internal error",
-		    json_pack("{s:s}", "reason", "emberd is out of memory"));
+		json_t *reply = rpc_out_of_memory(NULL);
 
 		if (b != NULL)
 			free(b->parts);
