@@ -40,6 +40,17 @@ int vm_store_wait(struct ember_daemon *d, uint64_t seq, durable_done_fn done, vo
 void vm_store_close(struct ember_daemon *d);
 struct vm *vm_new(struct ember_daemon *d);
 void vm_free(struct vm *vm);
+/* The owners a table (cids.json, allocations.json) names that no VM has,
+ * collected while the table is walked and released after it. */
+struct vm_orphans {
+	struct ember_daemon *d;
+	char **names;
+	size_t n;
+	bool nomem;	/* one could not be kept: the caller fails */
+};
+/* Keeps owner when no VM has that name; true when kept. */
+bool vm_orphans_add(struct vm_orphans *o, const char *owner);
+void vm_orphans_free(struct vm_orphans *o);
 /* Lists vm in name order. */
 void vm_list_insert(struct ember_daemon *d, struct vm *vm);
 /* starting, running, paused or stopping: a hypervisor process exists. */

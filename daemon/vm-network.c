@@ -184,32 +184,16 @@ repair_one(struct vm *vm)
 	return true;
 }
 
-struct orphans {
-	struct ember_daemon *d;
-	char **names;
-	size_t n;
-	bool nomem;
-};
-
 static void
 collect_orphan(void *ctx, uint32_t subnet, const char *owner)
 {
-	struct orphans *o = ctx;
 	char a[NET_ADDR_STRLEN];
-	char **n;
 
-	if (vm_find(o->d, owner) != NULL)
+	/* One that cannot be kept stays held, and could push a listed VM
+	 * that records it onto another /30: vm_network_load fails instead. */
+	if (!vm_orphans_add(ctx, owner))
 		return;
 	net_cidr_format(subnet, NET_SUBNET_PREFIX, a, sizeof(a));
-	/* Kept held, it could push a listed VM that records it onto
-	 * another /30: vm_network_load fails instead. */
-	if ((n = realloc(o->names, (o->n + 1) * sizeof(*n))) != NULL)
-		o->names = n;
-	if (n == NULL || (o->names[o->n] = strdup(owner)) == NULL) {
-		o->nomem = true;
-		return;
-	}
-	o->n++;
 	log_warnx("repair: network %s belonged to \"%s\", which does not exist; released", a,
 	    owner);
 }
@@ -234,14 +218,13 @@ vm_network_load(struct ember_daemon *d, struct ember_error *err)
 		return ember_error_set(err, EK_IO, "check the permissions of --state-dir",
 		    "cannot create %s: %s", path, strerror(errno));
 	allocations_load(d);
-	struct orphans o = { .d = d };
+	struct vm_orphans o = { .d = d };
 	net_pool_foreach(d->net->pool, collect_orphan, &o);
 	for (size_t i = 0; i < o.n; i++) {
 		net_pool_release(d->net->pool, o.names[i]);
-		free(o.names[i]);
 		changed = true;
 	}
-	free(o.names);
+	vm_orphans_free(&o);
 	if (o.nomem)	/* nothing written yet */
 		return ember_error_set(err, EK_INTERNAL, NULL,
 		    "out of memory repairing %s/network/allocations.json", d->state_dir);

@@ -366,32 +366,39 @@ vm_repair_cid(struct vm *vm)
 	return true;
 }
 
-struct orphan_scan {
-	struct ember_daemon *d;
+bool
+vm_orphans_add(struct vm_orphans *o, const char *owner)
+{
 	char **names;
-	size_t n;
-	bool nomem;
-};
+
+	if (o->nomem || vm_find(o->d, owner) != NULL)
+		return false;
+	if ((names = realloc(o->names, (o->n + 1) * sizeof(*o->names))) != NULL)
+		o->names = names;
+	if (names == NULL || (names[o->n] = strdup(owner)) == NULL) {
+		o->nomem = true;
+		return false;
+	}
+	o->n++;
+	return true;
+}
+
+void
+vm_orphans_free(struct vm_orphans *o)
+{
+	for (size_t i = 0; i < o->n; i++)
+		free(o->names[i]);
+	free(o->names);
+	o->names = NULL;
+	o->n = 0;
+}
 
 static void
 collect_orphan(void *ctx, uint32_t cid, const char *owner)
 {
-	struct orphan_scan *s = ctx;
-	char **names;
-
-	if (s->nomem || vm_find(s->d, owner) != NULL)
-		return;
-	if ((names = realloc(s->names, (s->n + 1) * sizeof(*s->names))) == NULL) {
-		s->nomem = true;
-		return;
-	}
-	s->names = names;
-	if ((s->names[s->n] = strdup(owner)) == NULL) {
-		s->nomem = true;
-		return;
-	}
-	s->n++;
-	log_warnx("repair: CID %u belonged to \"%s\", which does not exist; released", cid, owner);
+	if (vm_orphans_add(ctx, owner))
+		log_warnx("repair: CID %u belonged to \"%s\", which does not exist; released",
+		    cid, owner);
 }
 
 /* A process recorded as running: adopt it, or record that it is gone. */
@@ -514,14 +521,13 @@ vms_load(struct ember_daemon *d, struct ember_error *err)
 
 	/* Orphans first: a CID held by a VM that does not exist must not
 	 * push a listed VM that records it onto a fresh CID. */
-	struct orphan_scan scan = { .d = d };
+	struct vm_orphans scan = { .d = d };
 	cid_alloc_foreach(d->cids, collect_orphan, &scan);
 	for (size_t i = 0; i < scan.n; i++) {
 		cid_alloc_release(d->cids, scan.names[i]);
-		free(scan.names[i]);
 		cids_changed = true;
 	}
-	free(scan.names);
+	vm_orphans_free(&scan);
 	if (scan.nomem)
 		return ember_error_set(err, EK_INTERNAL, NULL,
 		    "out of memory finding the CIDs of VMs that do not exist");
