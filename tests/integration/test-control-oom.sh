@@ -38,7 +38,10 @@ answered=0 errors=0 closed=0
 # ask LINE: one request line; counts how it ended; fails when it hung.
 ask() {
 	local r rc=0
-	r=$(printf '%s\n' "$1" | timeout 30 socat -t 20 - "UNIX-CONNECT:$SOCK" 2>/dev/null) || rc=$?
+	# Not rpc_to: its socat gives up (status 0, no reply) before timeout
+	# fires, so a hang would pass for a closed connection. Here emberd's
+	# own close ends socat, and a hang ends in timeout's 124.
+	r=$(printf '%s\n' "$1" | timeout 20 socat -t 30 - "UNIX-CONNECT:$SOCK" 2>/dev/null) || rc=$?
 	((rc != 124)) || fail "a request hung while allocations failed: $1"
 	if [[ -z $r ]]; then
 		closed=$((closed + 1))
