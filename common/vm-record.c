@@ -559,7 +559,7 @@ from_json(struct vm_record *rec, const json_t *json, char *errbuf,
 
 nomem:
 	snprintf(errbuf, errlen, "out of memory");
-	return -1;
+	return -ENOMEM;
 }
 
 /*
@@ -571,6 +571,7 @@ vm_record_from_json(struct vm_record *rec, const json_t *json, char *errbuf,
     size_t errlen)
 {
 	char dummy[1];
+	int r;
 
 	if (errbuf == NULL || errlen == 0) {
 		errbuf = dummy;
@@ -578,9 +579,9 @@ vm_record_from_json(struct vm_record *rec, const json_t *json, char *errbuf,
 	}
 	errbuf[0] = '\0';
 	vm_record_init(rec);
-	if (from_json(rec, json, errbuf, errlen) < 0) {
+	if ((r = from_json(rec, json, errbuf, errlen)) < 0) {
 		vm_record_clear(rec);
-		return -EINVAL;
+		return r == -ENOMEM ? -ENOMEM : -EINVAL;
 	}
 	return 0;
 }

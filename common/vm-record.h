@@ -109,7 +109,8 @@ int vm_record_set_str(char **field, const char *value);
 /* New JSON object; "vsock" omitted when off, null strings omitted. */
 json_t *vm_record_to_json(const struct vm_record *rec);
 /* Fills rec from JSON. Unknown keys are ignored (newer versions), wrong
- * types are errors. 0 or -EINVAL with a reason in errbuf. */
+ * types are errors. 0, -EINVAL with a reason in errbuf, or -ENOMEM (the
+ * record may be valid: do not call it invalid). */
 int vm_record_from_json(struct vm_record *rec, const json_t *json,
     char *errbuf, size_t errlen);
 

@@ -293,6 +293,10 @@ vm_load_one(struct ember_daemon *d, const char *name)
 	}
 	r = vm_record_from_json(&vm->rec, doc, errbuf, sizeof(errbuf));
 	json_decref(doc);
+	if (r == -ENOMEM) {
+		vm_free(vm);
+		return NULL;	/* as for read_json_file: no placeholder */
+	}
 	if (r < 0 || strcmp(vm->rec.name, name) != 0) {
 		snprintf(why, sizeof(why), "invalid vm.json: %s",
 		    r < 0 ? errbuf : "its name does not match its directory");
