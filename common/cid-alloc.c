@@ -227,10 +227,28 @@ cid_tree_clear(struct cid_alloc *a, uint64_t x)
 	}
 }
 
-static void
-cid_key(char *buf, size_t len, uint32_t cid)
+/*
+ * cid in decimal into buf (at least CID_KEY_LEN bytes), NUL-terminated;
+ * returns the digits written. By hand rather than snprintf: cids.json is
+ * written whole at every group commit that changes it, a key per entry,
+ * and snprintf was most of that cost (on the event loop).
+ */
+#define CID_KEY_LEN	11	/* 4294967295 and its NUL */
+
+static size_t
+cid_key(char *buf, uint32_t cid)
 {
-	snprintf(buf, len, "%" PRIu32, cid);
+	char	 rev[CID_KEY_LEN];
+	size_t	 n = 0;
+
+	do {
+		rev[n++] = (char)('0' + cid % 10);
+		cid /= 10;
+	} while (cid != 0);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = rev[n - 1 - i];
+	buf[n] = '\0';
+	return n;
 }
 
 /* Records owner <-> cid in both maps. 0, -EINVAL or -ENOMEM. */
@@ -238,9 +256,9 @@ static int
 cid_map_add(struct cid_alloc *a, const char *owner, uint32_t cid)
 {
 	json_t	*o;
-	char	 key[16];
+	char	 key[CID_KEY_LEN];
 
-	cid_key(key, sizeof(key), cid);
+	cid_key(key, cid);
 	if ((o = json_string(owner)) == NULL)
 		return -EINVAL;		/* not UTF-8 */
 	if (json_object_set_new(a->by_cid, key, o) != 0)
@@ -311,12 +329,12 @@ int
 cid_alloc_release(struct cid_alloc *a, const char *owner)
 {
 	uint32_t	cid;
-	char		key[16];
+	char		key[CID_KEY_LEN];
 
 	if (owner == NULL || !cid_alloc_lookup(a, owner, &cid))
 		return -ENOENT;
 	cid_tree_clear(a, cid - a->min);
-	cid_key(key, sizeof(key), cid);
+	cid_key(key, cid);
 	json_object_del(a->by_cid, key);
 	json_object_del(a->by_owner, owner);
 	return 0;
@@ -337,9 +355,9 @@ cid_alloc_lookup(const struct cid_alloc *a, const char *owner, uint32_t *cid)
 const char *
 cid_alloc_owner(const struct cid_alloc *a, uint32_t cid)
 {
-	char	key[16];
+	char	key[CID_KEY_LEN];
 
-	cid_key(key, sizeof(key), cid);
+	cid_key(key, cid);
 	return json_string_value(json_object_get(a->by_cid, key));
 }
 
@@ -395,9 +413,9 @@ static void
 cid_to_json_one(void *ctx, uint32_t cid, const char *owner)
 {
 	json_t	*allocs = ctx;
-	char	 key[16];
+	char	 key[CID_KEY_LEN];
 
-	cid_key(key, sizeof(key), cid);
+	cid_key(key, cid);
 	json_object_set_new(allocs, key, json_string(owner));
 }
 
@@ -485,11 +503,16 @@ static void
 cid_to_text_one(void *ctx, uint32_t cid, const char *owner)
 {
 	struct cid_text	*t = ctx;
-	char		 key[24];
-	int		 n;
+	char		 key[CID_KEY_LEN + 4];	/* ,"CID": */
+	size_t		 n = 0;
 
-	n = snprintf(key, sizeof(key), "%s\"%" PRIu32 "\":", t->entries++ > 0 ? "," : "", cid);
-	cid_text_put(t, key, (size_t)n);
+	if (t->entries++ > 0)
+		key[n++] = ',';
+	key[n++] = '"';
+	n += cid_key(key + n, cid);
+	key[n++] = '"';
+	key[n++] = ':';
+	cid_text_put(t, key, n);
 	cid_text_put_string(t, owner);
 }
 
