@@ -12,6 +12,14 @@
  * Slots past the end of the range (the tree spans a power of 64) are never
  * set, so they can only show up as the lowest free slot once everything in
  * range is taken: that is how exhaustion is detected.
+ *
+ * The state file's text (cids.json) is written whole at every group commit
+ * that changes a CID, on the event loop. So once it has been asked for, the
+ * text of its entries is kept, in CID order, and each change patches it: a
+ * binary search, and a memmove of the entries after it, instead of a walk of
+ * every CID, a hash lookup for each owner and its escaping, per commit. A
+ * patch that fails (out of memory) drops the kept text; the next request
+ * builds it again from the table.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,6 +42,24 @@ struct cid_node {
 	} u;
 };
 
+/* cid_alloc_to_text's growing buffer; a failed growth sticks. */
+struct cid_text {
+	char	*buf;
+	size_t	 len, cap;
+	size_t	 entries;
+	bool	 failed;
+};
+
+/* The kept text: ,"CID":"owner" for every allocation, in CID order, and
+ * each entry's CID and length (to find where one goes). */
+struct cid_text_index {
+	bool			 valid;
+	struct cid_text		 text;
+	uint32_t		*cid;
+	uint32_t		*len;
+	size_t			 n, cap;
+};
+
 struct cid_alloc {
 	uint32_t		 min;
 	uint32_t		 max;
@@ -42,7 +68,12 @@ struct cid_alloc {
 	struct cid_node		*root;
 	json_t			*by_owner;	/* owner -> CID */
 	json_t			*by_cid;	/* "CID" -> owner */
+	struct cid_text_index	 index;
 };
+
+static void cid_index_insert(struct cid_alloc *a, uint32_t cid, const char *owner);
+static void cid_index_remove(struct cid_alloc *a, uint32_t cid);
+static void cid_index_drop(struct cid_alloc *a);
 
 /* Bit position of the child index at node height h (0 = bottom level). */
 static inline unsigned
@@ -102,6 +133,7 @@ cid_alloc_free(struct cid_alloc *a)
 	cid_node_free(a->root, a->depth - 1);
 	json_decref(a->by_owner);
 	json_decref(a->by_cid);
+	cid_index_drop(a);
 	free(a);
 }
 
@@ -267,6 +299,7 @@ cid_map_add(struct cid_alloc *a, const char *owner, uint32_t cid)
 		json_object_del(a->by_cid, key);
 		return -ENOMEM;
 	}
+	cid_index_insert(a, cid, owner);
 	return 0;
 }
 
@@ -334,6 +367,7 @@ cid_alloc_release(struct cid_alloc *a, const char *owner)
 	if (owner == NULL || !cid_alloc_lookup(a, owner, &cid))
 		return -ENOENT;
 	cid_tree_clear(a, cid - a->min);
+	cid_index_remove(a, cid);
 	cid_key(key, cid);
 	json_object_del(a->by_cid, key);
 	json_object_del(a->by_owner, owner);
@@ -435,14 +469,6 @@ cid_alloc_to_json(const struct cid_alloc *a)
 	return doc;
 }
 
-/* cid_alloc_to_text's buffer: grows by doubling; a failed growth sticks. */
-struct cid_text {
-	char	*buf;
-	size_t	 len, cap;
-	size_t	 entries;
-	bool	 failed;
-};
-
 static void
 cid_text_put(struct cid_text *t, const char *s, size_t n)
 {
@@ -499,15 +525,14 @@ cid_text_put_string(struct cid_text *t, const char *s)
 	cid_text_put(t, "\"", 1);
 }
 
+/* Appends ,"CID":"owner" to t. */
 static void
-cid_to_text_one(void *ctx, uint32_t cid, const char *owner)
+cid_text_put_entry(struct cid_text *t, uint32_t cid, const char *owner)
 {
-	struct cid_text	*t = ctx;
-	char		 key[CID_KEY_LEN + 4];	/* ,"CID": */
-	size_t		 n = 0;
+	char	 key[CID_KEY_LEN + 4];	/* ,"CID": */
+	size_t	 n = 0;
 
-	if (t->entries++ > 0)
-		key[n++] = ',';
+	key[n++] = ',';
 	key[n++] = '"';
 	n += cid_key(key + n, cid);
 	key[n++] = '"';
@@ -516,23 +541,171 @@ cid_to_text_one(void *ctx, uint32_t cid, const char *owner)
 	cid_text_put_string(t, owner);
 }
 
+static void
+cid_index_drop(struct cid_alloc *a)
+{
+	struct cid_text_index	*ix = &a->index;
+
+	free(ix->text.buf);
+	free(ix->cid);
+	free(ix->len);
+	memset(ix, 0, sizeof(*ix));
+}
+
+/* Room for one more entry in the arrays; false when out of memory. */
+static bool
+cid_index_reserve(struct cid_text_index *ix)
+{
+	size_t		 cap = ix->cap == 0 ? 64 : ix->cap * 2;
+	uint32_t	*cid, *len;
+
+	if (ix->n < ix->cap)
+		return true;
+	if ((cid = realloc(ix->cid, cap * sizeof(*cid))) == NULL)
+		return false;
+	ix->cid = cid;
+	if ((len = realloc(ix->len, cap * sizeof(*len))) == NULL)
+		return false;
+	ix->len = len;
+	ix->cap = cap;
+	return true;
+}
+
+/* The first entry whose CID is >= cid, and where its text starts. */
+static size_t
+cid_index_find(const struct cid_text_index *ix, uint32_t cid, size_t *offset)
+{
+	size_t	 lo = 0, hi = ix->n, off = 0;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ix->cid[mid] < cid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = 0; i < lo; i++)
+		off += ix->len[i];
+	*offset = off;
+	return lo;
+}
+
+static void
+cid_index_insert(struct cid_alloc *a, uint32_t cid, const char *owner)
+{
+	struct cid_text_index	*ix = &a->index;
+	struct cid_text		 entry = { NULL, 0, 64, 0, false };
+	size_t			 i, off;
+
+	if (!ix->valid)
+		return;
+	if ((entry.buf = malloc(entry.cap)) == NULL)
+		goto fail;
+	cid_text_put_entry(&entry, cid, owner);
+	if (entry.failed || !cid_index_reserve(ix))
+		goto fail;
+	/* Grow the text by the entry's length (its bytes are overwritten). */
+	size_t tail = ix->text.len;
+	cid_text_put(&ix->text, entry.buf, entry.len);
+	if (ix->text.failed)
+		goto fail;
+	i = cid_index_find(ix, cid, &off);
+	memmove(ix->text.buf + off + entry.len, ix->text.buf + off, tail - off);
+	memcpy(ix->text.buf + off, entry.buf, entry.len);
+	memmove(ix->cid + i + 1, ix->cid + i, (ix->n - i) * sizeof(*ix->cid));
+	memmove(ix->len + i + 1, ix->len + i, (ix->n - i) * sizeof(*ix->len));
+	ix->cid[i] = cid;
+	ix->len[i] = (uint32_t)entry.len;
+	ix->n++;
+	free(entry.buf);
+	return;
+fail:
+	free(entry.buf);
+	cid_index_drop(a);
+}
+
+static void
+cid_index_remove(struct cid_alloc *a, uint32_t cid)
+{
+	struct cid_text_index	*ix = &a->index;
+	size_t			 i, off, n;
+
+	if (!ix->valid)
+		return;
+	i = cid_index_find(ix, cid, &off);
+	if (i == ix->n || ix->cid[i] != cid) {
+		cid_index_drop(a);	/* cannot happen: rebuild rather than trust it */
+		return;
+	}
+	n = ix->len[i];
+	memmove(ix->text.buf + off, ix->text.buf + off + n, ix->text.len - off - n);
+	ix->text.len -= n;
+	ix->text.buf[ix->text.len] = '\0';
+	memmove(ix->cid + i, ix->cid + i + 1, (ix->n - i - 1) * sizeof(*ix->cid));
+	memmove(ix->len + i, ix->len + i + 1, (ix->n - i - 1) * sizeof(*ix->len));
+	ix->n--;
+}
+
+static void
+cid_index_add_one(void *ctx, uint32_t cid, const char *owner)
+{
+	struct cid_text_index	*ix = ctx;
+	size_t			 before = ix->text.len;
+
+	if (ix->text.failed)
+		return;
+	if (!cid_index_reserve(ix)) {
+		ix->text.failed = true;
+		return;
+	}
+	cid_text_put_entry(&ix->text, cid, owner);
+	ix->cid[ix->n] = cid;
+	ix->len[ix->n] = (uint32_t)(ix->text.len - before);
+	ix->n++;
+}
+
+/* Builds the kept text from the table; false when out of memory. */
+static bool
+cid_index_build(struct cid_alloc *a)
+{
+	struct cid_text_index	*ix = &a->index;
+
+	cid_index_drop(a);
+	ix->text.cap = 64 + 32 * cid_alloc_count(a);
+	if ((ix->text.buf = malloc(ix->text.cap)) == NULL) {
+		cid_index_drop(a);
+		return false;
+	}
+	ix->text.buf[0] = '\0';
+	cid_alloc_foreach(a, cid_index_add_one, ix);
+	if (ix->text.failed) {
+		cid_index_drop(a);
+		return false;
+	}
+	ix->valid = true;
+	return true;
+}
+
 char *
-cid_alloc_to_text(const struct cid_alloc *a, size_t *lenp)
+cid_alloc_to_text(struct cid_alloc *a, size_t *lenp)
 {
 	static const char	 head[] = "{\"version\":1,\"allocations\":{";
-	struct cid_text		 t = { NULL, 0, 64 + 32 * cid_alloc_count(a), 0, false };
+	static const char	 tail[] = "}}\n";
+	const struct cid_text	*entries = &a->index.text;
+	size_t			 skip, len;
+	char			*text;
 
-	if ((t.buf = malloc(t.cap)) == NULL)
+	if (!a->index.valid && !cid_index_build(a))
 		return NULL;
-	cid_text_put(&t, head, sizeof(head) - 1);
-	cid_alloc_foreach(a, cid_to_text_one, &t);
-	cid_text_put(&t, "}}\n", 3);
-	if (t.failed) {
-		free(t.buf);
+	skip = entries->len > 0 ? 1 : 0;	/* the first entry's comma */
+	len = sizeof(head) - 1 + entries->len - skip + sizeof(tail) - 1;
+	if ((text = malloc(len + 1)) == NULL)
 		return NULL;
-	}
-	*lenp = t.len;
-	return t.buf;
+	memcpy(text, head, sizeof(head) - 1);
+	memcpy(text + sizeof(head) - 1, entries->buf + skip, entries->len - skip);
+	memcpy(text + len - (sizeof(tail) - 1), tail, sizeof(tail));	/* and the NUL */
+	*lenp = len;
+	return text;
 }
 
 /* Strict decimal: no sign, no leading zero, no spaces, fits 32 bits. */

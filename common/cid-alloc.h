@@ -42,11 +42,12 @@ uint32_t cid_alloc_max(const struct cid_alloc *a);
 /* {"version": 1, "allocations": {"3": "web", ...}} (new reference). */
 json_t *cid_alloc_to_json(const struct cid_alloc *a);
 /* The same document as compact JSON text ending in a newline, the bytes
- * json_dumps(JSON_COMPACT) gives plus "\n", written straight from the
- * table (the state file's contents: about 3x cheaper than building the
- * document, which matters on the loop with thousands of CIDs). Malloc'd,
- * its length in *lenp; NULL when out of memory. */
-char *cid_alloc_to_text(const struct cid_alloc *a, size_t *lenp);
+ * json_dumps(JSON_COMPACT) gives plus "\n" (the state file's contents).
+ * The first call builds the text from the table and keeps it; every change
+ * after that patches it, so a later call costs a copy (it matters on the
+ * loop with thousands of CIDs). Malloc'd, its length in *lenp; NULL when
+ * out of memory. */
+char *cid_alloc_to_text(struct cid_alloc *a, size_t *lenp);
 /* Claims every allocation in such an object (allocations already in a are
  * kept). Entries that are malformed, out of range or conflicting are skipped
  * and reported through skipped(ctx, key, why) when given. 0 or -EINVAL when

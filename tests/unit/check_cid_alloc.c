@@ -350,6 +350,53 @@ START_TEST(cid_text_is_the_json_dump)
 }
 END_TEST
 
+/* The text kept between calls is patched at every get, claim and release:
+ * after each step of a pseudo-random run (owners that need escaping among
+ * them, CIDs taken and given back all over a small range), it is still the
+ * dump of the table, byte for byte. Fails when a patch lands in the wrong
+ * place, keeps a released entry or loses a comma. */
+START_TEST(cid_text_follows_every_change)
+{
+	struct cid_alloc	*a = cid_alloc_new(3, 3 + 200);
+	uint32_t		 rnd = 12345, cid;
+	char			 owner[32], *want, *text;
+	size_t			 len;
+	json_t			*doc;
+
+	ck_assert_ptr_nonnull(a);
+	for (int step = 0; step < 3000; step++) {
+		rnd = rnd * 1103515245u + 12345u;
+		unsigned pick = (rnd >> 8) % 300;
+		snprintf(owner, sizeof(owner), pick % 7 == 0 ? "q\"%u\\" : "vm-%u", pick);
+		switch ((rnd >> 20) % 4) {
+		case 0:
+		case 1:
+			(void)cid_alloc_get(a, owner, &cid);
+			break;
+		case 2:
+			(void)cid_alloc_release(a, owner);
+			break;
+		default:
+			(void)cid_alloc_claim(a, owner, 3 + (rnd >> 4) % 201);
+		}
+		if (step % 3 != 0)
+			continue;
+		doc = cid_alloc_to_json(a);
+		want = json_dumps(doc, JSON_COMPACT);
+		text = cid_alloc_to_text(a, &len);
+		ck_assert_ptr_nonnull(text);
+		ck_assert_uint_eq(len, strlen(want) + 1);
+		text[len - 1] = '\0';
+		ck_assert_str_eq(text, want);
+		free(text);
+		free(want);
+		json_decref(doc);
+	}
+	ck_assert_uint_gt(cid_alloc_count(a), 0);
+	cid_alloc_free(a);
+}
+END_TEST
+
 static void
 record_skip(void *ctx, const char *key, const char *why)
 {
@@ -829,6 +876,7 @@ cid_suite(void)
 	tcase_add_test(tc, cid_range_edges);
 	tcase_add_test(tc, cid_json_roundtrip);
 	tcase_add_test(tc, cid_text_is_the_json_dump);
+	tcase_add_test(tc, cid_text_follows_every_change);
 	tcase_add_test(tc, cid_load_skips_bad_entries);
 	tcase_add_test(tc, cid_sparse_release_keeps_neighbours);
 	tcase_add_test(tc, cid_random_matches_model);
