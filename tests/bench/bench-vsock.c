@@ -40,21 +40,21 @@
  *    than a flow's credit at once). So the last two figures set 1,000
  *    socketpairs fed 64 KiB writes against one fed 256 KiB writes: until
  *    each socket is full, and then once per socket in turn, as a ring pass
- *    of 1,000 flows reaches the device. Five runs on 2026-12-05 (the
+ *    of 1,000 flows reaches the device. Six runs on 2026-12-05 (the
  *    machine moved between phases in which 1,000 sockets cost more or less
  *    against one; the kernel's own 1,000 socketpairs at 64 KiB against one
  *    went from 1.02-1.07x to 0.66-0.78x):
- *      device, 1,000 against one          0.71 0.72 | 0.50 0.40 0.39
- *      kernel, until full                 0.89 0.94 | 0.49 0.49 0.47
- *      kernel, one write a socket a turn    -    -  | 0.37 0.35 0.38
- *    The device is at or above the kernel's own figure for the writes it
- *    has to make (1.03-1.33x); the 20% target needs sends larger than the
- *    windows the VM's memory bound allows. Tried, and not
- *    the way: shrinking every window and SO_SNDBUF to a per-VM budget's
+ *      device, 1,000 against one          0.71 0.72 | 0.50 0.40 0.39 0.34
+ *      kernel, until full                 0.89 0.94 | 0.49 0.49 0.47 0.46
+ *      kernel, one write a socket a turn    -    -  | 0.37 0.35 0.38 0.38
+ *    The device is about where the kernel's own figure for the writes it
+ *    has to make is (0.90-1.33x wall, 0.88-1.06x CPU); the 20% target needs
+ *    sends larger than the windows the VM's memory bound allows.
+ *    Tried, and not the way: shrinking every window and SO_SNDBUF to a per-VM budget's
  *    share (more packets, credit updates, txbuf copies and wakeups: 0.7 to
  *    1.3 CPU s/GiB against 0.4); a 256 KiB window for every connection,
  *    with the fake guest sending a flow's whole credit at once so its
- *    packets merge (2,700-6,200 MiB/s against 5,200-5,600, and 4x the
+ *    packets merge (2,400-6,200 MiB/s against 5,200-5,600, and 4x the
  *    memory); handing out credit to 8 or 32 connections at a time so the
  *    bytes in flight stay in cache (0.28-0.39 CPU s/GiB against 0.28-0.32);
  *    batching sends through io_uring (bench-send-batch: 5-8% less CPU).
