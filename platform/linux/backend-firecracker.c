@@ -167,9 +167,15 @@ fc_check_utf8(const char *what, const char *s, struct ember_error *err)
 	if (s == NULL)
 		return 0;
 	j = json_string(s);
-	if (j == NULL)
+	if (j == NULL) {
+		/* NULL is also out of memory: the same string unchecked tells. */
+		if ((j = json_string_nocheck(s)) == NULL)
+			return ember_error_set(err, EK_INTERNAL, NULL,
+			    "out of memory checking the %s path", what);
+		json_decref(j);
 		return ember_error_set(err, EK_INVALID_SPEC, "use a path that is valid UTF-8",
 		    "the %s path is not valid UTF-8, which Firecracker's API cannot carry", what);
+	}
 	json_decref(j);
 	return 0;
 }

@@ -3,8 +3,17 @@
  * to watch (socket callback) and when to call it back (timer callback);
  * libevent tells curl when they are ready. Finished transfers are collected
  * from curl_multi_info_read after each action.
+ *
+ * Every request also has a deadline of its own on the loop, a little past
+ * curl's timeout: whatever happens inside curl (a socket we could not
+ * watch for lack of memory, an action that failed half way), the caller is
+ * answered. A socket that cannot be watched fails its own request through
+ * that deadline at once, instead of failing the callback, which would make
+ * curl abort every transfer of the multi handle.
  */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -16,9 +25,16 @@
 #include "log.h"
 
 #define FC_HTTP_MAX_BODY (1024 * 1024)
+/* The deadline's margin over curl's own timeout. */
+#define FC_HTTP_DEADLINE_MARGIN_MS	1000
+
+struct fc_http;
 
 struct fc_req {
 	TAILQ_ENTRY(fc_req) entry;
+	struct fc_http *h;
+	struct event *deadline;
+	const char *fail_why;		/* set: the deadline fails it with this */
 	CURL *easy;
 	struct curl_slist *headers;
 	char *body;			/* request body (owned) */
@@ -45,6 +61,8 @@ static void
 fc_req_free(struct fc_http *h, struct fc_req *r)
 {
 	TAILQ_REMOVE(&h->reqs, r, entry);
+	if (r->deadline != NULL)
+		event_free(r->deadline);
 	curl_multi_remove_handle(h->multi, r->easy);
 	curl_easy_cleanup(r->easy);
 	curl_slist_free_all(r->headers);
@@ -107,6 +125,20 @@ fc_http_timer_cb(evutil_socket_t fd, short what, void *arg)
 	fc_http_check_done(h);
 }
 
+/* The request on easy fails from the loop, soon, with why. */
+static void
+fc_req_fail_soon(CURL *easy, const char *why)
+{
+	struct fc_req *r = NULL;
+	struct timeval now = { 0, 0 };
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+	if (r == NULL)
+		return;
+	r->fail_why = why;
+	evtimer_add(r->deadline, &now);
+}
+
 static int
 fc_http_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
@@ -116,23 +148,42 @@ fc_http_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *sock
 
 	if (what == CURL_POLL_REMOVE) {
 		if (fs != NULL) {
-			event_free(fs->ev);
+			if (fs->ev != NULL)
+				event_free(fs->ev);
 			free(fs);
 		}
 		curl_multi_assign(h->multi, s, NULL);
 		return 0;
 	}
 	if (fs == NULL) {
-		fs = calloc(1, sizeof(*fs));
-		if (fs == NULL)
-			return -1;
+		if ((fs = calloc(1, sizeof(*fs))) == NULL) {
+			fc_req_fail_soon(easy, "out of memory watching the API socket");
+			return 0;
+		}
 		fs->fd = s;
 		curl_multi_assign(h->multi, s, fs);
-	} else
+	} else if (fs->ev != NULL)
 		event_free(fs->ev);
 	fs->ev = event_new(h->base, s, kind | EV_PERSIST, fc_http_event_cb, h);
-	event_add(fs->ev, NULL);
+	if (fs->ev == NULL || event_add(fs->ev, NULL) < 0)
+		fc_req_fail_soon(easy, "out of memory watching the API socket");
 	return 0;
+}
+
+/* A request's deadline: curl did not finish it in time, or it could not
+ * be driven (fail_why). Answered from here, removed from curl. */
+static void
+fc_req_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fc_req *r = arg;
+	fc_http_done_fn done = r->done;
+	void *ctx = r->ctx;
+	char why[128];
+
+	snprintf(why, sizeof(why), "%s", r->fail_why != NULL ? r->fail_why :
+	    "no answer before the request's deadline");
+	fc_req_free(r->h, r);
+	done(ctx, 0, "", why);
 }
 
 static int
@@ -212,47 +263,71 @@ fc_http_free(struct fc_http *h)
 	free(h);
 }
 
+static bool
+fc_req_header(struct fc_req *r, const char *line)
+{
+	struct curl_slist *l = curl_slist_append(r->headers, line);
+
+	if (l == NULL)
+		return false;
+	r->headers = l;
+	return true;
+}
+
 int
 fc_http_request(struct fc_http *h, const char *sock_path, const char *method, const char *path,
     const char *body, long timeout_ms, fc_http_done_fn done, void *ctx)
 {
 	struct fc_req *r = calloc(1, sizeof(*r));
+	long deadline_ms = timeout_ms + FC_HTTP_DEADLINE_MARGIN_MS;
+	struct timeval deadline = { deadline_ms / 1000, (deadline_ms % 1000) * 1000 };
 	char url[512];
+	bool ok;
 
 	if (r == NULL)
 		return -ENOMEM;
-	r->easy = curl_easy_init();
-	if (r->easy == NULL) {
+	r->h = h;
+	r->done = done;
+	r->ctx = ctx;
+	if ((r->easy = curl_easy_init()) == NULL ||
+	    (r->deadline = evtimer_new(h->base, fc_req_deadline_cb, r)) == NULL) {
+		if (r->easy != NULL)
+			curl_easy_cleanup(r->easy);
 		free(r);
 		return -ENOMEM;
 	}
-	r->done = done;
-	r->ctx = ctx;
+	TAILQ_INSERT_TAIL(&h->reqs, r, entry);
 	snprintf(url, sizeof(url), "http://localhost%s", path);
-	curl_easy_setopt(r->easy, CURLOPT_URL, url);
-	curl_easy_setopt(r->easy, CURLOPT_UNIX_SOCKET_PATH, sock_path);
-	curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, method);
+	/* The options curl copies can fail for lack of memory. */
+	ok = curl_easy_setopt(r->easy, CURLOPT_URL, url) == CURLE_OK &&
+	    curl_easy_setopt(r->easy, CURLOPT_UNIX_SOCKET_PATH, sock_path) == CURLE_OK &&
+	    curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, method) == CURLE_OK &&
+	    fc_req_header(r, "Accept: application/json") &&
+	    /* No "Expect: 100-continue" round trip. */
+	    fc_req_header(r, "Expect:");
+	if (ok && body != NULL)
+		ok = (r->body = strdup(body)) != NULL &&
+		    fc_req_header(r, "Content-Type: application/json");
+	if (!ok) {
+		fc_req_free(h, r);
+		return -ENOMEM;
+	}
 	curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
 	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, fc_http_write_cb);
 	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
-	r->headers = curl_slist_append(NULL, "Accept: application/json");
-	if (body != NULL) {
-		r->body = strdup(body);
-		r->headers = curl_slist_append(r->headers, "Content-Type: application/json");
+	if (r->body != NULL) {
 		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body);
 		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(r->body));
 	}
-	/* No "Expect: 100-continue" round trip. */
-	r->headers = curl_slist_append(r->headers, "Expect:");
 	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
-	TAILQ_INSERT_TAIL(&h->reqs, r, entry);
 	if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
 		fc_req_free(h, r);
 		return -EIO;
 	}
+	evtimer_add(r->deadline, &deadline);
 	return 0;
 }
 

@@ -7,7 +7,8 @@
 # closed, never by waiting; emberd must keep running and, once memory is
 # back, serve as before: each VM it lists can be inspected and deleted,
 # nothing is left in the state directory, and a restart finds no VM and no
-# CID in use.
+# CID in use. A second part starts, stops and deletes VMs under a sweep of
+# failure spacings (every step of a start meets a failure in some run).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/fc-lib.sh"
 
@@ -80,6 +81,21 @@ for every in 5 17 61 499 2003; do
 	alive "$pid" || fail "emberd died while every ${every}th allocation failed"
 	echo "    so far: $answered answered ($errors with errors), $closed closed"
 done
+# Starts under a sweep of failure spacings, so that an allocation on every
+# step of a Firecracker start (spawn, each API request, libcurl's own) fails
+# in one run or another: a start whose request curl lost once hung forever.
+note "starts while every Nth allocation fails, N = 150, 157, ... 451"
+for every in $(seq 150 7 451); do
+	fail_every "$every"
+	for i in 1 2; do
+		n=oom-start-$every-$i
+		ask "$(req 1 vm.create "{\"name\":\"$n\",\"image\":\"mini\",\"backend\":\"firecracker\",\"vsock\":$( ((i == 2)) && echo true || echo false),\"start\":true}")"
+		ask "$(req 2 vm.stop "{\"name\":\"$n\",\"force\":true}")"
+		ask "$(req 3 vm.delete "{\"name\":\"$n\",\"force\":true}")"
+	done
+	alive "$pid" || fail "emberd died while every ${every}th allocation failed"
+done
+echo "    so far: $answered answered ($errors with errors), $closed closed"
 fail_every 0
 n_failed=$(failures)
 ((n_failed > 0)) || fail "no allocation failed: the library did not take effect"
