@@ -16,8 +16,9 @@
  * The state file's text (cids.json) is written whole at every group commit
  * that changes a CID, on the event loop. So once it has been asked for, the
  * text of its entries is kept, in CID order, and each change patches it: a
- * binary search, and a memmove of the entries after it, instead of a walk of
- * every CID, a hash lookup for each owner and its escaping, per commit. A
+ * pass over the entries' lengths to find its place, and a memmove of the
+ * entries after it, instead of a walk of every CID, a hash lookup for each
+ * owner and its escaping, per commit. A
  * patch that fails (out of memory) drops the kept text; the next request
  * builds it again from the table.
  */
@@ -46,8 +47,13 @@ struct cid_node {
 struct cid_text {
 	char	*buf;
 	size_t	 len, cap;
-	size_t	 entries;
 	bool	 failed;
+};
+
+/* One entry of the kept text: its CID and the length of its text. */
+struct cid_text_entry {
+	uint32_t	 cid;
+	uint32_t	 len;
 };
 
 /* The kept text: ,"CID":"owner" for every allocation, in CID order, and
@@ -55,8 +61,7 @@ struct cid_text {
 struct cid_text_index {
 	bool			 valid;
 	struct cid_text		 text;
-	uint32_t		*cid;
-	uint32_t		*len;
+	struct cid_text_entry	*entry;
 	size_t			 n, cap;
 };
 
@@ -547,26 +552,22 @@ cid_index_drop(struct cid_alloc *a)
 	struct cid_text_index	*ix = &a->index;
 
 	free(ix->text.buf);
-	free(ix->cid);
-	free(ix->len);
+	free(ix->entry);
 	memset(ix, 0, sizeof(*ix));
 }
 
-/* Room for one more entry in the arrays; false when out of memory. */
+/* Room for one more entry; false when out of memory. */
 static bool
 cid_index_reserve(struct cid_text_index *ix)
 {
-	size_t		 cap = ix->cap == 0 ? 64 : ix->cap * 2;
-	uint32_t	*cid, *len;
+	size_t			 cap = ix->cap == 0 ? 64 : ix->cap * 2;
+	struct cid_text_entry	*grown;
 
 	if (ix->n < ix->cap)
 		return true;
-	if ((cid = realloc(ix->cid, cap * sizeof(*cid))) == NULL)
+	if ((grown = realloc(ix->entry, cap * sizeof(*grown))) == NULL)
 		return false;
-	ix->cid = cid;
-	if ((len = realloc(ix->len, cap * sizeof(*len))) == NULL)
-		return false;
-	ix->len = len;
+	ix->entry = grown;
 	ix->cap = cap;
 	return true;
 }
@@ -575,26 +576,19 @@ cid_index_reserve(struct cid_text_index *ix)
 static size_t
 cid_index_find(const struct cid_text_index *ix, uint32_t cid, size_t *offset)
 {
-	size_t	 lo = 0, hi = ix->n, off = 0;
+	size_t	 i, off = 0;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (ix->cid[mid] < cid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (size_t i = 0; i < lo; i++)
-		off += ix->len[i];
+	for (i = 0; i < ix->n && ix->entry[i].cid < cid; i++)
+		off += ix->entry[i].len;
 	*offset = off;
-	return lo;
+	return i;
 }
 
 static void
 cid_index_insert(struct cid_alloc *a, uint32_t cid, const char *owner)
 {
 	struct cid_text_index	*ix = &a->index;
-	struct cid_text		 entry = { NULL, 0, 64, 0, false };
+	struct cid_text		 entry = { NULL, 0, 64, false };
 	size_t			 i, off;
 
 	if (!ix->valid)
@@ -612,10 +606,8 @@ cid_index_insert(struct cid_alloc *a, uint32_t cid, const char *owner)
 	i = cid_index_find(ix, cid, &off);
 	memmove(ix->text.buf + off + entry.len, ix->text.buf + off, tail - off);
 	memcpy(ix->text.buf + off, entry.buf, entry.len);
-	memmove(ix->cid + i + 1, ix->cid + i, (ix->n - i) * sizeof(*ix->cid));
-	memmove(ix->len + i + 1, ix->len + i, (ix->n - i) * sizeof(*ix->len));
-	ix->cid[i] = cid;
-	ix->len[i] = (uint32_t)entry.len;
+	memmove(ix->entry + i + 1, ix->entry + i, (ix->n - i) * sizeof(*ix->entry));
+	ix->entry[i] = (struct cid_text_entry){ cid, (uint32_t)entry.len };
 	ix->n++;
 	free(entry.buf);
 	return;
@@ -633,16 +625,15 @@ cid_index_remove(struct cid_alloc *a, uint32_t cid)
 	if (!ix->valid)
 		return;
 	i = cid_index_find(ix, cid, &off);
-	if (i == ix->n || ix->cid[i] != cid) {
+	if (i == ix->n || ix->entry[i].cid != cid) {
 		cid_index_drop(a);	/* cannot happen: rebuild rather than trust it */
 		return;
 	}
-	n = ix->len[i];
+	n = ix->entry[i].len;
 	memmove(ix->text.buf + off, ix->text.buf + off + n, ix->text.len - off - n);
 	ix->text.len -= n;
 	ix->text.buf[ix->text.len] = '\0';
-	memmove(ix->cid + i, ix->cid + i + 1, (ix->n - i - 1) * sizeof(*ix->cid));
-	memmove(ix->len + i, ix->len + i + 1, (ix->n - i - 1) * sizeof(*ix->len));
+	memmove(ix->entry + i, ix->entry + i + 1, (ix->n - i - 1) * sizeof(*ix->entry));
 	ix->n--;
 }
 
@@ -659,9 +650,7 @@ cid_index_add_one(void *ctx, uint32_t cid, const char *owner)
 		return;
 	}
 	cid_text_put_entry(&ix->text, cid, owner);
-	ix->cid[ix->n] = cid;
-	ix->len[ix->n] = (uint32_t)(ix->text.len - before);
-	ix->n++;
+	ix->entry[ix->n++] = (struct cid_text_entry){ cid, (uint32_t)(ix->text.len - before) };
 }
 
 /* Builds the kept text from the table; false when out of memory. */

@@ -178,10 +178,9 @@ fc_req_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	struct fc_req *r = arg;
 	fc_http_done_fn done = r->done;
 	void *ctx = r->ctx;
-	char why[128];
+	const char *why = r->fail_why != NULL ? r->fail_why :
+	    "no answer before the request's deadline";
 
-	snprintf(why, sizeof(why), "%s", r->fail_why != NULL ? r->fail_why :
-	    "no answer before the request's deadline");
 	fc_req_free(r->h, r);
 	done(ctx, 0, "", why);
 }
@@ -323,11 +322,13 @@ fc_http_request(struct fc_http *h, const char *sock_path, const char *method, co
 		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(r->body));
 	}
 	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+	/* Before curl sees it: a socket that cannot be watched from here on
+	 * moves the deadline to now, and nothing moves it back. */
+	evtimer_add(r->deadline, &deadline);
 	if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
 		fc_req_free(h, r);
 		return -EIO;
 	}
-	evtimer_add(r->deadline, &deadline);
 	return 0;
 }
 

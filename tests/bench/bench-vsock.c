@@ -518,8 +518,8 @@ multi_pump_thread(void *arg)
 		for (int j = 0; j < k; j++) {
 			int i = (int)ev[j].data.u32;
 			/* Until the socket is full (or empty): a short transfer
-			 * says so without another call. */
-			for (bool again = true; again && left[i] > 0; again = !m->one_per_turn) {
+			 * says so without another call. Or once, one_per_turn. */
+			while (left[i] > 0) {
 				size_t want = left[i] < chunk ? left[i] : chunk;
 				ssize_t r = m->write ? write(m->fd[i], buf, want) :
 				    read(m->fd[i], buf, want);
@@ -528,7 +528,7 @@ multi_pump_thread(void *arg)
 				if (r <= 0)
 					die("pump: %s", r == 0 ? "EOF" : strerror(errno));
 				left[i] -= (size_t)r;
-				if ((size_t)r < want)
+				if ((size_t)r < want || m->one_per_turn)
 					break;
 			}
 			if (left[i] == 0) {
